@@ -1,0 +1,118 @@
+"""Command line: ``python -m optnorm info | demo | bench``.
+
+- ``info``: versions, array libraries found, Numba threads and SVML, GPU or not.
+- ``demo [--out DIR] [--quick] [DOMAIN ...]``: runs each domain's showcase (``optnorm/<domain>/_demo.py``,
+  a ``showcase(outdir, quick) -> list[str]`` function), prints its table and writes PNG plots to DIR.
+- ``bench [DOMAIN ...] [--quick]``: runs ``benchmarks/bench_<domain>.py`` with pytest-benchmark
+  (peers side by side) and prints the comparison; needs a source checkout.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DOMAINS = ("norm", "ot", "spd", "optim")
+
+
+def _version(mod: str) -> str:
+    try:
+        m = importlib.import_module(mod)
+    except Exception as exc:  # any import failure is reported, not raised
+        return f"not available ({type(exc).__name__})"
+    return getattr(m, "__version__", "?")
+
+
+def info() -> int:
+    import optnorm
+    from optnorm._lib.dispatch import cupy_available, get_backend
+
+    print(f"optnorm {optnorm.__version__} on Python {platform.python_version()} ({platform.machine()}, "
+          f"{os.cpu_count()} CPUs)")
+    for mod in ("numpy", "scipy", "numba", "array_api_compat", "array_api_strict", "torch", "jax", "cupy",
+                "dask", "ot", "pyriemann", "optax", "matplotlib"):
+        label = "POT" if mod == "ot" else mod
+        print(f"  {label:18s} {_version(mod)}")
+    try:
+        import numba
+
+        print(f"  numba threads      {numba.config.NUMBA_NUM_THREADS} (SVML {'on' if numba.config.USING_SVML else 'off'})")
+    except ImportError:
+        pass
+    print(f"  GPU (CuPy)         {'yes' if cupy_available() else 'no'}")
+    print(f"  forced backend     {get_backend()}")
+    print(f"  domains            {', '.join(d for d in DOMAINS if importlib.util.find_spec(f'optnorm.{d}'))}")
+    return 0
+
+
+def demo(out: Path, quick: bool, domains: list[str]) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    ran = 0
+    for d in domains or DOMAINS:
+        mod_name = f"optnorm.{d}._demo"
+        if importlib.util.find_spec(f"optnorm.{d}") is None or importlib.util.find_spec(mod_name) is None:
+            print(f"[{d}] no showcase yet")
+            continue
+        t0 = time.perf_counter()
+        print(f"\n=== {d} ===")
+        lines = importlib.import_module(mod_name).showcase(out, quick=quick)
+        for line in lines:
+            print(line)
+        print(f"[{d}] done in {time.perf_counter() - t0:.1f} s")
+        ran += 1
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    print(f"\nplots written to {out.resolve()}: {', '.join(pngs) if pngs else 'none'}")
+    return 0 if ran else 1
+
+
+def bench(domains: list[str], quick: bool, extra: list[str]) -> int:
+    root = Path(__file__).resolve().parent.parent / "benchmarks"
+    if not root.is_dir():
+        print("benchmarks/ not found: `python -m optnorm bench` needs a source checkout of optnorm", file=sys.stderr)
+        return 2
+    files = [str(root / f"bench_{d}.py") for d in (domains or DOMAINS) if (root / f"bench_{d}.py").exists()]
+    if not files:
+        print(f"no benchmark files for {domains}", file=sys.stderr)
+        return 2
+    cmd = [sys.executable, "-m", "pytest", *files, "-p", "no:cacheprovider", "-o", "addopts=",
+           "--benchmark-only", "--benchmark-group-by=group", "--benchmark-columns=min,median,mean,rounds",
+           "--benchmark-sort=name", "-q"]
+    if quick:
+        cmd += ["--benchmark-min-rounds=1", "--benchmark-max-time=0.2", "-m", "not slow"]
+    env = dict(os.environ, OPTNORM_BENCH_QUICK="1" if quick else "0")
+    return subprocess.call(cmd + extra, env=env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m optnorm", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("info", help="versions, backends, threads, GPU")
+    pd = sub.add_parser("demo", help="run each domain's showcase and write plots")
+    pd.add_argument("domains", nargs="*", default=[], metavar="DOMAIN", help=f"any of {DOMAINS}")
+    pd.add_argument("--out", type=Path, default=Path("optnorm-demo"), help="folder for the PNG plots")
+    pd.add_argument("--quick", action="store_true", help="small sizes (seconds, for CI)")
+    pb = sub.add_parser("bench", help="run the pytest-benchmark suites side by side with the peers")
+    pb.add_argument("domains", nargs="*", default=[], metavar="DOMAIN")
+    pb.add_argument("--quick", action="store_true", help="one round per case")
+    args, extra = p.parse_known_args(argv)
+    bad = [d for d in getattr(args, "domains", []) if d not in DOMAINS]
+    if bad:
+        p.error(f"unknown domain(s) {bad}: choose from {DOMAINS}")
+    if extra and args.cmd != "bench":
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.cmd == "info":
+        return info()
+    if args.cmd == "demo":
+        return demo(args.out, args.quick, args.domains)
+    return bench(args.domains, args.quick, extra)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

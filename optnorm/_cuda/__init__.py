@@ -1,0 +1,1 @@
+"""CUDA kernels: one ``.cu`` file per domain, loaded with CuPy ``RawModule`` by :mod:`.loader`."""

@@ -1,0 +1,1 @@
+"""Internal plumbing shared by every domain: backend detection, dispatch, validation, the op registry."""

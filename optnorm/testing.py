@@ -1,0 +1,127 @@
+"""Test helpers shared by optnorm's test suite (and usable by downstream code).
+
+- :func:`assert_close` compares an array of any library with a NumPy reference.
+- :func:`check_vjp` checks a registered op's VJP against central finite differences in float64.
+- :func:`numerical_vjp` gives the full finite-difference VJP of any function of NumPy arrays.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ._lib import compat
+from ._lib import ops as _ops
+
+__all__ = ["assert_close", "check_vjp", "numerical_vjp", "as_tuple"]
+
+
+def as_tuple(y) -> tuple:
+    return y if isinstance(y, tuple) else (y,)
+
+
+def assert_close(actual: Any, desired: Any, *, rtol: float = 1e-7, atol: float = 0.0, err_msg: str = "",
+                 equal_nan: bool = True, check_dtype: Any = None) -> None:
+    """``np.testing.assert_allclose`` after moving ``actual`` (any library) to NumPy.
+
+    ``check_dtype`` may name a dtype (e.g. ``"float32"``) the actual array must have.
+    """
+    if isinstance(actual, tuple) or isinstance(desired, tuple):
+        a_t, d_t = as_tuple(actual), as_tuple(desired)
+        assert len(a_t) == len(d_t), f"{err_msg}: {len(a_t)} outputs, expected {len(d_t)}"
+        for i, (a, d) in enumerate(zip(a_t, d_t)):
+            assert_close(a, d, rtol=rtol, atol=atol, err_msg=f"{err_msg} [output {i}]", equal_nan=equal_nan,
+                         check_dtype=check_dtype)
+        return
+    if check_dtype is not None:
+        got = str(actual.dtype).replace("torch.", "")
+        assert got == str(check_dtype), f"{err_msg}: dtype {got}, expected {check_dtype}"
+    a = compat.to_numpy(actual)
+    d = compat.to_numpy(desired)
+    if a.dtype.kind == "f":
+        a = a.astype(np.float64)
+    if np.asarray(d).dtype.kind == "f":
+        d = np.asarray(d, dtype=np.float64)
+    np.testing.assert_allclose(a, d, rtol=rtol, atol=atol, err_msg=err_msg, equal_nan=equal_nan)
+
+
+def _vdot(a, b) -> float:
+    return float(np.sum(np.asarray(a, np.float64) * np.asarray(b, np.float64)))
+
+
+def numerical_vjp(f: Callable[..., Any], arrays: Sequence[np.ndarray], dy: Any, *, h: float = 1e-6,
+                  argnums: Sequence[int] | None = None) -> list:
+    """Central-difference VJP of ``f(*arrays)`` (float64 NumPy) for the inputs in ``argnums``, entry by entry."""
+    arrays = [None if a is None else np.array(a, dtype=np.float64) for a in arrays]
+    argnums = range(len(arrays)) if argnums is None else argnums
+    dys = as_tuple(dy)
+    out = [None] * len(arrays)
+    for i in argnums:
+        if arrays[i] is None:
+            continue
+        g = np.zeros_like(arrays[i])
+        flat = arrays[i].reshape(-1)
+        gf = g.reshape(-1)
+        for k in range(flat.size):
+            old = flat[k]
+            step = h * max(1.0, abs(old))
+            flat[k] = old + step
+            yp = as_tuple(f(*arrays))
+            flat[k] = old - step
+            ym = as_tuple(f(*arrays))
+            flat[k] = old
+            gf[k] = sum(_vdot(d, compat.to_numpy(p) - compat.to_numpy(m)) for d, p, m in zip(dys, yp, ym)
+                        if d is not None) / (2 * step)
+        out[i] = g
+    return out
+
+
+def check_vjp(op: Any, *arrays: Any, rtol: float = 1e-5, atol: float = 1e-7, h: float = 1e-6, n_dirs: int = 3,
+              seed: int = 0, opts: dict | None = None) -> None:
+    """Check an op's ``bwd`` against finite differences of its ``fn`` along random directions (float64 NumPy).
+
+    ``op`` is an :class:`~optnorm._lib.ops.Op` or its name.  For every differentiable
+    float input ``i`` and random direction ``v``: ``<bwd(res, dy)[i], v>`` must equal
+    ``(<dy, f(x + h v)> - <dy, f(x - h v)>) / 2h``.  Also checks that ``fwd`` returns
+    the same output as ``fn``.
+    """
+    op_ = _ops.get(op) if isinstance(op, str) else op
+    opts = opts or {}
+    rng = np.random.default_rng(seed)
+    arrays = [None if a is None else (np.array(a, dtype=np.float64) if np.asarray(a).dtype.kind == "f"
+                                      else np.asarray(a)) for a in arrays]
+    y = op_.fn(*arrays, **opts)
+    y2, res = op_.fwd(*arrays, **opts)
+    assert_close(y2, y, rtol=1e-12, atol=1e-12, err_msg=f"{op_.name}: fwd output differs from fn")
+    ys = as_tuple(y)
+    dy = tuple(rng.standard_normal(np.shape(o)) if np.asarray(compat.to_numpy(o)).dtype.kind == "f" else None
+               for o in ys)
+    dy_arg = dy if isinstance(y, tuple) else dy[0]
+    grads = as_tuple(op_.bwd(res, dy_arg))
+    assert len(grads) == len(arrays), f"{op_.name}: bwd returned {len(grads)} cotangents for {len(arrays)} inputs"
+    skip = set(op_.nondiff_argnums) | set(op_.skip_check_argnums)
+    checked = 0
+    for i, a in enumerate(arrays):
+        if a is None or i in skip or a.dtype.kind != "f":
+            continue
+        g = grads[i]
+        assert g is not None, f"{op_.name}: no cotangent for differentiable input {i} ({op_.array_params[i]})"
+        g = compat.to_numpy(g)
+        assert g.shape == a.shape, f"{op_.name}: cotangent {i} has shape {g.shape}, input has {a.shape}"
+        for _ in range(n_dirs):
+            v = rng.standard_normal(a.shape)
+            args_p = list(arrays)
+            args_m = list(arrays)
+            args_p[i] = a + h * v
+            args_m[i] = a - h * v
+            fp = as_tuple(op_.fn(*args_p, **opts))
+            fm = as_tuple(op_.fn(*args_m, **opts))
+            num = sum(_vdot(d, compat.to_numpy(p) - compat.to_numpy(m)) for d, p, m in zip(dy, fp, fm)
+                      if d is not None) / (2 * h)
+            ana = _vdot(g, v)
+            tol = atol + rtol * max(abs(num), abs(ana), 1.0)
+            assert abs(num - ana) <= tol, (f"{op_.name}: VJP of input {i} ({op_.array_params[i]}) disagrees with "
+                                           f"finite differences: analytic {ana:.10g}, numeric {num:.10g}")
+        checked += 1
+    assert checked > 0 or not any(a is not None and a.dtype.kind == "f" for a in arrays), \
+        f"{op_.name}: no input was checked"

@@ -1,0 +1,86 @@
+"""torch adapters: every registered op as a ``torch.autograd.Function``, every optimizer as ``torch.optim.Optimizer``.
+
+>>> import torch, optnorm.torch as ont
+>>> x = torch.randn(4, 10, dtype=torch.float64, requires_grad=True)
+>>> y = ont.softmax(x, axis=-1)          # an autograd op; y.sum().backward() works
+>>> opt = ont.optim.AdamW(model.parameters(), lr=1e-3)   # doctest: +SKIP
+
+Ops are generated from :mod:`optnorm._lib.ops`; nothing here is written per op.
+The forward and the VJP run optnorm's own code on the tensors (generic Array-API
+path), so ``gradcheck`` tests optnorm's VJP, not torch's autograd.  Double
+backward is not supported (the VJP is itself not recorded).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+
+import torch
+
+from ._lib import ops as _ops
+
+__all__ = ["apply", "op"]
+
+
+def _is_tensor(v):
+    return isinstance(v, torch.Tensor)
+
+
+class _OpFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, op, opts, *arrays):
+        y, res = op.fwd(*arrays, **opts)
+        ctx.op = op
+        ctx.res = res
+        ctx.multi = isinstance(y, tuple)
+        outs = y if ctx.multi else (y,)
+        nondiff = [o for o in outs if _is_tensor(o) and not o.dtype.is_floating_point]
+        if nondiff:
+            ctx.mark_non_differentiable(*nondiff)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *dys):
+        dy = tuple(dys) if ctx.multi else dys[0]
+        grads = ctx.op.bwd(ctx.res, dy)
+        return (None, None, *grads)
+
+
+def apply(op_or_name, *args, **kwargs):
+    """Run a registered op (Op or name) on torch tensors with optnorm's VJP attached."""
+    op_ = _ops.get(op_or_name) if isinstance(op_or_name, str) else op_or_name
+    arrays, opts = op_.split(args, kwargs)
+    if not any(_is_tensor(a) and a.requires_grad for a in arrays):
+        return op_.fn(*arrays, **opts)
+    return _OpFunction.apply(op_, opts, *arrays)
+
+
+def op(name: str):
+    """The torch function for a registered op (``op("norm.softmax")`` is ``optnorm.torch.softmax``)."""
+    o = _ops.get(name)
+
+    @functools.wraps(o.fn)
+    def wrapper(*args, **kwargs):
+        return apply(o, *args, **kwargs)
+
+    return wrapper
+
+
+def __getattr__(name: str):
+    if name == "optim":
+        mod = importlib.import_module("optnorm.optim._torch")
+        globals()["optim"] = mod
+        return mod
+    if name.startswith("_"):
+        raise AttributeError(name)
+    try:
+        fn = op(name)
+    except AttributeError:
+        raise AttributeError(f"module 'optnorm.torch' has no attribute {name!r}") from None
+    globals()[name] = fn
+    return fn
+
+
+def __dir__():
+    return sorted(set(__all__) | {"optim"} | {o.short_name for o in _ops.all_ops().values()})
