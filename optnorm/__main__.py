@@ -56,17 +56,19 @@ def demo(out: Path, quick: bool, domains: list[str]) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
     ran = 0
     for d in domains or DOMAINS:
-        mod_name = f"optnorm.{d}._demo"
-        if importlib.util.find_spec(f"optnorm.{d}") is None or importlib.util.find_spec(mod_name) is None:
+        pkg = Path(__file__).parent / d
+        demos = sorted(p.stem for p in pkg.glob("_demo*.py"))
+        if not demos:
             print(f"[{d}] no showcase yet")
             continue
-        t0 = time.perf_counter()
-        print(f"\n=== {d} ===")
-        lines = importlib.import_module(mod_name).showcase(out, quick=quick)
-        for line in lines:
-            print(line)
-        print(f"[{d}] done in {time.perf_counter() - t0:.1f} s")
-        ran += 1
+        for stem in demos:
+            t0 = time.perf_counter()
+            print(f"\n=== {d}{stem[5:].replace('_', ' ')} ===")
+            lines = importlib.import_module(f"optnorm.{d}.{stem}").showcase(out, quick=quick)
+            for line in lines:
+                print(line)
+            print(f"[{d}] done in {time.perf_counter() - t0:.1f} s")
+            ran += 1
     pngs = sorted(p.name for p in out.glob("*.png"))
     print(f"\nplots written to {out.resolve()}: {', '.join(pngs) if pngs else 'none'}")
     return 0 if ran else 1
@@ -77,7 +79,8 @@ def bench(domains: list[str], quick: bool, extra: list[str]) -> int:
     if not root.is_dir():
         print("benchmarks/ not found: `python -m optnorm bench` needs a source checkout of optnorm", file=sys.stderr)
         return 2
-    files = [str(root / f"bench_{d}.py") for d in (domains or DOMAINS) if (root / f"bench_{d}.py").exists()]
+    names = domains or sorted(p.stem[6:] for p in root.glob("bench_*.py"))
+    files = [str(root / f"bench_{d}.py") for d in names if (root / f"bench_{d}.py").exists()]
     if not files:
         print(f"no benchmark files for {domains}", file=sys.stderr)
         return 2
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     pb.add_argument("domains", nargs="*", default=[], metavar="DOMAIN")
     pb.add_argument("--quick", action="store_true", help="one round per case")
     args, extra = p.parse_known_args(argv)
-    bad = [d for d in getattr(args, "domains", []) if d not in DOMAINS]
+    bad = [d for d in getattr(args, "domains", []) if d not in DOMAINS and args.cmd == "demo"]
     if bad:
         p.error(f"unknown domain(s) {bad}: choose from {DOMAINS}")
     if extra and args.cmd != "bench":

@@ -1,0 +1,25 @@
+"""Re-export the public names of a domain's modules from the domain package.
+
+Each domain ``__init__`` lists its modules; every module that exists is imported
+and its ``__all__`` copied up, so modules can be added without editing a shared list
+of names (and without two contributors editing one import block).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+
+def export_modules(namespace: dict, package: str, modules: tuple[str, ...]) -> list[str]:
+    names: list[str] = []
+    for m in modules:
+        full = f"{package}.{m}"
+        if importlib.util.find_spec(full) is None:
+            continue
+        mod = importlib.import_module(full)
+        for n in getattr(mod, "__all__", ()):
+            if n in namespace and namespace[n] is not getattr(mod, n):
+                raise ImportError(f"{package}: {n!r} is exported by two modules ({m} and another)")
+            namespace[n] = getattr(mod, n)
+            names.append(n)
+    return names
