@@ -74,7 +74,7 @@ def demo(out: Path, quick: bool, domains: list[str]) -> int:
     return 0 if ran else 1
 
 
-def bench(domains: list[str], quick: bool, extra: list[str]) -> int:
+def bench(domains: list[str], quick: bool, extra: list[str], out: Path | None = None) -> int:
     root = Path(__file__).resolve().parent.parent / "benchmarks"
     if not root.is_dir():
         print("benchmarks/ not found: `python -m optnorm bench` needs a source checkout of optnorm", file=sys.stderr)
@@ -89,8 +89,19 @@ def bench(domains: list[str], quick: bool, extra: list[str]) -> int:
            "--benchmark-sort=name", "-q"]
     if quick:
         cmd += ["--benchmark-min-rounds=1", "--benchmark-max-time=0.2", "-m", "not slow"]
+    out = out or Path("optnorm-bench")
+    out.mkdir(parents=True, exist_ok=True)
+    js = out / "benchmark.json"
+    cmd += [f"--benchmark-json={js}"]
     env = dict(os.environ, OPTNORM_BENCH_QUICK="1" if quick else "0")
-    return subprocess.call(cmd + extra, env=env)
+    rc = subprocess.call(cmd + extra, env=env)
+    if js.exists():
+        from optnorm._lib.benchreport import write_report
+
+        md = write_report(js, out)
+        print(md.read_text())
+        print(f"report: {md.resolve()} and {(out / 'benchmark-ratios.png').resolve()}")
+    return rc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     pd.add_argument("--quick", action="store_true", help="small sizes (seconds, for CI)")
     pb = sub.add_parser("bench", help="run the pytest-benchmark suites side by side with the peers")
     pb.add_argument("domains", nargs="*", default=[], metavar="DOMAIN")
-    pb.add_argument("--quick", action="store_true", help="one round per case")
+    pb.add_argument("--quick", action="store_true", help="small sizes, one round per case")
+    pb.add_argument("--out", type=Path, default=Path("optnorm-bench"),
+                    help="folder for benchmark.json, benchmark-report.md and benchmark-ratios.png")
     args, extra = p.parse_known_args(argv)
     bad = [d for d in getattr(args, "domains", []) if d not in DOMAINS and args.cmd == "demo"]
     if bad:
@@ -114,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return info()
     if args.cmd == "demo":
         return demo(args.out, args.quick, args.domains)
-    return bench(args.domains, args.quick, extra)
+    return bench(args.domains, args.quick, extra, args.out)
 
 
 if __name__ == "__main__":

@@ -32,11 +32,13 @@ import numpy as np
 
 from . import compat
 
-__all__ = ["Dispatcher", "use_backend", "get_backend", "numba_available", "cupy_available", "BACKENDS"]
+__all__ = ["Dispatcher", "use_backend", "get_backend", "numba_available", "cupy_available", "BACKENDS",
+           "blockwise", "DISPATCHERS"]
 
 BACKENDS = ("auto", "generic", "numba", "cuda")
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("optnorm_backend", default=None)
 _cache: dict[str, bool] = {}
+DISPATCHERS: dict[str, "Dispatcher"] = {}  # every Dispatcher by name (the GPU suite and docs list fast paths)
 
 
 def _check_name(name: str) -> str:
@@ -111,6 +113,7 @@ class Dispatcher:
     def __init__(self, name: str):
         self.name = name
         self._impls: dict[str, tuple[Callable, Callable | None]] = {}
+        DISPATCHERS[name] = self
 
     def register(self, path: str, when: Callable[..., bool] | None = None):
         if path not in ("generic", "numba", "cuda"):
@@ -179,3 +182,60 @@ def numpy_float(*arrays: Any, contiguous: bool = False) -> bool:
             return False
         dts.add(a.dtype)
     return len(dts) <= 1
+
+
+def _is_dask(x: Any) -> bool:
+    import sys
+
+    if "dask" not in sys.modules:
+        return False
+    import array_api_compat
+
+    return array_api_compat.is_dask_array(x)
+
+
+def blockwise(signature: str, *, array_args: int = 1, axis_arg: str | None = None, output_dtype=None):
+    """Let a public function take Dask arrays: it then runs block by block on NumPy chunks.
+
+    ``signature`` is a generalized-ufunc signature over the first ``array_args``
+    positional arrays, e.g. ``"(n)->(n)"`` for a row op, ``"(n,n),(n,n)->()"`` for a
+    batched matrix distance, ``"(n,d),(m,d)->()"`` for a batch of point-cloud pairs.
+    Core dimensions must be whole inside one chunk (Dask rechunks them if needed);
+    leading (loop) dimensions may be chunked freely, and each chunk takes the NumPy
+    path of the function (so its Numba kernel) inside the Dask worker.  With
+    ``axis_arg`` (a one-core-dimension signature), the core dimension is the axis
+    that keyword names.  Keyword options are passed through unchanged.  Non-Dask
+    inputs do not go through this wrapper at all.
+    """
+    import functools
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            arrs = args[:array_args]
+            if not any(_is_dask(a) for a in arrs):
+                return fn(*args, **kwargs)
+            import dask.array as da
+
+            rest = args[array_args:]
+            gu_kw = {}
+            if axis_arg is not None:
+                axis = kwargs.get(axis_arg, -1)
+                if not isinstance(axis, int):
+                    raise TypeError(f"{fn.__name__}: with Dask arrays, {axis_arg} must be a single int")
+                gu_kw["axis"] = axis
+                kwargs = {**kwargs, axis_arg: -1}
+            if kwargs.get("out") is not None:
+                raise TypeError(f"{fn.__name__}: out= cannot be used with Dask arrays")
+
+            def block(*blocks):
+                return fn(*blocks, *rest, **kwargs)
+
+            dt = output_dtype or np.result_type(*[a.dtype for a in arrs if a is not None])
+            return da.apply_gufunc(block, signature, *[a for a in arrs], output_dtypes=dt,
+                                   allow_rechunk=True, **gu_kw)
+
+        wrapper.__optnorm_blockwise__ = signature
+        return wrapper
+
+    return deco

@@ -1,0 +1,40 @@
+"""Sphinx configuration for optnorm's documentation (``python -m sphinx -W -b html docs docs/_build``)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import optnorm  # noqa: E402
+
+project = "optnorm"
+author = "optnorm developers"
+copyright = "2026, optnorm developers"
+release = version = optnorm.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.mathjax",
+    "numpydoc",
+]
+autosummary_generate = True
+autodoc_default_options = {"members": False}
+numpydoc_show_class_members = False
+numpydoc_class_members_toctree = False
+numpydoc_xref_param_type = False
+exclude_patterns = ["_build", "examples/*.py"]
+html_theme = "alabaster"
+html_static_path = []
+suppress_warnings = ["autosummary.import_cycle"]
+
+
+def setup(app):
+    import gen_tables
+
+    gen_tables.write_all(HERE / "_generated")
