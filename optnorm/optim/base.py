@@ -32,7 +32,7 @@ from typing import Any, Callable, NamedTuple
 
 from .._lib import compat, validate
 
-__all__ = ["OptState", "Rule", "tree_flatten", "tree_unflatten"]
+__all__ = ["OptState", "Rule", "MatrixRule", "tree_flatten", "tree_unflatten"]
 
 NAN_POLICIES = ("raise", "skip", "ignore")
 
@@ -155,7 +155,7 @@ class Rule:
     def update_leaf(self, p: Any, g: Any, s: NamedTuple, ctx: Ctx) -> tuple[Any, NamedTuple]:
         raise NotImplementedError
 
-    def prepare(self, ps: list, gs: list, ss: list, *, t, xp, names, hvp=None, count=None) -> list | None:
+    def prepare(self, ps: list, gs: list, ss: list, *, t, xp, names, hvp=None, count=None, treedef=None) -> list | None:
         """Per-leaf extras computed from the whole tree before the leaf updates (default: none)."""
         return None
 
@@ -234,7 +234,8 @@ class Rule:
             return params, state
         count = state.count
         t = int(count) + 1 if compat.is_concrete(count) else count + 1
-        extras = self.prepare(ps, gs, list(state.leaves), t=t, xp=xp, names=names, hvp=hvp, count=count)
+        extras = self.prepare(ps, gs, list(state.leaves), t=t, xp=xp, names=names, hvp=hvp, count=count,
+                              treedef=tdef)
         new_p, new_s = [], []
         for i, (p, g, s, n) in enumerate(zip(ps, gs, state.leaves, names)):
             pn, sn = self.update_leaf(p, g, s, Ctx(xp, t, n, None if extras is None else extras[i]))
@@ -266,7 +267,8 @@ class Rule:
             return state
         t = int(state.count) + 1
         if not (hvp is None and self.fused_step_(ps, gs, list(state.leaves), t)):
-            extras = self.prepare(ps, gs, list(state.leaves), t=t, xp=xp, names=names, hvp=hvp, count=state.count)
+            extras = self.prepare(ps, gs, list(state.leaves), t=t, xp=xp, names=names, hvp=hvp, count=state.count,
+                                  treedef=tdef)
             for i, (p, g, s, n) in enumerate(zip(ps, gs, state.leaves, names)):
                 pn, sn = self.update_leaf(p, g, s, Ctx(xp, t, n, None if extras is None else extras[i]))
                 _copy_into(p, pn)
@@ -341,3 +343,41 @@ def _increment(count):
         count.add_(1)
     else:
         count[...] = count + 1
+
+
+class MatrixRule(Rule):
+    """A rule for 2-D parameters; any other parameter goes to ``fallback`` (or raises, naming the parameter)."""
+
+    def __init__(self, *, fallback: Rule | None = None, **kw):
+        super().__init__(**kw)
+        if fallback is not None and not isinstance(fallback, Rule):
+            raise TypeError(f"fallback must be an optnorm.optim rule (e.g. adamw(lr=3e-4)) or None, "
+                            f"got {type(fallback).__name__}")
+        self.fallback = fallback
+
+    def accepts(self, p) -> bool:
+        return p.ndim == 2
+
+    def _no_fallback(self, p, name):
+        return ValueError(f"{name} has shape {tuple(p.shape)}: {self.name} updates 2-D parameters only; pass "
+                          f"fallback=optnorm.optim.adamw(...) (or another rule) for the other parameters")
+
+    def init_leaf(self, p, *, name, xp):
+        if self.accepts(p):
+            return self.init_matrix(p, name=name, xp=xp)
+        if self.fallback is None:
+            raise self._no_fallback(p, name)
+        return self.fallback.init_leaf(p, name=name, xp=xp)
+
+    def update_leaf(self, p, g, s, ctx):
+        if self.accepts(p):
+            return self.update_matrix(p, g, s, ctx)
+        if self.fallback is None:
+            raise self._no_fallback(p, ctx.name)
+        return self.fallback.update_leaf(p, g, s, ctx)
+
+    def init_matrix(self, p, *, name, xp):
+        raise NotImplementedError
+
+    def update_matrix(self, p, g, s, ctx):
+        raise NotImplementedError
