@@ -242,11 +242,10 @@ class Rule:
             new_p.append(pn)
             new_s.append(sn)
         new_count = count + 1
-        if ok is not True:  # traced finiteness flag (nan_policy="skip" under jit): select old or new
+        if ok is not True:  # traced finiteness flag (under jax.jit nothing can raise: the step is skipped)
             new_p = [xp.where(ok, a, b) for a, b in zip(new_p, ps)]
             new_s = [_select(ok, a, b, xp) for a, b in zip(new_s, state.leaves)]
-            if self.nan_policy == "skip":
-                new_count = xp.where(ok, new_count, count)
+            new_count = xp.where(ok, new_count, count)
         return tree_unflatten(tdef, new_p), OptState(count=new_count, leaves=tuple(new_s))
 
     def step_(self, params: Any, grads: Any, state: OptState, *, hvp: Callable | None = None) -> OptState:
