@@ -1,0 +1,157 @@
+"""Stateless matrix rules: swan (GradNorm + GradWhitening) and sinkgd (alternating row/column normalisation)."""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from .._lib import compat, validate
+from . import transforms as T
+from .base import Ctx, MatrixRule, Rule, scalar
+
+__all__ = ["swan", "sinkgd", "sinkhorn_normalize_gradient", "EmptyLeaf"]
+
+
+class EmptyLeaf(NamedTuple):
+    """Leaf state of stateless rules (no buffers)."""
+
+
+def _whiten(x, xp, *, method, eps, ns_steps):
+    """``(X X^T)^{-1/2} X`` on the short side: exact (eigh) or by a coupled Newton-Schulz inverse square root."""
+    tall = x.shape[0] > x.shape[1]
+    X = xp.matrix_transpose(x) if tall else x
+    k = X.shape[0]
+    S = X @ xp.matrix_transpose(X)
+    I = xp.eye(k, dtype=X.dtype, device=compat.device(X))
+    if method == "eigh":
+        w, V = xp.linalg.eigh(S)
+        w = T.clamp_min(w, 0.0, xp)
+        inv = (V / xp.sqrt(w + eps)) @ xp.matrix_transpose(V)
+    else:
+        c = xp.linalg.vector_norm(S) + eps            # Y0 = S/|S|_F, Z0 = I; Y -> S^{1/2}/sqrt(c), Z -> (S/c)^{-1/2}
+        Y, Z = S / c + eps / c * I, I
+        for _ in range(ns_steps):
+            W = 0.5 * (3.0 * I - Z @ Y)
+            Y, Z = Y @ W, W @ Z
+        inv = Z / xp.sqrt(c)
+    out = inv @ X
+    return xp.matrix_transpose(out) if tall else out
+
+
+class SWAN(MatrixRule):
+    name = "swan"
+
+    def __init__(self, *, eps, whitening, ns_steps, keep_norm, **kw):
+        super().__init__(**kw)
+        self.eps = validate.check_positive(eps, "eps")
+        self.whitening = validate.check_in(whitening, ("eigh", "newton_schulz"), "whitening")
+        self.ns_steps = validate.check_int(ns_steps, "ns_steps", low=1)
+        self.keep_norm = bool(keep_norm)
+
+    def init_matrix(self, p, *, name, xp):
+        return EmptyLeaf()
+
+    def update_matrix(self, p, g, s, ctx: Ctx):
+        xp = ctx.xp
+        cd = compat.compute_dtype(p, xp)
+        pc, gc = xp.astype(p, cd), xp.astype(g, cd)
+        lr = scalar(self.lr_at(ctx.t), pc, xp)
+        gn = T.standardize_rows(gc, xp, eps=self.eps)                   # GradNorm
+        dw = _whiten(gn, xp, method=self.whitening, eps=self.eps, ns_steps=self.ns_steps)   # GradWhitening
+        if self.keep_norm:
+            dw = dw * (T.fro_norm(gn, xp) / (T.fro_norm(dw, xp) + self.eps))
+        return xp.astype(pc - lr * dw, p.dtype), s
+
+
+def swan(*, lr=1e-3, eps=1e-8, whitening="eigh", ns_steps=10, keep_norm=False, fallback: Rule | None = None,
+         nan_policy="raise") -> Rule:
+    r"""SWAN: stateless update from row-standardised, whitened gradients.
+
+    "SWAN: SGD with Normalization and Whitening Enables Stateless LLM Training",
+    C. Ma, W. Gong, M. Scetbon, E. Meeds, ICML 2025:
+
+    .. math::
+        \tilde G = (G - \mu_{row}\mathbf 1^\top) / s_{row},\qquad
+        \Delta W = (\tilde G\tilde G^\top)^{-1/2}\tilde G,\qquad p \leftarrow p - lr\,\Delta W
+
+    (row mean/std over each row's ``n`` entries; whitening on the short side, so
+    ``Delta W`` is the polar factor ``U V^T`` of ``G~``).  ``whitening="eigh"``
+    is exact (``(S + eps I)^{-1/2}``); ``"newton_schulz"`` uses ``ns_steps`` of the
+    coupled Newton-Schulz inverse square root.  ``keep_norm`` rescales ``Delta W``
+    to ``|G~|_F``.  The paper's code was not published; this follows its
+    equations (step counts and normalisation of the iteration are our choice).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> st = swan().init(np.ones((4, 6)))
+    """
+    hyper = dict(lr=lr, eps=eps, whitening=whitening, ns_steps=ns_steps, keep_norm=keep_norm, fallback=fallback,
+                 nan_policy=nan_policy)
+    return SWAN(factory=swan, hyper=hyper, **hyper)
+
+
+def sinkhorn_normalize_gradient(G, /, n_iter: int = 5, *, eps: float = 1e-8):
+    r"""SR-Sinkhorn normalisation: alternately scale rows to norm ``sqrt(n)`` and columns to ``sqrt(m)``.
+
+    The fixed point has every row of norm ``sqrt(n)`` and every column of norm
+    ``sqrt(m)`` (RMS 1).  "Gradient Multi-Normalization for Stateless and Scalable
+    LLM Training", M. Scetbon, C. Ma, W. Gong, E. Meeds, 2025.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = sinkhorn_normalize_gradient(np.arange(1.0, 7.0).reshape(2, 3))
+    >>> round(float((X ** 2).mean()), 6)
+    1.0
+    """
+    xp = compat.array_namespace(G)
+    validate.check_float(G, "G", xp)
+    validate.check_matrix(G, "G")
+    n_iter = validate.check_int(n_iter, "n_iter", low=1)
+    validate.check_positive(eps, "eps")
+    return _sinkhorn(G, n_iter, eps, xp)
+
+
+def _sinkhorn(G, n_iter, eps, xp):
+    m, n = G.shape[-2], G.shape[-1]
+    X = G
+    for _ in range(n_iter):
+        X = T.normalize_rows(X, xp, target=math.sqrt(n), eps=eps)
+        X = T.normalize_cols(X, xp, target=math.sqrt(m), eps=eps)
+    return X
+
+
+class SinkGD(MatrixRule):
+    name = "sinkgd"
+
+    def __init__(self, *, n_iter, eps, **kw):
+        super().__init__(**kw)
+        self.n_iter = validate.check_int(n_iter, "n_iter", low=1)
+        self.eps = validate.check_positive(eps, "eps")
+
+    def init_matrix(self, p, *, name, xp):
+        return EmptyLeaf()
+
+    def update_matrix(self, p, g, s, ctx):
+        xp = ctx.xp
+        cd = compat.compute_dtype(p, xp)
+        pc, gc = xp.astype(p, cd), xp.astype(g, cd)
+        lr = scalar(self.lr_at(ctx.t), pc, xp)
+        return xp.astype(pc - lr * _sinkhorn(gc, self.n_iter, self.eps, xp), p.dtype), s
+
+
+def sinkgd(*, lr=1e-3, n_iter=5, eps=1e-8, fallback: Rule | None = None, nan_policy="raise") -> Rule:
+    r"""SinkGD: stateless descent along the SR-Sinkhorn-normalised gradient.
+
+    "Gradient Multi-Normalization for Stateless and Scalable LLM Training",
+    M. Scetbon, C. Ma, W. Gong, E. Meeds, 2025: ``X = G``; ``n_iter`` times
+    ``X <- sqrt(n) diag(|X_i,:|)^{-1} X``, ``X <- sqrt(m) X diag(|X_:,j|)^{-1}``
+    (norms floored at ``eps``); ``p -= lr X``.  No state (SGD memory).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> st = sinkgd().init(np.ones((4, 6)))
+    """
+    hyper = dict(lr=lr, n_iter=n_iter, eps=eps, fallback=fallback, nan_policy=nan_policy)
+    return SinkGD(factory=sinkgd, hyper=hyper, **hyper)
