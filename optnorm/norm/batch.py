@@ -1,0 +1,657 @@
+"""Batch-statistics normalization: batch_norm (torch semantics, optional per-sample weights), alpha_batch_norm,
+batch_channel_norm and power_norm.
+
+All running statistics are explicit: they go in as arrays and the updated values come out as new arrays; nothing
+is mutated.  Statistics are computed per channel (``axis``) over every other axis.
+"""
+from __future__ import annotations
+
+import math
+
+from .._lib import compat, ops, validate
+
+__all__ = ["batch_norm", "alpha_batch_norm", "batch_channel_norm", "power_norm"]
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _bshape(ndim: int, axis: int, c: int) -> tuple:
+    s = [1] * ndim
+    s[axis] = c
+    return tuple(s)
+
+
+def _red(ndim: int, axis: int) -> tuple:
+    return tuple(i for i in range(ndim) if i != axis)
+
+
+def _as(xp, a, dt):
+    return None if a is None else (a if a.dtype == dt else xp.astype(a, dt))
+
+
+def _vec(xp, a, shape, dt):
+    """A per-channel vector (C,) cast to ``dt`` and reshaped to broadcast against x."""
+    return None if a is None else xp.reshape(_as(xp, a, dt), shape)
+
+
+def _check_vec(a, name: str, c: int):
+    if a is None:
+        return
+    validate.check_float(a, name)
+    if tuple(a.shape) != (c,):
+        raise ValueError(f"{name} has shape {tuple(a.shape)}, expected ({c},) (one entry per channel)")
+
+
+def _check_common(x, axis, eps, name="x", min_ndim=2):
+    validate.check_float(x, name)
+    if x.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimensions (batch, channels, ...), "
+                         f"got shape {tuple(x.shape)}")
+    ax = validate.check_axis(axis, x.ndim, "axis")
+    validate.check_positive(eps, "eps")
+    return ax
+
+
+def _sum(xp, a, red, keep=True):
+    return xp.sum(a, axis=red, keepdims=keep)
+
+
+# ---------------------------------------------------------------------------------------------- batch_norm
+def _bn_validate(x, running_mean, running_var, weight, bias, sample_weight, training, momentum, eps, axis):
+    xp = validate.check_same_namespace(x=x, running_mean=running_mean, running_var=running_var, weight=weight,
+                                       bias=bias, sample_weight=sample_weight)
+    ax = _check_common(x, axis, eps)
+    c = x.shape[ax]
+    for a, nm in ((running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"),
+                  (bias, "bias")):
+        _check_vec(a, nm, c)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must be given together (or both None)")
+    if not isinstance(training, bool):
+        raise TypeError(f"training must be a bool, got {type(training).__name__}")
+    if momentum is None:
+        raise ValueError("momentum=None (cumulative average) is not supported: pass momentum=1/num_batches")
+    validate.check_probability(momentum, "momentum")
+    if not training and running_mean is None:
+        raise ValueError("running_mean and running_var are required when training=False")
+    if sample_weight is not None:
+        validate.check_float(sample_weight, "sample_weight")
+        if ax == 0:
+            raise ValueError("sample_weight needs a batch axis 0 distinct from the channel axis (axis=0 given)")
+        if tuple(sample_weight.shape) != (x.shape[0],):
+            raise ValueError(f"sample_weight has shape {tuple(sample_weight.shape)}, expected ({x.shape[0]},) "
+                             "(one weight per sample along axis 0)")
+        if compat.is_concrete(sample_weight):
+            if float(xp.min(sample_weight)) < 0:
+                raise ValueError("sample_weight must be non-negative")
+            if not float(xp.sum(sample_weight)) > 0:
+                raise ValueError("sample_weight must have a positive sum")
+    n = compat.size(x) // max(c, 1)
+    if training and n <= 1:
+        raise ValueError(f"x has {n} value per channel: batch statistics need more than 1 (shape {tuple(x.shape)})")
+    validate.check_nonempty(x, "x")
+    return xp, ax
+
+
+def _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis):
+    xp, ax = _bn_validate(x, running_mean, running_var, weight, bias, sample_weight, training, momentum, eps, axis)
+    cdt = compat.compute_dtype(x, xp)
+    xc = _as(xp, x, cdt)
+    nd, c = x.ndim, x.shape[ax]
+    bs, red = _bshape(nd, ax, c), _red(nd, ax)
+    n = compat.size(x) // c
+    g = _vec(xp, weight, bs, cdt)
+    b = _vec(xp, bias, bs, cdt)
+    res = dict(xp=xp, ax=ax, bs=bs, red=red, n=n, training=training, m=float(momentum), dtype=x.dtype,
+               has_w=weight is not None, has_b=bias is not None, has_sw=sample_weight is not None,
+               has_rs=running_mean is not None, g=g,
+               wdt=None if weight is None else weight.dtype, bdt=None if bias is None else bias.dtype,
+               rmdt=None if running_mean is None else running_mean.dtype,
+               rvdt=None if running_var is None else running_var.dtype,
+               swdt=None if sample_weight is None else sample_weight.dtype)
+    if training:
+        if sample_weight is None:
+            om = 1.0 / n
+            mu = xp.mean(xc, axis=red, keepdims=True)
+            d = xc - mu
+            var = xp.mean(d * d, axis=red, keepdims=True)
+            corr = n / (n - 1)
+            wn = None
+        else:
+            mper = n // x.shape[0]
+            sw = _as(xp, sample_weight, cdt)
+            ssum = xp.sum(sw)
+            wn = sw / ssum
+            om = xp.reshape(wn / mper, (x.shape[0],) + (1,) * (nd - 1))
+            mu = _sum(xp, om * xc, red)
+            d = xc - mu
+            var = _sum(xp, om * d * d, red)
+            corr = 1.0 / (1.0 - xp.sum(wn * wn) / mper)
+            res.update(ssum=ssum, mper=mper)
+        r = 1.0 / xp.sqrt(var + eps)
+        xh = d * r
+        res.update(om=om, d=d, var=var, corr=corr, wn=wn, r=r, xh=xh, xc=xc)
+        if running_mean is not None:
+            m = float(momentum)
+            rm = (1 - m) * _as(xp, running_mean, cdt) + m * xp.reshape(mu, (c,))
+            rv = (1 - m) * _as(xp, running_var, cdt) + m * corr * xp.reshape(var, (c,))
+            rm, rv = _as(xp, rm, running_mean.dtype), _as(xp, rv, running_var.dtype)
+        else:
+            rm = rv = None
+    else:
+        rmc = xp.reshape(_as(xp, running_mean, cdt), bs)
+        r = 1.0 / xp.sqrt(xp.reshape(_as(xp, running_var, cdt), bs) + eps)
+        d = xc - rmc
+        xh = d * r
+        rm, rv = running_mean, running_var
+        res.update(d=d, r=r, xh=xh)
+    y = xh if g is None else xh * g
+    if b is not None:
+        y = y + b
+    return (_as(xp, y, x.dtype), rm, rv), res
+
+
+def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, sample_weight=None, *,
+               training=True, momentum=0.1, eps=1e-5, axis=1):
+    r"""Batch normalization with torch's exact semantics, explicit running statistics and optional sample weights.
+
+    Training (``training=True``)::
+
+        mu_c  = sum_i w_i mean_s x[i, c, s]             var_c = sum_i w_i mean_s (x[i, c, s] - mu_c)^2
+        y     = weight_c (x - mu_c) / sqrt(var_c + eps) + bias_c
+        new_running_mean = (1 - momentum) running_mean + momentum mu_c
+        new_running_var  = (1 - momentum) running_var  + momentum k var_c
+
+    with normalised sample weights ``w = sample_weight / sum(sample_weight)`` (uniform ``1/N`` when None, which is
+    exactly ``torch.nn.functional.batch_norm``: biased variance for normalising, unbiased ``n/(n-1)`` in the running
+    update).  ``k`` is the reliability-weights unbiasing factor ``1 / (1 - sum_i w_i^2 / M)`` (``M`` = values per
+    sample and channel), which is ``n/(n-1)`` for uniform weights.  ``momentum`` is torch's convention: the weight
+    of the *new* batch statistic.  Evaluation (``training=False``) normalises with the running statistics and
+    returns them unchanged.  Per-sample weights implement the task-balanced statistics of AdaB2N (Lyu et al. 2024,
+    "Overcoming Recency Bias of Normalization Statistics in Continual Learning"); optnorm's own unbiasing choice.
+
+    Ioffe & Szegedy (2015), "Batch Normalization: Accelerating Deep Network Training by Reducing Internal
+    Covariate Shift".
+
+    Parameters
+    ----------
+    x : array (N, C, ...)
+        Input; the batch axis is 0, the channel axis ``axis``.
+    running_mean, running_var : array (C,), optional
+        Running statistics (both or neither).  With None in training mode, the returned ones are None too.
+        Required when ``training=False``.
+    weight, bias : array (C,), optional
+        Affine parameters.
+    sample_weight : array (N,), optional
+        Non-negative per-sample weights along axis 0 (training mode only; ignored in eval).
+    training : bool
+        Batch statistics (True) or running statistics (False).
+    momentum : float in [0, 1]
+        torch's momentum.  ``None`` (cumulative average) is not supported: pass ``1/num_batches_tracked``.
+    eps : float > 0
+    axis : int
+        Channel axis.
+
+    Returns
+    -------
+    y, new_running_mean, new_running_var
+        ``y`` has x's dtype; the running statistics keep their dtypes (None when not given).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).standard_normal((8, 3, 5))
+    >>> y, rm, rv = batch_norm(x, np.zeros(3), np.ones(3))
+    >>> np.allclose(y.mean(axis=(0, 2)), 0)
+    True
+    """
+    return _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, training=training,
+                   momentum=momentum, eps=eps, axis=axis)[0]
+
+
+def batch_norm_fwd(x, running_mean=None, running_var=None, weight=None, bias=None, sample_weight=None, *,
+                   training=True, momentum=0.1, eps=1e-5, axis=1):
+    return _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, training=training,
+                   momentum=momentum, eps=eps, axis=axis)
+
+
+def _bn_bwd_core(res, gy, grm, grv):
+    """Cotangents in the compute dtype: (dx, drm, drv, dweight, dbias, dsample_weight)."""
+    xp, red, bs = res["xp"], res["red"], res["bs"]
+    c = bs[res["ax"]]
+    g = res["g"]
+    xh = res["xh"]
+    gh = gy if g is None else gy * g
+    dgam = xp.reshape(_sum(xp, gy * xh, red), (c,)) if res["has_w"] else None
+    dbet = xp.reshape(_sum(xp, gy, red), (c,)) if res["has_b"] else None
+    r = res["r"]
+    drm = drv = dsw = None
+    if res["training"]:
+        om, m = res["om"], res["m"]
+        s1 = _sum(xp, gh, red)
+        s2 = _sum(xp, gh * xh, red)
+        dx = r * (gh - om * s1 - om * xh * s2)
+        amu = -r * s1
+        avar = -0.5 * r * r * s2
+        if res["has_rs"]:
+            grm_b = xp.zeros(bs, dtype=gy.dtype) if grm is None else xp.reshape(_as(xp, grm, gy.dtype), bs)
+            grv_b = xp.zeros(bs, dtype=gy.dtype) if grv is None else xp.reshape(_as(xp, grv, gy.dtype), bs)
+            dx = dx + om * (m * grm_b) + om * 2.0 * res["d"] * (m * res["corr"] * grv_b)
+            amu = amu + m * grm_b
+            avar = avar + m * res["corr"] * grv_b
+            drm = None if grm is None else (1 - m) * grm
+            drv = None if grv is None else (1 - m) * grv
+        if res["has_sw"]:
+            nb = res["xc"].shape[0]
+            other = tuple(i for i in range(1, len(bs)))
+            per = amu * res["xc"] + avar * res["d"] * res["d"]
+            dwn = xp.reshape(xp.sum(per, axis=other), (nb,)) / res["mper"]
+            wn = res["wn"]
+            if res["has_rs"]:
+                # corr = 1/(1 - sum wn^2/M): d corr/d wn_i = corr^2 * 2 wn_i / M
+                scal = xp.sum(m * grv_b * res["var"]) if grv is not None else 0.0
+                dwn = dwn + scal * res["corr"] ** 2 * 2.0 * wn / res["mper"]
+            dsw = (dwn - xp.sum(wn * dwn)) / res["ssum"]
+    else:
+        dx = gh * r
+        drm = -xp.reshape(_sum(xp, gh * r, red), (c,))
+        drv = xp.reshape(_sum(xp, gh * res["d"], red) * (-0.5) * r * r * r, (c,))
+        if grm is not None:
+            drm = drm + _as(xp, grm, gy.dtype)
+        if grv is not None:
+            drv = drv + _as(xp, grv, gy.dtype)
+    return dx, drm, drv, dgam, dbet, dsw
+
+
+def batch_norm_bwd(res, dy):
+    xp = res["xp"]
+    gy, grm, grv = dy
+    cdt = res["xc"].dtype if "xc" in res else res["xh"].dtype
+    gy = _as(xp, gy, cdt)
+    dx, drm, drv, dgam, dbet, dsw = _bn_bwd_core(res, gy, grm, grv)
+    return (_as(xp, dx, res["dtype"]), _as(xp, drm, res["rmdt"]), _as(xp, drv, res["rvdt"]),
+            _as(xp, dgam, res["wdt"]), _as(xp, dbet, res["bdt"]), _as(xp, dsw, res["swdt"]))
+
+
+ops.register("norm.batch_norm", batch_norm, batch_norm_fwd, batch_norm_bwd)
+
+
+# ---------------------------------------------------------------------------------------------- alpha_batch_norm
+def _abn_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha=0.9, eps=1e-5, axis=1):
+    xp = validate.check_same_namespace(x=x, running_mean=running_mean, running_var=running_var, weight=weight,
+                                       bias=bias)
+    ax = _check_common(x, axis, eps)
+    c = x.shape[ax]
+    if running_mean is None or running_var is None:
+        raise ValueError("running_mean and running_var are required (the source statistics)")
+    for a, nm in ((running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"),
+                  (bias, "bias")):
+        _check_vec(a, nm, c)
+    al = validate.check_probability(alpha, "alpha")
+    validate.check_nonempty(x, "x")
+    cdt = compat.compute_dtype(x, xp)
+    xc = _as(xp, x, cdt)
+    nd = x.ndim
+    bs, red = _bshape(nd, ax, c), _red(nd, ax)
+    mub = xp.mean(xc, axis=red, keepdims=True)
+    db = xc - mub
+    varb = xp.mean(db * db, axis=red, keepdims=True)
+    rmc = xp.reshape(_as(xp, running_mean, cdt), bs)
+    rvc = xp.reshape(_as(xp, running_var, cdt), bs)
+    mu = al * rmc + (1 - al) * mub
+    var = al * rvc + (1 - al) * varb
+    r = 1.0 / xp.sqrt(var + eps)
+    d = xc - mu
+    xh = d * r
+    g = _vec(xp, weight, bs, cdt)
+    y = xh if g is None else xh * g
+    if bias is not None:
+        y = y + _vec(xp, bias, bs, cdt)
+    res = dict(xp=xp, red=red, bs=bs, c=c, al=al, db=db, d=d, r=r, xh=xh, g=g, n=compat.size(x) // c,
+               dts=(x.dtype, running_mean.dtype, running_var.dtype, None if weight is None else weight.dtype,
+                    None if bias is None else bias.dtype))
+    return _as(xp, y, x.dtype), res
+
+
+def alpha_batch_norm(x, running_mean, running_var, weight=None, bias=None, *, alpha=0.9, eps=1e-5, axis=1):
+    r"""alpha-BN: test-time batch normalization with statistics mixed between source and test batch.
+
+    ::
+
+        mu    = alpha * running_mean + (1 - alpha) * mean_B(x)
+        var   = alpha * running_var  + (1 - alpha) * var_B(x)          (biased batch variance)
+        y     = weight (x - mu) / sqrt(var + eps) + bias
+
+    You, Li & Zhao (2021), "Test-time Batch Statistics Calibration for Covariate Shift".  The paper mixes the
+    source (running) statistics with the current test-batch statistics with one scalar alpha; in optnorm
+    ``alpha`` is the weight of the *source* statistics (``alpha=1`` is eval-mode BN, ``alpha=0`` is training-mode
+    BN without the running update).  The exact side convention, whether the variance includes a mean-shift term,
+    and the default are optnorm's own choices (not checked against the paper's code).  No state is updated:
+    the running statistics are inputs only.
+
+    Parameters
+    ----------
+    x : array (N, C, ...)
+    running_mean, running_var : array (C,)
+        Source statistics.
+    weight, bias : array (C,), optional
+    alpha : float in [0, 1]
+    eps : float > 0
+    axis : int
+        Channel axis.
+
+    Returns
+    -------
+    y : array like x
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).standard_normal((4, 2, 3))
+    >>> alpha_batch_norm(x, np.zeros(2), np.ones(2), alpha=0.5).shape
+    (4, 2, 3)
+    """
+    return _abn_fwd(x, running_mean, running_var, weight, bias, alpha=alpha, eps=eps, axis=axis)[0]
+
+
+def alpha_batch_norm_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha=0.9, eps=1e-5, axis=1):
+    return _abn_fwd(x, running_mean, running_var, weight, bias, alpha=alpha, eps=eps, axis=axis)
+
+
+def alpha_batch_norm_bwd(res, dy):
+    xp, red, c, al, n = res["xp"], res["red"], res["c"], res["al"], res["n"]
+    r, xh, d, db, g = res["r"], res["xh"], res["d"], res["db"], res["g"]
+    gy = _as(xp, dy, r.dtype)
+    gh = gy if g is None else gy * g
+    s1 = _sum(xp, gh, red)                     # dL/dmu = -r s1
+    s2 = _sum(xp, gh * d, red)                 # dL/dvar = -r^3/2 s2
+    dmu = -r * s1
+    dvar = -0.5 * r * r * r * s2
+    dx = gh * r + (1 - al) * dmu / n + (1 - al) * dvar * 2.0 * db / n
+    drm = xp.reshape(al * dmu, (c,))
+    drv = xp.reshape(al * dvar, (c,))
+    dgam = None if g is None else xp.reshape(_sum(xp, gy * xh, red), (c,))
+    dbet = None if res["dts"][4] is None else xp.reshape(_sum(xp, gy, red), (c,))
+    dts = res["dts"]
+    return (_as(xp, dx, dts[0]), _as(xp, drm, dts[1]), _as(xp, drv, dts[2]), _as(xp, dgam, dts[3]),
+            _as(xp, dbet, dts[4]))
+
+
+ops.register("norm.alpha_batch_norm", alpha_batch_norm, alpha_batch_norm_fwd, alpha_batch_norm_bwd)
+
+
+# ---------------------------------------------------------------------------------------------- batch_channel_norm
+def _bcn_fwd(x, running_mean=None, running_var=None, weight=None, bias=None, group_weight=None, group_bias=None,
+             *, groups=32, training=True, momentum=0.1, eps=1e-5):
+    validate.check_same_namespace(x=x, group_weight=group_weight, group_bias=group_bias)
+    (z, rm, rv), bres = _bn_fwd(x, running_mean, running_var, weight, bias, None, training=training,
+                                momentum=momentum, eps=eps, axis=1)
+    xp = bres["xp"]
+    G = validate.check_int(groups, "groups", low=1)
+    C = x.shape[1]
+    if C % G:
+        raise ValueError(f"groups={G} must divide the number of channels {C} (x.shape[1])")
+    for a, nm in ((group_weight, "group_weight"), (group_bias, "group_bias")):
+        _check_vec(a, nm, G)
+    cdt = compat.compute_dtype(x, xp)
+    zc = _as(xp, z, cdt)
+    N = x.shape[0]
+    z3 = xp.reshape(zc, (N, G, -1))
+    mu = xp.mean(z3, axis=-1, keepdims=True)
+    dd = z3 - mu
+    var = xp.mean(dd * dd, axis=-1, keepdims=True)
+    r = 1.0 / xp.sqrt(var + eps)
+    zh = dd * r
+    gw = None if group_weight is None else xp.reshape(_as(xp, group_weight, cdt), (1, G, 1))
+    y3 = zh if gw is None else zh * gw
+    if group_bias is not None:
+        y3 = y3 + xp.reshape(_as(xp, group_bias, cdt), (1, G, 1))
+    y = _as(xp, xp.reshape(y3, tuple(x.shape)), x.dtype)
+    res = dict(bres=bres, r=r, zh=zh, gw=gw, G=G, shape=tuple(x.shape),
+               gdts=(None if group_weight is None else group_weight.dtype,
+                     None if group_bias is None else group_bias.dtype))
+    return (y, rm, rv), res
+
+
+def batch_channel_norm(x, running_mean=None, running_var=None, weight=None, bias=None, group_weight=None,
+                       group_bias=None, *, groups=32, training=True, momentum=0.1, eps=1e-5):
+    r"""Batch-Channel Normalization: batch_norm (per-channel affine, running statistics) followed by group
+    normalization over (C/G, spatial) per sample with a per-group affine.
+
+    ::
+
+        z = batch_norm(x, running_mean, running_var, weight, bias)          (torch semantics, channel axis 1)
+        y[n, g] = group_weight_g (z[n, g] - mean(z[n, g])) / sqrt(var(z[n, g]) + eps) + group_bias_g
+
+    Qiao, Wang, Liu, Shen & Yuille (2019/2020), "Micro-Batch Training with Batch-Channel Normalization and Weight
+    Standardization"; as in the official code (``joe-siyuan-qiao/Batch-Channel-Normalization``, class ``GN`` in
+    ``imagenet/models/layers.py``).  The paper's micro-batch variant with estimated statistics is not implemented
+    (run with ``training=False`` to normalise the BN part with the running statistics).
+
+    Parameters
+    ----------
+    x : array (N, C, ...)
+        Channel axis 1.
+    running_mean, running_var, weight, bias : array (C,), optional
+        The batch_norm part (see :func:`batch_norm`).
+    group_weight, group_bias : array (groups,), optional
+        Per-group affine of the group-norm part.
+    groups : int
+        Number of groups (divides C).
+    training, momentum, eps
+        As in :func:`batch_norm` (``eps`` is used by both parts).
+
+    Returns
+    -------
+    y, new_running_mean, new_running_var
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).standard_normal((4, 8, 3, 3))
+    >>> y, rm, rv = batch_channel_norm(x, np.zeros(8), np.ones(8), groups=2)
+    >>> y.shape, rm.shape
+    ((4, 8, 3, 3), (8,))
+    """
+    return _bcn_fwd(x, running_mean, running_var, weight, bias, group_weight, group_bias, groups=groups,
+                    training=training, momentum=momentum, eps=eps)[0]
+
+
+def batch_channel_norm_fwd(x, running_mean=None, running_var=None, weight=None, bias=None, group_weight=None,
+                           group_bias=None, *, groups=32, training=True, momentum=0.1, eps=1e-5):
+    return _bcn_fwd(x, running_mean, running_var, weight, bias, group_weight, group_bias, groups=groups,
+                    training=training, momentum=momentum, eps=eps)
+
+
+def batch_channel_norm_bwd(res, dy):
+    bres = res["bres"]
+    xp = bres["xp"]
+    gy, grm, grv = dy
+    r, zh, gw, G = res["r"], res["zh"], res["gw"], res["G"]
+    cdt = r.dtype
+    N = res["shape"][0]
+    g3 = xp.reshape(_as(xp, gy, cdt), (N, G, -1))
+    dgw = None if res["gdts"][0] is None else _as(xp, xp.sum(g3 * zh, axis=(0, 2)), res["gdts"][0])
+    dgb = None if res["gdts"][1] is None else _as(xp, xp.sum(g3, axis=(0, 2)), res["gdts"][1])
+    gh = g3 if gw is None else g3 * gw
+    dz = r * (gh - xp.mean(gh, axis=-1, keepdims=True) - zh * xp.mean(gh * zh, axis=-1, keepdims=True))
+    dz = xp.reshape(dz, res["shape"])
+    dx, drm, drv, dgam, dbet, _ = _bn_bwd_core(bres, dz, grm, grv)
+    return (_as(xp, dx, bres["dtype"]), _as(xp, drm, bres["rmdt"]), _as(xp, drv, bres["rvdt"]),
+            _as(xp, dgam, bres["wdt"]), _as(xp, dbet, bres["bdt"]), dgw, dgb)
+
+
+ops.register("norm.batch_channel_norm", batch_channel_norm, batch_channel_norm_fwd, batch_channel_norm_bwd)
+
+
+# ---------------------------------------------------------------------------------------------- power_norm
+def _pn_fwd(x, running_phi, grad_ema=None, weight=None, bias=None, *, step, training=True, warmup_iters=10000,
+            alpha_fwd=0.9, alpha_bkw=0.9, eps=1e-5, axis=-1, backward="paper"):
+    xp = validate.check_same_namespace(x=x, running_phi=running_phi, grad_ema=grad_ema, weight=weight, bias=bias)
+    ax = _check_common(x, axis, eps, min_ndim=1)
+    c = x.shape[ax]
+    if running_phi is None:
+        raise ValueError("running_phi is required (init: ones(C))")
+    for a, nm in ((running_phi, "running_phi"), (grad_ema, "grad_ema"), (weight, "weight"), (bias, "bias")):
+        _check_vec(a, nm, c)
+    st = validate.check_int(step, "step", low=1)
+    wu = validate.check_int(warmup_iters, "warmup_iters", low=0)
+    af = validate.check_unit_interval(alpha_fwd, "alpha_fwd", closed_right=True)
+    ab = validate.check_unit_interval(alpha_bkw, "alpha_bkw", closed_right=True)
+    validate.check_in(backward, ("paper", "exact"), "backward")
+    if backward == "paper" and training and grad_ema is None:
+        raise ValueError("grad_ema is required for backward='paper' in training (init: zeros(C))")
+    validate.check_nonempty(x, "x")
+    cdt = compat.compute_dtype(x, xp)
+    xc = _as(xp, x, cdt)
+    nd = x.ndim
+    bs, red = _bshape(nd, ax, c), _red(nd, ax)
+    n = compat.size(x) // c
+    phi = _as(xp, running_phi, cdt)
+    g = _vec(xp, weight, bs, cdt)
+    res = dict(xp=xp, bs=bs, red=red, c=c, n=n, training=training, backward=backward, g=g, ab=ab, af=af, st=st,
+               wu=wu, dts=(x.dtype, running_phi.dtype, None if grad_ema is None else grad_ema.dtype,
+                           None if weight is None else weight.dtype, None if bias is None else bias.dtype),
+               grad_ema=None if grad_ema is None else _as(xp, grad_ema, cdt))
+    if training:
+        psi = xp.mean(xc * xc, axis=red, keepdims=True)
+        rb = 1.0 / xp.sqrt(psi + eps)
+        use_batch = st <= wu
+        r = rb if use_batch else 1.0 / xp.sqrt(xp.reshape(phi, bs) + eps)
+        z = xc * r
+        psi_v = xp.reshape(psi, (c,))
+        new = phi
+        if st < wu:
+            new = new * ((st - 1) / st) + psi_v / st
+        new = af * new + (1 - af) * psi_v
+        dphi = af / st * (1.0 if st < wu else 0.0) + (1 - af)   # d new_phi / d psi
+        res.update(xc=xc, rb=rb, r=r, z=z, use_batch=use_batch, dphi=dphi)
+    else:
+        r = 1.0 / xp.sqrt(xp.reshape(phi, bs) + eps)
+        z = xc * r
+        new = phi
+        res.update(r=r, z=z, use_batch=False)
+    y = z if g is None else z * g
+    if bias is not None:
+        y = y + _vec(xp, bias, bs, cdt)
+    return (_as(xp, y, x.dtype), _as(xp, new, running_phi.dtype)), res
+
+
+def power_norm(x, running_phi, grad_ema=None, weight=None, bias=None, *, step, training=True, warmup_iters=10000,
+               alpha_fwd=0.9, alpha_bkw=0.9, eps=1e-5, axis=-1, backward="paper"):
+    r"""PowerNorm: batch normalization by the quadratic mean with running statistics in forward and backward.
+
+    Training step ``step`` (1-based), per channel ``c`` over every other axis::
+
+        psi2_c = mean(x_c^2)
+        z = x / sqrt(psi2 + eps)          if step <= warmup_iters
+            x / sqrt(running_phi + eps)   otherwise
+        y = weight z + bias
+        phi' = running_phi (step-1)/step + psi2/step     (only while step < warmup_iters)
+        new_running_phi = alpha_fwd phi' + (1 - alpha_fwd) psi2
+
+    Backward (``backward="paper"``, the official code's "approximate backprop")::
+
+        g_hat = g weight - (1 - alpha_bkw) grad_ema z
+        dx = g_hat / sqrt(psi2 + eps)
+        new_grad_ema = grad_ema + mean(g_hat z)
+
+    This is not the gradient of the forward but a state-carrying rule: the updated ``grad_ema`` is returned in
+    the **cotangent slot of grad_ema** (read ``grad_ema.grad`` in torch, the grad of that argument in JAX), not
+    as a gradient.  ``backward="exact"`` gives the true VJP of the forward instead (statistics differentiated
+    during warm-up, the running statistic a constant afterwards), and a zero grad_ema slot.
+
+    Shen, Yao, Gholami, Mahoney & Keutzer (2020), "PowerNorm: Rethinking Batch Normalization in Transformers";
+    official code ``sIncerass/powernorm`` (``MaskPowerNorm``).  The per-token ``GroupScaling1D`` that the official
+    layer applies first is not part of this function (compose it with an RMS normalization), and padding masks
+    are not supported (select the non-padded tokens first).
+
+    Parameters
+    ----------
+    x : array (..., C, ...)
+        Channel axis ``axis`` (default last, the (T, B, C) layout of the code).
+    running_phi : array (C,)
+        Running quadratic mean (init ones).
+    grad_ema : array (C,), optional
+        The backward's running statistic Gamma (init zeros); required for ``backward="paper"`` in training.
+    weight, bias : array (C,), optional
+    step : int >= 1
+        The current iteration (the code's ``iters`` after its increment).
+    training : bool
+        False: ``y = weight x / sqrt(running_phi + eps) + bias``, running_phi unchanged.
+    warmup_iters : int
+        Default 10000 (the class default).
+    alpha_fwd, alpha_bkw : float
+        Default 0.9.
+    eps : float
+    axis : int
+    backward : {"paper", "exact"}
+
+    Returns
+    -------
+    y, new_running_phi
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).standard_normal((5, 2, 4))
+    >>> y, phi = power_norm(x, np.ones(4), np.zeros(4), step=1)
+    >>> y.shape, phi.shape
+    ((5, 2, 4), (4,))
+    """
+    return _pn_fwd(x, running_phi, grad_ema, weight, bias, step=step, training=training,
+                   warmup_iters=warmup_iters, alpha_fwd=alpha_fwd, alpha_bkw=alpha_bkw, eps=eps, axis=axis,
+                   backward=backward)[0]
+
+
+def power_norm_fwd(x, running_phi, grad_ema=None, weight=None, bias=None, *, step, training=True,
+                   warmup_iters=10000, alpha_fwd=0.9, alpha_bkw=0.9, eps=1e-5, axis=-1, backward="paper"):
+    return _pn_fwd(x, running_phi, grad_ema, weight, bias, step=step, training=training,
+                   warmup_iters=warmup_iters, alpha_fwd=alpha_fwd, alpha_bkw=alpha_bkw, eps=eps, axis=axis,
+                   backward=backward)
+
+
+def power_norm_bwd(res, dy):
+    xp, red, bs, c, n = res["xp"], res["red"], res["bs"], res["c"], res["n"]
+    gy, gphi = dy
+    z, r, g = res["z"], res["r"], res["g"]
+    gy = _as(xp, gy, z.dtype)
+    dts = res["dts"]
+    gh = gy if g is None else gy * g
+    dgam = None if dts[3] is None else xp.reshape(_sum(xp, gy * z, red), (c,))
+    dbet = None if dts[4] is None else xp.reshape(_sum(xp, gy, red), (c,))
+    dge = None
+    if not res["training"]:
+        dx = gh * r
+        dphi = xp.reshape(_sum(xp, gh * z, red) * (-0.5) * r * r, (c,))
+        if gphi is not None:
+            dphi = dphi + _as(xp, gphi, z.dtype)
+        dge = None if dts[2] is None else xp.zeros_like(res["grad_ema"])
+        return (_as(xp, dx, dts[0]), _as(xp, dphi, dts[1]), _as(xp, dge, dts[2]), _as(xp, dgam, dts[3]),
+                _as(xp, dbet, dts[4]))
+    gp = None if gphi is None else xp.reshape(_as(xp, gphi, z.dtype), bs)
+    if res["backward"] == "paper":
+        ge = xp.reshape(res["grad_ema"], bs)
+        ag = gh - (1 - res["ab"]) * ge * z
+        dge = xp.reshape(ge + xp.mean(ag * z, axis=red, keepdims=True), (c,))
+        dx = ag * res["rb"]
+    else:
+        if res["use_batch"]:
+            dx = r * (gh - z * xp.mean(gh * z, axis=red, keepdims=True))
+        else:
+            dx = gh * r
+        if gp is not None:
+            dx = dx + gp * res["dphi"] * 2.0 * res["xc"] / n
+        if dts[2] is not None:
+            dge = xp.zeros_like(res["grad_ema"])
+    # running_phi: used by the forward after warm-up, and linearly by the update
+    st, wu, af = res["st"], res["wu"], res["af"]
+    dphi = xp.zeros((c,), dtype=z.dtype)
+    if not res["use_batch"]:
+        dphi = dphi + xp.reshape(_sum(xp, gh * z, red) * (-0.5) * r * r, (c,))
+    if gp is not None:
+        dphi = dphi + af * ((st - 1) / st if st < wu else 1.0) * xp.reshape(gp, (c,))
+    return (_as(xp, dx, dts[0]), _as(xp, dphi, dts[1]), _as(xp, dge, dts[2]), _as(xp, dgam, dts[3]),
+            _as(xp, dbet, dts[4]))
+
+
+ops.register("norm.power_norm", power_norm, power_norm_fwd, power_norm_bwd, skip_check_argnums=(0, 2))
