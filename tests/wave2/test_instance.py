@@ -1,0 +1,134 @@
+"""instance_norm and ibn_norm against compositions of torch.nn.functional.instance_norm / batch_norm."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from optnorm._lib import compat
+from optnorm.norm import ibn_norm, instance_norm
+from optnorm.testing import assert_close, check_vjp
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def test_instance_norm_matches_torch(xp, rng):
+    x = rng.standard_normal((3, 4, 5, 6))
+    w, b = rng.standard_normal(4), rng.standard_normal(4)
+    ref = F.instance_norm(torch.tensor(x), weight=torch.tensor(w), bias=torch.tensor(b), eps=1e-4).numpy()
+    assert_close(instance_norm(xp.asarray(x), xp.asarray(w), xp.asarray(b), eps=1e-4), ref, rtol=1e-10, atol=1e-12)
+    ref0 = F.instance_norm(torch.tensor(x)).numpy()
+    assert_close(instance_norm(xp.asarray(x)), ref0, rtol=1e-10, atol=1e-12)
+    # channel-last layout
+    xl = np.moveaxis(x, 1, -1)
+    assert_close(instance_norm(xp.asarray(xl), xp.asarray(w), xp.asarray(b), axis=-1, eps=1e-4),
+                 np.moveaxis(ref, 1, -1), rtol=1e-10, atol=1e-12)
+
+
+def test_instance_norm_float32_and_half(rng):
+    x = rng.standard_normal((2, 3, 8)).astype(np.float32) * 100 + 1000
+    y = instance_norm(x)
+    assert y.dtype == np.float32
+    assert_close(y, F.instance_norm(torch.tensor(x, dtype=torch.float64)).numpy(), rtol=1e-3, atol=1e-3)
+    xh = torch.tensor(rng.standard_normal((2, 3, 8)), dtype=torch.bfloat16)
+    yh = instance_norm(xh)
+    assert yh.dtype == torch.bfloat16
+    assert_close(yh, F.instance_norm(xh.double()).numpy(), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.25, 0.0, 1.0])
+@pytest.mark.parametrize("training", [True, False])
+def test_ibn_a_matches_torch_composition(xp, rng, ratio, training):
+    N, C = 4, 8
+    c1 = int(ratio * C)
+    x = rng.standard_normal((N, C, 3, 5))
+    wi, bi = rng.standard_normal(c1), rng.standard_normal(c1)
+    wb, bb = rng.standard_normal(C - c1), rng.standard_normal(C - c1)
+    rm, rv = rng.standard_normal(C - c1), rng.random(C - c1) + 0.5
+    tx = torch.tensor(x)
+    parts = []
+    if c1:
+        parts.append(F.instance_norm(tx[:, :c1], weight=torch.tensor(wi), bias=torch.tensor(bi)))
+    trm, trv = torch.tensor(rm), torch.tensor(rv)
+    if c1 < C:
+        parts.append(F.batch_norm(tx[:, c1:], trm, trv, torch.tensor(wb), torch.tensor(bb), training=training,
+                                  momentum=0.2))
+    ref = torch.cat(parts, 1).numpy()
+    A = xp.asarray
+    y, nrm, nrv = ibn_norm(A(x), A(wi) if c1 else None, A(bi) if c1 else None, A(wb) if c1 < C else None,
+                           A(bb) if c1 < C else None, A(rm) if c1 < C else None, A(rv) if c1 < C else None,
+                           ratio=ratio, training=training, momentum=0.2)
+    assert_close(y, ref, rtol=1e-9, atol=1e-10)
+    if c1 < C:
+        assert_close(nrm, trm.numpy(), rtol=1e-12)
+        assert_close(nrv, trv.numpy(), rtol=1e-12)
+        assert_close(compat.to_numpy(A(rm)), rm)  # inputs not mutated
+
+
+def test_ibn_b(xp, rng):
+    x = rng.standard_normal((2, 5, 7))
+    w, b = rng.standard_normal(5), rng.standard_normal(5)
+    y, rm, rv = ibn_norm(xp.asarray(x), xp.asarray(w), xp.asarray(b), variant="b")
+    ref = F.instance_norm(torch.tensor(x), weight=torch.tensor(w), bias=torch.tensor(b)).numpy()
+    assert_close(y, ref, rtol=1e-10, atol=1e-12)
+    assert rm is None and rv is None
+
+
+def test_vjps(rng):
+    x = rng.standard_normal((3, 4, 5))
+    w, b = rng.standard_normal(4), rng.standard_normal(4)
+    check_vjp("norm.instance_norm", x, w, b)
+    check_vjp("norm.instance_norm", x, None, None)
+    check_vjp("norm.instance_norm", np.moveaxis(x, 1, -1).copy(), w, b, opts={"axis": -1})
+    wi, bi, wb, bb = (rng.standard_normal(2) for _ in range(4))
+    rm, rv = rng.standard_normal(2), rng.random(2) + 0.5
+    check_vjp("norm.ibn_norm", x, wi, bi, wb, bb, rm, rv, opts={"momentum": 0.3})
+    check_vjp("norm.ibn_norm", x, wi, bi, wb, bb, rm, rv, opts={"training": False})
+    # variant "b" returns (y, None, None): check_vjp cannot compare None outputs, gradcheck covers it below
+
+
+def test_adapters(rng):
+    jax = pytest.importorskip("jax")
+    from jax.test_util import check_grads
+
+    import optnorm.jax as onj
+    import optnorm.torch as ont
+
+    x = rng.standard_normal((3, 4, 5))
+    w, b = rng.standard_normal(4), rng.standard_normal(4)
+    args = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    assert torch.autograd.gradcheck(lambda a, c, d: ont.instance_norm(a, c, d), args)
+    half = [torch.tensor(rng.standard_normal(2), requires_grad=True) for _ in range(4)]
+    rm, rv = torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a, p, q, r, s: ont.ibn_norm(a, p, q, r, s, rm, rv)[0],
+                                    [args[0]] + half)
+    assert torch.autograd.gradcheck(lambda a, c, d: ont.ibn_norm(a, c, d, variant="b")[0], args)
+    ja = [jax.numpy.asarray(a) for a in (x, w, b)]
+    check_grads(lambda a, c, d: onj.instance_norm(a, c, d), ja, order=1, modes=["rev"])
+    jh = [jax.numpy.asarray(h.detach().numpy()) for h in half]
+    jrm, jrv = jax.numpy.zeros(2), jax.numpy.ones(2)
+    J = jax.numpy.asarray  # check_grads may call with NumPy arrays; the closure holds JAX ones
+    check_grads(lambda a, p, q, r, s: onj.ibn_norm(J(a), J(p), J(q), J(r), J(s), jrm, jrv)[0], [ja[0]] + jh,
+                order=1, modes=["rev"])
+    y = jax.jit(lambda a: onj.instance_norm(a))(ja[0])
+    assert y.shape == x.shape
+
+
+def test_bad_input(rng):
+    x = rng.standard_normal((2, 4, 3))
+    with pytest.raises(ValueError, match="x must have shape \\(N, C, spatial"):
+        instance_norm(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="weight has shape"):
+        instance_norm(x, np.ones(3))
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        instance_norm(x, eps=0.0)
+    with pytest.raises(ValueError, match="axis=0 is the batch axis"):
+        instance_norm(x, axis=0)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        ibn_norm(x, variant="c")
+    with pytest.raises(ValueError, match="running_mean must be None for variant='b'"):
+        ibn_norm(x, running_mean=np.zeros(4), variant="b")
+    with pytest.raises(ValueError, match="in_weight has shape"):
+        ibn_norm(x, np.ones(4))
+    with pytest.raises(ValueError, match="ratio must be in"):
+        ibn_norm(x, ratio=1.5)
