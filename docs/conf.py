@@ -11,6 +11,10 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import optnorm  # noqa: E402
+import gen_tables  # noqa: E402
+
+# The API lists and the capability table are generated from the code before Sphinx reads anything.
+API_FILES = gen_tables.write_all(HERE)
 
 project = "optnorm"
 author = "optnorm developers"
@@ -23,18 +27,13 @@ extensions = [
     "sphinx.ext.mathjax",
     "numpydoc",
 ]
-autosummary_generate = True
+autosummary_generate = API_FILES
 autodoc_default_options = {"members": False}
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
-exclude_patterns = ["_build", "examples/*.py"]
+exclude_patterns = ["_build", "examples/*.py", "_api_*.rst", "_capabilities.rst"]
 html_theme = "alabaster"
 html_static_path = []
 suppress_warnings = ["autosummary.import_cycle"]
 
-
-def setup(app):
-    import gen_tables
-
-    gen_tables.write_all(HERE / "_generated")

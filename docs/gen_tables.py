@@ -27,10 +27,10 @@ def _fast_paths() -> dict[str, set[str]]:
     return out
 
 
-def write_all(outdir: Path) -> None:
+def write_all(outdir: Path) -> list[str]:
+    """Write ``_api_<domain>.rst`` and ``_capabilities.rst`` into ``outdir``; return the API files."""
     from optnorm._lib import ops
 
-    outdir.mkdir(exist_ok=True)
     registered = {o.short_name for o in ops.all_ops().values()}
     for d in DOMAINS:
         importlib.import_module(f"optnorm.{d}")
@@ -41,7 +41,7 @@ def write_all(outdir: Path) -> None:
         names = sorted(getattr(mod, "__all__", []))
         lines = [".. currentmodule:: optnorm." + d, "", ".. autosummary::", "   :toctree: generated", ""]
         lines += [f"   {n}" for n in names]
-        (outdir / f"{d}_api.rst").write_text("\n".join(lines) + "\n")
+        (outdir / f"_api_{d}.rst").write_text("\n".join(lines) + "\n")
         for n in names:
             obj = getattr(mod, n)
             kind = "class" if inspect.isclass(obj) else "function"
@@ -53,8 +53,9 @@ def write_all(outdir: Path) -> None:
     sep = "  ".join("=" * w for w in widths)
     fmt = lambda r: "  ".join(c.ljust(w) if c else "-".ljust(w) for c, w in zip(r, widths))  # noqa: E731
     table = [sep, fmt(head), sep, *[fmt(r) for r in rows], sep]
-    (outdir / "capabilities.rst").write_text("\n".join(table) + "\n")
+    (outdir / "_capabilities.rst").write_text("\n".join(table) + "\n")
+    return [f"_api_{d}.rst" for d in DOMAINS]
 
 
 if __name__ == "__main__":
-    write_all(Path(__file__).parent / "_generated")
+    write_all(Path(__file__).parent)

@@ -10,7 +10,7 @@ g = jax.jit(jax.grad(lambda a: onj.log_softmax(a, axis=-1)[:, 0].sum()))(x)
 print("gradient of log_softmax", g)
 
 params = {"w": jnp.zeros((4,))}
-tx = onj.optax.adamw(learning_rate=1e-2)
+tx = onj.optax.adamw(lr=1e-2)
 state = tx.init(params)
 grads = {"w": jnp.ones((4,))}
 updates, state = jax.jit(tx.update)(grads, state, params)

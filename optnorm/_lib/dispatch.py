@@ -194,7 +194,8 @@ def _is_dask(x: Any) -> bool:
     return array_api_compat.is_dask_array(x)
 
 
-def blockwise(signature: str, *, array_args: int = 1, axis_arg: str | None = None, output_dtype=None):
+def blockwise(signature: str, *, array_args: int = 1, axis_arg: str | None = None, output_dtype=None,
+              vectorize: bool = False):
     """Let a public function take Dask arrays: it then runs block by block on NumPy chunks.
 
     ``signature`` is a generalized-ufunc signature over the first ``array_args``
@@ -204,8 +205,9 @@ def blockwise(signature: str, *, array_args: int = 1, axis_arg: str | None = Non
     leading (loop) dimensions may be chunked freely, and each chunk takes the NumPy
     path of the function (so its Numba kernel) inside the Dask worker.  With
     ``axis_arg`` (a one-core-dimension signature), the core dimension is the axis
-    that keyword names.  Keyword options are passed through unchanged.  Non-Dask
-    inputs do not go through this wrapper at all.
+    that keyword names.  Keyword options are passed through unchanged.  ``vectorize``
+    loops over the leading dimensions for functions that take one problem at a time.
+    Non-Dask inputs do not go through this wrapper at all.
     """
     import functools
 
@@ -229,11 +231,11 @@ def blockwise(signature: str, *, array_args: int = 1, axis_arg: str | None = Non
                 raise TypeError(f"{fn.__name__}: out= cannot be used with Dask arrays")
 
             def block(*blocks):
-                return fn(*blocks, *rest, **kwargs)
+                return np.asarray(fn(*blocks, *rest, **kwargs))
 
             dt = output_dtype or np.result_type(*[a.dtype for a in arrs if a is not None])
             return da.apply_gufunc(block, signature, *[a for a in arrs], output_dtypes=dt,
-                                   allow_rechunk=True, **gu_kw)
+                                   allow_rechunk=True, vectorize=vectorize, **gu_kw)
 
         wrapper.__optnorm_blockwise__ = signature
         return wrapper

@@ -23,3 +23,16 @@ def export_modules(namespace: dict, package: str, modules: tuple[str, ...]) -> l
             namespace[n] = getattr(mod, n)
             names.append(n)
     return names
+
+
+def wrap_blockwise(namespace: dict, table: dict[str, tuple[str, dict]]) -> None:
+    """Give the listed public functions a Dask path (see :func:`optnorm._lib.dispatch.blockwise`).
+
+    ``table`` maps a public name to ``(gufunc signature, options)``; names the domain does not
+    export are ignored, so a domain's scale-out table stays one readable list.
+    """
+    from .dispatch import blockwise
+
+    for name, (signature, opts) in table.items():
+        if name in namespace:
+            namespace[name] = blockwise(signature, **opts)(namespace[name])
