@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._lib import compat, ops, validate
+from .oned import _check_finite
 
 __all__ = ["mesh_to_measure"]
 
@@ -41,10 +42,11 @@ def _check(vertices, faces, n_samples, kind, normal_scale):
     validate.check_nonempty(faces, "faces", axis=0)
     validate.check_nonempty(vertices, "vertices", axis=0)
     if compat.is_concrete(faces):
-        lo, hi = int(xp.min(faces)), int(xp.max(faces))
+        fh = compat.to_numpy(faces)
+        lo, hi = int(fh.min()), int(fh.max())
         if lo < 0 or hi >= vertices.shape[0]:
             raise ValueError(f"faces index vertices in [{lo}, {hi}], outside [0, {vertices.shape[0] - 1}]")
-    validate.check_finite(vertices, "vertices", xp)
+    _check_finite(vertices, "vertices")
     validate.check_in(kind, KINDS, "kind")
     if n_samples is not None:
         validate.check_int(n_samples, "n_samples", low=1)
