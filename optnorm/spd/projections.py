@@ -148,7 +148,7 @@ def _logdet_cone(t0, v0, x0, xp, n_iter=80):
     ``v0 <= 0, t0 >= 0`` (``(t0, 0, max(x0, 0))``).
     """
     n = x0.shape[-1]
-    tiny = float(xp.finfo(x0.dtype).tiny) ** 0.5
+    tiny = float(xp.finfo(x0.dtype).smallest_normal) ** 0.5
     xpos = xp.all(x0 > 0, axis=-1)
     vpos = v0 > 0
     vs = xp.where(vpos, v0, xp.ones_like(v0))

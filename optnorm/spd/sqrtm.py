@@ -60,7 +60,7 @@ def _floor(w, eps, xp):
     n = w.shape[-1]
     tiny = n * float(xp.finfo(w.dtype).eps)
     lo = tiny * xp.max(xp.abs(w), axis=-1, keepdims=True)
-    lo = xp.maximum(lo, float(xp.finfo(w.dtype).tiny))
+    lo = xp.maximum(lo, float(xp.finfo(w.dtype).smallest_normal))
     return xp.maximum(w, lo)
 
 
