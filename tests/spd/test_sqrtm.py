@@ -112,8 +112,9 @@ def test_iterative_vjp_approaches_exact(rng):
     assert_close(_sqrt_bwd(res_n, G)[0], _sqrt_bwd(res_e, G)[0], rtol=1e-8, atol=1e-10)
 
 
-def test_numba_path_matches_generic(rng, path):
-    A = random_spd(rng, (50,), 7)
+@pytest.mark.parametrize("n", [3, 5, 7])
+def test_numba_path_matches_generic(rng, path, n):
+    A = random_spd(rng, (50,), n)
     Y = spd.sqrtm(A)
     Z = spd.invsqrtm(A)
     assert_close(Y, ref_sqrtm(A), rtol=1e-11, atol=1e-12)
