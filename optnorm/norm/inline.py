@@ -1,11 +1,19 @@
-"""InLine (injective linear) attention and Selective (temperature-scaled) attention."""
+"""Linear-time and temperature-scaled attention: InLine, Selective attention, random features and FAVOR+.
+
+Random features and FAVOR+ live here rather than in ``random_features.py`` because a module named like
+the function it exports collides in ``optnorm._lib.exports.export_modules`` (the package attribute
+``optnorm.norm.random_features`` would be the submodule).
+"""
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .._lib import compat, ops, validate
 
-__all__ = ["inline_attention", "selective_attention", "log_position_temperature"]
+__all__ = ["inline_attention", "selective_attention", "log_position_temperature", "random_features",
+           "random_projection", "favor_attention"]
 
 
 def _as(xp, a, dt):
@@ -278,10 +286,219 @@ def log_position_temperature(n, alpha, *, offset=1.0):
         validate.check_float(alpha, "alpha", xp)
         a = alpha
     else:
-        import numpy as np
-
         xp = compat.array_namespace(np.empty(0))
         a = xp.asarray(validate._real(alpha, "alpha"), dtype=xp.float64)
     gate = 1.0 / (1.0 + xp.exp(-a))
     pos = xp.log(xp.astype(xp.arange(1, n + 1), a.dtype))
     return offset + gate[..., None, None] * xp.reshape(pos, (n, 1))
+
+
+# ---------------------------------------------------------------- random features (Performer / SimRF)
+_COUPLINGS = ("iid", "orthogonal", "simplex")
+
+
+def _rng(seed):
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def _haar(rng, d):
+    """Haar-random orthogonal d x d matrix (QR of a Gaussian with the sign of R's diagonal fixed)."""
+    qm, r = np.linalg.qr(rng.standard_normal((d, d)))
+    return qm * np.sign(np.diag(r))[None, :]
+
+
+def random_projection(d, num_features, *, coupling="simplex", seed=None):
+    """The (num_features, d) Gaussian-marginal projection W used by :func:`random_features` (float64 NumPy).
+
+    Each row wᵢ has the N(0, I_d) marginal; rows come in blocks of d coupled as
+    - ``"iid"``: independent;
+    - ``"orthogonal"``: Haar-random orthonormal directions, independent χ_d norms (ORF, FAVOR+);
+    - ``"simplex"``: the d unit vertices of a regular simplex (sᵢᵀsⱼ = −1/(d − 1)), rotated by one
+      Haar-random orthogonal matrix per block, with independent χ_d norms (SimRF).
+    The simplex vertices are the normalised rows of I − 𝟙𝟙ᵀ/d; any rotation of them is the same
+    coupling once the Haar rotation is applied.
+    """
+    d = validate.check_int(d, "d", low=1)
+    m = validate.check_int(num_features, "num_features", low=1)
+    validate.check_in(coupling, _COUPLINGS, "coupling")
+    rng = _rng(seed)
+    if coupling == "iid":
+        return rng.standard_normal((m, d))
+    if coupling == "simplex" and d < 2:
+        raise ValueError("coupling='simplex' needs a feature dimension d >= 2")
+    blocks = []
+    for _ in range(-(-m // d)):
+        norms = np.linalg.norm(rng.standard_normal((d, d)), axis=1)
+        rot = _haar(rng, d)
+        if coupling == "orthogonal":
+            dirs = rot
+        else:
+            e = np.eye(d) - 1.0 / d
+            dirs = (e / np.linalg.norm(e, axis=1, keepdims=True)) @ rot.T
+        blocks.append(norms[:, None] * dirs)
+    return np.concatenate(blocks, 0)[:m]
+
+
+def _features(xs, W, xp, stab_axis=None):
+    """exp(W x − ‖x‖²/2 − c)/√m with c a stabiliser (0, per-row max, or global max)."""
+    m = W.shape[0]
+    u = xp.matmul(xs, xp.matrix_transpose(W)) - 0.5 * xp.sum(xs * xs, axis=-1, keepdims=True)
+    if stab_axis == "row":
+        u = u - xp.max(u, axis=-1, keepdims=True)
+    elif stab_axis == "all":
+        u = u - xp.max(u)
+    return xp.exp(u) / math.sqrt(m)
+
+
+def random_features(x, *, num_features, kind="positive", coupling="simplex", seed=None, scale=None):
+    """Random features φ with E[φ(x)ᵀφ(y)] = exp(xᵀy) (the softmax kernel).
+
+    - ``kind="positive"`` (FAVOR+): φ(x) = exp(−‖x‖²/2)/√m · [exp(wᵢᵀx)]_{i ≤ m}, strictly positive,
+      so attention weights estimated with it stay positive;
+    - ``kind="trig"``: φ(x) = exp(‖x‖²/2)/√m · [cos(wᵢᵀx), sin(wᵢᵀx)] (2m features).
+    The wᵢ come from :func:`random_projection` with the chosen ``coupling``; the same ``seed``
+    gives the same projection, so features of queries and keys must be drawn with one seed.
+    Simplex coupling gives the lowest estimator variance of the three for positive features.
+
+    Choromanski et al., "Rethinking Attention with Performers" (ICLR 2021); Reid, Choromanski,
+    Likhosherstov, Weller, "Simplex Random Features" (ICML 2023).
+
+    Parameters
+    ----------
+    x : array (..., d)
+    num_features : int
+        m (rows of the projection; blocks of d are coupled).
+    kind : {"positive", "trig"}
+    coupling : {"iid", "orthogonal", "simplex"}
+    seed : int, numpy Generator or None
+    scale : float, optional
+        x is multiplied by it first (d^(−1/4) for softmax attention).
+
+    Returns
+    -------
+    array (..., m) (or (..., 2m) for ``"trig"``) in x's library and dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([0.3, -0.2, 0.1, 0.4])
+    >>> phi = random_features(np.stack([x, x]), num_features=4096, seed=0)
+    >>> abs(float(phi[0] @ phi[1]) - float(np.exp(x @ x))) < 0.02
+    True
+    """
+    xp = compat.array_namespace(x)
+    validate.check_float(x, "x", xp)
+    if x.ndim < 1:
+        raise ValueError("x must have shape (..., d)")
+    validate.check_in(kind, ("positive", "trig"), "kind")
+    d = x.shape[-1]
+    W = random_projection(d, num_features, coupling=coupling, seed=seed)
+    dt = compat.compute_dtype(x, xp)
+    Wx = _as(xp, compat.from_numpy_like(W, x), dt)
+    xs = _as(xp, x, dt)
+    if scale is not None:
+        xs = validate.check_positive(scale, "scale") * xs
+    if kind == "positive":
+        phi = _features(xs, Wx, xp)
+    else:
+        u = xp.matmul(xs, xp.matrix_transpose(Wx))
+        amp = xp.exp(0.5 * xp.sum(xs * xs, axis=-1, keepdims=True)) / math.sqrt(W.shape[0])
+        phi = xp.concat([amp * xp.cos(u), amp * xp.sin(u)], axis=-1)
+    return _as(xp, phi, x.dtype)
+
+
+# ---------------------------------------------------------------- FAVOR+ attention
+def favor_attention(q, k, v, *, num_features, coupling="simplex", seed=None, causal=False, scale=None):
+    """FAVOR+ linear attention: softmax attention estimated with positive random features.
+
+        O = D⁻¹ φ(Q) (φ(K)ᵀ V),   D = diag(φ(Q) φ(K)ᵀ 𝟙),
+
+    with φ = :func:`random_features` (positive) applied to s·q and s·k, s = d^(−1/4) (default),
+    so φ(q)ᵀφ(k) estimates exp(qᵀk/√d).  Stabilisers (a per-row maximum for φ(Q), a global one for
+    φ(K)) are subtracted inside the exponentials; they cancel in D⁻¹ exactly.  ``causal=True``
+    uses prefix sums (O(n m d_v) memory).  Linear in the sequence length.  The VJP is analytic
+    (features included; the projection is a constant of the seed).
+
+    Choromanski et al., "Rethinking Attention with Performers" (ICLR 2021); Reid et al.,
+    "Simplex Random Features" (ICML 2023).
+
+    Parameters
+    ----------
+    q : array (..., n_q, d); k : array (..., n, d); v : array (..., n, d_v)
+    num_features : int
+    coupling : {"iid", "orthogonal", "simplex"}
+    seed : int, numpy Generator or None
+        One projection for q and k, reproducible for an int.
+    causal : bool
+    scale : float, optional
+        s (default d^(−1/4)).
+
+    Returns
+    -------
+    array (..., n_q, d_v)
+    """
+    return favor_attention_fwd(q, k, v, num_features=num_features, coupling=coupling, seed=seed, causal=causal,
+                               scale=scale)[0]
+
+
+def favor_attention_fwd(q, k, v, *, num_features, coupling="simplex", seed=None, causal=False, scale=None):
+    xp = _check_qkv(q, k, v, causal)
+    d = q.shape[-1]
+    s = d ** -0.25 if scale is None else validate.check_positive(scale, "scale")
+    if isinstance(seed, np.random.Generator):
+        raise TypeError("seed must be an int or None for favor_attention: the VJP redraws nothing, but a "
+                        "Generator would give q and k different projections across calls")
+    W = random_projection(d, num_features, coupling=coupling, seed=seed)
+    dt = compat.compute_dtype(q, xp)
+    Wx = _as(xp, compat.from_numpy_like(W, q), dt)
+    qs, ks, vc = s * _as(xp, q, dt), s * _as(xp, k, dt), _as(xp, v, dt)
+    A = _features(qs, Wx, xp, "row")
+    B = _features(ks, Wx, xp, "all")
+    if not causal:
+        KV = xp.matmul(xp.matrix_transpose(B), vc)  # (..., m, dv)
+        z = xp.sum(B, axis=-2)  # (..., m)
+        num = xp.matmul(A, KV)
+        den = xp.sum(A * z[..., None, :], axis=-1, keepdims=True)
+        M = (KV, z)
+    else:
+        S = _cumsum(B[..., :, :, None] * vc[..., :, None, :], -3, xp)  # (..., n, m, dv)
+        z = _cumsum(B, -2, xp)
+        num = xp.matmul(A[..., :, None, :], S)[..., 0, :]
+        den = xp.sum(A * z, axis=-1, keepdims=True)
+        M = (S, z)
+    o = num / den
+    shapes = (tuple(q.shape), tuple(k.shape), tuple(v.shape), q.dtype, k.dtype, v.dtype)
+    return _as(xp, o, q.dtype), (causal, qs, ks, vc, Wx, A, B, M, o, den, s, shapes)
+
+
+def _features_bwd(xs, W, phi, dphi, xp):
+    du = dphi * phi
+    return xp.matmul(du, W) - xp.sum(du, axis=-1, keepdims=True) * xs
+
+
+def favor_attention_bwd(res, dy):
+    causal, qs, ks, vc, W, A, B, M, o, den, s, (sq, sk, sv, dtq, dtk, dtv) = res
+    xp = compat.array_namespace(qs)
+    g = _as(xp, dy, qs.dtype)
+    dnum = g / den
+    dden = -xp.sum(g * o, axis=-1, keepdims=True) / den
+    if not causal:
+        KV, z = M
+        dA = xp.matmul(dnum, xp.matrix_transpose(KV)) + dden * z[..., None, :]
+        dKV = xp.matmul(xp.matrix_transpose(A), dnum)
+        dz = xp.sum(dden * A, axis=-2)
+        dB = xp.matmul(vc, xp.matrix_transpose(dKV)) + dz[..., None, :]
+        dv = xp.matmul(B, dKV)
+    else:
+        S, z = M
+        dA = xp.matmul(S, dnum[..., :, :, None])[..., 0] + dden * z
+        R = _revcumsum(A[..., :, :, None] * dnum[..., :, None, :], -3, xp)  # (..., n, m, dv)
+        dB = xp.matmul(R, vc[..., :, :, None])[..., 0] + _revcumsum(dden * A, -2, xp)
+        dv = xp.matmul(xp.matrix_transpose(R), B[..., :, :, None])[..., 0]
+    dq = s * _features_bwd(qs, W, A, dA, xp)
+    dk = s * _features_bwd(ks, W, B, dB, xp)
+    return (_as(xp, _reduce_to(dq, sq, xp), dtq), _as(xp, _reduce_to(dk, sk, xp), dtk),
+            _as(xp, _reduce_to(dv, sv, xp), dtv))
+
+
+ops.register("norm.favor_attention", favor_attention, favor_attention_fwd, favor_attention_bwd)
