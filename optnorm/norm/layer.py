@@ -233,6 +233,7 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, fixed_std=None, 
 
 
 def layer_norm_fwd(x, weight=None, bias=None, *, axis=-1, eps=1e-5, fixed_std=None, out=None):
+    validate.check_array(x, "x")
     xp = compat.array_namespace(x, weight, bias)
     axes = _check_ln(x, weight, bias, axis, eps, out)
     eps = _eps(eps)
@@ -348,6 +349,7 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
 
 
 def rms_norm_fwd(x, weight=None, *, axis=-1, eps=None, out=None):
+    validate.check_array(x, "x")
     xp = compat.array_namespace(x, weight)
     validate.check_same_namespace(x=x, weight=weight)
     validate.check_float(x, "x")
@@ -413,6 +415,7 @@ def crms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
 
 
 def crms_norm_fwd(x, weight=None, *, axis=-1, eps=None, out=None):
+    validate.check_array(x, "x")
     xp = compat.array_namespace(x, weight)
     validate.check_same_namespace(x=x, weight=weight)
     validate.check_float(x, "x")
@@ -512,6 +515,7 @@ def _check_gn(x, weight, bias, num_groups, eps):
 
 
 def group_norm_fwd(x, weight=None, bias=None, *, num_groups, eps=1e-5):
+    validate.check_array(x, "x")
     xp = compat.array_namespace(x, weight, bias)
     g, eps = _check_gn(x, weight, bias, num_groups, eps)
     ct = compat.compute_dtype(x, xp)

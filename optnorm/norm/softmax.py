@@ -283,8 +283,8 @@ def softmax(x, *, axis=-1, method="safe", masked_row="nan", out=None):
     >>> softmax(np.array([1e30, 0.0, 1e30], np.float32), method="two_pass")
     array([0.5, 0. , 0.5], dtype=float32)
     """
-    xp = compat.array_namespace(x)
     ax = _check_common(x, axis, method, masked_row, out)
+    xp = compat.array_namespace(x)
     return _softmax(x, axis=ax, method=method, masked_row=masked_row, log=False, out=out, xp=xp)
 
 
@@ -337,8 +337,8 @@ def log_softmax(x, *, axis=-1, method="safe", masked_row="nan", out=None):
     >>> log_softmax(np.array([0.0, 0.0]))
     array([-0.69314718, -0.69314718])
     """
-    xp = compat.array_namespace(x)
     ax = _check_common(x, axis, method, masked_row, out)
+    xp = compat.array_namespace(x)
     return _softmax(x, axis=ax, method=method, masked_row=masked_row, log=True, out=out, xp=xp)
 
 
@@ -405,8 +405,8 @@ def stablemax(x, *, axis=-1, out=None):
     >>> stablemax(np.array([0.0, 1.0, -1.0]))
     array([0.28571429, 0.57142857, 0.14285714])
     """
-    xp = compat.array_namespace(x)
     ax = _check_stable(x, axis, out)
+    xp = compat.array_namespace(x)
     xc = _to(xp, x, compat.compute_dtype(x, xp))
     s = _s(xc, xp)
     y = s / xp.sum(s, axis=ax, keepdims=True)
@@ -457,8 +457,8 @@ def log_stablemax(x, *, axis=-1, out=None):
     >>> float(log_stablemax(np.array([0.0, 0.0]))[0])
     -0.6931471805599453
     """
-    xp = compat.array_namespace(x)
     ax = _check_stable(x, axis, out)
+    xp = compat.array_namespace(x)
     xc = _to(xp, x, compat.compute_dtype(x, xp))
     s = _s(xc, xp)
     y = xp.log(s) - xp.log(xp.sum(s, axis=ax, keepdims=True))
