@@ -45,7 +45,7 @@ def _rstd(d, axes, eps, xp, extra_sq=None, count=None):
     if extra_sq is not None:
         q = q + extra_sq(scale)
     q = q / count
-    return 1.0 / (scale * xp.sqrt(q + eps / (scale * scale)))
+    return 1.0 / (scale * xp.sqrt(q + eps / scale / scale))  # eps/scale^2 may underflow to 0, never overflow
 
 
 def _check_axes(x, axis, name="axis"):

@@ -350,7 +350,7 @@ def spherical_z_loss_fwd(logits, target, *, a, b, eps=1e-12, axis=1, reduction="
     amax = xp.max(xp.abs(d), axis=-1, keepdims=True)
     scale = xp.where(amax > 1, amax, xp.ones_like(amax))
     ds = d / scale
-    sigma = scale * xp.sqrt(xp.mean(ds * ds, axis=-1, keepdims=True) + eps / (scale * scale))
+    sigma = scale * xp.sqrt(xp.mean(ds * ds, axis=-1, keepdims=True) + eps / scale / scale)
     z = d / sigma
     onehot = xp.astype(target[..., None], xp.int64) == xp.arange(c, dtype=xp.int64, device=compat.device(o))
     zc = xp.sum(xp.where(onehot, z, xp.zeros_like(z)), axis=-1)
