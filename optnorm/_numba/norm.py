@@ -1,0 +1,705 @@
+"""Numba row kernels for :mod:`optnorm.norm`: softmax / log_softmax (safe, online, two-pass), layer_norm, rms_norm.
+
+Every kernel takes C-contiguous ``(rows, n)`` arrays, runs ``prange`` over rows and writes into a
+preallocated output; the Python wrappers at the bottom move axes and honour ``out=``.
+
+Numerical and speed decisions (measured on the 2-core AVX-512 box of the reference note, norm.md section 7):
+
+- Numba has no SVML here, so ``np.exp`` is a scalar libm call (4x slower than torch's softmax).
+  ``_exp32`` is the Cephes ``expf`` scheme written so LLVM vectorises it: Cody-Waite reduction
+  x = k ln2 + r with ln2 = 0.693359375 - 2.12194440e-4, a degree-7 polynomial for e^r (max rel. error
+  ~1e-7), 2^k by exponent-bit insertion.  Inputs below -87.34 return exactly 0 (masked entries stay 0).
+- A float max reduction does not vectorise; 16 independent lane maxima do (5x faster max pass).
+- Fastmath flags are chosen per function: reductions (small helpers, inlined by LLVM) get ``reassoc`` so sums
+  vectorise with lane partials; elementwise passes and the exp reduction do not, because reassociation turns
+  ``(x - m) - log s`` into ``x - (m + log s)`` (wrong log_softmax at |x| ~ 1e30) and breaks Cody-Waite.
+  No function gets ``nnan``/``ninf``: masked rows and NaN propagation need IEEE inf/NaN.
+- layer_norm / rms_norm accumulate sums of x and squares in float64 even for float32 rows: no overflow of
+  (x - mean)^2 up to |x| ~ 1e38 (pytorch/pytorch#178123), ~1e-16 relative error at n = 262144, and never the
+  one-pass E[x^2] - E[x]^2 variance.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from llvmlite import ir as llir
+from numba import prange
+from numba.core import types
+from numba.extending import intrinsic, overload
+
+from ._rows import as_rows, from_rows, jit, row_out
+
+__all__ = ["softmax", "softmax_bwd", "layer_norm", "layer_norm_bwd", "rms_norm", "rms_norm_bwd", "using_svml"]
+
+_FM = {"contract", "nsz", "arcp"}  # kernels and elementwise passes: no reassociation
+_FM_RED = {"reassoc", "contract", "nsz", "arcp"}  # reduction helpers only: lets LLVM keep lane partials
+_LANES = 16
+_BLOCK = 1024  # online softmax: statistics per block of this many elements (stays in L1)
+
+_F32 = np.float32
+_LOG2E32 = _F32(1.4426950408889634)
+_C1 = _F32(0.693359375)
+_C2 = _F32(-2.12194440e-4)
+_P0, _P1, _P2 = _F32(1.9875691500e-4), _F32(1.3981999507e-3), _F32(8.3334519073e-3)
+_P3, _P4, _P5 = _F32(4.1665795894e-2), _F32(1.6666665459e-1), _F32(5.0000001201e-1)
+_EXP_LO32 = _F32(-87.33654)  # exp below this -> 0 (2^k must stay a normal float)
+_EXP_HI32 = _F32(88.37626)
+_ONE32 = _F32(1.0)
+_HALF32 = _F32(0.5)
+
+
+def using_svml() -> bool:
+    return bool(numba.config.USING_SVML)
+
+
+# ------------------------------------------------------------------------------------------ scalar helpers
+@intrinsic
+def _pow2_32(typingctx, k):
+    """2**k as float32 for an integer k in [-127, 127] (k = -127 gives 0.0): exponent-bit insertion."""
+    if not isinstance(k, types.Integer):
+        return None
+    sig = types.float32(k)
+
+    def codegen(context, builder, signature, args):
+        i32 = llir.IntType(32)
+        v = args[0]
+        if v.type.width > 32:
+            v = builder.trunc(v, i32)
+        elif v.type.width < 32:
+            v = builder.sext(v, i32)
+        v = builder.shl(builder.add(v, llir.Constant(i32, 127)), llir.Constant(i32, 23))
+        return builder.bitcast(v, llir.FloatType())
+
+    return sig, codegen
+
+
+@intrinsic
+def _pow2_64(typingctx, k):
+    """2**k as float64 for an integer k in [-1023, 1023] (k = -1023 gives 0.0)."""
+    if not isinstance(k, types.Integer):
+        return None
+    sig = types.float64(k)
+
+    def codegen(context, builder, signature, args):
+        i64 = llir.IntType(64)
+        v = args[0]
+        if v.type.width < 64:
+            v = builder.sext(v, i64)
+        v = builder.shl(builder.add(v, llir.Constant(i64, 1023)), llir.Constant(i64, 52))
+        return builder.bitcast(v, llir.DoubleType())
+
+    return sig, codegen
+
+
+@numba.njit(fastmath=_FM, cache=True)
+def _poly_exp32(r):
+    """e^r for |r| <= 0.35 (Cephes expf polynomial)."""
+    p = _P0 * r + _P1
+    p = p * r + _P2
+    p = p * r + _P3
+    p = p * r + _P4
+    p = p * r + _P5
+    return p * r * r + r + _ONE32
+
+
+@numba.njit(fastmath=_FM, cache=True)
+def _exp32(x):
+    xc = _EXP_LO32 if x < _EXP_LO32 else (_EXP_HI32 if x > _EXP_HI32 else x)  # NaN passes through
+    k = np.floor(xc * _LOG2E32 + _HALF32)
+    r = xc - k * _C1 - k * _C2
+    y = _poly_exp32(r) * _pow2_32(int(k))
+    return _F32(0.0) if x < _EXP_LO32 else y
+
+
+def _exp(x):
+    """exp for kernels: vectorisable polynomial in float32, libm in float64 (plain math.exp without JIT)."""
+    return math.exp(x)
+
+
+@overload(_exp, jit_options={"fastmath": _FM})
+def _ol_exp(x):
+    if x == types.float32:
+        return lambda x: _exp32(x)
+    return lambda x: math.exp(x)
+
+
+def _zero(a):
+    return a.dtype.type(0)
+
+
+def _cast(v, like):
+    return type(like)(v)
+
+
+@overload(_cast)
+def _ol_cast(v, like):
+    """``v`` as a scalar of ``like``'s float type (Python float literals are float64 in Numba)."""
+    if like == types.float32:
+        return lambda v, like: np.float32(v)
+    return lambda v, like: np.float64(v)
+
+
+@overload(_zero)
+def _ol_zero(a):
+    if a.dtype == types.float32:
+        return lambda a: np.float32(0.0)
+    return lambda a: np.float64(0.0)
+
+
+@numba.njit(fastmath=_FM, cache=True)
+def _rowmax(xr):
+    """Row max in 16 independent lanes (a single running max does not vectorise).  NaN is skipped here;
+    callers let it propagate through the following sum."""
+    n = xr.shape[0]
+    acc = np.full(_LANES, -np.inf, xr.dtype)
+    nb = n - n % _LANES
+    for j in range(0, nb, _LANES):
+        for lane in range(_LANES):
+            v = xr[j + lane]
+            acc[lane] = v if v > acc[lane] else acc[lane]
+    m = acc[0]
+    for lane in range(1, _LANES):
+        m = acc[lane] if acc[lane] > m else m
+    for j in range(nb, n):
+        v = xr[j]
+        m = v if v > m else m
+    return m
+
+
+@numba.njit(fastmath=_FM, cache=True)
+def _rowmax_range(xr, b0, b1):
+    acc = np.full(_LANES, -np.inf, xr.dtype)
+    nb = b0 + (b1 - b0) - (b1 - b0) % _LANES
+    for j in range(b0, nb, _LANES):
+        for lane in range(_LANES):
+            v = xr[j + lane]
+            acc[lane] = v if v > acc[lane] else acc[lane]
+    m = acc[0]
+    for lane in range(1, _LANES):
+        m = acc[lane] if acc[lane] > m else m
+    for j in range(nb, b1):
+        v = xr[j]
+        m = v if v > m else m
+    return m
+
+
+@numba.njit(fastmath=_FM_RED, cache=True)
+def _sum_exp_range(xr, b0, b1, m):
+    s = _zero(xr)
+    for j in range(b0, b1):
+        s += _exp(xr[j] - m)
+    return s
+
+
+@numba.njit(fastmath=_FM_RED, cache=True)
+def _sum_exp(xr, m):
+    s = _zero(xr)
+    for j in range(xr.shape[0]):
+        s += _exp(xr[j] - m)
+    return s
+
+
+@numba.njit(fastmath=_FM_RED, cache=True)
+def _exp_store_sum(xr, yr, m):
+    s = _zero(xr)
+    for j in range(xr.shape[0]):
+        e = _exp(xr[j] - m)
+        yr[j] = e
+        s += e
+    return s
+
+
+@numba.njit(fastmath=_FM_RED, cache=True)
+def _sum(a):
+    s = _zero(a)
+    for j in range(a.shape[0]):
+        s += a[j]
+    return s
+
+
+@numba.njit(fastmath=_FM_RED, cache=True)
+def _dot(a, b):
+    s = _zero(a)
+    for j in range(a.shape[0]):
+        s += a[j] * b[j]
+    return s
+
+
+@numba.njit(fastmath=_FM_RED, cache=True)
+def _sum64(a):
+    s = 0.0
+    for j in range(a.shape[0]):
+        s += a[j]
+    return s
+
+
+@numba.njit(fastmath=_FM_RED, cache=True)
+def _sqdev64(a, mu):
+    q = 0.0
+    for j in range(a.shape[0]):
+        d = a[j] - mu
+        q += d * d
+    return q
+
+
+@numba.njit(fastmath=_FM_RED, cache=True)
+def _ln_bwd_sums(xr, gr, w, mu, rs, dwp, dbp, has_w):
+    """(sum g^, sum g^ x^) of a row, and the row's contribution to dweight/dbias."""
+    c1 = _zero(xr)
+    c2 = _zero(xr)
+    for j in range(xr.shape[0]):
+        gh = gr[j] * w[j] if has_w else gr[j]
+        xh = (xr[j] - mu) * rs
+        c1 += gh
+        c2 += gh * xh
+        dwp[j] += gr[j] * xh
+        dbp[j] += gr[j]
+    return c1, c2
+
+
+@numba.njit(fastmath=_FM_RED, cache=True)
+def _rms_bwd_sums(xr, gr, w, rs, dwp, has_w):
+    c2 = _zero(xr)
+    for j in range(xr.shape[0]):
+        xh = xr[j] * rs
+        if has_w:
+            c2 += gr[j] * w[j] * xh
+            dwp[j] += gr[j] * xh
+        else:
+            c2 += gr[j] * xh
+    return c2
+
+
+@numba.njit(fastmath=_FM, cache=True)
+def _fill_masked(yr, log, masked_zero):
+    if masked_zero:
+        val = -np.inf if log else 0.0
+    else:
+        val = np.nan
+    for j in range(yr.shape[0]):
+        yr[j] = val
+
+
+# ------------------------------------------------------------------------------------------ softmax kernels
+@jit(fastmath=_FM)
+def _softmax_safe_rows(x, y, log, masked_zero):
+    rows, n = x.shape
+    for r in prange(rows):
+        xr = x[r]
+        yr = y[r]
+        m = _rowmax(xr)
+        if m == -np.inf:
+            _fill_masked(yr, log, masked_zero)
+            continue
+        if log:
+            ls = np.log(_sum_exp(xr, m))
+            for j in range(n):
+                yr[j] = (xr[j] - m) - ls
+        else:
+            s = _exp_store_sum(xr, yr, m)
+            inv = _cast(1.0, s) / s
+            for j in range(n):
+                yr[j] = yr[j] * inv
+
+
+@jit(fastmath=_FM)
+def _softmax_online_rows(x, y, log, masked_zero):
+    """Online normaliser (Milakov & Gimelshein) per block: (m, d) <- (m', d e^{m - m'} + sum_block e^{x - m'})."""
+    rows, n = x.shape
+    for r in prange(rows):
+        xr = x[r]
+        yr = y[r]
+        d = _zero(xr)
+        m = _cast(-np.inf, d)  # keep the row's float type (a float64 m would route exp to libm)
+        for b0 in range(0, n, _BLOCK):
+            b1 = min(b0 + _BLOCK, n)
+            bm = _rowmax_range(xr, b0, b1)
+            if bm > m:
+                if m != -np.inf:  # first-step guard: exp(-inf - -inf) must count as 0
+                    d = d * _exp(m - bm)
+                m = bm
+            if m == -np.inf:
+                continue
+            d += _sum_exp_range(xr, b0, b1, m)
+        if m == -np.inf:
+            _fill_masked(yr, log, masked_zero)
+            continue
+        if log:
+            ld = np.log(d)
+            for j in range(n):
+                yr[j] = (xr[j] - m) - ld
+        else:
+            inv = _cast(1.0, d) / d
+            for j in range(n):
+                yr[j] = _exp(xr[j] - m) * inv
+
+
+@numba.njit(fastmath=_FM, cache=True)
+def _reduce2(v, big):
+    """(n, r) with v = n ln2 + r: Cody-Waite while |n| < 2**14, base-2 beyond (no overflow up to |v| ~ big)."""
+    vc = -big if v < -big else (big if v > big else v)
+    u = vc * 1.4426950408889634
+    k = np.floor(u + 0.5)
+    if abs(k) < 16384.0:
+        rr = (vc - k * 0.693359375) - k * -2.12194440e-4
+    else:
+        rr = (u - k) * 0.6931471805599453
+    return k, rr
+
+
+def _pow2f(d, like):
+    return 2.0 ** d
+
+
+@overload(_pow2f)
+def _ol_pow2f(d, like):
+    """2**d for integer-valued float d <= 0, 0 below the normal range."""
+    if like == types.float32:
+        def impl(d, like):
+            k = d if d > -127.0 else -127.0
+            return _pow2_32(int(k))
+        return impl
+
+    def impl64(d, like):
+        k = d if d > -1023.0 else -1023.0
+        return _pow2_64(int(k))
+    return impl64
+
+
+def _reduce(v, like):
+    return _reduce2(float(v), 1.0e308)
+
+
+@overload(_reduce)
+def _ol_reduce(v, like):
+    if like == types.float32:
+        def impl(v, like):
+            vc = _F32(-2.0e38) if v < _F32(-2.0e38) else (_F32(2.0e38) if v > _F32(2.0e38) else v)
+            u = vc * _LOG2E32
+            k = np.floor(u + _HALF32)
+            rcw = (vc - k * _C1) - k * _C2
+            rb2 = (u - k) * _F32(0.6931471805599453)
+            rr = rcw if abs(k) < _F32(16384.0) else rb2
+            return k, rr
+        return impl
+
+    def impl64(v, like):
+        vc = -1.0e308 if v < -1.0e308 else (1.0e308 if v > 1.0e308 else v)
+        u = vc * 1.4426950408889634
+        k = np.floor(u + 0.5)
+        rcw = (vc - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10
+        rb2 = (u - k) * 0.6931471805599453
+        rr = rcw if abs(k) < 16384.0 else rb2
+        return k, rr
+    return impl64
+
+
+@numba.njit(fastmath=_FM_RED, cache=True)
+def _tp_block_sum(xr, b0, b1, kb, z):
+    """sum_i m_i 2^(n_i - kb) over a block, with e^x_i = m_i 2^n_i (-inf entries give 0, NaN propagates)."""
+    s = z
+    for j in range(b0, b1):
+        v = xr[j]
+        ninf = v == -np.inf
+        k, rr = _reduce(z if ninf else v, z)
+        t = _exp(rr) * _pow2f(k - kb, z)
+        s += z if ninf else t
+    return s
+
+
+@jit(fastmath=_FM)
+def _softmax_two_pass_rows(x, y, log, masked_zero):
+    """Dukhan & Ablavatski: e^x = m 2^n with a float exponent n; pass 1 accumulates (M, N), pass 2 writes
+    m 2^(n - N) / M.  No exp of a large argument is ever formed, so any finite input is safe.
+
+    Pass 1 works on L1-sized blocks so that it vectorises: the block exponent is n(max x) (n is monotone
+    in x, so this is the block's largest n_i), the block sum is a plain vectorised reduction, and blocks
+    merge as (M, N) (+) (M_b, N_b) by exponent shifts.  The row is read from memory once per pass.
+    """
+    rows, n = x.shape
+    for r in prange(rows):
+        xr = x[r]
+        yr = y[r]
+        z = _zero(xr)
+        ln2 = _cast(0.6931471805599453, z)
+        big_m = z
+        big_n = _cast(-1.0e9, z)
+        bad = False
+        for b0 in range(0, n, _BLOCK):
+            b1 = min(b0 + _BLOCK, n)
+            bmax = _rowmax_range(xr, b0, b1)
+            if bmax == np.inf:
+                bad = True
+            if bmax == -np.inf:
+                continue
+            kb, _ = _reduce(bmax, z)
+            mb = _tp_block_sum(xr, b0, b1, kb, z)
+            if kb > big_n:
+                big_m = big_m * _pow2f(big_n - kb, z) + mb
+                big_n = kb
+            else:
+                big_m = big_m + mb * _pow2f(kb - big_n, z)
+        if bad or big_m != big_m:  # the row holds NaN or +inf -> NaN like torch
+            for j in range(n):
+                yr[j] = np.nan
+            continue
+        if big_m == 0:
+            _fill_masked(yr, log, masked_zero)
+            continue
+        if log:
+            lm = np.log(big_m)
+            for j in range(n):
+                v = xr[j]
+                if v == -np.inf:
+                    yr[j] = -np.inf
+                else:
+                    k, rr = _reduce(v, z)
+                    yr[j] = ((k - big_n) * ln2 + rr) - lm
+        else:
+            inv = _cast(1.0, z) / big_m
+            for j in range(n):
+                v = xr[j]
+                k, rr = _reduce(z if v == -np.inf else v, z)
+                e = _exp(rr) * _pow2f(k - big_n, z) * inv
+                yr[j] = z if v == -np.inf else e
+
+
+@jit(fastmath=_FM)
+def _softmax_bwd_rows(y, g, dx, log, masked_zero):
+    rows, n = y.shape
+    for r in prange(rows):
+        yr = y[r]
+        gr = g[r]
+        dr = dx[r]
+        if log:
+            if masked_zero and yr[0] == -np.inf and _rowmax(yr) == -np.inf:
+                for j in range(n):
+                    dr[j] = 0
+                continue
+            s = _sum(gr)
+            for j in range(n):
+                dr[j] = gr[j] - _exp(yr[j]) * s
+        else:
+            s = _dot(gr, yr)
+            for j in range(n):
+                dr[j] = yr[j] * (gr[j] - s)
+
+
+# ------------------------------------------------------------------------------------------ layer / rms kernels
+@jit(fastmath=_FM)
+def _layer_norm_rows(x, w, b, y, mean, rstd, eps, has_w, has_b, fixed, fs):
+    rows, n = x.shape
+    for r in prange(rows):
+        xr = x[r]
+        yr = y[r]
+        mu = _sum64(xr) / n
+        if fixed:
+            rs = 1.0 / fs[r]
+        else:  # two-pass variance in float64: no overflow for |x| up to ~1e38
+            rs = 1.0 / math.sqrt(_sqdev64(xr, mu) / n + eps)
+        mean[r] = mu
+        rstd[r] = rs
+        mu_c = mean[r]  # the output pass runs in the row's dtype with float64-accurate statistics
+        rs_c = rstd[r]
+        if has_w and has_b:
+            for j in range(n):
+                yr[j] = (xr[j] - mu_c) * rs_c * w[j] + b[j]
+        elif has_w:
+            for j in range(n):
+                yr[j] = (xr[j] - mu_c) * rs_c * w[j]
+        elif has_b:
+            for j in range(n):
+                yr[j] = (xr[j] - mu_c) * rs_c + b[j]
+        else:
+            for j in range(n):
+                yr[j] = (xr[j] - mu_c) * rs_c
+
+
+@jit(fastmath=_FM)
+def _layer_norm_bwd_rows(x, g, w, mean, rstd, dx, dw_part, db_part, has_w, fixed):
+    rows, n = x.shape
+    nchunk = dw_part.shape[0]
+    per = (rows + nchunk - 1) // nchunk
+    for c in prange(nchunk):
+        r0 = c * per
+        r1 = min(rows, r0 + per)
+        dwp = dw_part[c]
+        dbp = db_part[c]
+        for r in range(r0, r1):
+            xr = x[r]
+            gr = g[r]
+            dr = dx[r]
+            mu = mean[r]
+            rs = rstd[r]
+            c1, c2 = _ln_bwd_sums(xr, gr, w, mu, rs, dwp, dbp, has_w)
+            c1 = c1 / n
+            c2 = 0 * c2 if fixed else c2 / n
+            for j in range(n):
+                gh = gr[j] * w[j] if has_w else gr[j]
+                xh = (xr[j] - mu) * rs
+                dr[j] = rs * (gh - c1 - xh * c2)
+
+
+@jit(fastmath=_FM)
+def _rms_norm_rows(x, w, y, rstd, eps, has_w):
+    rows, n = x.shape
+    for r in prange(rows):
+        xr = x[r]
+        yr = y[r]
+        rstd[r] = 1.0 / math.sqrt(_sqdev64(xr, 0.0) / n + eps)
+        rs = rstd[r]
+        if has_w:
+            for j in range(n):
+                yr[j] = xr[j] * rs * w[j]
+        else:
+            for j in range(n):
+                yr[j] = xr[j] * rs
+
+
+@jit(fastmath=_FM)
+def _rms_norm_bwd_rows(x, g, w, rstd, dx, dw_part, has_w):
+    rows, n = x.shape
+    nchunk = dw_part.shape[0]
+    per = (rows + nchunk - 1) // nchunk
+    for c in prange(nchunk):
+        r0 = c * per
+        r1 = min(rows, r0 + per)
+        dwp = dw_part[c]
+        for r in range(r0, r1):
+            xr = x[r]
+            gr = g[r]
+            dr = dx[r]
+            rs = rstd[r]
+            c2 = _rms_bwd_sums(xr, gr, w, rs, dwp, has_w) / n
+            for j in range(n):
+                gh = gr[j] * w[j] if has_w else gr[j]
+                dr[j] = rs * (gh - xr[j] * rs * c2)
+
+
+# ------------------------------------------------------------------------------------------ Python wrappers
+def _prep(x, axes):
+    """(rows, n) view/copy of x with the reduced axes last; a single axis may be anywhere."""
+    if len(axes) == 1:
+        return as_rows(x, axes[0])
+    n = math.prod(x.shape[a] for a in axes)
+    return np.ascontiguousarray(x).reshape(-1, n)
+
+
+def _out_buf(out, x, axes, dtype):
+    if len(axes) == 1:
+        return row_out(out, x.shape, axes[0], dtype)
+    n = math.prod(x.shape[a] for a in axes)
+    rows = math.prod(x.shape) // n if n else 0
+    if out is not None and out.flags.c_contiguous:
+        return out.reshape(-1, n), out
+    return np.empty((rows, n), dtype=dtype), out
+
+
+def _finish(buf, x, axes, out):
+    if len(axes) == 1:
+        return from_rows(buf, x.shape, axes[0], out)
+    y = buf.reshape(x.shape)
+    if out is None:
+        return y
+    if not np.shares_memory(y, out):
+        out[...] = y
+    return out
+
+
+def _stat_shape(x, axes):
+    if len(axes) == 1:
+        return tuple(1 if i == axes[0] else s for i, s in enumerate(x.shape))
+    return tuple(1 if i in axes else s for i, s in enumerate(x.shape))
+
+
+def _vec(p, dtype, n):
+    return np.ascontiguousarray(p, dtype=dtype).reshape(-1) if p is not None else np.zeros(1 if n else 0, dtype)
+
+
+def _nchunks(rows):
+    return max(1, min(rows, numba.get_num_threads()))
+
+
+_SOFTMAX_KERNELS = {"safe": _softmax_safe_rows, "online": _softmax_online_rows, "two_pass": _softmax_two_pass_rows}
+
+
+def softmax(x, *, axis, method, masked_row, log, out=None):
+    """softmax / log_softmax of a float32/float64 NumPy array along ``axis`` (``out=`` written in place)."""
+    axes = (axis,)
+    x2 = _prep(x, axes)
+    buf, out_ = _out_buf(out, x, axes, x.dtype)
+    _SOFTMAX_KERNELS[method](x2, buf, bool(log), masked_row == "zero")
+    return _finish(buf, x, axes, out_)
+
+
+def softmax_bwd(y, dy, *, axis, log, masked_row):
+    axes = (axis,)
+    y2 = _prep(y, axes)
+    g2 = _prep(dy, axes)
+    buf, _ = _out_buf(None, y, axes, y.dtype)
+    _softmax_bwd_rows(y2, g2, buf, bool(log), masked_row == "zero")
+    return _finish(buf, y, axes, None)
+
+
+def layer_norm(x, weight, bias, *, axes, eps, fixed_std, out=None):
+    """Returns (y, mean, rstd); mean/rstd have the keepdims shape of the reduced axes."""
+    x2 = _prep(x, axes)
+    rows, n = x2.shape
+    buf, out_ = _out_buf(out, x, axes, x.dtype)
+    mean = np.empty(rows, x.dtype)
+    rstd = np.empty(rows, x.dtype)
+    w = _vec(weight, x.dtype, n)
+    b = _vec(bias, x.dtype, n)
+    fixed = fixed_std is not None
+    if fixed:
+        lead = tuple(s for i, s in enumerate(x.shape) if i not in axes)
+        fs = np.ascontiguousarray(np.broadcast_to(np.asarray(fixed_std, dtype=np.float64), lead)).reshape(-1)
+    else:
+        fs = np.ones(1, np.float64)
+    _layer_norm_rows(x2, w, b, buf, mean, rstd, float(eps), weight is not None, bias is not None, fixed, fs)
+    st = _stat_shape(x, axes)
+    return _finish(buf, x, axes, out_), mean.reshape(st), rstd.reshape(st)
+
+
+def layer_norm_bwd(x, weight, mu, rstd, dy, *, axes, fixed, has_bias):
+    x2 = _prep(x, axes)
+    g2 = _prep(dy, axes)
+    rows, n = x2.shape
+    dx, _ = _out_buf(None, x, axes, x.dtype)
+    k = _nchunks(rows)
+    dw_part = np.zeros((k, n), np.float64)
+    db_part = np.zeros((k, n), np.float64)
+    w = _vec(weight, x.dtype, n)
+    mm = np.ascontiguousarray(mu, dtype=x.dtype).reshape(-1)
+    rs = np.ascontiguousarray(rstd, dtype=x.dtype).reshape(-1)
+    _layer_norm_bwd_rows(x2, g2, w, mm, rs, dx, dw_part, db_part, weight is not None, bool(fixed))
+    wshape = tuple(x.shape[a] for a in axes)
+    dw = dw_part.sum(axis=0).astype(weight.dtype).reshape(wshape) if weight is not None else None
+    db = db_part.sum(axis=0).astype(x.dtype).reshape(wshape) if has_bias else None
+    return _finish(dx, x, axes, None), dw, db
+
+
+def rms_norm(x, weight, *, axes, eps, out=None):
+    x2 = _prep(x, axes)
+    rows, n = x2.shape
+    buf, out_ = _out_buf(out, x, axes, x.dtype)
+    rstd = np.empty(rows, x.dtype)
+    _rms_norm_rows(x2, _vec(weight, x.dtype, n), buf, rstd, float(eps), weight is not None)
+    return _finish(buf, x, axes, out_), rstd.reshape(_stat_shape(x, axes))
+
+
+def rms_norm_bwd(x, weight, rstd, dy, *, axes):
+    x2 = _prep(x, axes)
+    g2 = _prep(dy, axes)
+    rows, n = x2.shape
+    dx, _ = _out_buf(None, x, axes, x.dtype)
+    k = _nchunks(rows)
+    dw_part = np.zeros((k, n) if weight is not None else (k, 1), np.float64)
+    rs = np.ascontiguousarray(rstd, dtype=x.dtype).reshape(-1)
+    _rms_norm_bwd_rows(x2, g2, _vec(weight, x.dtype, n), rs, dx, dw_part, weight is not None)
+    dw = None
+    if weight is not None:
+        dw = dw_part.sum(axis=0).astype(weight.dtype).reshape(tuple(x.shape[a] for a in axes))
+    return _finish(dx, x, axes, None), dw

@@ -1,0 +1,486 @@
+"""Softmax family: softmax / log_softmax (three algorithms, masked-row policy), stablemax / log_stablemax.
+
+Public functions validate their arguments and go through a :class:`~optnorm._lib.dispatch.Dispatcher`:
+the generic Array-API body below runs on every library; NumPy float32/float64 inputs take the Numba row
+kernels of :mod:`optnorm._numba.norm`, CuPy inputs the CUDA kernels of ``optnorm/_cuda/norm.cu``.
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+from .._lib import compat, ops, validate
+from .._lib.dispatch import Dispatcher, numpy_float
+
+
+
+class _Exports(list):
+    """``__all__`` that frees the package attribute ``optnorm.norm.softmax`` before it is read.
+
+    Importing this submodule makes Python bind the *module* to ``optnorm.norm.softmax``;
+    ``_lib.exports.export_modules`` then sees a second object under the exported name ``softmax``
+    and refuses.  Dropping the module binding first lets the function take the public name.
+    (A fix in ``export_modules`` -- ignore a namespace entry that is the submodule itself -- makes
+    this unnecessary.)
+    """
+
+    def __iter__(self):
+        pkg = sys.modules.get(__package__)
+        if pkg is not None and getattr(pkg, "softmax", None) is sys.modules.get(__name__):
+            delattr(pkg, "softmax")
+        return super().__iter__()
+
+
+__all__ = _Exports(["softmax", "log_softmax", "stablemax", "log_stablemax"])
+
+METHODS = ("safe", "online", "two_pass")
+MASKED = ("nan", "zero")
+_LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
+# Cody-Waite split of ln 2: n * hi is exact while |n| < 2**14 (hi has <= 9 significant bits in f32,
+# <= 32 in f64), so x - n*hi - n*lo is the accurate reduction for moderate x.
+_LN2_HI = {4: 0.693359375, 8: 6.93147180369123816490e-01}
+_LN2_LO = {4: -2.12194440e-4, 8: 1.90821492927058770002e-10}
+# Largest |x| for which u = x*log2(e) stays finite: beyond it inputs are clamped (two_pass only).
+_BIG = {4: 2.0e38, 8: 1.0e308}
+_ONLINE_LANES = 16
+_CUDA_BLOCK = 256
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _itemsize(xp, dt) -> int:
+    return 8 if dt == xp.float64 else 4
+
+
+def _to(xp, a, dt):
+    return a if a.dtype == dt else xp.astype(a, dt)
+
+
+def _check_common(x, axis, method, masked_row, out, name="x"):
+    validate.check_float(x, name)
+    if x.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension, got a 0-d array")
+    ax = validate.check_axis(axis, x.ndim, "axis")
+    validate.check_nonempty(x, name, ax)
+    if method is not None:
+        validate.check_in(method, METHODS, "method")
+    if masked_row is not None:
+        validate.check_in(masked_row, MASKED, "masked_row")
+    check_out(out, x)
+    return ax
+
+
+def check_out(out, x, name="out"):
+    """``out`` has the shape, dtype and library of ``x`` (and is mutable)."""
+    if out is None:
+        return
+    if compat.is_jax(out) or compat.is_jax(x):
+        raise TypeError(f"{name}= cannot be used with JAX arrays: they are immutable")
+    validate.check_same_namespace(x=x, out=out)
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(f"{name} has shape {tuple(out.shape)}, expected {tuple(x.shape)}")
+    if out.dtype != x.dtype:
+        raise TypeError(f"{name} has dtype {out.dtype}, expected {x.dtype}")
+
+
+def _log_terms(xc, axis, method, xp):
+    """Per-element log-terms z and the row sum s of exp(z): softmax = exp(z)/s, log_softmax = z - log s.
+
+    For a fully masked row (all -inf) every z is -inf and s = 0.  NaN or +inf in a row make it NaN.
+    """
+    dt = xc.dtype
+    if method == "two_pass":
+        return _two_pass_terms(xc, axis, xp)
+    if method == "safe":
+        m = xp.max(xc, axis=axis, keepdims=True)
+    else:  # online: (max, sum) pairs per lane, merged with the associative (+) of Milakov & Gimelshein
+        m, s = _online_stats(xc, axis, xp)
+    m = xp.where(m == -math.inf, xp.zeros_like(m), m)
+    z = xc - m
+    if method == "safe":
+        s = xp.sum(xp.exp(z), axis=axis, keepdims=True)
+    return z, _to(xp, s, dt)
+
+
+def _online_stats(xc, axis, xp):
+    """Row (max, sum of exp(x - max)) from 16 lane partials merged with the online (+) rule."""
+    xm = xp.moveaxis(xc, axis, -1)
+    n = xm.shape[-1]
+    lanes = _ONLINE_LANES
+    pad = (-n) % lanes
+    if pad:
+        fill = xp.full(tuple(xm.shape[:-1]) + (pad,), -math.inf, dtype=xm.dtype, device=compat.device(xm))
+        xm = xp.concat([xm, fill], axis=-1)
+    blocks = xp.reshape(xm, tuple(xm.shape[:-1]) + ((n + pad) // lanes, lanes))  # lane l holds x[j*16 + l]
+    m_l = xp.max(blocks, axis=-2)  # (..., lanes)
+    m_l0 = xp.where(m_l == -math.inf, xp.zeros_like(m_l), m_l)  # first-step guard: exp(-inf - -inf) -> 0
+    d_l = xp.sum(xp.exp(blocks - m_l0[..., None, :]), axis=-2)
+    big_m = xp.max(m_l, axis=-1, keepdims=True)
+    big_m0 = xp.where(big_m == -math.inf, xp.zeros_like(big_m), big_m)
+    scale = xp.where(m_l == -math.inf, xp.zeros_like(m_l), xp.exp(m_l0 - big_m0))
+    d = xp.sum(d_l * scale, axis=-1, keepdims=True)
+    return xp.moveaxis(big_m, -1, axis), xp.moveaxis(d, -1, axis)
+
+
+def _two_pass_terms(xc, axis, xp):
+    """Dukhan & Ablavatski: e^x = m * 2^n with a float exponent n, so no max pass and no overflow.
+
+    The reduction is Cody-Waite (x - n*ln2_hi - n*ln2_lo) while |n| < 2**14 and base 2 beyond
+    (f = x*log2e - n, exact in floating point): the Cody-Waite step alone breaks at |x| ~ 1e30 in f32,
+    where n*ln2_hi is rounded by ~1e23 (reference note norm.md section 1.3).
+    """
+    isz = _itemsize(xp, xc.dtype)
+    ninf = xc == -math.inf
+    bad = xp.any(xp.isnan(xc) | (xc == math.inf), axis=axis, keepdims=True)
+    xs = xp.where(ninf, xp.zeros_like(xc), xp.clip(xc, -_BIG[isz], _BIG[isz]))
+    u = xs * _LOG2E
+    n = xp.round(u)
+    r_cw = (xs - n * _LN2_HI[isz]) - n * _LN2_LO[isz]
+    r_b2 = (u - n) * _LN2
+    r = xp.where(xp.abs(n) < 16384.0, r_cw, r_b2)
+    n_max = xp.max(xp.where(ninf, xp.full_like(n, -math.inf), n), axis=axis, keepdims=True)
+    n_max = xp.where(n_max == -math.inf, xp.zeros_like(n_max), n_max)
+    dn = n - n_max  # <= 0; exact when both are within a factor 2, else rounded like x - max
+    terms = xp.where(ninf, xp.zeros_like(xc), xp.exp(r) * 2.0 ** dn)
+    z = xp.where(ninf, xp.full_like(xc, -math.inf), dn * _LN2 + r)
+    s = xp.sum(terms, axis=axis, keepdims=True)
+    s = xp.where(bad, xp.full_like(s, math.nan), s)
+    return z, s
+
+
+def _softmax_generic(x, *, axis, method, masked_row, log, out, xp):
+    ct = compat.compute_dtype(x, xp)
+    xc = _to(xp, x, ct)
+    z, s = _log_terms(xc, axis, method, xp)
+    masked = s == 0
+    s1 = xp.where(masked, xp.ones_like(s), s)
+    if log:
+        y = z - xp.log(s1)  # masked rows: z = -inf everywhere
+    else:
+        y = xp.exp(z) / s1  # masked rows: 0
+    if masked_row == "nan":
+        y = xp.where(masked, xp.full_like(y, math.nan), y)
+    return compat.write_out(out, _to(xp, y, x.dtype))
+
+
+def _softmax_bwd_generic(y, dy, *, axis, log, masked_row, xp):
+    ct = compat.compute_dtype(y, xp)
+    yc, gc = _to(xp, y, ct), _to(xp, dy, ct)
+    if log:
+        p = xp.exp(yc)
+        dx = gc - p * xp.sum(gc, axis=axis, keepdims=True)
+        if masked_row == "zero":
+            masked = xp.max(yc, axis=axis, keepdims=True) == -math.inf
+            dx = xp.where(masked, xp.zeros_like(dx), dx)
+    else:
+        dx = yc * (gc - xp.sum(gc * yc, axis=axis, keepdims=True))
+    return _to(xp, dx, y.dtype)
+
+
+_softmax = Dispatcher("norm.softmax")
+_softmax.generic(_softmax_generic)
+_softmax_bwd = Dispatcher("norm.softmax_bwd")
+_softmax_bwd.generic(_softmax_bwd_generic)
+
+
+@_softmax.numba(when=lambda x, **kw: numpy_float(x, kw.get("out")))
+def _softmax_numba(x, *, axis, method, masked_row, log, out, xp):
+    from .._numba import norm as nb
+
+    return nb.softmax(x, axis=axis, method=method, masked_row=masked_row, log=log, out=out)
+
+
+@_softmax_bwd.numba(when=lambda y, dy, **kw: numpy_float(y, dy))
+def _softmax_bwd_numba(y, dy, *, axis, log, masked_row, xp):
+    from .._numba import norm as nb
+
+    return nb.softmax_bwd(y, dy, axis=axis, log=log, masked_row=masked_row)
+
+
+@_softmax.cuda(when=lambda x, **kw: str(x.dtype) in ("float32", "float64") and kw.get("method") != "two_pass")
+def _softmax_cuda(x, *, axis, method, masked_row, log, out, xp):
+    """CUDA path (safe and online share one kernel: the online (max, sum) merge across threads and warps)."""
+    import cupy
+    import numpy as np
+
+    from .._cuda import loader
+
+    xm = cupy.ascontiguousarray(cupy.moveaxis(x, axis, -1))
+    n = xm.shape[-1]
+    rows = xm.reshape(-1, n)
+    y = cupy.empty_like(rows)
+    if rows.shape[0]:
+        k = loader.kernel("norm", f"softmax_fwd<{loader.dtype_name(x.dtype)}>")
+        k((rows.shape[0],), (_CUDA_BLOCK,), (rows, y, np.int64(n), np.int32(log), np.int32(masked_row == "zero")))
+    yy = cupy.moveaxis(y.reshape(xm.shape), -1, axis)
+    if out is not None:
+        out[...] = yy
+        return out
+    return yy
+
+
+@_softmax_bwd.cuda(when=lambda y, dy, **kw: str(y.dtype) in ("float32", "float64") and y.dtype == dy.dtype)
+def _softmax_bwd_cuda(y, dy, *, axis, log, masked_row, xp):
+    import cupy
+    import numpy as np
+
+    from .._cuda import loader
+
+    ym = cupy.ascontiguousarray(cupy.moveaxis(y, axis, -1))
+    gm = cupy.ascontiguousarray(cupy.moveaxis(dy, axis, -1))
+    n = ym.shape[-1]
+    dx = cupy.empty_like(ym)
+    rows = ym.size // n if n else 0
+    if rows:
+        k = loader.kernel("norm", f"softmax_bwd<{loader.dtype_name(y.dtype)}>")
+        k((rows,), (_CUDA_BLOCK,), (ym, gm, dx, np.int64(n), np.int32(log), np.int32(masked_row == "zero")))
+    return cupy.moveaxis(dx, -1, axis)
+
+
+# ------------------------------------------------------------------------------------------ softmax
+def softmax(x, *, axis=-1, method="safe", masked_row="nan", out=None):
+    r"""Softmax along ``axis``: :math:`y_i = e^{x_i} / \sum_j e^{x_j}`, computed without overflow.
+
+    Three algorithms compute the same function (they agree to a few ulp and none overflows in float32
+    for inputs up to :math:`\pm 10^{30}`):
+
+    - ``"safe"``: subtract the row max, exponentiate, divide (3 passes over the row).
+    - ``"online"``: running (max, sum) pairs, rescaled when the max moves, merged associatively across
+      lanes/threads: Milakov & Gimelshein, "Online normalizer calculation for softmax" (2018).
+      The generic body forms 16 lane partials and merges them; the Numba kernel streams the row once
+      for the statistics.
+    - ``"two_pass"``: Dukhan & Ablavatski, "The Two-Pass Softmax Algorithm" (2020): each
+      :math:`e^{x_i} = m_i 2^{n_i}` with a float exponent :math:`n_i`, accumulated as (mantissa,
+      exponent) so no max pass is needed.  The range reduction switches to base 2 for
+      :math:`|x| \ge 2^{14}\ln 2`, which keeps :math:`|x|` up to ~1e38 finite in float32 (inputs beyond
+      ``2e38`` are clamped there).
+
+    Parameters
+    ----------
+    x : array
+        Logits, any floating dtype; float16/bfloat16 are computed in float32 and cast back.
+    axis : int
+        Axis to normalise over.
+    method : {"safe", "online", "two_pass"}
+        Algorithm (same result).
+    masked_row : {"nan", "zero"}
+        Result for a row that is entirely ``-inf`` (fully masked): ``"nan"`` (default, like
+        ``torch.softmax`` and ``jax.nn.softmax``) or ``"zero"`` (like
+        ``torch.nn.functional.scaled_dot_product_attention``); with ``"zero"`` the VJP of such a row is 0.
+        A row containing NaN or ``+inf`` gives NaN (as in torch and JAX).
+    out : array, optional
+        Preallocated output of ``x``'s shape and dtype (not for JAX).
+
+    Returns
+    -------
+    array
+        Same shape and dtype as ``x``; each row sums to 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from optnorm.norm import softmax
+    >>> softmax(np.array([1e30, 0.0, 1e30], np.float32), method="two_pass")
+    array([0.5, 0. , 0.5], dtype=float32)
+    """
+    ax = _check_common(x, axis, method, masked_row, out)
+    xp = compat.array_namespace(x)
+    return _softmax(x, axis=ax, method=method, masked_row=masked_row, log=False, out=out, xp=xp)
+
+
+def softmax_fwd(x, *, axis=-1, method="safe", masked_row="nan", out=None):
+    y = softmax(x, axis=axis, method=method, masked_row=masked_row, out=out)
+    return y, (y, axis, masked_row)
+
+
+def softmax_bwd(res, dy):
+    y, axis, masked_row = res
+    xp = compat.array_namespace(y)
+    ax = validate.check_axis(axis, y.ndim)
+    return (_softmax_bwd(y, dy, axis=ax, log=False, masked_row=masked_row, xp=xp),)
+
+
+def log_softmax(x, *, axis=-1, method="safe", masked_row="nan", out=None):
+    r"""Log-softmax along ``axis``: :math:`y_i = x_i - \log\sum_j e^{x_j}`, without overflow.
+
+    Same algorithms and options as :func:`softmax` (``method="safe"|"online"|"two_pass"``); the
+    log-sum-exp is formed from the same (max, sum) or (mantissa, exponent) statistics, never as
+    ``log(softmax(x))``.
+
+    ``masked_row`` for a fully masked (all ``-inf``) row: ``"nan"`` (default, like torch) gives NaN;
+    ``"zero"`` has no literal meaning for log-probabilities (log 0): it returns ``-inf`` in every
+    entry (the log of the all-zero row ``softmax(..., masked_row="zero")`` gives) and a **zero** VJP for
+    that row, so masked rows contribute nothing to gradients.
+
+    Parameters
+    ----------
+    x : array
+        Logits (float16/bfloat16 computed in float32).
+    axis : int
+        Axis to normalise over.
+    method : {"safe", "online", "two_pass"}
+        Algorithm; see :func:`softmax`.
+    masked_row : {"nan", "zero"}
+        Policy for all ``-inf`` rows (see above).
+    out : array, optional
+        Preallocated output.
+
+    Returns
+    -------
+    array
+        Log-probabilities, same shape and dtype as ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from optnorm.norm import log_softmax
+    >>> log_softmax(np.array([0.0, 0.0]))
+    array([-0.69314718, -0.69314718])
+    """
+    ax = _check_common(x, axis, method, masked_row, out)
+    xp = compat.array_namespace(x)
+    return _softmax(x, axis=ax, method=method, masked_row=masked_row, log=True, out=out, xp=xp)
+
+
+def log_softmax_fwd(x, *, axis=-1, method="safe", masked_row="nan", out=None):
+    y = log_softmax(x, axis=axis, method=method, masked_row=masked_row, out=out)
+    return y, (y, axis, masked_row)
+
+
+def log_softmax_bwd(res, dy):
+    y, axis, masked_row = res
+    xp = compat.array_namespace(y)
+    ax = validate.check_axis(axis, y.ndim)
+    return (_softmax_bwd(y, dy, axis=ax, log=True, masked_row=masked_row, xp=xp),)
+
+
+ops.register("norm.softmax", softmax, softmax_fwd, softmax_bwd)
+ops.register("norm.log_softmax", log_softmax, log_softmax_fwd, log_softmax_bwd)
+
+
+# ------------------------------------------------------------------------------------------ stablemax
+def _s(xc, xp):
+    """s(x) = x + 1 for x >= 0, 1/(1 - x) for x < 0 (both branches evaluated on clipped inputs: no 1/0)."""
+    pos = xp.clip(xc, 0.0, None) + 1.0
+    neg = 1.0 / (1.0 - xp.clip(xc, None, 0.0))
+    return xp.where(xc >= 0, pos, neg)
+
+
+def _ds(xc, xp):
+    neg = 1.0 / (1.0 - xp.clip(xc, None, 0.0))
+    return xp.where(xc >= 0, xp.ones_like(xc), neg * neg)
+
+
+def _check_stable(x, axis, out):
+    return _check_common(x, axis, None, None, out)
+
+
+def stablemax(x, *, axis=-1, out=None):
+    r"""StableMax: :math:`y_i = s(x_i) / \sum_j s(x_j)`, :math:`s(x) = x + 1` (x >= 0), :math:`1/(1-x)` (x < 0).
+
+    From Prieto, Barsbey, Mediano, Birdal, "Grokking at the Edge of Numerical Stability" (ICLR 2025):
+    a softmax substitute that grows linearly instead of exponentially, which delays the float
+    absorption ("Softmax Collapse") that stalls grokking.  ``s`` is C1 at 0.  No exponential, so no
+    overflow; not shift-invariant (the max is never subtracted).  The official code's ``+1e-30`` in the
+    negative branch has no effect in float32/64 and is omitted.
+
+    Parameters
+    ----------
+    x : array
+        Logits (float16/bfloat16 computed in float32).
+    axis : int
+        Axis to normalise over.
+    out : array, optional
+        Preallocated output.
+
+    Returns
+    -------
+    array
+        Non-negative, rows sum to 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from optnorm.norm import stablemax
+    >>> stablemax(np.array([0.0, 1.0, -1.0]))
+    array([0.28571429, 0.57142857, 0.14285714])
+    """
+    ax = _check_stable(x, axis, out)
+    xp = compat.array_namespace(x)
+    xc = _to(xp, x, compat.compute_dtype(x, xp))
+    s = _s(xc, xp)
+    y = s / xp.sum(s, axis=ax, keepdims=True)
+    return compat.write_out(out, _to(xp, y, x.dtype))
+
+
+def stablemax_fwd(x, *, axis=-1, out=None):
+    y = stablemax(x, axis=axis, out=out)
+    return y, (x, y, axis)
+
+
+def stablemax_bwd(res, dy):
+    x, y, axis = res
+    xp = compat.array_namespace(x)
+    ax = validate.check_axis(axis, x.ndim)
+    ct = compat.compute_dtype(x, xp)
+    xc, yc, gc = _to(xp, x, ct), _to(xp, y, ct), _to(xp, dy, ct)
+    big_s = xp.sum(_s(xc, xp), axis=ax, keepdims=True)
+    dx = _ds(xc, xp) / big_s * (gc - xp.sum(gc * yc, axis=ax, keepdims=True))
+    return (_to(xp, dx, x.dtype),)
+
+
+def log_stablemax(x, *, axis=-1, out=None):
+    r"""Log-StableMax: :math:`y_i = \log s(x_i) - \log \sum_j s(x_j)` (see :func:`stablemax`).
+
+    Prieto et al., "Grokking at the Edge of Numerical Stability" (ICLR 2025); the paper's
+    StableMax cross-entropy is ``-log_stablemax(x)[target]`` (the official code evaluates it in
+    float64; here float16/bfloat16 are computed in float32, float32 stays float32).
+
+    Parameters
+    ----------
+    x : array
+        Logits.
+    axis : int
+        Axis to normalise over.
+    out : array, optional
+        Preallocated output.
+
+    Returns
+    -------
+    array
+        Same shape and dtype as ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from optnorm.norm import log_stablemax
+    >>> float(log_stablemax(np.array([0.0, 0.0]))[0])
+    -0.6931471805599453
+    """
+    ax = _check_stable(x, axis, out)
+    xp = compat.array_namespace(x)
+    xc = _to(xp, x, compat.compute_dtype(x, xp))
+    s = _s(xc, xp)
+    y = xp.log(s) - xp.log(xp.sum(s, axis=ax, keepdims=True))
+    return compat.write_out(out, _to(xp, y, x.dtype))
+
+
+def log_stablemax_fwd(x, *, axis=-1, out=None):
+    y = log_stablemax(x, axis=axis, out=out)
+    return y, (x, axis)
+
+
+def log_stablemax_bwd(res, dy):
+    x, axis = res
+    xp = compat.array_namespace(x)
+    ax = validate.check_axis(axis, x.ndim)
+    ct = compat.compute_dtype(x, xp)
+    xc, gc = _to(xp, x, ct), _to(xp, dy, ct)
+    s = _s(xc, xp)
+    big_s = xp.sum(s, axis=ax, keepdims=True)
+    dx = _ds(xc, xp) * (gc / s - xp.sum(gc, axis=ax, keepdims=True) / big_s)
+    return (_to(xp, dx, x.dtype),)
+
+
+ops.register("norm.stablemax", stablemax, stablemax_fwd, stablemax_bwd)
+ops.register("norm.log_stablemax", log_stablemax, log_stablemax_fwd, log_stablemax_bwd)
