@@ -10,7 +10,7 @@ import math
 
 from .._lib import compat, ops, validate
 
-__all__ = ["batch_norm", "alpha_batch_norm", "batch_channel_norm", "power_norm"]
+__all__ = ["batch_norm", "alpha_batch_norm", "batch_channel_norm", "power_norm", "unified_norm"]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -655,3 +655,243 @@ def power_norm_bwd(res, dy):
 
 
 ops.register("norm.power_norm", power_norm, power_norm_fwd, power_norm_bwd, skip_check_argnums=(0, 2))
+
+
+# ---------------------------------------------------------------------------------------------- unified_norm
+def _onehot_row(xp, W, k, dtype):
+    return xp.reshape(_as(xp, xp.arange(W) == (k % W), dtype), (W, 1))
+
+
+def _un_fwd(x, running_var, ema_gz=None, buffer_x2=None, buffer_gz=None, weight=None, bias=None, *, step,
+            training=True, warmup_iters=4000, outlier_filtration=False, eps=1e-5, momentum=0.9, axis=-1,
+            backward="paper"):
+    xp = validate.check_same_namespace(x=x, running_var=running_var, ema_gz=ema_gz, buffer_x2=buffer_x2,
+                                       buffer_gz=buffer_gz, weight=weight, bias=bias)
+    ax = _check_common(x, axis, eps, min_ndim=1)
+    c = x.shape[ax]
+    if running_var is None:
+        raise ValueError("running_var is required (init: ones(C))")
+    for a, nm in ((running_var, "running_var"), (ema_gz, "ema_gz"), (weight, "weight"), (bias, "bias")):
+        _check_vec(a, nm, c)
+    for a, nm in ((buffer_x2, "buffer_x2"), (buffer_gz, "buffer_gz")):
+        if a is not None:
+            validate.check_float(a, nm)
+            if a.ndim != 2 or a.shape[1] != c or a.shape[0] < 1:
+                raise ValueError(f"{nm} has shape {tuple(a.shape)}, expected (window, {c})")
+    st = validate.check_int(step, "step", low=1)
+    wu = validate.check_int(warmup_iters, "warmup_iters", low=0)
+    m = validate.check_unit_interval(momentum, "momentum", closed_right=True)
+    validate.check_in(backward, ("paper", "exact"), "backward")
+    if not isinstance(outlier_filtration, bool):
+        raise TypeError("outlier_filtration must be a bool")
+    if training and buffer_x2 is None:
+        raise ValueError("buffer_x2 is required in training (init: zeros((window, C)), window 4)")
+    if training and backward == "paper" and (ema_gz is None or buffer_gz is None):
+        raise ValueError("ema_gz and buffer_gz are required for backward='paper' in training (init zeros)")
+    validate.check_nonempty(x, "x")
+    cdt = compat.compute_dtype(x, xp)
+    xc = _as(xp, x, cdt)
+    nd = x.ndim
+    bs, red = _bshape(nd, ax, c), _red(nd, ax)
+    n = compat.size(x) // c
+    rv = _as(xp, running_var, cdt)
+    g = _vec(xp, weight, bs, cdt)
+    dts = (x.dtype, running_var.dtype, None if ema_gz is None else ema_gz.dtype,
+           None if buffer_x2 is None else buffer_x2.dtype, None if buffer_gz is None else buffer_gz.dtype,
+           None if weight is None else weight.dtype, None if bias is None else bias.dtype)
+    res = dict(xp=xp, bs=bs, red=red, c=c, n=n, training=training, backward=backward, g=g, m=m, st=st, wu=wu,
+               eps=eps, dts=dts, bx_shape=None if buffer_x2 is None else tuple(buffer_x2.shape),
+               bg_shape=None if buffer_gz is None else tuple(buffer_gz.shape))
+    if not training:
+        r0 = 1.0 / xp.sqrt(xp.reshape(rv, bs) + eps)
+        z = xc * r0
+        y = z if g is None else z * g
+        if bias is not None:
+            y = y + _vec(xp, bias, bs, cdt)
+        res.update(z=z, rs=r0)
+        return (_as(xp, y, x.dtype), running_var, buffer_x2), res
+    buf = _as(xp, buffer_x2, cdt)
+    W = buf.shape[0]
+    x2 = xp.mean(xc * xc, axis=red)                                  # (C,)
+    oh = _onehot_row(xp, W, st, cdt)
+    # outlier filtration: variance (unbiased, over all entries) of sqrt(buffer) recorded before the insertion
+    sq = xp.sqrt(buf)
+    nb = compat.size(buf)
+    rec = xp.sum((sq - xp.mean(sq)) ** 2) / max(nb - 1, 1)
+    buf_x = buf * (1 - oh) + oh * x2[None, :]
+    static_skip = W <= 1
+    if st >= wu and outlier_filtration and not static_skip:
+        am = xp.mean(buf_x, axis=0)
+        gm_ = xp.exp(xp.mean(xp.log(buf_x), axis=0))
+        skip = xp.any((am - gm_) > rec * W)
+    else:
+        skip = xp.asarray(static_skip)
+    skipf = _as(xp, skip, cdt)
+    buf_new = buf_x * (1 - skipf) + skipf * (buf * (1 - oh) + oh * rv[None, :])
+    early = st <= W or st < wu
+    gm = xp.exp(xp.mean(xp.log(buf_new), axis=0))
+    use_x2 = skipf if not early else xp.ones_like(skipf)
+    var = use_x2 * x2 + (1 - use_x2) * gm
+    ratio = xp.sqrt(var + eps) / xp.sqrt(rv + eps)
+    if st <= max(1000, wu):
+        rr = xp.ones_like(ratio)
+    else:
+        rr = skipf + (1 - skipf) * xp.clip(ratio, 0.2, 5.0)
+    rs = 1.0 / xp.sqrt(var + eps)
+    z = xc * xp.reshape(rs, bs)
+    new_rv = m * rv + (1 - m) * var
+    y = z if g is None else z * g
+    if bias is not None:
+        y = y + _vec(xp, bias, bs, cdt)
+    res.update(xc=xc, z=z, rs=rs, var=var, x2=x2, gm=gm, use_x2=use_x2, skipf=skipf, oh=oh, buf_new=buf_new, W=W,
+               rr=rr, early=early,
+               ema=None if ema_gz is None else _as(xp, ema_gz, cdt),
+               bgz=None if buffer_gz is None else _as(xp, buffer_gz, cdt))
+    return (_as(xp, y, x.dtype), _as(xp, new_rv, running_var.dtype), _as(xp, buf_new, buffer_x2.dtype)), res
+
+
+def unified_norm(x, running_var, ema_gz=None, buffer_x2=None, buffer_gz=None, weight=None, bias=None, *, step,
+                 training=True, warmup_iters=4000, outlier_filtration=False, eps=1e-5, momentum=0.9, axis=-1,
+                 backward="paper"):
+    r"""Unified Normalization (UN): batch normalization by the uncentred second moment, smoothed over a window of
+    past batches by a geometric mean, with a matching smoothed backward; foldable into linear layers at inference.
+
+    Training step ``step`` (1-based), per channel over every axis but ``axis`` (window ``W = len(buffer_x2)``)::
+
+        x2 = mean(x^2);  buffer_x2[step % W] = x2
+        skip = W <= 1, or (outlier_filtration and step >= warmup_iters and any channel has
+               AM(buffer) - GM(buffer) > W * var(sqrt(old buffer)))   -> then buffer slot = running_var
+        var  = x2                          if step <= W or step < warmup_iters or skip
+               GM(buffer_x2)  = exp(mean_w log buffer_x2)     otherwise
+        y = weight * x / sqrt(var + eps) + bias
+        new_running_var = momentum * running_var + (1 - momentum) * var
+
+    Backward (``backward="paper"``, the official code's gradient compensation), with
+    ``r = clip(sqrt(var + eps) / sqrt(running_var + eps), 1/5, 5)`` (1 while ``step <= max(1000, warmup)`` or
+    skipped)::
+
+        g' = g * weight * r;  gz = mean(g' z);  buffer_gz[step % Wb] = gz   (ema_gz when skipped)
+        mean_gz = gz  (early / skipped)  or  mean_w buffer_gz
+        new_ema_gz = momentum * ema_gz + (1 - momentum) * mean_gz
+        dx = (g' - c z) / sqrt(var + eps),  c = mean_gz if skipped else new_ema_gz;   dweight = sum(g r z)
+
+    This rule is not the gradient of the forward: the updated ``ema_gz`` and ``buffer_gz`` are returned in
+    **their own cotangent slots** (as :func:`power_norm` does with grad_ema), not as gradients.
+    ``backward="exact"`` gives the true VJP of the forward (through x2 and the geometric mean) and zero slots.
+    Running_var and buffer_x2 get their exact cotangents in both modes.
+
+    Yang, Sun, Huang, Zhu, Ouyang & Shen (2022), "Unified Normalization for Accelerating and Stabilizing
+    Transformers"; official code ``hikvision-research/Unified-Normalization`` (``UN1d``, ``UN2dFunction``),
+    whose defaults are used: window 4, warmup 4000, momentum 0.9, eps 1e-5, outlier filtration off.  The
+    outlier decision is made with array operations, so the function also runs under ``jax.jit``.  Padding masks
+    are not supported (select the real tokens first).  Eval: ``y = weight x / sqrt(running_var + eps) + bias``.
+
+    Parameters
+    ----------
+    x : array (..., C, ...)
+        Channel axis ``axis`` (default last: the (B, N, C) layout of UN1d).
+    running_var : array (C,)
+        Init ones.
+    ema_gz : array (C,), optional
+        Init zeros; needed by ``backward="paper"``.
+    buffer_x2 : array (W, C)
+        Forward window (init zeros); required in training.
+    buffer_gz : array (Wb, C), optional
+        Backward window (init zeros).
+    weight, bias : array (C,), optional
+    step : int >= 1
+    training, warmup_iters, outlier_filtration, eps, momentum, axis, backward
+        See above.
+
+    Returns
+    -------
+    y, new_running_var, new_buffer_x2
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).standard_normal((2, 5, 3))
+    >>> y, rv, buf = unified_norm(x, np.ones(3), np.zeros(3), np.zeros((4, 3)), np.zeros((4, 3)), step=1)
+    >>> buf.shape
+    (4, 3)
+    """
+    return _un_fwd(x, running_var, ema_gz, buffer_x2, buffer_gz, weight, bias, step=step, training=training,
+                   warmup_iters=warmup_iters, outlier_filtration=outlier_filtration, eps=eps, momentum=momentum,
+                   axis=axis, backward=backward)[0]
+
+
+def unified_norm_fwd(x, running_var, ema_gz=None, buffer_x2=None, buffer_gz=None, weight=None, bias=None, *, step,
+                     training=True, warmup_iters=4000, outlier_filtration=False, eps=1e-5, momentum=0.9, axis=-1,
+                     backward="paper"):
+    return _un_fwd(x, running_var, ema_gz, buffer_x2, buffer_gz, weight, bias, step=step, training=training,
+                   warmup_iters=warmup_iters, outlier_filtration=outlier_filtration, eps=eps, momentum=momentum,
+                   axis=axis, backward=backward)
+
+
+def unified_norm_bwd(res, dy):
+    xp, red, bs, c, n, dts = res["xp"], res["red"], res["bs"], res["c"], res["n"], res["dts"]
+    gy, grv, gbuf = dy
+    z, rs, g = res["z"], res["rs"], res["g"]
+    cdt = z.dtype
+    gy = _as(xp, gy, cdt)
+    gh = gy if g is None else gy * g
+    db = None if dts[6] is None else xp.reshape(_sum(xp, gy, red), (c,))
+    if not res["training"]:
+        dx = gh * xp.reshape(rs, bs)
+        drv = xp.reshape(_sum(xp, gh * z, red), (c,)) * (-0.5) * rs * rs
+        if grv is not None:
+            drv = drv + _as(xp, grv, cdt)
+        dw = None if dts[5] is None else xp.reshape(_sum(xp, gy * z, red), (c,))
+        dge = None if dts[2] is None else xp.zeros((c,), dtype=cdt)
+        dbx = None
+        if dts[3] is not None:
+            dbx = xp.zeros(res["bx_shape"], dtype=cdt) if gbuf is None else gbuf
+        dbg = None if dts[4] is None else xp.zeros(res["bg_shape"], dtype=cdt)
+        return (_as(xp, dx, dts[0]), _as(xp, drv, dts[1]), _as(xp, dge, dts[2]), _as(xp, dbx, dts[3]),
+                _as(xp, dbg, dts[4]), _as(xp, dw, dts[5]), _as(xp, db, dts[6]))
+    m, W, oh, skipf, use_x2 = res["m"], res["W"], res["oh"], res["skipf"], res["use_x2"]
+    var, x2, gm, buf_new, xc = res["var"], res["x2"], res["gm"], res["buf_new"], res["xc"]
+    # ---- exact cotangents (always used for running_var / buffer_x2, and for x / weight in "exact")
+    dvar = xp.reshape(_sum(xp, gh * z, red), (c,)) * (-0.5) * rs * rs
+    if grv is not None:
+        dvar = dvar + (1 - m) * _as(xp, grv, cdt)
+    # var = use_x2 * x2 + (1 - use_x2) * GM(buf_new);  d GM / d buf_new[w] = GM / (W buf_new[w])
+    pos = buf_new > 0
+    safe = xp.where(pos, buf_new, xp.ones_like(buf_new))
+    dbn = xp.where(pos, (1 - use_x2)[None] * dvar[None, :] * gm[None, :] / (W * safe), xp.zeros_like(buf_new))
+    if gbuf is not None:
+        dbn = dbn + _as(xp, gbuf, cdt)
+    # buf_new = (1 - oh) buf + oh * (skip ? running_var : x2)
+    slot = xp.sum(dbn * oh, axis=0)                        # cotangent of the inserted row
+    dx2 = use_x2 * dvar + (1 - skipf) * slot
+    drv = skipf * slot + (m * _as(xp, grv, cdt) if grv is not None else 0.0)
+    dbuf = dbn * (1 - oh)
+    dge = dbg = None
+    if res["backward"] == "exact":
+        dx = gh * xp.reshape(rs, bs) + xp.reshape(dx2, bs) * 2.0 * xc / n
+        dw = None if dts[5] is None else xp.reshape(_sum(xp, gy * z, red), (c,))
+        if dts[2] is not None:
+            dge = xp.zeros((c,), dtype=cdt)
+        if dts[4] is not None:
+            dbg = xp.zeros_like(res["bgz"])
+    else:
+        rr = res["rr"]
+        rrb = xp.reshape(rr, bs)
+        gp = gh * rrb
+        gz = xp.reshape(_sum(xp, gp * z, red), (c,)) / n
+        ema, bgz = res["ema"], res["bgz"]
+        Wb = bgz.shape[0]
+        ohb = _onehot_row(xp, Wb, res["st"], cdt)
+        ins = skipf * ema + (1 - skipf) * gz
+        dbg = bgz * (1 - ohb) + ohb * ins[None, :]
+        early_b = res["st"] <= Wb or res["st"] < res["wu"]
+        mean_gz = gz if early_b else skipf * gz + (1 - skipf) * xp.mean(dbg, axis=0)
+        dge = ema * m + (1 - m) * mean_gz
+        coef = skipf * mean_gz + (1 - skipf) * dge
+        dx = (gp - xp.reshape(coef, bs) * z) * xp.reshape(rs, bs)
+        dw = None if dts[5] is None else xp.reshape(_sum(xp, gy * rrb * z, red), (c,))
+    return (_as(xp, dx, dts[0]), _as(xp, drv, dts[1]), _as(xp, dge, dts[2]), _as(xp, dbuf, dts[3]),
+            _as(xp, dbg, dts[4]), _as(xp, dw, dts[5]), _as(xp, db, dts[6]))
+
+
+ops.register("norm.unified_norm", unified_norm, unified_norm_fwd, unified_norm_bwd, skip_check_argnums=(0, 2, 4, 5))

@@ -45,7 +45,7 @@ def _rstd(d, axes, eps, xp, extra_sq=None, count=None):
     if extra_sq is not None:
         q = q + extra_sq(scale)
     q = q / count
-    return 1.0 / (scale * xp.sqrt(q + eps / (scale * scale)))
+    return 1.0 / (scale * xp.sqrt(q + eps / scale / scale))  # eps/scale^2 may underflow to 0, never overflow
 
 
 def _check_axes(x, axis, name="axis"):
@@ -233,6 +233,7 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, fixed_std=None, 
 
 
 def layer_norm_fwd(x, weight=None, bias=None, *, axis=-1, eps=1e-5, fixed_std=None, out=None):
+    validate.check_array(x, "x")
     xp = compat.array_namespace(x, weight, bias)
     axes = _check_ln(x, weight, bias, axis, eps, out)
     eps = _eps(eps)
@@ -348,6 +349,7 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
 
 
 def rms_norm_fwd(x, weight=None, *, axis=-1, eps=None, out=None):
+    validate.check_array(x, "x")
     xp = compat.array_namespace(x, weight)
     validate.check_same_namespace(x=x, weight=weight)
     validate.check_float(x, "x")
@@ -413,6 +415,7 @@ def crms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
 
 
 def crms_norm_fwd(x, weight=None, *, axis=-1, eps=None, out=None):
+    validate.check_array(x, "x")
     xp = compat.array_namespace(x, weight)
     validate.check_same_namespace(x=x, weight=weight)
     validate.check_float(x, "x")
@@ -512,6 +515,7 @@ def _check_gn(x, weight, bias, num_groups, eps):
 
 
 def group_norm_fwd(x, weight=None, bias=None, *, num_groups, eps=1e-5):
+    validate.check_array(x, "x")
     xp = compat.array_namespace(x, weight, bias)
     g, eps = _check_gn(x, weight, bias, num_groups, eps)
     ct = compat.compute_dtype(x, xp)
@@ -584,9 +588,19 @@ def _cuda_unrows(buf, x, axes):
     return buf.reshape(x.shape)
 
 
+def _cuda_vec(p, x):
+    """Affine parameter as a flat contiguous array, or a 1-element dummy when absent (flag passed separately)."""
+    import cupy
+
+    if p is None:
+        return cupy.zeros((1,), dtype=x.dtype)
+    return cupy.ascontiguousarray(p, dtype=x.dtype).reshape(-1)
+
+
 def _cuda_layer_norm(x, weight, bias, *, axes, eps, out, rms):
     """Launch ``layer_norm_fwd<T>`` / ``rms_norm_fwd<T>``: one block per row, returns (y, mean, rstd)."""
     import cupy
+    import numpy as np
 
     from .._cuda import loader
 
@@ -594,19 +608,18 @@ def _cuda_layer_norm(x, weight, bias, *, axes, eps, out, rms):
     rows, n = _cuda_rows(x, axes)
     r = rows.shape[0]
     y = cupy.empty_like(rows)
-    mean = cupy.empty((r,), dtype=x.dtype)
+    mean = cupy.zeros((r,), dtype=x.dtype)
     rstd = cupy.empty((r,), dtype=x.dtype)
-    w = cupy.ascontiguousarray(weight).reshape(-1) if weight is not None else None
-    b = cupy.ascontiguousarray(bias).reshape(-1) if bias is not None else None
+    w, b = _cuda_vec(weight, x), _cuda_vec(bias, x)
+    has_w, has_b = np.int32(weight is not None), np.int32(bias is not None)
+    e = np.dtype(x.dtype).type(eps)
     if r:
         if rms:
             k = loader.kernel("norm", f"rms_norm_fwd<{ctype}>")
-            k((r,), (_CUDA_BLOCK,), (rows, w, y, rstd, cupy.int64(n), x.dtype.type(eps)),
-              shared_mem=0)
+            k((r,), (_CUDA_BLOCK,), (rows, w, y, rstd, np.int64(n), e, has_w))
         else:
             k = loader.kernel("norm", f"layer_norm_fwd<{ctype}>")
-            k((r,), (_CUDA_BLOCK,), (rows, w, b, y, mean, rstd, cupy.int64(n), x.dtype.type(eps)),
-              shared_mem=0)
+            k((r,), (_CUDA_BLOCK,), (rows, w, b, y, mean, rstd, np.int64(n), e, has_w, has_b))
     yy = _cuda_unrows(y, x, axes)
     keep = _stat_shape(x, axes)
     if out is not None:
@@ -620,27 +633,33 @@ def _stat_shape(x, axes):
 
 
 def _cuda_layer_norm_bwd(x, weight, mu, rstd, dy, *, axes, rms, has_bias):
-    """Launch ``layer_norm_bwd<T>`` / ``rms_norm_bwd<T>`` (dx per row) and reduce dweight/dbias."""
+    """Launch ``layer_norm_bwd<T>`` / ``rms_norm_bwd<T>`` (dx per row); dweight/dbias are column sums."""
     import cupy
+    import numpy as np
 
     from .._cuda import loader
 
     ctype = loader.dtype_name(x.dtype)
     rows, n = _cuda_rows(x, axes)
-    g, _ = _cuda_rows(dy, axes)
+    g, _ = _cuda_rows(cupy.asarray(dy, dtype=x.dtype), axes)
     r = rows.shape[0]
     dx = cupy.empty_like(rows)
-    rs = cupy.ascontiguousarray(rstd).reshape(-1).astype(x.dtype, copy=False)
-    w = cupy.ascontiguousarray(weight).reshape(-1) if weight is not None else None
+    rs = cupy.ascontiguousarray(rstd, dtype=x.dtype).reshape(-1)
+    w = _cuda_vec(weight, x)
+    has_w = np.int32(weight is not None)
+    if rms:
+        xhat = rows * rs[:, None]
+    else:
+        mm = cupy.ascontiguousarray(mu, dtype=x.dtype).reshape(-1)
+        xhat = (rows - mm[:, None]) * rs[:, None]
     if r:
         if rms:
             k = loader.kernel("norm", f"rms_norm_bwd<{ctype}>")
-            k((r,), (_CUDA_BLOCK,), (rows, g, w, rs, dx, cupy.int64(n)))
+            k((r,), (_CUDA_BLOCK,), (rows, g, w, rs, dx, np.int64(n), has_w))
         else:
-            mm = cupy.ascontiguousarray(mu).reshape(-1).astype(x.dtype, copy=False)
             k = loader.kernel("norm", f"layer_norm_bwd<{ctype}>")
-            k((r,), (_CUDA_BLOCK,), (rows, g, w, mm, rs, dx, cupy.int64(n)))
-    xhat = rows * rs[:, None] if rms else (rows - mu.reshape(-1)[:, None]) * rs[:, None]
-    dw = None if weight is None else (g * xhat).sum(axis=0).reshape(weight.shape)
-    db = g.sum(axis=0).reshape(tuple(x.shape[a] for a in axes)) if has_bias else None
+            k((r,), (_CUDA_BLOCK,), (rows, g, w, mm, rs, dx, np.int64(n), has_w))
+    wshape = tuple(x.shape[a] for a in axes)
+    dw = None if weight is None else (g * xhat).sum(axis=0).reshape(wshape).astype(weight.dtype, copy=False)
+    db = g.sum(axis=0).reshape(wshape) if has_bias else None
     return _cuda_unrows(dx, x, axes), dw, db

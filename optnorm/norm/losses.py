@@ -135,6 +135,8 @@ def _check_ce(logits, target, weight, axis, ignore_index, label_smoothing, reduc
 
 def cross_entropy_fwd(logits, target, weight=None, *, axis=1, ignore_index=-100, label_smoothing=0.0,
                       reduction="mean", z_loss=0.0, from_log_probs=False):
+    validate.check_array(logits, "logits")
+    validate.check_array(target, "target")
     xp = compat.array_namespace(logits, target, weight)
     ax, c, eps, zc, integer = _check_ce(logits, target, weight, axis, ignore_index, label_smoothing, reduction,
                                         z_loss, from_log_probs, xp)
@@ -319,6 +321,8 @@ def spherical_z_loss(logits, target, *, a, b, eps=1e-12, axis=1, reduction="mean
 
 
 def spherical_z_loss_fwd(logits, target, *, a, b, eps=1e-12, axis=1, reduction="mean"):
+    validate.check_array(logits, "logits")
+    validate.check_array(target, "target")
     xp = compat.array_namespace(logits, target)
     validate.check_same_namespace(logits=logits, target=target)
     validate.check_float(logits, "logits")
@@ -346,7 +350,7 @@ def spherical_z_loss_fwd(logits, target, *, a, b, eps=1e-12, axis=1, reduction="
     amax = xp.max(xp.abs(d), axis=-1, keepdims=True)
     scale = xp.where(amax > 1, amax, xp.ones_like(amax))
     ds = d / scale
-    sigma = scale * xp.sqrt(xp.mean(ds * ds, axis=-1, keepdims=True) + eps / (scale * scale))
+    sigma = scale * xp.sqrt(xp.mean(ds * ds, axis=-1, keepdims=True) + eps / scale / scale)
     z = d / sigma
     onehot = xp.astype(target[..., None], xp.int64) == xp.arange(c, dtype=xp.int64, device=compat.device(o))
     zc = xp.sum(xp.where(onehot, z, xp.zeros_like(z)), axis=-1)

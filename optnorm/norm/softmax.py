@@ -44,6 +44,7 @@ _LN2_LO = {4: -2.12194440e-4, 8: 1.90821492927058770002e-10}
 # Largest |x| for which u = x*log2(e) stays finite: beyond it inputs are clamped (two_pass only).
 _BIG = {4: 2.0e38, 8: 1.0e308}
 _ONLINE_LANES = 16
+_CUDA_BLOCK = 256
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -198,16 +199,42 @@ def _softmax_bwd_numba(y, dy, *, axis, log, masked_row, xp):
 
 @_softmax.cuda(when=lambda x, **kw: str(x.dtype) in ("float32", "float64") and kw.get("method") != "two_pass")
 def _softmax_cuda(x, *, axis, method, masked_row, log, out, xp):
-    from . import _cuda_norm
+    """CUDA path (safe and online share one kernel: the online (max, sum) merge across threads and warps)."""
+    import cupy
+    import numpy as np
 
-    return _cuda_norm.softmax(x, axis=axis, log=log, masked_row=masked_row, out=out)
+    from .._cuda import loader
+
+    xm = cupy.ascontiguousarray(cupy.moveaxis(x, axis, -1))
+    n = xm.shape[-1]
+    rows = xm.reshape(-1, n)
+    y = cupy.empty_like(rows)
+    if rows.shape[0]:
+        k = loader.kernel("norm", f"softmax_fwd<{loader.dtype_name(x.dtype)}>")
+        k((rows.shape[0],), (_CUDA_BLOCK,), (rows, y, np.int64(n), np.int32(log), np.int32(masked_row == "zero")))
+    yy = cupy.moveaxis(y.reshape(xm.shape), -1, axis)
+    if out is not None:
+        out[...] = yy
+        return out
+    return yy
 
 
 @_softmax_bwd.cuda(when=lambda y, dy, **kw: str(y.dtype) in ("float32", "float64") and y.dtype == dy.dtype)
 def _softmax_bwd_cuda(y, dy, *, axis, log, masked_row, xp):
-    from . import _cuda_norm
+    import cupy
+    import numpy as np
 
-    return _cuda_norm.softmax_bwd(y, dy, axis=axis, log=log, masked_row=masked_row)
+    from .._cuda import loader
+
+    ym = cupy.ascontiguousarray(cupy.moveaxis(y, axis, -1))
+    gm = cupy.ascontiguousarray(cupy.moveaxis(dy, axis, -1))
+    n = ym.shape[-1]
+    dx = cupy.empty_like(ym)
+    rows = ym.size // n if n else 0
+    if rows:
+        k = loader.kernel("norm", f"softmax_bwd<{loader.dtype_name(y.dtype)}>")
+        k((rows,), (_CUDA_BLOCK,), (ym, gm, dx, np.int64(n), np.int32(log), np.int32(masked_row == "zero")))
+    return cupy.moveaxis(dx, -1, axis)
 
 
 # ------------------------------------------------------------------------------------------ softmax
@@ -256,8 +283,8 @@ def softmax(x, *, axis=-1, method="safe", masked_row="nan", out=None):
     >>> softmax(np.array([1e30, 0.0, 1e30], np.float32), method="two_pass")
     array([0.5, 0. , 0.5], dtype=float32)
     """
-    xp = compat.array_namespace(x)
     ax = _check_common(x, axis, method, masked_row, out)
+    xp = compat.array_namespace(x)
     return _softmax(x, axis=ax, method=method, masked_row=masked_row, log=False, out=out, xp=xp)
 
 
@@ -310,8 +337,8 @@ def log_softmax(x, *, axis=-1, method="safe", masked_row="nan", out=None):
     >>> log_softmax(np.array([0.0, 0.0]))
     array([-0.69314718, -0.69314718])
     """
-    xp = compat.array_namespace(x)
     ax = _check_common(x, axis, method, masked_row, out)
+    xp = compat.array_namespace(x)
     return _softmax(x, axis=ax, method=method, masked_row=masked_row, log=True, out=out, xp=xp)
 
 
@@ -378,8 +405,8 @@ def stablemax(x, *, axis=-1, out=None):
     >>> stablemax(np.array([0.0, 1.0, -1.0]))
     array([0.28571429, 0.57142857, 0.14285714])
     """
-    xp = compat.array_namespace(x)
     ax = _check_stable(x, axis, out)
+    xp = compat.array_namespace(x)
     xc = _to(xp, x, compat.compute_dtype(x, xp))
     s = _s(xc, xp)
     y = s / xp.sum(s, axis=ax, keepdims=True)
@@ -430,8 +457,8 @@ def log_stablemax(x, *, axis=-1, out=None):
     >>> float(log_stablemax(np.array([0.0, 0.0]))[0])
     -0.6931471805599453
     """
-    xp = compat.array_namespace(x)
     ax = _check_stable(x, axis, out)
+    xp = compat.array_namespace(x)
     xc = _to(xp, x, compat.compute_dtype(x, xp))
     s = _s(xc, xp)
     y = xp.log(s) - xp.log(xp.sum(s, axis=ax, keepdims=True))

@@ -271,9 +271,7 @@ class Rule:
             for i, (p, g, s, n) in enumerate(zip(ps, gs, state.leaves, names)):
                 pn, sn = self.update_leaf(p, g, s, Ctx(xp, t, n, None if extras is None else extras[i]))
                 _copy_into(p, pn)
-                for old, new in zip(s, sn):
-                    if old is not None:
-                        _copy_into(old, new)
+                _copy_state(s, sn)
         _increment(state.count)
         return state
 
@@ -326,6 +324,16 @@ def _select(ok, new, old, xp):
     if isinstance(old, tuple):
         return type(old)(*(_select(ok, a, b, xp) for a, b in zip(new, old)))
     return xp.where(ok, new, old)
+
+
+def _copy_state(old, new):
+    if old is None:
+        return
+    if isinstance(old, tuple):
+        for a, b in zip(old, new):
+            _copy_state(a, b)
+        return
+    _copy_into(old, new)
 
 
 def _copy_into(dst, src):

@@ -140,5 +140,7 @@ def dct_lowrank(inner: Rule, *, rank: int, update_proj_gap: int = 1, weight_deca
     """
     hyper = dict(inner=inner, rank=rank, update_proj_gap=update_proj_gap, weight_decay=weight_decay,
                  max_shape=max_shape, ell_norm=ell_norm, fallback=fallback, nan_policy=nan_policy)
+    if not isinstance(inner, Rule):
+        raise TypeError(f"inner must be an optnorm.optim rule (e.g. adam(...)), got {type(inner).__name__}")
     lr = inner.lr
     return DCTLowRank(lr=lr, factory=dct_lowrank, hyper=hyper, **hyper)

@@ -24,8 +24,12 @@ def _whiten(x, xp, *, method, eps, ns_steps):
     I = xp.eye(k, dtype=X.dtype, device=compat.device(X))
     if method == "eigh":
         w, V = xp.linalg.eigh(S)
-        w = T.clamp_min(w, 0.0, xp)
-        inv = (V / xp.sqrt(w + eps)) @ xp.matrix_transpose(V)
+        # pseudo-inverse square root: a row-centred G~ with more rows than columns has rank <= n - 1, so the
+        # Gram matrix is singular; its null directions carry only rounding noise and are dropped.
+        tol = xp.max(w) * (S.shape[-1] * float(xp.finfo(S.dtype).eps) * 10.0)
+        w_ok = w > tol
+        scale = xp.where(w_ok, 1.0 / xp.sqrt(T.clamp_min(w, 0.0, xp) + eps), xp.zeros_like(w))
+        inv = (V * scale) @ xp.matrix_transpose(V)
     else:
         c = xp.linalg.vector_norm(S) + eps            # Y0 = S/|S|_F, Z0 = I; Y -> S^{1/2}/sqrt(c), Z -> (S/c)^{-1/2}
         Y, Z = S / c + eps / c * I, I
@@ -75,7 +79,9 @@ def swan(*, lr=1e-3, eps=1e-8, whitening="eigh", ns_steps=10, keep_norm=False, f
 
     (row mean/std over each row's ``n`` entries; whitening on the short side, so
     ``Delta W`` is the polar factor ``U V^T`` of ``G~``).  ``whitening="eigh"``
-    is exact (``(S + eps I)^{-1/2}``); ``"newton_schulz"`` uses ``ns_steps`` of the
+    is exact (pseudo-inverse square root of the Gram matrix: a row-centred ``G~`` with
+    ``m > n`` has rank ``<= n - 1`` and its null direction is dropped);
+    ``"newton_schulz"`` (full-rank Gram, i.e. ``m < n``) uses ``ns_steps`` of the
     coupled Newton-Schulz inverse square root.  ``keep_norm`` rescales ``Delta W``
     to ``|G~|_F``.  The paper's code was not published; this follows its
     equations (step counts and normalisation of the iteration are our choice).

@@ -260,29 +260,35 @@ _pairwise_fast = Dispatcher("ot.boxes_pairwise")
 
 
 @_pairwise_fast.generic
-def _(b1, b2, *, format, kind, C, eps, xp):
+def _(b1, b2, *, format, kind, C, eps, xp, out=None):
     dt = compat.compute_dtype(b1, xp)
     p1 = _params(b1, format, "b1", xp, dt)
     p2 = _params(b2, format, "b2", xp, dt)
     q1, q2 = _pair(p1, p2, True, xp)
     d2, _ = _w2sq(q1, q2, xp)
     y = _finish(d2, kind, C, eps, xp)
-    return xp.astype(y, b1.dtype) if y.dtype != b1.dtype else y
+    return compat.write_out(out, xp.astype(y, b1.dtype) if y.dtype != b1.dtype else y)
 
 
 @_pairwise_fast.numba(when=lambda b1, b2, *, format, **kw: format != "cxcywha" and numpy_float(b1, b2))
-def _(b1, b2, *, format, kind, C, eps, xp):
+def _(b1, b2, *, format, kind, C, eps, xp, out=None):
     import numpy as np
 
     from .._numba import ot_wave2
 
-    p1 = np.ascontiguousarray(ot_wave2.box_half_params(b1, format))
-    p2 = np.ascontiguousarray(ot_wave2.box_half_params(b2, format))
     _params(b1, format, "b1", xp, b1.dtype)  # validation only (negative sizes)
     _params(b2, format, "b2", xp, b2.dtype)
-    out = np.empty((b1.shape[0], b2.shape[0]), dtype=b1.dtype)
-    ot_wave2.pairwise_box_w2(p1, p2, out, kind, float(C), float(eps))
-    return out
+    p1 = np.ascontiguousarray(ot_wave2.box_half_params(b1, format))
+    p2 = np.ascontiguousarray(ot_wave2.box_half_params(b2, format).T)  # (4, m): contiguous per parameter
+    shape = (b1.shape[0], b2.shape[0])
+    direct = out is not None and out.dtype == b1.dtype and out.shape == shape and out.flags.c_contiguous
+    buf = out if direct else np.empty(shape, dtype=b1.dtype)
+    consts = np.array([1.0 / C, eps], dtype=b1.dtype)
+    if kind == 2 and b1.dtype == np.float32:
+        ot_wave2.pairwise_nwd_f32(p1, p2, buf, consts)
+    else:
+        ot_wave2.pairwise_box_w2(p1, p2, buf, kind, consts)
+    return buf if direct or out is None else compat.write_out(out, buf)
 
 
 def _boxes_fwd(b1, b2, format, pairwise, kind, C, eps):
@@ -326,7 +332,7 @@ def _check_common(C=None, eps=None):
 
 
 # ---------------------------------------------------------------- box_wasserstein
-def box_wasserstein(b1, b2, *, format="xyxy", pairwise=False, squared=False):
+def box_wasserstein(b1, b2, *, format="xyxy", pairwise=False, squared=False, out=None):
     """2-Wasserstein distance between the Gaussians of two sets of boxes.
 
     W₂² = ‖m₁ − m₂‖² + tr C₁ + tr C₂ − 2 tr (C₁^{1/2} C₂ C₁^{1/2})^{1/2}, the Bures closed form of
@@ -346,6 +352,8 @@ def box_wasserstein(b1, b2, *, format="xyxy", pairwise=False, squared=False):
         All pairs instead of broadcasting.
     squared : bool
         Return W₂² instead of W₂.
+    out : array, optional
+        Preallocated result (NumPy/CuPy/torch; not JAX).
 
     Returns
     -------
@@ -358,20 +366,21 @@ def box_wasserstein(b1, b2, *, format="xyxy", pairwise=False, squared=False):
     5.0
     """
     if pairwise and not _needs_generic(b1, b2, format):
-        return _fast_pairwise(b1, b2, format=format, kind=0 if squared else 1, C=1.0, eps=0.0)
-    return box_wasserstein_fwd(b1, b2, format=format, pairwise=pairwise, squared=squared)[0]
+        return _fast_pairwise(b1, b2, format=format, kind=0 if squared else 1, C=1.0, eps=0.0, out=out)
+    return compat.write_out(out, box_wasserstein_fwd(b1, b2, format=format, pairwise=pairwise,
+                                                     squared=squared)[0])
 
 
 def _needs_generic(b1, b2, format):
     return not (compat.is_numpy(b1) and compat.is_numpy(b2))
 
 
-def _fast_pairwise(b1, b2, *, format, kind, C, eps):
+def _fast_pairwise(b1, b2, *, format, kind, C, eps, out=None):
     xp = _prepare(b1, b2, format, True)
-    return _pairwise_fast(b1, b2, format=format, kind=kind, C=C, eps=eps, xp=xp)
+    return _pairwise_fast(b1, b2, format=format, kind=kind, C=C, eps=eps, xp=xp, out=out)
 
 
-def box_wasserstein_fwd(b1, b2, *, format="xyxy", pairwise=False, squared=False):
+def box_wasserstein_fwd(b1, b2, *, format="xyxy", pairwise=False, squared=False, out=None):
     return _boxes_fwd(b1, b2, format, pairwise, 0 if squared else 1, 1.0, 0.0)
 
 
@@ -379,7 +388,7 @@ box_wasserstein_bwd = _boxes_bwd
 
 
 # ---------------------------------------------------------------- NWD
-def normalized_wasserstein_boxes(b1, b2, *, C=12.8, format="xyxy", pairwise=False, eps=1e-7):
+def normalized_wasserstein_boxes(b1, b2, *, C=12.8, format="xyxy", pairwise=False, eps=1e-7, out=None):
     """Normalized Wasserstein Distance (NWD) between boxes: exp(−√(W₂² + eps) / C).
 
     W₂ is :func:`box_wasserstein` (the Bures distance between the boxes' Gaussians).  The
@@ -401,8 +410,11 @@ def normalized_wasserstein_boxes(b1, b2, *, C=12.8, format="xyxy", pairwise=Fals
     format : {"xyxy", "cxcywh", "cxcywha"}
     pairwise : bool
         (n, k) x (m, k) -> (n, m) similarity matrix (label assignment, NMS).  On NumPy float
-        input this runs a fused Numba kernel.
+        input this runs a fused Numba kernel (float32: a vectorised exp, 2.5 ulp).
     eps : float >= 0
+    out : array, optional
+        Preallocated result (NumPy/CuPy/torch; not JAX); saves the page faults of a fresh
+        n × m allocation, which cost about as much as the kernel for 4096 × 4096.
 
     Returns
     -------
@@ -418,11 +430,12 @@ def normalized_wasserstein_boxes(b1, b2, *, C=12.8, format="xyxy", pairwise=Fals
     """
     _check_common(C, eps)
     if pairwise and not _needs_generic(b1, b2, format):
-        return _fast_pairwise(b1, b2, format=format, kind=2, C=float(C), eps=float(eps))
-    return normalized_wasserstein_boxes_fwd(b1, b2, C=C, format=format, pairwise=pairwise, eps=eps)[0]
+        return _fast_pairwise(b1, b2, format=format, kind=2, C=float(C), eps=float(eps), out=out)
+    return compat.write_out(out, normalized_wasserstein_boxes_fwd(b1, b2, C=C, format=format, pairwise=pairwise,
+                                                                  eps=eps)[0])
 
 
-def normalized_wasserstein_boxes_fwd(b1, b2, *, C=12.8, format="xyxy", pairwise=False, eps=1e-7):
+def normalized_wasserstein_boxes_fwd(b1, b2, *, C=12.8, format="xyxy", pairwise=False, eps=1e-7, out=None):
     _check_common(C, eps)
     return _boxes_fwd(b1, b2, format, pairwise, 2, float(C), float(eps))
 

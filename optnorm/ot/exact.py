@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .._lib import compat, ops, validate
+from .oned import _check_finite, _check_weights
 
 __all__ = ["emd", "emd2", "EMDResult"]
 
@@ -53,8 +54,8 @@ def _check(a, b, M):
         if tuple(w.shape) != (k,):
             raise ValueError(f"{nm} has shape {tuple(w.shape)}, expected ({k},) to match the {k} {ax} of M "
                              f"(shape {tuple(M.shape)})")
-        validate.check_weights(w, nm, xp=xp)
-    validate.check_finite(M, "M", xp)
+        _check_weights(w, nm)
+    _check_finite(M, "M")
     for nm, x in (("a", a), ("b", b), ("M", M)):
         if x is not None and not compat.is_concrete(x):
             raise TypeError(f"emd runs SciPy on the host: {nm} must be a concrete array (not a JAX tracer inside "

@@ -29,6 +29,19 @@ def _unbroadcast(g, shape, xp):
     return g
 
 
+def _host(x):
+    """Concrete JAX arrays are checked on a NumPy copy: an eager op on a constant inside ``jit`` would be traced."""
+    return compat.to_numpy(x) if compat.is_jax(x) and compat.is_concrete(x) else x
+
+
+def _check_weights(w, name):
+    validate.check_weights(_host(w), name, axis=-1)
+
+
+def _check_finite(x, name):
+    validate.check_finite(_host(x), name)
+
+
 def _check_p(p) -> float:
     if isinstance(p, bool) or not isinstance(p, numbers.Real):
         raise TypeError(f"p must be a real number >= 1, got {type(p).__name__}")
@@ -162,9 +175,9 @@ def _check(u_values, v_values, u_weights, v_weights, p):
             raise ValueError(f"{nm} has shape {tuple(w.shape)}, expected its last axis to match "
                              f"{'u' if nm[0] == 'u' else 'v'}_values' {v.shape[-1]} atoms")
         validate.check_broadcastable(nm, w.shape, nm.replace("weights", "values"), v.shape)
-        validate.check_weights(w, nm, axis=-1, xp=xp)
-    validate.check_finite(u_values, "u_values", xp)
-    validate.check_finite(v_values, "v_values", xp)
+        _check_weights(w, nm)
+    _check_finite(u_values, "u_values")
+    _check_finite(v_values, "v_values")
     return xp, p, tuple(batch)
 
 

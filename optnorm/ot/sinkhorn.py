@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .._lib import compat, ops, validate
+from .oned import _check_finite, _check_weights
 from .._lib.dispatch import Dispatcher, numpy_float
 
 __all__ = ["sinkhorn", "sinkhorn2", "SinkhornResult", "SinkhornState"]
@@ -94,8 +95,8 @@ def _check(a, b, M, reg, *, tol=None, max_iter=None):
         if w.ndim == 2 and (M.ndim != 3 or w.shape[0] != M.shape[0]):
             raise ValueError(f"{nm} has shape {tuple(w.shape)} but M has shape {tuple(M.shape)}: a batch of weights "
                              f"needs a batch of cost matrices of the same size")
-        validate.check_weights(w, nm, xp=xp)
-    validate.check_finite(M, "M", xp)
+        _check_weights(w, nm)
+    _check_finite(M, "M")
     if tol is not None:
         validate.check_positive(tol, "tol")
     if max_iter is not None:

@@ -13,7 +13,8 @@ import warnings
 import numpy as np
 
 from .._lib import compat, ops, validate
-from .oned import _check_p, _pow_cost, _pow_grad, _sort_support, _unsort, _w1d_sorted, _weight_grad
+from .oned import (_check_finite, _check_p, _check_weights, _pow_cost, _pow_grad, _sort_support, _unsort,
+                   _w1d_sorted, _weight_grad)
 
 __all__ = ["sliced_wasserstein", "max_sliced_wasserstein", "vmf_sliced_wasserstein", "sample_vmf"]
 
@@ -87,9 +88,9 @@ def _check_cloud(X, Y, a, b, *, allow_none=True):
         if tuple(w.shape) != (Z.shape[0],):
             raise ValueError(f"{nm} has shape {tuple(w.shape)}, expected ({Z.shape[0]},) (one weight per point of "
                              f"{'X' if nm == 'a' else 'Y'})")
-        validate.check_weights(w, nm, xp=xp)
-    validate.check_finite(X, "X", xp)
-    validate.check_finite(Y, "Y", xp)
+        _check_weights(w, nm)
+    _check_finite(X, "X")
+    _check_finite(Y, "Y")
     return xp
 
 

@@ -135,7 +135,7 @@ def rbn_statistics(X, *, metric="bw", M=None, power=1.0, mean_iter=1, check=True
         G = _airm_mean(Xf, mean_iter, xp)
         _, Hi, _ = _sqrt_pair(G, xp)
         w = xp.linalg.eigvalsh(_sym(Hi @ Xf @ Hi, xp))
-        lw = xp.log(xp.maximum(w, float(xp.finfo(w.dtype).tiny)))
+        lw = xp.log(xp.maximum(w, float(xp.finfo(w.dtype).smallest_normal)))
         var = xp.mean(xp.sum(lw * lw, axis=-1))
     else:
         Lx = _funm(Xf, "log", xp)[0]

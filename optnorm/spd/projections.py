@@ -148,7 +148,7 @@ def _logdet_cone(t0, v0, x0, xp, n_iter=80):
     ``v0 <= 0, t0 >= 0`` (``(t0, 0, max(x0, 0))``).
     """
     n = x0.shape[-1]
-    tiny = float(xp.finfo(x0.dtype).tiny) ** 0.5
+    tiny = float(xp.finfo(x0.dtype).smallest_normal) ** 0.5
     xpos = xp.all(x0 > 0, axis=-1)
     vpos = v0 > 0
     vs = xp.where(vpos, v0, xp.ones_like(v0))
@@ -168,34 +168,34 @@ def _logdet_cone(t0, v0, x0, xp, n_iter=80):
         # grow hi until r(hi) >= 0 (r increases without bound)
         for _ in range(40):
             x = _logdet_x(x0, lam, hi, xp)
-            r = hi - v0 - lam * (xp.sum(xp.log(x / hi[..., None]), axis=-1) - n)
+            r = hi - v0 - lam * (xp.sum(xp.log(xp.maximum(x, tiny * tiny) / hi[..., None]), axis=-1) - n)
             hi = xp.where(r < 0, 2 * hi, hi)
-        for _ in range(n_iter):
-            v = (lo + hi) / 2
+        for _ in range(n_iter):   # geometric bisection: v may be many orders of magnitude below hi
+            v = xp.exp((xp.log(lo) + xp.log(hi)) / 2)
             x = _logdet_x(x0, lam, v, xp)
-            r = v - v0 - lam * (xp.sum(xp.log(x / v[..., None]), axis=-1) - n)
+            r = v - v0 - lam * (xp.sum(xp.log(xp.maximum(x, tiny * tiny) / v[..., None]), axis=-1) - n)
             lo = xp.where(r < 0, v, lo)
             hi = xp.where(r < 0, hi, v)
-        v = (lo + hi) / 2
+        v = xp.exp((xp.log(lo) + xp.log(hi)) / 2)
         return v, _logdet_x(x0, lam, v, xp)
 
     def phi(lam):
         v, x = solve_v(lam)
-        return t0 + lam + v * xp.sum(xp.log(x / v[..., None]), axis=-1), v, x
+        return t0 + lam + v * xp.sum(xp.log(xp.maximum(x, tiny * tiny) / v[..., None]), axis=-1), v, x
 
-    llo = xp.zeros_like(t0)
+    llo = xp.zeros_like(t0) + float(xp.finfo(x0.dtype).smallest_normal)
     lhi = xp.ones_like(t0)
     for _ in range(40):
         f, _, _ = phi(lhi)
         grow = f < 0
         llo = xp.where(grow, lhi, llo)
         lhi = xp.where(grow, 2 * lhi, lhi)
-    for _ in range(n_iter):
-        lam = (llo + lhi) / 2
+    for _ in range(n_iter):   # geometric bisection: lam can be tiny (x_i ~ lam v / |x0_i| for x0_i < 0)
+        lam = xp.exp((xp.log(llo) + xp.log(lhi)) / 2)
         f, _, _ = phi(lam)
         llo = xp.where(f < 0, lam, llo)
         lhi = xp.where(f < 0, lhi, lam)
-    lam = (llo + lhi) / 2
+    lam = xp.exp((xp.log(llo) + xp.log(lhi)) / 2)
     _, v, x = phi(lam)
     t = t0 + lam
     zero = xp.zeros_like(t0)

@@ -60,7 +60,7 @@ def _floor(w, eps, xp):
     n = w.shape[-1]
     tiny = n * float(xp.finfo(w.dtype).eps)
     lo = tiny * xp.max(xp.abs(w), axis=-1, keepdims=True)
-    lo = xp.maximum(lo, float(xp.finfo(w.dtype).tiny))
+    lo = xp.maximum(lo, float(xp.finfo(w.dtype).smallest_normal))
     return xp.maximum(w, lo)
 
 
@@ -288,7 +288,7 @@ def _sqrt_generic(A, *, method, n_iter, degree, eps, want, xp):
     return Y, Z, None
 
 
-@_sqrt_both.numba(when=lambda A, *, method, **kw: method == "eigh" and A.ndim >= 3 and 2 <= A.shape[-1] <= 32
+@_sqrt_both.numba(when=lambda A, *, method, **kw: method == "eigh" and A.ndim >= 3 and 2 <= A.shape[-1] <= 5
                   and numpy_float(A))
 def _sqrt_numba(A, *, method, n_iter, degree, eps, want, xp):
     from .._numba import spd as nb

@@ -211,8 +211,19 @@ def test_mala_attention(xp, rng):
     check_vjp("norm.mala_attention", q, k[:1], v[:1], opts={"scale": 0.3})
 
 
-def test_adapters(rng):
-    import jax
+ADAPTER_CASES = [
+    ("sigmoid_attention", "qkv", {"causal": True}),
+    ("linear_attention", "qkv", {"causal": True, "chunk_size": 3}),
+    ("linear_attention", "qkv", {}),
+    ("newton_schulz_pinv", "A", {"iters": 4, "grad": "unrolled"}),
+    ("soft_attention", "qv", {"num_landmarks": 2, "iters": 3, "grad": "unrolled"}),
+    ("nala_attention", "qkv", {"causal": True, "chunk_size": 2}),
+    ("mala_attention", "qkv", {}),
+]
+
+
+@pytest.mark.parametrize("name,inputs,opts", ADAPTER_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(ADAPTER_CASES)])
+def test_adapters(rng, name, inputs, opts):
     import jax.numpy as jnp
     import torch
     from jax.test_util import check_grads
@@ -223,21 +234,20 @@ def test_adapters(rng):
     q, k, v = rng.standard_normal((2, 4, 3)), rng.standard_normal((2, 4, 3)), rng.standard_normal((2, 4, 2))
     M = rng.standard_normal((3, 3))
     A = M @ M.T + 3 * np.eye(3)
+    arrs = {"qkv": (q, k, v), "qv": (q, v), "A": (A,)}[inputs]
     T = lambda x: torch.tensor(x, requires_grad=True)  # noqa: E731
+    ft, fj = getattr(ont, name), getattr(onj, name)
+    assert torch.autograd.gradcheck(lambda *a: ft(*a, **opts), tuple(map(T, arrs)))
+    check_grads(lambda *a: fj(*a, **opts), tuple(map(jnp.asarray, arrs)), order=1, modes=["rev"])
+
+
+def test_jit(rng):
+    import jax
+    import jax.numpy as jnp
+
+    import optnorm.jax as onj
     J = jnp.asarray
-    cases = [
-        ("sigmoid_attention", (q, k, v), {"causal": True}),
-        ("linear_attention", (q, k, v), {"causal": True, "chunk_size": 3}),
-        ("linear_attention", (q, k, v), {}),
-        ("newton_schulz_pinv", (A,), {"iters": 4, "grad": "unrolled"}),
-        ("soft_attention", (q, v), {"num_landmarks": 2, "iters": 3, "grad": "unrolled"}),
-        ("nala_attention", (q, k, v), {"causal": True, "chunk_size": 2}),
-        ("mala_attention", (q, k, v), {}),
-    ]
-    for name, arrs, opts in cases:
-        ft, fj = getattr(ont, name), getattr(onj, name)
-        assert torch.autograd.gradcheck(lambda *a, ft=ft, opts=opts: ft(*a, **opts), tuple(map(T, arrs))), name
-        check_grads(lambda *a, fj=fj, opts=opts: fj(*a, **opts), tuple(map(J, arrs)), order=1, modes=["rev"])
+    q, k, v = rng.standard_normal((2, 4, 3)), rng.standard_normal((2, 4, 3)), rng.standard_normal((2, 4, 2))
     g = jax.jit(jax.grad(lambda a: onj.linear_attention(a, J(k), J(v), causal=True).sum()
                          + onj.soft_attention(a, J(v), num_landmarks=2).sum()))(J(q))
     assert g.shape == q.shape

@@ -302,3 +302,112 @@ def test_bad_inputs():
         power_norm(x, np.ones(3), np.zeros(3), step=0)
     with pytest.raises(ValueError, match="backward must be one of"):
         power_norm(x, np.ones(3), np.zeros(3), step=1, backward="x")
+
+
+# ---------------------------------------------------------------- unified_norm
+def ref_un_step(x, rv, ema, bx, bg, w, b, k, wu, of, eps, m, gy):
+    """One training step of the official UN (channel last), forward + gradient compensation, float64 copies."""
+    rv, ema, bx, bg = rv.copy(), ema.copy(), bx.copy(), bg.copy()
+    xf = x.reshape(-1, x.shape[-1])
+    W, Wb = bx.shape[0], bg.shape[0]
+    skip = W <= 1
+    x2 = (xf * xf).mean(0)
+    rec = np.var(np.sqrt(bx), ddof=1)
+    bx[k % W] = x2
+    if k >= wu and of:
+        am, gmv = bx.mean(0), np.exp(np.mean(np.log(bx), 0))
+        if np.sum(am - gmv > rec * W) > 0:
+            bx[k % W] = rv
+            skip = True
+    var = x2 if (k <= W or k < wu or skip) else np.exp(np.mean(np.log(bx), 0))
+    r = np.sqrt(var + eps) / np.sqrt(rv + eps)
+    r = np.ones_like(r) if (k <= max(1000, wu) or skip) else np.clip(r, 0.2, 5)
+    z = xf / np.sqrt(var + eps)
+    new_rv = m * rv + (1 - m) * var
+    y = w * z + b
+    g = gy.reshape(xf.shape) * w * r
+    gz = (g * z).mean(0)
+    bg[k % Wb] = ema if skip else gz
+    mean_gz = gz if (k <= Wb or k < wu or skip) else bg.mean(0)
+    ema = ema * m + (1 - m) * mean_gz
+    ag = g - (mean_gz if skip else ema) * z
+    dx = ag / np.sqrt(var + eps)
+    dw = (gy.reshape(xf.shape) * r * z).sum(0)
+    return y.reshape(x.shape), new_rv, bx, dx.reshape(x.shape), dw, ema, bg
+
+
+@pytest.mark.parametrize("k,of", [(1, False), (3, False), (6, False), (1200, False), (1200, True), (1201, True)])
+def test_unified_norm_matches_official_rule(xp, rng, k, of):
+    from optnorm.norm import unified_norm
+    from optnorm.norm.batch import unified_norm_bwd, unified_norm_fwd
+    x = rng.standard_normal((3, 4, 5)) * 1.3
+    rv, ema = rng.random(5) + 0.5, rng.standard_normal(5) * 0.1
+    bx = rng.random((3, 5)) + 0.5
+    if k == 1201:
+        bx[1, 2] = 40.0          # (step 1200 takes the skip branch, step 1201 the clamped-ratio branch)
+    bg = rng.standard_normal((2, 5)) * 0.1
+    w, b = rng.standard_normal(5), rng.standard_normal(5)
+    gy = rng.standard_normal(x.shape)
+    opts = dict(step=k, warmup_iters=5, outlier_filtration=of, momentum=0.8)
+    ref = ref_un_step(x, rv, ema, bx, bg, w, b, k, 5, of, 1e-5, 0.8, gy)
+    A = lambda *a: tuple(xp.asarray(t) for t in a)  # noqa: E731
+    y, nrv, nbx = unified_norm(*A(x, rv, ema, bx, bg, w, b), **opts)
+    assert_close(y, ref[0], rtol=1e-10, atol=1e-12)
+    assert_close(nrv, ref[1], rtol=1e-12)
+    assert_close(nbx, ref[2], rtol=1e-12)
+    _, res = unified_norm_fwd(*A(x, rv, ema, bx, bg, w, b), **opts)
+    dx, _, dge, _, dbg, dw, db = unified_norm_bwd(res, (xp.asarray(gy), None, None))
+    assert_close(dx, ref[3], rtol=1e-9, atol=1e-11)
+    assert_close(dw, ref[4], rtol=1e-9, atol=1e-11)
+    assert_close(dge, ref[5], rtol=1e-10, atol=1e-12)
+    assert_close(dbg, ref[6], rtol=1e-10, atol=1e-12)
+    # eval
+    ye, rve, bxe = unified_norm(*A(x, rv, ema, bx, bg, w, b), step=k, training=False)
+    assert_close(ye, x / np.sqrt(rv + 1e-5) * w + b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("k", [2, 9])
+def test_unified_norm_exact_vjp(rng, k):
+    from optnorm.norm import unified_norm
+    from optnorm.norm.batch import unified_norm_bwd, unified_norm_fwd
+    from optnorm.testing import numerical_vjp
+    x = rng.standard_normal((4, 3))
+    rv, bx, w, b = rng.random(3) + 0.5, rng.random((3, 3)) + 0.5, rng.standard_normal(3), rng.standard_normal(3)
+    opts = dict(step=k, warmup_iters=4, backward="exact")
+    gs = (rng.standard_normal(x.shape), rng.standard_normal(3), rng.standard_normal((3, 3)))
+    _, res = unified_norm_fwd(x, rv, None, bx, None, w, b, **opts)
+    ana = unified_norm_bwd(res, gs)
+    num = numerical_vjp(lambda *a: unified_norm(*a, **opts), [x, rv, None, bx, None, w, b], gs,
+                        argnums=[0, 1, 3, 5, 6])
+    for i in (0, 1, 3, 5, 6):
+        assert_close(ana[i], num[i], rtol=1e-6, atol=1e-8)
+    check_vjp("norm.unified_norm", x, rv, None, bx, None, w, b, opts=opts)
+
+
+def test_unified_norm_adapters(rng):
+    import jax
+    import jax.numpy as jnp
+    from jax.test_util import check_grads
+
+    import optnorm.jax as onj
+    import optnorm.torch as ont
+    x = rng.standard_normal((4, 3))
+    rv, bx, w, b = rng.random(3) + 0.5, rng.random((3, 3)) + 0.5, rng.standard_normal(3), rng.standard_normal(3)
+    T = lambda v: torch.tensor(v, requires_grad=True)  # noqa: E731
+    f = lambda a, r, bb, ww, b_: ont.unified_norm(a, r, None, bb, None, ww, b_, step=9, warmup_iters=4,  # noqa
+                                                  backward="exact")
+    assert torch.autograd.gradcheck(f, tuple(map(T, (x, rv, bx, w, b))))
+    fj = lambda a, r, bb, ww, b_: onj.unified_norm(a, r, None, bb, None, ww, b_, step=9, warmup_iters=4,  # noqa
+                                                   backward="exact")
+    check_grads(fj, tuple(map(jnp.asarray, (x, rv, bx, w, b))), order=1, modes=["rev"])
+    # paper mode under jit with outlier filtration (array-valued skip decision)
+    ema, bg = jnp.zeros(3), jnp.zeros((2, 3))
+    step = jax.jit(jax.grad(lambda a, e, g_: onj.unified_norm(a, jnp.asarray(rv), e, jnp.asarray(bx), g_,
+                                                               step=1200, warmup_iters=4,
+                                                               outlier_filtration=True)[0].sum(), argnums=(0, 1, 2)))
+    dx, new_ema, new_bg = step(jnp.asarray(x), ema, bg)
+    assert dx.shape == x.shape and new_bg.shape == (2, 3)
+    ref = ref_un_step(x, rv, np.zeros(3), bx, np.zeros((2, 3)), np.ones(3), np.zeros(3), 1200, 4, True, 1e-5, 0.9,
+                      np.ones(x.shape))
+    assert_close(dx, ref[3], rtol=1e-9, atol=1e-12)
+    assert_close(new_ema, ref[5], rtol=1e-9, atol=1e-12)

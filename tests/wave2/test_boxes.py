@@ -221,3 +221,19 @@ def test_numba_path_taken():
         assert boxes._pairwise_fast.path_for(b, b, format="xyxy", kind=2, C=1.0, eps=0.0, xp=None) == "numba"
         assert boxes._pairwise_fast.path_for(np.ones((3, 5)), np.ones((3, 5)), format="cxcywha", kind=2, C=1.0,
                                              eps=0.0, xp=None) == "generic"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_out_and_vectorised_exp(path, rng, dtype):
+    b1 = _rand_boxes(rng, (40,), "xyxy").astype(dtype)
+    b2 = np.concatenate([_rand_boxes(rng, (30,), "xyxy"), _rand_boxes(rng, (5,), "xyxy") + 20000]).astype(dtype)
+    ref = np.asarray(normalized_wasserstein_boxes(b1.astype(np.float64), b2.astype(np.float64), pairwise=True))
+    out = np.empty((40, 35), dtype)
+    y = normalized_wasserstein_boxes(b1, b2, pairwise=True, out=out)
+    assert y is out
+    assert_close(out, ref, rtol=2e-5 if dtype == np.float32 else 1e-12, atol=1e-30)
+    assert np.all(out[:, 30:] == 0.0)  # far apart: exp underflows to exactly 0
+    out2 = np.empty((40, 35), dtype)
+    assert box_wasserstein(b1, b2, pairwise=True, out=out2) is out2
+    with pytest.raises(ValueError, match="out has shape"):
+        normalized_wasserstein_boxes(b1, b2, pairwise=True, out=np.empty((3, 3), dtype))

@@ -1,0 +1,286 @@
+"""softmax / log_softmax (safe, online, two_pass; masked-row policy) and stablemax / log_stablemax."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.special
+
+import optnorm
+from optnorm._lib import ops
+from optnorm.norm import log_softmax, log_stablemax, softmax, stablemax
+from optnorm.testing import assert_close, check_vjp
+
+METHODS = ["safe", "online", "two_pass"]
+
+
+def _dt(a) -> str:
+    return str(a.dtype).split(".")[-1]
+
+
+def _torch_ref(x, axis, log):
+    torch = pytest.importorskip("torch")
+    t = torch.tensor(np.asarray(x, dtype=np.float64))
+    f = torch.log_softmax if log else torch.softmax
+    return f(t, dim=axis).numpy()
+
+
+def _loop_ref(x, axis, log):
+    """Independent float64 reference: math.fsum over each row."""
+    import math
+
+    xm = np.moveaxis(np.asarray(x, np.float64), axis, -1)
+    out = np.empty_like(xm)
+    for idx in np.ndindex(xm.shape[:-1]):
+        row = xm[idx]
+        m = row.max()
+        s = math.fsum(math.exp(v - m) for v in row)
+        out[idx] = (row - m - math.log(s)) if log else np.exp(row - m) / s
+    return np.moveaxis(out, -1, axis)
+
+
+# ------------------------------------------------------------------------------------------ values
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("log", [False, True])
+def test_matches_reference_and_torch_on_every_backend(xp, method, log, rng):
+    x = rng.standard_normal((3, 5, 17)) * 4
+    f = log_softmax if log else softmax
+    for axis in (-1, 1):
+        y = f(xp.asarray(x), axis=axis, method=method)
+        assert_close(y, _loop_ref(x, axis, log), rtol=1e-12, atol=1e-13, err_msg=f"{method} axis={axis}")
+        assert_close(y, _torch_ref(x, axis, log), rtol=1e-12, atol=1e-13)
+    y32 = f(xp.asarray(x.astype(np.float32)), method=method)
+    assert _dt(y32) == "float32"
+    assert_close(y32, _loop_ref(x.astype(np.float32), -1, log), rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_paths_agree(path, method, log, dtype, rng):
+    """Numba kernels and the generic body against the float64 reference, incl. rows longer than a block."""
+    f = log_softmax if log else softmax
+    tol = 3e-6 if dtype == np.float32 else 1e-12
+    for shape, axis in (((4, 3000), -1), ((7, 33), 0), ((2, 3, 40), 1)):
+        x = (rng.standard_normal(shape) * 6).astype(dtype)
+        y = f(x, axis=axis, method=method)
+        assert y.dtype == dtype
+        assert_close(y, _loop_ref(x, axis, log), rtol=tol, atol=tol, err_msg=f"{path} {method} {shape}")
+        out = np.full_like(x, 7.0)
+        got = f(x, axis=axis, method=method, out=out)
+        assert got is out
+        assert_close(out, y, rtol=0, atol=0)
+
+
+def test_numba_path_is_taken():
+    from optnorm.norm.softmax import _softmax
+
+    x = np.ones((2, 3), np.float32)
+    kw = dict(axis=1, method="safe", masked_row="nan", log=False, out=None, xp=np)
+    assert _softmax.path_for(x, **kw) == "numba"
+    with optnorm.use_backend("generic"):
+        assert _softmax.path_for(x, **kw) == "generic"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_huge_magnitudes_float32_no_overflow(xp, method):
+    """|x| up to 1e30 in float32: finite, and equal to the exact softmax of the float32 values."""
+    x = np.array([[1e30, -1e30, 0.0, 1e30 * (1 - 2.0**-20)],
+                  [1e30, 1e30, 3.0, -1e30],
+                  [3e37, -2e37, 1e-3, 5.0],
+                  [1e-30, -1e-30, 0.0, 2e-30]], np.float32)
+    y = softmax(xp.asarray(x), method=method)
+    ref = scipy.special.softmax(x.astype(np.float64), axis=-1)
+    assert np.all(np.isfinite(optnorm._lib.compat.to_numpy(y)))
+    assert_close(y, ref, rtol=1e-6, atol=1e-7)
+    ly = log_softmax(xp.asarray(x), method=method)
+    lref = scipy.special.log_softmax(x.astype(np.float64), axis=-1)
+    # two_pass represents x as x*log2(e) rounded to float32: a relative input perturbation <= 2**-24
+    assert_close(ly, lref, rtol=1e-6 if method != "two_pass" else 1e-1, atol=1e-5)
+    assert np.all(np.isfinite(optnorm._lib.compat.to_numpy(ly)))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_methods_agree_float32(path, method, rng):
+    x = (rng.standard_normal((16, 1000)) * 30).astype(np.float32)
+    x[3] *= 1e20
+    base = softmax(x, method="safe")
+    assert_close(softmax(x, method=method), base, rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------------------ masked rows, inf, NaN
+@pytest.mark.parametrize("method", METHODS)
+def test_masked_rows(xp, method, path):
+    x = np.array([[-np.inf] * 4, [0.0, -np.inf, 1.0, -np.inf], [2.0, 1.0, 0.0, -1.0]])
+    ref = scipy.special.softmax(x[1:], axis=-1)
+    y = optnorm._lib.compat.to_numpy(softmax(xp.asarray(x), method=method))
+    assert np.all(np.isnan(y[0]))
+    assert_close(y[1:], ref, rtol=1e-12, atol=1e-15)
+    assert y[1, 1] == 0 and y[1, 3] == 0  # masked entries exactly 0
+    yz = optnorm._lib.compat.to_numpy(softmax(xp.asarray(x), method=method, masked_row="zero"))
+    assert np.all(yz[0] == 0)
+    assert_close(yz[1:], ref, rtol=1e-12, atol=1e-15)
+    ly = optnorm._lib.compat.to_numpy(log_softmax(xp.asarray(x), method=method))
+    assert np.all(np.isnan(ly[0]))
+    lz = optnorm._lib.compat.to_numpy(log_softmax(xp.asarray(x), method=method, masked_row="zero"))
+    assert np.all(lz[0] == -np.inf)
+    assert_close(lz[1:], scipy.special.log_softmax(x[1:], axis=-1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_masked_row_zero_has_zero_vjp(xp, log, path):
+    f = log_softmax if log else softmax
+    x = xp.asarray(np.array([[-np.inf] * 3, [0.5, -np.inf, 1.0]]))
+    op = ops.get("log_softmax" if log else "softmax")
+    y, res = op.fwd(x, masked_row="zero")
+    (dx,) = op.bwd(res, xp.asarray(np.ones((2, 3))))
+    dx = optnorm._lib.compat.to_numpy(dx)
+    assert np.all(dx[0] == 0)
+    if not log:
+        assert dx[1, 1] == 0  # masked entry of a live row: p = 0, no cotangent (log_softmax passes g through)
+    assert np.all(np.isfinite(dx))
+    assert_close(f(x, masked_row="zero"), optnorm._lib.compat.to_numpy(y))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+@pytest.mark.parametrize("method", METHODS)
+def test_inf_and_nan_rows_give_nan(xp, method, path):
+    x = np.array([[1.0, np.inf, 0.0], [np.nan, 1.0, 2.0], [1.0, 2.0, 3.0]])
+    y = optnorm._lib.compat.to_numpy(softmax(xp.asarray(x), method=method))
+    assert np.all(np.isnan(y[:2]))
+    assert np.all(np.isfinite(y[2]))
+
+
+# ------------------------------------------------------------------------------------------ low precision
+def test_half_precision_computed_in_float32(xp, rng):
+    x = rng.standard_normal((4, 50)) * 8
+    names = [n for n in ("float16", "bfloat16") if hasattr(xp, n)]
+    if not names:
+        pytest.skip("this array library has neither float16 nor bfloat16")
+    for nm in names:
+        dt = getattr(xp, nm)
+        xh = xp.astype(xp.asarray(x), dt)
+        xr = optnorm._lib.compat.to_numpy(xh).astype(np.float64)
+        for method in METHODS:
+            y = softmax(xh, method=method)
+            assert y.dtype == dt
+            assert_close(y, scipy.special.softmax(xr, axis=-1), rtol=1e-2, atol=2e-3)
+            ly = log_softmax(xh, method=method)
+            assert_close(ly, scipy.special.log_softmax(xr, axis=-1), rtol=1e-2, atol=5e-2)
+
+
+def test_float16_large_logits_do_not_overflow():
+    x = np.array([[60000.0, 59990.0, 0.0]], np.float16)  # exp(12) is already inf in float16
+    y = softmax(x)
+    assert y.dtype == np.float16 and np.all(np.isfinite(y))
+    assert_close(y, scipy.special.softmax(x.astype(np.float64), axis=-1), atol=1e-3)
+
+
+# ------------------------------------------------------------------------------------------ VJPs and adapters
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("method", METHODS)
+def test_vjp(name, method, rng, path):
+    check_vjp(name, rng.standard_normal((3, 6)), opts={"method": method})
+    check_vjp(name, rng.standard_normal((4, 3)), opts={"method": method, "axis": 0})
+
+
+@pytest.mark.parametrize("name", ["stablemax", "log_stablemax"])
+def test_stablemax_vjp(name, rng):
+    check_vjp(name, rng.standard_normal((3, 6)) * 2)
+    check_vjp(name, rng.standard_normal((4, 3)), opts={"axis": 0})
+
+
+def test_vjp_on_every_backend(xp, rng):
+    x = rng.standard_normal((3, 5))
+    g = rng.standard_normal((3, 5))
+    y = scipy.special.softmax(x, axis=-1)
+    ref = y * (g - (g * y).sum(-1, keepdims=True))
+    op = ops.get("softmax")
+    _, res = op.fwd(xp.asarray(x))
+    assert_close(op.bwd(res, xp.asarray(g))[0], ref, rtol=1e-12, atol=1e-14)
+    op = ops.get("log_softmax")
+    _, res = op.fwd(xp.asarray(x), method="two_pass")
+    assert_close(op.bwd(res, xp.asarray(g))[0], g - y * g.sum(-1, keepdims=True), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "stablemax", "log_stablemax"])
+def test_torch_gradcheck(name, rng):
+    torch = pytest.importorskip("torch")
+    import optnorm.torch as ont
+
+    x = torch.tensor(rng.standard_normal((3, 5)), requires_grad=True)
+    f = getattr(ont, name)
+    assert torch.autograd.gradcheck(lambda a: f(a, axis=-1), (x,))
+    if "stable" not in name:
+        assert torch.autograd.gradcheck(lambda a: f(a, method="two_pass"), (x,))
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "stablemax", "log_stablemax"])
+def test_jax_check_grads_and_jit(name, rng):
+    jax = pytest.importorskip("jax")
+    from jax.test_util import check_grads
+
+    import optnorm.jax as onj
+
+    x = jax.numpy.asarray(rng.standard_normal((3, 5)))
+    f = getattr(onj, name)
+    check_grads(lambda a: f(a, axis=-1), (x,), order=1, modes=["rev"])
+    y = jax.jit(lambda a: f(a))(x)
+    ref = {"softmax": lambda v: scipy.special.softmax(v, -1), "log_softmax": lambda v: scipy.special.log_softmax(v, -1)}
+    if name in ref:
+        assert_close(y, ref[name](np.asarray(x)), rtol=1e-12)
+    if "stable" not in name:
+        g = jax.jit(jax.grad(lambda a: f(a, method="online")[0, 1]))(x)
+        assert np.all(np.isfinite(np.asarray(g)))
+
+
+# ------------------------------------------------------------------------------------------ stablemax
+def _s_ref(v):
+    return v + 1 if v >= 0 else 1 / (1 - v)
+
+
+def test_stablemax_values(xp, rng):
+    x = rng.standard_normal((4, 7)) * 3
+    s = np.vectorize(_s_ref)(x)
+    assert_close(stablemax(xp.asarray(x)), s / s.sum(-1, keepdims=True), rtol=1e-13)
+    assert_close(log_stablemax(xp.asarray(x)), np.log(s) - np.log(s.sum(-1, keepdims=True)), rtol=1e-13, atol=1e-14)
+    assert_close(stablemax(xp.asarray(x), axis=0), s / s.sum(0, keepdims=True), rtol=1e-13)
+    y32 = stablemax(xp.asarray(np.array([[1e30, -1e30, 0.0]], np.float32)))
+    assert _dt(y32) == "float32"
+    assert_close(y32, np.array([[1.0, 0.0, 1e-30]]), atol=1e-7)
+
+
+def test_out_argument(xp):
+    x = xp.asarray(np.array([[1.0, 2.0, 3.0]]))
+    if xp.__name__.startswith("jax"):
+        with pytest.raises(TypeError, match="out"):
+            softmax(x, out=x)
+        return
+    out = xp.asarray(np.zeros((1, 3)))
+    assert softmax(x, out=out) is out
+    assert_close(out, scipy.special.softmax(np.array([[1.0, 2.0, 3.0]]), axis=-1), rtol=1e-14)
+    assert log_stablemax(x, out=out) is out
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def test_bad_input():
+    x = np.ones((2, 3))
+    with pytest.raises(TypeError, match="x must have a floating dtype"):
+        softmax(np.ones((2, 3), dtype=np.int64))
+    with pytest.raises(ValueError, match="method"):
+        softmax(x, method="fast")
+    with pytest.raises(ValueError, match="masked_row"):
+        log_softmax(x, masked_row="uniform")
+    with pytest.raises(ValueError, match="axis"):
+        softmax(x, axis=2)
+    with pytest.raises(TypeError, match="axis"):
+        softmax(x, axis=1.0)
+    with pytest.raises(ValueError, match="out has shape"):
+        softmax(x, out=np.empty((3, 2)))
+    with pytest.raises(TypeError, match="out has dtype"):
+        softmax(x, out=np.empty((2, 3), np.float32))
+    with pytest.raises(ValueError, match="x is empty"):
+        softmax(np.ones((2, 0)))
+    with pytest.raises(ValueError, match="x must have at least one dimension"):
+        stablemax(np.ones(()))
+    with pytest.raises(TypeError, match="x must be an array"):
+        softmax([1.0, 2.0])

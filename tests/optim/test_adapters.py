@@ -1,0 +1,245 @@
+"""torch.optim wrapper (optnorm.torch.optim) and optax wrapper (optnorm.jax.optax), both generated from the rules."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import optnorm.optim as oo
+from optnorm.testing import assert_close
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(64, 8, generator=g)
+    W = torch.randn(8, 4, generator=g)
+    return X, torch.tanh(X @ W)
+
+
+def _fb():
+    return oo.adamw(lr=1e-2, weight_decay=0.0)
+
+
+TORCH_CASES = {
+    "SGD": dict(lr=0.1, momentum=0.9),
+    "SGDP": dict(lr=0.1, momentum=0.9),
+    "Adam": dict(lr=1e-2),
+    "AdamW": dict(lr=1e-2),
+    "AdamP": dict(lr=1e-2),
+    "FAdam": dict(lr=1e-2, weight_decay=0.0),
+    "Lion": dict(lr=3e-3),
+    "Muon": dict(lr=0.05, weight_decay=0.0, fallback=_fb()),
+    "NorMuon": dict(lr=0.05, fallback=_fb()),
+    "AuON": dict(lr=0.5, fallback=_fb()),
+    "HybridAuON": dict(lr=0.05, fallback=_fb()),
+    "Conda": dict(lr=1e-2, update_proj_gap=5, fallback=_fb()),
+    "SWAN": dict(lr=1e-2, fallback=_fb()),
+    "SinkGD": dict(lr=1e-2, fallback=_fb()),
+    "AdaHessian": dict(lr=0.1),
+    "DCTLowRank": dict(inner=oo.adam(lr=1e-2), rank=3),
+    "NaP": dict(inner=oo.adam(lr=1e-2)),
+}
+
+
+def _train(model, opt, X, Y, n, create_graph=False):
+    for _ in range(n):
+        opt.zero_grad()
+        loss = ((model(X) - Y) ** 2).mean()
+        loss.backward(create_graph=create_graph)
+        opt.step()
+    return float(((model(X) - Y) ** 2).mean())
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_CASES))
+def test_torch_model_trains(name):
+    import optnorm.torch as ont
+
+    cls = getattr(ont.optim, name)
+    model = _model()
+    X, Y = _data()
+    opt = cls(model.parameters(), **TORCH_CASES[name])
+    assert isinstance(opt, torch.optim.Optimizer)
+    with torch.no_grad():
+        first = float(((model(X) - Y) ** 2).mean())
+    last = _train(model, opt, X, Y, 40, create_graph=name == "AdaHessian")
+    assert last < 0.8 * first, f"{name}: {first:.4f} -> {last:.4f}"
+
+
+@pytest.mark.parametrize("name", ["AdamW", "SGD", "Lion", "Muon", "Conda", "AdaHessian", "DCTLowRank", "FAdam"])
+def test_torch_state_dict_resumes_exact_trajectory(name):
+    import optnorm.torch as ont
+
+    cls = getattr(ont.optim, name)
+    cg = name == "AdaHessian"
+    X, Y = _data()
+    model = _model()
+    opt = cls(model.parameters(), **TORCH_CASES[name])
+    _train(model, opt, X, Y, 5, cg)
+    saved_model = copy.deepcopy(model.state_dict())
+    saved_opt = copy.deepcopy(opt.state_dict())
+    _train(model, opt, X, Y, 5, cg)
+    model2 = _model()
+    model2.load_state_dict(saved_model)
+    opt2 = cls(model2.parameters(), **TORCH_CASES[name])
+    opt2.load_state_dict(saved_opt)
+    _train(model2, opt2, X, Y, 5, cg)
+    for a, b in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(a, b), name
+    assert int(opt2.state[next(model2.parameters())]["step"]) == 10
+
+
+def test_torch_param_groups_and_matches_plain_rule():
+    """Two groups with their own lr; the wrapper's trajectory equals the functional rule's on NumPy."""
+    import optnorm.torch as ont
+
+    rng = np.random.default_rng(0)
+    p0 = [rng.standard_normal((5, 3)).astype(np.float32), rng.standard_normal(3).astype(np.float32)]
+    ps = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in p0]
+    opt = ont.optim.AdamW([{"params": [ps[0]]}, {"params": [ps[1]], "lr": 0.1}], lr=0.01, weight_decay=0.05)
+    r0, r1 = oo.adamw(lr=0.01, weight_decay=0.05), oo.adamw(lr=0.1, weight_decay=0.05)
+    q = [p.copy() for p in p0]
+    s0, s1 = r0.init(q[0]), r1.init(q[1])
+    for k in range(10):
+        gs = [rng.standard_normal(p.shape).astype(np.float32) for p in p0]
+        for p, g in zip(ps, gs):
+            p.grad = torch.from_numpy(g)
+        opt.step()
+        q[0], s0 = r0.step(q[0], gs[0], s0)
+        q[1], s1 = r1.step(q[1], gs[1], s1)
+    for a, b in zip(ps, q):
+        assert_close(a.detach(), b, rtol=1e-6, atol=1e-7)
+
+
+def test_torch_wrapper_errors():
+    import optnorm.torch as ont
+
+    p = [torch.nn.Parameter(torch.ones(3))]
+    with pytest.raises(ValueError, match="lr"):
+        ont.optim.AdamW(p, lr=-1.0)
+    with pytest.raises(ValueError, match=r"betas\[1\]"):
+        ont.optim.Adam(p, betas=(0.9, 1.0))
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        ont.optim.Adam(p, momentum=0.9)
+    opt = ont.optim.Muon(p, lr=0.02)
+    p[0].grad = torch.ones(3)
+    with pytest.raises(ValueError, match="2-D"):
+        opt.step()
+    opt = ont.optim.Adam(p, lr=0.1)
+    p[0].grad = torch.tensor([1.0, float("nan"), 0.0])
+    with pytest.raises(ValueError, match="NaN"):
+        opt.step()
+    assert torch.equal(p[0].detach(), torch.ones(3)) and not opt.state[p[0]]
+
+
+# ----------------------------------------------------------------------------------------------- optax
+jax = pytest.importorskip("jax", reason="jax is not installed")
+optax = pytest.importorskip("optax", reason="optax is not installed")
+
+OPTAX_CASES = {
+    "sgd": dict(lr=0.1, momentum=0.9, nesterov=True),
+    "adam": dict(lr=1e-2, amsgrad=True),
+    "adamw": dict(lr=1e-2),
+    "adamp": dict(lr=1e-2, weight_decay=0.1),
+    "sgdp": dict(lr=0.1, momentum=0.9, weight_decay=0.1),
+    "fadam": dict(lr=1e-2),
+    "lion": dict(lr=1e-3, weight_decay=0.1),
+    "muon": dict(lr=0.02, ns_dtype="float32", fallback=oo.adamw(lr=1e-2)),
+    "normuon": dict(lr=0.02, ns_dtype="float32", fallback=oo.adamw(lr=1e-2)),
+    "auon": dict(lr=0.2, fallback=oo.adamw(lr=1e-2)),
+    "hybrid_auon": dict(lr=0.2, fallback=oo.adamw(lr=1e-2)),
+    "conda": dict(lr=1e-2, update_proj_gap=2, fallback=oo.adamw(lr=1e-2)),
+    "swan": dict(lr=1e-2, fallback=oo.adamw(lr=1e-2)),
+    "sinkgd": dict(lr=1e-2, fallback=oo.adamw(lr=1e-2)),
+    "dct_lowrank": dict(inner=oo.adam(lr=1e-2), rank=2, update_proj_gap=2),
+    "nap": dict(inner=oo.sgd(lr=0.1, momentum=0.9)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTAX_CASES))
+def test_optax_jit_matches_plain_rule(name):
+    import jax.numpy as jnp
+
+    import optnorm.jax as onj
+
+    kw = OPTAX_CASES[name]
+    tx = getattr(onj.optax, name)(**kw)
+    rule = getattr(oo, name)(**kw)
+    rng = np.random.default_rng(0)
+    p0 = {"w": rng.standard_normal((6, 4)).astype(np.float32), "b": rng.standard_normal(4).astype(np.float32)}
+    grads = [{k: rng.standard_normal(v.shape).astype(np.float32) for k, v in p0.items()} for _ in range(4)]
+    params = {k: jnp.asarray(v) for k, v in p0.items()}
+    state = tx.init(params)
+    upd = jax.jit(tx.update)
+    for g in grads:
+        u, state = upd({k: jnp.asarray(v) for k, v in g.items()}, state, params)
+        params = optax.apply_updates(params, u)
+    ref = {k: v.copy() for k, v in p0.items()}
+    st = rule.init(ref)
+    for g in grads:
+        ref, st = rule.step(ref, g, st)
+    for k in ref:
+        assert_close(params[k], ref[k], rtol=2e-5, atol=2e-6)
+    assert int(state.count) == 4
+
+
+def test_optax_adahessian_jit_with_hvp():
+    import jax.numpy as jnp
+
+    import optnorm.jax as onj
+
+    A = jnp.asarray(np.diag([1.0, 3.0, 10.0]).astype(np.float32))
+    f = lambda x: 0.5 * x @ A @ x
+    tx = onj.optax.adahessian(lr=0.2)
+    x = jnp.ones(3, jnp.float32)
+    state = tx.init(x)
+
+    @jax.jit
+    def step(x, state):
+        hvp = lambda v: jax.jvp(jax.grad(f), (x,), (v,))[1]
+        u, state = tx.update(jax.grad(f)(x), state, x, hvp=hvp)
+        return optax.apply_updates(x, u), state
+
+    for _ in range(50):
+        x, state = step(x, state)
+    assert float(f(x)) < 1e-2 * float(f(jnp.ones(3)))
+
+
+def test_optax_nan_under_jit_skips_step():
+    import jax.numpy as jnp
+
+    import optnorm.jax as onj
+
+    tx = onj.optax.adamw(lr=0.1)
+    x = jnp.ones(3, jnp.float32)
+    state = tx.init(x)
+    u, state2 = jax.jit(tx.update)(jnp.asarray([1.0, jnp.nan, 0.0], jnp.float32), state, x)
+    assert np.all(np.asarray(u) == 0) and int(state2.count) == 0
+    assert np.all(np.asarray(state2.leaves[0].exp_avg) == 0)
+
+
+def test_optax_chain_and_schedule():
+    import jax.numpy as jnp
+
+    import optnorm.jax as onj
+
+    sched = optax.linear_schedule(1e-2, 0.0, 10)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), onj.optax.adamw(lr=sched))
+    x = jnp.ones(4, jnp.float32)
+    st = tx.init(x)
+    for _ in range(12):
+        u, st = jax.jit(tx.update)(jnp.ones(4, jnp.float32), st, x)
+        x = optax.apply_updates(x, u)
+    ref = np.ones(4, np.float32)
+    rule = oo.adamw(lr=lambda t: max(0.0, 1e-2 * (1 - t / 10)))
+    rs = rule.init(ref)
+    for _ in range(12):
+        ref, rs = rule.step(ref, np.full(4, 0.5, np.float32), rs)
+    assert_close(x, ref, rtol=1e-5, atol=1e-6)

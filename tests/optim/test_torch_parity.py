@@ -1,0 +1,168 @@
+"""Rules that torch.optim / optax have: 100 steps on the same problem give the same parameters (float32 tolerance).
+
+Every backend of the ``xp`` fixture runs optnorm's rule; torch.optim (or optax.lion)
+runs on torch/JAX.  The problem is elementwise (see ``_problems.py``) so the
+gradients are bitwise identical on every backend.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import optnorm.optim as oo
+from optnorm.testing import assert_close
+
+from ._problems import Quadratic
+
+SHAPES = [(7, 5), (11,), (3, 2, 4)]
+N_STEPS = 100
+
+
+def _run_optnorm(xp, rule, prob, n=N_STEPS):
+    ps = [xp.asarray(p) for p in prob.p0]
+    st = rule.init(ps)
+    for k in range(n):
+        gs = prob.grads(ps, k, xp.asarray)
+        ps, st = rule.step(ps, gs, st)
+    return ps
+
+
+def _run_torch(cls, kw, prob, n=N_STEPS):
+    ps = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in prob.p0]
+    opt = cls(ps, **kw)
+    for k in range(n):
+        gs = prob.grads([p.detach() for p in ps], k, torch.from_numpy)
+        for p, g in zip(ps, gs):
+            p.grad = g
+        opt.step()
+    return [p.detach() for p in ps]
+
+
+CASES = [
+    ("sgd", dict(lr=0.05)),
+    ("sgd", dict(lr=0.05, momentum=0.9)),
+    ("sgd", dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=0.01)),
+    ("sgd", dict(lr=0.05, momentum=0.9, nesterov=True, maximize=False)),
+    ("sgd", dict(lr=0.01, momentum=0.5, maximize=True)),
+    ("adam", dict(lr=1e-2)),
+    ("adam", dict(lr=1e-2, weight_decay=0.05, amsgrad=True)),
+    ("adam", dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, maximize=True)),
+    ("adamw", dict(lr=1e-2)),
+    ("adamw", dict(lr=1e-2, weight_decay=0.1, amsgrad=True)),
+]
+TORCH = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+@pytest.mark.parametrize("name,kw", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+def test_matches_torch_optim(xp, name, kw):
+    prob = Quadratic(SHAPES, seed=1)
+    ref = _run_torch(TORCH[name], kw, prob)
+    got = _run_optnorm(xp, getattr(oo, name)(**kw), prob)
+    for g, r in zip(got, ref):
+        assert str(g.dtype).rsplit(".", 1)[-1] == "float32"
+        assert_close(g, r.numpy(), rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("name,kw", CASES[:3] + CASES[5:7] + CASES[8:], ids=lambda v: str(v))
+def test_fused_step_matches_torch(path, name, kw):
+    """``step_`` (Numba kernel on the numba path, pure update copied back on the generic one) against torch."""
+    prob = Quadratic(SHAPES, seed=2)
+    ref = _run_torch(TORCH[name], kw, prob)
+    rule = getattr(oo, name)(**kw)
+    ps = [p.copy() for p in prob.p0]
+    st = rule.init(ps)
+    for k in range(N_STEPS):
+        rule.step_(ps, prob.grads(ps, k, np.asarray), st)
+    assert int(st.count) == N_STEPS
+    for g, r in zip(ps, ref):
+        assert_close(g, r.numpy(), rtol=2e-5, atol=2e-6)
+
+
+def test_fused_kernel_is_taken(monkeypatch):
+    """On float32 NumPy buffers step_ runs the Numba kernel (not the per-leaf update)."""
+    rule = oo.adamw(lr=1e-2)
+    ps = [np.ones(10, np.float32)]
+    st = rule.init(ps)
+
+    def boom(*a, **k):
+        raise AssertionError("generic leaf update used")
+
+    monkeypatch.setattr(rule, "update_leaf", boom)
+    rule.step_(ps, [np.ones(10, np.float32)], st)
+    assert ps[0][0] < 1
+
+
+@pytest.mark.parametrize("kw", [dict(lr=1e-2), dict(lr=3e-3, betas=(0.8, 0.95), weight_decay=0.1)])
+def test_lion_matches_optax(xp, kw):
+    optax = pytest.importorskip("optax")
+    import jax.numpy as jnp
+
+    prob = Quadratic(SHAPES, seed=3)
+    tx = optax.lion(kw["lr"], b1=kw.get("betas", (0.9, 0.99))[0], b2=kw.get("betas", (0.9, 0.99))[1],
+                    weight_decay=kw.get("weight_decay", 0.0))
+    ps = [jnp.asarray(p) for p in prob.p0]
+    st = tx.init(ps)
+    for k in range(N_STEPS):
+        gs = prob.grads(ps, k, jnp.asarray)
+        u, st = tx.update(gs, st, ps)
+        ps = optax.apply_updates(ps, u)
+    got = _run_optnorm(xp, oo.lion(**kw), prob)
+    for g, r in zip(got, ps):
+        assert_close(g, np.asarray(r), rtol=2e-5, atol=2e-6)
+
+
+def test_lion_fused_matches_generic(path):
+    prob = Quadratic(SHAPES, seed=4)
+    rule = oo.lion(lr=1e-2, weight_decay=0.1)
+    ref = _run_optnorm(np, rule, prob, 30)
+    ps = [p.copy() for p in prob.p0]
+    st = rule.init(ps)
+    for k in range(30):
+        rule.step_(ps, prob.grads(ps, k, np.asarray), st)
+    for g, r in zip(ps, ref):
+        assert_close(g, r, rtol=1e-6, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------------------------- Muon
+def _ns_fp32(grad, ns_coefficients, ns_steps, eps):
+    """torch.optim.Muon's Newton-Schulz without its bf16 cast (so the comparison is float32 against float32)."""
+    a, b, c = ns_coefficients
+    X = grad.float()
+    if grad.size(0) > grad.size(1):
+        X = X.T
+    X = X / X.norm().clamp(min=eps)
+    for _ in range(ns_steps):
+        A = X @ X.T
+        B = b * A + c * (A @ A)
+        X = a * X + B @ X
+    if grad.size(0) > grad.size(1):
+        X = X.T
+    return X
+
+
+MUON_SHAPES = [(16, 8), (6, 12)]
+
+
+@pytest.mark.parametrize("kw", [dict(lr=0.02), dict(lr=0.02, weight_decay=0.0, nesterov=False),
+                                dict(lr=0.01, adjust_lr_fn="match_rms_adamw")])
+def test_muon_matches_torch_muon_fp32(xp, kw, monkeypatch):
+    import torch.optim._muon as tm
+
+    monkeypatch.setattr(tm, "_zeropower_via_newtonschulz", _ns_fp32)
+    prob = Quadratic(MUON_SHAPES, seed=5)
+    ref = _run_torch(torch.optim.Muon, kw, prob)
+    got = _run_optnorm(xp, oo.muon(ns_dtype="float32", **kw), prob)
+    for g, r in zip(got, ref):
+        assert_close(g, r.numpy(), rtol=1e-4, atol=2e-5)
+
+
+def test_muon_bf16_close_to_torch_muon():
+    """Default path on torch (bf16 Newton-Schulz, as torch.optim.Muon): same trajectory up to bf16 rounding."""
+    prob = Quadratic(MUON_SHAPES, seed=6)
+    ref = _run_torch(torch.optim.Muon, dict(lr=0.02), prob, 10)
+    import array_api_compat.torch as xpt
+
+    got = _run_optnorm(xpt, oo.muon(lr=0.02), prob, 10)
+    for g, r in zip(got, ref):
+        assert float((g - r).abs().max()) < 0.05 * 0.02 * 10
