@@ -276,7 +276,7 @@ ops.register("norm.batch_norm", batch_norm, batch_norm_fwd, batch_norm_bwd)
 
 
 # ---------------------------------------------------------------------------------------------- alpha_batch_norm
-def _abn_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha=0.9, eps=1e-5, axis=1):
+def _abn_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha, unbiased=True, eps=1e-5, axis=1):
     xp = validate.check_same_namespace(x=x, running_mean=running_mean, running_var=running_var, weight=weight,
                                        bias=bias)
     ax = _check_common(x, axis, eps)
@@ -288,6 +288,10 @@ def _abn_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha=0.9,
         _check_vec(a, nm, c)
     al = validate.check_probability(alpha, "alpha")
     validate.check_nonempty(x, "x")
+    n = compat.size(x) // c
+    if unbiased and n < 2 and al > 0:
+        raise ValueError(f"x has {n} value per channel: the unbiased batch variance needs at least 2")
+    k = n / (n - 1) if (unbiased and n > 1) else 1.0
     cdt = compat.compute_dtype(x, xp)
     xc = _as(xp, x, cdt)
     nd = x.ndim
@@ -297,8 +301,8 @@ def _abn_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha=0.9,
     varb = xp.mean(db * db, axis=red, keepdims=True)
     rmc = xp.reshape(_as(xp, running_mean, cdt), bs)
     rvc = xp.reshape(_as(xp, running_var, cdt), bs)
-    mu = al * rmc + (1 - al) * mub
-    var = al * rvc + (1 - al) * varb
+    mu = (1 - al) * rmc + al * mub
+    var = (1 - al) * rvc + (al * k) * varb
     r = 1.0 / xp.sqrt(var + eps)
     d = xc - mu
     xh = d * r
@@ -306,27 +310,30 @@ def _abn_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha=0.9,
     y = xh if g is None else xh * g
     if bias is not None:
         y = y + _vec(xp, bias, bs, cdt)
-    res = dict(xp=xp, red=red, bs=bs, c=c, al=al, db=db, d=d, r=r, xh=xh, g=g, n=compat.size(x) // c,
+    res = dict(xp=xp, red=red, bs=bs, c=c, al=al, k=k, db=db, d=d, r=r, xh=xh, g=g, n=n,
                dts=(x.dtype, running_mean.dtype, running_var.dtype, None if weight is None else weight.dtype,
                     None if bias is None else bias.dtype))
     return _as(xp, y, x.dtype), res
 
 
-def alpha_batch_norm(x, running_mean, running_var, weight=None, bias=None, *, alpha=0.9, eps=1e-5, axis=1):
+def alpha_batch_norm(x, running_mean, running_var, weight=None, bias=None, *, alpha, unbiased=True, eps=1e-5,
+                     axis=1):
     r"""alpha-BN: test-time batch normalization with statistics mixed between source and test batch.
 
     ::
 
-        mu    = alpha * running_mean + (1 - alpha) * mean_B(x)
-        var   = alpha * running_var  + (1 - alpha) * var_B(x)          (biased batch variance)
+        mu    = (1 - alpha) * running_mean + alpha * mean_B(x)
+        var   = (1 - alpha) * running_var  + alpha * var_B(x)       (unbiased batch variance by default)
         y     = weight (x - mu) / sqrt(var + eps) + bias
 
-    You, Li & Zhao (2021), "Test-time Batch Statistics Calibration for Covariate Shift".  The paper mixes the
-    source (running) statistics with the current test-batch statistics with one scalar alpha; in optnorm
-    ``alpha`` is the weight of the *source* statistics (``alpha=1`` is eval-mode BN, ``alpha=0`` is training-mode
-    BN without the running update).  The exact side convention, whether the variance includes a mean-shift term,
-    and the default are optnorm's own choices (not checked against the paper's code).  No state is updated:
-    the running statistics are inputs only.
+    You, Li & Zhao (2021), "Test-time Batch Statistics Calibration for Covariate Shift": mix the source (running)
+    statistics with the current test-batch statistics with one scalar, in every BN layer, without training.
+    ``alpha`` is the weight of the **test batch**, as in the widely used ``AlphaBatchNorm`` of test-time-adaptation
+    code (bethgelab/robustness, reused by mariodoebler/test-time-adaptation), whose batch statistics come from a
+    momentum-1 BatchNorm, i.e. the **unbiased** batch variance (``unbiased=False`` for the biased one).
+    ``alpha = 0`` is eval-mode BN, ``alpha = 1`` (biased) training-mode BN without the running update.  The paper's
+    own code was not read and there is no default: pass ``alpha``.  No state is updated.  Unlike that code (which
+    runs without gradients), the VJP differentiates through the batch statistics.
 
     Parameters
     ----------
@@ -335,6 +342,9 @@ def alpha_batch_norm(x, running_mean, running_var, weight=None, bias=None, *, al
         Source statistics.
     weight, bias : array (C,), optional
     alpha : float in [0, 1]
+        Weight of the test-batch statistics.
+    unbiased : bool
+        Unbiased (default) or biased batch variance.
     eps : float > 0
     axis : int
         Channel axis.
@@ -347,18 +357,20 @@ def alpha_batch_norm(x, running_mean, running_var, weight=None, bias=None, *, al
     --------
     >>> import numpy as np
     >>> x = np.random.default_rng(0).standard_normal((4, 2, 3))
-    >>> alpha_batch_norm(x, np.zeros(2), np.ones(2), alpha=0.5).shape
+    >>> alpha_batch_norm(x, np.zeros(2), np.ones(2), alpha=0.1).shape
     (4, 2, 3)
     """
-    return _abn_fwd(x, running_mean, running_var, weight, bias, alpha=alpha, eps=eps, axis=axis)[0]
+    return _abn_fwd(x, running_mean, running_var, weight, bias, alpha=alpha, unbiased=unbiased, eps=eps,
+                    axis=axis)[0]
 
 
-def alpha_batch_norm_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha=0.9, eps=1e-5, axis=1):
-    return _abn_fwd(x, running_mean, running_var, weight, bias, alpha=alpha, eps=eps, axis=axis)
+def alpha_batch_norm_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha, unbiased=True, eps=1e-5,
+                         axis=1):
+    return _abn_fwd(x, running_mean, running_var, weight, bias, alpha=alpha, unbiased=unbiased, eps=eps, axis=axis)
 
 
 def alpha_batch_norm_bwd(res, dy):
-    xp, red, c, al, n = res["xp"], res["red"], res["c"], res["al"], res["n"]
+    xp, red, c, al, n, k = res["xp"], res["red"], res["c"], res["al"], res["n"], res["k"]
     r, xh, d, db, g = res["r"], res["xh"], res["d"], res["db"], res["g"]
     gy = _as(xp, dy, r.dtype)
     gh = gy if g is None else gy * g
@@ -366,9 +378,9 @@ def alpha_batch_norm_bwd(res, dy):
     s2 = _sum(xp, gh * d, red)                 # dL/dvar = -r^3/2 s2
     dmu = -r * s1
     dvar = -0.5 * r * r * r * s2
-    dx = gh * r + (1 - al) * dmu / n + (1 - al) * dvar * 2.0 * db / n
-    drm = xp.reshape(al * dmu, (c,))
-    drv = xp.reshape(al * dvar, (c,))
+    dx = gh * r + al * dmu / n + (al * k) * dvar * 2.0 * db / n
+    drm = xp.reshape((1 - al) * dmu, (c,))
+    drv = xp.reshape((1 - al) * dvar, (c,))
     dgam = None if g is None else xp.reshape(_sum(xp, gy * xh, red), (c,))
     dbet = None if res["dts"][4] is None else xp.reshape(_sum(xp, gy, red), (c,))
     dts = res["dts"]

@@ -118,16 +118,24 @@ def test_alpha_batch_norm(xp, rng):
     rm, rv, w, b = rng.standard_normal(3), rng.random(3) + 0.5, rng.standard_normal(3), rng.standard_normal(3)
     al = 0.3
     y = alpha_batch_norm(*(xp.asarray(v) for v in (x, rm, rv, w, b)), alpha=al, eps=1e-3)
-    mub, varb = x.mean(axis=(0, 2)), x.var(axis=(0, 2))
-    mu, var = al * rm + (1 - al) * mub, al * rv + (1 - al) * varb
+    mub, varb = x.mean(axis=(0, 2)), x.var(axis=(0, 2), ddof=1)
+    mu, var = (1 - al) * rm + al * mub, (1 - al) * rv + al * varb
     ref = (x - mu[:, None]) / np.sqrt(var[:, None] + 1e-3) * w[:, None] + b[:, None]
     assert_close(y, ref, rtol=1e-10, atol=1e-12)
-    # alpha = 1 is eval-mode BN, alpha = 0 train-mode BN
-    y1 = alpha_batch_norm(*(xp.asarray(v) for v in (x, rm, rv)), alpha=1.0)
-    assert_close(y1, ref_bn(x, rm, rv, None, None, None, False, 0.1, 1e-5, 1)[0], rtol=1e-10)
+    # the test-time-adaptation AlphaBatchNorm construction: a momentum-1 BatchNorm gives the batch statistics
+    bn = torch.nn.BatchNorm1d(3, affine=False, momentum=1.0).double()
+    bn(torch.tensor(x))
+    tm = (1 - al) * torch.tensor(rm) + al * bn.running_mean
+    tv = (1 - al) * torch.tensor(rv) + al * bn.running_var
+    ty = F.batch_norm(torch.tensor(x), tm, tv, torch.tensor(w), torch.tensor(b), False, 0.0, 1e-3)
+    assert_close(y, ty.numpy(), rtol=1e-10, atol=1e-12)
+    # alpha = 0 is eval-mode BN, alpha = 1 with the biased variance is train-mode BN
     y0 = alpha_batch_norm(*(xp.asarray(v) for v in (x, rm, rv)), alpha=0.0)
-    assert_close(y0, ref_bn(x, rm, rv, None, None, None, True, 0.1, 1e-5, 1)[0], rtol=1e-10, atol=1e-12)
+    assert_close(y0, ref_bn(x, rm, rv, None, None, None, False, 0.1, 1e-5, 1)[0], rtol=1e-10)
+    y1 = alpha_batch_norm(*(xp.asarray(v) for v in (x, rm, rv)), alpha=1.0, unbiased=False)
+    assert_close(y1, ref_bn(x, rm, rv, None, None, None, True, 0.1, 1e-5, 1)[0], rtol=1e-10, atol=1e-12)
     check_vjp("norm.alpha_batch_norm", x, rm, rv, w, b, opts={"alpha": al})
+    check_vjp("norm.alpha_batch_norm", x, rm, rv, w, None, opts={"alpha": 0.8, "unbiased": False})
 
 
 def ref_bcn(x, rm, rv, w, b, gw, gb, G, training, momentum, eps):
@@ -296,6 +304,8 @@ def test_bad_inputs():
         batch_channel_norm(np.ones((2, 4, 3)), groups=3)
     with pytest.raises(ValueError, match="alpha"):
         alpha_batch_norm(x, np.zeros(3), np.ones(3), alpha=2.0)
+    with pytest.raises(TypeError, match="alpha"):
+        alpha_batch_norm(x, np.zeros(3), np.ones(3))
     with pytest.raises(ValueError, match="grad_ema is required"):
         power_norm(x, np.ones(3), step=1)
     with pytest.raises(ValueError, match="step must be >= 1"):
