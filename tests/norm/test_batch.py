@@ -421,3 +421,27 @@ def test_unified_norm_adapters(rng):
                       np.ones(x.shape))
     assert_close(dx, ref[3], rtol=1e-9, atol=1e-12)
     assert_close(new_ema, ref[5], rtol=1e-9, atol=1e-12)
+
+
+def test_jit_and_half_precision(rng):
+    import jax
+    import jax.numpy as jnp
+
+    import optnorm.jax as onj
+    x = rng.standard_normal((6, 3, 5))
+    J = jnp.asarray
+    y = jax.jit(lambda a, w: onj.batch_norm(a, J(np.zeros(3)), J(np.ones(3)), sample_weight=w)[0])(J(x), J(np.ones(6)))
+    assert_close(y, ref_bn(x, None, None, None, None, None, True, 0.1, 1e-5, 1)[0], rtol=1e-10, atol=1e-12)
+    yp = jax.jit(lambda a: onj.power_norm(a, J(np.ones(5)), J(np.zeros(5)), step=3, warmup_iters=2)[0])(J(x))
+    assert_close(yp, x / np.sqrt(1 + 1e-5), rtol=1e-12)
+    # bfloat16 / float16 in, same dtype out, statistics accumulated in float32
+    xb = torch.tensor(x, dtype=torch.bfloat16)
+    yb, rm, rv = batch_norm(xb, torch.zeros(3), torch.ones(3))
+    assert yb.dtype == torch.bfloat16 and rm.dtype == torch.float32
+    assert_close(yb.float().numpy(), ref_bn(xb.double().numpy(), None, None, None, None, None, True, 0.1, 1e-5, 1)[0],
+                 rtol=0, atol=3e-2)
+    xh = (x * 1e3).astype(np.float16)          # (x - mu)^2 overflows float16 (65504): accumulate in float32
+    yh = batch_norm(xh)[0]
+    assert yh.dtype == np.float16 and np.all(np.isfinite(yh))
+    assert_close(yh, ref_bn(xh.astype(np.float64), None, None, None, None, None, True, 0.1, 1e-5, 1)[0], rtol=0,
+                 atol=5e-3)
