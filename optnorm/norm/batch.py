@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from .._lib import compat, ops, validate
+from .._lib.dispatch import Dispatcher
 
 __all__ = ["batch_norm", "alpha_batch_norm", "batch_channel_norm", "power_norm", "unified_norm"]
 
@@ -204,8 +205,34 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, s
     >>> np.allclose(y.mean(axis=(0, 2)), 0)
     True
     """
+    return _bn_dispatch(x, running_mean, running_var, weight, bias, sample_weight, training=training,
+                        momentum=momentum, eps=eps, axis=axis)
+
+
+_bn_dispatch = Dispatcher("norm.batch_norm")
+
+
+@_bn_dispatch.generic
+def _bn_generic(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis):
     return _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, training=training,
                    momentum=momentum, eps=eps, axis=axis)[0]
+
+
+def _bn_numba_ok(x, running_mean, running_var, weight, bias, sample_weight, **kw):
+    import numpy as np
+
+    if sample_weight is not None or not compat.is_numpy(x) or x.dtype not in (np.float32, np.float64):
+        return False
+    return all(a is None or (compat.is_numpy(a) and a.dtype in (np.float32, np.float64))
+               for a in (running_mean, running_var, weight, bias))
+
+
+@_bn_dispatch.numba(when=_bn_numba_ok)
+def _bn_numba(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis):
+    _, ax = _bn_validate(x, running_mean, running_var, weight, bias, sample_weight, training, momentum, eps, axis)
+    from .._numba.norm_extra import batch_norm_forward
+
+    return batch_norm_forward(x, running_mean, running_var, weight, bias, training, float(momentum), float(eps), ax)
 
 
 def batch_norm_fwd(x, running_mean=None, running_var=None, weight=None, bias=None, sample_weight=None, *,

@@ -445,3 +445,26 @@ def test_jit_and_half_precision(rng):
     assert yh.dtype == np.float16 and np.all(np.isfinite(yh))
     assert_close(yh, ref_bn(xh.astype(np.float64), None, None, None, None, None, True, 0.1, 1e-5, 1)[0], rtol=0,
                  atol=5e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_paths(path, rng, dtype, training):
+    from optnorm.norm.batch import _bn_dispatch
+    x = (rng.standard_normal((5, 3, 4, 2)) * 3 + 100).astype(dtype)
+    rm, rv, w, b = (rng.standard_normal(3) + 100).astype(dtype), (rng.random(3) + 5).astype(dtype), \
+        rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
+    for axis in (1, -1, 0):
+        args = (x, rm, rv, w, b) if axis != -1 else (x, rm[:1].repeat(2), rv[:1].repeat(2), w[:1].repeat(2),
+                                                    b[:1].repeat(2))
+        if axis == 0:
+            args = (x, np.resize(rm, 5), np.resize(rv, 5), np.resize(w, 5), np.resize(b, 5))
+        assert _bn_dispatch.path_for(*args, None, training=training, momentum=0.1, eps=1e-5, axis=axis) == path
+        y, nrm, nrv = batch_norm(*args, training=training, axis=axis)
+        ry, rrm, rrv = ref_bn(args[0].astype(np.float64), *(a.astype(np.float64) for a in args[1:]), None, training,
+                              0.1, 1e-5, axis)
+        tol = 1e-12 if dtype == np.float64 else 2e-4
+        assert y.dtype == dtype and nrm.dtype == dtype
+        assert_close(y, ry, rtol=tol, atol=tol)
+        assert_close(nrm, rrm, rtol=tol)
+        assert_close(nrv, rrv, rtol=tol)
