@@ -1,12 +1,10 @@
 """Batch-statistics normalization: batch_norm (torch semantics, optional per-sample weights), alpha_batch_norm,
-batch_channel_norm and power_norm.
+batch_channel_norm, power_norm and unified_norm.
 
 All running statistics are explicit: they go in as arrays and the updated values come out as new arrays; nothing
 is mutated.  Statistics are computed per channel (``axis``) over every other axis.
 """
 from __future__ import annotations
-
-import math
 
 from .._lib import compat, ops, validate
 from .._lib.dispatch import Dispatcher
