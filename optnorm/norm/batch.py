@@ -759,14 +759,18 @@ def _un_fwd(x, running_var, ema_gz=None, buffer_x2=None, buffer_gz=None, weight=
     static_skip = W <= 1
     if st >= wu and outlier_filtration and not static_skip:
         am = xp.mean(buf_x, axis=0)
-        gm_ = xp.exp(xp.mean(xp.log(buf_x), axis=0))
+        xpos = buf_x > 0
+        gm_ = xp.where(xp.all(xpos, axis=0),
+                       xp.exp(xp.mean(xp.log(xp.where(xpos, buf_x, xp.ones_like(buf_x))), axis=0)), 0.0)
         skip = xp.any((am - gm_) > rec * W)
     else:
         skip = xp.asarray(static_skip)
     skipf = _as(xp, skip, cdt)
     buf_new = buf_x * (1 - skipf) + skipf * (buf * (1 - oh) + oh * rv[None, :])
     early = st <= W or st < wu
-    gm = xp.exp(xp.mean(xp.log(buf_new), axis=0))
+    bpos = buf_new > 0          # a zero entry (the zero-initialised window) makes the geometric mean 0
+    gm = xp.where(xp.all(bpos, axis=0),
+                  xp.exp(xp.mean(xp.log(xp.where(bpos, buf_new, xp.ones_like(buf_new))), axis=0)), 0.0)
     use_x2 = skipf if not early else xp.ones_like(skipf)
     var = use_x2 * x2 + (1 - use_x2) * gm
     ratio = xp.sqrt(var + eps) / xp.sqrt(rv + eps)

@@ -468,3 +468,28 @@ def test_batch_norm_paths(path, rng, dtype, training):
         assert_close(y, ry, rtol=tol, atol=tol)
         assert_close(nrm, rrm, rtol=tol)
         assert_close(nrv, rrv, rtol=tol)
+
+
+def test_unified_norm_state_threading_from_zero_buffers(rng):
+    """Eight steps from the module's initial state (zero windows), the state threaded in and out as the layer."""
+    from optnorm.norm import unified_norm
+    from optnorm.norm.batch import unified_norm_bwd, unified_norm_fwd
+    C = 4
+    st = dict(rv=np.ones(C), ema=np.zeros(C), bx=np.zeros((3, C)), bg=np.zeros((2, C)))
+    ref = {k: v.copy() for k, v in st.items()}
+    w, b = rng.standard_normal(C), rng.standard_normal(C)
+    for k in range(1, 9):
+        x = rng.standard_normal((5, C)) * (1 + k / 4)
+        gy = rng.standard_normal(x.shape)
+        opts = dict(step=k, warmup_iters=2, momentum=0.7)
+        (y, st["rv"], st["bx"]), res = unified_norm_fwd(x, st["rv"], st["ema"], st["bx"], st["bg"], w, b, **opts)
+        dx, _, st["ema"], _, st["bg"], _, _ = unified_norm_bwd(res, (gy, None, None))
+        with np.errstate(divide="ignore"):
+            ry, ref["rv"], ref["bx"], rdx, _, ref["ema"], ref["bg"] = ref_un_step(
+                x, ref["rv"], ref["ema"], ref["bx"], ref["bg"], w, b, k, 2, False, 1e-5, 0.7, gy)
+        assert_close(y, ry, rtol=1e-10, atol=1e-12)
+        assert_close(dx, rdx, rtol=1e-9, atol=1e-12)
+        for key in st:
+            assert_close(st[key], ref[key], rtol=1e-10, atol=1e-14, err_msg=f"step {k} {key}")
+    assert np.all(st["bx"] > 0)   # the window filled up
+    assert np.all(np.isfinite(unified_norm(x, st["rv"], st["ema"], st["bx"], st["bg"], step=9, warmup_iters=2)[0]))
