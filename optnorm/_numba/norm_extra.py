@@ -47,7 +47,7 @@ def bn_channel_apply(x3, mean, scale, shift, out):
                 out[n, c, m] = (x3[n, c, m] - mu) * s + t
 
 
-def batch_norm_forward(x, running_mean, running_var, weight, bias, training, momentum, eps, axis):
+def batch_norm_forward(x, running_mean, running_var, weight, bias, training, momentum, eps, axis, unbiased=True):
     """NumPy float32/float64 batch_norm forward (no sample weights); returns (y, new_rm, new_rv)."""
     xm = np.moveaxis(x, axis, 1)
     shp = xm.shape
@@ -73,5 +73,5 @@ def batch_norm_forward(x, running_mean, running_var, weight, bias, training, mom
         return y, None, None
     n = N * x3.shape[2]
     rm = ((1 - momentum) * running_mean.astype(np.float64) + momentum * mean).astype(running_mean.dtype)
-    rv = ((1 - momentum) * running_var.astype(np.float64) + momentum * var * (n / (n - 1))).astype(running_var.dtype)
+    rv = ((1 - momentum) * running_var.astype(np.float64) + momentum * var * (n / (n - 1) if unbiased else 1.0)).astype(running_var.dtype)
     return y, rm, rv

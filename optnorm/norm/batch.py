@@ -91,7 +91,8 @@ def _bn_validate(x, running_mean, running_var, weight, bias, sample_weight, trai
     return xp, ax
 
 
-def _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis):
+def _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis,
+            unbiased=True):
     xp, ax = _bn_validate(x, running_mean, running_var, weight, bias, sample_weight, training, momentum, eps, axis)
     cdt = compat.compute_dtype(x, xp)
     xc = _as(xp, x, cdt)
@@ -102,7 +103,7 @@ def _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, *, traini
     b = _vec(xp, bias, bs, cdt)
     res = dict(xp=xp, ax=ax, bs=bs, red=red, n=n, training=training, m=float(momentum), dtype=x.dtype,
                has_w=weight is not None, has_b=bias is not None, has_sw=sample_weight is not None,
-               has_rs=running_mean is not None, g=g,
+               has_rs=running_mean is not None, g=g, unbiased=bool(unbiased),
                wdt=None if weight is None else weight.dtype, bdt=None if bias is None else bias.dtype,
                rmdt=None if running_mean is None else running_mean.dtype,
                rvdt=None if running_var is None else running_var.dtype,
@@ -113,7 +114,7 @@ def _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, *, traini
             mu = xp.mean(xc, axis=red, keepdims=True)
             d = xc - mu
             var = xp.mean(d * d, axis=red, keepdims=True)
-            corr = n / (n - 1)
+            corr = n / (n - 1) if unbiased else 1.0
             wn = None
         else:
             mper = n // x.shape[0]
@@ -124,7 +125,7 @@ def _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, *, traini
             mu = _sum(xp, om * xc, red)
             d = xc - mu
             var = _sum(xp, om * d * d, red)
-            corr = 1.0 / (1.0 - xp.sum(wn * wn) / mper)
+            corr = 1.0 / (1.0 - xp.sum(wn * wn) / mper) if unbiased else 1.0
             res.update(ssum=ssum, mper=mper)
         r = 1.0 / xp.sqrt(var + eps)
         xh = d * r
@@ -150,7 +151,7 @@ def _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, *, traini
 
 
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, sample_weight=None, *,
-               training=True, momentum=0.1, eps=1e-5, axis=1):
+               training=True, momentum=0.1, eps=1e-5, axis=1, unbiased=True):
     r"""Batch normalization with torch's exact semantics, explicit running statistics and optional sample weights.
 
     Training (``training=True``)::
@@ -163,7 +164,8 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, s
     with normalised sample weights ``w = sample_weight / sum(sample_weight)`` (uniform ``1/N`` when None, which is
     exactly ``torch.nn.functional.batch_norm``: biased variance for normalising, unbiased ``n/(n-1)`` in the running
     update).  ``k`` is the reliability-weights unbiasing factor ``1 / (1 - sum_i w_i^2 / M)`` (``M`` = values per
-    sample and channel), which is ``n/(n-1)`` for uniform weights.  ``momentum`` is torch's convention: the weight
+    sample and channel), which is ``n/(n-1)`` for uniform weights; ``unbiased=False`` sets ``k = 1`` (the biased
+    variance in the running update, as AdaB2N's code does).  ``momentum`` is torch's convention: the weight
     of the *new* batch statistic.  Evaluation (``training=False``) normalises with the running statistics and
     returns them unchanged.  Per-sample weights implement the task-balanced statistics of AdaB2N (Lyu et al. 2024,
     "Overcoming Recency Bias of Normalization Statistics in Continual Learning"); optnorm's own unbiasing choice.
@@ -189,6 +191,8 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, s
     eps : float > 0
     axis : int
         Channel axis.
+    unbiased : bool
+        Unbiased (torch, default) or biased batch variance in the running-variance update.
 
     Returns
     -------
@@ -204,16 +208,17 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, s
     True
     """
     return _bn_dispatch(x, running_mean, running_var, weight, bias, sample_weight, training=training,
-                        momentum=momentum, eps=eps, axis=axis)
+                        momentum=momentum, eps=eps, axis=axis, unbiased=unbiased)
 
 
 _bn_dispatch = Dispatcher("norm.batch_norm")
 
 
 @_bn_dispatch.generic
-def _bn_generic(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis):
+def _bn_generic(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis,
+                unbiased):
     return _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, training=training,
-                   momentum=momentum, eps=eps, axis=axis)[0]
+                   momentum=momentum, eps=eps, axis=axis, unbiased=unbiased)[0]
 
 
 def _bn_numba_ok(x, running_mean, running_var, weight, bias, sample_weight, **kw):
@@ -226,17 +231,19 @@ def _bn_numba_ok(x, running_mean, running_var, weight, bias, sample_weight, **kw
 
 
 @_bn_dispatch.numba(when=_bn_numba_ok)
-def _bn_numba(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis):
+def _bn_numba(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis,
+              unbiased):
     _, ax = _bn_validate(x, running_mean, running_var, weight, bias, sample_weight, training, momentum, eps, axis)
     from .._numba.norm_extra import batch_norm_forward
 
-    return batch_norm_forward(x, running_mean, running_var, weight, bias, training, float(momentum), float(eps), ax)
+    return batch_norm_forward(x, running_mean, running_var, weight, bias, training, float(momentum), float(eps), ax,
+                              bool(unbiased))
 
 
 def batch_norm_fwd(x, running_mean=None, running_var=None, weight=None, bias=None, sample_weight=None, *,
-                   training=True, momentum=0.1, eps=1e-5, axis=1):
+                   training=True, momentum=0.1, eps=1e-5, axis=1, unbiased=True):
     return _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, training=training,
-                   momentum=momentum, eps=eps, axis=axis)
+                   momentum=momentum, eps=eps, axis=axis, unbiased=unbiased)
 
 
 def _bn_bwd_core(res, gy, grm, grv):
@@ -271,7 +278,7 @@ def _bn_bwd_core(res, gy, grm, grv):
             per = amu * res["xc"] + avar * res["d"] * res["d"]
             dwn = xp.reshape(xp.sum(per, axis=other), (nb,)) / res["mper"]
             wn = res["wn"]
-            if res["has_rs"]:
+            if res["has_rs"] and res["unbiased"]:
                 # corr = 1/(1 - sum wn^2/M): d corr/d wn_i = corr^2 * 2 wn_i / M
                 scal = xp.sum(m * grv_b * res["var"]) if grv is not None else 0.0
                 dwn = dwn + scal * res["corr"] ** 2 * 2.0 * wn / res["mper"]

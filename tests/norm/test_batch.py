@@ -493,3 +493,26 @@ def test_unified_norm_state_threading_from_zero_buffers(rng):
             assert_close(st[key], ref[key], rtol=1e-10, atol=1e-14, err_msg=f"step {k} {key}")
     assert np.all(st["bx"] > 0)   # the window filled up
     assert np.all(np.isfinite(unified_norm(x, st["rv"], st["ema"], st["bx"], st["bg"], step=9, warmup_iters=2)[0]))
+
+
+def test_batch_norm_adab2n_rule(xp, rng, path):
+    """AdaB2N's training forward (lvyilin/AdaB2N, models/utils/adab2n.py): task-balanced sample weights, biased
+    batch variance in the running update, eta as the momentum."""
+    x = rng.standard_normal((6, 3, 2, 2)) + 0.5
+    tasks, counts = np.array([0, 0, 1, 1, 1, 2]), np.array([2, 3, 1])
+    conc = np.exp(np.array([0.1, -0.2, 0.3])) + np.array([10.0, 20.0, 5.0])
+    pi = conc / conc.sum()
+    sw = pi[tasks] / counts[tasks]
+    rm, rv, eta = rng.standard_normal(3), rng.random(3) + 0.5, 0.3
+    mu = np.einsum("nc,n->c", x.mean((2, 3)), sw)
+    var = np.einsum("nc,n->c", ((x - mu[None, :, None, None]) ** 2).mean((2, 3)), sw)
+    ref_y = (x - mu[None, :, None, None]) / np.sqrt(var[None, :, None, None] + 1e-5)
+    y, nrm, nrv = batch_norm(xp.asarray(x), xp.asarray(rm), xp.asarray(rv), sample_weight=xp.asarray(sw),
+                             momentum=eta, unbiased=False)
+    assert_close(y, ref_y, rtol=1e-10, atol=1e-12)
+    assert_close(nrm, rm + eta * (mu - rm), rtol=1e-12)
+    assert_close(nrv, (1 - eta) * rv + eta * var, rtol=1e-12)
+    # without weights and unbiased=False: the biased running update (both paths)
+    y2, _, nrv2 = batch_norm(xp.asarray(x), xp.asarray(rm), xp.asarray(rv), momentum=eta, unbiased=False)
+    assert_close(nrv2, (1 - eta) * rv + eta * x.var(axis=(0, 2, 3)), rtol=1e-12)
+    check_vjp("norm.batch_norm", x, rm, rv, None, None, sw, opts={"momentum": eta, "unbiased": False})
