@@ -601,7 +601,8 @@ def power_norm(x, running_phi, grad_ema=None, weight=None, bias=None, *, step, t
 
     This is not the gradient of the forward but a state-carrying rule: the updated ``grad_ema`` is returned in
     the **cotangent slot of grad_ema** (read ``grad_ema.grad`` in torch, the grad of that argument in JAX), not
-    as a gradient.  ``backward="exact"`` gives the true VJP of the forward instead (statistics differentiated
+    as a gradient.  In torch pass a fresh leaf with ``requires_grad=True`` each step (``.grad`` accumulates), and
+    use the output once: a slot reached by two paths of the graph is summed.  ``backward="exact"`` gives the true VJP of the forward instead (statistics differentiated
     during warm-up, the running statistic a constant afterwards), and a zero grad_ema slot.
 
     Shen, Yao, Gholami, Mahoney & Keutzer (2020), "PowerNorm: Rethinking Batch Normalization in Transformers";
@@ -824,7 +825,8 @@ def unified_norm(x, running_var, ema_gz=None, buffer_x2=None, buffer_gz=None, we
         dx = (g' - c z) / sqrt(var + eps),  c = mean_gz if skipped else new_ema_gz;   dweight = sum(g r z)
 
     This rule is not the gradient of the forward: the updated ``ema_gz`` and ``buffer_gz`` are returned in
-    **their own cotangent slots** (as :func:`power_norm` does with grad_ema), not as gradients.
+    **their own cotangent slots** (as :func:`power_norm` does with grad_ema; same caveats: fresh leaves with
+    ``requires_grad=True`` in torch, one use of the output), not as gradients.
     ``backward="exact"`` gives the true VJP of the forward (through x2 and the geometric mean) and zero slots.
     Running_var and buffer_x2 get their exact cotangents in both modes.
 
