@@ -520,6 +520,7 @@ def soft_attention(q, v, landmarks=None, *, num_landmarks=None, iters=20, reg=0.
         Queries, also the keys.
     v : array (..., n, dv)
     landmarks : array (..., m, d), optional
+        In the units of ``q`` (the same kernel is applied to both).
     num_landmarks : int, optional
         Used when ``landmarks`` is None; must divide n.
     iters, reg, grad
