@@ -520,6 +520,7 @@ def soft_attention(q, v, landmarks=None, *, num_landmarks=None, iters=20, reg=0.
         Queries, also the keys.
     v : array (..., n, dv)
     landmarks : array (..., m, d), optional
+        In the units of ``q`` (the same kernel is applied to both).
     num_landmarks : int, optional
         Used when ``landmarks`` is None; must divide n.
     iters, reg, grad
@@ -609,7 +610,8 @@ def nala_attention(q, k, v, *, causal=False, eps=1e-6, norm_eps=1e-6, chunk_size
     to the numerator only) is **omitted**, so rows sum exactly to 1 (up to eps); ``norm_eps`` is added to
     ``||q||`` (the code divides by ``||q||`` and gives 0/0 for a zero query).  LePE, the gate and the
     projections are outside this function.  ``causal=True`` restricts j <= i (the 1/N factor stays N = n).
-    Meng et al. (2025/2026), "NaLaFormer: Norm-Aware Linear Attention for Transformer Models".
+    Meng et al. (ICML 2026), "Norm x Direction: Restoring the Missing Query Norm in Vision Linear Attention"
+    (NaLaFormer).
 
     Parameters
     ----------
