@@ -220,3 +220,22 @@ def test_import_is_lazy():
             "if m in sys.modules]; print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"import optnorm pulled in: {out}"
+
+
+def test_check_vjp_skips_none_outputs(rng):
+    def f(x, *, scale=1.0):
+        return x * scale, None
+
+    def f_fwd(x, *, scale=1.0):
+        return f(x, scale=scale), scale
+
+    def f_bwd(res, dy):
+        assert dy[1] is None
+        return (dy[0] * res,)
+
+    check_vjp(ops.Op("testing.none_out", f, f_fwd, f_bwd, array_params=("x",)), rng.standard_normal(4),
+              opts={"scale": 3.0})
+
+
+def test_assert_close_dtype_names(xp):
+    assert_close(xp.asarray(np.ones(2, np.float32)), np.ones(2), check_dtype="float32")
