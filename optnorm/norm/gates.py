@@ -229,7 +229,35 @@ ops.register("norm.moe_gate", moe_gate, moe_gate_fwd, moe_gate_bwd)
 
 
 # ---------------------------------------------------------------- soft top-k
+_soft_topk_paths = Dispatcher("norm.soft_topk")
+
+
+@_soft_topk_paths.generic
+def _(z, *, k, alpha, n_iter, xp):
+    return _soft_topk_bisect(z, k, alpha, n_iter, xp)[0]
+
+
+@_soft_topk_paths.numba(when=lambda z, **kw: numpy_float(z))
+def _(z, *, k, alpha, n_iter, xp):
+    import numpy as np
+
+    from .._numba import norm_wave2
+
+    n = z.shape[-1]
+    rows = np.ascontiguousarray(z.reshape(-1, n))
+    out = np.empty_like(rows)
+    norm_wave2.soft_topk_rows(rows, k, float(alpha), n_iter, out)
+    return out.reshape(z.shape)
+
+
 def _soft_topk_core(z, k, alpha, n_iter, xp):
+    """p = σ(α(z + t)) with Σⱼ pⱼ = k along the last axis (bisection for t; fast path on NumPy)."""
+    if k == z.shape[-1]:
+        return xp.ones_like(z)
+    return _soft_topk_paths(z, k=k, alpha=alpha, n_iter=n_iter, xp=xp)
+
+
+def _soft_topk_bisect(z, k, alpha, n_iter, xp):
     """Bisection for t with Σⱼ σ(α(zⱼ + t)) = k along the last axis; returns (p, t)."""
     n = z.shape[-1]
     r = k / n
@@ -292,7 +320,7 @@ def soft_topk_fwd(x, *, k, alpha=1.0, axis=-1, n_iter=64):
     n_iter = validate.check_int(n_iter, "n_iter", low=1)
     dt = compat.compute_dtype(x, xp)
     z = _move(xp.astype(x, dt) if x.dtype != dt else x, ax, xp)
-    p, _ = _soft_topk_core(z, k, alpha, n_iter, xp)
+    p = _soft_topk_core(z, k, alpha, n_iter, xp)
     y = _unmove(p, ax, xp)
     return (xp.astype(y, x.dtype) if y.dtype != x.dtype else y), (p, alpha, ax, x.dtype)
 
@@ -370,7 +398,7 @@ def soft_topk_loss_fwd(logits, targets, *, k, alpha=1.0, n_iter=64, reduction="m
     dt = compat.compute_dtype(logits, xp)
     z = xp.astype(logits, dt) if logits.dtype != dt else logits
     tg = xp.astype(targets, dt)
-    p, t = _soft_topk_core(z, k, alpha, n_iter, xp)
+    p, t = _soft_topk_bisect(z, k, alpha, n_iter, xp)
     npos = xp.sum(tg, axis=-1, keepdims=True)
     inv_np = xp.where(npos > 0, 1.0 / xp.where(npos > 0, npos, 1.0), 0.0)
     if t is None:
