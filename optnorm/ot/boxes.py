@@ -425,8 +425,8 @@ def normalized_wasserstein_boxes(b1, b2, *, C=12.8, format="xyxy", pairwise=Fals
     >>> import numpy as np
     >>> b = np.array([[0., 0, 10, 10], [20., 0, 30, 10]])
     >>> normalized_wasserstein_boxes(b, b, pairwise=True).round(3)
-    array([[1.   , 0.21 ],
-           [0.21 , 1.   ]])
+    array([[1.  , 0.21],
+           [0.21, 1.  ]])
     """
     _check_common(C, eps)
     if pairwise and not _needs_generic(b1, b2, format):
