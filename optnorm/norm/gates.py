@@ -161,10 +161,13 @@ def moe_gate(logits, *, k=None, temperature=1.0, activation=None, axis=-1):
 
     - ``activation=None, k=None``: dense-to-sparse gate softmax(s/τ) (τ annealed by the caller).
     - ``k`` given: the top-k sparse gate of :func:`topk_softmax` on σ(s)/τ (same tie rule).
-    - ``activation="tanh" | "sigmoid"``: the activation dense-to-sparse gate softmax(σ(s)/τ),
-      which the paper proposes to restore sample efficiency of temperature-controlled gates (the
-      activation bounds the logits, which removes the interaction between τ and the expert
-      parameters that slows estimation).
+    - ``activation="tanh" | "sigmoid"``: the activation dense-to-sparse gate softmax(σ(s)/τ): the
+      linear layer's output goes through an activation before the softmax, which removes the
+      interaction (a PDE) between τ and the gating parameters that makes maximum-likelihood
+      estimation slower than any polynomial rate.  The paper's guarantee needs σ and its
+      derivatives to satisfy first- and second-order linear-independence conditions; tanh and
+      sigmoid are offered here, but which activations the paper proves admissible was not
+      checked against its definitions.
 
     Nguyen, Nguyen, Ho et al., "Is Temperature Sample Efficient for Softmax Gaussian Mixture of
     Experts?" (ICML 2024); Nie et al., "Dense-to-Sparse Gate for Mixture-of-Experts" (2021).
