@@ -1,0 +1,141 @@
+"""Bures-Wasserstein metric object: pyRiemann and closed forms, exp/log round trips, GBW and power deformation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg as sl
+
+import optnorm.spd as spd
+from optnorm.testing import assert_close
+
+from .helpers import random_spd, ref_bw2, ref_funm, ref_sqrtm, to
+
+
+def _gbw_ref_dist2(M, X, Y):
+    Mi = np.linalg.inv(M)
+    out = []
+    for x, y in zip(X, Y):
+        h = np.real(sl.sqrtm(x))
+        out.append(np.trace(Mi @ x) + np.trace(Mi @ y) - 2 * np.trace(np.real(sl.sqrtm(h @ Mi @ y @ Mi @ h))))
+    return np.array(out)
+
+
+def test_against_pyriemann(xp, rng):
+    geo = pytest.importorskip("pyriemann.geometry.geodesic", reason="pyRiemann is not installed")
+    ts = pytest.importorskip("pyriemann.geometry.tangentspace", reason="pyRiemann is not installed")
+    A, B = random_spd(rng, (5,), 4), random_spd(rng, (5,), 4)
+    bw = spd.bures_wasserstein()
+    assert_close(bw.geodesic(to(xp, A), to(xp, B), 0.3), geo.geodesic_wasserstein(A, B, 0.3), rtol=1e-10)
+    assert_close(bw.log(to(xp, A), to(xp, B)), ts.log_map_wasserstein(B, A), rtol=1e-10, atol=1e-12)
+    V = bw.log(A, B)
+    ref = np.stack([ts.exp_map_wasserstein(v, a) for v, a in zip(V, A)])   # pyRiemann's exp map is per matrix
+    assert_close(bw.exp(to(xp, A), to(xp, V)), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_mean_against_pyriemann(xp, rng):
+    mean = pytest.importorskip("pyriemann.geometry.mean", reason="pyRiemann is not installed")
+    X = random_spd(rng, (12,), 4)
+    w = rng.random(12)
+    w /= w.sum()
+    res = spd.bures_wasserstein().mean(to(xp, X), to(xp, w), tol=1e-12)
+    assert res.converged and res.n_iter < 50 and len(res.errors) == res.n_iter
+    assert_close(res.mean, mean.mean_wasserstein(X, sample_weight=w, tol=1e-12), rtol=1e-9, atol=1e-11)
+
+
+def test_geomstats_peer():
+    pytest.importorskip("geomstats", reason="geomstats 2.8 needs numpy<2.4 and is not installed here")
+
+
+def test_closed_forms_and_round_trips(rng):
+    A, B = random_spd(rng, (6,), 5), random_spd(rng, (6,), 5)
+    bw = spd.bures_wasserstein()
+    V = bw.log(A, B)
+    assert_close(bw.exp(A, V), B, rtol=1e-10)
+    assert_close(bw.inner(A, V, V), ref_bw2(A, B), rtol=1e-9)           # g(Log, Log) = d^2
+    assert_close(bw.geodesic(A, B, 0.0), A, rtol=1e-12)
+    assert_close(bw.geodesic(A, B, 1.0), B, rtol=1e-10)
+    # closed form of the geodesic with the (AB)^{1/2} + (BA)^{1/2} cross term (spd_learn PR #2 bug class)
+    t = 0.4
+    h = ref_sqrtm(A)
+    AB = h @ ref_sqrtm(h @ B @ h) @ np.linalg.inv(h)
+    ref = (1 - t) ** 2 * A + t ** 2 * B + t * (1 - t) * (AB + np.swapaxes(AB, -1, -2))
+    assert_close(bw.geodesic(A, B, t), ref, rtol=1e-10)
+    # the geodesic is constant speed: d(A, g(t)) = t d(A, B)
+    assert_close(bw.distance(A, bw.geodesic(A, B, t)), t * bw.distance(A, B), rtol=1e-7)
+    # the log at the identity is 2 (X^{1/2} - I); exp at the identity (I + V/2)^2
+    I = np.broadcast_to(np.eye(5), A.shape)
+    assert_close(bw.log(I, B), 2 * (ref_sqrtm(B) - I), rtol=1e-10, atol=1e-12)
+    assert_close(bw.exp(I, V), (I + V / 2) @ (I + V / 2), rtol=1e-10)
+    # array t broadcasts over the batch
+    ts = np.linspace(0, 1, 6)
+    G = bw.geodesic(A, B, ts)
+    assert_close(G[-1], B[-1], rtol=1e-10)
+
+
+def test_gbw_identity_is_bw_and_matches_formula(xp, rng):
+    A, B = random_spd(rng, (4,), 3), random_spd(rng, (4,), 3)
+    M = random_spd(rng, (), 3)
+    bw, gI = spd.bures_wasserstein(), spd.bures_wasserstein(to(xp, np.eye(3)))
+    assert_close(gI.distance(to(xp, A), to(xp, B)), bw.distance(A, B), rtol=1e-10)
+    assert_close(gI.log(to(xp, A), to(xp, B)), bw.log(A, B), rtol=1e-10, atol=1e-12)
+    assert_close(gI.mean(to(xp, A)).mean, bw.mean(A).mean, rtol=1e-10)
+    assert_close(gI.geodesic(to(xp, A), to(xp, B), 0.7), bw.geodesic(A, B, 0.7), rtol=1e-10)
+    g = spd.bures_wasserstein(to(xp, M))
+    assert_close(g.distance(to(xp, A), to(xp, B), squared=True), _gbw_ref_dist2(M, A, B), rtol=1e-9)
+    # GBW log: M (M^-1 X M^-1 Y)^{1/2} + (Y M^-1 X M^-1)^{1/2} M - 2X
+    Mi = np.linalg.inv(M)
+    ref = np.stack([np.real(M @ sl.sqrtm(Mi @ x @ Mi @ y) + sl.sqrtm(y @ Mi @ x @ Mi) @ M) - 2 * x
+                    for x, y in zip(A, B)])
+    assert_close(g.log(to(xp, A), to(xp, B)), ref, rtol=1e-8, atol=1e-10)
+    Ax, Bx = to(xp, A), to(xp, B)
+    V = g.log(Ax, Bx)
+    assert_close(g.exp(Ax, V), B, rtol=1e-10)
+    assert_close(g.inner(Ax, V, V), g.distance(Ax, Bx, squared=True), rtol=1e-9)
+
+
+@pytest.mark.parametrize("power", [0.5, -1.0, 2.0])
+def test_power_deformation(rng, power):
+    A, B = random_spd(rng, (3,), 3), random_spd(rng, (3,), 3)
+    M = random_spd(rng, (), 3)
+    g = spd.bures_wasserstein(M, power=power)
+    Ap, Bp = ref_funm(A, lambda w: w ** power), ref_funm(B, lambda w: w ** power)
+    assert_close(g.distance(A, B, squared=True), _gbw_ref_dist2(M, Ap, Bp) / power ** 2, rtol=1e-9)
+    V = g.log(A, B)
+    assert_close(g.exp(A, V), B, rtol=1e-9)
+    assert_close(g.inner(A, V, V), g.distance(A, B, squared=True), rtol=1e-8)
+    assert_close(g.geodesic(A, B, 1.0), B, rtol=1e-9)
+    m = g.mean(np.stack([A, B], axis=-3)).mean
+    assert_close(g.distance(m, A), g.distance(m, B), rtol=1e-7)      # midpoint of two points
+
+
+def test_mean_callback_and_result(rng):
+    X = random_spd(rng, (2, 6), 3)           # a batch of two sets of six
+    calls = []
+    res = spd.bures_wasserstein().mean(X, callback=lambda s: calls.append(s["n_iter"]) or s["n_iter"] >= 2)
+    assert res.n_iter == 2 and not res.converged and calls == [1, 2]
+    full = spd.bures_wasserstein().mean(X, tol=1e-12)
+    assert full.converged and full.mean.shape == (2, 3, 3)
+    assert full.errors[-1] <= 1e-12
+    for i in range(2):   # each batch member is the barycenter of its own set
+        T = [np.eye(3) - 0.5 * np.asarray(spd.bures_wasserstein().log(full.mean[i], x)) for x in X[i]]
+        assert_close(np.mean([spd.bures_wasserstein().log(full.mean[i], x) for x in X[i]], axis=0),
+                     np.zeros((3, 3)), atol=1e-9)
+        del T
+
+
+def test_bad_input(rng):
+    A = random_spd(rng, (), 3)
+    with pytest.raises(ValueError, match="power must be a finite non-zero number"):
+        spd.bures_wasserstein(power=0)
+    with pytest.raises(ValueError, match="M must be positive definite"):
+        spd.bures_wasserstein(np.diag([1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError, match="M must be one"):
+        spd.bures_wasserstein(random_spd(rng, (2,), 3))
+    with pytest.raises(ValueError, match="X has shape"):
+        spd.bures_wasserstein(np.eye(4)).distance(A, A)
+    with pytest.raises(ValueError, match="X must have shape"):
+        spd.bures_wasserstein().mean(A)
+    with pytest.raises(ValueError, match="weights must sum to 1"):
+        spd.bures_wasserstein().mean(random_spd(rng, (3,), 3), np.array([0.5, 0.5, 0.5]))
+    with pytest.raises(ValueError, match="Y must be positive definite"):
+        spd.bures_wasserstein().log(A, -A)

@@ -1,0 +1,107 @@
+"""BW / AIRM / LEM distances: pyRiemann and float64 references on every backend, the Numba kernel, VJPs, edge cases."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import optnorm.spd as spd
+from optnorm.testing import assert_close, check_vjp
+
+from .helpers import random_spd, ref_bw2, ref_funm, to
+
+pyr = pytest.importorskip("pyriemann.geometry.distance", reason="pyRiemann is not installed")
+
+
+@pytest.mark.parametrize("name,peer", [("bw_distance", "distance_wasserstein"), ("airm_distance", "distance_riemann"),
+                                       ("lem_distance", "distance_logeuclid")])
+def test_distances_match_pyriemann(xp, rng, name, peer):
+    A, B = random_spd(rng, (7,), 5), random_spd(rng, (7,), 5)
+    d = getattr(spd, name)(to(xp, A), to(xp, B))
+    assert_close(d, getattr(pyr, peer)(A, B), rtol=1e-10, atol=1e-12)
+    d2 = getattr(spd, name)(to(xp, A), to(xp, B), squared=True)
+    assert_close(d2, getattr(pyr, peer)(A, B) ** 2, rtol=1e-10, atol=1e-12)
+
+
+def test_distances_float64_references(rng):
+    A, B = random_spd(rng, (2, 3), 4), random_spd(rng, (2, 3), 4)
+    assert_close(spd.bw_distance(A, B, squared=True), ref_bw2(A, B), rtol=1e-10)
+    Ai = np.linalg.inv(ref_funm(A, np.sqrt))
+    mu = np.linalg.eigvalsh(Ai @ B @ Ai)
+    assert_close(spd.airm_distance(A, B), np.sqrt(np.sum(np.log(mu) ** 2, -1)), rtol=1e-10)
+    D = ref_funm(A, np.log) - ref_funm(B, np.log)
+    assert_close(spd.lem_distance(A, B), np.linalg.norm(D, axis=(-2, -1)), rtol=1e-10)
+
+
+def test_broadcast_and_float32(xp, rng):
+    A, B = random_spd(rng, (4,), 3), random_spd(rng, (), 3)
+    d = spd.bw_distance(to(xp, A.astype(np.float32)), to(xp, B.astype(np.float32)))
+    assert d.dtype == xp.float32 and tuple(d.shape) == (4,)
+    assert_close(d, np.sqrt(ref_bw2(A, np.broadcast_to(B, A.shape))), rtol=1e-4)
+
+
+@pytest.mark.parametrize("n", [2, 3, 16, 40])
+def test_bw_numba_kernel_matches_generic(rng, path, n):
+    A, B = random_spd(rng, (30,), n), random_spd(rng, (30,), n)
+    assert_close(spd.bw_distance(A, B), np.sqrt(ref_bw2(A, B)), rtol=1e-10, atol=1e-12)
+    assert_close(spd.bw_distance(A.astype(np.float32), B.astype(np.float32)), np.sqrt(ref_bw2(A, B)), rtol=1e-4)
+
+
+def test_self_distance_is_zero_not_nan(rng):
+    A = random_spd(rng, (3,), 4)
+    for f in (spd.bw_distance, spd.airm_distance, spd.lem_distance):
+        d = f(A, A)
+        assert np.all(np.isfinite(d)) and np.all(d < 1e-6)
+    I = np.eye(3)
+    assert spd.bw_distance(I, I) == 0.0
+
+
+@pytest.mark.parametrize("name", ["bw_distance", "airm_distance", "lem_distance"])
+@pytest.mark.parametrize("squared", [False, True])
+def test_distance_vjp(rng, name, squared):
+    A, B = random_spd(rng, (3,), 4), random_spd(rng, (3,), 4)
+    check_vjp(name, A, B, opts=dict(squared=squared, check=False))
+    check_vjp(name, A, B[0], opts=dict(squared=squared, check=False))
+
+
+def test_bw_gradient_is_identity_minus_transport_map(rng):
+    A, B = random_spd(rng, (), 4), random_spd(rng, (), 4)
+    from optnorm.spd.distances import _bw_distance_bwd, bw_distance_fwd
+
+    _, res = bw_distance_fwd(A, B, squared=True)
+    gA, gB = _bw_distance_bwd(res, np.array(1.0))
+    T = np.eye(4) - gA
+    assert_close(T @ A @ T, B, rtol=1e-10)                 # T pushes N(0, A) to N(0, B)
+    assert_close(np.eye(4) - gB, np.linalg.inv(T), rtol=1e-9)
+
+
+@given(st.floats(1.0, 8.0), st.sampled_from(["float32", "float64"]))
+def test_ill_conditioned_distances_finite(log_cond, dtype):
+    if dtype == "float32":
+        log_cond = min(log_cond, 4.0)
+    rng = np.random.default_rng(int(log_cond * 977))
+    A = random_spd(rng, (2,), 5, cond=10 ** log_cond).astype(dtype)
+    B = random_spd(rng, (2,), 5, cond=10 ** log_cond).astype(dtype)
+    from optnorm.spd import distances as D
+
+    for fwd, bwd in ((D.bw_distance_fwd, D._bw_distance_bwd), (D.airm_distance_fwd, D._airm_bwd),
+                     (D.lem_distance_fwd, D._lem_bwd)):
+        d, res = fwd(A, B, check=False)
+        assert np.all(np.isfinite(d))
+        ga, gb = bwd(res, np.ones_like(d))
+        assert np.all(np.isfinite(ga)) and np.all(np.isfinite(gb))
+
+
+def test_bad_input(rng):
+    A = random_spd(rng, (), 3)
+    with pytest.raises(ValueError, match="B must be positive definite; its smallest eigenvalue is -2"):
+        spd.bw_distance(A, np.diag([1.0, 1.0, -2.0]))
+    with pytest.raises(ValueError, match="matrix sizes differ"):
+        spd.airm_distance(A, np.eye(4))
+    with pytest.raises(ValueError, match="do not broadcast"):
+        spd.lem_distance(random_spd(rng, (2,), 3), random_spd(rng, (3,), 3))
+    with pytest.raises(ValueError, match="A is not symmetric"):
+        spd.bw_distance(A + np.triu(np.ones((3, 3)), 1), A)
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    with pytest.raises(TypeError, match="A is numpy, B is torch"):
+        spd.bw_distance(A, torch.tensor(A))
