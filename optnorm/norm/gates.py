@@ -57,6 +57,29 @@ def _(z, *, k, inv_t, xp):
     return out.reshape(z.shape), idx.reshape(z.shape[:-1] + (k,))
 
 
+def _cuda_float(z):
+    return str(z.dtype) in ("float32", "float64")
+
+
+@_topk.cuda(when=lambda z, *, k, **kw: _cuda_float(z) and k <= 64)
+def _(z, *, k, inv_t, xp):
+    """One thread per row (rows are short: experts); kernel ``topk_softmax_rows<T>`` in _cuda/wave2.cu."""
+    import cupy
+    import numpy as np
+
+    from .._cuda import loader
+
+    n = z.shape[-1]
+    rows = cupy.ascontiguousarray(z.reshape(-1, n))
+    R = rows.shape[0]
+    out = cupy.empty_like(rows)
+    idx = cupy.empty((R, k), dtype=cupy.int64)
+    if R:
+        ker = loader.kernel("wave2", f"topk_softmax_rows<{loader.dtype_name(z.dtype)}>")
+        ker(((R + 127) // 128,), (128,), (rows, out, idx, np.int64(R), np.int64(n), np.int32(k), np.float64(inv_t)))
+    return out.reshape(z.shape), idx.reshape(z.shape[:-1] + (k,))
+
+
 def _prep_logits(logits, name, axis):
     xp = compat.array_namespace(logits)
     validate.check_float(logits, name, xp)
@@ -250,6 +273,27 @@ def _(z, *, k, alpha, n_iter, xp):
     rows = np.ascontiguousarray(z.reshape(-1, n))
     out = np.empty_like(rows)
     norm_wave2.soft_topk_rows(rows, k, float(alpha), n_iter, out)
+    return out.reshape(z.shape)
+
+
+@_soft_topk_paths.cuda(when=lambda z, **kw: _cuda_float(z))
+def _(z, *, k, alpha, n_iter, xp):
+    """One thread per row; kernel ``soft_topk_rows<T>`` in _cuda/wave2.cu (requires k < n)."""
+    import cupy
+    import numpy as np
+
+    from .._cuda import loader
+
+    n = z.shape[-1]
+    rows = cupy.ascontiguousarray(z.reshape(-1, n))
+    R = rows.shape[0]
+    out = cupy.empty_like(rows)
+    r = k / n
+    c = math.log(r / (1.0 - r)) / alpha
+    if R:
+        ker = loader.kernel("wave2", f"soft_topk_rows<{loader.dtype_name(z.dtype)}>")
+        ker(((R + 127) // 128,), (128,), (rows, out, np.int64(R), np.int64(n), np.float64(k), np.float64(alpha),
+                                           np.float64(c), np.int32(n_iter)))
     return out.reshape(z.shape)
 
 
