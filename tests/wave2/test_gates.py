@@ -162,6 +162,13 @@ def test_adapters(rng):
                 modes=["rev"])
     g = jax.jit(jax.grad(lambda a: onj.topk_softmax(a, k=2)[:, 0].sum()))(j)
     assert g.shape == x.shape
+    # with the integer indices as a second output: no gradient flows into them
+    y, idx = ont.topk_softmax(t, k=2, return_indices=True)
+    assert idx.dtype == torch.int64 and not idx.requires_grad
+    (y * torch.tensor(x)).sum().backward()
+    assert t.grad.shape == x.shape
+    gi = jax.grad(lambda a: onj.topk_softmax(a, k=2, return_indices=True)[0][:, 0].sum())(j)
+    assert_close(gi, np.asarray(g), rtol=1e-12)
 
 
 def test_bad_input():
