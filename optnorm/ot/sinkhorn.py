@@ -371,8 +371,8 @@ def _solve(ab, bb, Mb, reg, *, method, tol, max_iter, check_every, callback, cal
     if warm_start is not None:
         u = xp.astype(warm_start[0], Mb.dtype) / reg
         v = xp.astype(warm_start[1], Mb.dtype) / reg
-        u = xp.broadcast_to(u if u.ndim == 2 else u[None], (B, n))
-        v = xp.broadcast_to(v if v.ndim == 2 else v[None], (B, m))
+        u = xp.broadcast_to(u if u.ndim == 2 else u[None, ...], (B, n))
+        v = xp.broadcast_to(v if v.ndim == 2 else v[None, ...], (B, m))
     else:
         u = xp.zeros((B, n), dtype=Mb.dtype, device=compat.device(Mb))
         v = xp.zeros((B, m), dtype=Mb.dtype, device=compat.device(Mb))

@@ -203,13 +203,13 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, tol=1e-9, max_iter=200, n_sinkhorn=2
     us, vs, iters, conv_all, errors = [], [], 0, True, []
     for p in range(Mb.shape[0]):
         a_p, b_p, M_p = ab[p, ...], bb[p, ...], Mb[p, ...]
-        la, lb = _log(a_p[None], xp), _log(b_p[None], xp)
+        la, lb = _log(a_p[None, ...], xp), _log(b_p[None, ...], xp)
         u0 = xp.zeros((1, M_p.shape[0]), dtype=Mb.dtype, device=compat.device(Mb))
         v0 = xp.zeros((1, m), dtype=Mb.dtype, device=compat.device(Mb))
         n1 = 0
         converged = False
         if n_sinkhorn > 0:
-            u, v, _, n1, converged, _ = _log_loop(la, lb, b_p[None], M_p[None], reg, u0, v0, tol=tol,
+            u, v, _, n1, converged, _ = _log_loop(la, lb, b_p[None, ...], M_p[None, ...], reg, u0, v0, tol=tol,
                                                   max_iter=n_sinkhorn, check_every=10, callback=None,
                                                   callback_every=10, xp=xp, errors=errors,
                                                   error_norm=error_norm)
