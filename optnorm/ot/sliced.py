@@ -105,10 +105,20 @@ def _projected_w(XPt, YPt, a, b, p, xp, need_grad):
     m = YPt.shape[1]
     if a is None and b is None and n == m:                 # uniform, equal sizes: sort and subtract
         if not need_grad:
-            d = xp.sort(XPt, axis=-1) - xp.sort(YPt, axis=-1)
+            if compat.is_numpy(XPt):                       # our own temporaries: sort and subtract in place
+                XPt.sort(axis=-1)
+                YPt.sort(axis=-1)
+                d = np.subtract(XPt, YPt, out=XPt)
+                if p == 2.0:
+                    return np.einsum("ln,ln->l", d, d) / n, None
+                np.abs(d, out=d)
+                if p != 1.0:
+                    np.power(d, p, out=d)
+                return np.mean(d, axis=-1), None
+            d = xp.sort(XPt, axis=-1, stable=False) - xp.sort(YPt, axis=-1, stable=False)
             return xp.mean(_pow_cost(d, p, xp), axis=-1), None
-        ix = xp.argsort(XPt, axis=-1)
-        iy = xp.argsort(YPt, axis=-1)
+        ix = xp.argsort(XPt, axis=-1, stable=False)
+        iy = xp.argsort(YPt, axis=-1, stable=False)
         d = xp.take_along_axis(XPt, ix, axis=-1) - xp.take_along_axis(YPt, iy, axis=-1)
         g = _pow_grad(d, p, xp) / n
         return xp.mean(_pow_cost(d, p, xp), axis=-1), (_unsort(g, ix, xp), _unsort(-g, iy, xp), None, None)
@@ -157,6 +167,9 @@ def _sw_core(X, Y, a, b, theta, *, p, estimator, blocks, need_grad):
     d, L = theta.shape
     XPt = theta.T @ X.T                                    # (L, n): one GEMM per cloud
     YPt = theta.T @ Y.T
+    if estimator in ("lower_cv", "upper_cv"):
+        a1, v1 = _proj_moments(XPt, a, xp)                 # before _projected_w may sort XPt in place
+        a2, v2 = _proj_moments(YPt, b, xp)
     w, gr = _projected_w(XPt, YPt, a, b, p, xp, need_grad)
     zbar = xp.mean(w)
     res = None
@@ -175,8 +188,6 @@ def _sw_core(X, Y, a, b, theta, *, p, estimator, blocks, need_grad):
             res = dict(kind="mc", dz=xp.full((L,), 1.0 / L, dtype=w.dtype, device=compat.device(w)))
     else:
         upper = estimator == "upper_cv"
-        a1, v1 = _proj_moments(XPt, a, xp)
-        a2, v2 = _proj_moments(YPt, b, xp)
         m1, t1 = _moments(X, a, xp)
         m2, t2 = _moments(Y, b, xp)
         dm = m1 - m2
