@@ -336,19 +336,6 @@ def _softmax_online_rows(x, y, log, masked_zero):
                 yr[j] = _exp(xr[j] - m) * inv
 
 
-@numba.njit(fastmath=_FM, cache=True)
-def _reduce2(v, big):
-    """(n, r) with v = n ln2 + r: Cody-Waite while |n| < 2**14, base-2 beyond (no overflow up to |v| ~ big)."""
-    vc = -big if v < -big else (big if v > big else v)
-    u = vc * 1.4426950408889634
-    k = np.floor(u + 0.5)
-    if abs(k) < 16384.0:
-        rr = (vc - k * 0.693359375) - k * -2.12194440e-4
-    else:
-        rr = (u - k) * 0.6931471805599453
-    return k, rr
-
-
 def _pow2f(d, like):
     return 2.0 ** d
 
@@ -368,44 +355,60 @@ def _ol_pow2f(d, like):
     return impl64
 
 
+@numba.njit(fastmath=False, cache=True)
+def _reduce32(v):
+    """(k, r) with v = k ln2 + r, |r| <= ln2/2: Cody-Waite while |k| < 2**14, base 2 beyond (exact f = u - k),
+    so |v| up to 2e38 stays finite (norm.md section 1.3).  No fastmath at all, and kept out of the callers'
+    bodies (an overload body inherits the caller's flags): reassociation loses the Cody-Waite split, and
+    contracting u - k into fma(v, log2e, -k) makes f inexact (k was rounded from the product)."""
+    vc = _F32(-2.0e38) if v < _F32(-2.0e38) else (_F32(2.0e38) if v > _F32(2.0e38) else v)
+    u = vc * _LOG2E32
+    k = np.floor(u + _HALF32)
+    rcw = (vc - k * _C1) - k * _C2
+    rb2 = (u - k) * _F32(0.6931471805599453)
+    rr = rcw if abs(k) < _F32(16384.0) else rb2
+    return k, rr
+
+
+@numba.njit(fastmath=False, cache=True)
+def _reduce64(v):
+    vc = -1.0e308 if v < -1.0e308 else (1.0e308 if v > 1.0e308 else v)
+    u = vc * 1.4426950408889634
+    k = np.floor(u + 0.5)
+    rcw = (vc - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10
+    rb2 = (u - k) * 0.6931471805599453
+    rr = rcw if abs(k) < 16384.0 else rb2
+    return k, rr
+
+
 def _reduce(v, like):
-    return _reduce2(float(v), 1.0e308)
+    k = math.floor(float(v) * 1.4426950408889634 + 0.5)
+    return float(k), float(v) - k * 0.6931471805599453
 
 
 @overload(_reduce)
 def _ol_reduce(v, like):
     if like == types.float32:
-        def impl(v, like):
-            vc = _F32(-2.0e38) if v < _F32(-2.0e38) else (_F32(2.0e38) if v > _F32(2.0e38) else v)
-            u = vc * _LOG2E32
-            k = np.floor(u + _HALF32)
-            rcw = (vc - k * _C1) - k * _C2
-            rb2 = (u - k) * _F32(0.6931471805599453)
-            rr = rcw if abs(k) < _F32(16384.0) else rb2
-            return k, rr
-        return impl
-
-    def impl64(v, like):
-        vc = -1.0e308 if v < -1.0e308 else (1.0e308 if v > 1.0e308 else v)
-        u = vc * 1.4426950408889634
-        k = np.floor(u + 0.5)
-        rcw = (vc - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10
-        rb2 = (u - k) * 0.6931471805599453
-        rr = rcw if abs(k) < 16384.0 else rb2
-        return k, rr
-    return impl64
+        return lambda v, like: _reduce32(v)
+    return lambda v, like: _reduce64(v)
 
 
-@numba.njit(fastmath=_FM_RED, cache=True)
-def _tp_block_sum(xr, b0, b1, kb, z):
-    """sum_i m_i 2^(n_i - kb) over a block, with e^x_i = m_i 2^n_i (-inf entries give 0, NaN propagates)."""
-    s = z
+@numba.njit(fastmath=_FM, cache=True)
+def _tp_block_terms(xr, yr, b0, b1, kb, z):
+    """yr[j] = m_j 2^(n_j - kb) for the block, with e^x_j = m_j 2^n_j (-inf entries give 0, NaN propagates)."""
     for j in range(b0, b1):
         v = xr[j]
         ninf = v == -np.inf
         k, rr = _reduce(z if ninf else v, z)
         t = _exp(rr) * _pow2f(k - kb, z)
-        s += z if ninf else t
+        yr[j] = z if ninf else t
+
+
+@numba.njit(fastmath=_FM_RED, cache=True)
+def _sum_range(a, b0, b1):
+    s = _zero(a)
+    for j in range(b0, b1):
+        s += a[j]
     return s
 
 
@@ -425,7 +428,8 @@ def _softmax_two_pass_rows(x, y, log, masked_zero):
         z = _zero(xr)
         ln2 = _cast(0.6931471805599453, z)
         big_m = z
-        big_n = _cast(-1.0e9, z)
+        big_n = z
+        started = False
         bad = False
         for b0 in range(0, n, _BLOCK):
             b1 = min(b0 + _BLOCK, n)
@@ -435,8 +439,13 @@ def _softmax_two_pass_rows(x, y, log, masked_zero):
             if bmax == -np.inf:
                 continue
             kb, _ = _reduce(bmax, z)
-            mb = _tp_block_sum(xr, b0, b1, kb, z)
-            if kb > big_n:
+            _tp_block_terms(xr, yr, b0, b1, kb, z)  # the output row is the scratch space (L1-resident)
+            mb = _sum_range(yr, b0, b1)
+            if not started:  # no sentinel exponent: any finite float exponent is possible (|k| up to 2.9e38)
+                big_m = mb
+                big_n = kb
+                started = True
+            elif kb > big_n:
                 big_m = big_m * _pow2f(big_n - kb, z) + mb
                 big_n = kb
             else:

@@ -117,7 +117,8 @@ def _online_stats(xc, axis, xp):
     d_l = xp.sum(xp.exp(blocks - m_l0[..., None, :]), axis=-2)
     big_m = xp.max(m_l, axis=-1, keepdims=True)
     big_m0 = xp.where(big_m == -math.inf, xp.zeros_like(big_m), big_m)
-    scale = xp.where(m_l == -math.inf, xp.zeros_like(m_l), xp.exp(m_l0 - big_m0))
+    m_l1 = xp.where(m_l == -math.inf, big_m0, m_l)  # empty lanes: exp(0), then zeroed (no overflow warning)
+    scale = xp.where(m_l == -math.inf, xp.zeros_like(m_l), xp.exp(m_l1 - big_m0))
     d = xp.sum(d_l * scale, axis=-1, keepdims=True)
     return xp.moveaxis(big_m, -1, axis), xp.moveaxis(d, -1, axis)
 
