@@ -109,7 +109,7 @@ def _exp32(x):
     xc = _EXP_LO32 if x < _EXP_LO32 else (_EXP_HI32 if x > _EXP_HI32 else x)  # NaN passes through
     k = np.floor(xc * _LOG2E32 + _HALF32)
     r = xc - k * _C1 - k * _C2
-    y = _poly_exp32(r) * _pow2_32(int(k))
+    y = _poly_exp32(r) * _pow2_32(np.int32(k))
     return _F32(0.0) if x < _EXP_LO32 else y
 
 
@@ -148,10 +148,11 @@ def _ol_zero(a):
     return lambda a: np.float64(0.0)
 
 
-@numba.njit(fastmath=_FM, cache=True)
+@numba.njit(fastmath=_FM_RED, cache=True)
 def _rowmax(xr):
-    """Row max in 16 independent lanes (a single running max does not vectorise).  NaN is skipped here;
-    callers let it propagate through the following sum."""
+    """Row max in 16 independent lanes (a single running max does not vectorise; with ``reassoc`` the lane loop
+    runs 4x faster than without, measured 1.45 vs 5.85 ms on 8M floats).  NaN is skipped here; callers let it
+    propagate through the following sum."""
     n = xr.shape[0]
     acc = np.full(_LANES, -np.inf, xr.dtype)
     nb = n - n % _LANES
@@ -168,7 +169,7 @@ def _rowmax(xr):
     return m
 
 
-@numba.njit(fastmath=_FM, cache=True)
+@numba.njit(fastmath=_FM_RED, cache=True)
 def _rowmax_range(xr, b0, b1):
     acc = np.full(_LANES, -np.inf, xr.dtype)
     nb = b0 + (b1 - b0) - (b1 - b0) % _LANES
@@ -249,26 +250,38 @@ def _ln_bwd_sums(xr, gr, w, mu, rs, dwp, dbp, has_w):
     """(sum g^, sum g^ x^) of a row, and the row's contribution to dweight/dbias."""
     c1 = _zero(xr)
     c2 = _zero(xr)
-    for j in range(xr.shape[0]):
-        gh = gr[j] * w[j] if has_w else gr[j]
-        xh = (xr[j] - mu) * rs
-        c1 += gh
-        c2 += gh * xh
-        dwp[j] += gr[j] * xh
-        dbp[j] += gr[j]
+    if has_w:
+        for j in range(xr.shape[0]):
+            gj = gr[j]
+            gh = gj * w[j]
+            xh = (xr[j] - mu) * rs
+            c1 += gh
+            c2 += gh * xh
+            dwp[j] += gj * xh
+            dbp[j] += gj
+    else:
+        for j in range(xr.shape[0]):
+            gj = gr[j]
+            xh = (xr[j] - mu) * rs
+            c1 += gj
+            c2 += gj * xh
+            dwp[j] += gj * xh
+            dbp[j] += gj
     return c1, c2
 
 
 @numba.njit(fastmath=_FM_RED, cache=True)
 def _rms_bwd_sums(xr, gr, w, rs, dwp, has_w):
     c2 = _zero(xr)
-    for j in range(xr.shape[0]):
-        xh = xr[j] * rs
-        if has_w:
-            c2 += gr[j] * w[j] * xh
-            dwp[j] += gr[j] * xh
-        else:
-            c2 += gr[j] * xh
+    if has_w:
+        for j in range(xr.shape[0]):
+            gj = gr[j]
+            xh = xr[j] * rs
+            c2 += gj * w[j] * xh
+            dwp[j] += gj * xh
+    else:
+        for j in range(xr.shape[0]):
+            c2 += gr[j] * xr[j] * rs
     return c2
 
 
@@ -345,8 +358,8 @@ def _ol_pow2f(d, like):
     """2**d for integer-valued float d <= 0, 0 below the normal range."""
     if like == types.float32:
         def impl(d, like):
-            k = d if d > -127.0 else -127.0
-            return _pow2_32(int(k))
+            k = d if d > _F32(-127.0) else _F32(-127.0)  # a float64 literal would promote the whole chain
+            return _pow2_32(np.int32(k))
         return impl
 
     def impl64(d, like):
@@ -526,16 +539,28 @@ def _layer_norm_rows(x, w, b, y, mean, rstd, eps, has_w, has_b, fixed, fs):
                 yr[j] = (xr[j] - mu_c) * rs_c
 
 
+_FLUSH = 256  # rows accumulated into the row-dtype dweight partials before they are added in float64
+
+
+@numba.njit(fastmath=_FM_RED, cache=True)
+def _flush(acc64, part):
+    for j in range(part.shape[0]):
+        acc64[j] += part[j]
+        part[j] = 0
+
+
 @jit(fastmath=_FM)
 def _layer_norm_bwd_rows(x, g, w, mean, rstd, dx, dw_part, db_part, has_w, fixed):
+    """dx per row; dweight/dbias as per-chunk partials: row-dtype sums over <= 256 rows (vectorisable, one
+    dtype in the loop), flushed into float64 partials (accuracy over many rows)."""
     rows, n = x.shape
     nchunk = dw_part.shape[0]
     per = (rows + nchunk - 1) // nchunk
     for c in prange(nchunk):
         r0 = c * per
         r1 = min(rows, r0 + per)
-        dwp = dw_part[c]
-        dbp = db_part[c]
+        dwp = np.zeros(n, x.dtype)
+        dbp = np.zeros(n, x.dtype)
         for r in range(r0, r1):
             xr = x[r]
             gr = g[r]
@@ -543,12 +568,18 @@ def _layer_norm_bwd_rows(x, g, w, mean, rstd, dx, dw_part, db_part, has_w, fixed
             mu = mean[r]
             rs = rstd[r]
             c1, c2 = _ln_bwd_sums(xr, gr, w, mu, rs, dwp, dbp, has_w)
-            c1 = c1 / n
-            c2 = 0 * c2 if fixed else c2 / n
-            for j in range(n):
-                gh = gr[j] * w[j] if has_w else gr[j]
-                xh = (xr[j] - mu) * rs
-                dr[j] = rs * (gh - c1 - xh * c2)
+            nn = _cast(float(n), c1)  # keep the row dtype (int / float32 would be float64 in Numba)
+            c1 = c1 / nn
+            c2 = 0 * c2 if fixed else c2 / nn
+            if has_w:
+                for j in range(n):
+                    dr[j] = rs * (gr[j] * w[j] - c1 - (xr[j] - mu) * rs * c2)
+            else:
+                for j in range(n):
+                    dr[j] = rs * (gr[j] - c1 - (xr[j] - mu) * rs * c2)
+            if (r - r0) % _FLUSH == _FLUSH - 1 or r == r1 - 1:
+                _flush(dw_part[c], dwp)
+                _flush(db_part[c], dbp)
 
 
 @jit(fastmath=_FM)
@@ -575,16 +606,21 @@ def _rms_norm_bwd_rows(x, g, w, rstd, dx, dw_part, has_w):
     for c in prange(nchunk):
         r0 = c * per
         r1 = min(rows, r0 + per)
-        dwp = dw_part[c]
+        dwp = np.zeros(n if has_w else 1, x.dtype)
         for r in range(r0, r1):
             xr = x[r]
             gr = g[r]
             dr = dx[r]
             rs = rstd[r]
-            c2 = _rms_bwd_sums(xr, gr, w, rs, dwp, has_w) / n
-            for j in range(n):
-                gh = gr[j] * w[j] if has_w else gr[j]
-                dr[j] = rs * (gh - xr[j] * rs * c2)
+            c2 = _rms_bwd_sums(xr, gr, w, rs, dwp, has_w) / _cast(float(n), rs)
+            if has_w:
+                for j in range(n):
+                    dr[j] = rs * (gr[j] * w[j] - xr[j] * rs * c2)
+            else:
+                for j in range(n):
+                    dr[j] = rs * (gr[j] - xr[j] * rs * c2)
+            if has_w and ((r - r0) % _FLUSH == _FLUSH - 1 or r == r1 - 1):
+                _flush(dw_part[c], dwp)
 
 
 # ------------------------------------------------------------------------------------------ Python wrappers
