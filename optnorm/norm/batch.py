@@ -1,16 +1,15 @@
 """Batch-statistics normalization: batch_norm (torch semantics, optional per-sample weights), alpha_batch_norm,
-batch_channel_norm and power_norm.
+batch_channel_norm, power_norm and unified_norm.
 
 All running statistics are explicit: they go in as arrays and the updated values come out as new arrays; nothing
 is mutated.  Statistics are computed per channel (``axis``) over every other axis.
 """
 from __future__ import annotations
 
-import math
-
 from .._lib import compat, ops, validate
+from .._lib.dispatch import Dispatcher
 
-__all__ = ["batch_norm", "alpha_batch_norm", "batch_channel_norm", "power_norm"]
+__all__ = ["batch_norm", "alpha_batch_norm", "batch_channel_norm", "power_norm", "unified_norm"]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -92,7 +91,8 @@ def _bn_validate(x, running_mean, running_var, weight, bias, sample_weight, trai
     return xp, ax
 
 
-def _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis):
+def _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis,
+            unbiased=True):
     xp, ax = _bn_validate(x, running_mean, running_var, weight, bias, sample_weight, training, momentum, eps, axis)
     cdt = compat.compute_dtype(x, xp)
     xc = _as(xp, x, cdt)
@@ -103,7 +103,7 @@ def _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, *, traini
     b = _vec(xp, bias, bs, cdt)
     res = dict(xp=xp, ax=ax, bs=bs, red=red, n=n, training=training, m=float(momentum), dtype=x.dtype,
                has_w=weight is not None, has_b=bias is not None, has_sw=sample_weight is not None,
-               has_rs=running_mean is not None, g=g,
+               has_rs=running_mean is not None, g=g, unbiased=bool(unbiased),
                wdt=None if weight is None else weight.dtype, bdt=None if bias is None else bias.dtype,
                rmdt=None if running_mean is None else running_mean.dtype,
                rvdt=None if running_var is None else running_var.dtype,
@@ -114,7 +114,7 @@ def _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, *, traini
             mu = xp.mean(xc, axis=red, keepdims=True)
             d = xc - mu
             var = xp.mean(d * d, axis=red, keepdims=True)
-            corr = n / (n - 1)
+            corr = n / (n - 1) if unbiased else 1.0
             wn = None
         else:
             mper = n // x.shape[0]
@@ -125,7 +125,7 @@ def _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, *, traini
             mu = _sum(xp, om * xc, red)
             d = xc - mu
             var = _sum(xp, om * d * d, red)
-            corr = 1.0 / (1.0 - xp.sum(wn * wn) / mper)
+            corr = 1.0 / (1.0 - xp.sum(wn * wn) / mper) if unbiased else 1.0
             res.update(ssum=ssum, mper=mper)
         r = 1.0 / xp.sqrt(var + eps)
         xh = d * r
@@ -151,7 +151,7 @@ def _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, *, traini
 
 
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, sample_weight=None, *,
-               training=True, momentum=0.1, eps=1e-5, axis=1):
+               training=True, momentum=0.1, eps=1e-5, axis=1, unbiased=True):
     r"""Batch normalization with torch's exact semantics, explicit running statistics and optional sample weights.
 
     Training (``training=True``)::
@@ -164,7 +164,8 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, s
     with normalised sample weights ``w = sample_weight / sum(sample_weight)`` (uniform ``1/N`` when None, which is
     exactly ``torch.nn.functional.batch_norm``: biased variance for normalising, unbiased ``n/(n-1)`` in the running
     update).  ``k`` is the reliability-weights unbiasing factor ``1 / (1 - sum_i w_i^2 / M)`` (``M`` = values per
-    sample and channel), which is ``n/(n-1)`` for uniform weights.  ``momentum`` is torch's convention: the weight
+    sample and channel), which is ``n/(n-1)`` for uniform weights; ``unbiased=False`` sets ``k = 1`` (the biased
+    variance in the running update, as AdaB2N's code does).  ``momentum`` is torch's convention: the weight
     of the *new* batch statistic.  Evaluation (``training=False``) normalises with the running statistics and
     returns them unchanged.  Per-sample weights implement the task-balanced statistics of AdaB2N (Lyu et al. 2024,
     "Overcoming Recency Bias of Normalization Statistics in Continual Learning"); optnorm's own unbiasing choice.
@@ -190,6 +191,8 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, s
     eps : float > 0
     axis : int
         Channel axis.
+    unbiased : bool
+        Unbiased (torch, default) or biased batch variance in the running-variance update.
 
     Returns
     -------
@@ -204,14 +207,43 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, s
     >>> np.allclose(y.mean(axis=(0, 2)), 0)
     True
     """
+    return _bn_dispatch(x, running_mean, running_var, weight, bias, sample_weight, training=training,
+                        momentum=momentum, eps=eps, axis=axis, unbiased=unbiased)
+
+
+_bn_dispatch = Dispatcher("norm.batch_norm")
+
+
+@_bn_dispatch.generic
+def _bn_generic(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis,
+                unbiased):
     return _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, training=training,
-                   momentum=momentum, eps=eps, axis=axis)[0]
+                   momentum=momentum, eps=eps, axis=axis, unbiased=unbiased)[0]
+
+
+def _bn_numba_ok(x, running_mean, running_var, weight, bias, sample_weight, **kw):
+    import numpy as np
+
+    if sample_weight is not None or not compat.is_numpy(x) or x.dtype not in (np.float32, np.float64):
+        return False
+    return all(a is None or (compat.is_numpy(a) and a.dtype in (np.float32, np.float64))
+               for a in (running_mean, running_var, weight, bias))
+
+
+@_bn_dispatch.numba(when=_bn_numba_ok)
+def _bn_numba(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis,
+              unbiased):
+    _, ax = _bn_validate(x, running_mean, running_var, weight, bias, sample_weight, training, momentum, eps, axis)
+    from .._numba.norm_extra import batch_norm_forward
+
+    return batch_norm_forward(x, running_mean, running_var, weight, bias, training, float(momentum), float(eps), ax,
+                              bool(unbiased))
 
 
 def batch_norm_fwd(x, running_mean=None, running_var=None, weight=None, bias=None, sample_weight=None, *,
-                   training=True, momentum=0.1, eps=1e-5, axis=1):
+                   training=True, momentum=0.1, eps=1e-5, axis=1, unbiased=True):
     return _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, training=training,
-                   momentum=momentum, eps=eps, axis=axis)
+                   momentum=momentum, eps=eps, axis=axis, unbiased=unbiased)
 
 
 def _bn_bwd_core(res, gy, grm, grv):
@@ -246,7 +278,7 @@ def _bn_bwd_core(res, gy, grm, grv):
             per = amu * res["xc"] + avar * res["d"] * res["d"]
             dwn = xp.reshape(xp.sum(per, axis=other), (nb,)) / res["mper"]
             wn = res["wn"]
-            if res["has_rs"]:
+            if res["has_rs"] and res["unbiased"]:
                 # corr = 1/(1 - sum wn^2/M): d corr/d wn_i = corr^2 * 2 wn_i / M
                 scal = xp.sum(m * grv_b * res["var"]) if grv is not None else 0.0
                 dwn = dwn + scal * res["corr"] ** 2 * 2.0 * wn / res["mper"]
@@ -276,7 +308,7 @@ ops.register("norm.batch_norm", batch_norm, batch_norm_fwd, batch_norm_bwd)
 
 
 # ---------------------------------------------------------------------------------------------- alpha_batch_norm
-def _abn_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha=0.9, eps=1e-5, axis=1):
+def _abn_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha, unbiased=True, eps=1e-5, axis=1):
     xp = validate.check_same_namespace(x=x, running_mean=running_mean, running_var=running_var, weight=weight,
                                        bias=bias)
     ax = _check_common(x, axis, eps)
@@ -288,6 +320,10 @@ def _abn_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha=0.9,
         _check_vec(a, nm, c)
     al = validate.check_probability(alpha, "alpha")
     validate.check_nonempty(x, "x")
+    n = compat.size(x) // c
+    if unbiased and n < 2 and al > 0:
+        raise ValueError(f"x has {n} value per channel: the unbiased batch variance needs at least 2")
+    k = n / (n - 1) if (unbiased and n > 1) else 1.0
     cdt = compat.compute_dtype(x, xp)
     xc = _as(xp, x, cdt)
     nd = x.ndim
@@ -297,8 +333,8 @@ def _abn_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha=0.9,
     varb = xp.mean(db * db, axis=red, keepdims=True)
     rmc = xp.reshape(_as(xp, running_mean, cdt), bs)
     rvc = xp.reshape(_as(xp, running_var, cdt), bs)
-    mu = al * rmc + (1 - al) * mub
-    var = al * rvc + (1 - al) * varb
+    mu = (1 - al) * rmc + al * mub
+    var = (1 - al) * rvc + (al * k) * varb
     r = 1.0 / xp.sqrt(var + eps)
     d = xc - mu
     xh = d * r
@@ -306,27 +342,30 @@ def _abn_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha=0.9,
     y = xh if g is None else xh * g
     if bias is not None:
         y = y + _vec(xp, bias, bs, cdt)
-    res = dict(xp=xp, red=red, bs=bs, c=c, al=al, db=db, d=d, r=r, xh=xh, g=g, n=compat.size(x) // c,
+    res = dict(xp=xp, red=red, bs=bs, c=c, al=al, k=k, db=db, d=d, r=r, xh=xh, g=g, n=n,
                dts=(x.dtype, running_mean.dtype, running_var.dtype, None if weight is None else weight.dtype,
                     None if bias is None else bias.dtype))
     return _as(xp, y, x.dtype), res
 
 
-def alpha_batch_norm(x, running_mean, running_var, weight=None, bias=None, *, alpha=0.9, eps=1e-5, axis=1):
+def alpha_batch_norm(x, running_mean, running_var, weight=None, bias=None, *, alpha, unbiased=True, eps=1e-5,
+                     axis=1):
     r"""alpha-BN: test-time batch normalization with statistics mixed between source and test batch.
 
     ::
 
-        mu    = alpha * running_mean + (1 - alpha) * mean_B(x)
-        var   = alpha * running_var  + (1 - alpha) * var_B(x)          (biased batch variance)
+        mu    = (1 - alpha) * running_mean + alpha * mean_B(x)
+        var   = (1 - alpha) * running_var  + alpha * var_B(x)       (unbiased batch variance by default)
         y     = weight (x - mu) / sqrt(var + eps) + bias
 
-    You, Li & Zhao (2021), "Test-time Batch Statistics Calibration for Covariate Shift".  The paper mixes the
-    source (running) statistics with the current test-batch statistics with one scalar alpha; in optnorm
-    ``alpha`` is the weight of the *source* statistics (``alpha=1`` is eval-mode BN, ``alpha=0`` is training-mode
-    BN without the running update).  The exact side convention, whether the variance includes a mean-shift term,
-    and the default are optnorm's own choices (not checked against the paper's code).  No state is updated:
-    the running statistics are inputs only.
+    You, Li & Zhao (2021), "Test-time Batch Statistics Calibration for Covariate Shift": mix the source (running)
+    statistics with the current test-batch statistics with one scalar, in every BN layer, without training.
+    ``alpha`` is the weight of the **test batch**, as in the widely used ``AlphaBatchNorm`` of test-time-adaptation
+    code (bethgelab/robustness, reused by mariodoebler/test-time-adaptation), whose batch statistics come from a
+    momentum-1 BatchNorm, i.e. the **unbiased** batch variance (``unbiased=False`` for the biased one).
+    ``alpha = 0`` is eval-mode BN, ``alpha = 1`` (biased) training-mode BN without the running update.  The paper's
+    own code was not read and there is no default: pass ``alpha``.  No state is updated.  Unlike that code (which
+    runs without gradients), the VJP differentiates through the batch statistics.
 
     Parameters
     ----------
@@ -335,6 +374,9 @@ def alpha_batch_norm(x, running_mean, running_var, weight=None, bias=None, *, al
         Source statistics.
     weight, bias : array (C,), optional
     alpha : float in [0, 1]
+        Weight of the test-batch statistics.
+    unbiased : bool
+        Unbiased (default) or biased batch variance.
     eps : float > 0
     axis : int
         Channel axis.
@@ -347,18 +389,20 @@ def alpha_batch_norm(x, running_mean, running_var, weight=None, bias=None, *, al
     --------
     >>> import numpy as np
     >>> x = np.random.default_rng(0).standard_normal((4, 2, 3))
-    >>> alpha_batch_norm(x, np.zeros(2), np.ones(2), alpha=0.5).shape
+    >>> alpha_batch_norm(x, np.zeros(2), np.ones(2), alpha=0.1).shape
     (4, 2, 3)
     """
-    return _abn_fwd(x, running_mean, running_var, weight, bias, alpha=alpha, eps=eps, axis=axis)[0]
+    return _abn_fwd(x, running_mean, running_var, weight, bias, alpha=alpha, unbiased=unbiased, eps=eps,
+                    axis=axis)[0]
 
 
-def alpha_batch_norm_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha=0.9, eps=1e-5, axis=1):
-    return _abn_fwd(x, running_mean, running_var, weight, bias, alpha=alpha, eps=eps, axis=axis)
+def alpha_batch_norm_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha, unbiased=True, eps=1e-5,
+                         axis=1):
+    return _abn_fwd(x, running_mean, running_var, weight, bias, alpha=alpha, unbiased=unbiased, eps=eps, axis=axis)
 
 
 def alpha_batch_norm_bwd(res, dy):
-    xp, red, c, al, n = res["xp"], res["red"], res["c"], res["al"], res["n"]
+    xp, red, c, al, n, k = res["xp"], res["red"], res["c"], res["al"], res["n"], res["k"]
     r, xh, d, db, g = res["r"], res["xh"], res["d"], res["db"], res["g"]
     gy = _as(xp, dy, r.dtype)
     gh = gy if g is None else gy * g
@@ -366,9 +410,9 @@ def alpha_batch_norm_bwd(res, dy):
     s2 = _sum(xp, gh * d, red)                 # dL/dvar = -r^3/2 s2
     dmu = -r * s1
     dvar = -0.5 * r * r * r * s2
-    dx = gh * r + (1 - al) * dmu / n + (1 - al) * dvar * 2.0 * db / n
-    drm = xp.reshape(al * dmu, (c,))
-    drv = xp.reshape(al * dvar, (c,))
+    dx = gh * r + al * dmu / n + (al * k) * dvar * 2.0 * db / n
+    drm = xp.reshape((1 - al) * dmu, (c,))
+    drv = xp.reshape((1 - al) * dvar, (c,))
     dgam = None if g is None else xp.reshape(_sum(xp, gy * xh, red), (c,))
     dbet = None if res["dts"][4] is None else xp.reshape(_sum(xp, gy, red), (c,))
     dts = res["dts"]
@@ -557,7 +601,8 @@ def power_norm(x, running_phi, grad_ema=None, weight=None, bias=None, *, step, t
 
     This is not the gradient of the forward but a state-carrying rule: the updated ``grad_ema`` is returned in
     the **cotangent slot of grad_ema** (read ``grad_ema.grad`` in torch, the grad of that argument in JAX), not
-    as a gradient.  ``backward="exact"`` gives the true VJP of the forward instead (statistics differentiated
+    as a gradient.  In torch pass a fresh leaf with ``requires_grad=True`` each step (``.grad`` accumulates), and
+    use the output once: a slot reached by two paths of the graph is summed.  ``backward="exact"`` gives the true VJP of the forward instead (statistics differentiated
     during warm-up, the running statistic a constant afterwards), and a zero grad_ema slot.
 
     Shen, Yao, Gholami, Mahoney & Keutzer (2020), "PowerNorm: Rethinking Batch Normalization in Transformers";
@@ -655,3 +700,248 @@ def power_norm_bwd(res, dy):
 
 
 ops.register("norm.power_norm", power_norm, power_norm_fwd, power_norm_bwd, skip_check_argnums=(0, 2))
+
+
+# ---------------------------------------------------------------------------------------------- unified_norm
+def _onehot_row(xp, W, k, dtype):
+    return xp.reshape(_as(xp, xp.arange(W) == (k % W), dtype), (W, 1))
+
+
+def _un_fwd(x, running_var, ema_gz=None, buffer_x2=None, buffer_gz=None, weight=None, bias=None, *, step,
+            training=True, warmup_iters=4000, outlier_filtration=False, eps=1e-5, momentum=0.9, axis=-1,
+            backward="paper"):
+    xp = validate.check_same_namespace(x=x, running_var=running_var, ema_gz=ema_gz, buffer_x2=buffer_x2,
+                                       buffer_gz=buffer_gz, weight=weight, bias=bias)
+    ax = _check_common(x, axis, eps, min_ndim=1)
+    c = x.shape[ax]
+    if running_var is None:
+        raise ValueError("running_var is required (init: ones(C))")
+    for a, nm in ((running_var, "running_var"), (ema_gz, "ema_gz"), (weight, "weight"), (bias, "bias")):
+        _check_vec(a, nm, c)
+    for a, nm in ((buffer_x2, "buffer_x2"), (buffer_gz, "buffer_gz")):
+        if a is not None:
+            validate.check_float(a, nm)
+            if a.ndim != 2 or a.shape[1] != c or a.shape[0] < 1:
+                raise ValueError(f"{nm} has shape {tuple(a.shape)}, expected (window, {c})")
+    st = validate.check_int(step, "step", low=1)
+    wu = validate.check_int(warmup_iters, "warmup_iters", low=0)
+    m = validate.check_unit_interval(momentum, "momentum", closed_right=True)
+    validate.check_in(backward, ("paper", "exact"), "backward")
+    if not isinstance(outlier_filtration, bool):
+        raise TypeError("outlier_filtration must be a bool")
+    if training and buffer_x2 is None:
+        raise ValueError("buffer_x2 is required in training (init: zeros((window, C)), window 4)")
+    if training and backward == "paper" and (ema_gz is None or buffer_gz is None):
+        raise ValueError("ema_gz and buffer_gz are required for backward='paper' in training (init zeros)")
+    validate.check_nonempty(x, "x")
+    cdt = compat.compute_dtype(x, xp)
+    xc = _as(xp, x, cdt)
+    nd = x.ndim
+    bs, red = _bshape(nd, ax, c), _red(nd, ax)
+    n = compat.size(x) // c
+    rv = _as(xp, running_var, cdt)
+    g = _vec(xp, weight, bs, cdt)
+    dts = (x.dtype, running_var.dtype, None if ema_gz is None else ema_gz.dtype,
+           None if buffer_x2 is None else buffer_x2.dtype, None if buffer_gz is None else buffer_gz.dtype,
+           None if weight is None else weight.dtype, None if bias is None else bias.dtype)
+    res = dict(xp=xp, bs=bs, red=red, c=c, n=n, training=training, backward=backward, g=g, m=m, st=st, wu=wu,
+               eps=eps, dts=dts, bx_shape=None if buffer_x2 is None else tuple(buffer_x2.shape),
+               bg_shape=None if buffer_gz is None else tuple(buffer_gz.shape))
+    if not training:
+        r0 = 1.0 / xp.sqrt(xp.reshape(rv, bs) + eps)
+        z = xc * r0
+        y = z if g is None else z * g
+        if bias is not None:
+            y = y + _vec(xp, bias, bs, cdt)
+        res.update(z=z, rs=r0)
+        return (_as(xp, y, x.dtype), running_var, buffer_x2), res
+    buf = _as(xp, buffer_x2, cdt)
+    W = buf.shape[0]
+    x2 = xp.mean(xc * xc, axis=red)                                  # (C,)
+    oh = _onehot_row(xp, W, st, cdt)
+    # outlier filtration: variance (unbiased, over all entries) of sqrt(buffer) recorded before the insertion
+    sq = xp.sqrt(buf)
+    nb = compat.size(buf)
+    rec = xp.sum((sq - xp.mean(sq)) ** 2) / max(nb - 1, 1)
+    buf_x = buf * (1 - oh) + oh * x2[None, :]
+    static_skip = W <= 1
+    if st >= wu and outlier_filtration and not static_skip:
+        am = xp.mean(buf_x, axis=0)
+        xpos = buf_x > 0
+        gm_ = xp.where(xp.all(xpos, axis=0),
+                       xp.exp(xp.mean(xp.log(xp.where(xpos, buf_x, xp.ones_like(buf_x))), axis=0)), 0.0)
+        skip = xp.any((am - gm_) > rec * W)
+    else:
+        skip = xp.asarray(static_skip)
+    skipf = _as(xp, skip, cdt)
+    buf_new = buf_x * (1 - skipf) + skipf * (buf * (1 - oh) + oh * rv[None, :])
+    early = st <= W or st < wu
+    bpos = buf_new > 0          # a zero entry (the zero-initialised window) makes the geometric mean 0
+    gm = xp.where(xp.all(bpos, axis=0),
+                  xp.exp(xp.mean(xp.log(xp.where(bpos, buf_new, xp.ones_like(buf_new))), axis=0)), 0.0)
+    use_x2 = skipf if not early else xp.ones_like(skipf)
+    var = use_x2 * x2 + (1 - use_x2) * gm
+    ratio = xp.sqrt(var + eps) / xp.sqrt(rv + eps)
+    if st <= max(1000, wu):
+        rr = xp.ones_like(ratio)
+    else:
+        rr = skipf + (1 - skipf) * xp.clip(ratio, 0.2, 5.0)
+    rs = 1.0 / xp.sqrt(var + eps)
+    z = xc * xp.reshape(rs, bs)
+    new_rv = m * rv + (1 - m) * var
+    y = z if g is None else z * g
+    if bias is not None:
+        y = y + _vec(xp, bias, bs, cdt)
+    res.update(xc=xc, z=z, rs=rs, var=var, x2=x2, gm=gm, use_x2=use_x2, skipf=skipf, oh=oh, buf_new=buf_new, W=W,
+               rr=rr, early=early,
+               ema=None if ema_gz is None else _as(xp, ema_gz, cdt),
+               bgz=None if buffer_gz is None else _as(xp, buffer_gz, cdt))
+    return (_as(xp, y, x.dtype), _as(xp, new_rv, running_var.dtype), _as(xp, buf_new, buffer_x2.dtype)), res
+
+
+def unified_norm(x, running_var, ema_gz=None, buffer_x2=None, buffer_gz=None, weight=None, bias=None, *, step,
+                 training=True, warmup_iters=4000, outlier_filtration=False, eps=1e-5, momentum=0.9, axis=-1,
+                 backward="paper"):
+    r"""Unified Normalization (UN): batch normalization by the uncentred second moment, smoothed over a window of
+    past batches by a geometric mean, with a matching smoothed backward; foldable into linear layers at inference.
+
+    Training step ``step`` (1-based), per channel over every axis but ``axis`` (window ``W = len(buffer_x2)``)::
+
+        x2 = mean(x^2);  buffer_x2[step % W] = x2
+        skip = W <= 1, or (outlier_filtration and step >= warmup_iters and any channel has
+               AM(buffer) - GM(buffer) > W * var(sqrt(old buffer)))   -> then buffer slot = running_var
+        var  = x2                          if step <= W or step < warmup_iters or skip
+               GM(buffer_x2)  = exp(mean_w log buffer_x2)     otherwise
+        y = weight * x / sqrt(var + eps) + bias
+        new_running_var = momentum * running_var + (1 - momentum) * var
+
+    Backward (``backward="paper"``, the official code's gradient compensation), with
+    ``r = clip(sqrt(var + eps) / sqrt(running_var + eps), 1/5, 5)`` (1 while ``step <= max(1000, warmup)`` or
+    skipped)::
+
+        g' = g * weight * r;  gz = mean(g' z);  buffer_gz[step % Wb] = gz   (ema_gz when skipped)
+        mean_gz = gz  (early / skipped)  or  mean_w buffer_gz
+        new_ema_gz = momentum * ema_gz + (1 - momentum) * mean_gz
+        dx = (g' - c z) / sqrt(var + eps),  c = mean_gz if skipped else new_ema_gz;   dweight = sum(g r z)
+
+    This rule is not the gradient of the forward: the updated ``ema_gz`` and ``buffer_gz`` are returned in
+    **their own cotangent slots** (as :func:`power_norm` does with grad_ema; same caveats: fresh leaves with
+    ``requires_grad=True`` in torch, one use of the output), not as gradients.
+    ``backward="exact"`` gives the true VJP of the forward (through x2 and the geometric mean) and zero slots.
+    Running_var and buffer_x2 get their exact cotangents in both modes.
+
+    Yang, Sun, Huang, Zhu, Ouyang & Shen (2022), "Unified Normalization for Accelerating and Stabilizing
+    Transformers"; official code ``hikvision-research/Unified-Normalization`` (``UN1d``, ``UN2dFunction``),
+    whose defaults are used: window 4, warmup 4000, momentum 0.9, eps 1e-5, outlier filtration off.  The
+    outlier decision is made with array operations, so the function also runs under ``jax.jit``.  Padding masks
+    are not supported (select the real tokens first).  Eval: ``y = weight x / sqrt(running_var + eps) + bias``.
+
+    Parameters
+    ----------
+    x : array (..., C, ...)
+        Channel axis ``axis`` (default last: the (B, N, C) layout of UN1d).
+    running_var : array (C,)
+        Init ones.
+    ema_gz : array (C,), optional
+        Init zeros; needed by ``backward="paper"``.
+    buffer_x2 : array (W, C)
+        Forward window (init zeros); required in training.
+    buffer_gz : array (Wb, C), optional
+        Backward window (init zeros).
+    weight, bias : array (C,), optional
+    step : int >= 1
+    training, warmup_iters, outlier_filtration, eps, momentum, axis, backward
+        See above.
+
+    Returns
+    -------
+    y, new_running_var, new_buffer_x2
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).standard_normal((2, 5, 3))
+    >>> y, rv, buf = unified_norm(x, np.ones(3), np.zeros(3), np.zeros((4, 3)), np.zeros((4, 3)), step=1)
+    >>> buf.shape
+    (4, 3)
+    """
+    return _un_fwd(x, running_var, ema_gz, buffer_x2, buffer_gz, weight, bias, step=step, training=training,
+                   warmup_iters=warmup_iters, outlier_filtration=outlier_filtration, eps=eps, momentum=momentum,
+                   axis=axis, backward=backward)[0]
+
+
+def unified_norm_fwd(x, running_var, ema_gz=None, buffer_x2=None, buffer_gz=None, weight=None, bias=None, *, step,
+                     training=True, warmup_iters=4000, outlier_filtration=False, eps=1e-5, momentum=0.9, axis=-1,
+                     backward="paper"):
+    return _un_fwd(x, running_var, ema_gz, buffer_x2, buffer_gz, weight, bias, step=step, training=training,
+                   warmup_iters=warmup_iters, outlier_filtration=outlier_filtration, eps=eps, momentum=momentum,
+                   axis=axis, backward=backward)
+
+
+def unified_norm_bwd(res, dy):
+    xp, red, bs, c, n, dts = res["xp"], res["red"], res["bs"], res["c"], res["n"], res["dts"]
+    gy, grv, gbuf = dy
+    z, rs, g = res["z"], res["rs"], res["g"]
+    cdt = z.dtype
+    gy = _as(xp, gy, cdt)
+    gh = gy if g is None else gy * g
+    db = None if dts[6] is None else xp.reshape(_sum(xp, gy, red), (c,))
+    if not res["training"]:
+        dx = gh * xp.reshape(rs, bs)
+        drv = xp.reshape(_sum(xp, gh * z, red), (c,)) * (-0.5) * rs * rs
+        if grv is not None:
+            drv = drv + _as(xp, grv, cdt)
+        dw = None if dts[5] is None else xp.reshape(_sum(xp, gy * z, red), (c,))
+        dge = None if dts[2] is None else xp.zeros((c,), dtype=cdt)
+        dbx = None
+        if dts[3] is not None:
+            dbx = xp.zeros(res["bx_shape"], dtype=cdt) if gbuf is None else gbuf
+        dbg = None if dts[4] is None else xp.zeros(res["bg_shape"], dtype=cdt)
+        return (_as(xp, dx, dts[0]), _as(xp, drv, dts[1]), _as(xp, dge, dts[2]), _as(xp, dbx, dts[3]),
+                _as(xp, dbg, dts[4]), _as(xp, dw, dts[5]), _as(xp, db, dts[6]))
+    m, W, oh, skipf, use_x2 = res["m"], res["W"], res["oh"], res["skipf"], res["use_x2"]
+    var, x2, gm, buf_new, xc = res["var"], res["x2"], res["gm"], res["buf_new"], res["xc"]
+    # ---- exact cotangents (always used for running_var / buffer_x2, and for x / weight in "exact")
+    dvar = xp.reshape(_sum(xp, gh * z, red), (c,)) * (-0.5) * rs * rs
+    if grv is not None:
+        dvar = dvar + (1 - m) * _as(xp, grv, cdt)
+    # var = use_x2 * x2 + (1 - use_x2) * GM(buf_new);  d GM / d buf_new[w] = GM / (W buf_new[w])
+    pos = buf_new > 0
+    safe = xp.where(pos, buf_new, xp.ones_like(buf_new))
+    dbn = xp.where(pos, (1 - use_x2)[None] * dvar[None, :] * gm[None, :] / (W * safe), xp.zeros_like(buf_new))
+    if gbuf is not None:
+        dbn = dbn + _as(xp, gbuf, cdt)
+    # buf_new = (1 - oh) buf + oh * (skip ? running_var : x2)
+    slot = xp.sum(dbn * oh, axis=0)                        # cotangent of the inserted row
+    dx2 = use_x2 * dvar + (1 - skipf) * slot
+    drv = skipf * slot + (m * _as(xp, grv, cdt) if grv is not None else 0.0)
+    dbuf = dbn * (1 - oh)
+    dge = dbg = None
+    if res["backward"] == "exact":
+        dx = gh * xp.reshape(rs, bs) + xp.reshape(dx2, bs) * 2.0 * xc / n
+        dw = None if dts[5] is None else xp.reshape(_sum(xp, gy * z, red), (c,))
+        if dts[2] is not None:
+            dge = xp.zeros((c,), dtype=cdt)
+        if dts[4] is not None:
+            dbg = xp.zeros_like(res["bgz"])
+    else:
+        rr = res["rr"]
+        rrb = xp.reshape(rr, bs)
+        gp = gh * rrb
+        gz = xp.reshape(_sum(xp, gp * z, red), (c,)) / n
+        ema, bgz = res["ema"], res["bgz"]
+        Wb = bgz.shape[0]
+        ohb = _onehot_row(xp, Wb, res["st"], cdt)
+        ins = skipf * ema + (1 - skipf) * gz
+        dbg = bgz * (1 - ohb) + ohb * ins[None, :]
+        early_b = res["st"] <= Wb or res["st"] < res["wu"]
+        mean_gz = gz if early_b else skipf * gz + (1 - skipf) * xp.mean(dbg, axis=0)
+        dge = ema * m + (1 - m) * mean_gz
+        coef = skipf * mean_gz + (1 - skipf) * dge
+        dx = (gp - xp.reshape(coef, bs) * z) * xp.reshape(rs, bs)
+        dw = None if dts[5] is None else xp.reshape(_sum(xp, gy * rrb * z, red), (c,))
+    return (_as(xp, dx, dts[0]), _as(xp, drv, dts[1]), _as(xp, dge, dts[2]), _as(xp, dbuf, dts[3]),
+            _as(xp, dbg, dts[4]), _as(xp, dw, dts[5]), _as(xp, db, dts[6]))
+
+
+ops.register("norm.unified_norm", unified_norm, unified_norm_fwd, unified_norm_bwd, skip_check_argnums=(0, 2, 4, 5))

@@ -50,7 +50,7 @@ def _floor(w, xp):
     """Positive floor for inverting (square roots of) PSD eigenvalues: eps * max eigenvalue per matrix."""
     eps = float(xp.finfo(w.dtype).eps)
     top = xp.max(w, axis=-1, keepdims=True)
-    return xp.maximum(w, eps * top + xp.finfo(w.dtype).tiny)
+    return xp.maximum(w, eps * top + xp.finfo(w.dtype).smallest_normal)
 
 
 def _check(m1, C1, m2, C2):
@@ -72,7 +72,7 @@ def _check(m1, C1, m2, C2):
     batch = validate.check_broadcastable("the batch of (m1, C1)", batch, "m2", m2.shape[:-1])
     validate.check_broadcastable("the batch of (m1, C1, m2)", batch, "C2", C2.shape[:-2])
     for nm, a in (("m1", m1), ("C1", C1), ("m2", m2), ("C2", C2)):
-        validate.check_finite(a, nm, xp)
+        validate.check_finite(compat.to_numpy(a) if compat.is_jax(a) and compat.is_concrete(a) else a, nm)
     return xp
 
 

@@ -118,16 +118,24 @@ def test_alpha_batch_norm(xp, rng):
     rm, rv, w, b = rng.standard_normal(3), rng.random(3) + 0.5, rng.standard_normal(3), rng.standard_normal(3)
     al = 0.3
     y = alpha_batch_norm(*(xp.asarray(v) for v in (x, rm, rv, w, b)), alpha=al, eps=1e-3)
-    mub, varb = x.mean(axis=(0, 2)), x.var(axis=(0, 2))
-    mu, var = al * rm + (1 - al) * mub, al * rv + (1 - al) * varb
+    mub, varb = x.mean(axis=(0, 2)), x.var(axis=(0, 2), ddof=1)
+    mu, var = (1 - al) * rm + al * mub, (1 - al) * rv + al * varb
     ref = (x - mu[:, None]) / np.sqrt(var[:, None] + 1e-3) * w[:, None] + b[:, None]
     assert_close(y, ref, rtol=1e-10, atol=1e-12)
-    # alpha = 1 is eval-mode BN, alpha = 0 train-mode BN
-    y1 = alpha_batch_norm(*(xp.asarray(v) for v in (x, rm, rv)), alpha=1.0)
-    assert_close(y1, ref_bn(x, rm, rv, None, None, None, False, 0.1, 1e-5, 1)[0], rtol=1e-10)
+    # the test-time-adaptation AlphaBatchNorm construction: a momentum-1 BatchNorm gives the batch statistics
+    bn = torch.nn.BatchNorm1d(3, affine=False, momentum=1.0).double()
+    bn(torch.tensor(x))
+    tm = (1 - al) * torch.tensor(rm) + al * bn.running_mean
+    tv = (1 - al) * torch.tensor(rv) + al * bn.running_var
+    ty = F.batch_norm(torch.tensor(x), tm, tv, torch.tensor(w), torch.tensor(b), False, 0.0, 1e-3)
+    assert_close(y, ty.numpy(), rtol=1e-10, atol=1e-12)
+    # alpha = 0 is eval-mode BN, alpha = 1 with the biased variance is train-mode BN
     y0 = alpha_batch_norm(*(xp.asarray(v) for v in (x, rm, rv)), alpha=0.0)
-    assert_close(y0, ref_bn(x, rm, rv, None, None, None, True, 0.1, 1e-5, 1)[0], rtol=1e-10, atol=1e-12)
+    assert_close(y0, ref_bn(x, rm, rv, None, None, None, False, 0.1, 1e-5, 1)[0], rtol=1e-10)
+    y1 = alpha_batch_norm(*(xp.asarray(v) for v in (x, rm, rv)), alpha=1.0, unbiased=False)
+    assert_close(y1, ref_bn(x, rm, rv, None, None, None, True, 0.1, 1e-5, 1)[0], rtol=1e-10, atol=1e-12)
     check_vjp("norm.alpha_batch_norm", x, rm, rv, w, b, opts={"alpha": al})
+    check_vjp("norm.alpha_batch_norm", x, rm, rv, w, None, opts={"alpha": 0.8, "unbiased": False})
 
 
 def ref_bcn(x, rm, rv, w, b, gw, gb, G, training, momentum, eps):
@@ -296,9 +304,215 @@ def test_bad_inputs():
         batch_channel_norm(np.ones((2, 4, 3)), groups=3)
     with pytest.raises(ValueError, match="alpha"):
         alpha_batch_norm(x, np.zeros(3), np.ones(3), alpha=2.0)
+    with pytest.raises(TypeError, match="alpha"):
+        alpha_batch_norm(x, np.zeros(3), np.ones(3))
     with pytest.raises(ValueError, match="grad_ema is required"):
         power_norm(x, np.ones(3), step=1)
     with pytest.raises(ValueError, match="step must be >= 1"):
         power_norm(x, np.ones(3), np.zeros(3), step=0)
     with pytest.raises(ValueError, match="backward must be one of"):
         power_norm(x, np.ones(3), np.zeros(3), step=1, backward="x")
+
+
+# ---------------------------------------------------------------- unified_norm
+def ref_un_step(x, rv, ema, bx, bg, w, b, k, wu, of, eps, m, gy):
+    """One training step of the official UN (channel last), forward + gradient compensation, float64 copies."""
+    rv, ema, bx, bg = rv.copy(), ema.copy(), bx.copy(), bg.copy()
+    xf = x.reshape(-1, x.shape[-1])
+    W, Wb = bx.shape[0], bg.shape[0]
+    skip = W <= 1
+    x2 = (xf * xf).mean(0)
+    rec = np.var(np.sqrt(bx), ddof=1)
+    bx[k % W] = x2
+    if k >= wu and of:
+        am, gmv = bx.mean(0), np.exp(np.mean(np.log(bx), 0))
+        if np.sum(am - gmv > rec * W) > 0:
+            bx[k % W] = rv
+            skip = True
+    var = x2 if (k <= W or k < wu or skip) else np.exp(np.mean(np.log(bx), 0))
+    r = np.sqrt(var + eps) / np.sqrt(rv + eps)
+    r = np.ones_like(r) if (k <= max(1000, wu) or skip) else np.clip(r, 0.2, 5)
+    z = xf / np.sqrt(var + eps)
+    new_rv = m * rv + (1 - m) * var
+    y = w * z + b
+    g = gy.reshape(xf.shape) * w * r
+    gz = (g * z).mean(0)
+    bg[k % Wb] = ema if skip else gz
+    mean_gz = gz if (k <= Wb or k < wu or skip) else bg.mean(0)
+    ema = ema * m + (1 - m) * mean_gz
+    ag = g - (mean_gz if skip else ema) * z
+    dx = ag / np.sqrt(var + eps)
+    dw = (gy.reshape(xf.shape) * r * z).sum(0)
+    return y.reshape(x.shape), new_rv, bx, dx.reshape(x.shape), dw, ema, bg
+
+
+@pytest.mark.parametrize("k,of", [(1, False), (3, False), (6, False), (1200, False), (1200, True), (1201, True)])
+def test_unified_norm_matches_official_rule(xp, rng, k, of):
+    from optnorm.norm import unified_norm
+    from optnorm.norm.batch import unified_norm_bwd, unified_norm_fwd
+    x = rng.standard_normal((3, 4, 5)) * 1.3
+    rv, ema = rng.random(5) + 0.5, rng.standard_normal(5) * 0.1
+    bx = rng.random((3, 5)) + 0.5
+    if k == 1201:
+        bx[1, 2] = 40.0          # (step 1200 takes the skip branch, step 1201 the clamped-ratio branch)
+    bg = rng.standard_normal((2, 5)) * 0.1
+    w, b = rng.standard_normal(5), rng.standard_normal(5)
+    gy = rng.standard_normal(x.shape)
+    opts = dict(step=k, warmup_iters=5, outlier_filtration=of, momentum=0.8)
+    ref = ref_un_step(x, rv, ema, bx, bg, w, b, k, 5, of, 1e-5, 0.8, gy)
+    A = lambda *a: tuple(xp.asarray(t) for t in a)  # noqa: E731
+    y, nrv, nbx = unified_norm(*A(x, rv, ema, bx, bg, w, b), **opts)
+    assert_close(y, ref[0], rtol=1e-10, atol=1e-12)
+    assert_close(nrv, ref[1], rtol=1e-12)
+    assert_close(nbx, ref[2], rtol=1e-12)
+    _, res = unified_norm_fwd(*A(x, rv, ema, bx, bg, w, b), **opts)
+    dx, _, dge, _, dbg, dw, db = unified_norm_bwd(res, (xp.asarray(gy), None, None))
+    assert_close(dx, ref[3], rtol=1e-9, atol=1e-11)
+    assert_close(dw, ref[4], rtol=1e-9, atol=1e-11)
+    assert_close(dge, ref[5], rtol=1e-10, atol=1e-12)
+    assert_close(dbg, ref[6], rtol=1e-10, atol=1e-12)
+    # eval
+    ye, rve, bxe = unified_norm(*A(x, rv, ema, bx, bg, w, b), step=k, training=False)
+    assert_close(ye, x / np.sqrt(rv + 1e-5) * w + b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("k", [2, 9])
+def test_unified_norm_exact_vjp(rng, k):
+    from optnorm.norm import unified_norm
+    from optnorm.norm.batch import unified_norm_bwd, unified_norm_fwd
+    from optnorm.testing import numerical_vjp
+    x = rng.standard_normal((4, 3))
+    rv, bx, w, b = rng.random(3) + 0.5, rng.random((3, 3)) + 0.5, rng.standard_normal(3), rng.standard_normal(3)
+    opts = dict(step=k, warmup_iters=4, backward="exact")
+    gs = (rng.standard_normal(x.shape), rng.standard_normal(3), rng.standard_normal((3, 3)))
+    _, res = unified_norm_fwd(x, rv, None, bx, None, w, b, **opts)
+    ana = unified_norm_bwd(res, gs)
+    num = numerical_vjp(lambda *a: unified_norm(*a, **opts), [x, rv, None, bx, None, w, b], gs,
+                        argnums=[0, 1, 3, 5, 6])
+    for i in (0, 1, 3, 5, 6):
+        assert_close(ana[i], num[i], rtol=1e-6, atol=1e-8)
+    check_vjp("norm.unified_norm", x, rv, None, bx, None, w, b, opts=opts)
+
+
+def test_unified_norm_adapters(rng):
+    import jax
+    import jax.numpy as jnp
+    from jax.test_util import check_grads
+
+    import optnorm.jax as onj
+    import optnorm.torch as ont
+    x = rng.standard_normal((4, 3))
+    rv, bx, w, b = rng.random(3) + 0.5, rng.random((3, 3)) + 0.5, rng.standard_normal(3), rng.standard_normal(3)
+    T = lambda v: torch.tensor(v, requires_grad=True)  # noqa: E731
+    f = lambda a, r, bb, ww, b_: ont.unified_norm(a, r, None, bb, None, ww, b_, step=9, warmup_iters=4,  # noqa
+                                                  backward="exact")
+    assert torch.autograd.gradcheck(f, tuple(map(T, (x, rv, bx, w, b))))
+    fj = lambda a, r, bb, ww, b_: onj.unified_norm(a, r, None, bb, None, ww, b_, step=9, warmup_iters=4,  # noqa
+                                                   backward="exact")
+    check_grads(fj, tuple(map(jnp.asarray, (x, rv, bx, w, b))), order=1, modes=["rev"])
+    # paper mode under jit with outlier filtration (array-valued skip decision)
+    ema, bg = jnp.zeros(3), jnp.zeros((2, 3))
+    step = jax.jit(jax.grad(lambda a, e, g_: onj.unified_norm(a, jnp.asarray(rv), e, jnp.asarray(bx), g_,
+                                                               step=1200, warmup_iters=4,
+                                                               outlier_filtration=True)[0].sum(), argnums=(0, 1, 2)))
+    dx, new_ema, new_bg = step(jnp.asarray(x), ema, bg)
+    assert dx.shape == x.shape and new_bg.shape == (2, 3)
+    ref = ref_un_step(x, rv, np.zeros(3), bx, np.zeros((2, 3)), np.ones(3), np.zeros(3), 1200, 4, True, 1e-5, 0.9,
+                      np.ones(x.shape))
+    assert_close(dx, ref[3], rtol=1e-9, atol=1e-12)
+    assert_close(new_ema, ref[5], rtol=1e-9, atol=1e-12)
+
+
+def test_jit_and_half_precision(rng):
+    import jax
+    import jax.numpy as jnp
+
+    import optnorm.jax as onj
+    x = rng.standard_normal((6, 3, 5))
+    J = jnp.asarray
+    y = jax.jit(lambda a, w: onj.batch_norm(a, J(np.zeros(3)), J(np.ones(3)), sample_weight=w)[0])(J(x), J(np.ones(6)))
+    assert_close(y, ref_bn(x, None, None, None, None, None, True, 0.1, 1e-5, 1)[0], rtol=1e-10, atol=1e-12)
+    yp = jax.jit(lambda a: onj.power_norm(a, J(np.ones(5)), J(np.zeros(5)), step=3, warmup_iters=2)[0])(J(x))
+    assert_close(yp, x / np.sqrt(1 + 1e-5), rtol=1e-12)
+    # bfloat16 / float16 in, same dtype out, statistics accumulated in float32
+    xb = torch.tensor(x, dtype=torch.bfloat16)
+    yb, rm, rv = batch_norm(xb, torch.zeros(3), torch.ones(3))
+    assert yb.dtype == torch.bfloat16 and rm.dtype == torch.float32
+    assert_close(yb.float().numpy(), ref_bn(xb.double().numpy(), None, None, None, None, None, True, 0.1, 1e-5, 1)[0],
+                 rtol=0, atol=3e-2)
+    xh = (x * 1e3).astype(np.float16)          # (x - mu)^2 overflows float16 (65504): accumulate in float32
+    yh = batch_norm(xh)[0]
+    assert yh.dtype == np.float16 and np.all(np.isfinite(yh))
+    assert_close(yh, ref_bn(xh.astype(np.float64), None, None, None, None, None, True, 0.1, 1e-5, 1)[0], rtol=0,
+                 atol=5e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_paths(path, rng, dtype, training):
+    from optnorm.norm.batch import _bn_dispatch
+    x = (rng.standard_normal((5, 3, 4, 2)) * 3 + 100).astype(dtype)
+    rm, rv, w, b = (rng.standard_normal(3) + 100).astype(dtype), (rng.random(3) + 5).astype(dtype), \
+        rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
+    for axis in (1, -1, 0):
+        args = (x, rm, rv, w, b) if axis != -1 else (x, rm[:1].repeat(2), rv[:1].repeat(2), w[:1].repeat(2),
+                                                    b[:1].repeat(2))
+        if axis == 0:
+            args = (x, np.resize(rm, 5), np.resize(rv, 5), np.resize(w, 5), np.resize(b, 5))
+        assert _bn_dispatch.path_for(*args, None, training=training, momentum=0.1, eps=1e-5, axis=axis) == path
+        y, nrm, nrv = batch_norm(*args, training=training, axis=axis)
+        ry, rrm, rrv = ref_bn(args[0].astype(np.float64), *(a.astype(np.float64) for a in args[1:]), None, training,
+                              0.1, 1e-5, axis)
+        tol = 1e-12 if dtype == np.float64 else 2e-4
+        assert y.dtype == dtype and nrm.dtype == dtype
+        assert_close(y, ry, rtol=tol, atol=tol)
+        assert_close(nrm, rrm, rtol=tol)
+        assert_close(nrv, rrv, rtol=tol)
+
+
+def test_unified_norm_state_threading_from_zero_buffers(rng):
+    """Eight steps from the module's initial state (zero windows), the state threaded in and out as the layer."""
+    from optnorm.norm import unified_norm
+    from optnorm.norm.batch import unified_norm_bwd, unified_norm_fwd
+    C = 4
+    st = dict(rv=np.ones(C), ema=np.zeros(C), bx=np.zeros((3, C)), bg=np.zeros((2, C)))
+    ref = {k: v.copy() for k, v in st.items()}
+    w, b = rng.standard_normal(C), rng.standard_normal(C)
+    for k in range(1, 9):
+        x = rng.standard_normal((5, C)) * (1 + k / 4)
+        gy = rng.standard_normal(x.shape)
+        opts = dict(step=k, warmup_iters=2, momentum=0.7)
+        (y, st["rv"], st["bx"]), res = unified_norm_fwd(x, st["rv"], st["ema"], st["bx"], st["bg"], w, b, **opts)
+        dx, _, st["ema"], _, st["bg"], _, _ = unified_norm_bwd(res, (gy, None, None))
+        with np.errstate(divide="ignore"):
+            ry, ref["rv"], ref["bx"], rdx, _, ref["ema"], ref["bg"] = ref_un_step(
+                x, ref["rv"], ref["ema"], ref["bx"], ref["bg"], w, b, k, 2, False, 1e-5, 0.7, gy)
+        assert_close(y, ry, rtol=1e-10, atol=1e-12)
+        assert_close(dx, rdx, rtol=1e-9, atol=1e-12)
+        for key in st:
+            assert_close(st[key], ref[key], rtol=1e-10, atol=1e-14, err_msg=f"step {k} {key}")
+    assert np.all(st["bx"] > 0)   # the window filled up
+    assert np.all(np.isfinite(unified_norm(x, st["rv"], st["ema"], st["bx"], st["bg"], step=9, warmup_iters=2)[0]))
+
+
+def test_batch_norm_adab2n_rule(xp, rng, path):
+    """AdaB2N's training forward (lvyilin/AdaB2N, models/utils/adab2n.py): task-balanced sample weights, biased
+    batch variance in the running update, eta as the momentum."""
+    x = rng.standard_normal((6, 3, 2, 2)) + 0.5
+    tasks, counts = np.array([0, 0, 1, 1, 1, 2]), np.array([2, 3, 1])
+    conc = np.exp(np.array([0.1, -0.2, 0.3])) + np.array([10.0, 20.0, 5.0])
+    pi = conc / conc.sum()
+    sw = pi[tasks] / counts[tasks]
+    rm, rv, eta = rng.standard_normal(3), rng.random(3) + 0.5, 0.3
+    mu = np.einsum("nc,n->c", x.mean((2, 3)), sw)
+    var = np.einsum("nc,n->c", ((x - mu[None, :, None, None]) ** 2).mean((2, 3)), sw)
+    ref_y = (x - mu[None, :, None, None]) / np.sqrt(var[None, :, None, None] + 1e-5)
+    y, nrm, nrv = batch_norm(xp.asarray(x), xp.asarray(rm), xp.asarray(rv), sample_weight=xp.asarray(sw),
+                             momentum=eta, unbiased=False)
+    assert_close(y, ref_y, rtol=1e-10, atol=1e-12)
+    assert_close(nrm, rm + eta * (mu - rm), rtol=1e-12)
+    assert_close(nrv, (1 - eta) * rv + eta * var, rtol=1e-12)
+    # without weights and unbiased=False: the biased running update (both paths)
+    y2, _, nrv2 = batch_norm(xp.asarray(x), xp.asarray(rm), xp.asarray(rv), momentum=eta, unbiased=False)
+    assert_close(nrv2, (1 - eta) * rv + eta * x.var(axis=(0, 2, 3)), rtol=1e-12)
+    check_vjp("norm.batch_norm", x, rm, rv, None, None, sw, opts={"momentum": eta, "unbiased": False})
