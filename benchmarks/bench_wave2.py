@@ -5,6 +5,8 @@ Groups (optnorm and its peers side by side):
 - ``topk_softmax k=2`` / ``k=8``: 65536 x 64 float32 logits.  optnorm's fused Numba row kernel (dense
   gate, plus indices) against torch's softmax -> topk -> renormalise (Mixtral's router: k values and
   indices) and the same followed by a scatter into a dense gate (what optnorm returns).
+- ``soft_topk k=8``: 65536 x 64 float32, the Numba row bisection against the generic Array-API path
+  (64 vectorised passes over the whole array).
 - ``pairwise NWD``: 4096 x 4096 float32 boxes (xyxy).  optnorm's fused kernel against the broadcast
   NumPy expression, and ``np.copyto`` of the 64 MiB output as the floor (a memory-bound pass).
 
@@ -61,6 +63,24 @@ def test_topk_torch_dense(benchmark, logits, k):
         p = torch.softmax(t, dim=-1)
         v, i = torch.topk(p, k, dim=-1)
         return torch.zeros_like(p).scatter_(-1, i, v / v.sum(-1, keepdim=True)), i
+
+    benchmark(run)
+
+
+def test_soft_topk_numba(benchmark, logits):
+    benchmark.group = "soft_topk k=8"
+    on.soft_topk(logits[:64], k=8)  # compile / warm up
+    benchmark(lambda: on.soft_topk(logits, k=8))
+
+
+def test_soft_topk_generic(benchmark, logits):
+    import optnorm
+
+    benchmark.group = "soft_topk k=8"
+
+    def run():
+        with optnorm.use_backend("generic"):
+            return on.soft_topk(logits, k=8)
 
     benchmark(run)
 

@@ -61,3 +61,50 @@ def topk_softmax_rows(x, k, inv_t, out, idx, n_chunks):
             for q in range(k):
                 orow[inds[q]] = math.exp((np.float64(vals[q]) - m) * inv_t) * inv_s
                 idx[r, q] = inds[q]
+
+
+@jit(parallel=True, fastmath=False)
+def soft_topk_rows(z, k, alpha, n_iter, out):
+    """Soft top-k of each row: bisection for t with sum_j sigmoid(alpha (z_j + t)) = k, then the sigmoids.
+
+    The same bracket and iteration count as the generic path (``optnorm.norm.gates._soft_topk_core``),
+    one row per iteration of the parallel loop, sums accumulated in float64.  Requires 1 <= k < n.
+    """
+    R, n = z.shape
+    r = k / n
+    c = math.log(r / (1.0 - r)) / alpha
+    for i in prange(R):
+        row = z[i]
+        mx = np.float64(row[0])
+        mn = np.float64(row[0])
+        for j in range(1, n):
+            v = np.float64(row[j])
+            if v > mx:
+                mx = v
+            if v < mn:
+                mn = v
+        lo = c - mx
+        hi = c - mn
+        for _ in range(n_iter):
+            mid = (lo + hi) / 2
+            s = 0.0
+            for j in range(n):
+                u = alpha * (np.float64(row[j]) + mid)
+                if u >= 0:
+                    s += 1.0 / (1.0 + math.exp(-u))
+                else:
+                    e = math.exp(u)
+                    s += e / (1.0 + e)
+            if s < k:
+                lo = mid
+            else:
+                hi = mid
+        t = (lo + hi) / 2
+        orow = out[i]
+        for j in range(n):
+            u = alpha * (np.float64(row[j]) + t)
+            if u >= 0:
+                orow[j] = 1.0 / (1.0 + math.exp(-u))
+            else:
+                e = math.exp(u)
+                orow[j] = e / (1.0 + e)

@@ -218,63 +218,78 @@ def eigvalsh_batched(A: np.ndarray) -> np.ndarray:
     return w.reshape(shp[:-1])
 
 
+@jit(parallel=False, fastmath=True)
+def _bw_one(A, B, L, T, M, d, e, p, wv):
+    """Squared BW distance of one pair (float64 scratch passed in)."""
+    n = A.shape[0]
+    # Cholesky of sym(A) (lower), row-oriented so the inner loops run over contiguous memory
+    for i in range(n):
+        for j in range(n):
+            L[i, j] = 0.0
+    for j in range(n):
+        s = A[j, j]
+        for k in range(j):
+            s -= L[j, k] * L[j, k]
+        if not s > 0.0:
+            return np.nan
+        ljj = math.sqrt(s)
+        L[j, j] = ljj
+        inv = 1.0 / ljj
+        for i in range(j + 1, n):
+            t = 0.5 * (A[i, j] + A[j, i])
+            for k in range(j):
+                t -= L[i, k] * L[j, k]
+            L[i, j] = t * inv
+    trA = 0.0
+    trB = 0.0
+    for i in range(n):
+        trA += A[i, i]
+        trB += B[i, i]
+    # T = sym(B) L: T[i, :k+1] += B[i, k] L[k, :k+1]  (contiguous inner loop)
+    for i in range(n):
+        for j in range(n):
+            T[i, j] = 0.0
+        for k in range(n):
+            bik = 0.5 * (B[i, k] + B[k, i])
+            for j in range(k + 1):
+                T[i, j] += bik * L[k, j]
+    # M = L^T T: M[i, :] += L[k, i] T[k, :] for k >= i
+    for i in range(n):
+        for j in range(n):
+            M[i, j] = 0.0
+    for k in range(n):
+        for i in range(k + 1):
+            lki = L[k, i]
+            for j in range(n):
+                M[i, j] += lki * T[k, j]
+    for i in range(n):
+        for j in range(i + 1, n):
+            sym = 0.5 * (M[i, j] + M[j, i])
+            M[i, j] = sym
+            M[j, i] = sym
+    _tridiag_eigvals(M, d, e, p, wv)
+    acc = 0.0
+    for i in range(n):
+        if d[i] > 0.0:
+            acc += math.sqrt(d[i])
+    r = trA + trB - 2.0 * acc
+    return r if r > 0.0 else 0.0
+
+
 @jit(parallel=True)
-def _bw_kernel(A, B, out):
+def _bw_kernel(A, B, out, n_chunks):
     m, n, _ = A.shape
-    for b in prange(m):
-        L = np.zeros((n, n))
+    per = (m + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):   # scratch allocated once per chunk, not per pair
+        L = np.empty((n, n))
         T = np.empty((n, n))
         M = np.empty((n, n))
         d = np.empty(n)
         e = np.empty(n)
         p = np.empty(n)
         wv = np.empty(n)
-        # Cholesky of sym(A) (lower)
-        ok = True
-        for j in range(n):
-            s = 0.5 * (A[b, j, j] + A[b, j, j])
-            for k in range(j):
-                s -= L[j, k] * L[j, k]
-            if not s > 0.0:
-                ok = False
-                break
-            ljj = math.sqrt(s)
-            L[j, j] = ljj
-            for i in range(j + 1, n):
-                s = 0.5 * (A[b, i, j] + A[b, j, i])
-                for k in range(j):
-                    s -= L[i, k] * L[j, k]
-                L[i, j] = s / ljj
-        if not ok:
-            out[b] = np.nan
-            continue
-        trA = 0.0
-        trB = 0.0
-        for i in range(n):
-            trA += A[b, i, i]
-            trB += B[b, i, i]
-        # T = sym(B) L  (L lower: sum over k >= j)
-        for i in range(n):
-            for j in range(n):
-                s = 0.0
-                for k in range(j, n):
-                    s += 0.5 * (B[b, i, k] + B[b, k, i]) * L[k, j]
-                T[i, j] = s
-        # M = L^T T (sum over k >= i), symmetric: fill both halves
-        for i in range(n):
-            for j in range(i, n):
-                s = 0.0
-                for k in range(i, n):
-                    s += L[k, i] * T[k, j]
-                M[i, j] = s
-                M[j, i] = s
-        _tridiag_eigvals(M, d, e, p, wv)
-        acc = 0.0
-        for i in range(n):
-            if d[i] > 0.0:
-                acc += math.sqrt(d[i])
-        r = trA + trB - 2.0 * acc
-        out[b] = r if r > 0.0 else 0.0
+        for b in range(c * per, min(m, (c + 1) * per)):
+            out[b] = _bw_one(A[b], B[b], L, T, M, d, e, p, wv)
 
 
 def bw_dist2_batched(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -284,5 +299,7 @@ def bw_dist2_batched(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(A.reshape(-1, n, n))
     b = np.ascontiguousarray(B.reshape(-1, n, n))
     out = np.empty(a.shape[0], dtype=np.float64)
-    _bw_kernel(a, b, out)
+    import numba
+
+    _bw_kernel(a, b, out, max(1, min(a.shape[0], 8 * numba.get_num_threads())))
     return out.reshape(shp[:-2])

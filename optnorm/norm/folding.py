@@ -45,7 +45,8 @@ def fold_layer_norm(w_next, b_next=None, ln_weight=None, ln_bias=None, *, std, c
     --------
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
-    >>> W, b, g, be, x = rng.standard_normal((3, 4)), rng.standard_normal(3), rng.random(4), rng.random(4), rng.random(4)
+    >>> W, b = rng.standard_normal((3, 4)), rng.standard_normal(3)
+    >>> g, be, x = rng.random(4), rng.random(4), rng.random(4)
     >>> Wf, bf = fold_layer_norm(W, b, g, be, std=2.0)
     >>> np.allclose(Wf @ x + bf, W @ (g * (x - x.mean()) / 2.0 + be) + b)
     True

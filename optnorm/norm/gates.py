@@ -57,6 +57,29 @@ def _(z, *, k, inv_t, xp):
     return out.reshape(z.shape), idx.reshape(z.shape[:-1] + (k,))
 
 
+def _cuda_float(z):
+    return str(z.dtype) in ("float32", "float64")
+
+
+@_topk.cuda(when=lambda z, *, k, **kw: _cuda_float(z) and k <= 64)
+def _(z, *, k, inv_t, xp):
+    """One thread per row (rows are short: experts); kernel ``topk_softmax_rows<T>`` in _cuda/wave2.cu."""
+    import cupy
+    import numpy as np
+
+    from .._cuda import loader
+
+    n = z.shape[-1]
+    rows = cupy.ascontiguousarray(z.reshape(-1, n))
+    R = rows.shape[0]
+    out = cupy.empty_like(rows)
+    idx = cupy.empty((R, k), dtype=cupy.int64)
+    if R:
+        ker = loader.kernel("wave2", f"topk_softmax_rows<{loader.dtype_name(z.dtype)}>")
+        ker(((R + 127) // 128,), (128,), (rows, out, idx, np.int64(R), np.int64(n), np.int32(k), np.float64(inv_t)))
+    return out.reshape(z.shape), idx.reshape(z.shape[:-1] + (k,))
+
+
 def _prep_logits(logits, name, axis):
     xp = compat.array_namespace(logits)
     validate.check_float(logits, name, xp)
@@ -161,10 +184,13 @@ def moe_gate(logits, *, k=None, temperature=1.0, activation=None, axis=-1):
 
     - ``activation=None, k=None``: dense-to-sparse gate softmax(s/τ) (τ annealed by the caller).
     - ``k`` given: the top-k sparse gate of :func:`topk_softmax` on σ(s)/τ (same tie rule).
-    - ``activation="tanh" | "sigmoid"``: the activation dense-to-sparse gate softmax(σ(s)/τ),
-      which the paper proposes to restore sample efficiency of temperature-controlled gates (the
-      activation bounds the logits, which removes the interaction between τ and the expert
-      parameters that slows estimation).
+    - ``activation="tanh" | "sigmoid"``: the activation dense-to-sparse gate softmax(σ(s)/τ): the
+      linear layer's output goes through an activation before the softmax, which removes the
+      interaction (a PDE) between τ and the gating parameters that makes maximum-likelihood
+      estimation slower than any polynomial rate.  The paper's guarantee needs σ and its
+      derivatives to satisfy first- and second-order linear-independence conditions; tanh and
+      sigmoid are offered here, but which activations the paper proves admissible was not
+      checked against its definitions.
 
     Nguyen, Nguyen, Ho et al., "Is Temperature Sample Efficient for Softmax Gaussian Mixture of
     Experts?" (ICML 2024); Nie et al., "Dense-to-Sparse Gate for Mixture-of-Experts" (2021).
@@ -229,7 +255,56 @@ ops.register("norm.moe_gate", moe_gate, moe_gate_fwd, moe_gate_bwd)
 
 
 # ---------------------------------------------------------------- soft top-k
+_soft_topk_paths = Dispatcher("norm.soft_topk")
+
+
+@_soft_topk_paths.generic
+def _(z, *, k, alpha, n_iter, xp):
+    return _soft_topk_bisect(z, k, alpha, n_iter, xp)[0]
+
+
+@_soft_topk_paths.numba(when=lambda z, **kw: numpy_float(z))
+def _(z, *, k, alpha, n_iter, xp):
+    import numpy as np
+
+    from .._numba import norm_wave2
+
+    n = z.shape[-1]
+    rows = np.ascontiguousarray(z.reshape(-1, n))
+    out = np.empty_like(rows)
+    norm_wave2.soft_topk_rows(rows, k, float(alpha), n_iter, out)
+    return out.reshape(z.shape)
+
+
+@_soft_topk_paths.cuda(when=lambda z, **kw: _cuda_float(z))
+def _(z, *, k, alpha, n_iter, xp):
+    """One thread per row; kernel ``soft_topk_rows<T>`` in _cuda/wave2.cu (requires k < n)."""
+    import cupy
+    import numpy as np
+
+    from .._cuda import loader
+
+    n = z.shape[-1]
+    rows = cupy.ascontiguousarray(z.reshape(-1, n))
+    R = rows.shape[0]
+    out = cupy.empty_like(rows)
+    r = k / n
+    c = math.log(r / (1.0 - r)) / alpha
+    if R:
+        ker = loader.kernel("wave2", f"soft_topk_rows<{loader.dtype_name(z.dtype)}>")
+        ker(((R + 127) // 128,), (128,), (rows, out, np.int64(R), np.int64(n), np.float64(k), np.float64(alpha),
+                                           np.float64(c), np.int32(n_iter)))
+    return out.reshape(z.shape)
+
+
 def _soft_topk_core(z, k, alpha, n_iter, xp):
+    """p = σ(α(z + t)) with Σⱼ pⱼ = k along the last axis (bisection for t; fast path on NumPy)."""
+    if k == z.shape[-1]:
+        return xp.ones_like(z)
+    return _soft_topk_paths(z, k=k, alpha=alpha, n_iter=n_iter, xp=xp)
+
+
+def _soft_topk_bisect(z, k, alpha, n_iter, xp):
     """Bisection for t with Σⱼ σ(α(zⱼ + t)) = k along the last axis; returns (p, t)."""
     n = z.shape[-1]
     r = k / n
@@ -292,7 +367,7 @@ def soft_topk_fwd(x, *, k, alpha=1.0, axis=-1, n_iter=64):
     n_iter = validate.check_int(n_iter, "n_iter", low=1)
     dt = compat.compute_dtype(x, xp)
     z = _move(xp.astype(x, dt) if x.dtype != dt else x, ax, xp)
-    p, _ = _soft_topk_core(z, k, alpha, n_iter, xp)
+    p = _soft_topk_core(z, k, alpha, n_iter, xp)
     y = _unmove(p, ax, xp)
     return (xp.astype(y, x.dtype) if y.dtype != x.dtype else y), (p, alpha, ax, x.dtype)
 
@@ -370,7 +445,7 @@ def soft_topk_loss_fwd(logits, targets, *, k, alpha=1.0, n_iter=64, reduction="m
     dt = compat.compute_dtype(logits, xp)
     z = xp.astype(logits, dt) if logits.dtype != dt else logits
     tg = xp.astype(targets, dt)
-    p, t = _soft_topk_core(z, k, alpha, n_iter, xp)
+    p, t = _soft_topk_bisect(z, k, alpha, n_iter, xp)
     npos = xp.sum(tg, axis=-1, keepdims=True)
     inv_np = xp.where(npos > 0, 1.0 / xp.where(npos > 0, npos, 1.0), 0.0)
     if t is None:

@@ -50,7 +50,7 @@ def _floor(w, xp):
     """Positive floor for inverting (square roots of) PSD eigenvalues: eps * max eigenvalue per matrix."""
     eps = float(xp.finfo(w.dtype).eps)
     top = xp.max(w, axis=-1, keepdims=True)
-    return xp.maximum(w, eps * top + xp.finfo(w.dtype).tiny)
+    return xp.maximum(w, eps * top + xp.finfo(w.dtype).smallest_normal)
 
 
 def _check(m1, C1, m2, C2):

@@ -62,7 +62,7 @@ def _geometry(vertices, faces, xp):
     C = xp.take(vertices, faces[:, 2], axis=0)
     N = _cross(B - A, C - A, xp)
     nrm = xp.linalg.vector_norm(N, axis=1)
-    tiny = float(xp.finfo(vertices.dtype).tiny) ** 0.5
+    tiny = float(xp.finfo(vertices.dtype).smallest_normal) ** 0.5
     safe = xp.where(nrm > tiny, nrm, xp.ones_like(nrm))
     nhat = xp.where((nrm > tiny)[:, None], N / safe[:, None], xp.zeros_like(N))
     return A, B, C, N, nrm, safe, nhat

@@ -63,7 +63,7 @@ def _sort_support(values, weights, xp):
     exactly 1 on both sides (which makes the merge end cleanly).
     """
     n = values.shape[-1]
-    idx = xp.argsort(values, axis=-1, stable=True)
+    idx = xp.argsort(values, axis=-1, stable=False)
     vs = xp.take_along_axis(values, idx, axis=-1)
     acc = _acc_dtype(xp, values.dtype)
     if weights is None:
@@ -118,7 +118,7 @@ def _w1d_sorted(us, A, vs, B, p, xp, need_grad=False):
     wpp = xp.sum(dq * cost, axis=-1)
     if not need_grad:
         return wpp, None
-    inv = xp.argsort(order, axis=-1)                      # position of each breakpoint in sorted order
+    inv = xp.argsort(order, axis=-1, stable=False)                  # position of each breakpoint in sorted order
     posA, posB = inv[..., :n], inv[..., n:]
     c = dq * _pow_grad(d, p, xp)
     Cc = xp.cumulative_sum(c, axis=-1)                    # sum of c over intervals of atom i: Cc[posA_i] - Cc[posA_{i-1}]
@@ -154,7 +154,7 @@ def _weight_grad(h, cum, xp):
 
 
 def _unsort(g, idx, xp):
-    return xp.take_along_axis(g, xp.argsort(idx, axis=-1), axis=-1)
+    return xp.take_along_axis(g, xp.argsort(idx, axis=-1, stable=False), axis=-1)
 
 
 # ---------------------------------------------------------------------------------------------- validation

@@ -313,7 +313,7 @@ def _stabilized_loop(a, b, Mb, reg, *, tol, max_iter, check_every, callback, cal
     vv = xp.ones((B, m), dtype=Mb.dtype, device=compat.device(Mb))
     it = 0
     converged = False
-    tiny = float(xp.finfo(Mb.dtype).tiny)
+    tiny = float(xp.finfo(Mb.dtype).smallest_normal)
     while it < max_iter:
         Ktu = xp.sum(K * uu[:, :, None], axis=1)
         vv = b / xp.maximum(Ktu, tiny)
@@ -357,8 +357,8 @@ def _finalize(u, v, ab, bb, Mb, reg, xp):
     P = xp.exp(u[:, :, None] + v[:, None, :] - Mb * s)
     cost = xp.sum(xp.sum(P * Mb, axis=-1), axis=-1)
     # sum P log P = <P1, u> + <P^T1, v> - <P, M>/eps   (0 * -inf := 0 for zero weights)
-    ru = xp.where(row > 0, row * u, xp.zeros_like(u))
-    cv = xp.where(col > 0, col * v, xp.zeros_like(v))
+    ru = row * xp.where(row > 0, u, xp.zeros_like(u))
+    cv = col * xp.where(col > 0, v, xp.zeros_like(v))
     objective = reg * (xp.sum(ru, axis=-1) + xp.sum(cv, axis=-1))
     return reg * u, reg * v, cost, objective, (err_a, err_b), P
 
@@ -371,8 +371,8 @@ def _solve(ab, bb, Mb, reg, *, method, tol, max_iter, check_every, callback, cal
     if warm_start is not None:
         u = xp.astype(warm_start[0], Mb.dtype) / reg
         v = xp.astype(warm_start[1], Mb.dtype) / reg
-        u = xp.broadcast_to(u if u.ndim == 2 else u[None], (B, n))
-        v = xp.broadcast_to(v if v.ndim == 2 else v[None], (B, m))
+        u = xp.broadcast_to(u if u.ndim == 2 else u[None, ...], (B, n))
+        v = xp.broadcast_to(v if v.ndim == 2 else v[None, ...], (B, m))
     else:
         u = xp.zeros((B, n), dtype=Mb.dtype, device=compat.device(Mb))
         v = xp.zeros((B, m), dtype=Mb.dtype, device=compat.device(Mb))
@@ -484,7 +484,7 @@ def _make_result(u, v, ab, bb, Mb, reg, n_iter, converged, errors, batched, M, x
     f, g, cost, obj, (ea, eb), _ = _finalize(u, v, ab, bb, Mb, reg, xp)
     dt = M.dtype
     if not batched:
-        f, g, cost, obj, ea, eb = f[0], g[0], cost[0], obj[0], ea[0], eb[0]
+        f, g, cost, obj, ea, eb = f[0, ...], g[0, ...], cost[0], obj[0], ea[0], eb[0]
     cast = lambda z: xp.astype(z, dt)  # noqa: E731
     return SinkhornResult(f=cast(f), g=cast(g), cost=cast(cost), objective=cast(obj), n_iter=int(n_iter),
                           converged=bool(converged), errors=errors, marginal_errors=(cast(ea), cast(eb)),
@@ -631,7 +631,7 @@ def sinkhorn2_bwd(res, dy):
         da = _center(reg * x, ab, xp)
         db = _center(reg * y, bb, xp)
     if not res["batched"]:
-        dM = dM[0]
+        dM = dM[0, ...]
     sa, sb, _ = res["shapes"]
     if len(sa) == 1:                                        # one weight vector shared by the batch
         da = xp.sum(da, axis=0)

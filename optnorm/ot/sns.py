@@ -66,8 +66,8 @@ class _SparseHessian:
             top = self.r * x + (self.S @ y[0])[None]
             bot = (self.ST @ x[0])[None] + self.c * y
         else:
-            top = self.r * x + (self.S @ y[0][:, None])[:, 0][None]
-            bot = (self.ST @ x[0][:, None])[:, 0][None] + self.c * y
+            top = self.r * x + xp.matrix_transpose(self.S @ xp.matrix_transpose(y))
+            bot = xp.matrix_transpose(self.ST @ xp.matrix_transpose(x)) + self.c * y
         out = xp.concat([top, bot], axis=-1)
         return out + self.rho * self.z * xp.sum(self.z * w, axis=-1, keepdims=True)
 
@@ -98,7 +98,7 @@ def _newton(a, b, M, reg, f, g, *, tol, max_newton, k0, cg_tol, callback, callba
                 break
         H = _SparseHessian(P, k, xp)
         rhs = xp.concat([ra, rb])[None, :]
-        d = _cg(H.matvec, rhs, lambda w: w / H.diag, xp, tol=cg_tol, max_iter=1000)[0]
+        d = _cg(H.matvec, rhs, lambda w: w / H.diag, xp, tol=cg_tol, max_iter=1000)[0, ...]
         df, dg = reg * d[:n], reg * d[n:]
         slope = float(xp.sum(ra * df) + xp.sum(rb * dg))
         alpha = 1.0
@@ -202,20 +202,20 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, tol=1e-9, max_iter=200, n_sinkhorn=2
                         "sparsification branch on values")
     us, vs, iters, conv_all, errors = [], [], 0, True, []
     for p in range(Mb.shape[0]):
-        a_p, b_p, M_p = ab[p], bb[p], Mb[p]
-        la, lb = _log(a_p[None], xp), _log(b_p[None], xp)
+        a_p, b_p, M_p = ab[p, ...], bb[p, ...], Mb[p, ...]
+        la, lb = _log(a_p[None, ...], xp), _log(b_p[None, ...], xp)
         u0 = xp.zeros((1, M_p.shape[0]), dtype=Mb.dtype, device=compat.device(Mb))
         v0 = xp.zeros((1, m), dtype=Mb.dtype, device=compat.device(Mb))
         n1 = 0
         converged = False
         if n_sinkhorn > 0:
-            u, v, _, n1, converged, _ = _log_loop(la, lb, b_p[None], M_p[None], reg, u0, v0, tol=tol,
+            u, v, _, n1, converged, _ = _log_loop(la, lb, b_p[None, ...], M_p[None, ...], reg, u0, v0, tol=tol,
                                                   max_iter=n_sinkhorn, check_every=10, callback=None,
                                                   callback_every=10, xp=xp, errors=errors,
                                                   error_norm=error_norm)
         else:
             u, v = u0, v0
-        f, g = reg * u[0], reg * v[0]
+        f, g = reg * u[0, ...], reg * v[0, ...]
         n_newton = 0
         if not converged:
             f, g, n_newton, converged, _ = _newton(a_p, b_p, M_p, reg, f, g, tol=tol, max_newton=max_iter, k0=k0,

@@ -62,6 +62,32 @@ def _bw2_numba(A, B, *, xp):
     return d2.astype(A.dtype, copy=False)
 
 
+def _cupy_small(A, B=None):
+    """``when=`` for the CUDA kernels: CuPy float32/float64 stacks with n <= 32 (the kernels' local-array size)."""
+    arrs = [a for a in (A, B) if a is not None]
+    return (all(str(a.dtype) in ("float32", "float64") and a.dtype == arrs[0].dtype for a in arrs)
+            and arrs[0].shape[-1] <= 32 and arrs[0].ndim >= 2)
+
+
+@_bw2.cuda(when=lambda A, B, **kw: _cupy_small(A, B))
+def _bw2_cuda(A, B, *, xp):
+    import cupy
+
+    from .._cuda import loader
+
+    shp = tuple(np.broadcast_shapes(A.shape, B.shape))
+    n = shp[-1]
+    a = cupy.ascontiguousarray(cupy.broadcast_to(A, shp)).reshape(-1, n, n)
+    b = cupy.ascontiguousarray(cupy.broadcast_to(B, shp)).reshape(-1, n, n)
+    count = a.shape[0]
+    out = cupy.empty(count, dtype=A.dtype)
+    if count:
+        k = loader.kernel("spd", f"bw_dist2_batched<{loader.dtype_name(A.dtype)}>")
+        threads = 64
+        k(((count + threads - 1) // threads,), (threads,), (a, b, out, np.int64(count), np.int32(n)))
+    return out.reshape(shp[:-2])
+
+
 def bw_distance(A, B, *, squared=False, check=True):
     """Bures-Wasserstein distance between SPD matrices (the 2-Wasserstein distance of centred Gaussians).
 

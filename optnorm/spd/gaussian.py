@@ -194,35 +194,23 @@ class GaussianFit:
         return xp.max(-self.mahalanobis(x, squared=True), axis=-1)
 
 
-def _shrink_intensity(xc, S, method, xp):
-    """Ledoit-Wolf or OAS intensity for centred data ``xc`` (n, d) with S = xcᵀxc/n (as scikit-learn)."""
-    n, d = xc.shape
-    mu = float(xp.sum(S * xp.eye(d, dtype=S.dtype))) / d
-    if method == "ledoit_wolf":
-        x2 = xc * xc
-        emp_trace = xp.sum(x2, axis=0) / n
-        beta_ = float(xp.sum(xp.matmul(xp.matrix_transpose(x2), x2)))
-        delta_ = float(xp.sum(xp.matmul(xp.matrix_transpose(xc), xc) ** 2)) / n ** 2
-        beta = 1.0 / (d * n) * (beta_ / n - delta_)
-        delta = (delta_ - 2.0 * mu * float(xp.sum(emp_trace)) + d * mu ** 2) / d
-        beta = min(beta, delta)
-        return 0.0 if beta == 0 else beta / delta
-    # OAS (Chen, Wiesel, Eldar, Hero 2010), scikit-learn's formula
-    alpha = float(xp.mean(S ** 2))
-    num = alpha + mu ** 2
-    den = (n + 1.0) * (alpha - mu ** 2 / d)
-    return 1.0 if den == 0 else min(num / den, 1.0)
-
-
 def _shrunk(xc, shrinkage, xp, dt):
-    n, d = xc.shape
-    S = xp.matmul(xp.matrix_transpose(xc), xc) / n
-    if shrinkage is None:
-        return S, 0.0
-    rho = float(shrinkage) if not isinstance(shrinkage, str) else _shrink_intensity(xc, S, shrinkage, xp)
-    eye = xp.eye(d, dtype=dt)
-    mu = xp.sum(S * eye) / d
-    return (1.0 - rho) * S + rho * mu * eye, rho
+    """Covariance of already centred data (maximum-likelihood scaling), shrunk as asked, and the intensity.
+
+    Delegates to :func:`optnorm.spd.covariance` (``assume_centered=True``): ``"ledoit_wolf"`` / ``"oas"``
+    choose ρ, a float is ρ itself, None is no shrinkage.
+    """
+    from .covariance import covariance
+
+    if isinstance(shrinkage, str):
+        C, rho = covariance(xc, estimator=shrinkage, assume_centered=True, return_shrinkage=True)
+    else:
+        C, rho = covariance(xc, estimator="scm", shrinkage=shrinkage, assume_centered=True, return_shrinkage=True)
+    return _as_dt(C, dt, xp), float(rho)
+
+
+def _as_dt(a, dt, xp):
+    return a if a.dtype == dt else xp.astype(a, dt)
 
 
 def gaussian_fit(x, labels=None, *, tied=True, shrinkage=None):
@@ -230,7 +218,8 @@ def gaussian_fit(x, labels=None, *, tied=True, shrinkage=None):
 
     μ_c = mean of the samples of class c;  tied: Σ = (1/N) Σ_c Σ_{i∈c} (xᵢ − μ_c)(xᵢ − μ_c)ᵀ
     (Lee et al. 2018, the LDA estimate); per class: Σ_c = (1/N_c) Σ_{i∈c} (xᵢ − μ_c)(xᵢ − μ_c)ᵀ.
-    Shrinkage replaces S by (1 − ρ) S + ρ (tr S / d) I (Rippel et al. 2020 use Ledoit-Wolf).
+    Shrinkage replaces S by (1 − ρ) S + ρ (tr S / d) I (Rippel et al. 2020 use Ledoit-Wolf); the
+    covariances come from :func:`optnorm.spd.covariance` on the class-centred data.
 
     Lee, Lee, Lee, Shin, "A Simple Unified Framework for Detecting Out-of-Distribution Samples
     and Adversarial Attacks" (NeurIPS 2018); Rippel, Mertens, Merhof, "Modeling the Distribution

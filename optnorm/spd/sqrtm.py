@@ -301,6 +301,26 @@ def _sqrt_numba(A, *, method, n_iter, degree, eps, want, xp):
     return Y, Z, (w, U)
 
 
+@_sqrt_both.cuda(when=lambda A, *, method, **kw: method == "newton_schulz" and A.ndim >= 2 and A.shape[-1] <= 32
+                 and str(A.dtype) in ("float32", "float64"))
+def _sqrt_cuda(A, *, method, n_iter, degree, eps, want, xp):
+    """One thread per matrix: the same coupled Newton-Schulz iteration in double-precision local arrays."""
+    import cupy
+
+    from .._cuda import loader
+
+    n = A.shape[-1]
+    a = cupy.ascontiguousarray(A).reshape(-1, n, n)
+    count = a.shape[0]
+    Y = cupy.empty_like(a)
+    Z = cupy.empty_like(a)
+    if count:
+        k = loader.kernel("spd", f"newton_schulz_sqrt<{loader.dtype_name(A.dtype)}>")
+        threads = 32
+        k(((count + threads - 1) // threads,), (threads,), (a, Y, Z, np.int64(count), np.int32(n), np.int32(n_iter)))
+    return Y.reshape(A.shape), Z.reshape(A.shape), None
+
+
 def _prep(A, method, n_iter, degree, eps, check, lyap_iter, name="A"):
     xp = compat.array_namespace(A)
     validate.check_in(method, METHODS, "method")

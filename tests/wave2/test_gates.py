@@ -162,6 +162,13 @@ def test_adapters(rng):
                 modes=["rev"])
     g = jax.jit(jax.grad(lambda a: onj.topk_softmax(a, k=2)[:, 0].sum()))(j)
     assert g.shape == x.shape
+    # with the integer indices as a second output: no gradient flows into them
+    y, idx = ont.topk_softmax(t, k=2, return_indices=True)
+    assert idx.dtype == torch.int64 and not idx.requires_grad
+    (y * torch.tensor(x)).sum().backward()
+    assert t.grad.shape == x.shape
+    gi = jax.grad(lambda a: onj.topk_softmax(a, k=2, return_indices=True)[0][:, 0].sum())(j)
+    assert_close(gi, np.asarray(g), rtol=1e-12)
 
 
 def test_bad_input():
@@ -184,3 +191,18 @@ def test_bad_input():
         soft_topk(x, k=1, alpha=0)
     with pytest.raises(ValueError, match="targets has shape"):
         soft_topk_loss(x, np.ones((2, 3)), k=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_soft_topk_paths(path, rng, dtype):
+    x = (rng.standard_normal((30, 17)) * 4).astype(dtype)
+    with optnorm.use_backend("generic"):
+        ref = soft_topk(x.astype(np.float64), k=5, alpha=1.7)
+    p = soft_topk(x, k=5, alpha=1.7)
+    assert p.dtype == dtype
+    assert_close(p, ref, rtol=1e-5 if dtype == np.float32 else 1e-10, atol=1e-6 if dtype == np.float32 else 1e-12)
+    assert_close(p.sum(-1), np.full(30, 5.0), rtol=1e-5 if dtype == np.float32 else 1e-10)
+    from optnorm.norm import gates
+
+    with optnorm.use_backend("auto"):
+        assert gates._soft_topk_paths.path_for(x, k=5, alpha=1.0, n_iter=3, xp=None) == "numba"

@@ -1,0 +1,250 @@
+"""optnorm.norm row kernels (Numba path) against NumPy and torch CPU, with the memory-copy floor.
+
+Groups compare like with like: ``prealloc`` cases write into preallocated outputs (optnorm ``out=``,
+``torch.ops.aten._softmax.out``, NumPy ufuncs with ``out=``), ``alloc`` cases allocate their result.
+Each group also holds the copy of the same bytes (``np.copyto`` single-threaded and a 2-thread Numba copy),
+the floor a one-read-one-write kernel can reach.  Shapes: 4096x8192 and 64x262144 float32
+(``OPTNORM_BENCH_QUICK=1``: 512x2048 and 16x32768).
+
+Run: ``python -m optnorm bench norm [--quick]`` (``OPTNORM_BENCH_THREADS=1`` pins both libraries to one thread).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import optnorm
+from optnorm._lib import ops
+from optnorm.norm import layer_norm, log_softmax, rms_norm, softmax
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+QUICK = os.environ.get("OPTNORM_BENCH_QUICK", "0") == "1"
+# OPTNORM_BENCH_THREADS=k pins Numba and torch to k threads (k=1 gives stable ratios on a shared machine,
+# where preempted worker threads make every parallel timing, the 2-thread copy floor included, meaningless).
+_THREADS = os.environ.get("OPTNORM_BENCH_THREADS")
+if _THREADS:
+    import numba
+
+    numba.set_num_threads(int(_THREADS))
+    torch.set_num_threads(int(_THREADS))
+SHAPES = [(512, 2048), (16, 32768)] if QUICK else [(4096, 8192), (64, 262144)]
+_cache: dict = {}
+
+
+def _data(shape):
+    if shape not in _cache:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(shape, dtype=np.float32)
+        g = rng.standard_normal(shape, dtype=np.float32)
+        w = (1 + 0.1 * rng.standard_normal(shape[1])).astype(np.float32)
+        b = (0.1 * rng.standard_normal(shape[1])).astype(np.float32)
+        _cache[shape] = dict(x=x, g=g, w=w, b=b, out=np.empty_like(x), out2=np.empty_like(x))
+    return _cache[shape]
+
+
+def _name(shape):
+    return f"{shape[0]}x{shape[1]}"
+
+
+def _nb_copy():
+    from numba import prange
+
+    from optnorm._numba._rows import jit
+
+    @jit()
+    def copy_rows(src, dst):
+        for r in prange(src.shape[0]):
+            s = src[r]
+            d = dst[r]
+            for j in range(s.shape[0]):
+                d[j] = s[j]
+
+    return copy_rows
+
+
+_copy_rows = None
+
+
+def _floor(benchmark, shape, which):
+    global _copy_rows
+    d = _data(shape)
+    if which == "np.copyto":
+        benchmark(np.copyto, d["out"], d["x"])
+    else:
+        if _copy_rows is None:
+            _copy_rows = _nb_copy()
+        _copy_rows(d["x"], d["out"])
+        benchmark(_copy_rows, d["x"], d["out"])
+
+
+def _warm(fn, *a, **k):
+    fn(*a, **k)  # compile (numba) and fault the output pages in
+    fn(*a, **k)
+
+
+def _np_softmax(x, out, log):
+    m = x.max(axis=1, keepdims=True)
+    np.subtract(x, m, out=out)
+    if log:
+        e = np.exp(out)
+        out -= np.log(e.sum(axis=1, keepdims=True))
+        return out
+    np.exp(out, out=out)
+    out /= out.sum(axis=1, keepdims=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ softmax / log_softmax
+FWD_PRE = ["floor np.copyto", "floor numba 2-thread copy", "optnorm safe", "optnorm online", "optnorm two_pass",
+           "torch _softmax.out", "numpy"]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=_name)
+@pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
+@pytest.mark.parametrize("impl", FWD_PRE)
+def test_softmax_fwd_prealloc(benchmark, shape, log, impl):
+    benchmark.group = f"{'log_softmax' if log else 'softmax'} fwd prealloc {_name(shape)}"
+    d = _data(shape)
+    x, out = d["x"], d["out"]
+    if impl.startswith("floor"):
+        return _floor(benchmark, shape, impl.split(" ", 1)[1])
+    if impl.startswith("optnorm"):
+        f = log_softmax if log else softmax
+        _warm(f, x, method=impl.split()[1], out=out)
+        benchmark(f, x, method=impl.split()[1], out=out)
+    elif impl.startswith("torch"):
+        xt, ot = torch.from_numpy(x), torch.from_numpy(out)
+        op = torch.ops.aten._log_softmax.out if log else torch.ops.aten._softmax.out
+        _warm(op, xt, -1, False, out=ot)
+        benchmark(op, xt, -1, False, out=ot)
+    else:
+        benchmark(_np_softmax, x, out, log)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=_name)
+@pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
+@pytest.mark.parametrize("impl", ["optnorm", "torch", "numpy"])
+def test_softmax_fwd_alloc(benchmark, shape, log, impl):
+    benchmark.group = f"{'log_softmax' if log else 'softmax'} fwd alloc {_name(shape)}"
+    x = _data(shape)["x"]
+    if impl == "optnorm":
+        f = log_softmax if log else softmax
+        _warm(f, x)
+        benchmark(f, x)
+    elif impl == "torch":
+        xt = torch.from_numpy(x)
+        f = torch.log_softmax if log else torch.softmax
+        benchmark(f, xt, -1)
+    else:
+        benchmark(lambda: _np_softmax(x, np.empty_like(x), log))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=_name)
+@pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
+@pytest.mark.parametrize("impl", ["floor numba 2-thread copy", "optnorm", "torch"])
+def test_softmax_bwd(benchmark, shape, log, impl):
+    """VJP given the forward output (both allocate dx)."""
+    benchmark.group = f"{'log_softmax' if log else 'softmax'} bwd {_name(shape)}"
+    d = _data(shape)
+    if impl.startswith("floor"):
+        return _floor(benchmark, shape, "numba 2-thread copy")
+    f = log_softmax if log else softmax
+    y = f(d["x"])
+    if impl == "optnorm":
+        op = ops.get("log_softmax" if log else "softmax")
+        res = (y, -1, "nan")
+        _warm(op.bwd, res, d["g"])
+        benchmark(op.bwd, res, d["g"])
+    else:
+        yt, gt = torch.from_numpy(y), torch.from_numpy(d["g"])
+        fb = torch._log_softmax_backward_data if log else torch._softmax_backward_data
+        benchmark(fb, gt, yt, -1, torch.float32)
+
+
+# ------------------------------------------------------------------------------------------ layer_norm / rms_norm
+@pytest.mark.parametrize("shape", SHAPES, ids=_name)
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+@pytest.mark.parametrize("impl", ["floor np.copyto", "floor numba 2-thread copy", "optnorm prealloc", "optnorm alloc",
+                                  "torch alloc", "numpy alloc"])
+def test_norm_fwd(benchmark, shape, op, impl):
+    """torch has no out= for layer_norm/rms_norm (aten.native_layer_norm.out was slower than the allocating call
+    in the reference note), so its allocating call is the peer of both optnorm modes."""
+    benchmark.group = f"{op} fwd {_name(shape)}"
+    d = _data(shape)
+    x, w, b, out = d["x"], d["w"], d["b"], d["out"]
+    n = shape[1]
+    if impl.startswith("floor"):
+        return _floor(benchmark, shape, impl.split(" ", 1)[1])
+    if impl.startswith("optnorm"):
+        kw = {"out": out} if impl.endswith("prealloc") else {}
+        if op == "layer_norm":
+            _warm(layer_norm, x, w, b, **kw)
+            benchmark(layer_norm, x, w, b, **kw)
+        else:
+            _warm(rms_norm, x, w, eps=1e-6, **kw)
+            benchmark(rms_norm, x, w, eps=1e-6, **kw)
+    elif impl.startswith("torch"):
+        xt, wt, bt = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
+        if op == "layer_norm":
+            benchmark(F.layer_norm, xt, (n,), wt, bt, 1e-5)
+        else:
+            benchmark(F.rms_norm, xt, (n,), wt, 1e-6)
+    else:
+        if op == "layer_norm":
+            def f():
+                mu = x.mean(1, keepdims=True)
+                var = x.var(1, keepdims=True)
+                return (x - mu) / np.sqrt(var + 1e-5) * w + b
+        else:
+            def f():
+                return x / np.sqrt((x * x).mean(1, keepdims=True) + 1e-6) * w
+        benchmark(f)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=_name)
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm", "softmax"])
+@pytest.mark.parametrize("impl", ["optnorm", "torch autograd"])
+def test_norm_fwd_bwd(benchmark, shape, op, impl):
+    """Forward + VJP (optnorm: registered fwd/bwd pair on NumPy; torch: autograd on a leaf tensor)."""
+    benchmark.group = f"{op} fwd+bwd {_name(shape)}"
+    d = _data(shape)
+    x, g, w, b = d["x"], d["g"], d["w"], d["b"]
+    n = shape[1]
+    if impl == "optnorm":
+        o = ops.get(op)
+        args = {"layer_norm": (x, w, b), "rms_norm": (x, w), "softmax": (x,)}[op]
+        opts = {"rms_norm": {"eps": 1e-6}}.get(op, {})
+
+        def run():
+            _, res = o.fwd(*args, **opts)
+            return o.bwd(res, g)
+        _warm(run)
+        benchmark(run)
+    else:
+        xt, wt, bt, gt = (torch.from_numpy(a) for a in (x, w, b, g))
+        wt.requires_grad_()
+        bt.requires_grad_()
+
+        def run():
+            xl = xt.clone().requires_grad_()
+            if op == "layer_norm":
+                y = F.layer_norm(xl, (n,), wt, bt, 1e-5)
+            elif op == "rms_norm":
+                y = F.rms_norm(xl, (n,), wt, 1e-6)
+            else:
+                y = torch.softmax(xl, -1)
+            y.backward(gt)
+            return xl.grad
+        benchmark(run)
+
+
+def test_numba_path_is_used():
+    from optnorm.norm.softmax import _softmax
+
+    x = _data(SHAPES[0])["x"]
+    assert _softmax.path_for(x, axis=1, method="safe", masked_row="nan", log=False, out=None, xp=np) == "numba"
+    assert optnorm._lib.dispatch.get_backend() == "auto"

@@ -1,0 +1,183 @@
+// optnorm SPD kernels (CuPy RawModule, NVRTC).  One thread per matrix pair; n <= SPD_MAXN.
+//
+// bw_dist2_batched<T>: squared Bures-Wasserstein distance tr A + tr B - 2 sum_i sqrt(mu_i), mu = eig(L^T B L),
+// A = L L^T: Cholesky, congruence, Householder tridiagonalisation and implicit QL (eigenvalues only), the same
+// algorithm as optnorm/_numba/spd.py.  Scratch is double precision in local memory for float inputs too.
+//
+// optnorm-kernel: bw_dist2_batched<float>
+// optnorm-kernel: bw_dist2_batched<double>
+// optnorm-kernel: newton_schulz_sqrt<float>
+// optnorm-kernel: newton_schulz_sqrt<double>
+
+#define SPD_MAXN 32
+
+__device__ inline void spd_tridiag_eigvals(double* a, double* d, double* e, double* p, double* w, double* v, int n) {
+    for (int k = 0; k < n - 2; ++k) {
+        int m = n - k - 1;
+        double xn2 = 0.0;
+        for (int i = 0; i < m; ++i) { v[i] = a[(k + 1 + i) * n + k]; xn2 += v[i] * v[i]; }
+        if (xn2 == 0.0) { e[k] = 0.0; continue; }
+        double x0 = v[0];
+        double alpha = x0 >= 0 ? -sqrt(xn2) : sqrt(xn2);
+        v[0] = x0 - alpha;
+        double vn2 = xn2 - x0 * x0 + v[0] * v[0];
+        double beta = 2.0 / vn2;
+        double vp = 0.0;
+        for (int i = 0; i < m; ++i) {
+            double s = 0.0;
+            for (int j = 0; j < m; ++j) s += a[(k + 1 + i) * n + (k + 1 + j)] * v[j];
+            p[i] = beta * s;
+            vp += v[i] * p[i];
+        }
+        double kk = 0.5 * beta * vp;
+        for (int i = 0; i < m; ++i) w[i] = p[i] - kk * v[i];
+        for (int i = 0; i < m; ++i)
+            for (int j = 0; j < m; ++j)
+                a[(k + 1 + i) * n + (k + 1 + j)] -= v[i] * w[j] + w[i] * v[j];
+        e[k] = alpha;
+    }
+    for (int i = 0; i < n; ++i) d[i] = a[i * n + i];
+    if (n >= 2) e[n - 2] = a[(n - 1) * n + (n - 2)];
+    e[n - 1] = 0.0;
+    const double eps = 2.220446049250313e-16;
+    for (int l = 0; l < n; ++l) {
+        int it = 0;
+        while (true) {
+            int m = l;
+            while (m < n - 1) {
+                double dd = fabs(d[m]) + fabs(d[m + 1]);
+                if (fabs(e[m]) <= eps * dd) break;
+                ++m;
+            }
+            if (m == l || it >= 60) break;
+            ++it;
+            double g = (d[l + 1] - d[l]) / (2.0 * e[l]);
+            double r = sqrt(g * g + 1.0);
+            g = d[m] - d[l] + e[l] / (g + (g >= 0 ? r : -r));
+            double s = 1.0, c = 1.0, pp = 0.0;
+            int i = m - 1;
+            bool under = false;
+            while (i >= l) {
+                double f = s * e[i];
+                double b = c * e[i];
+                r = sqrt(f * f + g * g);
+                e[i + 1] = r;
+                if (r == 0.0) { d[i + 1] -= pp; e[m] = 0.0; under = true; break; }
+                s = f / r;
+                c = g / r;
+                g = d[i + 1] - pp;
+                r = (d[i] - g) * s + 2.0 * c * b;
+                pp = s * r;
+                d[i + 1] = g + pp;
+                g = c * r - b;
+                --i;
+            }
+            if (under) continue;
+            d[l] -= pp;
+            e[l] = g;
+            e[m] = 0.0;
+        }
+    }
+}
+
+template <typename T>
+__global__ void bw_dist2_batched(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ out,
+                                 long long count, int n) {
+    long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (b >= count || n > SPD_MAXN) return;
+    const T* a = A + b * n * n;
+    const T* bb = B + b * n * n;
+    double L[SPD_MAXN * SPD_MAXN];
+    double M[SPD_MAXN * SPD_MAXN];
+    double d[SPD_MAXN], e[SPD_MAXN], p[SPD_MAXN], w[SPD_MAXN], v[SPD_MAXN];
+    for (int i = 0; i < n * n; ++i) L[i] = 0.0;
+    for (int j = 0; j < n; ++j) {
+        double s = (double)a[j * n + j];
+        for (int k = 0; k < j; ++k) s -= L[j * n + k] * L[j * n + k];
+        if (!(s > 0.0)) { out[b] = (T)NAN; return; }
+        double ljj = sqrt(s);
+        L[j * n + j] = ljj;
+        for (int i = j + 1; i < n; ++i) {
+            double t = 0.5 * ((double)a[i * n + j] + (double)a[j * n + i]);
+            for (int k = 0; k < j; ++k) t -= L[i * n + k] * L[j * n + k];
+            L[i * n + j] = t / ljj;
+        }
+    }
+    double trA = 0.0, trB = 0.0;
+    for (int i = 0; i < n; ++i) { trA += (double)a[i * n + i]; trB += (double)bb[i * n + i]; }
+    // M = L^T sym(B) L, one row of T = sym(B) L at a time (T row kept in v)
+    for (int i = 0; i < n * n; ++i) M[i] = 0.0;
+    for (int r = 0; r < n; ++r) {
+        for (int j = 0; j < n; ++j) {
+            double s = 0.0;
+            for (int k = j; k < n; ++k) s += 0.5 * ((double)bb[r * n + k] + (double)bb[k * n + r]) * L[k * n + j];
+            v[j] = s;  // T[r, j]
+        }
+        for (int i = 0; i <= r; ++i) {         // M[i, j] += L[r, i] T[r, j] for r >= i
+            double lri = L[r * n + i];
+            if (lri == 0.0) continue;
+            for (int j = 0; j < n; ++j) M[i * n + j] += lri * v[j];
+        }
+    }
+    for (int i = 0; i < n; ++i)
+        for (int j = i + 1; j < n; ++j) { double s = 0.5 * (M[i * n + j] + M[j * n + i]); M[i * n + j] = s; M[j * n + i] = s; }
+    spd_tridiag_eigvals(M, d, e, p, w, v, n);
+    double acc = 0.0;
+    for (int i = 0; i < n; ++i) if (d[i] > 0.0) acc += sqrt(d[i]);
+    double r = trA + trB - 2.0 * acc;
+    out[b] = (T)(r > 0.0 ? r : 0.0);
+}
+
+// Coupled Newton-Schulz square root and inverse square root of one SPD matrix per thread (n <= SPD_MAXN):
+// Y0 = A / ||A||_F, Z0 = I, T = (3I - Z Y) / 2, Y <- Y T, Z <- T Z; Y * sqrt(c) and Z / sqrt(c) are written.
+template <typename T>
+__global__ void newton_schulz_sqrt(const T* __restrict__ A, T* __restrict__ Ys, T* __restrict__ Zs,
+                                   long long count, int n, int n_iter) {
+    long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (b >= count || n > SPD_MAXN) return;
+    const T* a = A + b * n * n;
+    double Y[SPD_MAXN * SPD_MAXN], Z[SPD_MAXN * SPD_MAXN], W[SPD_MAXN * SPD_MAXN];
+    double c = 0.0;
+    for (int i = 0; i < n * n; ++i) c += (double)a[i] * (double)a[i];
+    c = sqrt(c);
+    if (c == 0.0) c = 1.0;
+    for (int i = 0; i < n; ++i)
+        for (int j = 0; j < n; ++j) {
+            Y[i * n + j] = 0.5 * ((double)a[i * n + j] + (double)a[j * n + i]) / c;
+            Z[i * n + j] = (i == j) ? 1.0 : 0.0;
+        }
+    for (int it = 0; it < n_iter; ++it) {
+        // W = (3I - Z Y) / 2
+        for (int i = 0; i < n; ++i)
+            for (int j = 0; j < n; ++j) {
+                double s = 0.0;
+                for (int k = 0; k < n; ++k) s += Z[i * n + k] * Y[k * n + j];
+                W[i * n + j] = 0.5 * ((i == j ? 3.0 : 0.0) - s);
+            }
+        // Y <- Y W (row by row, using one row buffer in the output slot)
+        for (int i = 0; i < n; ++i) {
+            double row[SPD_MAXN];
+            for (int j = 0; j < n; ++j) {
+                double s = 0.0;
+                for (int k = 0; k < n; ++k) s += Y[i * n + k] * W[k * n + j];
+                row[j] = s;
+            }
+            for (int j = 0; j < n; ++j) Y[i * n + j] = row[j];
+        }
+        // Z <- W Z (column by column)
+        for (int j = 0; j < n; ++j) {
+            double col[SPD_MAXN];
+            for (int i = 0; i < n; ++i) {
+                double s = 0.0;
+                for (int k = 0; k < n; ++k) s += W[i * n + k] * Z[k * n + j];
+                col[i] = s;
+            }
+            for (int i = 0; i < n; ++i) Z[i * n + j] = col[i];
+        }
+    }
+    double sc = sqrt(c);
+    for (int i = 0; i < n * n; ++i) {
+        Ys[b * n * n + i] = (T)(Y[i] * sc);
+        Zs[b * n * n + i] = (T)(Z[i] / sc);
+    }
+}

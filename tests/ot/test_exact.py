@@ -1,0 +1,87 @@
+"""emd / emd2: POT, a dense LP reference, assignment path, potentials, VJP, adapters, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from optnorm.ot import emd, emd2
+from optnorm.testing import assert_close, check_vjp
+
+
+def _problem(rng, n=12, m=9):
+    x, y = rng.random((n, 2)), rng.random((m, 2))
+    M = ((x[:, None] - y[None]) ** 2).sum(-1)
+    a, b = rng.random(n) + 0.1, rng.random(m) + 0.1
+    return a / a.sum(), b / b.sum(), M
+
+
+def test_matches_pot(xp, rng):
+    ot = pytest.importorskip("ot")
+    a, b, M = _problem(rng)
+    r = emd(xp.asarray(a), xp.asarray(b), xp.asarray(M))
+    assert r.method == "highs"
+    assert_close(r.cost, ot.emd2(a, b, M), rtol=1e-10)
+    P = np.asarray(r.plan)
+    assert_close(P.sum(1), a, atol=1e-12)
+    assert_close(P.sum(0), b, atol=1e-12)
+    f, g = np.asarray(r.f), np.asarray(r.g)
+    assert np.max(f[:, None] + g[None] - M) < 1e-10                     # dual feasible
+    assert_close(a @ f + b @ g, float(r.cost), rtol=1e-10)              # strong duality
+    assert_close(a @ f, b @ g, rtol=1e-10, atol=1e-14)                  # gauge
+    assert_close(emd2(xp.asarray(a), xp.asarray(b), xp.asarray(M)), ot.emd2(a, b, M), rtol=1e-10)
+
+
+def test_assignment_path(xp, rng):
+    ot = pytest.importorskip("ot")
+    _, _, M = _problem(rng, 15, 15)
+    r = emd(None, None, xp.asarray(M))
+    assert r.method == "assignment"
+    assert_close(r.cost, ot.emd2([], [], M), rtol=1e-12)
+    f, g = np.asarray(r.f), np.asarray(r.g)
+    assert np.max(f[:, None] + g[None] - M) < 1e-12
+    assert_close(f.mean() + g.mean(), float(r.cost), rtol=1e-10)
+
+
+def test_float32_keeps_dtype(xp, rng):
+    a, b, M = _problem(rng)
+    r = emd2(xp.asarray(a.astype(np.float32)), xp.asarray(b.astype(np.float32)), xp.asarray(M.astype(np.float32)))
+    assert r.dtype == xp.float32
+    assert_close(r, float(emd2(a, b, M)), rtol=1e-5)
+
+
+def test_vjp(rng):
+    a, b, M = _problem(rng, 7, 6)
+    check_vjp("ot.emd2", a, b, M, h=1e-8)
+    check_vjp("ot.emd2", None, None, _problem(rng, 6, 6)[2])
+
+
+def test_torch_gradcheck_and_jax(rng):
+    torch = pytest.importorskip("torch")
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+    from jax.test_util import check_grads
+
+    import optnorm.jax as onj
+    import optnorm.torch as ont
+
+    a, b, M = _problem(rng, 5, 4)
+    args = [torch.tensor(z, requires_grad=True) for z in (a, b, M)]
+    assert torch.autograd.gradcheck(lambda *z: ont.emd2(*z), args, eps=1e-8, atol=1e-5)
+    check_grads(lambda m: onj.emd2(jnp.asarray(a), jnp.asarray(b), jnp.asarray(m)), (jnp.asarray(M),), order=1,
+                modes=["rev"])
+    with pytest.raises(TypeError, match="host"):          # SciPy cannot run on tracers: a clear error under jit
+        jax.jit(lambda m: onj.emd2(None, None, m))(jnp.asarray(M[:4]))
+
+
+def test_bad_input(rng):
+    a, b, M = _problem(rng, 4, 3)
+    with pytest.raises(ValueError, match="a must be non-negative"):
+        emd(a - 1, b, M)
+    with pytest.raises(ValueError, match="b must sum to 1 along axis -1; it is off by up to"):
+        emd(a, b * 3, M)
+    with pytest.raises(ValueError, match="a has shape"):
+        emd(a[:2] / a[:2].sum(), b, M)
+    with pytest.raises(ValueError, match="M contains NaN"):
+        emd(a, b, M * np.inf)
+    with pytest.raises(ValueError, match="M is empty"):
+        emd(None, None, np.ones((0, 3)))

@@ -1,0 +1,174 @@
+"""sinkhorn / sinkhorn2: POT, dispatch paths, batching, small reg, callbacks, VJPs, adapters, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import optnorm
+from optnorm.ot import sinkhorn, sinkhorn2
+from optnorm.testing import assert_close, check_vjp
+
+
+def _problem(rng, n=30, m=20, d=2):
+    x, y = rng.random((n, d)), rng.random((m, d))
+    M = ((x[:, None] - y[None]) ** 2).sum(-1)
+    a, b = rng.random(n) + 0.1, rng.random(m) + 0.1
+    return a / a.sum(), b / b.sum(), M
+
+
+@pytest.mark.parametrize("method", ["log", "stabilized", "eps_scaling"])
+def test_matches_pot(xp, rng, method):
+    ot = pytest.importorskip("ot")
+    a, b, M = _problem(rng)
+    reg = 0.05
+    res = sinkhorn(xp.asarray(a), xp.asarray(b), xp.asarray(M), reg, method=method, tol=1e-12, max_iter=5000)
+    assert res.converged
+    ref = ot.sinkhorn2(a, b, M, reg, method="sinkhorn_log", stopThr=1e-14, numItermax=20000)
+    assert_close(res.cost, ref, rtol=1e-8)
+    P = res.plan()
+    assert_close(xp.sum(P, axis=1), a, atol=1e-11)
+    assert_close(xp.sum(P, axis=0), b, atol=1e-10)
+    Pref = ot.sinkhorn(a, b, M, reg, method="sinkhorn_log", stopThr=1e-14, numItermax=20000)
+    assert_close(P, Pref, rtol=1e-6, atol=1e-12)
+    # objective = <P, M> + reg * sum P log P
+    assert_close(res.objective, float(np.sum(Pref * M) + reg * np.sum(Pref * np.log(Pref))), rtol=1e-7)
+    y = sinkhorn2(xp.asarray(a), xp.asarray(b), xp.asarray(M), reg=reg, tol=1e-12, max_iter=5000)
+    assert_close(y, ref, rtol=1e-8)
+
+
+def test_paths_agree_float32_and_float64(path, rng):
+    a, b, M = _problem(rng, 40, 35)
+    r64 = sinkhorn(a, b, M, 0.02, tol=1e-10, max_iter=5000)
+    r32 = sinkhorn(a.astype(np.float32), b.astype(np.float32), M.astype(np.float32), 0.02, tol=1e-5)
+    with optnorm.use_backend("generic"):
+        g64 = sinkhorn(a, b, M, 0.02, tol=1e-10, max_iter=5000)
+    assert r64.n_iter == g64.n_iter
+    assert_close(r64.f, g64.f, rtol=1e-9, atol=1e-12)
+    assert_close(r64.cost, g64.cost, rtol=1e-10)
+    assert r32.f.dtype == np.float32 and r32.converged
+    assert_close(r32.cost, r64.cost, rtol=1e-4)
+
+
+def test_kernel_fast_path_falls_back_exactly(rng):
+    # reg so small that exp(-M/reg) underflows for most entries: the BLAS path must hand over to the exact kernel
+    a, b, M = _problem(rng, 25, 25)
+    r = sinkhorn(a, b, M * 100, 1e-2, max_iter=300)
+    with optnorm.use_backend("generic"):
+        g = sinkhorn(a, b, M * 100, 1e-2, max_iter=300)
+    assert np.all(np.isfinite(r.f)) and np.all(np.isfinite(r.g))
+    assert_close(r.f - r.f.mean(), g.f - g.f.mean(), rtol=1e-8, atol=1e-8)
+
+
+def test_batched_equals_individual(xp, rng):
+    probs = [_problem(rng, 12, 9) for _ in range(3)]
+    A = np.stack([p[0] for p in probs])
+    B = np.stack([p[1] for p in probs])
+    M = np.stack([p[2] for p in probs])
+    res = sinkhorn(xp.asarray(A), xp.asarray(B), xp.asarray(M), 0.1, tol=1e-12)
+    assert tuple(res.f.shape) == (3, 12) and tuple(res.cost.shape) == (3,)
+    for k, (a, b, m) in enumerate(probs):
+        r = sinkhorn(a, b, m, 0.1, tol=1e-12)
+        assert_close(res.cost[k], r.cost, rtol=1e-9)
+    shared = sinkhorn(xp.asarray(A[0]), xp.asarray(B[0]), xp.asarray(M), 0.1, tol=1e-12)
+    assert tuple(shared.g.shape) == (3, 9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tiny_reg_no_nan_and_reports_non_convergence(xp, rng, dtype):
+    a, b, M = _problem(rng, 30, 30)
+    res = sinkhorn(xp.asarray(a.astype(dtype)), xp.asarray(b.astype(dtype)), xp.asarray(M.astype(dtype)), 1e-4,
+                   max_iter=50)
+    f, g = (np.asarray(optnorm._lib.compat.to_numpy(z)) for z in (res.f, res.g))
+    assert np.all(np.isfinite(f)) and np.all(np.isfinite(g))
+    assert np.isfinite(float(res.cost)) and np.isfinite(float(res.objective))
+    assert res.converged is False and res.n_iter == 50 and np.isfinite(res.errors[-1])
+
+
+def test_zero_weights(rng):
+    a, b, M = _problem(rng, 10, 8)
+    a[3] = 0.0
+    a /= a.sum()
+    res = sinkhorn(a, b, M, 0.05, tol=1e-12)
+    P = res.plan()
+    assert np.all(P[3] == 0) and res.converged
+    keep = np.arange(10) != 3
+    r2 = sinkhorn(a[keep], b, M[keep], 0.05, tol=1e-12)
+    assert_close(res.cost, r2.cost, rtol=1e-10)
+    from optnorm.ot.sinkhorn import sinkhorn2_bwd, sinkhorn2_fwd
+
+    for value in ("objective", "transport"):
+        _, res_ = sinkhorn2_fwd(a, b, M, reg=0.05, value=value)
+        grads = sinkhorn2_bwd(res_, np.array(1.0))
+        assert all(np.all(np.isfinite(g)) for g in grads), value
+
+
+def test_callback_and_history(rng):
+    a, b, M = _problem(rng)
+    seen = []
+
+    def cb(state):
+        seen.append((state.iteration, state.error))
+        return state.iteration >= 30
+
+    res = sinkhorn(a, b, M, 0.005, callback=cb, callback_every=10, tol=1e-14)
+    assert [s[0] for s in seen] == [10, 20, 30]
+    assert res.n_iter == 30 and not res.converged
+    assert len(res.errors) >= 3 and res.errors[0] > res.errors[-1]
+    ea, eb = res.marginal_errors
+    assert float(ea) < 1e-12 and float(eb) > 0
+
+
+@pytest.mark.parametrize("value", ["objective", "transport"])
+def test_vjp(rng, value):
+    a, b, M = _problem(rng, 8, 6)
+    check_vjp("ot.sinkhorn2", a, b, M, opts=dict(reg=0.1, value=value, tol=1e-13), h=1e-7, rtol=1e-5)
+    A = np.stack([a, a[::-1]])
+    Ms = np.stack([M, M * 2])
+    check_vjp("ot.sinkhorn2", A, b, Ms, opts=dict(reg=0.2, value=value, tol=1e-13), h=1e-7, rtol=1e-5)
+
+
+def test_torch_gradcheck(rng):
+    torch = pytest.importorskip("torch")
+    import optnorm.torch as ont
+
+    a, b, M = _problem(rng, 6, 5)
+    args = [torch.tensor(z, requires_grad=True) for z in (a, b, M)]
+    for value in ("objective", "transport"):
+        assert torch.autograd.gradcheck(
+            lambda *z: ont.sinkhorn2(*z, reg=0.1, value=value, tol=1e-13), args, eps=1e-7, atol=1e-6)
+
+
+def test_jax_check_grads_and_jit(rng):
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+    from jax.test_util import check_grads
+
+    import optnorm.jax as onj
+
+    a, b, M = (jnp.asarray(z) for z in _problem(rng, 6, 5))
+    check_grads(lambda m: onj.sinkhorn2(a, b, jnp.asarray(m), reg=0.1, tol=1e-13), (M,), order=1, modes=["rev"])
+    f = lambda m: onj.sinkhorn2(a, b, m, reg=0.5, value="objective", max_iter=60)  # noqa: E731
+    g_jit = jax.jit(jax.grad(f))(M)
+    assert_close(g_jit, np.asarray(jax.grad(f)(M)), rtol=1e-8, atol=1e-12)
+
+
+def test_bad_input(rng):
+    a, b, M = _problem(rng, 5, 4)
+    with pytest.raises(ValueError, match="reg must be > 0"):
+        sinkhorn(a, b, M, 0.0)
+    with pytest.raises(ValueError, match="a must be non-negative"):
+        sinkhorn(a - 0.5, b, M, 0.1)
+    with pytest.raises(ValueError, match="b must sum to 1 along axis -1; it is off by up to 1"):
+        sinkhorn(a, 2 * b, M, 0.1)
+    with pytest.raises(ValueError, match="b has shape"):
+        sinkhorn(a, b[:3] / b[:3].sum(), M, 0.1)
+    with pytest.raises(ValueError, match="M contains NaN"):
+        sinkhorn(a, b, M * np.nan, 0.1)
+    with pytest.raises(ValueError, match="M is empty"):
+        sinkhorn(a[:0], b, M[:0], 0.1)
+    with pytest.raises(ValueError, match="method must be one of"):
+        sinkhorn(a, b, M, 0.1, method="greenkhorn")
+    with pytest.raises(TypeError, match="M must have a floating dtype"):
+        sinkhorn(a, b, M.astype(int), 0.1)
+    with pytest.raises(ValueError, match="value must be one of"):
+        sinkhorn2(a, b, M, reg=0.1, value="plan")
