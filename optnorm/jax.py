@@ -14,6 +14,8 @@ import functools
 import importlib
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from ._lib import ops as _ops
 
@@ -24,6 +26,8 @@ def apply(op_or_name, *args, **kwargs):
     """Run a registered op (Op or name) on JAX arrays with optnorm's VJP as its ``custom_vjp``."""
     op_ = _ops.get(op_or_name) if isinstance(op_or_name, str) else op_or_name
     arrays, opts = op_.split(args, kwargs)
+    # NumPy inputs become JAX arrays (jax.test_util.check_grads and users pass them); others pass as they are
+    arrays = tuple(jnp.asarray(a) if isinstance(a, np.ndarray) else a for a in arrays)
     static: dict = {}
 
     @jax.custom_vjp

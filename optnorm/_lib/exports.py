@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import types
 
 
 def export_modules(namespace: dict, package: str, modules: tuple[str, ...]) -> list[str]:
@@ -18,7 +19,10 @@ def export_modules(namespace: dict, package: str, modules: tuple[str, ...]) -> l
             continue
         mod = importlib.import_module(full)
         for n in getattr(mod, "__all__", ()):
-            if n in namespace and namespace[n] is not getattr(mod, n):
+            prev = namespace.get(n)
+            if isinstance(prev, types.ModuleType) and prev.__name__ == f"{package}.{n}":
+                prev = None  # the submodule named like its function (norm.softmax): the function replaces it
+            if prev is not None and prev is not getattr(mod, n):
                 raise ImportError(f"{package}: {n!r} is exported by two modules ({m} and another)")
             namespace[n] = getattr(mod, n)
             names.append(n)
