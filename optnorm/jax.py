@@ -10,9 +10,6 @@ generic body is traceable.  Options (keyword arguments) are static.
 """
 from __future__ import annotations
 
-import functools
-import importlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,31 +53,4 @@ def apply(op_or_name, *args, **kwargs):
     return f(*arrays)
 
 
-def op(name: str):
-    """The JAX function for a registered op (``op("norm.softmax")`` is ``optnorm.jax.softmax``)."""
-    o = _ops.get(name)
-
-    @functools.wraps(o.fn)
-    def wrapper(*args, **kwargs):
-        return apply(o, *args, **kwargs)
-
-    return wrapper
-
-
-def __getattr__(name: str):
-    if name == "optax":
-        mod = importlib.import_module("optnorm.optim._optax")
-        globals()["optax"] = mod
-        return mod
-    if name.startswith("_"):
-        raise AttributeError(name)
-    try:
-        fn = op(name)
-    except AttributeError:
-        raise AttributeError(f"module 'optnorm.jax' has no attribute {name!r}") from None
-    globals()[name] = fn
-    return fn
-
-
-def __dir__():
-    return sorted(set(__all__) | {"optax"} | {o.short_name for o in _ops.all_ops().values()})
+op, __getattr__, __dir__ = _ops.adapter_namespace(__name__, apply, {"optax": "optnorm.optim._optax"})

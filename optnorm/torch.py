@@ -12,9 +12,6 @@ backward is not supported (the VJP is itself not recorded).
 """
 from __future__ import annotations
 
-import functools
-import importlib
-
 import torch
 
 from ._lib import ops as _ops
@@ -56,31 +53,4 @@ def apply(op_or_name, *args, **kwargs):
     return _OpFunction.apply(op_, opts, *arrays)
 
 
-def op(name: str):
-    """The torch function for a registered op (``op("norm.softmax")`` is ``optnorm.torch.softmax``)."""
-    o = _ops.get(name)
-
-    @functools.wraps(o.fn)
-    def wrapper(*args, **kwargs):
-        return apply(o, *args, **kwargs)
-
-    return wrapper
-
-
-def __getattr__(name: str):
-    if name == "optim":
-        mod = importlib.import_module("optnorm.optim._torch")
-        globals()["optim"] = mod
-        return mod
-    if name.startswith("_"):
-        raise AttributeError(name)
-    try:
-        fn = op(name)
-    except AttributeError:
-        raise AttributeError(f"module 'optnorm.torch' has no attribute {name!r}") from None
-    globals()[name] = fn
-    return fn
-
-
-def __dir__():
-    return sorted(set(__all__) | {"optim"} | {o.short_name for o in _ops.all_ops().values()})
+op, __getattr__, __dir__ = _ops.adapter_namespace(__name__, apply, {"optim": "optnorm.optim._torch"})

@@ -27,7 +27,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["Op", "register", "get", "all_ops", "DOMAINS"]
+__all__ = ["Op", "register", "get", "all_ops", "DOMAINS", "adapter_namespace"]
 
 DOMAINS = ("norm", "ot", "spd")
 _REGISTRY: dict[str, "Op"] = {}
@@ -109,3 +109,43 @@ def all_ops() -> dict[str, Op]:
     """Every registered op (imports the domain packages first)."""
     _load_domains()
     return dict(_REGISTRY)
+
+
+def adapter_namespace(module_name: str, apply: Callable, submodules: dict[str, str]):
+    """``op``, ``__getattr__`` and ``__dir__`` for an adapter module (optnorm.torch, optnorm.jax).
+
+    Attribute access by an op's short name returns that op wrapped by ``apply``; the names in
+    ``submodules`` (e.g. ``{"optim": "optnorm.optim._torch"}``) import lazily.
+    """
+    import functools
+
+    def op(name: str):
+        o = get(name)
+
+        @functools.wraps(o.fn)
+        def wrapper(*args, **kwargs):
+            return apply(o, *args, **kwargs)
+
+        return wrapper
+
+    def __getattr__(name: str):
+        mod = importlib.import_module(module_name)
+        if name in submodules:
+            sub = importlib.import_module(submodules[name])
+            setattr(mod, name, sub)
+            return sub
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            fn = op(name)
+        except AttributeError:
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}") from None
+        setattr(mod, name, fn)
+        return fn
+
+    def __dir__():
+        mod = importlib.import_module(module_name)
+        return sorted(set(mod.__all__) | set(submodules) | {o.short_name for o in all_ops().values()})
+
+    op.__doc__ = f"The {module_name} function for a registered op, by full or short name."
+    return op, __getattr__, __dir__
