@@ -1,7 +1,8 @@
 """Numba kernels for batches of small SPD matrices (n <= ~64): parallel over the batch, no LAPACK per matrix.
 
 - :func:`eigh_batched`: cyclic Jacobi eigensolver per matrix (eigenvalues ascending, eigenvectors in columns).
-- :func:`bw_dist2_batched`: squared Bures-Wasserstein distance per pair,
+- :func:`bw_dist2_batched`: squared Bures-Wasserstein distance per pair (NaN where A or B is not positive
+  definite: both are Cholesky-factored),
   ``tr A + tr B - 2 sum_i sqrt(mu_i)`` with ``mu = eig(L^T B L)``, ``A = L L^T``: a Cholesky, one congruence,
   a Householder tridiagonalisation and implicit QL for the eigenvalues only (no eigenvectors).
 
@@ -281,6 +282,21 @@ def _bw_one(A, B, L, T, M, d, e, p, wv):
             for k in range(j):
                 t -= L[i, k] * L[j, k]
             L[i, j] = t * inv
+    # positive definiteness of B (the caller reports NaN results through its own validation): a Cholesky in M
+    for j in range(n):
+        s = B[j, j]
+        for k in range(j):
+            s -= M[j, k] * M[j, k]
+        if not s > 0.0:
+            return np.nan
+        mjj = math.sqrt(s)
+        M[j, j] = mjj
+        inv = 1.0 / mjj
+        for i in range(j + 1, n):
+            t = 0.5 * (B[i, j] + B[j, i])
+            for k in range(j):
+                t -= M[i, k] * M[j, k]
+            M[i, j] = t * inv
     trA = 0.0
     trB = 0.0
     for i in range(n):
