@@ -96,6 +96,8 @@ def test_bad_input(rng):
     A = random_spd(rng, (), 3)
     with pytest.raises(ValueError, match="B must be positive definite; its smallest eigenvalue is -2"):
         spd.bw_distance(A, np.diag([1.0, 1.0, -2.0]))
+    with pytest.raises(ValueError, match="A must be positive definite; its smallest eigenvalue is -3"):
+        spd.bw_distance(np.stack([A, np.diag([1.0, 1.0, -3.0])]), A)   # batched: the Numba path flags it
     with pytest.raises(ValueError, match="matrix sizes differ"):
         spd.airm_distance(A, np.eye(4))
     with pytest.raises(ValueError, match="do not broadcast"):
