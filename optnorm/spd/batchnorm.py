@@ -8,7 +8,7 @@ import math
 from typing import NamedTuple
 
 from .._lib import compat, ops, validate
-from .sqrtm import (_cast, _check_spd_input, _divdiff, _eigh, _eye, _fun, _funm, _funm_bwd, _lyap_eig, _mT,
+from .sqrtm import (_cast, _check_spd_input, _divdiff, _eigh, _eye, _funm, _funm_bwd, _lyap_eig, _mT,
                     _recon, _rot, _sym, _upcast)
 
 __all__ = ["riemannian_batch_norm", "rbn_statistics", "rbn_normalize", "RBNState"]

@@ -5,7 +5,7 @@ import numpy as np
 
 from .._lib import compat, ops, validate
 from .._lib.dispatch import Dispatcher, numpy_float
-from .sqrtm import (_cast, _check_pd_host, _check_spd_input, _divdiff, _eigh, _floor, _funm, _funm_bwd, _mT, _recon, _sym,
+from .sqrtm import (_cast, _check_pd_host, _check_spd_input, _floor, _funm, _funm_bwd, _mT, _recon, _sym,
                     _trace, _upcast)
 from .lyapunov import _reduce_to
 
