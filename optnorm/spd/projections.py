@@ -214,8 +214,9 @@ def project_spectral_cone(X, t=None, v=None, *, cone="psd", k=None):
     (Cederberg, Boyd, "Projections onto spectral matrix cones", arXiv 2511.01089, 2025):
 
     - ``"psd"``: ``{X >= 0}``; returns ``X'`` only (``t``/``v`` not used).
-    - ``"nuclear"``: ``{(t, X): ||X||_* <= t}`` (symmetric X, so ``||X||_* = ||lambda||_1``); the l1-cone
-      projection by sorting: ``mu_k = (sum_{i<=k} |lambda|_(i) - t) / (k + 1)``.  Returns ``(t', X')``.
+    - ``"nuclear"``: ``{(t, X): ||X||_* <= t}`` for any (..., m, n) ``X``, through its SVD ``U diag(s) V^T``
+      (singular values instead of eigenvalues); the l1-cone projection by sorting:
+      ``mu_k = (sum_{i<=k} s_(i) - t) / (k + 1)``.  Returns ``(t', X')``.
     - ``"sum_largest"``: ``{(t, X): sum of the k largest eigenvalues <= t}`` (0 < k < n): Moreau decomposition,
       bisection on the multiplier with an inner capped-simplex projection.  Returns ``(t', X')``.
     - ``"logdet"``: ``cl{(t, v, X): X > 0, v > 0, -v log det(X / v) <= t}`` (the epigraph of the perspective
@@ -224,7 +225,7 @@ def project_spectral_cone(X, t=None, v=None, *, cone="psd", k=None):
 
     Parameters
     ----------
-    X : array (..., n, n)
+    X : array (..., n, n) (``"nuclear"``: (..., m, n))
     t, v : array (...), optional
         The scalar parts (required by the cones that have them).
     cone : {"psd", "nuclear", "sum_largest", "logdet"}
@@ -245,7 +246,9 @@ def project_spectral_cone(X, t=None, v=None, *, cone="psd", k=None):
     xp = validate.check_same_namespace(X=X, t=t, v=v)
     validate.check_in(cone, CONES, "cone")
     validate.check_float(X, "X", xp)
-    validate.check_square(X, "X")
+    validate.check_matrix(X, "X")
+    if cone != "nuclear":
+        validate.check_square(X, "X")
     validate.check_finite(X, "X", xp)
     if cone == "psd":
         return project_psd(X)
@@ -256,11 +259,12 @@ def project_spectral_cone(X, t=None, v=None, *, cone="psd", k=None):
         raise ValueError(f"t has shape {tuple(t.shape)}, expected the batch shape {tuple(X.shape[:-2])} of X")
     Xc, dt = _upcast(X, xp)
     tc = xp.astype(t, Xc.dtype)
+    if cone == "nuclear":   # singular values (>= 0): any m x n matrix
+        U, sv, Vt = xp.linalg.svd(Xc, full_matrices=False)
+        t2, s2 = _l1_cone(tc, sv, xp)
+        return _cast(t2, dt, xp), _cast((U * s2[..., None, :]) @ Vt, dt, xp)
     w, U = _eigh(Xc, xp, clamp=False)
     n = X.shape[-1]
-    if cone == "nuclear":
-        t2, w2 = _l1_cone(tc, w, xp)
-        return _cast(t2, dt, xp), _cast(_recon(U, w2, xp), dt, xp)
     if cone == "sum_largest":
         if k is None:
             raise ValueError("k is required for cone='sum_largest'")

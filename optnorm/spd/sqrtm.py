@@ -192,6 +192,8 @@ def _check_spd_input(A, name, xp, *, check=True, need_pd=True, sym_rtol=None):
     validate.check_square(A, name)
     if not check:
         return
+    if compat.is_torch(A):
+        A = A.detach()   # data checks only: no autograd warnings
     validate.check_finite(A, name, xp)
     validate.check_symmetric(A, name, rtol=sym_rtol, xp=xp)
     if need_pd:

@@ -32,6 +32,9 @@ def _cases():
         "bw_loss": ((W @ np.swapaxes(W, -1, -2), B), {"smoothing": 0.2}),
         "project_psd": ((S,), {"eps": 0.1}),
         "rbn_normalize": ((X, G, v, Bias, np.array(0.8), M), {"metric": "gbw"}),
+        "bw_log": ((A, B), {}),
+        "bw_exp": ((A, 0.3 * np.asarray(spd.bw_log(A, B))), {}),
+        "bw_geodesic": ((A, B), {"t": 0.3}),
         "rbn_normalize_lem": ((X, G, v, Bias, np.array(0.8), None), {"metric": "lem"}),
     }
 

@@ -124,3 +124,60 @@ def test_bad_input(rng):
         spd.riemannian_batch_norm(X, eps=0.0)
     with pytest.raises(ValueError, match="state.mean has shape"):
         spd.riemannian_batch_norm(X, spd.RBNState(np.eye(2), np.array(1.0)))
+
+
+def test_public_layer_uses_the_analytic_vjp_in_torch_and_jax(rng):
+    """riemannian_batch_norm differentiates through rbn_normalize's VJP (stats detached) in torch and JAX."""
+    n = 3
+    X, B, M = random_spd(rng, (5,), n), random_spd(rng, (), n), random_spd(rng, (), n)
+    G, v = spd.rbn_statistics(X, metric="gbw", M=M)
+    from optnorm.spd.batchnorm import _rbn_bwd, rbn_normalize_fwd
+
+    dY = rng.standard_normal(X.shape)
+    _, res = rbn_normalize_fwd(X, G, v, B, np.array(0.8), M, metric="gbw")
+    ref = _rbn_bwd(res, dY)
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    Xt, Bt, Mt = (torch.tensor(a, requires_grad=True) for a in (X, B, M))
+    wt = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    Y, _ = spd.riemannian_batch_norm(Xt, bias=Bt, weight=wt, M=Mt, metric="gbw")
+    (Y * torch.tensor(dY)).sum().backward()
+    assert_close(Xt.grad, ref[0], rtol=1e-8)
+    assert_close(Bt.grad, ref[3], rtol=1e-8)
+    assert_close(wt.grad, ref[4], rtol=1e-8)
+    assert_close(Mt.grad, ref[5], rtol=1e-8)
+    jax = pytest.importorskip("jax", reason="jax is not installed")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    def loss(x, b, m):
+        Y, _ = spd.riemannian_batch_norm(x, bias=b, weight=jnp.asarray(0.8), M=m, metric="gbw", check=False)
+        return jnp.sum(Y * jnp.asarray(dY))
+
+    gx, gb, gm = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(jnp.asarray(X), jnp.asarray(B), jnp.asarray(M))
+    assert_close(gx, ref[0], rtol=1e-8)
+    assert_close(gb, ref[3], rtol=1e-8)
+    assert_close(gm, ref[5], rtol=1e-8)
+
+
+@pytest.mark.parametrize("metric", ["bw", "airm", "lem"])
+def test_ill_conditioned_rbn_finite(metric):
+    """Condition number 1e8 (float64) and 1e4 (float32): finite output and gradients."""
+    from hypothesis import given, settings, strategies as st
+
+    from optnorm.spd.batchnorm import _rbn_bwd, rbn_normalize_fwd
+
+    @settings(max_examples=8, deadline=None)
+    @given(st.floats(1.0, 8.0), st.sampled_from(["float32", "float64"]))
+    def inner(log_cond, dtype):
+        if dtype == "float32":
+            log_cond = min(log_cond, 4.0)
+        rng = np.random.default_rng(int(log_cond * 131))
+        X = random_spd(rng, (4,), 4, cond=10 ** log_cond).astype(dtype)
+        G, v = spd.rbn_statistics(X, metric=metric, check=False)
+        Y, res = rbn_normalize_fwd(X, G, v, np.eye(4, dtype=dtype), np.asarray(1.0, dtype), None, metric=metric,
+                                   check=False)
+        assert np.all(np.isfinite(Y)) and Y.dtype == X.dtype
+        g = _rbn_bwd(res, np.ones_like(X))
+        assert all(np.all(np.isfinite(a)) for a in g if a is not None)
+
+    inner()

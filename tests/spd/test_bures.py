@@ -139,3 +139,37 @@ def test_bad_input(rng):
         spd.bures_wasserstein().mean(random_spd(rng, (3,), 3), np.array([0.5, 0.5, 0.5]))
     with pytest.raises(ValueError, match="Y must be positive definite"):
         spd.bures_wasserstein().log(A, -A)
+
+
+def test_registered_maps_values_and_vjps(rng):
+    from optnorm.testing import check_vjp
+
+    A, B = random_spd(rng, (3,), 4, shift=0.3), random_spd(rng, (3,), 4, shift=0.3)
+    bw = spd.bures_wasserstein()
+    assert_close(spd.bw_log(A, B), bw.log(A, B), rtol=1e-12)
+    assert_close(spd.bw_exp(A, spd.bw_log(A, B)), B, rtol=1e-10)
+    assert_close(spd.bw_geodesic(A, B, t=0.3), np.stack([bw.geodesic(a, b, 0.3) for a, b in zip(A, B)]), rtol=1e-12)
+    opts = {"check": False}
+    check_vjp("bw_log", A, B, opts=opts)
+    check_vjp("bw_log", A, B[0], opts=opts)
+    check_vjp("bw_exp", A, 0.3 * np.asarray(spd.bw_log(A, B)), opts=opts)
+    check_vjp("bw_geodesic", A, B, opts={"t": 0.3, "check": False})
+    # repeated eigenvalues (identity-initialised parameters)
+    check_vjp("bw_log", 2 * np.eye(3), np.eye(3), opts=opts)
+    check_vjp("bw_geodesic", np.eye(3), 2 * np.eye(3), opts={"t": 0.7, "check": False})
+    check_vjp("bw_exp", np.eye(3), 0.1 * np.eye(3), opts=opts)
+
+
+def test_metric_methods_use_the_ops_under_torch_autograd(rng):
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    A, B = random_spd(rng, (2,), 3), random_spd(rng, (2,), 3)
+    At = torch.tensor(A, requires_grad=True)
+    bw = spd.bures_wasserstein()
+    (bw.distance(At, torch.tensor(B), squared=True).sum() + bw.log(At, torch.tensor(B)).sum()).backward()
+    from optnorm.spd.bures import _bw_log_bwd, bw_log_fwd
+    from optnorm.spd.distances import _bw_distance_bwd, bw_distance_fwd
+
+    _, r1 = bw_distance_fwd(A, B, squared=True)
+    _, r2 = bw_log_fwd(A, B)
+    ref = _bw_distance_bwd(r1, np.ones(2))[0] + _bw_log_bwd(r2, np.ones_like(A))[0]
+    assert_close(At.grad, ref, rtol=1e-9)

@@ -96,6 +96,8 @@ def test_bad_input(rng):
     A = random_spd(rng, (), 3)
     with pytest.raises(ValueError, match="B must be positive definite; its smallest eigenvalue is -2"):
         spd.bw_distance(A, np.diag([1.0, 1.0, -2.0]))
+    with pytest.raises(ValueError, match="A must be positive definite; its smallest eigenvalue is -3"):
+        spd.bw_distance(np.stack([A, np.diag([1.0, 1.0, -3.0])]), A)   # batched: the Numba path flags it
     with pytest.raises(ValueError, match="matrix sizes differ"):
         spd.airm_distance(A, np.eye(4))
     with pytest.raises(ValueError, match="do not broadcast"):
@@ -105,3 +107,23 @@ def test_bad_input(rng):
     torch = pytest.importorskip("torch", reason="torch is not installed")
     with pytest.raises(TypeError, match="A is numpy, B is torch"):
         spd.bw_distance(A, torch.tensor(A))
+
+
+def test_rootfree_ql_tridiagonal(rng):
+    """The root-free QL of the Numba kernel on tridiagonals with zeros, repeated values and wide magnitudes."""
+    from scipy.linalg import eigh_tridiagonal
+
+    from optnorm._numba.spd import _ql_rootfree
+
+    for trial in range(300):
+        n = int(rng.integers(1, 20))
+        d = rng.standard_normal(n) * 10 ** rng.uniform(-3, 3)
+        e = rng.standard_normal(max(n - 1, 0)) * 10 ** rng.uniform(-3, 3)
+        if trial % 5 == 0:
+            e[rng.random(n - 1) < 0.3] = 0.0
+        if trial % 7 == 0:
+            d[:] = 1.0
+        ref = np.sort(eigh_tridiagonal(d, e, eigvals_only=True))
+        dd, e2 = d.copy(), np.r_[e ** 2, 0.0]
+        _ql_rootfree(dd, e2, n)
+        assert np.abs(np.sort(dd) - ref).max() <= 1e-13 * max(np.abs(ref).max(), 1e-300)

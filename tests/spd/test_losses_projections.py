@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 import optnorm.spd as spd
 from optnorm.spd.projections import _l1_cone, _logdet_cone, _sum_largest_cone
@@ -138,6 +139,13 @@ def test_project_spectral_cone_matrices(xp, rng):
     tr, wr = _l1_cone(t, w, anp)
     assert_close(tp, tr, rtol=1e-10)
     assert_close(np.sort(np.linalg.eigvalsh(Pn), -1), np.sort(wr, -1), atol=1e-10)
+    R = rng.standard_normal((4, 5, 3))                       # rectangular: singular values
+    tp, P = spd.project_spectral_cone(R, t, cone="nuclear")
+    U, sv, Vt = np.linalg.svd(R, full_matrices=False)
+    tr, sr = _l1_cone(t, sv, anp)
+    assert_close(tp, tr, rtol=1e-10)
+    assert_close(np.linalg.svd(P, compute_uv=False), -np.sort(-sr, -1), atol=1e-10)
+    assert np.all(np.linalg.svd(P, compute_uv=False).sum(-1) <= tp + 1e-9)
     tp, P = spd.project_spectral_cone(S, t, cone="sum_largest", k=2)
     assert np.all(np.sort(np.linalg.eigvalsh(P), -1)[:, -2:].sum(-1) <= tp + 1e-9)
     v = np.abs(rng.standard_normal(4)) + 0.1
@@ -162,3 +170,20 @@ def test_projection_bad_input(rng):
         spd.project_spectral_cone(S, np.ones(2), cone="nuclear")
     with pytest.raises(ValueError, match="eps must be >= 0"):
         spd.project_psd(S, eps=-1.0)
+
+
+@given(st.floats(0.0, 8.0), st.sampled_from(["float32", "float64"]), st.integers(1, 3))
+def test_bw_loss_ill_conditioned_and_rank_deficient(log_cond, dtype, rank):
+    """Finite loss and gradients for rank-deficient A with smoothing > 0 and targets up to cond 1e8 (1e4 f32)."""
+    if dtype == "float32":
+        log_cond = min(log_cond, 4.0)
+    rng = np.random.default_rng(int(log_cond * 100) + rank)
+    W = rng.standard_normal((2, 4, rank)).astype(dtype)
+    A = W @ np.swapaxes(W, -1, -2)
+    B = random_spd(rng, (2,), 4, cond=10 ** log_cond).astype(dtype)
+    from optnorm.spd.losses import _bw_loss_bwd, bw_loss_fwd
+
+    val, res = bw_loss_fwd(A, B, smoothing=1e-3, check=False)
+    assert np.all(np.isfinite(val)) and val.dtype == A.dtype
+    gA, gB = _bw_loss_bwd(res, np.ones_like(val))
+    assert np.all(np.isfinite(gA)) and np.all(np.isfinite(gB))
