@@ -13,6 +13,8 @@ def _as(xp, a, dt):
 def task_balanced_weights(task_ids, task_logits=None, task_counts=None, *, num_tasks=None):
     """Per-sample weights that balance the batch statistics of BN across tasks (AdaB²N).
 
+    ::
+
         π_t = (exp θ_t + n_t) / Σ_s (exp θ_s + n_s),     wᵢ = π_{t(i)} / c_{t(i)},
 
     with θ = ``task_logits`` (learnable, a Dirichlet-style concentration), n = ``task_counts``
@@ -113,6 +115,8 @@ ops.register("norm.task_balanced_weights", task_balanced_weights, task_balanced_
 
 def adab2n_momentum(step, momentum=0.1, kappa=1.0):
     """AdaB²N's adaptive momentum η_t for the running BN statistics (a pure schedule).
+
+    ::
 
         η₁ = m^κ,   η_t = η_{t−1} / (η_{t−1} + (1 − m)^κ),
 

@@ -16,6 +16,8 @@ def fold_layer_norm(w_next, b_next=None, ln_weight=None, ln_bias=None, *, std, c
     With the per-token std replaced by a fixed scalar σ̄ (``layer_norm(..., fixed_std=σ̄)``), the
     LayerNorm is affine, z = γ ⊙ (x − mean(x))/σ̄ + β, and the next layer y = W z + b becomes
 
+    ::
+
         y = W' x + b',   W' = W diag(γ)/σ̄,   b' = b + W β,
 
     and with ``center=True`` the centring is folded too: W' ← W' − (W' 𝟙/n) 𝟙ᵀ (each row of W' minus

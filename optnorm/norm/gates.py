@@ -331,6 +331,8 @@ def soft_topk(x, *, k, alpha=1.0, axis=-1, n_iter=64):
     to the indicator of the k largest entries.  The VJP is the analytic implicit one, not
     back-propagation through the bisection: with v = α p(1 − p),
 
+    ::
+
         ∂x = v ⊙ dy − v ⟨v, dy⟩ / Σv        (J = diag(v) − v vᵀ / Σv).
 
     Gupta, Chen, Hsieh, Dhillon et al., "Dual-Encoders for Extreme Multi-Label Classification"
@@ -401,11 +403,11 @@ def _reduce(loss, reduction, xp):
 
 
 def soft_topk_loss(logits, targets, *, k, alpha=1.0, n_iter=64, reduction="mean"):
-    """Soft top-k loss of DEXML: L = −(1/|P|) Σ_{p ∈ P} log p_p with p = soft_topk(logits, k).
+    """Soft top-k loss of DEXML: ``L = −(1/|P|) Σ_{p ∈ P} log p_p`` with ``p = soft_topk(logits, k)``.
 
     Pushes every positive label into the soft top-k.  log p is computed as −softplus(−α(s + t))
     for stability, and the VJP is the analytic one of :func:`soft_topk` combined with
-    ∂L/∂p_p = −1/(|P| p_p) (the 1/p cancels against v = α p(1−p)).  Rows without positives
+    ``∂L/∂p_p = −1/(|P| p_p)`` (the 1/p cancels against v = α p(1−p)).  Rows without positives
     contribute 0.
 
     Gupta et al., "Dual-Encoders for Extreme Multi-Label Classification" (DEXML, ICLR 2024).

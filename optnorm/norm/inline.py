@@ -63,6 +63,8 @@ def _revcumsum(x, axis, xp):
 def inline_attention(q, k, v, *, scale=None, causal=False):
     """Injective linear attention (InLine): linear attention normalised by subtraction, not division.
 
+    ::
+
         Oᵢ = Σⱼ [ s qᵢᵀkⱼ − s qᵢᵀk̄ + 1 ] / N · vⱼ,   k̄ = (1/N) Σⱼ kⱼ,  s = d^(−1/2),
 
     so the weights of each row sum to 1 exactly, and the map from queries to attention rows is
@@ -173,6 +175,8 @@ def _check_temp(t, name, q, xp):
 
 def selective_attention(q, k, v, q_temperature=None, v_temperature=None, *, causal=True, scale=None):
     """Selective self-attention (SSA): softmax attention with per-query and per-value inverse temperatures.
+
+    ::
 
         q̃ᵢ = τ_q,ᵢ qᵢ,   ṽⱼ = τ_v,ⱼ vⱼ,   O = softmax(s Q̃Kᵀ + mask) Ṽ,   s = d^(−1/2).
 
@@ -311,10 +315,12 @@ def random_projection(d, num_features, *, coupling="simplex", seed=None):
     """The (num_features, d) Gaussian-marginal projection W used by :func:`random_features` (float64 NumPy).
 
     Each row wᵢ has the N(0, I_d) marginal; rows come in blocks of d coupled as
+
     - ``"iid"``: independent;
     - ``"orthogonal"``: Haar-random orthonormal directions, independent χ_d norms (ORF, FAVOR+);
     - ``"simplex"``: the d unit vertices of a regular simplex (sᵢᵀsⱼ = −1/(d − 1)), rotated by one
       Haar-random orthogonal matrix per block, with independent χ_d norms (SimRF).
+
     The simplex vertices are the normalised rows of I − 𝟙𝟙ᵀ/d; any rotation of them is the same
     coupling once the Haar rotation is applied.
     """
@@ -356,6 +362,7 @@ def random_features(x, *, num_features, kind="positive", coupling="simplex", see
     - ``kind="positive"`` (FAVOR+): φ(x) = exp(−‖x‖²/2)/√m · [exp(wᵢᵀx)]_{i ≤ m}, strictly positive,
       so attention weights estimated with it stay positive;
     - ``kind="trig"``: φ(x) = exp(‖x‖²/2)/√m · [cos(wᵢᵀx), sin(wᵢᵀx)] (2m features).
+
     The wᵢ come from :func:`random_projection` with the chosen ``coupling``; the same ``seed``
     gives the same projection, so features of queries and keys must be drawn with one seed.
     Simplex coupling gives the lowest estimator variance of the three for positive features.
@@ -410,6 +417,8 @@ def random_features(x, *, num_features, kind="positive", coupling="simplex", see
 # ---------------------------------------------------------------- FAVOR+ attention
 def favor_attention(q, k, v, *, num_features, coupling="simplex", seed=None, causal=False, scale=None):
     """FAVOR+ linear attention: softmax attention estimated with positive random features.
+
+    ::
 
         O = D⁻¹ φ(Q) (φ(K)ᵀ V),   D = diag(φ(Q) φ(K)ᵀ 𝟙),
 

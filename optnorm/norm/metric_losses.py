@@ -50,14 +50,16 @@ def _check_weights(weights, shape, xp):
 def decoupled_softmax_loss(logits, targets, weights=None, *, reduction="mean"):
     """Decoupled softmax loss of DEXML: each positive label competes with the negatives only.
 
+    ::
+
         Lᵢ = −(1/|Pᵢ|) Σ_{p ∈ Pᵢ} [ s_ip − log( e^{s_ip} + Σ_{n ∉ Pᵢ} e^{s_in} ) ]
            =  (1/|Pᵢ|) Σ_{p ∈ Pᵢ} softplus(LSE_{n ∉ Pᵢ} s_in − s_ip).
 
     The plain multi-label softmax loss puts the other positives in every denominator, so
     positives compete with each other; decoupling removes that, which matters with many
     positives per row (extreme multi-label classification).  Rows without positives give 0;
-    rows without negatives give 0.  VJP: ∂/∂s_p = −q_p/|P|, ∂/∂s_n = r_n Σ_p q_p/|P| with
-    q_p = σ(LSE_neg − s_p) and r the softmax over the negatives.
+    rows without negatives give 0.  VJP: ``∂/∂s_p = −q_p/|P|``, ``∂/∂s_n = r_n Σ_p q_p/|P|`` with
+    ``q_p = σ(LSE_neg − s_p)`` and r the softmax over the negatives.
 
     Gupta, Chen, Hsieh, Dhillon et al., "Dual-Encoders for Extreme Multi-Label Classification"
     (DEXML, ICLR 2024).
@@ -138,6 +140,8 @@ ops.register("norm.decoupled_softmax_loss", decoupled_softmax_loss, decoupled_so
 def cosine_softmax_loss(features, weights, labels, *, scale=30.0, margin=0.0, margin_type="additive",
                         reduction="mean", eps=1e-12):
     """Normalised (cosine) softmax cross-entropy with an additive or angular margin on the target.
+
+    ::
 
         cos θ_{ic} = x̂ᵢᵀŵ_c  (x̂ = x/‖x‖, ŵ = w/‖w‖),   zᵢc = s·cos θ_ic for c ≠ yᵢ,
         z_{i,yᵢ} = s·(cos θ − m)  (additive, CosFace)   or   s·cos(θ + m)  (angular, ArcFace),

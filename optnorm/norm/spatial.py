@@ -108,7 +108,7 @@ def evonorm_b0(x, running_var=None, weight=None, bias=None, v=None, *, training=
 
     Parameters
     ----------
-    x : array (N, C, *spatial)
+    x : array ``(N, C, *spatial)``
     running_var : array (C,), optional
         Required for ``training=False``; None in training returns None.
     weight, bias, v : array (C,), optional
@@ -221,7 +221,7 @@ def evonorm_s0(x, weight=None, bias=None, v=None, *, groups=32, eps=1e-5):
 
     Parameters
     ----------
-    x : array (N, C, *spatial)
+    x : array ``(N, C, *spatial)``
     weight, bias, v : array (C,), optional
     groups : int
         Divides C.
@@ -332,8 +332,8 @@ def region_norm(x, mask, weight_fg=None, bias_fg=None, weight_bg=None, bias_bg=N
 
     Parameters
     ----------
-    x : array (N, C, *spatial)
-    mask : array (N, 1, *spatial) (or broadcastable without growing x), binary
+    x : array ``(N, C, *spatial)``
+    mask : array ``(N, 1, *spatial)`` (or broadcastable without growing x), binary
     weight_fg, bias_fg, weight_bg, bias_bg : array (C,), optional
         None means 0 (the initial values).
     eps : float > 0

@@ -15,6 +15,8 @@ def tract_precondition(grad_out, inputs, *, lam=0.1, method="auto"):
 
     With a = ``inputs`` (b × n, leading axes flattened) and g = ``grad_out`` = ∂L/∂y (b × m):
 
+    ::
+
         primal (n ≤ b):  ΔW = gᵀ a (aᵀa/b + λ I_n)⁻¹
         dual   (b < n):  ΔW = gᵀ (a aᵀ/b + λ I_b)⁻¹ a
 

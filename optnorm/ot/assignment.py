@@ -104,6 +104,8 @@ def sinkhorn_normalize(log_alpha, *, n_iter=20, tau=1.0, gumbel_noise=False, see
     Starting from X = (log α + g)/τ (g = 0, or Gumbel noise with ``gumbel_noise=True``), it
     alternates L = ``n_iter`` times the row and column normalisations in the log domain,
 
+    ::
+
         X ← X − logsumexp_row(X),   X ← X − logsumexp_col(X),
 
     and returns exp(X).  As τ → 0 (and L → ∞) the result tends to the permutation matrix
