@@ -1,13 +1,10 @@
 """Bures-Wasserstein (BW) and generalized BW geometry on SPD matrices: a metric object with distance, log, exp,
 geodesic, inner product and barycenter.
 
-Also exports :func:`sqrtm`, :func:`lyapunov` and :func:`covariance` for the package (see :func:`_unshadow`).
 """
 from __future__ import annotations
 
 import math
-import sys
-import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -20,24 +17,8 @@ from .sqrtm import (_cast, _check_spd_input, _divdiff, _eigh, _eye, _fro, _funm,
                     _recon, _rot, _sym, _upcast, sqrtm)
 
 
-def _unshadow(*names):
-    """Drop package bindings of submodules named like their main function (sqrtm, lyapunov, covariance).
 
-    Importing ``optnorm.spd.sqrtm`` binds the *module* to ``optnorm.spd.sqrtm``; the shared exporter
-    (``_lib.exports.export_modules``) then refuses to bind the function of the same name.  Removing the module
-    binding lets the function be exported (harmless once the exporter skips module bindings).
-    """
-    pkg = sys.modules.get(__package__)
-    if pkg is None:
-        return
-    for n in names:
-        if isinstance(pkg.__dict__.get(n), types.ModuleType):
-            del pkg.__dict__[n]
-
-
-_unshadow("sqrtm", "lyapunov", "covariance")
-
-__all__ = ["sqrtm", "lyapunov", "covariance", "bures_wasserstein", "BuresWasserstein", "BWMeanResult", "bw_log",
+__all__ = ["bures_wasserstein", "BuresWasserstein", "BWMeanResult", "bw_log",
            "bw_exp", "bw_geodesic"]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .._lib import compat, validate
 from .sqrtm import _cast, _eye, _mT, _sym, _upcast
 
-__all__ = ["augmented_covariance", "partial_correlation"]
+__all__ = ["covariance", "augmented_covariance", "partial_correlation"]
 
 ESTIMATORS = ("scm", "ledoit_wolf", "oas")
 

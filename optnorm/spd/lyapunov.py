@@ -8,7 +8,7 @@ from __future__ import annotations
 from .._lib import compat, ops, validate
 from .sqrtm import _cast, _check_spd_input, _eigh, _lyap_eig, _lyap_sign, _mT, _sym, _upcast
 
-__all__: list[str] = []
+__all__ = ["lyapunov"]
 
 
 def lyapunov(A, Q, *, method="eigh", n_iter=40, check=True):

@@ -16,7 +16,7 @@ from .._lib.dispatch import Dispatcher, numpy_float
 
 # ``sqrtm`` itself is exported through ``optnorm.spd.bures`` (see ``bures._unshadow``): the package binds the
 # name ``sqrtm`` to this submodule on import and the shared exporter refuses to replace a binding.
-__all__ = ["invsqrtm"]
+__all__ = ["sqrtm", "invsqrtm"]
 
 METHODS = ("eigh", "newton_schulz", "mtp", "mpa")
 
@@ -372,7 +372,11 @@ _DOC_OPTS = """
 
 
 def sqrtm(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
-    """Principal square root ``A^{1/2}`` of SPD matrices, batched and differentiable.
+    return sqrtm_fwd(A, method=method, n_iter=n_iter, degree=degree, eps=eps, check=check, lyap_iter=lyap_iter)[0]
+
+
+# The docstring shares its option list with invsqrtm, so it is assembled here.
+_SQRTM_DOC = """Principal square root ``A^{1/2}`` of SPD matrices, batched and differentiable.
 
     ``A^{1/2} = U diag(sqrt(lambda)) U^T`` for ``A = U diag(lambda) U^T``.  The VJP solves the Lyapunov
     equation ``Y X + X Y = sym(dY)`` (``Y = A^{1/2}``): for ``method="eigh"`` exactly,
@@ -390,7 +394,7 @@ def sqrtm(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, l
     >>> np.allclose(Y, np.diag([2.0, 3.0]))
     True
     """
-    return sqrtm_fwd(A, method=method, n_iter=n_iter, degree=degree, eps=eps, check=check, lyap_iter=lyap_iter)[0]
+sqrtm.__doc__ = _SQRTM_DOC
 
 
 def sqrtm_fwd(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
@@ -401,7 +405,12 @@ def sqrtm_fwd(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=Tru
 
 
 def invsqrtm(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
-    """Inverse principal square root ``A^{-1/2}`` of SPD matrices, batched and differentiable.
+    return invsqrtm_fwd(A, method=method, n_iter=n_iter, degree=degree, eps=eps, check=check,
+                        lyap_iter=lyap_iter)[0]
+
+
+# The docstring shares its option list with invsqrtm, so it is assembled here.
+_INVSQRTM_DOC = """Inverse principal square root ``A^{-1/2}`` of SPD matrices, batched and differentiable.
 
     VJP: with ``Y = A^{-1/2}``, ``dA = -Y^2 X Y^2`` where ``Y X + X Y = sym(dY)`` (exact Daleckii-Krein
     weights ``-1/(s_i s_j (s_i + s_j))``, ``s = sqrt(lambda)``, for ``"eigh"``; matrix-sign iteration with a
@@ -417,8 +426,7 @@ def invsqrtm(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True
     >>> np.allclose(spd.invsqrtm(np.diag([4.0, 0.25])), np.diag([0.5, 2.0]))
     True
     """
-    return invsqrtm_fwd(A, method=method, n_iter=n_iter, degree=degree, eps=eps, check=check,
-                        lyap_iter=lyap_iter)[0]
+invsqrtm.__doc__ = _INVSQRTM_DOC
 
 
 def invsqrtm_fwd(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
