@@ -31,7 +31,8 @@ from numba.extending import intrinsic, overload
 
 from ._rows import as_rows, from_rows, jit, row_out
 
-__all__ = ["softmax", "softmax_bwd", "layer_norm", "layer_norm_bwd", "rms_norm", "rms_norm_bwd", "using_svml"]
+__all__ = ["softmax", "softmax_bwd", "layer_norm", "layer_norm_bwd", "rms_norm", "rms_norm_bwd", "cross_entropy_rows",
+           "cross_entropy_grad", "using_svml"]
 
 _FM = {"contract", "nsz", "arcp"}  # kernels and elementwise passes: no reassociation
 _FM_RED = {"reassoc", "contract", "nsz", "arcp"}  # reduction helpers only: lets LLVM keep lane partials
@@ -748,3 +749,57 @@ def rms_norm_bwd(x, weight, rstd, dy, *, axes):
     if weight is not None:
         dw = dw_part.sum(axis=0).astype(weight.dtype).reshape(tuple(x.shape[a] for a in axes))
     return _finish(dx, x, axes, None), dw
+
+
+# ------------------------------------------------------------------------------------------ fused cross-entropy
+@jit(fastmath=_FM)
+def _ce_fwd_rows(x, t, w, has_w, need_sw, lse, xt, sw):
+    """Per row: log-sum-exp, the target logit and (for label smoothing) sum_c w_c x_c, in one sweep of the row."""
+    rows, c = x.shape
+    for r in prange(rows):
+        xr = x[r]
+        m = _rowmax(xr)
+        lse[r] = m + np.log(_sum_exp(xr, m))
+        xt[r] = xr[t[r]]
+        if need_sw:
+            sw[r] = _dot(w, xr) if has_w else _sum(xr)
+
+
+@jit(fastmath=_FM)
+def _ce_bwd_rows(x, t, lse, alpha, beta, gamma, w, has_w, dx):
+    """dx_j = alpha e^(x_j - lse) - gamma w_j - beta [j = t]: softmax, smoothing and z-loss terms in one write."""
+    rows, c = x.shape
+    for r in prange(rows):
+        xr = x[r]
+        dr = dx[r]
+        a = alpha[r]
+        lr = lse[r]
+        gm = gamma[r]
+        if has_w:
+            for j in range(c):
+                dr[j] = a * _exp(xr[j] - lr) - gm * w[j]
+        else:
+            for j in range(c):
+                dr[j] = a * _exp(xr[j] - lr) - gm
+        dr[t[r]] -= beta[r]
+
+
+def cross_entropy_rows(x2, t0, weight, need_sw):
+    """(lse, x_target, sum_c w_c x_c) per row of a C-contiguous (rows, C) float array; t0 has no ignored index."""
+    rows, c = x2.shape
+    lse = np.empty(rows, x2.dtype)
+    xt = np.empty(rows, x2.dtype)
+    sw = np.empty(rows if need_sw else 1, x2.dtype)
+    w = _vec(weight, x2.dtype, c)
+    _ce_fwd_rows(x2, np.ascontiguousarray(t0, dtype=np.int64), w, weight is not None, bool(need_sw), lse, xt, sw)
+    return lse, xt, (sw if need_sw else None)
+
+
+def cross_entropy_grad(x2, t0, lse, alpha, beta, gamma, weight):
+    rows, c = x2.shape
+    dx = np.empty_like(x2)
+    dt = x2.dtype
+    _ce_bwd_rows(x2, np.ascontiguousarray(t0, dtype=np.int64), lse, np.ascontiguousarray(alpha, dt),
+                 np.ascontiguousarray(beta, dt), np.ascontiguousarray(gamma, dt), _vec(weight, dt, c),
+                 weight is not None, dx)
+    return dx
