@@ -233,7 +233,7 @@ def _dot(a, b):
 def _sum64(a):
     s = 0.0
     for j in range(a.shape[0]):
-        s += a[j]
+        s += float(a[j])  # explicit: without JIT, NumPy 2 would keep 0.0 + float32 in float32
     return s
 
 
@@ -241,7 +241,7 @@ def _sum64(a):
 def _sqdev64(a, mu):
     q = 0.0
     for j in range(a.shape[0]):
-        d = a[j] - mu
+        d = float(a[j]) - mu
         q += d * d
     return q
 
@@ -396,8 +396,8 @@ def _reduce64(v):
 
 
 def _reduce(v, like):
-    k = math.floor(float(v) * 1.4426950408889634 + 0.5)
-    return float(k), float(v) - k * 0.6931471805599453
+    """Pure-Python fallback (NUMBA_DISABLE_JIT=1); compiled calls go through the overload below."""
+    return _reduce32(v) if isinstance(like, np.float32) else _reduce64(v)
 
 
 @overload(_reduce)
