@@ -126,6 +126,18 @@ def _ol_exp(x):
     return lambda x: math.exp(x)
 
 
+def _exp_small(r):
+    """e^r for an already reduced |r| <= ln2/2 (polynomial only in float32)."""
+    return math.exp(r)
+
+
+@overload(_exp_small, jit_options={"fastmath": _FM})
+def _ol_exp_small(r):
+    if r == types.float32:
+        return lambda r: _poly_exp32(r)
+    return lambda r: math.exp(r)
+
+
 def _zero(a):
     return a.dtype.type(0)
 
@@ -168,31 +180,6 @@ def _rowmax(xr):
         v = xr[j]
         m = v if v > m else m
     return m
-
-
-@numba.njit(fastmath=_FM_RED, cache=True)
-def _rowmax_range(xr, b0, b1):
-    acc = np.full(_LANES, -np.inf, xr.dtype)
-    nb = b0 + (b1 - b0) - (b1 - b0) % _LANES
-    for j in range(b0, nb, _LANES):
-        for lane in range(_LANES):
-            v = xr[j + lane]
-            acc[lane] = v if v > acc[lane] else acc[lane]
-    m = acc[0]
-    for lane in range(1, _LANES):
-        m = acc[lane] if acc[lane] > m else m
-    for j in range(nb, b1):
-        v = xr[j]
-        m = v if v > m else m
-    return m
-
-
-@numba.njit(fastmath=_FM_RED, cache=True)
-def _sum_exp_range(xr, b0, b1, m):
-    s = _zero(xr)
-    for j in range(b0, b1):
-        s += _exp(xr[j] - m)
-    return s
 
 
 @numba.njit(fastmath=_FM_RED, cache=True)
@@ -329,14 +316,15 @@ def _softmax_online_rows(x, y, log, masked_zero):
         m = _cast(-np.inf, d)  # keep the row's float type (a float64 m would route exp to libm)
         for b0 in range(0, n, _BLOCK):
             b1 = min(b0 + _BLOCK, n)
-            bm = _rowmax_range(xr, b0, b1)
+            blk = xr[b0:b1]  # 0-based view: loops over a runtime offset keep Numba's wraparound checks
+            bm = _rowmax(blk)
             if bm > m:
                 if m != -np.inf:  # first-step guard: exp(-inf - -inf) must count as 0
                     d = d * _exp(m - bm)
                 m = bm
             if m == -np.inf:
                 continue
-            d += _sum_exp_range(xr, b0, b1, m)
+            d += _sum_exp(blk, m)
         if m == -np.inf:
             _fill_masked(yr, log, masked_zero)
             continue
@@ -408,22 +396,13 @@ def _ol_reduce(v, like):
 
 
 @numba.njit(fastmath=_FM, cache=True)
-def _tp_block_terms(xr, yr, b0, b1, kb, z):
-    """yr[j] = m_j 2^(n_j - kb) for the block, with e^x_j = m_j 2^n_j (-inf entries give 0, NaN propagates)."""
-    for j in range(b0, b1):
-        v = xr[j]
-        ninf = v == -np.inf
-        k, rr = _reduce(z if ninf else v, z)
-        t = _exp(rr) * _pow2f(k - kb, z)
-        yr[j] = z if ninf else t
-
-
-@numba.njit(fastmath=_FM_RED, cache=True)
-def _sum_range(a, b0, b1):
-    s = _zero(a)
-    for j in range(b0, b1):
-        s += a[j]
-    return s
+def _tp_block_terms(xb, yb, kb, z):
+    """yb[j] = m_j 2^(n_j - kb) for a block, with e^x_j = m_j 2^n_j (-inf entries give 0, NaN propagates)."""
+    for j in range(xb.shape[0]):
+        v = xb[j]
+        k, rr = _reduce(z if v == -np.inf else v, z)
+        t = _exp_small(rr) * _pow2f(k - kb, z)
+        yb[j] = z if v == -np.inf else t
 
 
 @jit(fastmath=_FM)
@@ -447,14 +426,16 @@ def _softmax_two_pass_rows(x, y, log, masked_zero):
         bad = False
         for b0 in range(0, n, _BLOCK):
             b1 = min(b0 + _BLOCK, n)
-            bmax = _rowmax_range(xr, b0, b1)
+            xb = xr[b0:b1]
+            yb = yr[b0:b1]
+            bmax = _rowmax(xb)
             if bmax == np.inf:
                 bad = True
             if bmax == -np.inf:
                 continue
             kb, _ = _reduce(bmax, z)
-            _tp_block_terms(xr, yr, b0, b1, kb, z)  # the output row is the scratch space (L1-resident)
-            mb = _sum_range(yr, b0, b1)
+            _tp_block_terms(xb, yb, kb, z)  # the output row is the scratch space (L1-resident)
+            mb = _sum(yb)
             if not started:  # no sentinel exponent: any finite float exponent is possible (|k| up to 2.9e38)
                 big_m = mb
                 big_n = kb
@@ -485,7 +466,7 @@ def _softmax_two_pass_rows(x, y, log, masked_zero):
             for j in range(n):
                 v = xr[j]
                 k, rr = _reduce(z if v == -np.inf else v, z)
-                e = _exp(rr) * _pow2f(k - big_n, z) * inv
+                e = _exp_small(rr) * _pow2f(k - big_n, z) * inv
                 yr[j] = z if v == -np.inf else e
 
 
