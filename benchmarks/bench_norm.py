@@ -248,3 +248,40 @@ def test_numba_path_is_used():
     x = _data(SHAPES[0])["x"]
     assert _softmax.path_for(x, axis=1, method="safe", masked_row="nan", log=False, out=None, xp=np) == "numba"
     assert optnorm._lib.dispatch.get_backend() == "auto"
+
+
+# ------------------------------------------------------------------------------------------ cross_entropy
+CE_SHAPES = [(256, 8000)] if QUICK else [(1024, 32000)]
+
+
+@pytest.mark.parametrize("shape", CE_SHAPES, ids=_name)
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("impl", ["floor np.copyto", "optnorm", "torch"])
+def test_cross_entropy(benchmark, shape, mode, impl):
+    """Integer targets, label_smoothing=0.1, PaLM z-loss 1e-4 (torch: logsumexp added by hand, autograd)."""
+    benchmark.group = f"cross_entropy {mode} {_name(shape)}"
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    t = rng.integers(0, shape[1], shape[0])
+    if impl.startswith("floor"):
+        out = np.empty_like(x)
+        benchmark(np.copyto, out, x)
+        return
+    if impl == "optnorm":
+        op = ops.get("cross_entropy")
+
+        def run():
+            y, res = op.fwd(x, t, None, label_smoothing=0.1, z_loss=1e-4)
+            return op.bwd(res, np.float32(1.0)) if mode == "fwd+bwd" else y
+        _warm(run)
+        benchmark(run)
+    else:
+        xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+
+        def run():
+            xl = xt.clone().requires_grad_(mode == "fwd+bwd")
+            loss = F.cross_entropy(xl, tt, label_smoothing=0.1) + 1e-4 * (torch.logsumexp(xl, 1) ** 2).mean()
+            if mode == "fwd+bwd":
+                loss.backward()
+            return loss
+        benchmark(run)

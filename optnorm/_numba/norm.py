@@ -31,7 +31,8 @@ from numba.extending import intrinsic, overload
 
 from ._rows import as_rows, from_rows, jit, row_out
 
-__all__ = ["softmax", "softmax_bwd", "layer_norm", "layer_norm_bwd", "rms_norm", "rms_norm_bwd", "using_svml"]
+__all__ = ["softmax", "softmax_bwd", "layer_norm", "layer_norm_bwd", "rms_norm", "rms_norm_bwd", "cross_entropy_rows",
+           "cross_entropy_grad", "using_svml"]
 
 _FM = {"contract", "nsz", "arcp"}  # kernels and elementwise passes: no reassociation
 _FM_RED = {"reassoc", "contract", "nsz", "arcp"}  # reduction helpers only: lets LLVM keep lane partials
@@ -125,6 +126,18 @@ def _ol_exp(x):
     return lambda x: math.exp(x)
 
 
+def _exp_small(r):
+    """e^r for an already reduced |r| <= ln2/2 (polynomial only in float32)."""
+    return math.exp(r)
+
+
+@overload(_exp_small, jit_options={"fastmath": _FM})
+def _ol_exp_small(r):
+    if r == types.float32:
+        return lambda r: _poly_exp32(r)
+    return lambda r: math.exp(r)
+
+
 def _zero(a):
     return a.dtype.type(0)
 
@@ -170,31 +183,6 @@ def _rowmax(xr):
 
 
 @numba.njit(fastmath=_FM_RED, cache=True)
-def _rowmax_range(xr, b0, b1):
-    acc = np.full(_LANES, -np.inf, xr.dtype)
-    nb = b0 + (b1 - b0) - (b1 - b0) % _LANES
-    for j in range(b0, nb, _LANES):
-        for lane in range(_LANES):
-            v = xr[j + lane]
-            acc[lane] = v if v > acc[lane] else acc[lane]
-    m = acc[0]
-    for lane in range(1, _LANES):
-        m = acc[lane] if acc[lane] > m else m
-    for j in range(nb, b1):
-        v = xr[j]
-        m = v if v > m else m
-    return m
-
-
-@numba.njit(fastmath=_FM_RED, cache=True)
-def _sum_exp_range(xr, b0, b1, m):
-    s = _zero(xr)
-    for j in range(b0, b1):
-        s += _exp(xr[j] - m)
-    return s
-
-
-@numba.njit(fastmath=_FM_RED, cache=True)
 def _sum_exp(xr, m):
     s = _zero(xr)
     for j in range(xr.shape[0]):
@@ -232,7 +220,7 @@ def _dot(a, b):
 def _sum64(a):
     s = 0.0
     for j in range(a.shape[0]):
-        s += a[j]
+        s += float(a[j])  # explicit: without JIT, NumPy 2 would keep 0.0 + float32 in float32
     return s
 
 
@@ -240,7 +228,7 @@ def _sum64(a):
 def _sqdev64(a, mu):
     q = 0.0
     for j in range(a.shape[0]):
-        d = a[j] - mu
+        d = float(a[j]) - mu
         q += d * d
     return q
 
@@ -328,14 +316,15 @@ def _softmax_online_rows(x, y, log, masked_zero):
         m = _cast(-np.inf, d)  # keep the row's float type (a float64 m would route exp to libm)
         for b0 in range(0, n, _BLOCK):
             b1 = min(b0 + _BLOCK, n)
-            bm = _rowmax_range(xr, b0, b1)
+            blk = xr[b0:b1]  # 0-based view: loops over a runtime offset keep Numba's wraparound checks
+            bm = _rowmax(blk)
             if bm > m:
                 if m != -np.inf:  # first-step guard: exp(-inf - -inf) must count as 0
                     d = d * _exp(m - bm)
                 m = bm
             if m == -np.inf:
                 continue
-            d += _sum_exp_range(xr, b0, b1, m)
+            d += _sum_exp(blk, m)
         if m == -np.inf:
             _fill_masked(yr, log, masked_zero)
             continue
@@ -395,8 +384,8 @@ def _reduce64(v):
 
 
 def _reduce(v, like):
-    k = math.floor(float(v) * 1.4426950408889634 + 0.5)
-    return float(k), float(v) - k * 0.6931471805599453
+    """Pure-Python fallback (NUMBA_DISABLE_JIT=1); compiled calls go through the overload below."""
+    return _reduce32(v) if isinstance(like, np.float32) else _reduce64(v)
 
 
 @overload(_reduce)
@@ -407,22 +396,13 @@ def _ol_reduce(v, like):
 
 
 @numba.njit(fastmath=_FM, cache=True)
-def _tp_block_terms(xr, yr, b0, b1, kb, z):
-    """yr[j] = m_j 2^(n_j - kb) for the block, with e^x_j = m_j 2^n_j (-inf entries give 0, NaN propagates)."""
-    for j in range(b0, b1):
-        v = xr[j]
-        ninf = v == -np.inf
-        k, rr = _reduce(z if ninf else v, z)
-        t = _exp(rr) * _pow2f(k - kb, z)
-        yr[j] = z if ninf else t
-
-
-@numba.njit(fastmath=_FM_RED, cache=True)
-def _sum_range(a, b0, b1):
-    s = _zero(a)
-    for j in range(b0, b1):
-        s += a[j]
-    return s
+def _tp_block_terms(xb, yb, kb, z):
+    """yb[j] = m_j 2^(n_j - kb) for a block, with e^x_j = m_j 2^n_j (-inf entries give 0, NaN propagates)."""
+    for j in range(xb.shape[0]):
+        v = xb[j]
+        k, rr = _reduce(z if v == -np.inf else v, z)
+        t = _exp_small(rr) * _pow2f(k - kb, z)
+        yb[j] = z if v == -np.inf else t
 
 
 @jit(fastmath=_FM)
@@ -446,14 +426,16 @@ def _softmax_two_pass_rows(x, y, log, masked_zero):
         bad = False
         for b0 in range(0, n, _BLOCK):
             b1 = min(b0 + _BLOCK, n)
-            bmax = _rowmax_range(xr, b0, b1)
+            xb = xr[b0:b1]
+            yb = yr[b0:b1]
+            bmax = _rowmax(xb)
             if bmax == np.inf:
                 bad = True
             if bmax == -np.inf:
                 continue
             kb, _ = _reduce(bmax, z)
-            _tp_block_terms(xr, yr, b0, b1, kb, z)  # the output row is the scratch space (L1-resident)
-            mb = _sum_range(yr, b0, b1)
+            _tp_block_terms(xb, yb, kb, z)  # the output row is the scratch space (L1-resident)
+            mb = _sum(yb)
             if not started:  # no sentinel exponent: any finite float exponent is possible (|k| up to 2.9e38)
                 big_m = mb
                 big_n = kb
@@ -484,7 +466,7 @@ def _softmax_two_pass_rows(x, y, log, masked_zero):
             for j in range(n):
                 v = xr[j]
                 k, rr = _reduce(z if v == -np.inf else v, z)
-                e = _exp(rr) * _pow2f(k - big_n, z) * inv
+                e = _exp_small(rr) * _pow2f(k - big_n, z) * inv
                 yr[j] = z if v == -np.inf else e
 
 
@@ -748,3 +730,57 @@ def rms_norm_bwd(x, weight, rstd, dy, *, axes):
     if weight is not None:
         dw = dw_part.sum(axis=0).astype(weight.dtype).reshape(tuple(x.shape[a] for a in axes))
     return _finish(dx, x, axes, None), dw
+
+
+# ------------------------------------------------------------------------------------------ fused cross-entropy
+@jit(fastmath=_FM)
+def _ce_fwd_rows(x, t, w, has_w, need_sw, lse, xt, sw):
+    """Per row: log-sum-exp, the target logit and (for label smoothing) sum_c w_c x_c, in one sweep of the row."""
+    rows, c = x.shape
+    for r in prange(rows):
+        xr = x[r]
+        m = _rowmax(xr)
+        lse[r] = m + np.log(_sum_exp(xr, m))
+        xt[r] = xr[t[r]]
+        if need_sw:
+            sw[r] = _dot(w, xr) if has_w else _sum(xr)
+
+
+@jit(fastmath=_FM)
+def _ce_bwd_rows(x, t, lse, alpha, beta, gamma, w, has_w, dx):
+    """dx_j = alpha e^(x_j - lse) - gamma w_j - beta [j = t]: softmax, smoothing and z-loss terms in one write."""
+    rows, c = x.shape
+    for r in prange(rows):
+        xr = x[r]
+        dr = dx[r]
+        a = alpha[r]
+        lr = lse[r]
+        gm = gamma[r]
+        if has_w:
+            for j in range(c):
+                dr[j] = a * _exp(xr[j] - lr) - gm * w[j]
+        else:
+            for j in range(c):
+                dr[j] = a * _exp(xr[j] - lr) - gm
+        dr[t[r]] -= beta[r]
+
+
+def cross_entropy_rows(x2, t0, weight, need_sw):
+    """(lse, x_target, sum_c w_c x_c) per row of a C-contiguous (rows, C) float array; t0 has no ignored index."""
+    rows, c = x2.shape
+    lse = np.empty(rows, x2.dtype)
+    xt = np.empty(rows, x2.dtype)
+    sw = np.empty(rows if need_sw else 1, x2.dtype)
+    w = _vec(weight, x2.dtype, c)
+    _ce_fwd_rows(x2, np.ascontiguousarray(t0, dtype=np.int64), w, weight is not None, bool(need_sw), lse, xt, sw)
+    return lse, xt, (sw if need_sw else None)
+
+
+def cross_entropy_grad(x2, t0, lse, alpha, beta, gamma, weight):
+    rows, c = x2.shape
+    dx = np.empty_like(x2)
+    dt = x2.dtype
+    _ce_bwd_rows(x2, np.ascontiguousarray(t0, dtype=np.int64), lse, np.ascontiguousarray(alpha, dt),
+                 np.ascontiguousarray(beta, dt), np.ascontiguousarray(gamma, dt), _vec(weight, dt, c),
+                 weight is not None, dx)
+    return dx

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from .._lib import compat, ops, validate
+from .._lib.dispatch import Dispatcher, numpy_float
 
 __all__ = ["cross_entropy", "spherical_z_loss"]
 
@@ -140,6 +141,11 @@ def cross_entropy_fwd(logits, target, weight=None, *, axis=1, ignore_index=-100,
     xp = compat.array_namespace(logits, target, weight)
     ax, c, eps, zc, integer = _check_ce(logits, target, weight, axis, ignore_index, label_smoothing, reduction,
                                         z_loss, from_log_probs, xp)
+    if integer and not from_log_probs:
+        fast = _ce_fast(logits, target, weight, ax=ax, c=c, eps=eps, zc=zc, ignore_index=ignore_index,
+                        reduction=reduction)
+        if fast is not None:
+            return fast
     ct = compat.compute_dtype(logits, xp)
     x = xp.moveaxis(_to(xp, logits, ct), ax, -1)  # (..., C)
     dev = compat.device(x)
@@ -190,6 +196,8 @@ def cross_entropy_fwd(logits, target, weight=None, *, axis=1, ignore_index=-100,
 
 
 def cross_entropy_bwd(res, dy):
+    if res.get("fast"):
+        return _ce_fast_bwd(res, dy)
     lp = res["lp"]
     xp = compat.array_namespace(lp)
     ct = lp.dtype
@@ -264,6 +272,103 @@ def cross_entropy_bwd(res, dy):
     if dweight is not None:
         dweight = _to(xp, dweight, res["wdtype"])
     return dx, dtarget, dweight
+
+
+# ---------------------------------------------------------------------------- fused Numba path (integer targets)
+_ce_fast = Dispatcher("norm.cross_entropy_fused")
+
+
+@_ce_fast.generic
+def _ce_not_fused(logits, target, weight, **kw):
+    return None  # the generic body in cross_entropy_fwd handles it
+
+
+@_ce_fast.numba(when=lambda logits, target, weight, **kw: numpy_float(logits, weight)
+                and compat.is_numpy(target))
+def _ce_fused(logits, target, weight, *, ax, c, eps, zc, ignore_index, reduction):
+    """One sweep per row for the forward (LSE, target logit, smoothing sum), one read + one write for the
+    backward; the per-row arithmetic on top is O(rows) NumPy."""
+    import numpy as np
+
+    from .._numba import norm as nb
+
+    dt = logits.dtype
+    x2 = np.ascontiguousarray(np.moveaxis(logits, ax, -1)).reshape(-1, c)
+    tflat = np.asarray(target).reshape(-1)
+    valid = tflat != ignore_index
+    t0 = np.where(valid, tflat, 0).astype(np.int64)
+    lse, xt, sw = nb.cross_entropy_rows(x2, t0, weight, bool(eps))
+    wc = np.ones(c, dt) if weight is None else np.asarray(weight, dt)
+    wsum = wc.sum(dtype=np.float64)
+    vf = valid.astype(dt)
+    w_t = wc[t0] * vf
+    per = -(1.0 - eps) * w_t * (xt - lse)
+    if eps:
+        per = per - eps / c * (sw - wsum * lse) * vf
+    per = per.astype(dt, copy=False)
+    denom = w_t.sum(dtype=np.float64)
+    nvalid = vf.sum(dtype=np.float64)
+    zper = (zc * lse * lse * vf).astype(dt, copy=False) if zc else None
+    shape = tuple(target.shape)
+    if reduction == "none":
+        loss = per + zper if zc else per
+        loss = loss.reshape(shape).astype(dt, copy=False)
+    else:
+        tot = per.sum(dtype=np.float64)
+        ztot = zper.sum(dtype=np.float64) if zc else 0.0
+        if reduction == "mean":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                loss = tot / denom + (ztot / nvalid if zc else 0.0)
+        else:
+            loss = tot + ztot
+        loss = np.asarray(loss, dtype=dt)
+    res = dict(fast=True, x2=x2, t0=t0, vf=vf, w_t=w_t, lse=lse, xt=xt, weight=weight, wc=wc, wsum=wsum, c=c,
+               eps=eps, zc=zc, reduction=reduction, denom=denom, nvalid=nvalid, per=per, shape=shape,
+               lshape=tuple(logits.shape), ax=ax, dtype=dt)
+    return loss, res
+
+
+def _ce_fast_bwd(res, dy):
+    import numpy as np
+
+    from .._numba import norm as nb
+
+    dt, c, eps, zc, red = res["dtype"], res["c"], res["eps"], res["zc"], res["reduction"]
+    vf, w_t, lse = res["vf"], res["w_t"], res["lse"]
+    g = np.asarray(dy, dtype=np.float64)
+    if red == "none":
+        g_ce = g.reshape(-1) * vf
+        g_z = g_ce
+    elif red == "sum":
+        g_ce = g_z = float(g) * vf
+    else:
+        g_ce = float(g) / res["denom"] * vf
+        g_z = float(g) / res["nvalid"] * vf
+    alpha = g_ce * ((1.0 - eps) * w_t + eps * res["wsum"] / c)
+    if zc:
+        alpha = alpha + 2.0 * zc * lse * g_z
+    beta = g_ce * (1.0 - eps) * w_t
+    gamma = g_ce * (eps / c)
+    dx2 = nb.cross_entropy_grad(res["x2"], res["t0"], lse, alpha, beta, gamma, res["weight"])
+    moved = list(res["lshape"])
+    moved.append(moved.pop(res["ax"]))
+    dx = np.moveaxis(dx2.reshape(moved), -1, res["ax"])
+    dweight = None
+    if res["weight"] is not None:
+        t0 = res["t0"]
+        x2 = res["x2"]
+        lp_t = (res["xt"] - lse).astype(np.float64)
+        rw = g_ce if red == "none" else vf.astype(np.float64)  # per-row factor before the reduction scalar
+        dwt = -(1.0 - eps) * np.bincount(t0, weights=rw * lp_t, minlength=c)
+        if eps:
+            dwt -= eps / c * (x2.T.astype(np.float64) @ rw - (rw * lse).sum())
+        if red != "none":
+            if red == "mean":
+                dden = np.bincount(t0, weights=vf.astype(np.float64), minlength=c)
+                dwt = (dwt - res["per"].sum(dtype=np.float64) / res["denom"] * dden) / res["denom"]
+            dwt = dwt * float(g)
+        dweight = dwt.astype(res["weight"].dtype)
+    return dx, None, dweight
 
 
 ops.register("norm.cross_entropy", cross_entropy, cross_entropy_fwd, cross_entropy_bwd)

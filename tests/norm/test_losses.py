@@ -271,3 +271,34 @@ def test_bad_input():
         spherical_z_loss(x, np.ones(3), a=1.0, b=1.0)
     with pytest.raises(TypeError, match="different libraries"):
         cross_entropy(x, torch.tensor([0, 1, 2]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_numba_path_matches_generic(dtype, rng):
+    import optnorm
+    from optnorm.norm.losses import _ce_fast
+
+    x = (rng.standard_normal((5, 6, 3)) * 3).astype(dtype)
+    t = rng.integers(0, 6, (5, 3))
+    t[0, 1] = t[3, 2] = -100
+    w = (rng.random(6) + 0.2).astype(dtype)
+    assert _ce_fast.path_for(x, t, w, ax=1, c=6, eps=0.0, zc=0.0, ignore_index=-100, reduction="mean") == "numba"
+    op = ops.get("cross_entropy")
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    for ww in (None, w):
+        for red in ("mean", "sum", "none"):
+            for eps, z in ((0.0, 0.0), (0.2, 1e-2)):
+                opts = dict(label_smoothing=eps, z_loss=z, reduction=red)
+                g = rng.standard_normal((5, 3)) if red == "none" else np.asarray(1.3)
+                y1, r1 = op.fwd(x, t, ww, **opts)
+                got = op.bwd(r1, g.astype(dtype))
+                with optnorm.use_backend("generic"):
+                    y2, r2 = op.fwd(x, t, ww, **opts)
+                    want = op.bwd(r2, g.astype(dtype))
+                assert r1.get("fast") and not r2.get("fast")
+                assert y1.dtype == dtype and y1.shape == y2.shape
+                assert_close(y1, y2, rtol=tol, atol=tol)
+                assert_close(got[0], want[0], rtol=tol, atol=tol)
+                assert got[1] is None
+                if ww is not None:
+                    assert_close(got[2], want[2], rtol=tol * 10, atol=tol * 10)
