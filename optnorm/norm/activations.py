@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._lib.vjp import unbroadcast
 from .._lib import compat, ops, validate
 
 __all__ = ["selu", "alpha_dropout", "cosine_similarity", "snr_distance", "SELU_ALPHA", "SELU_SCALE"]
@@ -13,20 +14,6 @@ SELU_SCALE = 1.0507009873554804934193349852946
 
 def _as(xp, a, dt):
     return None if a is None else (a if a.dtype == dt else xp.astype(a, dt))
-
-
-def _unbroadcast(xp, g, shape):
-    """Sum ``g`` down to ``shape`` (the VJP of broadcasting)."""
-    shape = tuple(shape)
-    if tuple(g.shape) == shape:
-        return g
-    lead = g.ndim - len(shape)
-    if lead:
-        g = xp.sum(g, axis=tuple(range(lead)))
-    axes = tuple(i for i, (s, t) in enumerate(zip(shape, g.shape)) if s == 1 and t != 1)
-    if axes:
-        g = xp.sum(g, axis=axes, keepdims=True)
-    return g
 
 
 # ---------------------------------------------------------------------------------------------- selu
@@ -227,7 +214,7 @@ def cosine_similarity_bwd(res, dy):
     def one(x, n, c, c_other_u, dt, shape):
         safe = xp.where(n > 0, n, 1.0)
         corr = xp.where(n > eps, cos * x / (c * safe), 0.0)
-        return _as(xp, _unbroadcast(xp, g * (c_other_u / c - corr), shape), dt)
+        return _as(xp, unbroadcast(g * (c_other_u / c - corr), shape, xp), dt)
 
     return one(a, n1, c1, u2, d1, s1), one(b, n2, c2, u1, d2, s2)
 
@@ -338,12 +325,12 @@ def snr_distance_bwd(res, dy):
         dbc = dbc - xp.mean(dbc, axis=-1, keepdims=True)
         dA = dac + alpha[..., :, None] * 2.0 * ac / D
         dB = dbc + beta[..., :, None] * 2.0 * bc / D
-        return _as(xp, _unbroadcast(xp, dA, sa), da), _as(xp, _unbroadcast(xp, dB, sb), db)
+        return _as(xp, unbroadcast(dA, sa, xp), da), _as(xp, unbroadcast(dB, sb, xp), db)
     _, _, ac, dc, va, dist, D, sa, sb, da, db, ax, sc = res
     g = xp.expand_dims(_as(xp, dy, ac.dtype), axis=ax) / sc
     gb = g * 2.0 * dc / (D * va)
     ga = -gb - g * dist / va * 2.0 * ac / D
-    return _as(xp, _unbroadcast(xp, ga, sa), da), _as(xp, _unbroadcast(xp, gb, sb), db)
+    return _as(xp, unbroadcast(ga, sa, xp), da), _as(xp, unbroadcast(gb, sb, xp), db)
 
 
 ops.register("norm.snr_distance", snr_distance, snr_distance_fwd, snr_distance_bwd)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from .._lib.vjp import unbroadcast
 from .._lib import compat, ops, validate
 
 __all__ = ["sigmoid_attention", "linear_attention", "newton_schulz_pinv", "soft_attention", "nala_attention",
@@ -22,19 +23,6 @@ def _as(xp, a, dt):
 
 def _mT(xp, a):
     return xp.matrix_transpose(a)
-
-
-def _unbroadcast(xp, g, shape):
-    shape = tuple(shape)
-    if tuple(g.shape) == shape:
-        return g
-    lead = g.ndim - len(shape)
-    if lead:
-        g = xp.sum(g, axis=tuple(range(lead)))
-    axes = tuple(i for i, (s, t) in enumerate(zip(shape, g.shape)) if s == 1 and t != 1)
-    if axes:
-        g = xp.sum(g, axis=axes, keepdims=True)
-    return g
 
 
 def _qkv(q, k, v, *, need_same_n=False, names=("q", "k", "v")):
@@ -69,7 +57,7 @@ def _qkv(q, k, v, *, need_same_n=False, names=("q", "k", "v")):
 
 
 def _finish_grads(xp, meta, grads):
-    return tuple(_as(xp, _unbroadcast(xp, g, s), d) for g, s, d in zip(grads, meta["shapes"], meta["dts"]))
+    return tuple(_as(xp, unbroadcast(g, s, xp), d) for g, s, d in zip(grads, meta["shapes"], meta["dts"]))
 
 
 def _tril(xp, n, m, dtype, device_like):
@@ -558,7 +546,7 @@ def soft_attention_bwd(res, dy):
     dLa, dLb = _gauss_bwd(xp, L, L, C, dC, s)
     dL = dL1 + dLa + dLb
     if seg is None:
-        dlm = _as(xp, _unbroadcast(xp, dL, lmeta[0]), lmeta[1])
+        dlm = _as(xp, unbroadcast(dL, lmeta[0], xp), lmeta[1])
     else:
         m, d = dL.shape[-2], dL.shape[-1]
         up = xp.broadcast_to(dL[..., :, None, :] / seg, tuple(dL.shape[:-2]) + (m, seg, d))

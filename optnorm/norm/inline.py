@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from .._lib.vjp import unbroadcast
 from .._lib import compat, ops, validate
 
 __all__ = ["inline_attention", "selective_attention", "log_position_temperature", "random_features",
@@ -18,19 +19,6 @@ __all__ = ["inline_attention", "selective_attention", "log_position_temperature"
 
 def _as(xp, a, dt):
     return a if a is None or a.dtype == dt else xp.astype(a, dt)
-
-
-def _reduce_to(g, shape, xp):
-    shape = tuple(shape)
-    if tuple(g.shape) == shape:
-        return g
-    lead = g.ndim - len(shape)
-    if lead:
-        g = xp.sum(g, axis=tuple(range(lead)))
-    axes = tuple(i for i, (s, t) in enumerate(zip(shape, g.shape)) if s == 1 and t != 1)
-    if axes:
-        g = xp.sum(g, axis=axes, keepdims=True)
-    return g
 
 
 def _check_qkv(q, k, v, causal):
@@ -153,8 +141,8 @@ def inline_attention_bwd(res, dy):
         R = _revcumsum(dS, -3, xp)
         dk = xp.matmul(R, v[..., :, :, None])[..., 0] + _revcumsum(-s * a * q / cnt, -2, xp)
         dv = xp.matmul(xp.matrix_transpose(R), k[..., :, :, None])[..., 0] + _revcumsum(c * g / cnt, -2, xp)
-    return (_as(xp, _reduce_to(dq, sq, xp), dtq), _as(xp, _reduce_to(dk, sk, xp), dtk),
-            _as(xp, _reduce_to(dv, sv, xp), dtv))
+    return (_as(xp, unbroadcast(dq, sq, xp), dtq), _as(xp, unbroadcast(dk, sk, xp), dtk),
+            _as(xp, unbroadcast(dv, sv, xp), dtv))
 
 
 ops.register("norm.inline_attention", inline_attention, inline_attention_fwd, inline_attention_bwd)
@@ -250,7 +238,7 @@ def selective_attention_bwd(res, dy):
     dtv = None if tv is None else xp.sum(dvt * vc, axis=-1, keepdims=True)
     out = []
     for grad, sh in zip((dq, dk, dv, dtq, dtv), shapes):
-        out.append(None if sh is None else _as(xp, _reduce_to(grad, sh[0], xp), sh[1]))
+        out.append(None if sh is None else _as(xp, unbroadcast(grad, sh[0], xp), sh[1]))
     return tuple(out)
 
 
@@ -506,8 +494,8 @@ def favor_attention_bwd(res, dy):
         dv = xp.matmul(xp.matrix_transpose(R), B[..., :, :, None])[..., 0]
     dq = s * _features_bwd(qs, W, A, dA, xp)
     dk = s * _features_bwd(ks, W, B, dB, xp)
-    return (_as(xp, _reduce_to(dq, sq, xp), dtq), _as(xp, _reduce_to(dk, sk, xp), dtk),
-            _as(xp, _reduce_to(dv, sv, xp), dtv))
+    return (_as(xp, unbroadcast(dq, sq, xp), dtq), _as(xp, unbroadcast(dk, sk, xp), dtk),
+            _as(xp, unbroadcast(dv, sv, xp), dtv))
 
 
 ops.register("norm.favor_attention", favor_attention, favor_attention_fwd, favor_attention_bwd)

@@ -7,31 +7,11 @@ kernels of :mod:`optnorm._numba.norm`, CuPy inputs the CUDA kernels of ``optnorm
 from __future__ import annotations
 
 import math
-import sys
 
 from .._lib import compat, ops, validate
 from .._lib.dispatch import Dispatcher, numpy_float
 
-
-
-class _Exports(list):
-    """``__all__`` that frees the package attribute ``optnorm.norm.softmax`` before it is read.
-
-    Importing this submodule makes Python bind the *module* to ``optnorm.norm.softmax``;
-    ``_lib.exports.export_modules`` then sees a second object under the exported name ``softmax``
-    and refuses.  Dropping the module binding first lets the function take the public name.
-    (A fix in ``export_modules`` -- ignore a namespace entry that is the submodule itself -- makes
-    this unnecessary.)
-    """
-
-    def __iter__(self):
-        pkg = sys.modules.get(__package__)
-        if pkg is not None and getattr(pkg, "softmax", None) is sys.modules.get(__name__):
-            delattr(pkg, "softmax")
-        return super().__iter__()
-
-
-__all__ = _Exports(["softmax", "log_softmax", "stablemax", "log_stablemax"])
+__all__ = ["softmax", "log_softmax", "stablemax", "log_stablemax"]
 
 METHODS = ("safe", "online", "two_pass")
 MASKED = ("nan", "zero")

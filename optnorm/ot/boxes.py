@@ -20,6 +20,7 @@ Gaussians returned by :func:`box_to_gaussian`.
 """
 from __future__ import annotations
 
+from .._lib.vjp import unbroadcast
 from .._lib import compat, ops, validate
 from .._lib.dispatch import Dispatcher, numpy_float
 
@@ -203,22 +204,6 @@ def _w2sq_bwd(p1, p2, aux, g, xp):
     return g1, g2
 
 
-def _reduce_to(g, shape, xp):
-    """Sum a broadcast cotangent back to ``shape``."""
-    if g is None:
-        return None
-    shape = tuple(shape)
-    if tuple(g.shape) == shape:
-        return g
-    lead = g.ndim - len(shape)
-    if lead:
-        g = xp.sum(g, axis=tuple(range(lead)))
-    axes = tuple(i for i, (s, t) in enumerate(zip(shape, g.shape)) if s == 1 and t != 1)
-    if axes:
-        g = xp.sum(g, axis=axes, keepdims=True)
-    return g
-
-
 def _prepare(b1, b2, format, pairwise):
     _check_format(format)
     xp = validate.check_same_namespace(b1=b1, b2=b2)
@@ -337,8 +322,8 @@ def _boxes_bwd(res, dy):
         g1 = tuple(None if v is None else xp.sum(v, axis=1) for v in g1)
         g2 = tuple(None if v is None else xp.sum(v, axis=0) for v in g2)
     else:
-        g1 = tuple(None if v is None else _reduce_to(xp.broadcast_to(v, g.shape), s1[:-1], xp) for v in g1)
-        g2 = tuple(None if v is None else _reduce_to(xp.broadcast_to(v, g.shape), s2[:-1], xp) for v in g2)
+        g1 = tuple(None if v is None else unbroadcast(xp.broadcast_to(v, g.shape), s1[:-1], xp) for v in g1)
+        g2 = tuple(None if v is None else unbroadcast(xp.broadcast_to(v, g.shape), s2[:-1], xp) for v in g2)
     d1 = _params_bwd(g1, format, xp)
     d2_ = _params_bwd(g2, format, xp)
     if d1.shape != s1:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .._lib import compat, ops, validate
-from .lyapunov import _reduce_to
+from .._lib.vjp import unbroadcast
 from .covariance import covariance
 from .distances import bw_distance
 from .lyapunov import lyapunov
@@ -125,7 +125,7 @@ def _bw_log_bwd(res, dV):
     dT = _sym(dV @ Ps + Ps @ dV, xp)
     dP = _sym(T @ dV + dV @ T, xp) - 2 * dV
     dP2, dX = _T_bwd(dT, Pe, H, Hi, eC, S, Xs, xp)
-    return (_cast(_reduce_to(dP + dP2, p_shape, xp), dt, xp), _cast(_reduce_to(dX, x_shape, xp), dt, xp))
+    return (_cast(unbroadcast(dP + dP2, p_shape, xp), dt, xp), _cast(unbroadcast(dX, x_shape, xp), dt, xp))
 
 
 def bw_exp(P, V, *, check=True):
@@ -157,7 +157,7 @@ def _bw_exp_bwd(res, dD):
     Q = _lyap_eig(w, U, R, xp)
     dV = dD + Q
     dP = dD + L @ dD @ L - _sym(Q @ L + L @ Q, xp)
-    return (_cast(_reduce_to(_sym(dP, xp), p_shape, xp), dt, xp), _cast(_reduce_to(_sym(dV, xp), v_shape, xp), dt, xp))
+    return (_cast(unbroadcast(_sym(dP, xp), p_shape, xp), dt, xp), _cast(unbroadcast(_sym(dV, xp), v_shape, xp), dt, xp))
 
 
 def bw_geodesic(A, B, *, t=0.5, check=True):
@@ -190,7 +190,7 @@ def _bw_geodesic_bwd(res, dY):
     dG = _sym(dY @ G @ As + As @ G @ dY, xp)
     dA = _sym(G @ dY @ G, xp)
     dA2, dB = _T_bwd(t * dG, Pe, H, Hi, eC, S, Bs, xp)
-    return (_cast(_reduce_to(dA + dA2, a_shape, xp), dt, xp), _cast(_reduce_to(dB, b_shape, xp), dt, xp))
+    return (_cast(unbroadcast(dA + dA2, a_shape, xp), dt, xp), _cast(unbroadcast(dB, b_shape, xp), dt, xp))
 
 
 def _via_op(name, *arrays, **opts):

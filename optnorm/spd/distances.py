@@ -7,7 +7,7 @@ from .._lib import compat, ops, validate
 from .._lib.dispatch import Dispatcher, numpy_float
 from .sqrtm import (_cast, _check_pd_host, _check_spd_input, _floor, _funm, _funm_bwd, _mT, _recon, _sym,
                     _trace, _upcast)
-from .lyapunov import _reduce_to
+from .._lib.vjp import unbroadcast
 
 __all__ = ["bw_distance", "airm_distance", "lem_distance"]
 
@@ -153,7 +153,7 @@ def _bw_distance_bwd(res, dy):
     Tinv = L @ _recon(V, 1.0 / s, xp) @ _mT(L, xp)
     dA = g * (eye - _sym(T, xp))
     dB = g * (eye - _sym(Tinv, xp))
-    return _cast(_reduce_to(dA, a_shape, xp), dt, xp), _cast(_reduce_to(dB, b_shape, xp), dt, xp)
+    return _cast(unbroadcast(dA, a_shape, xp), dt, xp), _cast(unbroadcast(dB, b_shape, xp), dt, xp)
 
 
 ops.register("spd.bw_distance", bw_distance, bw_distance_fwd, _bw_distance_bwd)
@@ -207,7 +207,7 @@ def _airm_bwd(res, dy):
     lg = xp.log(mu)
     dB = g * _recon(W, 2 * lg / mu, xp)
     dA = -g * _recon(W, 2 * lg, xp)
-    return _cast(_reduce_to(dA, a_shape, xp), dt, xp), _cast(_reduce_to(dB, b_shape, xp), dt, xp)
+    return _cast(unbroadcast(dA, a_shape, xp), dt, xp), _cast(unbroadcast(dB, b_shape, xp), dt, xp)
 
 
 ops.register("spd.airm_distance", airm_distance, airm_distance_fwd, _airm_bwd)
@@ -254,7 +254,7 @@ def _lem_bwd(res, dy):
     g = _dist_scale(d2, dy, squared, xp)[..., None, None]
     dA = _funm_bwd(ea[0], ea[1], 2 * g * D, "log", xp)
     dB = _funm_bwd(eb[0], eb[1], -2 * g * D, "log", xp)
-    return _cast(_reduce_to(dA, a_shape, xp), dt, xp), _cast(_reduce_to(dB, b_shape, xp), dt, xp)
+    return _cast(unbroadcast(dA, a_shape, xp), dt, xp), _cast(unbroadcast(dB, b_shape, xp), dt, xp)
 
 
 ops.register("spd.lem_distance", lem_distance, lem_distance_fwd, _lem_bwd)

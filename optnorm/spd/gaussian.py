@@ -4,23 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .._lib.vjp import unbroadcast
 from .._lib import compat, ops, validate
 
 __all__ = ["mahalanobis", "gaussian_fit", "GaussianFit"]
-
-
-def _reduce_to(g, shape, xp):
-    """Sum a broadcast cotangent back to ``shape``."""
-    shape = tuple(shape)
-    if tuple(g.shape) == shape:
-        return g
-    lead = g.ndim - len(shape)
-    if lead:
-        g = xp.sum(g, axis=tuple(range(lead)))
-    axes = tuple(i for i, (s, t) in enumerate(zip(shape, g.shape)) if s == 1 and t != 1)
-    if axes:
-        g = xp.sum(g, axis=axes, keepdims=True)
-    return g
 
 
 def _cholesky(cov, name, xp):
@@ -151,13 +138,13 @@ def mahalanobis_bwd(res, dy):
         Ps = xp.matmul(xp.matrix_transpose(P), diff[..., None])[..., 0] if P.ndim > 2 else xp.matmul(diff, P)
         sv = (s + Ps) / 2
     gx = 2 * g[..., None] * sv
-    dx = _reduce_to(gx, sx, xp)
-    dmean = _reduce_to(-gx, sm, xp)
+    dx = unbroadcast(gx, sx, xp)
+    dmean = unbroadcast(-gx, sm, xp)
     if is_cov:
         gm = -g[..., None, None] * (s[..., :, None] * s[..., None, :])
     else:
         gm = g[..., None, None] * (diff[..., :, None] * diff[..., None, :])
-    dmat = _reduce_to(gm, smat, xp)
+    dmat = unbroadcast(gm, smat, xp)
     dx, dmean, dmat = (xp.astype(dx, dtx), xp.astype(dmean, dtm), xp.astype(dmat, dtmat))
     return (dx, dmean, dmat, None) if is_cov else (dx, dmean, None, dmat)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .._lib import compat, ops, validate
-from .lyapunov import _reduce_to
+from .._lib.vjp import unbroadcast
 from .sqrtm import _cast, _check_pd_host, _check_spd_input, _eigh, _eye, _recon, _sym, _trace, _upcast
 
 __all__ = ["bw_loss"]
@@ -84,7 +84,7 @@ def _bw_loss_bwd(res, dy):
     Tinv = _sym(H @ _recon(V, 1.0 / s, xp) @ H, xp)
     dA = g * (eye - T)
     dB = g * (eye - Tinv)
-    return _cast(_reduce_to(dA, a_shape, xp), dt, xp), _cast(_reduce_to(dB, b_shape, xp), dt, xp)
+    return _cast(unbroadcast(dA, a_shape, xp), dt, xp), _cast(unbroadcast(dB, b_shape, xp), dt, xp)
 
 
 ops.register("spd.bw_loss", bw_loss, bw_loss_fwd, _bw_loss_bwd)

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+from .._lib.vjp import unbroadcast
 from .._lib import compat, ops, validate
 from .sqrtm import _cast, _check_spd_input, _eigh, _lyap_eig, _lyap_sign, _mT, _sym, _upcast
 
@@ -71,17 +72,6 @@ def lyapunov_fwd(A, Q, *, method="eigh", n_iter=40, check=True):
     return _cast(X, dt, xp), res
 
 
-def _reduce_to(g, shape, xp):
-    """Sum a broadcast cotangent back to ``shape``."""
-    extra = g.ndim - len(shape)
-    if extra > 0:
-        g = xp.sum(g, axis=tuple(range(extra)))
-    axes = tuple(i for i, (s, t) in enumerate(zip(shape, g.shape)) if s == 1 and t != 1)
-    if axes:
-        g = xp.sum(g, axis=axes, keepdims=True)
-    return g
-
-
 def _lyapunov_bwd(res, dX):
     method, eig, As, X, a_shape, q_shape, dt, n_iter = res
     xp = compat.array_namespace(X)
@@ -94,7 +84,7 @@ def _lyapunov_bwd(res, dX):
     # A X + X A = Q  =>  <dX, X'> with A' gives -<dQ, A' X + X A'> = -<dQ X^T + X^T dQ, A'>
     Xt = _mT(X, xp)
     dA = -_sym(dQ @ Xt + Xt @ dQ, xp)
-    return _cast(_reduce_to(dA, a_shape, xp), dt, xp), _cast(_reduce_to(dQ, q_shape, xp), dt, xp)
+    return _cast(unbroadcast(dA, a_shape, xp), dt, xp), _cast(unbroadcast(dQ, q_shape, xp), dt, xp)
 
 
 ops.register("spd.lyapunov", lyapunov, lyapunov_fwd, _lyapunov_bwd)
