@@ -582,7 +582,9 @@ def sinkhorn2(a, b, M, *, reg, method="log", tol=1e-9, max_iter=1000, value="tra
       wrong for the linear term): one conjugate-gradient solve with
       :math:`\begin{pmatrix}\mathrm{diag}(P1) & P\\ P^T & \mathrm{diag}(P^T1)\end{pmatrix}`.
 
-    Both assume convergence; with ``converged=False`` they are approximate.
+    Both assume convergence; with ``converged=False`` they are approximate.  Under ``jax.jit`` (traced inputs)
+    no convergence test can run: exactly ``max_iter`` iterations are traced, so pick a moderate ``max_iter``
+    there (and prefer ``value="objective"``: the transport VJP's conjugate gradient is also unrolled).
 
     Examples
     --------

@@ -229,3 +229,15 @@ def test_bad_input(rng):
         sliced_wasserstein(X, Y * np.nan)
     with pytest.raises(ValueError, match="kappa must be >= 0"):
         vmf_sliced_wasserstein(X, Y, kappa=-1.0)
+
+
+def test_low_precision_inputs(rng):
+    torch = pytest.importorskip("torch")
+    X, Y = _clouds(rng, 40, 30, 3)
+    for dt in (torch.float16, torch.bfloat16):
+        y = sliced_wasserstein(torch.tensor(X, dtype=dt), torch.tensor(Y, dtype=dt), n_projections=16, seed=0)
+        assert y.dtype == dt
+        assert_close(y.float(), float(sliced_wasserstein(X, Y, n_projections=16, seed=0)), rtol=2e-2)
+        w = wasserstein_1d(torch.tensor(X[:, 0], dtype=dt), torch.tensor(Y[:, 0], dtype=dt), p=2)
+        assert w.dtype == dt
+        assert_close(w.float(), float(wasserstein_1d(X[:, 0], Y[:, 0], p=2)), rtol=2e-2)
