@@ -41,29 +41,35 @@ def _haar(d, rng):
     return q * np.sign(np.diag(r))
 
 
-def _qmc_directions(d, L, rng, n_blocks):
-    """Randomised QMC directions (d, L): ``n_blocks`` independently scrambled Sobol blocks.
+def _spiral(L):
+    """Generalised spiral point set on S^2 (d, L) = (3, L)."""
+    z = 1.0 - (2.0 * np.arange(1, L + 1) - 1.0) / L
+    phi = np.arccos(z)
+    psi = np.mod(1.8 * np.sqrt(L) * phi, 2 * np.pi)
+    return np.stack([np.sin(phi) * np.cos(psi), np.sin(phi) * np.sin(psi), np.cos(phi)])
 
-    d = 3: equal-area map of a 2-D Sobol set, then a Haar rotation; other d: Gaussian map of a d-dim Sobol set
-    (clipped away from 0 and 1), normalised, then a Haar rotation ("Quasi-Monte Carlo for 3D Sliced Wasserstein",
-    Nguyen, Bariletto, Ho, ICLR 2024).  Each block is an unbiased estimate; their spread gives the error bar.
+
+def _qmc_directions(d, L, rng, n_blocks):
+    """Randomised QMC directions (d, L) in ``n_blocks`` independently randomised blocks.
+
+    d = 3: the generalised spiral point set, randomly rotated (Haar); other d: the Gaussian map of a scrambled
+    Sobol set (clipped away from 0 and 1), normalised, then a Haar rotation ("Quasi-Monte Carlo for 3D Sliced
+    Wasserstein", Nguyen, Bariletto, Ho, ICLR 2024; ot.md §1.2 measured spiral + rotation as the best of their
+    randomised sets).  The random rotation makes every direction uniform, so the estimate is unbiased.
     """
     from scipy.stats import norm, qmc
 
     sizes = [L // n_blocks + (1 if k < L % n_blocks else 0) for k in range(n_blocks)]
     out = []
     for s in sizes:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # SciPy warns when s is not a power of two; balance is still fine
-            if d == 3:
-                u = qmc.Sobol(2, scramble=True, seed=rng).random(s)
-                a, t = u[:, 0], u[:, 1]
-                r = 2 * np.sqrt(np.clip(t - t * t, 0, None))
-                th = np.stack([r * np.cos(2 * np.pi * a), r * np.sin(2 * np.pi * a), 1 - 2 * t])
-            else:
+        if d == 3:
+            th = _spiral(s)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # SciPy warns when s is not a power of two; balance is still fine
                 u = np.clip(qmc.Sobol(d, scramble=True, seed=rng).random(s), 1e-6, 1 - 1e-6)
-                z = norm.ppf(u).T
-                th = z / np.linalg.norm(z, axis=0, keepdims=True)
+            z = norm.ppf(u).T
+            th = z / np.linalg.norm(z, axis=0, keepdims=True)
         out.append(_haar(d, rng) @ th)
     return np.concatenate(out, axis=1), sizes
 
@@ -314,8 +320,8 @@ def sliced_wasserstein(X, Y, a=None, b=None, *, n_projections=64, p=2, estimator
     Estimators (all estimate :math:`SW_p^p`; the p-th root is taken at the end):
 
     - ``"mc"``: i.i.d. uniform directions (normalised Gaussians).
-    - ``"qmc"``: randomised quasi-Monte Carlo (one scrambled Sobol set mapped to the sphere, equal-area map for
-      d = 3, Gaussian map otherwise, plus a Haar rotation; unbiased over the randomisation; "Quasi-Monte Carlo for
+    - ``"qmc"``: randomised quasi-Monte Carlo (for d = 3 the generalised spiral point set, otherwise a scrambled
+      Sobol set through the Gaussian map; then a Haar-random rotation, so it is unbiased; "Quasi-Monte Carlo for
       3D Sliced Wasserstein", Nguyen, Bariletto & Ho, ICLR 2024).  Its ``std`` is the i.i.d. formula, which
       over-estimates the error of a QMC set (conservative); the gain is large for d = 3 and small for d >~ 6.
     - ``"lower_cv"`` / ``"upper_cv"``: control variates from the Gaussian approximations of the projected
@@ -616,8 +622,9 @@ def vmf_sliced_wasserstein(X, Y, a=None, b=None, *, kappa=1.0, n_projections=64,
     ``n_iter`` Riemannian gradient-ascent steps of angle ``lr`` on the reparameterised MC objective (fresh vMF
     samples every step, Wood's sampler, Householder map; the gradient reaches epsilon through the reflection),
     unless ``location`` is given.  The value is a final MC estimate with ``n_projections`` samples at that
-    location; its VJP holds the samples fixed (Danskin).  ``kappa`` is given (the paper's default is 1; larger
-    kappa concentrates the slices towards Max-SW, kappa = 0 gives SW).
+    location; its VJP holds the samples fixed (Danskin).  ``kappa`` is given, not optimised (the paper's default
+    is 1): the expectation over vMF(epsilon, kappa) never exceeds its best direction, so maximising over kappa
+    as well only drives kappa to infinity (Max-SW); kappa = 0 gives SW.
 
     Parameters
     ----------

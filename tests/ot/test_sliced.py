@@ -113,7 +113,12 @@ def test_qmc_reduces_variance_in_3d():
     Y = rng.standard_normal((150, 3)) + 1.0
     runs = {e: np.array([float(sliced_wasserstein(X, Y, n_projections=32, estimator=e, seed=s, squared=True))
                          for s in range(100)]) for e in ("mc", "qmc")}
-    assert runs["qmc"].var() < runs["mc"].var() / 3, {e: v.var() for e, v in runs.items()}
+    # spiral + Haar rotation: measured ~2900x lower variance than MC here
+    assert runs["qmc"].var() < runs["mc"].var() / 50, {e: v.var() for e, v in runs.items()}
+    theta, _ = _directions(3, 40000, "mc", 99)
+    ref, ref_se = _sw_ref_fast(X, Y, theta)
+    q = runs["qmc"]
+    assert abs(q.mean() - ref) < 4 * ref_se + 4 * q.std(ddof=1) / np.sqrt(len(q)), (q.mean(), ref)
 
 
 def test_reported_std_matches_spread(gaussian_problem):
