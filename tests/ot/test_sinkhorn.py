@@ -200,3 +200,14 @@ def test_no_nan_for_any_reg_and_scale(reg, scale):
     assert np.all(np.isfinite(res.f)) and np.all(np.isfinite(res.g)) and np.isfinite(res.cost)
     assert np.isfinite(res.errors[-1])
     assert float(res.marginal_errors[0]) < 1e-8              # rows are exact after every row update
+
+
+def test_solver_records_no_autograd_graph(rng):
+    torch = pytest.importorskip("torch")
+    a, b, M = _problem(rng, 10, 8)
+    Mt = torch.tensor(M, requires_grad=True)
+    res = sinkhorn(torch.tensor(a), torch.tensor(b), Mt, 0.1)
+    assert not res.f.requires_grad and not res.cost.requires_grad
+    from optnorm.ot import sinkhorn_newton_sparse
+
+    assert not sinkhorn_newton_sparse(torch.tensor(a), torch.tensor(b), Mt, 0.1).f.requires_grad
