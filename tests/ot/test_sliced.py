@@ -246,3 +246,30 @@ def test_low_precision_inputs(rng):
         w = wasserstein_1d(torch.tensor(X[:, 0], dtype=dt), torch.tensor(Y[:, 0], dtype=dt), p=2)
         assert w.dtype == dt
         assert_close(w.float(), float(wasserstein_1d(X[:, 0], Y[:, 0], p=2)), rtol=2e-2)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_batched_clouds_match_loop(xp, rng, estimator):
+    Xs = rng.standard_normal((2, 3, 20, 3))
+    Y = rng.standard_normal((20, 3)) + 1.0
+    a = np.stack([_w(rng, 20) for _ in range(3)])             # (3, n): broadcasts against the (2, 3) batch
+    y, s = sliced_wasserstein(xp.asarray(Xs), xp.asarray(Y), xp.asarray(a), None, n_projections=16,
+                              estimator=estimator, seed=4, return_std=True)
+    assert tuple(y.shape) == (2, 3) and tuple(s.shape) == (2, 3)
+    ref = np.array([[float(sliced_wasserstein(Xs[i, j], Y, a[j], None, n_projections=16, estimator=estimator,
+                                              seed=4)) for j in range(3)] for i in range(2)])
+    assert_close(y, ref, rtol=1e-10)
+    y0 = sliced_wasserstein(xp.asarray(Xs), xp.asarray(Y), n_projections=16, estimator=estimator, seed=4)
+    ref0 = np.array([[float(sliced_wasserstein(Xs[i, j], Y, n_projections=16, estimator=estimator, seed=4))
+                      for j in range(3)] for i in range(2)])
+    assert_close(y0, ref0, rtol=1e-10)
+
+
+@pytest.mark.parametrize("estimator", ["mc", "upper_cv"])
+def test_batched_vjp(rng, estimator):
+    Xs = rng.standard_normal((2, 8, 3))
+    Y = rng.standard_normal((6, 3))
+    a = np.stack([_w(rng, 8) for _ in range(2)])
+    opts = dict(n_projections=6, estimator=estimator, seed=2)
+    check_vjp("ot.sliced_wasserstein", Xs, Y, a, _w(rng, 6), opts=opts, h=1e-8)
+    check_vjp("ot.sliced_wasserstein", Xs, rng.standard_normal((8, 3)), None, None, opts=opts)
