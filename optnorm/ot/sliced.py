@@ -181,6 +181,8 @@ def _sw_core(X, Y, a, b, theta, *, p, estimator, blocks, need_grad):
     if estimator in ("lower_cv", "upper_cv"):
         a1, v1 = _proj_moments(XPt, a, xp)                 # before _projected_w may sort XPt in place
         a2, v2 = _proj_moments(YPt, b, xp)
+        m1, t1 = _moments(X, a, xp)
+        m2, t2 = _moments(Y, b, xp)
     w, gr = _projected_w(XPt, YPt, a, b, p, xp, need_grad)
     zbar = xp.mean(w, axis=-1)
     res = None
@@ -191,8 +193,6 @@ def _sw_core(X, Y, a, b, theta, *, p, estimator, blocks, need_grad):
             res = dict(kind="mc", dz=xp.full(w.shape, 1.0 / L, dtype=w.dtype, device=compat.device(w)))
     else:
         upper = estimator == "upper_cv"
-        m1, t1 = _moments(X, a, xp)
-        m2, t2 = _moments(Y, b, xp)
         dm = m1 - m2
         G = (a1 - a2) ** 2
         EG = xp.sum(dm * dm, axis=-1) / d
