@@ -125,6 +125,18 @@ def _prep(a, b, M, reg, **kw):
     return xp, reg, ab, bb, Mb, batched
 
 
+def _no_grad(*arrays):
+    """``torch.no_grad()`` for torch inputs: the solvers return plain potentials, never an unrolled autograd graph
+    (which is what runs out of memory in POT#565); gradients come from :func:`sinkhorn2`'s VJP."""
+    import contextlib
+
+    if any(compat.is_torch(x) for x in arrays if x is not None):
+        import torch
+
+        return torch.no_grad()
+    return contextlib.nullcontext()
+
+
 def _log(w, xp):
     pos = w > 0
     return xp.where(pos, xp.log(xp.where(pos, w, xp.ones_like(w))), xp.full_like(w, -math.inf))
@@ -455,7 +467,8 @@ def sinkhorn(a, b, M, reg, *, method="log", tol=1e-9, max_iter=1000, check_every
     SinkhornResult
         Potentials ``f``, ``g``, ``cost`` (:math:`\langle P, M\rangle`), ``objective``, ``n_iter``,
         ``converged``, ``errors``, ``marginal_errors``, and ``plan()``.  Without a batch axis in the inputs the
-        leading axis is dropped.
+        leading axis is dropped.  No autograd graph is recorded (torch inputs run under ``torch.no_grad``): for
+        gradients use :func:`sinkhorn2`, whose VJP needs no unrolling.
 
     Examples
     --------
@@ -473,11 +486,12 @@ def sinkhorn(a, b, M, reg, *, method="log", tol=1e-9, max_iter=1000, check_every
     check_every = validate.check_int(check_every, "check_every", low=1)
     callback_every = validate.check_int(callback_every, "callback_every", low=1)
     validate.check_in(error_norm, (1, 2), "error_norm")
-    u, v, n_iter, converged, errors = _solve(ab, bb, Mb, reg, method=method, tol=tol, max_iter=max_iter,
-                                             check_every=check_every, callback=callback,
-                                             callback_every=callback_every, warm_start=warm_start, xp=xp,
-                                             error_norm=error_norm)
-    return _make_result(u, v, ab, bb, Mb, reg, n_iter, converged, errors, batched, M, xp)
+    with _no_grad(a, b, M):
+        u, v, n_iter, converged, errors = _solve(ab, bb, Mb, reg, method=method, tol=tol, max_iter=max_iter,
+                                                 check_every=check_every, callback=callback,
+                                                 callback_every=callback_every, warm_start=warm_start, xp=xp,
+                                                 error_norm=error_norm)
+        return _make_result(u, v, ab, bb, Mb, reg, n_iter, converged, errors, batched, M, xp)
 
 
 def _make_result(u, v, ab, bb, Mb, reg, n_iter, converged, errors, batched, M, xp):
@@ -582,7 +596,9 @@ def sinkhorn2(a, b, M, *, reg, method="log", tol=1e-9, max_iter=1000, value="tra
       wrong for the linear term): one conjugate-gradient solve with
       :math:`\begin{pmatrix}\mathrm{diag}(P1) & P\\ P^T & \mathrm{diag}(P^T1)\end{pmatrix}`.
 
-    Both assume convergence; with ``converged=False`` they are approximate.
+    Both assume convergence; with ``converged=False`` they are approximate.  Under ``jax.jit`` (traced inputs)
+    no convergence test can run: exactly ``max_iter`` iterations are traced, so pick a moderate ``max_iter``
+    there (and prefer ``value="objective"``: the transport VJP's conjugate gradient is also unrolled).
 
     Examples
     --------

@@ -13,8 +13,8 @@ import warnings
 import numpy as np
 
 from .._lib import compat, ops, validate
-from .oned import (_check_finite, _check_p, _check_weights, _pow_cost, _pow_grad, _sort_support, _unsort,
-                   _w1d_sorted, _weight_grad)
+from .oned import (_check_finite, _check_p, _check_weights, _pow_cost, _pow_grad, _sort_support, _unbroadcast,
+                   _unsort, _w1d_sorted, _weight_grad)
 
 __all__ = ["sliced_wasserstein", "max_sliced_wasserstein", "vmf_sliced_wasserstein", "sample_vmf"]
 
@@ -41,68 +41,77 @@ def _haar(d, rng):
     return q * np.sign(np.diag(r))
 
 
-def _qmc_directions(d, L, rng, n_blocks):
-    """Randomised QMC directions (d, L): ``n_blocks`` independently scrambled Sobol blocks.
+def _spiral(L):
+    """Generalised spiral point set on S^2 (d, L) = (3, L)."""
+    z = 1.0 - (2.0 * np.arange(1, L + 1) - 1.0) / L
+    phi = np.arccos(z)
+    psi = np.mod(1.8 * np.sqrt(L) * phi, 2 * np.pi)
+    return np.stack([np.sin(phi) * np.cos(psi), np.sin(phi) * np.sin(psi), np.cos(phi)])
 
-    d = 3: equal-area map of a 2-D Sobol set, then a Haar rotation; other d: Gaussian map of a d-dim Sobol set
-    (clipped away from 0 and 1), normalised, then a Haar rotation ("Quasi-Monte Carlo for 3D Sliced Wasserstein",
-    Nguyen, Bariletto, Ho, ICLR 2024).  Each block is an unbiased estimate; their spread gives the error bar.
+
+def _qmc_directions(d, L, rng, n_blocks):
+    """Randomised QMC directions (d, L) in ``n_blocks`` independently randomised blocks.
+
+    d = 3: the generalised spiral point set, randomly rotated (Haar); other d: the Gaussian map of a scrambled
+    Sobol set (clipped away from 0 and 1), normalised, then a Haar rotation ("Quasi-Monte Carlo for 3D Sliced
+    Wasserstein", Nguyen, Bariletto, Ho, ICLR 2024; ot.md §1.2 measured spiral + rotation as the best of their
+    randomised sets).  The random rotation makes every direction uniform, so the estimate is unbiased.
     """
     from scipy.stats import norm, qmc
 
     sizes = [L // n_blocks + (1 if k < L % n_blocks else 0) for k in range(n_blocks)]
     out = []
     for s in sizes:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # SciPy warns when s is not a power of two; balance is still fine
-            if d == 3:
-                u = qmc.Sobol(2, scramble=True, seed=rng).random(s)
-                a, t = u[:, 0], u[:, 1]
-                r = 2 * np.sqrt(np.clip(t - t * t, 0, None))
-                th = np.stack([r * np.cos(2 * np.pi * a), r * np.sin(2 * np.pi * a), 1 - 2 * t])
-            else:
+        if d == 3:
+            th = _spiral(s)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # SciPy warns when s is not a power of two; balance is still fine
                 u = np.clip(qmc.Sobol(d, scramble=True, seed=rng).random(s), 1e-6, 1 - 1e-6)
-                z = norm.ppf(u).T
-                th = z / np.linalg.norm(z, axis=0, keepdims=True)
+            z = norm.ppf(u).T
+            th = z / np.linalg.norm(z, axis=0, keepdims=True)
         out.append(_haar(d, rng) @ th)
     return np.concatenate(out, axis=1), sizes
 
 
 # ---------------------------------------------------------------------------------------------- validation
-def _check_cloud(X, Y, a, b, *, allow_none=True):
+def _check_cloud(X, Y, a, b, *, batched=True):
     validate.check_float(X, "X")
     validate.check_float(Y, "Y")
     xp = validate.check_same_namespace(X=X, Y=Y, a=a, b=b)
     for nm, Z in (("X", X), ("Y", Y)):
-        if Z.ndim != 2:
-            raise ValueError(f"{nm} must have shape (n_points, d), got shape {tuple(Z.shape)}")
-        validate.check_nonempty(Z, nm, axis=0)
-    if X.shape[1] != Y.shape[1]:
+        if Z.ndim < 2 or (not batched and Z.ndim != 2):
+            want = "(..., n_points, d)" if batched else "(n_points, d)"
+            raise ValueError(f"{nm} must have shape {want}, got shape {tuple(Z.shape)}")
+        validate.check_nonempty(Z, nm, axis=-2)
+    if X.shape[-1] != Y.shape[-1]:
         raise ValueError(f"X and Y must have the same dimension d: X has shape {tuple(X.shape)}, "
                          f"Y has shape {tuple(Y.shape)}")
-    if X.shape[1] == 0:
+    if X.shape[-1] == 0:
         raise ValueError("X has dimension d = 0")
+    batch = validate.check_broadcastable("X", X.shape[:-2], "Y", Y.shape[:-2])
     for nm, w, Z in (("a", a, X), ("b", b, Y)):
         if w is None:
             continue
-        if tuple(w.shape) != (Z.shape[0],):
-            raise ValueError(f"{nm} has shape {tuple(w.shape)}, expected ({Z.shape[0]},) (one weight per point of "
-                             f"{'X' if nm == 'a' else 'Y'})")
+        if w.ndim < 1 or w.shape[-1] != Z.shape[-2] or (not batched and w.ndim != 1):
+            raise ValueError(f"{nm} has shape {tuple(w.shape)}, expected (..., {Z.shape[-2]}) (one weight per point "
+                             f"of {'X' if nm == 'a' else 'Y'})")
+        batch = validate.check_broadcastable("the batch of (X, Y)", batch, nm, w.shape[:-1])
         _check_weights(w, nm)
     _check_finite(X, "X")
     _check_finite(Y, "Y")
-    return xp
+    return xp, tuple(batch)
 
 
 # ---------------------------------------------------------------------------------------------- per-direction core
 def _projected_w(XPt, YPt, a, b, p, xp, need_grad):
-    """w_l = W_p^p of the projected measures, rows of XPt (L, n), YPt (L, m).
+    """w_l = W_p^p of the projected measures, rows of XPt (..., L, n), YPt (..., L, m) (same leading shape).
 
-    Returns ``(w, grads)``; grads = (gX (L, n), gY (L, m), fa (L, n) or None, fb (L, m) or None): the gradient
-    of each w_l w.r.t. the projected positions and the weights.
+    ``a`` (..., n) / ``b`` (..., m) or None.  Returns ``(w, grads)``; grads = (gX, gY, fa or None, fb or None):
+    the gradient of each w_l w.r.t. the projected positions and the weights (shapes of XPt / YPt).
     """
-    L, n = XPt.shape
-    m = YPt.shape[1]
+    n = XPt.shape[-1]
+    m = YPt.shape[-1]
     if a is None and b is None and n == m:                 # uniform, equal sizes: sort and subtract
         if not need_grad:
             if compat.is_numpy(XPt):                       # our own temporaries: sort and subtract in place
@@ -110,7 +119,7 @@ def _projected_w(XPt, YPt, a, b, p, xp, need_grad):
                 YPt.sort(axis=-1)
                 d = np.subtract(XPt, YPt, out=XPt)
                 if p == 2.0:
-                    return np.einsum("ln,ln->l", d, d) / n, None
+                    return np.einsum("...n,...n->...", d, d) / n, None
                 np.abs(d, out=d)
                 if p != 1.0:
                     np.power(d, p, out=d)
@@ -122,8 +131,8 @@ def _projected_w(XPt, YPt, a, b, p, xp, need_grad):
         d = xp.take_along_axis(XPt, ix, axis=-1) - xp.take_along_axis(YPt, iy, axis=-1)
         g = _pow_grad(d, p, xp) / n
         return xp.mean(_pow_cost(d, p, xp), axis=-1), (_unsort(g, ix, xp), _unsort(-g, iy, xp), None, None)
-    aw = None if a is None else xp.broadcast_to(a, XPt.shape)
-    bw = None if b is None else xp.broadcast_to(b, YPt.shape)
+    aw = None if a is None else xp.broadcast_to(a[..., None, :], XPt.shape)
+    bw = None if b is None else xp.broadcast_to(b[..., None, :], YPt.shape)
     if not need_grad and compat.is_numpy(XPt):
         from .oned import _w1d
 
@@ -140,132 +149,130 @@ def _projected_w(XPt, YPt, a, b, p, xp, need_grad):
 
 
 def _moments(Z, w, xp):
-    """Weighted mean (d,) and total variance tr(Sigma) of a cloud (uniform if w is None)."""
+    """Weighted mean (..., d) and total variance tr(Sigma) (...) of clouds Z (..., n, d) (uniform if w is None)."""
     if w is None:
-        m = xp.mean(Z, axis=0)
-        tr = xp.mean(xp.sum((Z - m) ** 2, axis=1))
+        m = xp.mean(Z, axis=-2)
+        tr = xp.mean(xp.sum((Z - m[..., None, :]) ** 2, axis=-1), axis=-1)
     else:
-        m = xp.sum(w[:, None] * Z, axis=0)
-        tr = xp.sum(w * xp.sum((Z - m) ** 2, axis=1))
+        m = xp.sum(w[..., :, None] * Z, axis=-2)
+        tr = xp.sum(w * xp.sum((Z - m[..., None, :]) ** 2, axis=-1), axis=-1)
     return m, tr
 
 
 def _proj_moments(Pt, w, xp):
-    """Per-direction weighted mean (L,) and variance (L,) of projected points Pt (L, n)."""
+    """Per-direction weighted mean and variance (..., L) of projected points Pt (..., L, n)."""
     if w is None:
         al = xp.mean(Pt, axis=-1)
-        var = xp.mean((Pt - al[:, None]) ** 2, axis=-1)
+        var = xp.mean((Pt - al[..., None]) ** 2, axis=-1)
     else:
-        al = xp.sum(Pt * w, axis=-1)
-        var = xp.sum(w * (Pt - al[:, None]) ** 2, axis=-1)
+        al = xp.sum(Pt * w[..., None, :], axis=-1)
+        var = xp.sum(w[..., None, :] * (Pt - al[..., None]) ** 2, axis=-1)
     return al, var
 
 
 def _sw_core(X, Y, a, b, theta, *, p, estimator, blocks, need_grad):
-    """Estimate of SW_p^p with directions ``theta`` (d, L); returns (value, std, residuals or None)."""
+    """Estimate of SW_p^p with directions ``theta`` (d, L) for clouds X (..., n, d), Y (..., m, d) with one batch
+    shape; returns (value (...), std (...), residuals or None)."""
     xp = compat.array_namespace(X, Y, a, b)
     d, L = theta.shape
-    XPt = theta.T @ X.T                                    # (L, n): one GEMM per cloud
-    YPt = theta.T @ Y.T
+    thT = xp.matrix_transpose(theta)
+    XPt = thT @ xp.matrix_transpose(X)                     # (..., L, n): one GEMM per cloud
+    YPt = thT @ xp.matrix_transpose(Y)
     if estimator in ("lower_cv", "upper_cv"):
         a1, v1 = _proj_moments(XPt, a, xp)                 # before _projected_w may sort XPt in place
         a2, v2 = _proj_moments(YPt, b, xp)
-    w, gr = _projected_w(XPt, YPt, a, b, p, xp, need_grad)
-    zbar = xp.mean(w)
-    res = None
-    if estimator in ("mc", "qmc"):
-        if estimator == "qmc" and len(blocks) > 1:
-            idx, means = 0, []
-            for s in blocks:
-                means.append(xp.mean(w[idx:idx + s]))
-                idx += s
-            bm = xp.stack(means)
-            std = xp.std(bm, correction=1) / math.sqrt(len(blocks))
-        else:
-            std = xp.std(w, correction=1) / math.sqrt(L) if L > 1 else xp.zeros_like(zbar)
-        val = zbar
-        if need_grad:
-            res = dict(kind="mc", dz=xp.full((L,), 1.0 / L, dtype=w.dtype, device=compat.device(w)))
-    else:
-        upper = estimator == "upper_cv"
         m1, t1 = _moments(X, a, xp)
         m2, t2 = _moments(Y, b, xp)
+    w, gr = _projected_w(XPt, YPt, a, b, p, xp, need_grad)
+    zbar = xp.mean(w, axis=-1)
+    res = None
+    if estimator in ("mc", "qmc"):
+        std = xp.std(w, axis=-1, correction=1) / math.sqrt(L) if L > 1 else xp.zeros_like(zbar)
+        val = zbar
+        if need_grad:
+            res = dict(kind="mc", dz=xp.full(w.shape, 1.0 / L, dtype=w.dtype, device=compat.device(w)))
+    else:
+        upper = estimator == "upper_cv"
         dm = m1 - m2
         G = (a1 - a2) ** 2
-        EG = xp.sum(dm * dm) / d
+        EG = xp.sum(dm * dm, axis=-1) / d
         if upper:
             G = G + v1 + v2
             EG = EG + (t1 + t2) / d
-        c = G - EG
-        delta = xp.mean(c)
-        D = xp.mean(c * c) + 1e-24
-        N = xp.mean((w - zbar) * c)
+        c = G - EG[..., None]
+        delta = xp.mean(c, axis=-1)
+        D = xp.mean(c * c, axis=-1) + 1e-24
+        N = xp.mean((w - zbar[..., None]) * c, axis=-1)
         gamma = N / D
         val = zbar - gamma * delta
-        resid = w - gamma * c
-        std = xp.std(resid, correction=1) / math.sqrt(L) if L > 1 else xp.zeros_like(zbar)
+        resid = w - gamma[..., None] * c
+        std = xp.std(resid, axis=-1, correction=1) / math.sqrt(L) if L > 1 else xp.zeros_like(zbar)
         if need_grad:
-            dz = (1.0 - (delta / D) * (c - delta)) / L
-            gc = -(((w - zbar) * delta + N) / (L * D) - 2.0 * N * delta * c / (L * D * D))
-            res = dict(kind="cv", upper=upper, dz=dz, gc=gc, ge=-xp.sum(gc), a1=a1, a2=a2, m1=m1, m2=m2)
+            de, Dd, Nd = delta[..., None], D[..., None], N[..., None]
+            dz = (1.0 - (de / Dd) * (c - de)) / L
+            gc = -(((w - zbar[..., None]) * de + Nd) / (L * Dd) - 2.0 * Nd * de * c / (L * Dd * Dd))
+            res = dict(kind="cv", upper=upper, dz=dz, gc=gc, ge=-xp.sum(gc, axis=-1), a1=a1, a2=a2, m1=m1, m2=m2)
     if need_grad:
         res.update(grads=gr, XPt=XPt, YPt=YPt, theta=theta, X=X, Y=Y, a=a, b=b)
     return val, std, res
 
 
 def _sw_core_bwd(res, dval):
-    """Gradients of the estimate w.r.t. X, Y, a, b (dval: cotangent of the SW_p^p estimate)."""
+    """Gradients of the estimate w.r.t. X, Y, a, b (dval (...): cotangent of the SW_p^p estimate)."""
     X, Y, a, b, theta = res["X"], res["Y"], res["a"], res["b"], res["theta"]
     xp = compat.array_namespace(X)
     d = theta.shape[0]
-    n, m = X.shape[0], Y.shape[0]
+    n, m = X.shape[-2], Y.shape[-2]
     gX, gY, fa, fb = res["grads"]
-    dz = res["dz"] * dval                                   # (L,)
-    GX = gX * dz[:, None]                                   # d est / d XPt (L, n)
-    GY = gY * dz[:, None]
-    ga = None if fa is None else xp.sum(fa * dz[:, None], axis=0)
-    gb = None if fb is None else xp.sum(fb * dz[:, None], axis=0)
+    dz = res["dz"] * dval[..., None]                        # (..., L)
+    GX = gX * dz[..., None]                                 # d est / d XPt (..., L, n)
+    GY = gY * dz[..., None]
+    ga = None if fa is None else xp.sum(fa * dz[..., None], axis=-2)
+    gb = None if fb is None else xp.sum(fb * dz[..., None], axis=-2)
     dXdir = dYdir = None
     if res["kind"] == "cv":
-        gc = res["gc"] * dval
-        ge = res["ge"] * dval
+        gc = res["gc"] * dval[..., None]                    # (..., L)
+        ge = (res["ge"] * dval)[..., None, None]            # (..., 1, 1)
         XPt, YPt = res["XPt"], res["YPt"]
         a1, a2, m1, m2 = res["a1"], res["a2"], res["m1"], res["m2"]
-        wa = xp.full((n,), 1.0 / n, dtype=X.dtype, device=compat.device(X)) if a is None else xp.astype(a, X.dtype)
-        wb = xp.full((m,), 1.0 / m, dtype=Y.dtype, device=compat.device(Y)) if b is None else xp.astype(b, Y.dtype)
-        diff = 2.0 * (a1 - a2) * gc                         # dG/d alpha1 * gc
-        GX = GX + diff[:, None] * wa[None, :]
-        GY = GY - diff[:, None] * wb[None, :]
-        dm = m1 - m2
-        dXdir = ge * 2.0 * wa[:, None] * dm[None, :] / d
-        dYdir = -ge * 2.0 * wb[:, None] * dm[None, :] / d
-        cx = XPt - a1[:, None]
-        cy = YPt - a2[:, None]
+        wa = (xp.full((n,), 1.0 / n, dtype=X.dtype, device=compat.device(X)) if a is None
+              else xp.astype(a, X.dtype))
+        wb = (xp.full((m,), 1.0 / m, dtype=Y.dtype, device=compat.device(Y)) if b is None
+              else xp.astype(b, Y.dtype))
+        diff = 2.0 * (a1 - a2) * gc                         # dG/d alpha1 * gc  (..., L)
+        GX = GX + diff[..., None] * wa[..., None, :]
+        GY = GY - diff[..., None] * wb[..., None, :]
+        dm = m1 - m2                                        # (..., d)
+        dXdir = ge * 2.0 * wa[..., :, None] * dm[..., None, :] / d
+        dYdir = -ge * 2.0 * wb[..., :, None] * dm[..., None, :] / d
+        cx = XPt - a1[..., None]
+        cy = YPt - a2[..., None]
         if a is not None:
-            ga = ga + xp.sum(diff[:, None] * XPt, axis=0) + ge * 2.0 * (X @ dm) / d
+            ga = ga + xp.sum(diff[..., None] * XPt, axis=-2) + ge[..., 0] * 2.0 * xp.sum(X * dm[..., None, :], axis=-1) / d
         if b is not None:
-            gb = gb - xp.sum(diff[:, None] * YPt, axis=0) - ge * 2.0 * (Y @ dm) / d
+            gb = gb - xp.sum(diff[..., None] * YPt, axis=-2) - ge[..., 0] * 2.0 * xp.sum(Y * dm[..., None, :], axis=-1) / d
         if res["upper"]:
-            GX = GX + 2.0 * gc[:, None] * wa[None, :] * cx
-            GY = GY + 2.0 * gc[:, None] * wb[None, :] * cy
-            Xc = X - m1
-            Yc = Y - m2
-            dXdir = dXdir + ge * 2.0 * wa[:, None] * Xc / d
-            dYdir = dYdir + ge * 2.0 * wb[:, None] * Yc / d
+            GX = GX + 2.0 * gc[..., None] * wa[..., None, :] * cx
+            GY = GY + 2.0 * gc[..., None] * wb[..., None, :] * cy
+            Xc = X - m1[..., None, :]
+            Yc = Y - m2[..., None, :]
+            dXdir = dXdir + ge * 2.0 * wa[..., :, None] * Xc / d
+            dYdir = dYdir + ge * 2.0 * wb[..., :, None] * Yc / d
             if a is not None:
-                ga = ga + xp.sum(gc[:, None] * cx * cx, axis=0) + ge * xp.sum(Xc * Xc, axis=1) / d
+                ga = ga + xp.sum(gc[..., None] * cx * cx, axis=-2) + ge[..., 0] * xp.sum(Xc * Xc, axis=-1) / d
             if b is not None:
-                gb = gb + xp.sum(gc[:, None] * cy * cy, axis=0) + ge * xp.sum(Yc * Yc, axis=1) / d
-    dX = GX.T @ theta.T                                     # (n, d): scatter back through the projection
-    dY = GY.T @ theta.T
+                gb = gb + xp.sum(gc[..., None] * cy * cy, axis=-2) + ge[..., 0] * xp.sum(Yc * Yc, axis=-1) / d
+    thT = xp.matrix_transpose(theta)
+    dX = xp.matrix_transpose(GX) @ thT                      # (..., n, d): scatter back through the projection
+    dY = xp.matrix_transpose(GY) @ thT
     if dXdir is not None:
         dX = dX + dXdir
         dY = dY + dYdir
     # weights are normalised inside: project the gradient (exact derivative of w -> w / sum(w))
     if ga is not None:
-        ga = ga - xp.sum(ga * xp.astype(a, ga.dtype))
+        ga = ga - xp.sum(ga * xp.astype(a, ga.dtype), axis=-1, keepdims=True)
     if gb is not None:
-        gb = gb - xp.sum(gb * xp.astype(b, gb.dtype))
+        gb = gb - xp.sum(gb * xp.astype(b, gb.dtype), axis=-1, keepdims=True)
     return dX, dY, ga, gb
 
 
@@ -286,19 +293,20 @@ def _root(val, std, p, squared, xp):
     return r, xp.where(val > 0, std * safe ** (1.0 / p - 1.0) / p, std * 0.0)
 
 
-def _prep(X, Y, a, b, n_projections, p, estimator):
-    xp = _check_cloud(X, Y, a, b)
+def _prep(X, Y, a, b, n_projections, p, estimator, batched=True):
+    xp, batch = _check_cloud(X, Y, a, b, batched=batched)
     p = _check_p(p)
     L = validate.check_int(n_projections, "n_projections", low=1)
     validate.check_in(estimator, ESTIMATORS, "estimator")
     cdt = compat.compute_dtype(X, xp)
-    Xc, Yc = xp.astype(X, cdt), xp.astype(Y, cdt)
-    ac = None if a is None else xp.astype(a, cdt)
-    bc = None if b is None else xp.astype(b, cdt)
+    Xc = xp.broadcast_to(xp.astype(X, cdt), (*batch, *X.shape[-2:]))
+    Yc = xp.broadcast_to(xp.astype(Y, cdt), (*batch, *Y.shape[-2:]))
+    ac = None if a is None else xp.broadcast_to(xp.astype(a, cdt), (*batch, a.shape[-1]))
+    bc = None if b is None else xp.broadcast_to(xp.astype(b, cdt), (*batch, b.shape[-1]))
     if ac is not None:
-        ac = ac / xp.sum(ac)
+        ac = ac / xp.sum(ac, axis=-1, keepdims=True)
     if bc is not None:
-        bc = bc / xp.sum(bc)
+        bc = bc / xp.sum(bc, axis=-1, keepdims=True)
     return xp, p, L, Xc, Yc, ac, bc
 
 
@@ -314,8 +322,8 @@ def sliced_wasserstein(X, Y, a=None, b=None, *, n_projections=64, p=2, estimator
     Estimators (all estimate :math:`SW_p^p`; the p-th root is taken at the end):
 
     - ``"mc"``: i.i.d. uniform directions (normalised Gaussians).
-    - ``"qmc"``: randomised quasi-Monte Carlo (one scrambled Sobol set mapped to the sphere, equal-area map for
-      d = 3, Gaussian map otherwise, plus a Haar rotation; unbiased over the randomisation; "Quasi-Monte Carlo for
+    - ``"qmc"``: randomised quasi-Monte Carlo (for d = 3 the generalised spiral point set, otherwise a scrambled
+      Sobol set through the Gaussian map; then a Haar-random rotation, so it is unbiased; "Quasi-Monte Carlo for
       3D Sliced Wasserstein", Nguyen, Bariletto & Ho, ICLR 2024).  Its ``std`` is the i.i.d. formula, which
       over-estimates the error of a QMC set (conservative); the gain is large for d = 3 and small for d >~ 6.
     - ``"lower_cv"`` / ``"upper_cv"``: control variates from the Gaussian approximations of the projected
@@ -330,9 +338,11 @@ def sliced_wasserstein(X, Y, a=None, b=None, *, n_projections=64, p=2, estimator
 
     Parameters
     ----------
-    X : array, shape (n, d)
-    Y : array, shape (m, d)
-    a, b : array, shape (n,) / (m,), optional
+    X : array, shape (..., n, d)
+    Y : array, shape (..., m, d)
+        Point clouds; leading (batch) axes broadcast, e.g. a batch of reconstructions against their targets.
+        The same L directions serve the whole batch (one GEMM per cloud).
+    a, b : array, shape (..., n) / (..., m), optional
         Point weights (non-negative, summing to one; uniform if omitted; re-normalised internally).
     n_projections : int, default 64
         Number of directions L.
@@ -348,8 +358,8 @@ def sliced_wasserstein(X, Y, a=None, b=None, *, n_projections=64, p=2, estimator
 
     Returns
     -------
-    value : 0-d array
-    std : 0-d array, only if ``return_std``
+    value : array, shape = batch shape
+    std : array, shape = batch shape, only if ``return_std``
 
     Notes
     -----
@@ -373,7 +383,7 @@ def sliced_wasserstein(X, Y, a=None, b=None, *, n_projections=64, p=2, estimator
 
 def _sw_forward(X, Y, a, b, n_projections, p, estimator, seed, return_std, squared, need_grad):
     xp, p, L, Xc, Yc, ac, bc = _prep(X, Y, a, b, n_projections, p, estimator)
-    th, blocks = _directions(Xc.shape[1], L, estimator, seed)
+    th, blocks = _directions(Xc.shape[-1], L, estimator, seed)
     theta = compat.from_numpy_like(th.astype(_np_dtype(Xc)), Xc)
     val, std, res = _sw_core(Xc, Yc, ac, bc, theta, p=p, estimator=estimator, blocks=blocks, need_grad=need_grad)
     r, s = _root(val, std, p, squared, xp)
@@ -381,7 +391,8 @@ def _sw_forward(X, Y, a, b, n_projections, p, estimator, seed, return_std, squar
     out = (r, xp.astype(s, X.dtype)) if return_std else r
     if need_grad:
         res.update(val=val, p=p, squared=squared, return_std=return_std,
-                   dtypes=tuple(None if z is None else z.dtype for z in (X, Y, a, b)))
+                   dtypes=tuple(None if z is None else z.dtype for z in (X, Y, a, b)),
+                   shapes=tuple(None if z is None else tuple(z.shape) for z in (X, Y, a, b)))
     return out, res
 
 
@@ -399,8 +410,11 @@ def _root_bwd(res, dy, xp):
     return xp.where(val > 0, dy * safe ** (1.0 / p - 1.0) / p, dy * 0.0)
 
 
-def _cast_grads(grads, dtypes, xp):
-    return tuple(None if g is None or dt is None else xp.astype(g, dt) for g, dt in zip(grads, dtypes))
+def _cast_grads(grads, dtypes, xp, shapes=None):
+    shapes = shapes or (None,) * len(grads)
+    return tuple(None if g is None or dt is None else
+                 xp.astype(g if shp is None else _unbroadcast(g, shp, xp), dt)
+                 for g, dt, shp in zip(grads, dtypes, shapes))
 
 
 def sliced_wasserstein_bwd(res, dy):
@@ -408,7 +422,7 @@ def sliced_wasserstein_bwd(res, dy):
     if res["return_std"]:
         dy = dy[0]                                          # the standard error is a constant for the VJP
     dval = _root_bwd(res, dy, xp)
-    return _cast_grads(_sw_core_bwd(res, dval), res["dtypes"], xp)
+    return _cast_grads(_sw_core_bwd(res, dval), res["dtypes"], xp, res.get("shapes"))
 
 
 ops.register("ot.sliced_wasserstein", sliced_wasserstein, sliced_wasserstein_fwd, sliced_wasserstein_bwd)
@@ -505,7 +519,7 @@ def max_sliced_wasserstein(X, Y, a=None, b=None, *, p=2, n_iter=50, lr=0.1, n_st
 
 def max_sliced_wasserstein_fwd(X, Y, a=None, b=None, *, p=2, n_iter=50, lr=0.1, n_starts=16, seed=None,
                                squared=False):
-    xp, p, _, Xc, Yc, ac, bc = _prep(X, Y, a, b, 1, p, "mc")
+    xp, p, _, Xc, Yc, ac, bc = _prep(X, Y, a, b, 1, p, "mc", batched=False)
     n_iter = validate.check_int(n_iter, "n_iter", low=0)
     n_starts = validate.check_int(n_starts, "n_starts", low=1)
     lr = validate.check_positive(lr, "lr")
@@ -616,8 +630,9 @@ def vmf_sliced_wasserstein(X, Y, a=None, b=None, *, kappa=1.0, n_projections=64,
     ``n_iter`` Riemannian gradient-ascent steps of angle ``lr`` on the reparameterised MC objective (fresh vMF
     samples every step, Wood's sampler, Householder map; the gradient reaches epsilon through the reflection),
     unless ``location`` is given.  The value is a final MC estimate with ``n_projections`` samples at that
-    location; its VJP holds the samples fixed (Danskin).  ``kappa`` is given (the paper's default is 1; larger
-    kappa concentrates the slices towards Max-SW, kappa = 0 gives SW).
+    location; its VJP holds the samples fixed (Danskin).  ``kappa`` is given, not optimised (the paper's default
+    is 1): the expectation over vMF(epsilon, kappa) never exceeds its best direction, so maximising over kappa
+    as well only drives kappa to infinity (Max-SW); kappa = 0 gives SW.
 
     Parameters
     ----------
@@ -652,7 +667,7 @@ def vmf_sliced_wasserstein(X, Y, a=None, b=None, *, kappa=1.0, n_projections=64,
 
 def vmf_sliced_wasserstein_fwd(X, Y, a=None, b=None, *, kappa=1.0, n_projections=64, p=2, location=None,
                                n_iter=50, lr=0.1, seed=None, squared=False):
-    xp, p, L, Xc, Yc, ac, bc = _prep(X, Y, a, b, n_projections, p, "mc")
+    xp, p, L, Xc, Yc, ac, bc = _prep(X, Y, a, b, n_projections, p, "mc", batched=False)
     kappa = validate.check_nonnegative(kappa, "kappa")
     n_iter = validate.check_int(n_iter, "n_iter", low=0)
     lr = validate.check_positive(lr, "lr")

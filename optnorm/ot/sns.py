@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from .._lib import compat, validate
-from .sinkhorn import SinkhornState, _cg, _log, _log_loop, _make_result, _norm, _prep
+from .sinkhorn import SinkhornState, _cg, _log, _log_loop, _make_result, _no_grad, _norm, _prep
 
 __all__ = ["sinkhorn_newton_sparse"]
 
@@ -151,7 +151,8 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, tol=1e-9, max_iter=200, n_sinkhorn=2
     ``ceil(density * m)`` and doubles whenever a full step is not accepted (a plan too diffuse for the current
     sparsity: ot.md §5 measured that a fixed 2/n density stalls); a step that fails the line search entirely is
     replaced by one Sinkhorn iteration.  ``k`` also doubles when a step does not halve the marginal error
-    (Newton converges quadratically once the Hessian is accurate enough).  NumPy inputs keep the sparse Hessian in SciPy CSR form.
+    (Newton converges quadratically once the Hessian is accurate enough).  NumPy inputs keep the sparse Hessian
+    in SciPy CSR form.  No autograd graph is recorded for torch inputs.
 
     Parameters
     ----------
@@ -184,6 +185,12 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, tol=1e-9, max_iter=200, n_sinkhorn=2
     >>> r.converged and r.n_iter < 60
     True
     """
+    with _no_grad(a, b, M):
+        return _sns(a, b, M, reg, tol=tol, max_iter=max_iter, n_sinkhorn=n_sinkhorn, density=density, cg_tol=cg_tol,
+                    callback=callback, callback_every=callback_every, error_norm=error_norm)
+
+
+def _sns(a, b, M, reg, *, tol, max_iter, n_sinkhorn, density, cg_tol, callback, callback_every, error_norm):
     xp, reg, ab, bb, Mb, batched = _prep(a, b, M, reg, tol=tol, max_iter=max_iter)
     n_sinkhorn = validate.check_int(n_sinkhorn, "n_sinkhorn", low=0)
     callback_every = validate.check_int(callback_every, "callback_every", low=1)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import optnorm
 from optnorm.ot import sinkhorn, sinkhorn2
@@ -172,3 +174,40 @@ def test_bad_input(rng):
         sinkhorn(a, b, M.astype(int), 0.1)
     with pytest.raises(ValueError, match="value must be one of"):
         sinkhorn2(a, b, M, reg=0.1, value="plan")
+
+
+def test_numba_lse_kernels_match_generic(rng):
+    from optnorm.ot.sinkhorn import _GenericEngine, _KernelEngine, _NumbaEngine
+
+    M = rng.random((2, 37, 70)) * 3
+    u = rng.standard_normal((2, 37)) * 5
+    v = rng.standard_normal((2, 70)) * 5
+    u[0, 3] = -np.inf                                       # zero-weight atoms
+    v[1, :5] = -np.inf
+    g = _GenericEngine(M, 0.03, np)
+    for eng in (_NumbaEngine(M, 0.03, np), _KernelEngine(M, 0.03, np)):
+        assert_close(eng.cols(u), g.cols(u), rtol=1e-12)
+        assert_close(eng.rows(v), g.rows(v), rtol=1e-12)
+    e32 = _NumbaEngine(M.astype(np.float32), 0.03, np)
+    assert_close(e32.rows(v.astype(np.float32)), g.rows(v), rtol=1e-5)
+
+
+@given(reg=st.floats(1e-4, 10.0), scale=st.floats(1e-3, 1e3))
+def test_no_nan_for_any_reg_and_scale(reg, scale):
+    rng = np.random.default_rng(1)
+    a, b, M = _problem(rng, 12, 10)
+    res = sinkhorn(a, b, M * scale, reg, max_iter=200)
+    assert np.all(np.isfinite(res.f)) and np.all(np.isfinite(res.g)) and np.isfinite(res.cost)
+    assert np.isfinite(res.errors[-1])
+    assert float(res.marginal_errors[0]) < 1e-8              # rows are exact after every row update
+
+
+def test_solver_records_no_autograd_graph(rng):
+    torch = pytest.importorskip("torch")
+    a, b, M = _problem(rng, 10, 8)
+    Mt = torch.tensor(M, requires_grad=True)
+    res = sinkhorn(torch.tensor(a), torch.tensor(b), Mt, 0.1)
+    assert not res.f.requires_grad and not res.cost.requires_grad
+    from optnorm.ot import sinkhorn_newton_sparse
+
+    assert not sinkhorn_newton_sparse(torch.tensor(a), torch.tensor(b), Mt, 0.1).f.requires_grad

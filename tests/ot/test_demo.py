@@ -1,0 +1,12 @@
+"""The ot showcase runs in quick mode and writes its plots."""
+from __future__ import annotations
+
+from optnorm.ot._demo import showcase
+
+
+def test_showcase_quick(tmp_path):
+    lines = showcase(tmp_path, quick=True)
+    for name in ("ot_sw_flow.png", "ot_sw_variance.png", "ot_sinkhorn_vs_sns.png"):
+        assert (tmp_path / name).stat().st_size > 1000, name
+    assert any("Sinkhorn vs SNS" in line for line in lines)
+    assert any("SW flow" in line for line in lines)
