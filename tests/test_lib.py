@@ -239,3 +239,20 @@ def test_check_vjp_skips_none_outputs(rng):
 
 def test_assert_close_dtype_names(xp):
     assert_close(xp.asarray(np.ones(2, np.float32)), np.ones(2), check_dtype="float32")
+
+
+def test_validation_of_closed_over_jax_constant_under_jit():
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    w = jnp.asarray([0.25, 0.75])
+    m = jnp.asarray([[1.0, 2.0], [2.0, 5.0]])
+
+    @jax.jit
+    def f(x):
+        validate.check_weights(w, "w")
+        validate.check_finite(w, "w")
+        validate.check_symmetric(m, "m")
+        return x * 2
+
+    assert_close(f(jnp.ones(2)), np.full(2, 2.0))

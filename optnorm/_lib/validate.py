@@ -148,11 +148,24 @@ def check_broadcastable(name_a: str, shape_a, name_b: str, shape_b) -> tuple[int
     return tuple(reversed(out))
 
 
+def _data(x: Any):
+    """``(array, namespace)`` to inspect values with: JAX arrays go to the host (eager ops on a concrete
+    array would be traced inside an enclosing ``jit``), torch tensors are detached (no autograd warnings)."""
+    if compat.is_jax(x):
+        import numpy as np
+
+        a = compat.to_numpy(x)
+        return a, compat.array_namespace(np.empty(0))
+    if compat.is_torch(x):
+        x = x.detach()
+    return x, compat.array_namespace(x)
+
+
 def check_finite(x: Any, name: str, xp=None):
     if x is None or not compat.is_concrete(x):
         return x
-    xp = xp or compat.array_namespace(x)
-    if not bool(xp.all(xp.isfinite(x))):
+    x_, xp = _data(x)
+    if not bool(xp.all(xp.isfinite(x_))):
         raise ValueError(f"{name} contains NaN or inf")
     return x
 
@@ -169,7 +182,7 @@ def check_symmetric(x: Any, name: str, *, rtol: float | None = None, xp=None):
     check_square(x, name)
     if not compat.is_concrete(x):
         return x
-    xp = xp or compat.array_namespace(x)
+    x, xp = _data(x)
     if rtol is None:
         rtol = 100 * float(xp.finfo(x.dtype).eps)
     xt = xp.matrix_transpose(x)
@@ -208,7 +221,8 @@ def check_weights(w: Any, name: str, *, axis: int = -1, normalized: bool = True,
     check_float(w, name)
     if not compat.is_concrete(w):
         return w
-    xp = xp or compat.array_namespace(w)
+    w_orig = w
+    w, xp = _data(w)
     if compat.size(w) == 0:
         raise ValueError(f"{name} is empty")
     mn = float(xp.min(w))
@@ -221,7 +235,7 @@ def check_weights(w: Any, name: str, *, axis: int = -1, normalized: bool = True,
         dev = float(xp.max(xp.abs(s - 1)))
         if dev > tol:
             raise ValueError(f"{name} must sum to 1 along axis {axis}; it is off by up to {dev:.3g}")
-    return w
+    return w_orig
 
 
 def check_probability(value: Any, name: str) -> float:

@@ -658,28 +658,3 @@ def sinkhorn2_bwd(res, dy):
 
 
 ops.register("ot.sinkhorn2", sinkhorn2, sinkhorn2_fwd, sinkhorn2_bwd)
-
-
-# ---------------------------------------------------------------------------------------------- name clash workaround
-# The module and its main function share the name ``sinkhorn``.  ``optnorm._lib.exports.export_modules`` sees
-# the package attribute ``optnorm.ot.sinkhorn`` (set to this module by the import system) and would reject the
-# function as a second export of the same name.  Until that check skips submodules, this module makes itself
-# callable (module ``__class__`` assignment, documented in the Python reference) and exports itself: both
-# ``optnorm.ot.sinkhorn(a, b, M, reg)`` and ``optnorm.ot.sinkhorn.SinkhornResult`` work, and ``__wrapped__``
-# gives ``inspect.signature`` / ``help`` the function's signature and docstring.
-import sys as _sys
-import types as _types
-
-_sinkhorn_function = sinkhorn
-
-
-class _CallableModule(_types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        return _sinkhorn_function(*args, **kwargs)
-
-
-_self = _sys.modules[__name__]
-_self.__class__ = _CallableModule
-_self.__wrapped__ = _sinkhorn_function
-_self.__doc__ = _sinkhorn_function.__doc__
-sinkhorn = _self
