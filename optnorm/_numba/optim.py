@@ -17,7 +17,7 @@ from numba import prange
 
 from ._rows import jit
 
-__all__ = ["adam_step", "sgd_step", "lion_step", "all_finite"]
+__all__ = ["adam_step", "sgd_step", "lion_step"]
 
 
 @jit()
@@ -89,19 +89,3 @@ def lion_step(p, g, m, lr, b1, b1c, b2, b2c, wd, maximize):
         pi = p[i]
         p[i] = pi - lr * (s + wd * pi)
         m[i] = b2c * gi + b2 * mi
-
-
-@jit()
-def _count_nonfinite(x):
-    n = x.shape[0]
-    bad = 0
-    for i in prange(n):
-        xi = x[i]
-        if not (xi - xi == 0):  # NaN and inf give NaN here
-            bad += 1
-    return bad
-
-
-def all_finite(x: np.ndarray) -> bool:
-    """True when the flat array has no NaN/inf (parallel read-only pass)."""
-    return _count_nonfinite(x) == 0
