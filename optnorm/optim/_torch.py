@@ -184,12 +184,19 @@ class RuleOptimizer(torch.optim.Optimizer):
         return hvp
 
 
+def _summary(doc):
+    """The factory's docstring without its Examples section (those run on NumPy, not here)."""
+    doc = doc or ""
+    i = doc.find("Examples\n")
+    return doc[:i].rstrip() + "\n" if i >= 0 else doc
+
+
 def make_optimizer(factory, name: str | None = None) -> type:
     """A ``torch.optim.Optimizer`` subclass driving the optnorm rule built by ``factory(**hyper)``."""
     fn = _factory_fn(factory)
     name = name or fn.__name__
     doc = (f"torch.optim.Optimizer running :func:`optnorm.optim.{fn.__name__}` (same keywords; "
-           f"``{name}(params, **hyper)``).\n\n" + (fn.__doc__ or ""))
+           f"``{name}(params, **hyper)``).\n\n" + _summary(fn.__doc__))
     return type(name, (RuleOptimizer,), {"_factory": staticmethod(fn), "__doc__": doc, "__module__": __name__})
 
 

@@ -241,7 +241,7 @@ class Rule:
             pn, sn = self.update_leaf(p, g, s, Ctx(xp, t, n, None if extras is None else extras[i]))
             new_p.append(pn)
             new_s.append(sn)
-        new_count = count + 1
+        new_count = xp.asarray(count + 1)        # NumPy: 0-d + 1 is a scalar; keep a 0-d array (step_ needs it)
         if ok is not True:  # traced finiteness flag (under jax.jit nothing can raise: the step is skipped)
             new_p = [xp.where(ok, a, b) for a, b in zip(new_p, ps)]
             new_s = [_select(ok, a, b, xp) for a, b in zip(new_s, state.leaves)]
