@@ -79,7 +79,7 @@ class Adam(Rule):
         pc = pc - step_size * (m / denom)
         return xp.astype(pc, p.dtype), AdamLeaf(m, v, vmax)
 
-    def fused_step_(self, ps, gs, ss, t):
+    def fused_step_(self, ps, gs, ss, t, check=False):
         xp = compat.array_namespace(ps[0])
         lr, step_size, bc2_sqrt = self._scalars(t, xp)
         if not isinstance(lr, float):
@@ -88,7 +88,7 @@ class Adam(Rule):
                              [s.max_exp_avg_sq for s in ss], step_size=step_size, bc2_sqrt=bc2_sqrt, eps=self.eps,
                              beta1=self.betas[0], beta2=self.betas[1], weight_decay=self.weight_decay,
                              decay=1.0 - lr * self.weight_decay, decoupled=self.decoupled and self.weight_decay != 0,
-                             amsgrad=self.amsgrad, maximize=self.maximize, hf_eps=self.eps_mode == "hf")
+                             amsgrad=self.amsgrad, maximize=self.maximize, hf_eps=self.eps_mode == "hf", check=check)
 
 
 def _adam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
@@ -187,7 +187,7 @@ class AdamP(Adam):
         pc = pc - step_size * u
         return xp.astype(pc, p.dtype), AdamLeaf(m, v, None)
 
-    def fused_step_(self, ps, gs, ss, t):
+    def fused_step_(self, ps, gs, ss, t, check=False):
         return False
 
 

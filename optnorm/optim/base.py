@@ -159,8 +159,12 @@ class Rule:
         """Per-leaf extras computed from the whole tree before the leaf updates (default: none)."""
         return None
 
-    def fused_step_(self, ps: list, gs: list, ss: list, t: int) -> bool:
-        """In-place multi-tensor step on NumPy/CuPy buffers; return False when no fused kernel applies."""
+    def fused_step_(self, ps: list, gs: list, ss: list, t: int, check: bool = False):
+        """In-place multi-tensor step on NumPy/CuPy buffers.
+
+        Returns True (done), False (no fused kernel applies: nothing written) or, with
+        ``check``, None when a gradient is not finite (nothing written).
+        """
         return False
 
     # ---- shared machinery
@@ -261,11 +265,15 @@ class Rule:
             raise TypeError("params are JAX arrays, which are immutable: use step() instead of step_()")
         if not compat.is_concrete(state.count) or getattr(state.count, "shape", None) != ():
             raise TypeError("state.count must be a concrete 0-d array for step_()")
-        ok = self._finite(gs, gnames, xp)
-        if ok is False:
-            return state
         t = int(state.count) + 1
-        if not (hvp is None and self.fused_step_(ps, gs, list(state.leaves), t)):
+        done = False
+        if hvp is None:   # fused kernels check finiteness in the same call (nothing written when it fails)
+            done = self.fused_step_(ps, gs, list(state.leaves), t, check=self.nan_policy != "ignore")
+        if done is not True:
+            ok = self._finite(gs, gnames, xp)      # raises (nan_policy="raise") naming the gradient
+            if ok is False:
+                return state
+        if done is False:
             extras = self.prepare(ps, gs, list(state.leaves), t=t, xp=xp, names=names, hvp=hvp, count=state.count,
                                   treedef=tdef)
             for i, (p, g, s, n) in enumerate(zip(ps, gs, state.leaves, names)):

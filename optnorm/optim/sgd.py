@@ -54,13 +54,13 @@ class SGD(Rule):
         pc = pc - lr * d
         return xp.astype(pc, p.dtype), SGDLeaf(buf)
 
-    def fused_step_(self, ps, gs, ss, t):
+    def fused_step_(self, ps, gs, ss, t, check=False):
         lr = self.lr_at(t)
         if not isinstance(lr, float):
             return False
         return _kernels.sgd(ps, gs, [s.momentum_buffer for s in ss], lr=lr, momentum=self.momentum,
                             dampening=self.dampening, weight_decay=self.weight_decay, nesterov=self.nesterov,
-                            maximize=self.maximize, first=t == 1)
+                            maximize=self.maximize, first=t == 1, check=check)
 
 
 def _sgd(*, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False,

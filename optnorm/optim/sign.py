@@ -41,12 +41,12 @@ class Lion(Rule):
         m = (1.0 - b2) * gc + b2 * s.exp_avg
         return xp.astype(pc, p.dtype), LionLeaf(m)
 
-    def fused_step_(self, ps, gs, ss, t):
+    def fused_step_(self, ps, gs, ss, t, check=False):
         lr = self.lr_at(t)
         if not isinstance(lr, float):
             return False
         return _kernels.lion(ps, gs, [s.exp_avg for s in ss], lr=lr, beta1=self.betas[0], beta2=self.betas[1],
-                             weight_decay=self.weight_decay, maximize=self.maximize)
+                             weight_decay=self.weight_decay, maximize=self.maximize, check=check)
 
 
 def lion(*, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False, nan_policy="raise") -> Rule:

@@ -136,7 +136,14 @@ def test_torch_wrapper_errors():
     p[0].grad = torch.tensor([1.0, float("nan"), 0.0])
     with pytest.raises(ValueError, match="NaN"):
         opt.step()
-    assert torch.equal(p[0].detach(), torch.ones(3)) and not opt.state[p[0]]
+    assert torch.equal(p[0].detach(), torch.ones(3))
+    assert not opt.state[p[0]] or int(opt.state[p[0]]["step"]) == 0
+    skip = ont.optim.AdamW(p, lr=0.1, nan_policy="skip")
+    skip.step()
+    assert torch.equal(p[0].detach(), torch.ones(3))
+    p[0].grad = torch.ones(3)
+    skip.step()
+    assert int(skip.state[p[0]]["step"]) == 1 and bool((p[0] < 1).all())
 
 
 # ----------------------------------------------------------------------------------------------- optax

@@ -167,3 +167,37 @@ def test_muon_bf16_close_to_torch_muon():
     for g, r in zip(got, ref):
         # same ops as torch (lerp, bf16 addmm Newton-Schulz): 100 steps agree to float32 rounding
         assert_close(g, r.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd", "lion"])
+def test_fused_nan_check_writes_nothing(path, name):
+    """A NaN in the last chunk of a multi-chunk tensor: the fused kernel rejects the step before writing."""
+    rule = {"adamw": oo.adamw(lr=0.1), "sgd": oo.sgd(lr=0.1, momentum=0.9), "lion": oo.lion(lr=0.1)}[name]
+    rng = np.random.default_rng(0)
+    ps = [rng.standard_normal(70_000).astype(np.float32), rng.standard_normal((3, 5)).astype(np.float32)]
+    st = rule.init(ps)
+    gs = [np.ones_like(p) for p in ps]
+    rule.step_(ps, gs, st)
+    before = [p.copy() for p in ps], [np.array(a, copy=True) for leaf in st.leaves for a in leaf if a is not None]
+    gs[0][-1] = np.inf
+    with pytest.raises(ValueError, match=r"grads\[0\] contains NaN or inf"):
+        rule.step_(ps, gs, st)
+    after = [a for leaf in st.leaves for a in leaf if a is not None]
+    assert all(np.array_equal(a, b) for a, b in zip(before[0], ps))
+    assert all(np.array_equal(a, b) for a, b in zip(before[1], after)) and int(st.count) == 1
+    skip = rule.factory(**{**rule.hyper, "nan_policy": "skip"})
+    st2 = skip.init(ps)
+    skip.step_(ps, gs, st2)
+    assert int(st2.count) == 0 and all(np.array_equal(a, b) for a, b in zip(before[0], ps))
+
+
+def test_chunk_layout_covers_every_element():
+    from optnorm._numba.optim import chunks
+
+    sizes = (1, 5, 0, 70_000, 32_768)
+    ti, start, stop = chunks(sizes, chunk=32_768)
+    for i, n in enumerate(sizes):
+        sel = ti == i
+        covered = sum(int(b - a) for a, b in zip(start[sel], stop[sel]))
+        assert covered == n and (n == 0 or start[sel][0] == 0)
+        assert np.all(stop[sel] - start[sel] <= 32_768)
