@@ -67,14 +67,18 @@ def _chunks(sizes):
     return chunks(sizes)
 
 
-def _addr(arrays):
-    return np.fromiter((a.ctypes.data for a in arrays), dtype=np.int64, count=len(arrays))
+class _Layout:
+    """Chunk table of a list of same-dtype 1-D buffers: per-chunk start addresses of any such list."""
 
+    def __init__(self, ps):
+        sizes = tuple(int(p.size) for p in ps)
+        self.ti, start, self.length = _chunks(sizes)
+        self.offset = start * ps[0].dtype.itemsize
+        self.like = np.zeros(1, ps[0].dtype)
 
-def _layout(ps):
-    sizes = tuple(int(p.size) for p in ps)
-    ti, start, stop = _chunks(sizes)
-    return np.asarray(sizes, dtype=np.int64), ti, start, stop, np.zeros(1, ps[0].dtype)
+    def addr(self, arrays):
+        base = np.fromiter((a.ctypes.data for a in arrays), dtype=np.int64, count=len(arrays))
+        return base[self.ti] + self.offset
 
 
 def _cuda_finite(gs) -> bool:
@@ -116,9 +120,10 @@ def _(rep, arrays, ps, gs, ms, vs, vmaxs, scal, flags, check):
     from .._numba.optim import adam_multi
 
     dt = ps[0].dtype.type
-    sizes, ti, start, stop, like = _layout(ps)
-    vm = _addr(vmaxs) if flags[1] else _addr(ms)      # never touched without amsgrad
-    ok = adam_multi(_addr(ps), _addr(gs), _addr(ms), _addr(vs), vm, sizes, ti, start, stop, like, bool(check),
+    lay = _Layout(ps)
+    mm = lay.addr(ms)
+    vm = lay.addr(vmaxs) if flags[1] else mm          # never touched without amsgrad
+    ok = adam_multi(lay.addr(ps), lay.addr(gs), mm, lay.addr(vs), vm, lay.length, lay.like, bool(check),
                     *(dt(x) for x in scal), *flags)
     return _result(ok)
 
@@ -154,10 +159,10 @@ def _(rep, arrays, ps, gs, bufs, scal, flags, check):
     from .._numba.optim import sgd_multi
 
     dt = ps[0].dtype.type
-    sizes, ti, start, stop, like = _layout(ps)
-    b = _addr(bufs) if scal[1] != 0 else _addr(ps)   # never touched without momentum
-    ok = sgd_multi(_addr(ps), _addr(gs), b, sizes, ti, start, stop, like, bool(check), *(dt(x) for x in scal),
-                   *flags)
+    lay = _Layout(ps)
+    pp = lay.addr(ps)
+    b = lay.addr(bufs) if scal[1] != 0 else pp       # never touched without momentum
+    ok = sgd_multi(pp, lay.addr(gs), b, lay.length, lay.like, bool(check), *(dt(x) for x in scal), *flags)
     return _result(ok)
 
 
@@ -192,8 +197,8 @@ def _(rep, arrays, ps, gs, ms, scal, flags, check):
     from .._numba.optim import lion_multi
 
     dt = ps[0].dtype.type
-    sizes, ti, start, stop, like = _layout(ps)
-    ok = lion_multi(_addr(ps), _addr(gs), _addr(ms), sizes, ti, start, stop, like, bool(check),
+    lay = _Layout(ps)
+    ok = lion_multi(lay.addr(ps), lay.addr(gs), lay.addr(ms), lay.length, lay.like, bool(check),
                     *(dt(x) for x in scal), *flags)
     return _result(ok)
 

@@ -195,9 +195,9 @@ def test_chunk_layout_covers_every_element():
     from optnorm._numba.optim import chunks
 
     sizes = (1, 5, 0, 70_000, 32_768)
-    ti, start, stop = chunks(sizes, chunk=32_768)
+    ti, start, length = chunks(sizes, chunk=32_768)
     for i, n in enumerate(sizes):
         sel = ti == i
-        covered = sum(int(b - a) for a, b in zip(start[sel], stop[sel]))
-        assert covered == n and (n == 0 or start[sel][0] == 0)
-        assert np.all(stop[sel] - start[sel] <= 32_768)
+        assert int(length[sel].sum()) == n and start[sel][0] == 0
+        assert np.all(start[sel][1:] == np.cumsum(length[sel])[:-1])
+        assert np.all(length[sel] <= 32_768)
