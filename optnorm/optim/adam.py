@@ -281,5 +281,5 @@ def fadam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, clip=1.0, 
     return FAdam(factory=fadam, hyper=hyper, **hyper)
 
 
-_adam.__name__ = _adam.__qualname__ = "adam"
+_adam.__name__ = "adam"  # __qualname__ stays "_adam" so pickle finds the function
 adam = callable_module(__name__, _adam)

@@ -271,5 +271,5 @@ def hybrid_auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov
     return r
 
 
-_muon.__name__ = _muon.__qualname__ = "muon"
+_muon.__name__ = "muon"  # __qualname__ stays "_muon" so pickle finds the function
 muon = callable_module(__name__, _muon)

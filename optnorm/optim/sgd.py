@@ -142,5 +142,5 @@ def sgdp(*, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=Fal
     return SGDP(factory=sgdp, hyper=hyper, **hyper)
 
 
-_sgd.__name__ = _sgd.__qualname__ = "sgd"
+_sgd.__name__ = "sgd"  # __qualname__ stays "_sgd" so pickle finds the function
 sgd = callable_module(__name__, _sgd)

@@ -251,3 +251,26 @@ def test_optax_chain_and_schedule():
     for _ in range(12):
         ref, rs = rule.step(ref, np.full(4, 0.5, np.float32), rs)
     assert_close(x, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_save_load_with_rule_hyperparameters():
+    """param_groups hold Rule objects (fallback=, inner=): torch.save / torch.load must round-trip them."""
+    import io
+    import pickle
+
+    import optnorm.torch as ont
+
+    model = _model()
+    X, Y = _data()
+    opt = ont.optim.Muon(model.parameters(), lr=0.02, fallback=oo.adamw(lr=1e-3))
+    _train(model, opt, X, Y, 2)
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    sd = torch.load(buf, weights_only=False)
+    opt2 = ont.optim.Muon(model.parameters(), lr=0.02, fallback=oo.adamw(lr=1e-3))
+    opt2.load_state_dict(sd)
+    assert int(opt2.state[model[0].weight]["step"]) == 2
+    for f in (oo.sgd, oo.adam, oo.muon, oo.adamw):
+        r = pickle.loads(pickle.dumps(f()))
+        assert repr(r) == repr(f())
