@@ -11,6 +11,9 @@ from optnorm.testing import assert_close
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
 
+# AdaHessian's torch path needs loss.backward(create_graph=True), which makes torch warn about a reference cycle
+pytestmark = pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True:UserWarning")
+
 
 def _model():
     torch.manual_seed(0)
@@ -59,7 +62,11 @@ def _train(model, opt, X, Y, n, create_graph=False):
         return float(((model(X) - Y) ** 2).mean())
 
 
-@pytest.mark.parametrize("name", sorted(TORCH_CASES))
+CORE_TORCH = {"AdamW", "SGD", "Lion", "Muon", "AdaHessian", "DCTLowRank", "SWAN"}
+
+
+@pytest.mark.parametrize("name", [n if n in CORE_TORCH else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(TORCH_CASES)])
 def test_torch_model_trains(name):
     import optnorm.torch as ont
 
@@ -171,7 +178,11 @@ OPTAX_CASES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(OPTAX_CASES))
+CORE_OPTAX = {"adamw", "sgd", "lion", "muon", "conda", "dct_lowrank", "fadam"}
+
+
+@pytest.mark.parametrize("name", [n if n in CORE_OPTAX else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(OPTAX_CASES)])
 def test_optax_jit_matches_plain_rule(name):
     import jax.numpy as jnp
 

@@ -55,7 +55,10 @@ def test_pure_step_and_in_place_step_agree(name, rng):
     assert_close(p["more"][0], new_p["more"][0], rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("name", sorted(ALL))
+CORE = {"adamw", "sgd", "muon", "conda", "swan", "dct_lowrank"}
+
+
+@pytest.mark.parametrize("name", [n if n in CORE else pytest.param(n, marks=pytest.mark.slow) for n in sorted(ALL)])
 def test_every_rule_runs_on_every_backend(xp, name, rng):
     rule = ALL[name]()
     p = {k: xp.asarray(v) for k, v in {"w": rng.standard_normal((5, 4)), "b": rng.standard_normal(4)}.items()}

@@ -160,12 +160,12 @@ def test_muon_matches_torch_muon_fp32(xp, kw, monkeypatch):
 def test_muon_bf16_close_to_torch_muon():
     """Default path on torch (bf16 Newton-Schulz, as torch.optim.Muon): the same trajectory."""
     prob = Quadratic(MUON_SHAPES, seed=6)
-    ref = _run_torch(torch.optim.Muon, dict(lr=0.02), prob)
+    ref = _run_torch(torch.optim.Muon, dict(lr=0.02), prob, 30)
     import array_api_compat.torch as xpt
 
-    got = _run_optnorm(xpt, oo.muon(lr=0.02), prob)
+    got = _run_optnorm(xpt, oo.muon(lr=0.02), prob, 30)
     for g, r in zip(got, ref):
-        # same ops as torch (lerp, bf16 addmm Newton-Schulz): 100 steps agree to float32 rounding
+        # same ops as torch (lerp, bf16 addmm Newton-Schulz): agree to float32 rounding (1.8e-7 after 100 steps)
         assert_close(g, r.numpy(), rtol=1e-5, atol=1e-6)
 
 
