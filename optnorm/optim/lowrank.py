@@ -119,7 +119,7 @@ def dct_lowrank(inner: Rule, *, rank: int, update_proj_gap: int = 1, weight_deca
     r"""Run ``inner`` (e.g. ``adam``) on DCT-projected low-rank gradients of 2-D parameters (SVD-free).
 
     "SVD-Free Low-Rank Adaptive Gradient Optimization for Large Language Models",
-    I. Modoranu, M. Safaryan, E. Schultheis, M. Ryabinin, A. Chumakov, D. Alistarh, 2025.
+    arXiv:2505.17967, 2025 (reference code IST-DASLab/ISTA-DASLab-Optimizers, ``fft_low_rank``).
     For ``G`` of shape ``(m, n)`` with ``m >= n`` (else on the left), with ``Q`` the
     orthonormal ``n x n`` DCT-II basis: every ``update_proj_gap`` steps keep the
     ``rank`` columns of ``G Q`` with the largest l1 (``ell_norm=1``) or l2 norms;

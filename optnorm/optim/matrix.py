@@ -71,8 +71,7 @@ def conda(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, update_pro
           fallback: Rule | None = None, nan_policy="raise") -> Rule:
     r"""Conda: Adam whose second moment lives in the singular basis of the momentum (column-normalised Adam).
 
-    "Conda: Column-Normalized Adam for Training Large Language Models Faster",
-    J. Wang et al., 2025 (reference code jie040109/Conda).  For ``G`` of shape
+    Conda, column-normalised Adam (2025; reference code jie040109/Conda).  For ``G`` of shape
     ``(m, n)``, every ``update_proj_gap`` steps ``P`` is the right (``m >= n``) or
     left singular basis of the momentum ``M`` (full square rotation, no rank cut);
 

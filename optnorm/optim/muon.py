@@ -161,7 +161,7 @@ def normuon(*, lr=0.02, weight_decay=0.0, momentum=0.95, beta2=0.95, nesterov=Tr
             fallback: Rule | None = None, nan_policy="raise") -> Rule:
     r"""NorMuon: Muon with a per-neuron (row) second moment normalising the orthogonalised update.
 
-    "NorMuon: Making Muon more efficient and scalable", Z. Li et al., 2025:
+    "NorMuon" (arXiv:2510.05491, 2025; reference code zichongli5/NorMuon):
 
     .. math::
         O = \mathrm{NS}_5(U),\; v \leftarrow \beta_2 v + (1-\beta_2)\,\mathrm{mean}_j O_{ij}^2,\;
@@ -223,8 +223,8 @@ def auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov=True, 
          fallback: Rule | None = None, nan_policy="raise") -> Rule:
     r"""AuON: linear-time normalised momentum (no orthogonalisation).
 
-    "AuON: A Linear-time Alternative to Semi-Orthogonal Momentum Updates", D. Maity, 2025
-    (reference code ryyzn9/AuON): decoupled decay first, Nesterov EMA momentum
+    "AuON: A Linear-time Alternative to Semi-Orthogonal Momentum Updates" (arXiv:2509.24320,
+    2025; reference code ryyzn9/AuON): decoupled decay first, Nesterov EMA momentum
     ``U``, then
 
     .. math::

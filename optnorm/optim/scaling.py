@@ -162,8 +162,7 @@ def nap(inner: Rule, *, axis=None, min_ndim: int = 2, nan_policy="raise") -> Rul
     r"""Normalize-and-Project: after every step of ``inner``, project each weight back to its initial norm.
 
     "Normalization and effective learning rates in reinforcement learning",
-    C. Lyle, Z. Zheng, K. Khetarpal, J. Martens, H. van Hasselt, R. Pascanu, W. Dabney,
-    NeurIPS 2024: ``rho = |W_0|`` is stored at ``init``, and ``W <- rho W / |W|``
+    C. Lyle et al., NeurIPS 2024 (arXiv:2407.01800): ``rho = |W_0|`` is stored at ``init``, and ``W <- rho W / |W|``
     after each update (``axis=None``: per layer; ``axis=-1``: per output unit).
     Parameters with fewer than ``min_ndim`` dimensions (biases, norm gains) are left
     free.  Pair with a normalisation layer before each nonlinearity so the weights
@@ -204,7 +203,7 @@ def norm_loss(W, /, *, factor: float = 1e-4):
     r"""Norm Loss: ``factor * sum_i (|w_i| - 1)^2`` over the units ``w_i`` of a weight (soft oblique-manifold constraint).
 
     "Norm Loss: An efficient yet effective regularization method for deep neural
-    networks", T. Georgiou, S. Schmitt, T. Bäck, W. Chen, M. Lew, ICPR 2020.  A unit
+    networks", T. Georgiou et al., ICPR 2020 (arXiv:2103.06583).  A unit
     is a row of a matrix or a flattened filter (``W[i].ravel()``) of an N-D weight;
     a 1-D ``W`` is one unit.  Registered op: differentiable through
     ``optnorm.torch.norm_loss`` and ``optnorm.jax.norm_loss``; its gradient is

@@ -70,8 +70,7 @@ def swan(*, lr=1e-3, eps=1e-8, whitening="eigh", ns_steps=10, keep_norm=False, f
          nan_policy="raise") -> Rule:
     r"""SWAN: stateless update from row-standardised, whitened gradients.
 
-    "SWAN: SGD with Normalization and Whitening Enables Stateless LLM Training",
-    C. Ma, W. Gong, M. Scetbon, E. Meeds, ICML 2025:
+    SWAN (arXiv:2412.13148, ICML 2025; GradNorm + GradWhitening):
 
     .. math::
         \tilde G = (G - \mu_{row}\mathbf 1^\top) / s_{row},\qquad
@@ -101,7 +100,7 @@ def sinkhorn_normalize_gradient(G, /, n_iter: int = 5, *, eps: float = 1e-8):
 
     The fixed point has every row of norm ``sqrt(n)`` and every column of norm
     ``sqrt(m)`` (RMS 1).  "Gradient Multi-Normalization for Stateless and Scalable
-    LLM Training", M. Scetbon, C. Ma, W. Gong, E. Meeds, 2025.
+    LLM Training" (arXiv:2502.06742, 2025).
 
     Examples
     --------
@@ -149,8 +148,8 @@ class SinkGD(MatrixRule):
 def sinkgd(*, lr=1e-3, n_iter=5, eps=1e-8, fallback: Rule | None = None, nan_policy="raise") -> Rule:
     r"""SinkGD: stateless descent along the SR-Sinkhorn-normalised gradient.
 
-    "Gradient Multi-Normalization for Stateless and Scalable LLM Training",
-    M. Scetbon, C. Ma, W. Gong, E. Meeds, 2025: ``X = G``; ``n_iter`` times
+    "Gradient Multi-Normalization for Stateless and Scalable LLM Training"
+    (arXiv:2502.06742, 2025): ``X = G``; ``n_iter`` times
     ``X <- sqrt(n) diag(|X_i,:|)^{-1} X``, ``X <- sqrt(m) X diag(|X_:,j|)^{-1}``
     (norms floored at ``eps``); ``p -= lr X``.  No state (SGD memory).
 
