@@ -13,7 +13,7 @@ import numpy as np
 
 from .._lib import compat, ops, validate
 from . import transforms as T
-from .base import Ctx, Rule
+from .base import Ctx, Rule, cast
 
 __all__ = ["spectral_scale", "spectral_init", "spectral_normalize", "nap", "project_to_norm", "NaPLeaf",
            "norm_loss", "norm_loss_grad"]
@@ -69,13 +69,13 @@ def spectral_init(shape, /, *, seed=0, layout: str = "torch", like=None):
     if like is None:
         return W
     xp = compat.array_namespace(like)
-    return xp.astype(compat.from_numpy_like(W, like), like.dtype)
+    return cast(compat.from_numpy_like(W, like), like.dtype, xp)
 
 
 def _spectral_norm(G, xp, n_iter, seed):
     rng = np.random.default_rng(seed)
     v = compat.from_numpy_like(rng.standard_normal(G.shape[-1]), G)
-    v = xp.astype(v, G.dtype)
+    v = cast(v, G.dtype, xp)
     for _ in range(n_iter):
         u = G @ v
         u = u / (xp.linalg.vector_norm(u) + 1e-30)
@@ -142,7 +142,7 @@ class NaP(Rule):
     def init_leaf(self, p, *, name, xp):
         rho = None
         if self._proj(p):
-            rho = xp.linalg.vector_norm(xp.astype(p, compat.compute_dtype(p, xp)), axis=self.axis,
+            rho = xp.linalg.vector_norm(cast(p, compat.compute_dtype(p, xp), xp), axis=self.axis,
                                         keepdims=self.axis is not None)
         return NaPLeaf(rho, self.inner.init_leaf(p, name=name, xp=xp))
 
@@ -153,8 +153,8 @@ class NaP(Rule):
         pn, si = self.inner.update_leaf(p, g, s.inner, ctx)
         if s.rho is not None:
             xp = ctx.xp
-            pc = xp.astype(pn, compat.compute_dtype(pn, xp))
-            pn = xp.astype(project_to_norm(pc, s.rho, axis=self.axis), p.dtype)
+            pc = cast(pn, compat.compute_dtype(pn, xp), xp)
+            pn = cast(project_to_norm(pc, s.rho, axis=self.axis), p.dtype, xp)
         return pn, NaPLeaf(s.rho, si)
 
 

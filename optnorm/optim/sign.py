@@ -5,7 +5,7 @@ from typing import Any, NamedTuple
 
 from .._lib import compat, validate
 from . import _kernels
-from .base import Ctx, Rule, check_betas, scalar
+from .base import Ctx, Rule, cast, check_betas, scalar
 
 __all__ = ["lion", "LionLeaf"]
 
@@ -30,7 +30,7 @@ class Lion(Rule):
         xp = ctx.xp
         b1, b2 = self.betas
         cd = compat.compute_dtype(p, xp)
-        pc, gc = xp.astype(p, cd), xp.astype(g, cd)
+        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
         lr = scalar(self.lr_at(ctx.t), pc, xp)
         if self.maximize:
             gc = -gc
@@ -39,7 +39,7 @@ class Lion(Rule):
             u = u + self.weight_decay * pc
         pc = pc - lr * u
         m = (1.0 - b2) * gc + b2 * s.exp_avg
-        return xp.astype(pc, p.dtype), LionLeaf(m)
+        return cast(pc, p.dtype, xp), LionLeaf(m)
 
     def fused_step_(self, ps, gs, ss, t, check=False):
         lr = self.lr_at(t)

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from .._lib import compat, validate
 from . import transforms as T
-from .base import Ctx, MatrixRule, Rule, scalar
+from .base import Ctx, MatrixRule, Rule, cast, scalar
 
 __all__ = ["swan", "sinkgd", "sinkhorn_normalize_gradient", "EmptyLeaf"]
 
@@ -57,13 +57,13 @@ class SWAN(MatrixRule):
     def update_matrix(self, p, g, s, ctx: Ctx):
         xp = ctx.xp
         cd = compat.compute_dtype(p, xp)
-        pc, gc = xp.astype(p, cd), xp.astype(g, cd)
+        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
         lr = scalar(self.lr_at(ctx.t), pc, xp)
         gn = T.standardize_rows(gc, xp, eps=self.eps)                   # GradNorm
         dw = _whiten(gn, xp, method=self.whitening, eps=self.eps, ns_steps=self.ns_steps)   # GradWhitening
         if self.keep_norm:
             dw = dw * (T.fro_norm(gn, xp) / (T.fro_norm(dw, xp) + self.eps))
-        return xp.astype(pc - lr * dw, p.dtype), s
+        return cast(pc - lr * dw, p.dtype, xp), s
 
 
 def swan(*, lr=1e-3, eps=1e-8, whitening="eigh", ns_steps=10, keep_norm=False, fallback: Rule | None = None,
@@ -140,9 +140,9 @@ class SinkGD(MatrixRule):
     def update_matrix(self, p, g, s, ctx):
         xp = ctx.xp
         cd = compat.compute_dtype(p, xp)
-        pc, gc = xp.astype(p, cd), xp.astype(g, cd)
+        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
         lr = scalar(self.lr_at(ctx.t), pc, xp)
-        return xp.astype(pc - lr * _sinkhorn(gc, self.n_iter, self.eps, xp), p.dtype), s
+        return cast(pc - lr * _sinkhorn(gc, self.n_iter, self.eps, xp), p.dtype, xp), s
 
 
 def sinkgd(*, lr=1e-3, n_iter=5, eps=1e-8, fallback: Rule | None = None, nan_policy="raise") -> Rule:

@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from .._lib import compat, validate
-from .base import scalar, ssqrt
+from .base import cast, scalar, ssqrt
 
 __all__ = ["newton_schulz_orthogonalize"]
 
@@ -217,7 +217,7 @@ def newton_schulz_orthogonalize(G, /, steps: int = 5, *, coefficients=MUON_COEFF
 
 def _ns(G, steps, coefficients, eps, cdt, xp):
     a, b, c = coefficients
-    X = xp.astype(G, cdt)
+    X = cast(G, cdt, xp)
     tr = G.shape[-2] > G.shape[-1]
     if tr:
         X = xp.matrix_transpose(X)
@@ -238,7 +238,7 @@ def _ns(G, steps, coefficients, eps, cdt, xp):
             X = a * X + B @ X
     if tr:
         X = xp.matrix_transpose(X)
-    return xp.astype(X, G.dtype)
+    return cast(X, G.dtype, xp)
 
 
 # ----------------------------------------------------------------------------------------------- AdamP projection
