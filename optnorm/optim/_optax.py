@@ -46,6 +46,13 @@ def to_optax(rule: Rule) -> optax.GradientTransformationExtraArgs:
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def _summary(doc):
+    """The factory's docstring without its Examples section (those run on NumPy, not here)."""
+    doc = doc or ""
+    i = doc.find("Examples\n")
+    return doc[:i].rstrip() + "\n" if i >= 0 else doc
+
+
 def _wrap(factory):
     fn = getattr(factory, "__wrapped__", factory)
 
@@ -53,7 +60,7 @@ def _wrap(factory):
     def make(*args, **kwargs):
         return to_optax(fn(*args, **kwargs))
 
-    make.__doc__ = f"optax transformation of :func:`optnorm.optim.{fn.__name__}`.\n\n" + (fn.__doc__ or "")
+    make.__doc__ = f"optax transformation of :func:`optnorm.optim.{fn.__name__}`.\n\n" + _summary(fn.__doc__)
     return make
 
 

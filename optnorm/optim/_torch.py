@@ -121,6 +121,7 @@ class RuleOptimizer(torch.optim.Optimizer):
                 loss = closure()
         xp = _ns()
         plan = []
+        single = len(self.param_groups) == 1
         for gi, group in enumerate(self.param_groups):
             rule = self._rule(group)
             ps = [p for p in group["params"] if p.grad is not None]
@@ -131,16 +132,20 @@ class RuleOptimizer(torch.optim.Optimizer):
             for g in gs:
                 if g.is_sparse:
                     raise TypeError(f"{type(self).__name__} does not support sparse gradients")
-            ok = rule._finite([g.detach() for g in gs], [n.replace("params", "grads") for n in names], xp)
-            if ok is False:
-                return loss          # nan_policy="skip": nothing changes
-            plan.append((rule, ps, gs, names))
-        for rule, ps, gs, names in plan:
+            gnames = [n.replace("params", "grads") for n in names]
+            # one group on the fused path: the kernel checks finiteness itself; otherwise check every group first
+            checked = not (single and self._fusable(rule, ps, gs))
+            if checked and rule._finite([g.detach() for g in gs], gnames, xp) is False:
+                return loss              # nan_policy="skip": nothing changes
+            plan.append((rule, ps, gs, names, gnames, checked))
+        for rule, ps, gs, names, gnames, checked in plan:
             leaves = [self._leaf(rule, p, n) for p, n in zip(ps, names)]
             steps = [int(self.state[p]["step"].item()) + 1 for p in ps]
-            if self._fused(rule, ps, gs, leaves, steps):
-                pass
-            else:
+            done = self._fused(rule, ps, gs, leaves, steps, not checked)
+            if done is not True and not checked:
+                if rule._finite([g.detach() for g in gs], gnames, xp) is False:
+                    return loss          # raises for nan_policy="raise"; nothing was written
+            if done is False:
                 extras = None
                 if rule.needs_hvp:
                     extras = rule.prepare([p.detach() for p in ps], [g.detach() for g in gs], leaves, t=steps[0],
@@ -155,21 +160,25 @@ class RuleOptimizer(torch.optim.Optimizer):
                 self.state[p]["step"] += 1
         return loss
 
-    def _fused(self, rule, ps, gs, leaves, steps) -> bool:
-        if len(set(steps)) != 1 or type(rule).fused_step_ is Rule.fused_step_:
+    @staticmethod
+    def _fusable(rule, ps, gs) -> bool:
+        if type(rule).fused_step_ is Rule.fused_step_:
             return False
-        arrays = [*ps, *gs] + [v for leaf in leaves for v in _flatten_state(leaf).values()]
-        if not all(a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64) and a.is_contiguous()
-                   and not a.is_conj() for a in arrays):
+        return all(a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64) and a.is_contiguous()
+                   and not a.is_conj() and a.dtype == ps[0].dtype for a in [*ps, *gs])
+
+    def _fused(self, rule, ps, gs, leaves, steps, check):
+        if len(set(steps)) != 1 or not self._fusable(rule, ps, gs):
             return False
-        if len({a.dtype for a in arrays}) != 1:
+        arrays = [v for leaf in leaves for v in _flatten_state(leaf).values()]
+        if not all(a.is_contiguous() and a.dtype == ps[0].dtype for a in arrays):
             return False
 
         def view(leaf):
             return type(leaf)(*(None if v is None else v.detach().numpy() for v in leaf))
 
         return rule.fused_step_([p.detach().numpy() for p in ps], [g.detach().numpy() for g in gs],
-                                [view(leaf) for leaf in leaves], steps[0])
+                                [view(leaf) for leaf in leaves], steps[0], check=check and rule.nan_policy != "ignore")
 
     @staticmethod
     def _hvp(ps, gs):
@@ -184,12 +193,19 @@ class RuleOptimizer(torch.optim.Optimizer):
         return hvp
 
 
+def _summary(doc):
+    """The factory's docstring without its Examples section (those run on NumPy, not here)."""
+    doc = doc or ""
+    i = doc.find("Examples\n")
+    return doc[:i].rstrip() + "\n" if i >= 0 else doc
+
+
 def make_optimizer(factory, name: str | None = None) -> type:
     """A ``torch.optim.Optimizer`` subclass driving the optnorm rule built by ``factory(**hyper)``."""
     fn = _factory_fn(factory)
     name = name or fn.__name__
     doc = (f"torch.optim.Optimizer running :func:`optnorm.optim.{fn.__name__}` (same keywords; "
-           f"``{name}(params, **hyper)``).\n\n" + (fn.__doc__ or ""))
+           f"``{name}(params, **hyper)``).\n\n" + _summary(fn.__doc__))
     return type(name, (RuleOptimizer,), {"_factory": staticmethod(fn), "__doc__": doc, "__module__": __name__})
 
 

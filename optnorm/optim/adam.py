@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 from .._lib import compat, validate
 from . import _kernels
 from . import transforms as T
-from .base import callable_module, Ctx, Rule, check_betas, scalar, ssqrt
+from .base import Ctx, Rule, callable_module, cast, check_betas, scalar, ssqrt
 
 __all__ = ["adam", "adamw", "adamp", "fadam", "AdamLeaf", "FAdamLeaf"]
 
@@ -28,7 +28,7 @@ def _zeros(p, xp):
 
 def _cast_in(p, g, xp):
     cd = compat.compute_dtype(p, xp)
-    return xp.astype(p, cd), xp.astype(g, cd)
+    return cast(p, cd, xp), cast(g, cd, xp)
 
 
 class Adam(Rule):
@@ -77,9 +77,9 @@ class Adam(Rule):
         else:
             denom = xp.sqrt(vv) + self.eps
         pc = pc - step_size * (m / denom)
-        return xp.astype(pc, p.dtype), AdamLeaf(m, v, vmax)
+        return cast(pc, p.dtype, xp), AdamLeaf(m, v, vmax)
 
-    def fused_step_(self, ps, gs, ss, t):
+    def fused_step_(self, ps, gs, ss, t, check=False):
         xp = compat.array_namespace(ps[0])
         lr, step_size, bc2_sqrt = self._scalars(t, xp)
         if not isinstance(lr, float):
@@ -88,7 +88,7 @@ class Adam(Rule):
                              [s.max_exp_avg_sq for s in ss], step_size=step_size, bc2_sqrt=bc2_sqrt, eps=self.eps,
                              beta1=self.betas[0], beta2=self.betas[1], weight_decay=self.weight_decay,
                              decay=1.0 - lr * self.weight_decay, decoupled=self.decoupled and self.weight_decay != 0,
-                             amsgrad=self.amsgrad, maximize=self.maximize, hf_eps=self.eps_mode == "hf")
+                             amsgrad=self.amsgrad, maximize=self.maximize, hf_eps=self.eps_mode == "hf", check=check)
 
 
 def _adam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
@@ -185,9 +185,9 @@ class AdamP(Adam):
         if self.weight_decay:
             pc = pc * (1.0 - lr * self.weight_decay * mult)
         pc = pc - step_size * u
-        return xp.astype(pc, p.dtype), AdamLeaf(m, v, None)
+        return cast(pc, p.dtype, xp), AdamLeaf(m, v, None)
 
-    def fused_step_(self, ps, gs, ss, t):
+    def fused_step_(self, ps, gs, ss, t, check=False):
         return False
 
 
@@ -249,7 +249,7 @@ class FAdam(Rule):
         m = b1 * s.momentum + (1.0 - b1) * nat
         w = T.clip_by_rms(pc / den, self.clip, xp)
         pc = pc - lr * (m + self.weight_decay * w)
-        return xp.astype(pc, p.dtype), FAdamLeaf(m, fim)
+        return cast(pc, p.dtype, xp), FAdamLeaf(m, fim)
 
 
 def fadam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, clip=1.0, power=0.5, adaptive_eps="min",
@@ -281,5 +281,5 @@ def fadam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, clip=1.0, 
     return FAdam(factory=fadam, hyper=hyper, **hyper)
 
 
-_adam.__name__ = _adam.__qualname__ = "adam"
+_adam.__name__ = "adam"  # __qualname__ stays "_adam" so pickle finds the function
 adam = callable_module(__name__, _adam)

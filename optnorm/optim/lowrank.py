@@ -9,7 +9,7 @@ import numpy as np
 
 from .._lib import compat, validate
 from . import transforms as T
-from .base import Ctx, Rule, scalar
+from .base import Ctx, Rule, cast, scalar
 
 __all__ = ["dct_lowrank", "dct_matrix", "LowRankLeaf"]
 
@@ -46,7 +46,7 @@ def dct_matrix(n: int, *, like=None, dtype=None):
     if like is None:
         return Q if dtype is None else Q.astype(dtype)
     xp = compat.array_namespace(like)
-    return xp.astype(compat.from_numpy_like(Q, like), like.dtype if dtype is None else dtype)
+    return cast(compat.from_numpy_like(Q, like), like.dtype if dtype is None else dtype, xp)
 
 
 class DCTLowRank(Rule):
@@ -92,7 +92,7 @@ class DCTLowRank(Rule):
             return (self.fallback or self.inner).update_leaf(p, g, s, ctx)
         xp, t = ctx.xp, ctx.t
         cd = compat.compute_dtype(p, xp)
-        pc, gc = xp.astype(p, cd), xp.astype(g, cd)
+        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
         tall = p.shape[0] >= p.shape[1]
         Q = dct_matrix(min(p.shape), like=pc)
         refresh = (t - 1) % self.update_proj_gap == 0
@@ -110,7 +110,7 @@ class DCTLowRank(Rule):
         lr = scalar(self.inner.lr_at(t), pc, xp)
         if self.weight_decay:
             pc = T.decay_decoupled(pc, lr, self.weight_decay)
-        return xp.astype(pc + back, p.dtype), LowRankLeaf(idx, inner_s)
+        return cast(pc + back, p.dtype, xp), LowRankLeaf(idx, inner_s)
 
 
 def dct_lowrank(inner: Rule, *, rank: int, update_proj_gap: int = 1, weight_decay: float = 0.0,
@@ -119,7 +119,7 @@ def dct_lowrank(inner: Rule, *, rank: int, update_proj_gap: int = 1, weight_deca
     r"""Run ``inner`` (e.g. ``adam``) on DCT-projected low-rank gradients of 2-D parameters (SVD-free).
 
     "SVD-Free Low-Rank Adaptive Gradient Optimization for Large Language Models",
-    I. Modoranu, M. Safaryan, E. Schultheis, M. Ryabinin, A. Chumakov, D. Alistarh, 2025.
+    arXiv:2505.17967, 2025 (reference code IST-DASLab/ISTA-DASLab-Optimizers, ``fft_low_rank``).
     For ``G`` of shape ``(m, n)`` with ``m >= n`` (else on the left), with ``Q`` the
     orthonormal ``n x n`` DCT-II basis: every ``update_proj_gap`` steps keep the
     ``rank`` columns of ``G Q`` with the largest l1 (``ell_norm=1``) or l2 norms;

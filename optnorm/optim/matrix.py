@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 from .._lib import compat, validate
 from . import transforms as T
-from .base import Ctx, MatrixRule, Rule, check_betas, scalar, ssqrt
+from .base import Ctx, MatrixRule, Rule, cast, check_betas, scalar, ssqrt
 
 __all__ = ["conda", "CondaLeaf"]
 
@@ -44,7 +44,7 @@ class Conda(MatrixRule):
         xp, t = ctx.xp, ctx.t
         b1, b2 = self.betas
         cd = compat.compute_dtype(p, xp)
-        pc, gc = xp.astype(p, cd), xp.astype(g, cd)
+        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
         lr = scalar(self.lr_at(t), pc, xp)
         tall = p.shape[0] >= p.shape[1]
         mom = b1 * s.exp_avg + (1.0 - b1) * gc
@@ -64,15 +64,14 @@ class Conda(MatrixRule):
         pc = pc - step * u
         if self.weight_decay:
             pc = pc - lr * self.weight_decay * pc           # decay after the update, on the updated p
-        return xp.astype(pc, p.dtype), CondaLeaf(mom, v, P)
+        return cast(pc, p.dtype, xp), CondaLeaf(mom, v, P)
 
 
 def conda(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, update_proj_gap=2000, scale=1.0,
           fallback: Rule | None = None, nan_policy="raise") -> Rule:
     r"""Conda: Adam whose second moment lives in the singular basis of the momentum (column-normalised Adam).
 
-    "Conda: Column-Normalized Adam for Training Large Language Models Faster",
-    J. Wang et al., 2025 (reference code jie040109/Conda).  For ``G`` of shape
+    Conda, column-normalised Adam (2025; reference code jie040109/Conda).  For ``G`` of shape
     ``(m, n)``, every ``update_proj_gap`` steps ``P`` is the right (``m >= n``) or
     left singular basis of the momentum ``M`` (full square rotation, no rank cut);
 

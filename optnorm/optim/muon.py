@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 from .._lib import compat, validate
 from . import transforms as T
-from .base import callable_module, Ctx, MatrixRule, Rule, check_beta, scalar
+from .base import Ctx, MatrixRule, Rule, callable_module, cast, check_beta, scalar
 
 __all__ = ["muon", "normuon", "auon", "hybrid_auon", "MuonLeaf", "NorMuonLeaf"]
 
@@ -74,14 +74,14 @@ class Muon(_Momentum):
     def update_matrix(self, p, g, s, ctx: Ctx):
         xp = ctx.xp
         cd = compat.compute_dtype(p, xp)
-        pc, gc = xp.astype(p, cd), xp.astype(g, cd)
+        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
         lr = self.lr_at(ctx.t)
         u, buf = self._momentum_update(gc, s.momentum_buffer)
         o = self._orth(u, p, xp)
         adj = T.matrix_shape_scale(p.shape, self.adjust_lr_fn)
         pc = T.decay_decoupled(pc, scalar(lr, pc, xp), self.weight_decay)   # decay uses the unadjusted lr
         pc = pc - scalar(lr * adj, pc, xp) * o
-        return xp.astype(pc, p.dtype), MuonLeaf(buf)
+        return cast(pc, p.dtype, xp), MuonLeaf(buf)
 
 
 def _muon(*, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True, ns_coefficients=T.MUON_COEFFICIENTS,
@@ -139,7 +139,7 @@ class NorMuon(_Momentum):
     def update_matrix(self, p, g, s, ctx):
         xp = ctx.xp
         cd = compat.compute_dtype(p, xp)
-        pc, gc = xp.astype(p, cd), xp.astype(g, cd)
+        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
         lr = scalar(self.lr_at(ctx.t), pc, xp)
         u, buf = self._momentum_update(gc, s.momentum_buffer)
         o = self._orth(u, p, xp)
@@ -153,7 +153,7 @@ class NorMuon(_Momentum):
         if self.weight_decay:
             pc = T.decay_decoupled(pc, lr, self.weight_decay)
         pc = pc - lr * on
-        return xp.astype(pc, p.dtype), NorMuonLeaf(buf, v)
+        return cast(pc, p.dtype, xp), NorMuonLeaf(buf, v)
 
 
 def normuon(*, lr=0.02, weight_decay=0.0, momentum=0.95, beta2=0.95, nesterov=True,
@@ -161,7 +161,7 @@ def normuon(*, lr=0.02, weight_decay=0.0, momentum=0.95, beta2=0.95, nesterov=Tr
             fallback: Rule | None = None, nan_policy="raise") -> Rule:
     r"""NorMuon: Muon with a per-neuron (row) second moment normalising the orthogonalised update.
 
-    "NorMuon: Making Muon more efficient and scalable", Z. Li et al., 2025:
+    "NorMuon" (arXiv:2510.05491, 2025; reference code zichongli5/NorMuon):
 
     .. math::
         O = \mathrm{NS}_5(U),\; v \leftarrow \beta_2 v + (1-\beta_2)\,\mathrm{mean}_j O_{ij}^2,\;
@@ -200,7 +200,7 @@ class AuON(_Momentum):
     def update_matrix(self, p, g, s, ctx):
         xp = ctx.xp
         cd = compat.compute_dtype(p, xp)
-        pc, gc = xp.astype(p, cd), xp.astype(g, cd)
+        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
         lr = scalar(self.lr_at(ctx.t), pc, xp)
         if self.weight_decay:
             pc = T.decay_decoupled(pc, lr, self.weight_decay)
@@ -216,15 +216,15 @@ class AuON(_Momentum):
         else:
             upd = u / (r + 1e-8)
         pc = pc - lr * upd
-        return xp.astype(pc, p.dtype), MuonLeaf(buf)
+        return cast(pc, p.dtype, xp), MuonLeaf(buf)
 
 
 def auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov=True, normalize_output=False,
          fallback: Rule | None = None, nan_policy="raise") -> Rule:
     r"""AuON: linear-time normalised momentum (no orthogonalisation).
 
-    "AuON: A Linear-time Alternative to Semi-Orthogonal Momentum Updates", D. Maity, 2025
-    (reference code ryyzn9/AuON): decoupled decay first, Nesterov EMA momentum
+    "AuON: A Linear-time Alternative to Semi-Orthogonal Momentum Updates" (arXiv:2509.24320,
+    2025; reference code ryyzn9/AuON): decoupled decay first, Nesterov EMA momentum
     ``U``, then
 
     .. math::
@@ -271,5 +271,5 @@ def hybrid_auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov
     return r
 
 
-_muon.__name__ = _muon.__qualname__ = "muon"
+_muon.__name__ = "muon"  # __qualname__ stays "_muon" so pickle finds the function
 muon = callable_module(__name__, _muon)

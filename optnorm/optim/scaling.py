@@ -13,7 +13,7 @@ import numpy as np
 
 from .._lib import compat, ops, validate
 from . import transforms as T
-from .base import Ctx, Rule
+from .base import Ctx, Rule, cast
 
 __all__ = ["spectral_scale", "spectral_init", "spectral_normalize", "nap", "project_to_norm", "NaPLeaf",
            "norm_loss", "norm_loss_grad"]
@@ -59,7 +59,7 @@ def spectral_init(shape, /, *, seed=0, layout: str = "torch", like=None):
     Examples
     --------
     >>> W = spectral_init((512, 128), seed=0)
-    >>> 1.5 < np.linalg.norm(W, 2) < 3.5
+    >>> bool(1.5 < np.linalg.norm(W, 2) < 3.5)
     True
     """
     fo, fi = _fans(shape, layout)
@@ -69,13 +69,13 @@ def spectral_init(shape, /, *, seed=0, layout: str = "torch", like=None):
     if like is None:
         return W
     xp = compat.array_namespace(like)
-    return xp.astype(compat.from_numpy_like(W, like), like.dtype)
+    return cast(compat.from_numpy_like(W, like), like.dtype, xp)
 
 
 def _spectral_norm(G, xp, n_iter, seed):
     rng = np.random.default_rng(seed)
     v = compat.from_numpy_like(rng.standard_normal(G.shape[-1]), G)
-    v = xp.astype(v, G.dtype)
+    v = cast(v, G.dtype, xp)
     for _ in range(n_iter):
         u = G @ v
         u = u / (xp.linalg.vector_norm(u) + 1e-30)
@@ -142,7 +142,7 @@ class NaP(Rule):
     def init_leaf(self, p, *, name, xp):
         rho = None
         if self._proj(p):
-            rho = xp.linalg.vector_norm(xp.astype(p, compat.compute_dtype(p, xp)), axis=self.axis,
+            rho = xp.linalg.vector_norm(cast(p, compat.compute_dtype(p, xp), xp), axis=self.axis,
                                         keepdims=self.axis is not None)
         return NaPLeaf(rho, self.inner.init_leaf(p, name=name, xp=xp))
 
@@ -153,8 +153,8 @@ class NaP(Rule):
         pn, si = self.inner.update_leaf(p, g, s.inner, ctx)
         if s.rho is not None:
             xp = ctx.xp
-            pc = xp.astype(pn, compat.compute_dtype(pn, xp))
-            pn = xp.astype(project_to_norm(pc, s.rho, axis=self.axis), p.dtype)
+            pc = cast(pn, compat.compute_dtype(pn, xp), xp)
+            pn = cast(project_to_norm(pc, s.rho, axis=self.axis), p.dtype, xp)
         return pn, NaPLeaf(s.rho, si)
 
 
@@ -162,8 +162,7 @@ def nap(inner: Rule, *, axis=None, min_ndim: int = 2, nan_policy="raise") -> Rul
     r"""Normalize-and-Project: after every step of ``inner``, project each weight back to its initial norm.
 
     "Normalization and effective learning rates in reinforcement learning",
-    C. Lyle, Z. Zheng, K. Khetarpal, J. Martens, H. van Hasselt, R. Pascanu, W. Dabney,
-    NeurIPS 2024: ``rho = |W_0|`` is stored at ``init``, and ``W <- rho W / |W|``
+    C. Lyle et al., NeurIPS 2024 (arXiv:2407.01800): ``rho = |W_0|`` is stored at ``init``, and ``W <- rho W / |W|``
     after each update (``axis=None``: per layer; ``axis=-1``: per output unit).
     Parameters with fewer than ``min_ndim`` dimensions (biases, norm gains) are left
     free.  Pair with a normalisation layer before each nonlinearity so the weights
@@ -204,7 +203,7 @@ def norm_loss(W, /, *, factor: float = 1e-4):
     r"""Norm Loss: ``factor * sum_i (|w_i| - 1)^2`` over the units ``w_i`` of a weight (soft oblique-manifold constraint).
 
     "Norm Loss: An efficient yet effective regularization method for deep neural
-    networks", T. Georgiou, S. Schmitt, T. Bäck, W. Chen, M. Lew, ICPR 2020.  A unit
+    networks", T. Georgiou et al., ICPR 2020 (arXiv:2103.06583).  A unit
     is a row of a matrix or a flattened filter (``W[i].ravel()``) of an N-D weight;
     a 1-D ``W`` is one unit.  Registered op: differentiable through
     ``optnorm.torch.norm_loss`` and ``optnorm.jax.norm_loss``; its gradient is
@@ -229,7 +228,7 @@ def norm_loss_grad(W, /, *, factor: float = 1e-4, eps: float = 1e-12):
     Examples
     --------
     >>> import numpy as np
-    >>> norm_loss_grad(np.array([[3.0, 4.0]]), factor=1.0).tolist()
+    >>> np.round(norm_loss_grad(np.array([[3.0, 4.0]]), factor=1.0), 12).tolist()
     [[4.8, 6.4]]
     """
     xp = _check_nl(W, factor)

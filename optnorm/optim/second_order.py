@@ -7,7 +7,7 @@ from typing import Any, Callable, NamedTuple
 
 from .._lib import compat, validate
 from . import transforms as T
-from .base import Ctx, Rule, check_betas, scalar, ssqrt, tree_flatten, tree_unflatten
+from .base import Ctx, Rule, cast, check_betas, scalar, ssqrt, tree_flatten, tree_unflatten
 from .hutchinson import _seed_ints, hutchinson_diag
 
 __all__ = ["adahessian", "AdaHessianLeaf", "gradnorm_newton", "regularized_newton_step", "NewtonResult"]
@@ -50,7 +50,7 @@ class AdaHessian(Rule):
         xp, t = ctx.xp, ctx.t
         b1, b2 = self.betas
         cd = compat.compute_dtype(p, xp)
-        pc, gc, d = xp.astype(p, cd), xp.astype(g, cd), xp.astype(ctx.extra, cd)
+        pc, gc, d = cast(p, cd, xp), cast(g, cd, xp), cast(ctx.extra, cd, xp)
         lr = scalar(self.lr_at(t), pc, xp)
         bc1 = scalar(T.bias_correction(b1, t), pc, xp)
         bc2s = scalar(ssqrt(T.bias_correction(b2, t), xp), pc, xp)
@@ -58,7 +58,7 @@ class AdaHessian(Rule):
         v = T.ema_sq(s.exp_hessian_diag_sq, d, b2)
         denom = (xp.sqrt(v) / bc2s) ** self.hessian_power + self.eps
         pc = pc - lr * (m / bc1 / denom + self.weight_decay * pc)
-        return xp.astype(pc, p.dtype), AdaHessianLeaf(m, v)
+        return cast(pc, p.dtype, xp), AdaHessianLeaf(m, v)
 
 
 def adahessian(*, lr=0.15, betas=(0.9, 0.999), eps=1e-4, weight_decay=0.0, hessian_power=1.0, n_samples=1,

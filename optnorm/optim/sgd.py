@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 from .._lib import compat, validate
 from . import _kernels
 from . import transforms as T
-from .base import callable_module, Ctx, Rule, scalar
+from .base import Ctx, Rule, callable_module, cast, scalar
 
 __all__ = ["sgd", "sgdp", "SGDLeaf"]
 
@@ -36,7 +36,7 @@ class SGD(Rule):
     def update_leaf(self, p, g, s, ctx: Ctx):
         xp, t = ctx.xp, ctx.t
         cd = compat.compute_dtype(p, xp)
-        pc, d = xp.astype(p, cd), xp.astype(g, cd)
+        pc, d = cast(p, cd, xp), cast(g, cd, xp)
         lr = scalar(self.lr_at(t), pc, xp)
         if self.maximize:
             d = -d
@@ -52,15 +52,15 @@ class SGD(Rule):
                 buf = xp.where(t == 1, d, later)
             d = d + mu * buf if self.nesterov else buf
         pc = pc - lr * d
-        return xp.astype(pc, p.dtype), SGDLeaf(buf)
+        return cast(pc, p.dtype, xp), SGDLeaf(buf)
 
-    def fused_step_(self, ps, gs, ss, t):
+    def fused_step_(self, ps, gs, ss, t, check=False):
         lr = self.lr_at(t)
         if not isinstance(lr, float):
             return False
         return _kernels.sgd(ps, gs, [s.momentum_buffer for s in ss], lr=lr, momentum=self.momentum,
                             dampening=self.dampening, weight_decay=self.weight_decay, nesterov=self.nesterov,
-                            maximize=self.maximize, first=t == 1)
+                            maximize=self.maximize, first=t == 1, check=check)
 
 
 def _sgd(*, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False,
@@ -110,7 +110,7 @@ class SGDP(Rule):
     def update_leaf(self, p, g, s, ctx):
         xp, t = ctx.xp, ctx.t
         cd = compat.compute_dtype(p, xp)
-        pc, gc = xp.astype(p, cd), xp.astype(g, cd)
+        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
         lr = scalar(self.lr_at(t), pc, xp)
         mu = self.momentum
         buf = mu * s.momentum_buffer + (1.0 - self.dampening) * gc   # zero-initialised (unlike torch SGD)
@@ -119,7 +119,7 @@ class SGDP(Rule):
         if self.weight_decay:
             pc = pc * (1.0 - lr * self.weight_decay * mult / (1.0 - mu))
         pc = pc - lr * u
-        return xp.astype(pc, p.dtype), SGDLeaf(buf)
+        return cast(pc, p.dtype, xp), SGDLeaf(buf)
 
 
 def sgdp(*, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, eps=1e-8, delta=0.1,
@@ -142,5 +142,5 @@ def sgdp(*, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=Fal
     return SGDP(factory=sgdp, hyper=hyper, **hyper)
 
 
-_sgd.__name__ = _sgd.__qualname__ = "sgd"
+_sgd.__name__ = "sgd"  # __qualname__ stays "_sgd" so pickle finds the function
 sgd = callable_module(__name__, _sgd)

@@ -5,7 +5,7 @@ from typing import Any, NamedTuple
 
 from .._lib import compat, validate
 from . import _kernels
-from .base import Ctx, Rule, check_betas, scalar
+from .base import Ctx, Rule, cast, check_betas, scalar
 
 __all__ = ["lion", "LionLeaf"]
 
@@ -30,7 +30,7 @@ class Lion(Rule):
         xp = ctx.xp
         b1, b2 = self.betas
         cd = compat.compute_dtype(p, xp)
-        pc, gc = xp.astype(p, cd), xp.astype(g, cd)
+        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
         lr = scalar(self.lr_at(ctx.t), pc, xp)
         if self.maximize:
             gc = -gc
@@ -39,14 +39,14 @@ class Lion(Rule):
             u = u + self.weight_decay * pc
         pc = pc - lr * u
         m = (1.0 - b2) * gc + b2 * s.exp_avg
-        return xp.astype(pc, p.dtype), LionLeaf(m)
+        return cast(pc, p.dtype, xp), LionLeaf(m)
 
-    def fused_step_(self, ps, gs, ss, t):
+    def fused_step_(self, ps, gs, ss, t, check=False):
         lr = self.lr_at(t)
         if not isinstance(lr, float):
             return False
         return _kernels.lion(ps, gs, [s.exp_avg for s in ss], lr=lr, beta1=self.betas[0], beta2=self.betas[1],
-                             weight_decay=self.weight_decay, maximize=self.maximize)
+                             weight_decay=self.weight_decay, maximize=self.maximize, check=check)
 
 
 def lion(*, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False, nan_policy="raise") -> Rule:

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from .._lib import compat, validate
 from . import transforms as T
-from .base import Ctx, MatrixRule, Rule, scalar
+from .base import Ctx, MatrixRule, Rule, cast, scalar
 
 __all__ = ["swan", "sinkgd", "sinkhorn_normalize_gradient", "EmptyLeaf"]
 
@@ -57,21 +57,20 @@ class SWAN(MatrixRule):
     def update_matrix(self, p, g, s, ctx: Ctx):
         xp = ctx.xp
         cd = compat.compute_dtype(p, xp)
-        pc, gc = xp.astype(p, cd), xp.astype(g, cd)
+        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
         lr = scalar(self.lr_at(ctx.t), pc, xp)
         gn = T.standardize_rows(gc, xp, eps=self.eps)                   # GradNorm
         dw = _whiten(gn, xp, method=self.whitening, eps=self.eps, ns_steps=self.ns_steps)   # GradWhitening
         if self.keep_norm:
             dw = dw * (T.fro_norm(gn, xp) / (T.fro_norm(dw, xp) + self.eps))
-        return xp.astype(pc - lr * dw, p.dtype), s
+        return cast(pc - lr * dw, p.dtype, xp), s
 
 
 def swan(*, lr=1e-3, eps=1e-8, whitening="eigh", ns_steps=10, keep_norm=False, fallback: Rule | None = None,
          nan_policy="raise") -> Rule:
     r"""SWAN: stateless update from row-standardised, whitened gradients.
 
-    "SWAN: SGD with Normalization and Whitening Enables Stateless LLM Training",
-    C. Ma, W. Gong, M. Scetbon, E. Meeds, ICML 2025:
+    SWAN (arXiv:2412.13148, ICML 2025; GradNorm + GradWhitening):
 
     .. math::
         \tilde G = (G - \mu_{row}\mathbf 1^\top) / s_{row},\qquad
@@ -101,7 +100,7 @@ def sinkhorn_normalize_gradient(G, /, n_iter: int = 5, *, eps: float = 1e-8):
 
     The fixed point has every row of norm ``sqrt(n)`` and every column of norm
     ``sqrt(m)`` (RMS 1).  "Gradient Multi-Normalization for Stateless and Scalable
-    LLM Training", M. Scetbon, C. Ma, W. Gong, E. Meeds, 2025.
+    LLM Training" (arXiv:2502.06742, 2025).
 
     Examples
     --------
@@ -141,16 +140,16 @@ class SinkGD(MatrixRule):
     def update_matrix(self, p, g, s, ctx):
         xp = ctx.xp
         cd = compat.compute_dtype(p, xp)
-        pc, gc = xp.astype(p, cd), xp.astype(g, cd)
+        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
         lr = scalar(self.lr_at(ctx.t), pc, xp)
-        return xp.astype(pc - lr * _sinkhorn(gc, self.n_iter, self.eps, xp), p.dtype), s
+        return cast(pc - lr * _sinkhorn(gc, self.n_iter, self.eps, xp), p.dtype, xp), s
 
 
 def sinkgd(*, lr=1e-3, n_iter=5, eps=1e-8, fallback: Rule | None = None, nan_policy="raise") -> Rule:
     r"""SinkGD: stateless descent along the SR-Sinkhorn-normalised gradient.
 
-    "Gradient Multi-Normalization for Stateless and Scalable LLM Training",
-    M. Scetbon, C. Ma, W. Gong, E. Meeds, 2025: ``X = G``; ``n_iter`` times
+    "Gradient Multi-Normalization for Stateless and Scalable LLM Training"
+    (arXiv:2502.06742, 2025): ``X = G``; ``n_iter`` times
     ``X <- sqrt(n) diag(|X_i,:|)^{-1} X``, ``X <- sqrt(m) X diag(|X_:,j|)^{-1}``
     (norms floored at ``eps``); ``p -= lr X``.  No state (SGD memory).
 

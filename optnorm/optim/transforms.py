@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from .._lib import compat, validate
-from .base import scalar, ssqrt
+from .base import cast, scalar, ssqrt
 
 __all__ = ["newton_schulz_orthogonalize"]
 
@@ -23,7 +23,16 @@ MUON_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 # ----------------------------------------------------------------------------------------------- moments
 def lerp(a, b, w):
-    """``a + w (b - a)``: torch's ``lerp`` for ``w < 0.5`` (the form torch's EMA updates round like)."""
+    """``a + w (b - a)``, rounded like ``torch.lerp``: ``b - (b - a)(1 - w)`` when ``w >= 0.5``.
+
+    On torch tensors this is ``torch.lerp`` itself (one fused pass).
+    """
+    if isinstance(w, float) and compat.is_torch(a) and compat.is_torch(b) and a.dtype == b.dtype:
+        import torch
+
+        return torch.lerp(a, b, w)
+    if isinstance(w, float) and w >= 0.5:
+        return b - (b - a) * (1.0 - w)
     return a + w * (b - a)
 
 
@@ -208,18 +217,28 @@ def newton_schulz_orthogonalize(G, /, steps: int = 5, *, coefficients=MUON_COEFF
 
 def _ns(G, steps, coefficients, eps, cdt, xp):
     a, b, c = coefficients
-    X = xp.astype(G, cdt)
+    X = cast(G, cdt, xp)
     tr = G.shape[-2] > G.shape[-1]
     if tr:
         X = xp.matrix_transpose(X)
     X = X / clamp_min(fro_norm(X, xp), eps, xp)
-    for _ in range(steps):
-        A = X @ xp.matrix_transpose(X)
-        B = b * A + c * (A @ A)
-        X = a * X + B @ X
+    if compat.is_torch(X) and X.ndim == 2:
+        # torch: fused GEMM + axpby (addmm), exactly torch.optim.Muon's iteration; saves 4 elementwise
+        # passes per step, which matter in bf16 on CPU
+        import torch
+
+        for _ in range(steps):
+            A = X @ X.T
+            B = torch.addmm(A, A, A, beta=b, alpha=c)
+            X = torch.addmm(X, B, X, beta=a)
+    else:
+        for _ in range(steps):
+            A = X @ xp.matrix_transpose(X)
+            B = b * A + c * (A @ A)
+            X = a * X + B @ X
     if tr:
         X = xp.matrix_transpose(X)
-    return xp.astype(X, G.dtype)
+    return cast(X, G.dtype, xp)
 
 
 # ----------------------------------------------------------------------------------------------- AdamP projection

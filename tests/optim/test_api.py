@@ -55,7 +55,10 @@ def test_pure_step_and_in_place_step_agree(name, rng):
     assert_close(p["more"][0], new_p["more"][0], rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("name", sorted(ALL))
+CORE = {"adamw", "sgd", "muon", "conda", "swan", "dct_lowrank"}
+
+
+@pytest.mark.parametrize("name", [n if n in CORE else pytest.param(n, marks=pytest.mark.slow) for n in sorted(ALL)])
 def test_every_rule_runs_on_every_backend(xp, name, rng):
     rule = ALL[name]()
     p = {k: xp.asarray(v) for k, v in {"w": rng.standard_normal((5, 4)), "b": rng.standard_normal(4)}.items()}
@@ -231,3 +234,26 @@ def test_newton_schulz_bf16_torch_and_errors():
         oo.newton_schulz_orthogonalize(np.ones(3))
     with pytest.raises(TypeError, match="G"):
         oo.newton_schulz_orthogonalize(np.ones((3, 3), dtype=np.int32))
+
+
+def test_state_from_pure_step_feeds_step_():
+    rule = oo.adamw(lr=0.1)
+    p = np.ones(3)
+    p2, st2 = rule.step(p, np.ones(3), rule.init(p))
+    assert getattr(st2.count, "shape", None) == ()
+    p2 = np.array(p2)
+    rule.step_(p2, np.ones(3), st2)
+    assert int(st2.count) == 2
+
+
+@pytest.mark.parametrize("module", ["base", "transforms", "sgd", "adam", "sign", "muon", "matrix", "stateless",
+                                    "second_order", "hutchinson", "lowrank", "scaling"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+    import sys
+
+    importlib.import_module(f"optnorm.optim.{module}")
+    mod = sys.modules[f"optnorm.optim.{module}"]
+    res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert res.failed == 0 and res.attempted > 0
