@@ -32,9 +32,8 @@ autodoc_default_options = {"members": False}
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
-exclude_patterns = ["_build", "_templates", "examples/*.py", "_api_*.rst", "_capabilities.rst"]
+exclude_patterns = ["_build", "examples/*.py", "_api_*.rst", "_capabilities.rst"]
 html_theme = "alabaster"
 html_static_path = []
-templates_path = ["_templates"]
 suppress_warnings = ["autosummary.import_cycle"]
 

@@ -39,16 +39,10 @@ def write_all(outdir: Path) -> list[str]:
     for d, title in DOMAINS.items():
         mod = importlib.import_module(f"optnorm.{d}")
         names = sorted(getattr(mod, "__all__", []))
-        # A public function that is also a callable submodule (optim.adam, ot.sinkhorn: the module object
-        # forwards calls to the function) would be documented as a module by autosummary; give it a template
-        # that documents the function it wraps.
-        wrapped = [n for n in names if inspect.ismodule(getattr(mod, n)) and callable(getattr(mod, n))]
-        plain = [n for n in names if n not in wrapped]
+        # constants (norm.SELU_ALPHA) are documented in their module's docstring, not as API pages
+        names = [n for n in names if callable(getattr(mod, n))]
         lines = [".. currentmodule:: optnorm." + d, "", ".. autosummary::", "   :toctree: generated", ""]
-        lines += [f"   {n}" for n in plain]
-        if wrapped:
-            lines += ["", ".. autosummary::", "   :toctree: generated", "   :template: callable_module.rst", ""]
-            lines += [f"   {n}" for n in wrapped]
+        lines += [f"   {n}" for n in names]
         (outdir / f"_api_{d}.rst").write_text("\n".join(lines) + "\n")
         for n in names:
             obj = getattr(mod, n)

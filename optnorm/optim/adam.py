@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 from .._lib import compat, validate
 from . import _kernels
 from . import transforms as T
-from .base import Ctx, Rule, callable_module, cast, check_betas, scalar, ssqrt
+from .base import Ctx, Rule, cast, check_betas, scalar, ssqrt
 
 __all__ = ["adam", "adamw", "adamp", "fadam", "AdamLeaf", "FAdamLeaf"]
 
@@ -91,7 +91,7 @@ class Adam(Rule):
                              amsgrad=self.amsgrad, maximize=self.maximize, hf_eps=self.eps_mode == "hf", check=check)
 
 
-def _adam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
+def adam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
          decoupled_weight_decay=False, eps_mode="torch", nan_policy="raise") -> Rule:
     r"""Adam with torch.optim.Adam's exact conventions.
 
@@ -134,7 +134,7 @@ def _adam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=Fa
     hyper = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
                  decoupled_weight_decay=decoupled_weight_decay, eps_mode=eps_mode, nan_policy=nan_policy)
     r = Adam(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-             decoupled=decoupled_weight_decay, eps_mode=eps_mode, nan_policy=nan_policy, factory=_adam, hyper=hyper)
+             decoupled=decoupled_weight_decay, eps_mode=eps_mode, nan_policy=nan_policy, factory=adam, hyper=hyper)
     return r
 
 
@@ -281,5 +281,3 @@ def fadam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, clip=1.0, 
     return FAdam(factory=fadam, hyper=hyper, **hyper)
 
 
-_adam.__name__ = "adam"  # __qualname__ stays "_adam" so pickle finds the function
-adam = callable_module(__name__, _adam)

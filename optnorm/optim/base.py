@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import sys
-import types
 from typing import Any, Callable, NamedTuple
 
 from .._lib import compat, validate
@@ -291,26 +289,6 @@ class Rule:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def callable_module(name: str, factory: Callable):
-    """Make module ``name`` callable as ``factory`` and return it.
-
-    ``optnorm.optim.sgd`` and ``optnorm.optim.adam`` are both a submodule (``sgd.py``,
-    ``adam.py``) and the public factory of the same name.  Importing a submodule
-    binds the package attribute to the module, so the module itself forwards calls
-    to the factory (``optnorm.optim.sgd(lr=0.1)``) and carries its docstring.
-    """
-    mod = sys.modules[name]
-
-    class _FactoryModule(types.ModuleType):
-        def __call__(self, *args, **kwargs):
-            return factory(*args, **kwargs)
-
-    mod.__class__ = _FactoryModule
-    mod.__doc__ = factory.__doc__
-    mod.__wrapped__ = factory
-    return mod
-
-
 def _zero_count(xp, like):
     if compat.is_torch(like):
         import torch

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 from .._lib import compat, validate
 from . import transforms as T
-from .base import Ctx, MatrixRule, Rule, callable_module, cast, check_beta, scalar
+from .base import Ctx, MatrixRule, Rule, cast, check_beta, scalar
 
 __all__ = ["muon", "normuon", "auon", "hybrid_auon", "MuonLeaf", "NorMuonLeaf"]
 
@@ -84,7 +84,7 @@ class Muon(_Momentum):
         return cast(pc, p.dtype, xp), MuonLeaf(buf)
 
 
-def _muon(*, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True, ns_coefficients=T.MUON_COEFFICIENTS,
+def muon(*, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True, ns_coefficients=T.MUON_COEFFICIENTS,
          eps=1e-7, ns_steps=5, adjust_lr_fn=None, ns_dtype="auto", fallback: Rule | None = None,
          nan_policy="raise") -> Rule:
     r"""Muon with torch.optim.Muon's defaults and conventions.
@@ -120,7 +120,7 @@ def _muon(*, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True, ns_coeffic
                  ns_dtype=ns_dtype, fallback=fallback, nan_policy=nan_policy)
     return Muon(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                 ns_coefficients=ns_coefficients, ns_eps=eps, ns_steps=ns_steps, ns_dtype=ns_dtype,
-                adjust_lr_fn=adjust_lr_fn, fallback=fallback, nan_policy=nan_policy, factory=_muon, hyper=hyper)
+                adjust_lr_fn=adjust_lr_fn, fallback=fallback, nan_policy=nan_policy, factory=muon, hyper=hyper)
 
 
 class NorMuon(_Momentum):
@@ -271,5 +271,3 @@ def hybrid_auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov
     return r
 
 
-_muon.__name__ = "muon"  # __qualname__ stays "_muon" so pickle finds the function
-muon = callable_module(__name__, _muon)

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 from .._lib import compat, validate
 from . import _kernels
 from . import transforms as T
-from .base import Ctx, Rule, callable_module, cast, scalar
+from .base import Ctx, Rule, cast, scalar
 
 __all__ = ["sgd", "sgdp", "SGDLeaf"]
 
@@ -63,7 +63,7 @@ class SGD(Rule):
                             maximize=self.maximize, first=t == 1, check=check)
 
 
-def _sgd(*, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False,
+def sgd(*, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False,
         nan_policy="raise") -> Rule:
     r"""Stochastic gradient descent with torch.optim.SGD's conventions.
 
@@ -87,7 +87,7 @@ def _sgd(*, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=Fal
     """
     hyper = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                  maximize=maximize, nan_policy=nan_policy)
-    return SGD(factory=_sgd, hyper=hyper, **hyper)
+    return SGD(factory=sgd, hyper=hyper, **hyper)
 
 
 class SGDP(Rule):
@@ -142,5 +142,3 @@ def sgdp(*, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=Fal
     return SGDP(factory=sgdp, hyper=hyper, **hyper)
 
 
-_sgd.__name__ = "sgd"  # __qualname__ stays "_sgd" so pickle finds the function
-sgd = callable_module(__name__, _sgd)

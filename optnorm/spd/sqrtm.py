@@ -353,7 +353,7 @@ _DOC_OPTS = """
         log(kappa)/log(1.5) + 5 steps are needed for condition number kappa).
         ``"mtp"``: matrix Taylor polynomial of degree ``degree`` (default 10) of (I - Z)^(+-1/2),
         ``Z = I - A/||A||_F``.  ``"mpa"``: [degree/degree] matrix Pade approximant (default [5/5]).
-        For mtp/mpa the error in each eigen-direction is sqrt(||A||_F) |r(z_i)|, r the scalar
+        For mtp/mpa the error in each eigen-direction is ``sqrt(||A||_F) |r(z_i)|``, r the scalar
         approximation error at z_i = 1 - lambda_i/||A||_F: low accuracy for ill-conditioned input by design
         (Song, Sebe, Wang, "Fast Differentiable Matrix Square Root", ICLR 2022).
     n_iter : int, optional
