@@ -8,7 +8,7 @@ from . import _kernels
 from . import transforms as T
 from .base import Ctx, Rule, cast, check_betas, scalar, ssqrt
 
-__all__ = ["adam", "adamw", "adamp", "fadam", "AdamLeaf", "FAdamLeaf"]
+__all__ = ["adam", "adamw", "adamp", "fadam"]
 
 
 class AdamLeaf(NamedTuple):

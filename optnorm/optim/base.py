@@ -30,7 +30,7 @@ from typing import Any, Callable, NamedTuple
 
 from .._lib import compat, validate
 
-__all__ = ["OptState", "Rule", "MatrixRule", "tree_flatten", "tree_unflatten"]
+__all__ = ["OptState", "Rule", "MatrixRule"]
 
 NAN_POLICIES = ("raise", "skip", "ignore")
 

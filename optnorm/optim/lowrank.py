@@ -11,7 +11,7 @@ from .._lib import compat, validate
 from . import transforms as T
 from .base import Ctx, Rule, cast, scalar
 
-__all__ = ["dct_lowrank", "dct_matrix", "LowRankLeaf"]
+__all__ = ["dct_lowrank", "dct_matrix"]
 
 
 class LowRankLeaf(NamedTuple):

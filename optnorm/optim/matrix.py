@@ -8,7 +8,7 @@ from .._lib import compat, validate
 from . import transforms as T
 from .base import Ctx, MatrixRule, Rule, cast, check_betas, scalar, ssqrt
 
-__all__ = ["conda", "CondaLeaf"]
+__all__ = ["conda"]
 
 
 class CondaLeaf(NamedTuple):

@@ -8,7 +8,7 @@ from .._lib import compat, validate
 from . import transforms as T
 from .base import Ctx, MatrixRule, Rule, cast, check_beta, scalar
 
-__all__ = ["muon", "normuon", "auon", "hybrid_auon", "MuonLeaf", "NorMuonLeaf"]
+__all__ = ["muon", "normuon", "auon", "hybrid_auon"]
 
 
 class MuonLeaf(NamedTuple):

@@ -1,8 +1,7 @@
 """Scaling rules around the optimiser: spectral_scale / spectral_init / spectral_normalize, nap, norm_loss.
 
-Weight Conditioning (Saratchandran et al., 2024) and Weight Compander (Cakaj et
-al., 2023) are not implemented: their operators could not be verified from the
-papers for this release (see the optim reference note, section 16).
+Weight Conditioning lives in :mod:`optnorm.optim.reparam`. Weight Compander (Cakaj et al., 2023)
+is not implemented: its reparameterisation function could not be verified from the paper.
 """
 from __future__ import annotations
 
@@ -15,8 +14,7 @@ from .._lib import compat, ops, validate
 from . import transforms as T
 from .base import Ctx, Rule, cast
 
-__all__ = ["spectral_scale", "spectral_init", "spectral_normalize", "nap", "project_to_norm", "NaPLeaf",
-           "norm_loss", "norm_loss_grad"]
+__all__ = ["spectral_scale", "spectral_init", "spectral_normalize", "nap", "project_to_norm", "norm_loss", "norm_loss_grad"]
 
 
 # ----------------------------------------------------------------------------------------------- spectral condition

@@ -10,7 +10,7 @@ from . import transforms as T
 from .base import Ctx, Rule, cast, check_betas, scalar, ssqrt, tree_flatten, tree_unflatten
 from .hutchinson import _seed_ints, hutchinson_diag
 
-__all__ = ["adahessian", "AdaHessianLeaf", "gradnorm_newton", "regularized_newton_step", "NewtonResult"]
+__all__ = ["adahessian", "gradnorm_newton", "regularized_newton_step", "NewtonResult"]
 
 
 class AdaHessianLeaf(NamedTuple):

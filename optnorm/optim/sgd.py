@@ -8,7 +8,7 @@ from . import _kernels
 from . import transforms as T
 from .base import Ctx, Rule, cast, scalar
 
-__all__ = ["sgd", "sgdp", "SGDLeaf"]
+__all__ = ["sgd", "sgdp"]
 
 
 class SGDLeaf(NamedTuple):

@@ -7,7 +7,7 @@ from .._lib import compat, validate
 from . import _kernels
 from .base import Ctx, Rule, cast, check_betas, scalar
 
-__all__ = ["lion", "LionLeaf"]
+__all__ = ["lion"]
 
 
 class LionLeaf(NamedTuple):

@@ -8,7 +8,7 @@ from .._lib import compat, validate
 from . import transforms as T
 from .base import Ctx, MatrixRule, Rule, cast, scalar
 
-__all__ = ["swan", "sinkgd", "sinkhorn_normalize_gradient", "EmptyLeaf"]
+__all__ = ["swan", "sinkgd", "sinkhorn_normalize_gradient"]
 
 
 class EmptyLeaf(NamedTuple):
