@@ -34,6 +34,6 @@ numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 exclude_patterns = ["_build", "examples/*.py", "_api_*.rst", "_capabilities.rst"]
 html_theme = "alabaster"
-html_static_path = []
+html_static_path = ["_static"]
 suppress_warnings = ["autosummary.import_cycle"]
 
