@@ -1,6 +1,7 @@
 """Closed-form 2-Wasserstein distance between Gaussians (the Bures-Wasserstein distance plus the mean term)."""
 from __future__ import annotations
 
+from .._lib.vjp import unbroadcast
 from .._lib import compat, ops, validate
 
 __all__ = ["gaussian_wasserstein"]
@@ -13,17 +14,6 @@ def _batch_shape(*shapes) -> tuple[int, ...]:
         sizes = {s[-i] for s in shapes if i <= len(s)} - {1}
         out.append(sizes.pop() if sizes else 1)
     return tuple(reversed(out))
-
-
-def _unbroadcast(g, shape: tuple[int, ...], xp):
-    """Sum a cotangent of a broadcast result back to the input's ``shape``."""
-    extra = g.ndim - len(shape)
-    if extra > 0:
-        g = xp.sum(g, axis=tuple(range(extra)))
-    axes = tuple(i for i, (s, t) in enumerate(zip(shape, g.shape)) if s == 1 and t != 1)
-    if axes:
-        g = xp.sum(g, axis=axes, keepdims=True)
-    return g
 
 
 def _sym(a, xp):
@@ -182,8 +172,8 @@ def gaussian_wasserstein_bwd(res, dy):
     d_C2 = gC * (eye - T21)
     s_m1, s_C1, s_m2, s_C2 = res["shapes"]
     t_m1, t_C1, t_m2, t_C2 = res["dtypes"]
-    return (xp.astype(_unbroadcast(d_m1, s_m1, xp), t_m1), xp.astype(_unbroadcast(d_C1, s_C1, xp), t_C1),
-            xp.astype(_unbroadcast(-d_m1, s_m2, xp), t_m2), xp.astype(_unbroadcast(d_C2, s_C2, xp), t_C2))
+    return (xp.astype(unbroadcast(d_m1, s_m1, xp), t_m1), xp.astype(unbroadcast(d_C1, s_C1, xp), t_C1),
+            xp.astype(unbroadcast(-d_m1, s_m2, xp), t_m2), xp.astype(unbroadcast(d_C2, s_C2, xp), t_C2))
 
 
 ops.register("ot.gaussian_wasserstein", gaussian_wasserstein, gaussian_wasserstein_fwd, gaussian_wasserstein_bwd)

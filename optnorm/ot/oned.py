@@ -10,6 +10,7 @@ import numbers
 
 import numpy as np
 
+from .._lib.vjp import unbroadcast
 from .._lib import compat, ops, validate
 from .._lib.dispatch import Dispatcher, numpy_float
 
@@ -17,18 +18,6 @@ __all__ = ["wasserstein_1d"]
 
 
 # ---------------------------------------------------------------------------------------------- shared helpers
-def _unbroadcast(g, shape, xp):
-    """Sum a cotangent of a broadcast result back to ``shape``."""
-    shape = tuple(shape)
-    extra = g.ndim - len(shape)
-    if extra > 0:
-        g = xp.sum(g, axis=tuple(range(extra)))
-    axes = tuple(i for i, (s, t) in enumerate(zip(shape, g.shape)) if s == 1 and t != 1)
-    if axes:
-        g = xp.sum(g, axis=axes, keepdims=True)
-    return g
-
-
 def _host(x):
     """Concrete JAX arrays are checked on a NumPy copy: an eager op on a constant inside ``jit`` would be traced."""
     return compat.to_numpy(x) if compat.is_jax(x) and compat.is_concrete(x) else x
@@ -307,7 +296,7 @@ def wasserstein_1d_bwd(res, dy):
         if g is None or shape is None:
             out.append(None)
             continue
-        out.append(xp.astype(_unbroadcast(xp.astype(s, g.dtype) * g, shape, xp), dt))
+        out.append(xp.astype(unbroadcast(xp.astype(s, g.dtype) * g, shape, xp), dt))
     return tuple(out)
 
 

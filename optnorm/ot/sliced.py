@@ -12,8 +12,9 @@ import warnings
 
 import numpy as np
 
+from .._lib.vjp import unbroadcast
 from .._lib import compat, ops, validate
-from .oned import (_check_finite, _check_p, _check_weights, _pow_cost, _pow_grad, _sort_support, _unbroadcast,
+from .oned import (_check_finite, _check_p, _check_weights, _pow_cost, _pow_grad, _sort_support,
                    _unsort, _w1d_sorted, _weight_grad)
 
 __all__ = ["sliced_wasserstein", "max_sliced_wasserstein", "vmf_sliced_wasserstein", "sample_vmf"]
@@ -413,7 +414,7 @@ def _root_bwd(res, dy, xp):
 def _cast_grads(grads, dtypes, xp, shapes=None):
     shapes = shapes or (None,) * len(grads)
     return tuple(None if g is None or dt is None else
-                 xp.astype(g if shp is None else _unbroadcast(g, shp, xp), dt)
+                 xp.astype(g if shp is None else unbroadcast(g, shp, xp), dt)
                  for g, dt, shp in zip(grads, dtypes, shapes))
 
 
