@@ -7,6 +7,7 @@ import numpy as np
 from numba import prange
 
 from ._rows import jit
+from .norm import _exp32
 
 __all__ = ["box_half_params", "pairwise_box_w2", "pairwise_nwd_f32"]
 
@@ -71,37 +72,19 @@ def _row_d2(p1, p2, i, m, row):
 
 @jit(parallel=True, fastmath=True)
 def pairwise_nwd_f32(p1, p2, out, consts):
-    """float32 NWD with a vectorisable exp: out[i, j] = exp(-sqrt(W2^2 + eps) / C).
+    """float32 NWD: out[i, j] = exp(-sqrt(W2^2 + eps) / C) with the shared vectorisable float32 exp.
 
     Without SVML, ``math.exp`` is a scalar libm call per entry (~6 ns: 100 ms for 4096 x 4096, 30x
-    a copy of the output).  Here exp(x) = 2^n e^r with n = round(x log2 e), r = x − n ln 2
-    (Cody-Waite split of ln 2, |r| <= ln2/2) and e^r by its degree-7 Taylor polynomial (truncation
-    error 0.347^8/8! = 5e-9 < float32 ulp/2 = 6e-8); 2^n is added to the exponent bits in a second
-    integer pass over the row.  Both passes are plain arithmetic that LLVM vectorises.  Arguments
-    below −87 (results < 1.7e-38, the float32 normal range) give exactly 0.  Measured max relative
-    error against float64 exp of the same float32 argument: 3.0e-7 (2.5 ulp).
+    a copy of the output); ``_exp32`` (see ``_numba/norm.py``: Cody-Waite reduction, polynomial,
+    exponent-bit insertion, exact 0 below the float32 normal range) is plain arithmetic that LLVM
+    vectorises across the row.
     """
     n = p1.shape[0]
     m = p2.shape[1]
     inv_c = consts[0]
     eps = consts[1]
-    bits = out.view(np.int32)
     for i in prange(n):
         row = out[i]
-        brow = bits[i]
-        nb = np.empty(m, dtype=np.int32)
         _row_d2(p1, p2, i, m, row)
         for j in range(m):
-            x = -math.sqrt(row[j] + eps) * inv_c
-            under = x < np.float32(-87.0)
-            x = max(x, np.float32(-87.0))
-            t = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
-            r = x - t * np.float32(0.693359375) - t * np.float32(-2.12194440e-4)
-            p = np.float32(1.0) + r * (np.float32(1.0) + r * (np.float32(0.5) + r * (
-                np.float32(1.0 / 6.0) + r * (np.float32(1.0 / 24.0) + r * (np.float32(1.0 / 120.0) + r * (
-                    np.float32(1.0 / 720.0) + r * np.float32(1.0 / 5040.0)))))))
-            row[j] = p
-            nb[j] = np.int32(-1000) if under else np.int32(t)
-        for j in range(m):
-            v = nb[j]
-            brow[j] = np.int32(0) if v < -500 else brow[j] + (v << 23)
+            row[j] = _exp32(-math.sqrt(row[j] + eps) * inv_c)
