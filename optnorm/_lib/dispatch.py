@@ -33,7 +33,7 @@ import numpy as np
 from . import compat
 
 __all__ = ["Dispatcher", "use_backend", "get_backend", "numba_available", "cupy_available", "BACKENDS",
-           "blockwise", "DISPATCHERS"]
+           "blockwise", "DISPATCHERS", "fast_paths"]
 
 BACKENDS = ("auto", "generic", "numba", "cuda")
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("optnorm_backend", default=None)
@@ -97,21 +97,20 @@ def _arrays(args, kwargs):
             yield a
 
 
-def natural_path(*arrays: Any) -> str:
-    """The path the inputs' library suggests: numba for NumPy, cuda for CuPy, else generic."""
-    arrs = [a for a in arrays if a is not None]
-    if arrs and all(compat.is_numpy(a) for a in arrs):
-        return "numba"
-    if arrs and any(compat.is_cupy(a) for a in arrs):
-        return "cuda"
-    return "generic"
+natural_path = compat.fast_path_of
 
 
 class Dispatcher:
     """Implementations of one function, keyed by path; calling it runs the chosen one."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, *, serves: str | tuple[str, ...] | None = None):
+        """``name`` is ``"domain.kernel"``; ``serves`` names the public function(s) whose calls (forward or
+        VJP) run through it, as ``"domain.function"`` (default: ``name`` itself).  The capability table,
+        ``python -m optnorm info`` and the GPU suite read it; a test checks every name is declared."""
+        if name in DISPATCHERS:
+            raise ValueError(f"dispatcher {name!r} exists already")
         self.name = name
+        self.serves = (serves,) if isinstance(serves, str) else tuple(serves or (name,))
         self._impls: dict[str, tuple[Callable, Callable | None]] = {}
         DISPATCHERS[name] = self
 
@@ -167,7 +166,19 @@ class Dispatcher:
         return fn(*args, **kwargs)
 
     def __repr__(self):
-        return f"Dispatcher({self.name!r}, paths={self.paths})"
+        return f"Dispatcher({self.name!r}, paths={self.paths}, serves={self.serves})"
+
+
+def fast_paths() -> dict[str, set[str]]:
+    """Public function name -> the fast paths (``numba``, ``cuda``) of the dispatchers serving it."""
+    from . import api
+
+    api.load_domains()
+    out: dict[str, set[str]] = {}
+    for d in DISPATCHERS.values():
+        for fn in d.serves:
+            out.setdefault(fn, set()).update(p for p in d.paths if p != "generic")
+    return out
 
 
 def numpy_float(*arrays: Any, contiguous: bool = False) -> bool:

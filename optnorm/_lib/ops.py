@@ -13,7 +13,8 @@ registers itself once, at import of its module::
 
     register("norm.softmax", softmax, softmax_fwd, softmax_bwd)
 
-and the adapters find it as ``optnorm.torch.softmax`` / ``optnorm.jax.softmax``.
+and the adapters find it as ``optnorm.torch.softmax`` / ``optnorm.jax.softmax``.  Domain code does not
+call :func:`register` itself: :func:`optnorm._lib.api.vjp` does, for a declared public function.
 ``nondiff_argnums`` lists positional inputs that never get a cotangent (integer
 targets, masks, running statistics); ``skip_check_argnums`` lists inputs whose
 "cotangent" is by design not the gradient (TrAct's weight slot): gradient checks
@@ -30,7 +31,8 @@ from typing import Any, Callable
 
 __all__ = ["Op", "register", "get", "all_ops", "DOMAINS", "adapter_namespace"]
 
-DOMAINS = ("norm", "ot", "spd")
+from .api import DOMAINS
+
 _REGISTRY: dict[str, "Op"] = {}
 
 
@@ -91,10 +93,9 @@ def register(name: str, fn: Callable, fwd: Callable, bwd: Callable, *,
 
 
 def _load_domains() -> None:
-    for d in DOMAINS:
-        mod = f"optnorm.{d}"
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod)
+    from .api import load_domains
+
+    load_domains()
 
 
 def get(name: str) -> Op:
