@@ -15,7 +15,9 @@ import numpy as np
 __all__ = [
     "array_namespace", "is_numpy", "is_cupy", "is_torch", "is_jax", "is_array_api_strict",
     "is_array", "is_concrete", "backend_name", "device", "to_numpy", "from_numpy_like", "write_out",
-    "is_floating", "compute_dtype", "float_dtypes", "same_namespace", "size",
+    "is_floating", "compute_dtype", "float_dtypes", "same_namespace", "size", "cast", "is_writeable", "overlap",
+    "asarray_like", "detach", "no_grad", "requires_grad", "is_traced", "copy_into", "arange", "eye", "zeros", "full",
+    "is_mutable", "fast_path_of", "native_autograd",
 ]
 
 
@@ -193,3 +195,180 @@ def same_namespace(*arrays: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+# ---------------------------------------------------------------------------------------------- shared helpers
+def cast(x: Any, dtype: Any, xp=None) -> Any:
+    """``x`` in ``dtype``, or ``x`` itself when it already has it (``xp.astype`` copies by default).
+
+    The one cast-if-needed helper of the package."""
+    if x is None or x.dtype == dtype:
+        return x
+    xp = xp or array_namespace(x)
+    return xp.astype(x, dtype)
+
+
+def is_writeable(x: Any) -> bool:
+    """Whether ``x`` can be written in place (False for JAX arrays and read-only NumPy views)."""
+    if is_jax(x):
+        return False
+    if isinstance(x, np.ndarray):
+        return bool(x.flags.writeable)
+    if is_array_api_strict(x):
+        return bool(_strict_np(x).flags.writeable)
+    return True
+
+
+def is_mutable(x: Any) -> bool:
+    """Whether the library lets optnorm write into ``x`` (all but JAX)."""
+    return not is_jax(x)
+
+
+def _strict_np(x):
+    return x._array  # array-api-strict wraps a NumPy array; the only way to ask about its memory
+
+
+def _extent(x: Any):
+    """(start address, end address, strides-in-bytes, shape, itemsize) of an array's memory, or None."""
+    if isinstance(x, np.ndarray):
+        a = x
+    elif is_array_api_strict(x):
+        a = _strict_np(x)
+    elif is_torch(x):
+        if x.numel() == 0:
+            return None
+        isz = x.element_size()
+        strides = tuple(s * isz for s in x.stride())
+        start = x.data_ptr()
+        lo = start + sum(min(0, s * (n - 1)) for s, n in zip(strides, x.shape))
+        hi = start + sum(max(0, s * (n - 1)) for s, n in zip(strides, x.shape)) + isz
+        return (lo, hi, strides, tuple(x.shape), isz, start, x.device)
+    elif is_cupy(x):
+        if x.size == 0:
+            return None
+        start = x.data.ptr
+        lo = start + sum(min(0, s * (n - 1)) for s, n in zip(x.strides, x.shape))
+        hi = start + sum(max(0, s * (n - 1)) for s, n in zip(x.strides, x.shape)) + x.itemsize
+        return (lo, hi, tuple(x.strides), tuple(x.shape), x.itemsize, start, x.device)
+    else:
+        return None
+    if a.size == 0:
+        return None
+    start = a.__array_interface__["data"][0]
+    lo = start + sum(min(0, s * (n - 1)) for s, n in zip(a.strides, a.shape))
+    hi = start + sum(max(0, s * (n - 1)) for s, n in zip(a.strides, a.shape)) + a.itemsize
+    return (lo, hi, tuple(a.strides), tuple(a.shape), a.itemsize, start, "cpu")
+
+
+def overlap(a: Any, b: Any) -> str:
+    """How the memory of two arrays relates: ``"none"``, ``"same"`` (identical layout) or ``"partial"``.
+
+    Decided from address ranges (a conservative answer: interleaved views that never touch the
+    same element still count as ``"partial"``); NumPy's exact ``shares_memory`` settles NumPy pairs.
+    """
+    ea, eb = _extent(a), _extent(b)
+    if ea is None or eb is None or ea[6] != eb[6]:
+        return "none"
+    if ea[1] <= eb[0] or eb[1] <= ea[0]:
+        return "none"
+    if ea[5] == eb[5] and ea[2] == eb[2] and ea[3] == eb[3] and ea[4] == eb[4]:
+        return "same"
+    na = a if isinstance(a, np.ndarray) else (_strict_np(a) if is_array_api_strict(a) else None)
+    nb = b if isinstance(b, np.ndarray) else (_strict_np(b) if is_array_api_strict(b) else None)
+    if na is not None and nb is not None and not np.shares_memory(na, nb, max_work=10**6):
+        return "none"
+    return "partial"
+
+
+def asarray_like(host: np.ndarray, values: Any = (), xp=None):
+    """A NumPy array (from a Python list) in the library and device of the arrays among ``values``."""
+    vals = values.values() if isinstance(values, dict) else values
+    like = next((v for v in vals if is_array(v) and not isinstance(v, np.generic)), None)
+    if like is None or isinstance(like, np.ndarray):
+        return host
+    return from_numpy_like(host, like)
+
+
+def detach(x: Any) -> Any:
+    """``x`` without autograd history (torch ``detach``; other libraries: ``x`` itself)."""
+    return x.detach() if is_torch(x) else x
+
+
+def requires_grad(*arrays: Any) -> bool:
+    """True when any torch tensor among ``arrays`` records autograd history."""
+    return any(is_torch(a) and a.requires_grad for a in arrays if a is not None)
+
+
+def is_traced(*arrays: Any) -> bool:
+    """True when any array is an abstract value (a JAX tracer inside jit/grad/vmap)."""
+    return any(a is not None and is_array(a) and not is_concrete(a) for a in arrays)
+
+
+def native_autograd(*arrays: Any) -> str | None:
+    """Which adapter must run a differentiable op so that the caller's autograd sees it.
+
+    ``"torch"`` when a torch tensor requires grad, ``"jax"`` when a JAX array is traced,
+    else None (run the plain function)."""
+    if requires_grad(*arrays):
+        return "torch"
+    if any(is_jax(a) and not is_concrete(a) for a in arrays if a is not None):
+        return "jax"
+    return None
+
+
+def no_grad(*arrays: Any):
+    """A context manager: ``torch.no_grad()`` when any input is a torch tensor, else a no-op."""
+    import contextlib
+
+    if any(is_torch(a) for a in arrays if a is not None):
+        return _torch().no_grad()
+    return contextlib.nullcontext()
+
+
+def copy_into(dst: Any, src: Any) -> Any:
+    """Write ``src`` into the mutable array ``dst`` (same shape) and return ``dst``."""
+    if is_torch(dst):
+        with _torch().no_grad():
+            dst.copy_(src)
+    elif is_jax(dst):
+        raise TypeError("JAX arrays are immutable: cannot write into one")
+    else:
+        dst[...] = src
+    return dst
+
+
+def _dev_kw(like: Any) -> dict:
+    return {} if like is None else {"device": device(like)}
+
+
+def arange(n: int, *, like: Any, dtype=None, xp=None):
+    """``xp.arange(n)`` on ``like``'s device."""
+    xp = xp or array_namespace(like)
+    return xp.arange(n, dtype=dtype, **_dev_kw(like))
+
+
+def eye(n: int, *, like: Any, dtype=None, xp=None):
+    """``xp.eye(n)`` on ``like``'s device, in ``dtype`` (default: ``like``'s dtype)."""
+    xp = xp or array_namespace(like)
+    return xp.eye(n, dtype=dtype if dtype is not None else like.dtype, **_dev_kw(like))
+
+
+def zeros(shape, *, like: Any, dtype=None, xp=None):
+    xp = xp or array_namespace(like)
+    return xp.zeros(shape, dtype=dtype if dtype is not None else like.dtype, **_dev_kw(like))
+
+
+def full(shape, value, *, like: Any, dtype=None, xp=None):
+    xp = xp or array_namespace(like)
+    return xp.full(shape, value, dtype=dtype if dtype is not None else like.dtype, **_dev_kw(like))
+
+
+def fast_path_of(*arrays: Any) -> str:
+    """The fast path the inputs' library suggests: ``"numba"`` (all NumPy), ``"cuda"`` (any CuPy) or
+    ``"generic"`` (torch, JAX, array-api-strict, mixed)."""
+    arrs = [a for a in arrays if a is not None]
+    if arrs and all(is_numpy(a) for a in arrs):
+        return "numba"
+    if arrs and any(is_cupy(a) for a in arrs):
+        return "cuda"
+    return "generic"

@@ -247,3 +247,21 @@ def check_weights(w: Any, name: str, *, axis: int = -1, normalized: bool = True,
 def check_probability(value: Any, name: str) -> float:
     """A number in [0, 1]."""
     return check_unit_interval(value, name, closed_right=True)
+
+
+def check_out(out: Any, x: Any, name: str = "out"):
+    """``out`` has the shape, dtype and library of ``x`` and is writeable (functions not yet declared with
+    an :class:`optnorm._lib.roles.Out` role; declared ones get this from the role)."""
+    if out is None:
+        return
+    if compat.is_jax(out) or compat.is_jax(x):
+        raise TypeError(f"{name}= cannot be used with JAX arrays: they are immutable")
+    check_same_namespace(x=x, out=out)
+    if not compat.is_writeable(out):
+        raise ValueError(f"{name} is read-only")
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(f"{name} has shape {tuple(out.shape)}, expected {tuple(x.shape)}")
+    if out.dtype != x.dtype:
+        raise TypeError(f"{name} has dtype {out.dtype}, expected {x.dtype}")
+    if compat.overlap(out, x) == "partial":
+        raise ValueError(f"{name} overlaps x in memory without being the same array")
