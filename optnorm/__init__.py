@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import importlib
 
+from ._lib.convergence import ConvergenceWarning
 from ._lib.dispatch import get_backend, use_backend
 
 __version__ = "0.1.0"
-__all__ = ["norm", "ot", "spd", "optim", "testing", "use_backend", "get_backend", "__version__"]
+__all__ = ["norm", "ot", "spd", "optim", "testing", "use_backend", "get_backend", "ConvergenceWarning",
+           "__version__"]
 
 _LAZY = {"norm", "ot", "spd", "optim", "testing", "torch", "jax"}
 
