@@ -30,7 +30,8 @@ def test_nvcc_compiles(domain, tmp_path):
     exprs = loader.name_expressions(domain)
     wrapper = tmp_path / f"check_{domain}.cu"
     body = "\n".join(f"    (void)&{e};" for e in exprs)
-    wrapper.write_text(f'#include "{src}"\nvoid optnorm_instantiate_all() {{\n{body}\n}}\n')
+    # the text NVRTC gets: the source with its shared headers inlined by the loader
+    wrapper.write_text(f'{loader.source_text(domain)}\nvoid optnorm_instantiate_all() {{\n{body}\n}}\n')
     cmd = [NVCC, "-ptx", *loader.OPTIONS, "-o", str(tmp_path / f"{domain}.ptx"), str(wrapper)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"nvcc failed for {src.name}:\n{proc.stderr[-4000:]}"

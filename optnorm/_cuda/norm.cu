@@ -17,90 +17,19 @@
 // optnorm-kernel: rms_norm_fwd<double>
 // optnorm-kernel: rms_norm_bwd<float>
 // optnorm-kernel: rms_norm_bwd<double>
+// optnorm-kernel: topk_softmax_rows<float>
+// optnorm-kernel: topk_softmax_rows<double>
+// optnorm-kernel: soft_topk_rows<float>
+// optnorm-kernel: soft_topk_rows<double>
 
-namespace optnorm_norm {
+#include "common.cuh"
 
-__device__ __forceinline__ float d_exp(float v) { return expf(v); }
-__device__ __forceinline__ double d_exp(double v) { return exp(v); }
-__device__ __forceinline__ float d_log(float v) { return logf(v); }
-__device__ __forceinline__ double d_log(double v) { return log(v); }
-__device__ __forceinline__ double d_rsqrt(double v) { return rsqrt(v); }
-
-template <typename T> struct Lim;
-template <> struct Lim<float> {
-  __device__ static float inf() { return __int_as_float(0x7f800000); }
-  __device__ static float nan() { return __int_as_float(0x7fffffff); }
-};
-template <> struct Lim<double> {
-  __device__ static double inf() { return __longlong_as_double(0x7ff0000000000000LL); }
-  __device__ static double nan() { return __longlong_as_double(0x7ff8000000000000LL); }
-};
-
-template <typename A>
-__device__ __forceinline__ A warp_sum(A v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Sum over the block; every thread gets the result.  `sh` holds >= 32 values.
-template <typename A>
-__device__ A block_sum(A v, A* sh) {
-  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-  v = warp_sum(v);
-  __syncthreads();  // sh may still be read from a previous reduction
-  if (lane == 0) sh[wid] = v;
-  __syncthreads();
-  v = (threadIdx.x < nw) ? sh[threadIdx.x] : A(0);
-  if (wid == 0) v = warp_sum(v);
-  if (threadIdx.x == 0) sh[0] = v;
-  __syncthreads();
-  return sh[0];
-}
-
-// Online softmax merge (Milakov & Gimelshein): (m, d) (+) (m2, d2), with the -inf guard.
-template <typename T>
-__device__ __forceinline__ void ms_merge(T& m, T& d, T m2, T d2) {
-  const T big = m > m2 ? m : m2;
-  if (big == -Lim<T>::inf()) return;  // both empty: stay (-inf, 0)
-  const T a = (m == -Lim<T>::inf()) ? T(0) : d * d_exp(m - big);
-  const T b = (m2 == -Lim<T>::inf()) ? T(0) : d2 * d_exp(m2 - big);
-  d = a + b;
-  m = big;
-}
-
-template <typename T>
-__device__ void block_max_sum(T& m, T& d, T* shm, T* shd) {
-  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-  for (int o = 16; o > 0; o >>= 1) {
-    T m2 = __shfl_xor_sync(0xffffffffu, m, o);
-    T d2 = __shfl_xor_sync(0xffffffffu, d, o);
-    ms_merge(m, d, m2, d2);
-  }
-  __syncthreads();
-  if (lane == 0) { shm[wid] = m; shd[wid] = d; }
-  __syncthreads();
-  if (wid == 0) {
-    m = (lane < nw) ? shm[lane] : -Lim<T>::inf();
-    d = (lane < nw) ? shd[lane] : T(0);
-    for (int o = 16; o > 0; o >>= 1) {
-      T m2 = __shfl_xor_sync(0xffffffffu, m, o);
-      T d2 = __shfl_xor_sync(0xffffffffu, d, o);
-      ms_merge(m, d, m2, d2);
-    }
-    if (lane == 0) { shm[0] = m; shd[0] = d; }
-  }
-  __syncthreads();
-  m = shm[0];
-  d = shd[0];
-}
-
-}  // namespace optnorm_norm
+using namespace optnorm;
 
 // y = softmax(x) (log_ = 0) or log_softmax(x) (log_ = 1) of each row of a C-contiguous (rows, n) array.
 // masked_zero: an all -inf row gives 0 (softmax) / -inf (log_softmax) instead of NaN.
 template <typename T>
 __global__ void softmax_fwd(const T* __restrict__ x, T* __restrict__ y, long long n, int log_, int masked_zero) {
-  using namespace optnorm_norm;
   __shared__ T shm[32];
   __shared__ T shd[32];
   const long long row = blockIdx.x;
@@ -140,7 +69,6 @@ __global__ void softmax_fwd(const T* __restrict__ x, T* __restrict__ y, long lon
 template <typename T>
 __global__ void softmax_bwd(const T* __restrict__ y, const T* __restrict__ g, T* __restrict__ dx, long long n,
                             int log_, int masked_zero) {
-  using namespace optnorm_norm;
   __shared__ T sh[32];
   const long long row = blockIdx.x;
   const T* yr = y + row * n;
@@ -173,7 +101,6 @@ template <typename T>
 __global__ void layer_norm_fwd(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
                                T* __restrict__ y, T* __restrict__ mean, T* __restrict__ rstd, long long n, T eps,
                                int has_w, int has_b) {
-  using namespace optnorm_norm;
   __shared__ double sh[32];
   const long long row = blockIdx.x;
   const T* xr = x + row * n;
@@ -206,7 +133,6 @@ template <typename T>
 __global__ void layer_norm_bwd(const T* __restrict__ x, const T* __restrict__ g, const T* __restrict__ w,
                                const T* __restrict__ mean, const T* __restrict__ rstd, T* __restrict__ dx,
                                long long n, int has_w) {
-  using namespace optnorm_norm;
   __shared__ double sh[32];
   const long long row = blockIdx.x;
   const T* xr = x + row * n;
@@ -233,7 +159,6 @@ __global__ void layer_norm_bwd(const T* __restrict__ x, const T* __restrict__ g,
 template <typename T>
 __global__ void rms_norm_fwd(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y,
                              T* __restrict__ rstd, long long n, T eps, int has_w) {
-  using namespace optnorm_norm;
   __shared__ double sh[32];
   const long long row = blockIdx.x;
   const T* xr = x + row * n;
@@ -256,7 +181,6 @@ __global__ void rms_norm_fwd(const T* __restrict__ x, const T* __restrict__ w, T
 template <typename T>
 __global__ void rms_norm_bwd(const T* __restrict__ x, const T* __restrict__ g, const T* __restrict__ w,
                              const T* __restrict__ rstd, T* __restrict__ dx, long long n, int has_w) {
-  using namespace optnorm_norm;
   __shared__ double sh[32];
   const long long row = blockIdx.x;
   const T* xr = x + row * n;
@@ -274,3 +198,74 @@ __global__ void rms_norm_bwd(const T* __restrict__ x, const T* __restrict__ g, c
     dr[j] = rs * (gh - xr[j] * rs * m2);
   }
 }
+
+// ---- gates: top-k softmax and soft top-k, one thread per row (rows are short, e.g. 64 experts);
+// exponentials and row sums accumulate in double.
+#define OPTNORM_TOPK_MAX 64
+
+// Dense top-k softmax gate of each row of x (rows x n, C-contiguous) and the selected indices (rows x k).
+// The running top-k list is kept sorted; a value enters only if strictly greater than the current k-th, so
+// among equal logits the lowest index wins (the documented tie rule).  Requires 1 <= k <= 64.
+template <typename T>
+__global__ void topk_softmax_rows(const T* __restrict__ x, T* __restrict__ out, long long* __restrict__ idx,
+                                  long long rows, long long n, int k, double inv_t) {
+  const long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (r >= rows) return;
+  const T* row = x + r * n;
+  T* orow = out + r * n;
+  T vals[OPTNORM_TOPK_MAX];
+  long long inds[OPTNORM_TOPK_MAX];
+  int cnt = 0;
+  for (long long j = 0; j < n; ++j) {
+    const T v = row[j];
+    if (cnt == k && !(v > vals[k - 1])) continue;
+    int pos = cnt < k ? cnt : k - 1;
+    while (pos > 0 && vals[pos - 1] < v) --pos;
+    for (int q = (cnt < k ? cnt : k - 1); q > pos; --q) {
+      vals[q] = vals[q - 1];
+      inds[q] = inds[q - 1];
+    }
+    vals[pos] = v;
+    inds[pos] = j;
+    if (cnt < k) ++cnt;
+  }
+  for (long long j = 0; j < n; ++j) orow[j] = T(0);
+  const double m = (double)vals[0];
+  double s = 0.0;
+  for (int q = 0; q < k; ++q) s += exp(((double)vals[q] - m) * inv_t);
+  for (int q = 0; q < k; ++q) {
+    orow[inds[q]] = (T)(exp(((double)vals[q] - m) * inv_t) / s);
+    idx[r * k + q] = inds[q];
+  }
+}
+
+// Soft top-k of each row: bisection on [c - max z, c - min z] (c = logit(k/n)/alpha, computed on the host)
+// for t with sum_j sigmoid(alpha (z_j + t)) = k, n_iter halvings, then p_j = sigmoid(alpha (z_j + t)).
+template <typename T>
+__global__ void soft_topk_rows(const T* __restrict__ z, T* __restrict__ out, long long rows, long long n,
+                               double k, double alpha, double c, int n_iter) {
+  const long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (r >= rows) return;
+  const T* row = z + r * n;
+  T* orow = out + r * n;
+  double mx = (double)row[0], mn = (double)row[0];
+  for (long long j = 1; j < n; ++j) {
+    const double v = (double)row[j];
+    mx = v > mx ? v : mx;
+    mn = v < mn ? v : mn;
+  }
+  double lo = c - mx, hi = c - mn;
+  for (int it = 0; it < n_iter; ++it) {
+    const double mid = 0.5 * (lo + hi);
+    double s = 0.0;
+    for (long long j = 0; j < n; ++j) s += sigmoid(alpha * ((double)row[j] + mid));
+    if (s < k) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  const double t = 0.5 * (lo + hi);
+  for (long long j = 0; j < n; ++j) orow[j] = (T)sigmoid(alpha * ((double)row[j] + t));
+}
+

@@ -9,50 +9,24 @@
 // optnorm-kernel: lse_rows<double>
 // optnorm-kernel: lse_cols<float>
 // optnorm-kernel: lse_cols<double>
+// optnorm-kernel: pairwise_box_w2<float>
+// optnorm-kernel: pairwise_box_w2<double>
 
-#include <math_constants.h>
+#include "common.cuh"
 
-namespace optnorm_ot {
-
-template <typename T> __device__ __forceinline__ T neg_inf();
-template <> __device__ __forceinline__ float neg_inf<float>() { return -CUDART_INF_F; }
-template <> __device__ __forceinline__ double neg_inf<double>() { return -CUDART_INF; }
-
-__device__ __forceinline__ float exp_(float x) { return __expf(x); }
-__device__ __forceinline__ double exp_(double x) { return exp(x); }
-__device__ __forceinline__ float log_(float x) { return logf(x); }
-__device__ __forceinline__ double log_(double x) { return log(x); }
-
-// merge (m2, s2) into (m1, s1): the pair represents m + log(s)
-template <typename T>
-__device__ __forceinline__ void merge(T &m1, T &s1, T m2, T s2) {
-    if (m2 == neg_inf<T>()) return;
-    if (m1 == neg_inf<T>()) { m1 = m2; s1 = s2; return; }
-    if (m2 > m1) { s1 = s1 * exp_(m1 - m2) + s2; m1 = m2; }
-    else { s1 += s2 * exp_(m2 - m1); }
-}
-
-template <typename T>
-__device__ __forceinline__ void push(T &mx, T &sm, T z) {
-    if (z == neg_inf<T>()) return;
-    if (z > mx) { sm = (mx == neg_inf<T>() ? T(0) : sm * exp_(mx - z)) + T(1); mx = z; }
-    else { sm += exp_(z - mx); }
-}
-
-}  // namespace optnorm_ot
+using namespace optnorm;
 
 template <typename T>
 __global__ void lse_rows(const T* __restrict__ M, const T* __restrict__ s, const T* __restrict__ vec,
                          T* __restrict__ out, int Bn, int n, int m) {
-    using namespace optnorm_ot;
     const long long row = blockIdx.x;              // b * n + i
     if (row >= (long long)Bn * n) return;
     const int b = (int)(row / n);
     const T sb = s[b];
     const T* Mr = M + row * (long long)m;
     const T* vb = vec + (long long)b * m;
-    T mx = neg_inf<T>(), sm = T(0);
-    for (int j = threadIdx.x; j < m; j += blockDim.x) push(mx, sm, vb[j] - Mr[j] * sb);
+    T mx = (-Lim<T>::inf()), sm = T(0);
+    for (int j = threadIdx.x; j < m; j += blockDim.x) ms_push(mx, sm, vb[j] - Mr[j] * sb);
     __shared__ T smx[256];
     __shared__ T ssm[256];
     smx[threadIdx.x] = mx;
@@ -61,27 +35,26 @@ __global__ void lse_rows(const T* __restrict__ M, const T* __restrict__ s, const
     for (int w = blockDim.x / 2; w > 0; w >>= 1) {
         if (threadIdx.x < w) {
             T a = smx[threadIdx.x], c = ssm[threadIdx.x];
-            merge(a, c, smx[threadIdx.x + w], ssm[threadIdx.x + w]);
+            ms_merge(a, c, smx[threadIdx.x + w], ssm[threadIdx.x + w]);
             smx[threadIdx.x] = a;
             ssm[threadIdx.x] = c;
         }
         __syncthreads();
     }
-    if (threadIdx.x == 0) out[row] = (smx[0] == neg_inf<T>()) ? neg_inf<T>() : smx[0] + log_(ssm[0]);
+    if (threadIdx.x == 0) out[row] = (smx[0] == (-Lim<T>::inf())) ? (-Lim<T>::inf()) : smx[0] + d_log(ssm[0]);
 }
 
 template <typename T>
 __global__ void lse_cols(const T* __restrict__ M, const T* __restrict__ s, const T* __restrict__ vec,
                          T* __restrict__ out, int Bn, int n, int m) {
-    using namespace optnorm_ot;
     const int b = blockIdx.y;
     const int j = blockIdx.x * 32 + threadIdx.x;
     const T sb = s[b];
     const T* Mb = M + (long long)b * n * m;
     const T* ub = vec + (long long)b * n;
-    T mx = neg_inf<T>(), sm = T(0);
+    T mx = (-Lim<T>::inf()), sm = T(0);
     if (j < m) {
-        for (int i = threadIdx.y; i < n; i += blockDim.y) push(mx, sm, ub[i] - Mb[(long long)i * m + j] * sb);
+        for (int i = threadIdx.y; i < n; i += blockDim.y) ms_push(mx, sm, ub[i] - Mb[(long long)i * m + j] * sb);
     }
     __shared__ T smx[8][32];
     __shared__ T ssm[8][32];
@@ -89,7 +62,32 @@ __global__ void lse_cols(const T* __restrict__ M, const T* __restrict__ s, const
     ssm[threadIdx.y][threadIdx.x] = sm;
     __syncthreads();
     if (threadIdx.y == 0 && j < m) {
-        for (int k = 1; k < (int)blockDim.y; ++k) merge(mx, sm, smx[k][threadIdx.x], ssm[k][threadIdx.x]);
-        out[(long long)b * m + j] = (mx == neg_inf<T>()) ? neg_inf<T>() : mx + log_(sm);
+        for (int k = 1; k < (int)blockDim.y; ++k) ms_merge(mx, sm, smx[k][threadIdx.x], ssm[k][threadIdx.x]);
+        out[(long long)b * m + j] = (mx == (-Lim<T>::inf())) ? (-Lim<T>::inf()) : mx + d_log(sm);
     }
+}
+
+// ---- boxes: pairwise 2-Wasserstein / NWD between axis-aligned boxes (as Gaussians)
+// out[i, j] for boxes i (p1: n x 4 of (cx, cy, w/2, h/2)) and j (p2t: 4 x m, one row per parameter):
+// kind 0: W2^2, kind 1: W2, kind 2: exp(-sqrt(W2^2 + eps) * inv_c) (NWD).  Threads run along j (coalesced
+// reads of p2t and writes of out); the grid's y dimension strides over i.
+template <typename T>
+__global__ void pairwise_box_w2(const T* __restrict__ p1, const T* __restrict__ p2t, T* __restrict__ out,
+                                long long n, long long m, int kind, T inv_c, T eps) {
+  const long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= m) return;
+  const T b0 = p2t[j], b1 = p2t[m + j], b2 = p2t[2 * m + j], b3 = p2t[3 * m + j];
+  for (long long i = blockIdx.y; i < n; i += gridDim.y) {
+    const T d0 = p1[4 * i] - b0, d1 = p1[4 * i + 1] - b1, d2 = p1[4 * i + 2] - b2, d3 = p1[4 * i + 3] - b3;
+    const T s = d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
+    T y;
+    if (kind == 0) {
+      y = s;
+    } else if (kind == 1) {
+      y = sqrt(s);
+    } else {
+      y = exp(-sqrt(s + eps) * inv_c);
+    }
+    out[i * m + j] = y;
+  }
 }

@@ -75,7 +75,7 @@ def _(z, *, k, inv_t, xp):
     out = cupy.empty_like(rows)
     idx = cupy.empty((R, k), dtype=cupy.int64)
     if R:
-        ker = loader.kernel("wave2", f"topk_softmax_rows<{loader.dtype_name(z.dtype)}>")
+        ker = loader.kernel("norm", "topk_softmax_rows", z.dtype)
         ker(((R + 127) // 128,), (128,), (rows, out, idx, np.int64(R), np.int64(n), np.int32(k), np.float64(inv_t)))
     return out.reshape(z.shape), idx.reshape(z.shape[:-1] + (k,))
 
@@ -291,7 +291,7 @@ def _(z, *, k, alpha, n_iter, xp):
     r = k / n
     c = math.log(r / (1.0 - r)) / alpha
     if R:
-        ker = loader.kernel("wave2", f"soft_topk_rows<{loader.dtype_name(z.dtype)}>")
+        ker = loader.kernel("norm", "soft_topk_rows", z.dtype)
         ker(((R + 127) // 128,), (128,), (rows, out, np.int64(R), np.int64(n), np.float64(k), np.float64(alpha),
                                            np.float64(c), np.int32(n_iter)))
     return out.reshape(z.shape)

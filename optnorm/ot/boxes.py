@@ -293,7 +293,7 @@ def _(b1, b2, *, format, kind, C, eps, xp, out=None):
     n, m = P1.shape[0], P2.shape[1]
     buf = cupy.empty((n, m), dtype=b1.dtype)
     if n and m:
-        ker = loader.kernel("wave2", f"pairwise_box_w2<{loader.dtype_name(b1.dtype)}>")
+        ker = loader.kernel("ot", "pairwise_box_w2", b1.dtype)
         scal = np.dtype(b1.dtype).type
         ker(((m + 255) // 256, min(n, 65535)), (256,), (P1, P2, buf, np.int64(n), np.int64(m), np.int32(kind),
                                                          scal(1.0 / C), scal(eps)))
