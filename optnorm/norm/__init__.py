@@ -1,12 +1,11 @@
 """Normalization math: softmax family, losses, normalization layers, activations, attention."""
-from .._lib.exports import export_modules, wrap_blockwise
+from .._lib.api import export_domain
+from .._lib.exports import wrap_blockwise
 
-__all__ = export_modules(globals(), __name__, ("softmax", "losses", "layer", "batch", "weight", "activations", "spatial", "attention", "gates", "inline", "random_features", "metric_losses", "instance", "folding", "continual"))
+__all__ = export_domain(globals(), __name__)
 
 # Dask scale-out: these batched functions take Dask arrays and run chunk by chunk (NumPy/Numba path inside).
 SCALEOUT = {
-    "softmax": ("(n)->(n)", {"axis_arg": "axis"}),
-    "log_softmax": ("(n)->(n)", {"axis_arg": "axis"}),
     "rms_norm": ("(n)->(n)", {"axis_arg": "axis"}),
     "layer_norm": ("(n)->(n)", {"axis_arg": "axis"}),
 }

@@ -13,7 +13,6 @@ import numbers
 
 from .._lib import compat, ops, validate
 from .._lib.dispatch import Dispatcher, numpy_float
-from .softmax import check_out
 
 __all__ = ["layer_norm", "rms_norm", "crms_norm", "group_norm"]
 
@@ -162,7 +161,7 @@ def _check_ln(x, weight, bias, axis, eps, out):
     axes = _check_axes(x, axis)
     _check_affine(weight, "weight", x, axes)
     _check_affine(bias, "bias", x, axes)
-    check_out(out, x)
+    validate.check_out(out, x)
     return axes
 
 
@@ -355,7 +354,7 @@ def rms_norm_fwd(x, weight=None, *, axis=-1, eps=None, out=None):
     validate.check_float(x, "x")
     axes = _check_axes(x, axis)
     _check_affine(weight, "weight", x, axes)
-    check_out(out, x)
+    validate.check_out(out, x)
     eps = _default_eps(x, xp, eps)
     y, rstd = _rms(x, weight, axes=axes, eps=eps, out=out, xp=xp)
     return y, (x, weight, rstd, axes)
@@ -425,7 +424,7 @@ def crms_norm_fwd(x, weight=None, *, axis=-1, eps=None, out=None):
     validate.check_nonempty(x, "x", ax)
     axes = (ax,)
     _check_affine(weight, "weight", x, axes)
-    check_out(out, x)
+    validate.check_out(out, x)
     eps = _default_eps(x, xp, eps)
     ct = compat.compute_dtype(x, xp)
     xc = _to(xp, x, ct)

@@ -7,11 +7,12 @@ kernels of :mod:`optnorm._numba.norm`, CuPy inputs the CUDA kernels of ``optnorm
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
-from .._lib import compat, ops, validate
+from .._lib import compat, validate
+from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
-
-__all__ = ["softmax", "log_softmax", "stablemax", "log_stablemax"]
+from .._lib.roles import Axis, Choice, Float, Out
 
 METHODS = ("safe", "online", "two_pass")
 MASKED = ("nan", "zero")
@@ -33,34 +34,13 @@ def _itemsize(xp, dt) -> int:
 
 
 def _to(xp, a, dt):
-    return a if a.dtype == dt else xp.astype(a, dt)
+    return compat.cast(a, dt, xp)
 
 
-def _check_common(x, axis, method, masked_row, out, name="x"):
-    validate.check_float(x, name)
-    if x.ndim == 0:
-        raise ValueError(f"{name} must have at least one dimension, got a 0-d array")
-    ax = validate.check_axis(axis, x.ndim, "axis")
-    validate.check_nonempty(x, name, ax)
-    if method is not None:
-        validate.check_in(method, METHODS, "method")
-    if masked_row is not None:
-        validate.check_in(masked_row, MASKED, "masked_row")
-    check_out(out, x)
-    return ax
-
-
-def check_out(out, x, name="out"):
-    """``out`` has the shape, dtype and library of ``x`` (and is mutable)."""
-    if out is None:
-        return
-    if compat.is_jax(out) or compat.is_jax(x):
-        raise TypeError(f"{name}= cannot be used with JAX arrays: they are immutable")
-    validate.check_same_namespace(x=x, out=out)
-    if tuple(out.shape) != tuple(x.shape):
-        raise ValueError(f"{name} has shape {tuple(out.shape)}, expected {tuple(x.shape)}")
-    if out.dtype != x.dtype:
-        raise TypeError(f"{name} has dtype {out.dtype}, expected {x.dtype}")
+# roles shared by the whole family: a non-empty float array of >= 1 dims, an axis of it, an out= like it
+_ROW = dict(x=Float("... n"), axis=Axis("x"), out=Out("x"))
+_ALGO = dict(method=Choice(METHODS), masked_row=Choice(MASKED))
+_ROWS_GUFUNC = ("(n)->(n)", {"axis_arg": "axis"})
 
 
 def _log_terms(xc, axis, method, xp):
@@ -158,9 +138,9 @@ def _softmax_bwd_generic(y, dy, *, axis, log, masked_row, xp):
     return _to(xp, dx, y.dtype)
 
 
-_softmax = Dispatcher("norm.softmax")
+_softmax = Dispatcher("norm.softmax", serves=("norm.softmax", "norm.log_softmax"))
 _softmax.generic(_softmax_generic)
-_softmax_bwd = Dispatcher("norm.softmax_bwd")
+_softmax_bwd = Dispatcher("norm.softmax_bwd", serves=("norm.softmax", "norm.log_softmax"))
 _softmax_bwd.generic(_softmax_bwd_generic)
 
 
@@ -219,6 +199,7 @@ def _softmax_bwd_cuda(y, dy, *, axis, log, masked_row, xp):
 
 
 # ------------------------------------------------------------------------------------------ softmax
+@public(**_ROW, **_ALGO, gufunc=_ROWS_GUFUNC)
 def softmax(x, *, axis=-1, method="safe", masked_row="nan", out=None):
     r"""Softmax along ``axis``: :math:`y_i = e^{x_i} / \sum_j e^{x_j}`, computed without overflow.
 
@@ -269,23 +250,28 @@ def softmax(x, *, axis=-1, method="safe", masked_row="nan", out=None):
     >>> softmax(np.array([1e30, 0.0, 1e30], np.float32), method="two_pass")
     array([0.5, 0. , 0.5], dtype=float32)
     """
-    ax = _check_common(x, axis, method, masked_row, out)
     xp = compat.array_namespace(x)
-    return _softmax(x, axis=ax, method=method, masked_row=masked_row, log=False, out=out, xp=xp)
+    return _softmax(x, axis=axis, method=method, masked_row=masked_row, log=False, out=out, xp=xp)
+
+
+class SoftmaxRes(NamedTuple):
+    """Residuals of softmax/log_softmax: the output and the options the VJP needs."""
+    y: Any
+    axis: int
+    masked_row: str
 
 
 def softmax_fwd(x, *, axis=-1, method="safe", masked_row="nan", out=None):
     y = softmax(x, axis=axis, method=method, masked_row=masked_row, out=out)
-    return y, (y, axis, masked_row)
+    return y, SoftmaxRes(y, axis % y.ndim, masked_row)
 
 
-def softmax_bwd(res, dy):
-    y, axis, masked_row = res
-    xp = compat.array_namespace(y)
-    ax = validate.check_axis(axis, y.ndim)
-    return (_softmax_bwd(y, dy, axis=ax, log=False, masked_row=masked_row, xp=xp),)
+def softmax_bwd(res: SoftmaxRes, dy):
+    xp = compat.array_namespace(res.y)
+    return (_softmax_bwd(res.y, dy, axis=res.axis, log=False, masked_row=res.masked_row, xp=xp),)
 
 
+@public(**_ROW, **_ALGO, gufunc=_ROWS_GUFUNC)
 def log_softmax(x, *, axis=-1, method="safe", masked_row="nan", out=None):
     r"""Log-softmax along ``axis``: :math:`y_i = x_i - \log\sum_j e^{x_j}`, without overflow.
 
@@ -323,25 +309,22 @@ def log_softmax(x, *, axis=-1, method="safe", masked_row="nan", out=None):
     >>> log_softmax(np.array([0.0, 0.0]))
     array([-0.69314718, -0.69314718])
     """
-    ax = _check_common(x, axis, method, masked_row, out)
     xp = compat.array_namespace(x)
-    return _softmax(x, axis=ax, method=method, masked_row=masked_row, log=True, out=out, xp=xp)
+    return _softmax(x, axis=axis, method=method, masked_row=masked_row, log=True, out=out, xp=xp)
 
 
 def log_softmax_fwd(x, *, axis=-1, method="safe", masked_row="nan", out=None):
     y = log_softmax(x, axis=axis, method=method, masked_row=masked_row, out=out)
-    return y, (y, axis, masked_row)
+    return y, SoftmaxRes(y, axis % y.ndim, masked_row)
 
 
-def log_softmax_bwd(res, dy):
-    y, axis, masked_row = res
-    xp = compat.array_namespace(y)
-    ax = validate.check_axis(axis, y.ndim)
-    return (_softmax_bwd(y, dy, axis=ax, log=True, masked_row=masked_row, xp=xp),)
+def log_softmax_bwd(res: SoftmaxRes, dy):
+    xp = compat.array_namespace(res.y)
+    return (_softmax_bwd(res.y, dy, axis=res.axis, log=True, masked_row=res.masked_row, xp=xp),)
 
 
-ops.register("norm.softmax", softmax, softmax_fwd, softmax_bwd)
-ops.register("norm.log_softmax", log_softmax, log_softmax_fwd, log_softmax_bwd)
+vjp(softmax, softmax_fwd, softmax_bwd)
+vjp(log_softmax, log_softmax_fwd, log_softmax_bwd)
 
 
 # ------------------------------------------------------------------------------------------ stablemax
@@ -357,10 +340,7 @@ def _ds(xc, xp):
     return xp.where(xc >= 0, xp.ones_like(xc), neg * neg)
 
 
-def _check_stable(x, axis, out):
-    return _check_common(x, axis, None, None, out)
-
-
+@public(**_ROW)
 def stablemax(x, *, axis=-1, out=None):
     r"""StableMax: :math:`y_i = s(x_i) / \sum_j s(x_j)`, :math:`s(x) = x + 1` (x >= 0), :math:`1/(1-x)` (x < 0).
 
@@ -391,7 +371,7 @@ def stablemax(x, *, axis=-1, out=None):
     >>> stablemax(np.array([0.0, 1.0, -1.0]))
     array([0.28571429, 0.57142857, 0.14285714])
     """
-    ax = _check_stable(x, axis, out)
+    ax = axis
     xp = compat.array_namespace(x)
     xc = _to(xp, x, compat.compute_dtype(x, xp))
     s = _s(xc, xp)
@@ -399,15 +379,20 @@ def stablemax(x, *, axis=-1, out=None):
     return compat.write_out(out, _to(xp, y, x.dtype))
 
 
+class StablemaxRes(NamedTuple):
+    x: Any
+    y: Any      # None for log_stablemax
+    axis: int
+
+
 def stablemax_fwd(x, *, axis=-1, out=None):
     y = stablemax(x, axis=axis, out=out)
-    return y, (x, y, axis)
+    return y, StablemaxRes(x, y, axis % x.ndim)
 
 
-def stablemax_bwd(res, dy):
-    x, y, axis = res
+def stablemax_bwd(res: StablemaxRes, dy):
+    x, y, ax = res
     xp = compat.array_namespace(x)
-    ax = validate.check_axis(axis, x.ndim)
     ct = compat.compute_dtype(x, xp)
     xc, yc, gc = _to(xp, x, ct), _to(xp, y, ct), _to(xp, dy, ct)
     big_s = xp.sum(_s(xc, xp), axis=ax, keepdims=True)
@@ -415,6 +400,7 @@ def stablemax_bwd(res, dy):
     return (_to(xp, dx, x.dtype),)
 
 
+@public(**_ROW)
 def log_stablemax(x, *, axis=-1, out=None):
     r"""Log-StableMax: :math:`y_i = \log s(x_i) - \log \sum_j s(x_j)` (see :func:`stablemax`).
 
@@ -443,7 +429,7 @@ def log_stablemax(x, *, axis=-1, out=None):
     >>> float(log_stablemax(np.array([0.0, 0.0]))[0])
     -0.6931471805599453
     """
-    ax = _check_stable(x, axis, out)
+    ax = axis
     xp = compat.array_namespace(x)
     xc = _to(xp, x, compat.compute_dtype(x, xp))
     s = _s(xc, xp)
@@ -453,13 +439,12 @@ def log_stablemax(x, *, axis=-1, out=None):
 
 def log_stablemax_fwd(x, *, axis=-1, out=None):
     y = log_stablemax(x, axis=axis, out=out)
-    return y, (x, axis)
+    return y, StablemaxRes(x, None, axis % x.ndim)
 
 
-def log_stablemax_bwd(res, dy):
-    x, axis = res
+def log_stablemax_bwd(res: StablemaxRes, dy):
+    x, _, ax = res
     xp = compat.array_namespace(x)
-    ax = validate.check_axis(axis, x.ndim)
     ct = compat.compute_dtype(x, xp)
     xc, gc = _to(xp, x, ct), _to(xp, dy, ct)
     s = _s(xc, xp)
@@ -468,5 +453,5 @@ def log_stablemax_bwd(res, dy):
     return (_to(xp, dx, x.dtype),)
 
 
-ops.register("norm.stablemax", stablemax, stablemax_fwd, stablemax_bwd)
-ops.register("norm.log_stablemax", log_stablemax, log_stablemax_fwd, log_stablemax_bwd)
+vjp(stablemax, stablemax_fwd, stablemax_bwd)
+vjp(log_stablemax, log_stablemax_fwd, log_stablemax_bwd)
