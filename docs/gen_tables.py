@@ -5,8 +5,6 @@ public names, which have a registered VJP (torch/JAX adapters), and which have a
 """
 from __future__ import annotations
 
-import importlib
-import inspect
 from pathlib import Path
 
 DOMAINS = {
@@ -17,40 +15,31 @@ DOMAINS = {
 }
 
 
-def _fast_paths() -> dict[str, set[str]]:
-    from optnorm._lib.dispatch import DISPATCHERS
-
-    out: dict[str, set[str]] = {}
-    for name, d in DISPATCHERS.items():
-        short = name.rsplit(".", 1)[-1]
-        out.setdefault(short, set()).update(p for p in d.paths if p != "generic")
-    return out
-
-
 def write_all(outdir: Path) -> list[str]:
-    """Write ``_api_<domain>.rst`` and ``_capabilities.rst`` into ``outdir``; return the API files."""
-    from optnorm._lib import ops
+    """Write ``_api_<domain>.rst`` and ``_capabilities.rst`` into ``outdir``; return the API files.
 
-    registered = {o.short_name for o in ops.all_ops().values()}
-    for d in DOMAINS:
-        importlib.import_module(f"optnorm.{d}")
-    fast = _fast_paths()
+    Every row comes from the registry (:mod:`optnorm._lib.api`): the declared public names, whether
+    each has a VJP, which fast paths serve it (dispatchers name the functions they serve), and its
+    Dask gufunc signature.
+    """
+    from optnorm._lib import api
+    from optnorm._lib.dispatch import fast_paths
+
+    fast = fast_paths()
     rows = []
     for d, title in DOMAINS.items():
-        mod = importlib.import_module(f"optnorm.{d}")
-        names = sorted(getattr(mod, "__all__", []))
-        # constants (norm.SELU_ALPHA) are documented in their module's docstring, not as API pages
-        names = [n for n in names if callable(getattr(mod, n))]
+        entries = [f for f in api.functions(d, kind=None) if f.kind != "constant"]
+        names = sorted(f.short_name for f in entries)
         lines = [".. currentmodule:: optnorm." + d, "", ".. autosummary::", "   :toctree: generated", ""]
         lines += [f"   {n}" for n in names]
         (outdir / f"_api_{d}.rst").write_text("\n".join(lines) + "\n")
-        for n in names:
-            obj = getattr(mod, n)
-            kind = "class" if inspect.isclass(obj) else "function"
-            paths = fast.get(n, set())
-            rows.append((f"``{d}.{n}``", kind, "yes" if n in registered else "",
-                         "yes" if "numba" in paths else "", "yes" if "cuda" in paths else ""))
-    head = ("Function", "Kind", "VJP (torch/JAX adapters)", "Numba", "CUDA")
+        for f in sorted(entries, key=lambda e: e.short_name):
+            paths = fast.get(f.name, set())
+            dask = f.gufunc[0] if isinstance(f.gufunc, tuple) else (f.gufunc or "")
+            rows.append((f"``{f.name}``", f.kind, "yes" if f.op is not None else "",
+                         "yes" if "numba" in paths else "", "yes" if "cuda" in paths else "",
+                         f"``{dask}``" if dask else ""))
+    head = ("Function", "Kind", "VJP", "Numba", "CUDA", "Dask")
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     sep = "  ".join("=" * w for w in widths)
     fmt = lambda r: "  ".join(c.ljust(w) if c else "-".ljust(w) for c, w in zip(r, widths))  # noqa: E731

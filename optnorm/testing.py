@@ -20,25 +20,43 @@ def as_tuple(y) -> tuple:
     return y if isinstance(y, tuple) else (y,)
 
 
-def assert_close(actual: Any, desired: Any, *, rtol: float = 1e-7, atol: float = 0.0, err_msg: str = "",
-                 equal_nan: bool = True, check_dtype: Any = None) -> None:
-    """``np.testing.assert_allclose`` after moving ``actual`` (any library) to NumPy.
+def _dtype_str(a) -> str:
+    return str(a.dtype).rsplit(".", 1)[-1]  # torch.float32, array_api_strict.float32 -> float32
 
-    ``check_dtype`` may name a dtype (e.g. ``"float32"``) the actual array must have.
+
+def assert_close(actual: Any, desired: Any, *, rtol: float = 1e-7, atol: float = 0.0, err_msg: str = "",
+                 equal_nan: bool = True, check_dtype: Any = True, xp: Any = None) -> None:
+    """Values of ``actual`` (any library) against ``desired``, and by default its dtype and library too.
+
+    Like SciPy's ``xp_assert_close``, the checks beyond values are on unless turned off:
+
+    - ``check_dtype=True`` (default): ``actual`` has ``desired``'s dtype when ``desired`` is an array
+      (a Python scalar desired checks nothing); a dtype name (``"float32"``) checks that dtype;
+      ``False`` checks values only (a float64 reference for a float32 result).
+    - ``xp``: the namespace ``actual`` must come from (the ``xp`` fixture), e.g. torch in, torch out.
     """
     if isinstance(actual, tuple) or isinstance(desired, tuple):
         a_t, d_t = as_tuple(actual), as_tuple(desired)
         assert len(a_t) == len(d_t), f"{err_msg}: {len(a_t)} outputs, expected {len(d_t)}"
         for i, (a, d) in enumerate(zip(a_t, d_t)):
             assert_close(a, d, rtol=rtol, atol=atol, err_msg=f"{err_msg} [output {i}]", equal_nan=equal_nan,
-                         check_dtype=check_dtype)
+                         check_dtype=check_dtype, xp=xp)
         return
     if actual is None or desired is None:
         assert actual is None and desired is None, f"{err_msg}: one output is None and the other is not"
         return
-    if check_dtype is not None:
-        got = str(actual.dtype).rsplit(".", 1)[-1]  # torch.float32, array_api_strict.float32 -> float32
-        assert got == str(check_dtype), f"{err_msg}: dtype {got}, expected {check_dtype}"
+    if xp is not None and compat.is_array(actual):
+        want = compat.backend_name(xp.asarray(0.0))
+        got = compat.backend_name(actual)
+        assert got == want, f"{err_msg}: result is a {got} array, expected {want}"
+    if check_dtype is not False and hasattr(actual, "dtype"):
+        if check_dtype is True:
+            want_dt = _dtype_str(desired) if hasattr(desired, "dtype") and np.ndim(compat.to_numpy(desired)) >= 0 \
+                and not isinstance(desired, (float, int, np.floating, np.integer)) else None
+        else:
+            want_dt = str(check_dtype)
+        if want_dt is not None:
+            assert _dtype_str(actual) == want_dt, f"{err_msg}: dtype {_dtype_str(actual)}, expected {want_dt}"
     a = compat.to_numpy(actual)
     d = compat.to_numpy(desired)
     if a.dtype.kind == "f":
