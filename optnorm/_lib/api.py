@@ -38,6 +38,8 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from . import compat
 from .roles import Call, Role
 
@@ -121,7 +123,9 @@ class _Checker:
         for o in self.outs:
             if values[o] is not None and compat.is_array(values[o]):
                 present[o] = values[o]
-        if present:
+        if present and all(type(v) is np.ndarray for v in present.values()):
+            call.xp = compat.array_namespace(*present.values())
+        elif present:
             kinds = {p: compat.backend_name(v) for p, v in present.items()}
             if len(set(kinds.values())) > 1:
                 desc = ", ".join(f"{p} is {k}" for p, k in kinds.items())

@@ -17,8 +17,11 @@ __all__ = [
     "is_array", "is_concrete", "backend_name", "device", "to_numpy", "from_numpy_like", "write_out",
     "is_floating", "compute_dtype", "float_dtypes", "same_namespace", "size", "cast", "is_writeable", "overlap",
     "asarray_like", "detach", "no_grad", "requires_grad", "is_traced", "copy_into", "arange", "eye", "zeros", "full",
-    "is_mutable", "fast_path_of", "native_autograd",
+    "is_mutable", "fast_path_of", "native_autograd", "dtype_name",
 ]
+
+
+_NUMPY_NS = _aac.array_namespace(np.empty(0))
 
 
 def array_namespace(*arrays: Any, use_compat: bool | None = None):
@@ -27,8 +30,8 @@ def array_namespace(*arrays: Any, use_compat: bool | None = None):
     Raises ``TypeError`` when the arrays come from different libraries, naming them.
     """
     arrs = [a for a in arrays if a is not None and not isinstance(a, (int, float, complex, bool))]
-    if not arrs:
-        return _aac.array_namespace(np.empty(0))
+    if not arrs or (use_compat is None and all(type(a) is np.ndarray for a in arrs)):
+        return _NUMPY_NS
     try:
         return _aac.array_namespace(*arrs, use_compat=use_compat)
     except TypeError as exc:
@@ -170,14 +173,26 @@ def float_dtypes(xp) -> tuple:
     return tuple(out)
 
 
+_DTYPE_NAMES: dict = {}
+_FLOAT_NAMES = frozenset(("float16", "bfloat16", "float32", "float64"))
+
+
+def dtype_name(dtype: Any) -> str:
+    """Library-independent dtype name: ``float32`` for ``np.float32``, ``torch.float32``, ``jnp.float32``..."""
+    try:
+        return _DTYPE_NAMES[dtype]
+    except (KeyError, TypeError):
+        name = str(dtype).rsplit(".", 1)[-1]
+        try:
+            _DTYPE_NAMES[dtype] = name
+        except TypeError:  # unhashable dtype object
+            pass
+        return name
+
+
 def is_floating(x: Any, xp=None) -> bool:
-    xp = xp or array_namespace(x)
-    dt = x.dtype
-    if is_torch(x):
-        return dt.is_floating_point
-    if str(dt) == "bfloat16":
-        return True
-    return xp.isdtype(dt, "real floating")
+    """Real floating dtype (float16, bfloat16, float32, float64) in any library."""
+    return dtype_name(x.dtype) in _FLOAT_NAMES
 
 
 def compute_dtype(x: Any, xp=None):

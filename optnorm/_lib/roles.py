@@ -138,7 +138,7 @@ def float_kind(x) -> bool:
 
 
 def _dtype_name(x) -> str:
-    return str(x.dtype).rsplit(".", 1)[-1]
+    return compat.dtype_name(x.dtype)
 
 
 def _data(x):
