@@ -95,24 +95,19 @@ def _in_use(job, spec, config) -> list:
     return [*job.ps, *job.gs, *(a for slot in slots if slot is not None for a in slot)]
 
 
-def _one_float_dtype(arrays, ready) -> bool:
-    dt = None
-    for a in arrays:
-        if not ready(a) or a.dtype not in (np.float32, np.float64):
-            return False
-        if dt is None:
-            dt = a.dtype
-        elif a.dtype != dt:
-            return False
-    return True
+def _one_float_dtype(arrays) -> bool:
+    """Every buffer C-contiguous and writeable, all float32 or all float64."""
+    dt = arrays[0].dtype
+    return dt in (np.float32, np.float64) and all(
+        a.dtype == dt and a.flags.c_contiguous and compat.is_writeable(a) for a in arrays)
 
 
-def _numpy_ready(a) -> bool:
-    return compat.is_numpy(a) and a.flags.c_contiguous and a.flags.writeable
+def _numba_ready(arrays) -> bool:
+    return compat.fast_path_of(*arrays) == "numba" and _one_float_dtype(arrays)
 
 
-def _cupy_ready(a) -> bool:
-    return compat.is_cupy(a) and a.flags.c_contiguous
+def _cuda_ready(arrays) -> bool:
+    return all(compat.fast_path_of(a) == "cuda" for a in arrays) and _one_float_dtype(arrays)
 
 
 def _concrete_lr(rule, job) -> bool:
@@ -176,9 +171,9 @@ def _dispatcher(name: str, serves: tuple, spec: _Spec) -> Dispatcher:
     d.generic(lambda rep, rule, job, config: rule.apply_generic_(job))
     d.numba(functools.partial(_numba_step, spec),
             when=lambda rep, rule, job, config: _concrete_lr(rule, job)
-            and _one_float_dtype(_in_use(job, spec, config), _numpy_ready))
+            and _numba_ready(_in_use(job, spec, config)))
     d.cuda(functools.partial(_cuda_step, spec),
-           when=lambda rep, rule, job, config: _one_float_dtype(_in_use(job, spec, config), _cupy_ready))
+           when=lambda rep, rule, job, config: _cuda_ready(_in_use(job, spec, config)))
     return d
 
 
