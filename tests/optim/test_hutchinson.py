@@ -18,7 +18,7 @@ def test_diag_exact_for_diagonal_hessian(xp, rng):
     d = rng.standard_normal(6)
     H = xp.asarray(np.diag(d))
     est = oo.hutchinson_diag(lambda v: H @ v, xp.asarray(np.zeros(6)), n_samples=1, seed=3)
-    assert_close(est, d, rtol=1e-12, atol=1e-12)
+    assert_close(est, d, rtol=1e-12, atol=1e-12, xp=xp)
 
 
 def test_diag_is_unbiased_and_seeded(rng):

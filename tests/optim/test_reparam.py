@@ -47,9 +47,9 @@ def test_floored_rows_and_input_untouched(xp, rng):
     W[2] *= 1e-3
     Wx = xp.asarray(W)
     y = oo.weight_conditioning(Wx, eps=1e-2)
-    assert_close(y, _ref(W, eps=1e-2), rtol=1e-12)
-    assert_close(y[1, ...], np.zeros(3))
-    assert_close(Wx, W)  # input not mutated
+    assert_close(y, _ref(W, eps=1e-2), rtol=1e-12, xp=xp)
+    assert_close(y[1, ...], np.zeros(3), xp=xp)
+    assert_close(Wx, W, xp=xp)  # input not mutated
 
 
 def test_half_precision(rng):
@@ -118,11 +118,11 @@ def test_vjp_on_every_backend(xp, rng):
     _, res = op.fwd(xp.asarray(W), mode="row")
     (g,) = op.bwd(res, xp.asarray(dy))
     _, res0 = op.fwd(W, mode="row")
-    assert_close(g, op.bwd(res0, dy)[0], rtol=1e-12)
+    assert_close(g, op.bwd(res0, dy)[0], rtol=1e-12, xp=xp)
     # independent: y = W/n, dW = (dy - y <y, dy>) / n per row
     y = _ref(W)
     n = np.linalg.norm(W, axis=1, keepdims=True)
-    assert_close(g, (dy - y * np.sum(y * dy, axis=1, keepdims=True)) / n, rtol=1e-12)
+    assert_close(g, (dy - y * np.sum(y * dy, axis=1, keepdims=True)) / n, rtol=1e-12, xp=xp)
 
 
 def test_torch_gradcheck(rng):

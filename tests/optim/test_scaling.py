@@ -35,7 +35,7 @@ def test_spectral_normalize(xp, rng):
     out = oo.spectral_normalize(xp.asarray(G), n_iter=50)
     assert abs(np.linalg.norm(to_numpy(out), 2) - 2.0) < 1e-6
     exact = oo.spectral_normalize(xp.asarray(G), exact=True)
-    assert_close(exact, 2.0 * G / np.linalg.norm(G, 2), rtol=1e-10)
+    assert_close(exact, 2.0 * G / np.linalg.norm(G, 2), rtol=1e-10, xp=xp)
 
 
 def test_project_to_norm(rng):
@@ -53,14 +53,14 @@ def _norm_loss_ref(W, factor):
 @pytest.mark.parametrize("shape", [(5,), (4, 3), (3, 2, 2, 2)])
 def test_norm_loss_value_and_grad(xp, rng, shape):
     W = rng.standard_normal(shape)
-    assert_close(oo.norm_loss(xp.asarray(W), factor=0.3), _norm_loss_ref(W, 0.3), rtol=1e-12)
+    assert_close(oo.norm_loss(xp.asarray(W), factor=0.3), _norm_loss_ref(W, 0.3), rtol=1e-12, xp=xp)
     h = 1e-6
     num = np.zeros_like(W)
     for i in np.ndindex(W.shape):
         e = np.zeros_like(W)
         e[i] = h
         num[i] = (_norm_loss_ref(W + e, 0.3) - _norm_loss_ref(W - e, 0.3)) / (2 * h)
-    assert_close(oo.norm_loss_grad(xp.asarray(W), factor=0.3), num, rtol=1e-6, atol=1e-8)
+    assert_close(oo.norm_loss_grad(xp.asarray(W), factor=0.3), num, rtol=1e-6, atol=1e-8, xp=xp)
 
 
 def test_norm_loss_vjp_and_adapters(rng):

@@ -69,7 +69,7 @@ def test_every_rule_runs_on_every_backend(xp, name, rng):
                          rule.init({k: to_numpy(v) for k, v in p.items()}))
     for k in p:
         assert type(p2[k]) is type(p[k])
-        assert_close(p2[k], ref[k], rtol=1e-9, atol=1e-12)
+        assert_close(p2[k], ref[k], rtol=1e-9, atol=1e-12, xp=xp)
 
 
 @pytest.mark.parametrize("name", ["adamw", "sgd", "lion", "muon", "fadam"])
