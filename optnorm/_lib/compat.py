@@ -414,6 +414,6 @@ def random_signs(likes, *, seed: tuple, step: Any = 0) -> list:
     rng = np.random.default_rng([*seed, step_i])
     out = []
     for p in likes:
-        z = (rng.integers(0, 2, size=tuple(p.shape), dtype=np.int8) * 2 - 1).astype(np.float64)
+        z = np.asarray(rng.integers(0, 2, size=tuple(p.shape), dtype=np.int8) * 2 - 1, dtype=np.float64)  # 0-d too
         out.append(cast(from_numpy_like(z, p), p.dtype))
     return out
