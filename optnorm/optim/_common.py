@@ -14,7 +14,8 @@ from .._lib import compat
 def tree_flatten(tree: Any, name: str = "params") -> tuple[list, Any, list[str]]:
     """Leaves, structure and a readable name per leaf (``params['w']``, ``params[2]``) of an array tree.
 
-    A tree is one array, or a list/tuple/dict of trees (dict keys in sorted order, like JAX).
+    A tree is one array, or a list/tuple/dict of trees (dict keys in sorted order, like JAX); a NumPy float
+    scalar is read as a 0-d array.
     """
     leaves: list = []
     names: list[str] = []
@@ -26,6 +27,8 @@ def tree_flatten(tree: Any, name: str = "params") -> tuple[list, Any, list[str]]
         if isinstance(t, (list, tuple)) and not compat.is_array(t):
             kind = "list" if isinstance(t, list) else "tuple"
             return (kind, len(t), tuple(rec(v, f"{nm}[{i}]") for i, v in enumerate(t)))
+        if isinstance(t, np.generic) and t.dtype.kind in "fc":
+            t = np.asarray(t)            # 0-d NumPy arithmetic (an hvp of a 0-d parameter) gives NumPy scalars
         if not compat.is_array(t):
             raise TypeError(f"{nm} must be an array or a list/tuple/dict of arrays, got {type(t).__name__}")
         leaves.append(t)
@@ -78,15 +81,19 @@ def zeros_state(p: Any, xp, shape=None) -> Any:
 
 # ----------------------------------------------------------------------------------------------- norms
 def stable_norm(x: Any, xp, *, axis=None, keepdims: bool = False) -> Any:
-    """Euclidean norm over ``axis`` (all axes when None) that neither overflows nor underflows: the entries
-    are divided by their largest magnitude before squaring (``1e300`` entries in float64, ``1e30`` in
-    float32, give their true norm instead of inf)."""
+    """Euclidean norm over ``axis`` (all axes when None) that neither overflows nor underflows.
+
+    The entries are scaled by a power of two ``2^-k`` (``2^k`` near their largest magnitude) before
+    squaring and the norm is scaled back: both scalings are exact, so where the plain norm is finite this
+    is bitwise the library's norm (torch.optim's rounding), and entries near the dtype's range (``1e300``
+    in float64, ``1e30`` in float32) give their true norm instead of inf.
+    """
     if x.ndim == 0:
         return xp.abs(x)
     ax = tuple(range(x.ndim)) if axis is None else axis
     s = xp.max(xp.abs(x), axis=ax, keepdims=True)
-    safe = xp.where(s > 0, s, xp.ones_like(s))
-    n = s * xp.sqrt(xp.sum((x / safe) ** 2, axis=ax, keepdims=True))
+    k = xp.floor(xp.log2(xp.where(s > 0, s, xp.ones_like(s))))
+    n = xp.linalg.vector_norm(x * 2.0 ** -k, axis=ax, keepdims=True) * 2.0 ** k
     if not keepdims:
         n = xp.reshape(n, tuple(d for i, d in enumerate(n.shape) if i not in _axes(ax, x.ndim)))
     return n

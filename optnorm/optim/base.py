@@ -256,8 +256,8 @@ class Rule:
                 raise TypeError(f"{gn} has dtype {g.dtype}, but {pn} has dtype {p.dtype}")
             want = self.state_type(p)
             if want is not None and type(state.leaves[i]) is not want:
-                raise TypeError(f"state.leaves[{i}] is a {type(state.leaves[i]).__name__}, but {self.name} keeps "
-                                f"a {want.__name__} for {pn}: pass the state made by this optimizer's init")
+                raise TypeError(f"state.leaves[{i}] is {type(state.leaves[i]).__name__}, but {self.name} keeps "
+                                f"{want.__name__} for {pn}: pass the state made by this optimizer's init")
         return ps, gs, tdef, names, gnames, xp
 
     def check_finite(self, gs: list, gnames: list, xp) -> Any:

@@ -117,7 +117,10 @@ def hutchinson_diag(hvp: Callable, params: Any, *, n_samples: int = 1, seed=0, s
             raise ValueError("hutchinson_diag: hvp must return a tree with the structure of params")
         prod = [a * b for a, b in zip(zl, hl)]
         acc = prod if acc is None else [a + b for a, b in zip(acc, prod)]
-    return tree_unflatten(tdef, [a / n_samples for a in acc])
+    leaves, _, _ = tree_flatten(params, "params")
+    # 0-d NumPy arithmetic gives NumPy scalars: keep arrays so the result is a tree like params
+    return tree_unflatten(tdef, [compat.array_namespace(p).asarray(a / n_samples) if p.ndim == 0 else a / n_samples
+                                 for a, p in zip(acc, leaves)])
 
 
 @public_class

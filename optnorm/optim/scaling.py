@@ -244,7 +244,7 @@ class NormLossResiduals(NamedTuple):
 
 @public(W=Float(), factor=NonNegative())
 def norm_loss(W, /, *, factor: float = 1e-4):
-    r"""Norm Loss: ``factor * sum_i (|w_i| - 1)^2`` over the units ``w_i`` of a weight (soft oblique-manifold constraint).
+    r"""Norm Loss: ``factor * sum_i (|w_i| - 1)^2`` over the units ``w_i`` of a weight (a soft oblique constraint).
 
     "Norm Loss: An efficient yet effective regularization method for deep neural
     networks", T. Georgiou et al., ICPR 2020 (arXiv:2103.06583).  A unit
@@ -261,10 +261,10 @@ def norm_loss(W, /, *, factor: float = 1e-4):
     """
     xp = compat.array_namespace(W)
     n, _ = _unit_norms(W, xp)
-    y = factor * xp.sum((n - 1.0) ** 2)
-    if compat.is_concrete(y) and bool(xp.isinf(y)):
+    r = stable_norm(n - 1.0, xp)                     # sqrt(sum_i (|w_i| - 1)^2), formed without overflow
+    if compat.is_concrete(r) and factor > 0 and float(r) > math.sqrt(float(xp.finfo(r.dtype).max)) / math.sqrt(factor):
         raise ValueError(f"norm_loss: the loss of W overflows {W.dtype} (unit norms up to {float(xp.max(n)):.3g})")
-    return y
+    return factor * (r * r)
 
 
 @public(W=Float(), factor=NonNegative(), eps=Positive())

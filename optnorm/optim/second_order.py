@@ -174,7 +174,7 @@ def _finite_value(v, what: str, k: int) -> float:
 @public(fun=Callback(optional=False), grad=Callback(optional=False), hess=Callback(optional=False),
         x0=Float("d", finite=True), gamma0=Positive(), gamma_min=Positive(), eps=Positive(),
         B=SPD("d d", optional=True), max_iter=Int(0), max_trials=Int(1), tol=NonNegative(), callback=Callback(),
-        callback_every=Int(1), example=_gnn_example, sizes={"d": 2}, contract={"jit": "host loop over the caller's Python callables"})
+        callback_every=Int(1), example=_gnn_example, sizes={"d": 2})
 def gradnorm_newton(fun: Callable, grad: Callable, hess: Callable, x0, /, *, gamma0: float = 1.0,
                     gamma_min: float = 1e-9, eps: float = 1e-8, B=None, max_iter: int = 100, max_trials: int = 40,
                     tol: float = 1e-8, callback: Callable | None = None, callback_every: int = 1) -> NewtonResult:

@@ -68,7 +68,7 @@ def tract_precondition(grad_out, inputs, *, lam=0.1, method="auto"):
     s = xp.max(xp.abs(a))
     s = xp.where(s > 1, s, xp.ones_like(s))
     a = a / s
-    lam_s = lam / (s * s)
+    lam_s = lam / s / s
     if method == "primal":
         G = xp.matmul(xp.matrix_transpose(a), a) / b + lam_s * compat.eye(n, like=a, xp=xp)
         dW = xp.matrix_transpose(_solve(G, xp.matmul(xp.matrix_transpose(a), g), xp))

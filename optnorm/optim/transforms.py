@@ -77,13 +77,6 @@ def standardize_rows(x, xp, *, eps: float = 1e-8):
     return c / (sd + eps)
 
 
-def finite_norm(x, xp, *, axis):
-    """``vector_norm(x, axis, keepdims=True)``, recomputed without overflow where it overflowed (entries near
-    the dtype's range); elsewhere exactly the library's norm (torch.optim's rounding)."""
-    n = xp.linalg.vector_norm(x, axis=axis, keepdims=True)
-    return xp.where(xp.isfinite(n), n, stable_norm(x, xp, axis=axis, keepdims=True))
-
-
 def rms(x, xp):
     """Root mean square over the whole array (0-d)."""
     return xp.sqrt(xp.mean(x * x))
@@ -189,7 +182,7 @@ def newton_schulz(G, steps, coefficients, eps, cdt, xp):
     tr = G.shape[-2] > G.shape[-1]
     if tr:
         X = xp.matrix_transpose(X)
-    X = X / clamp_min(finite_norm(X, xp, axis=(-2, -1)), eps, xp)       # torch's clamp(min=eps)
+    X = X / clamp_min(stable_norm(X, xp, axis=(-2, -1), keepdims=True), eps, xp)    # torch's clamp(min=eps)
     for _ in range(steps):
         A = X @ xp.matrix_transpose(X)
         B = compat.addmm(A, A, A, beta=b, alpha=c)

@@ -178,3 +178,107 @@ def test_torch_save_load_with_rule_hyperparameters():
     for f in (oo.sgd, oo.adam, oo.muon, oo.adamw):
         r = pickle.loads(pickle.dumps(f()))
         assert repr(r) == repr(f())
+
+
+# ----------------------------------------------------------------------------------------------- hardening (#13)
+@pytest.mark.parametrize("name,kw", [("Adam", dict(lr=1e-2, weight_decay=0.1, amsgrad=True)), ("AdamW", dict(lr=1e-2)),
+                                     ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True))])
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+def test_complex_parameters_match_torch_optim(name, kw, dtype):
+    """Complex parameters used to lose their imaginary part; elementwise rules now treat them as torch.optim does
+    (real and imaginary parts as separate entries), on the fused and the generic path."""
+    import optnorm.torch as ont
+
+    dt = getattr(torch, dtype)
+    g = torch.Generator().manual_seed(0)
+    p0 = torch.randn(4, 3, dtype=dt, generator=g)
+    grads = [torch.randn(4, 3, dtype=dt, generator=g) for _ in range(6)]
+    ps = {}
+    for lib, cls in (("torch", getattr(torch.optim, name)), ("optnorm", getattr(ont.optim, name))):
+        p = torch.nn.Parameter(p0.clone())
+        opt = cls([p], **kw)
+        for gr in grads:
+            p.grad = gr.clone()
+            opt.step()
+        ps[lib] = p.detach()
+    assert ps["optnorm"].dtype == dt
+    tol = dict(rtol=2e-5, atol=2e-6) if dtype == "complex64" else dict(rtol=1e-12, atol=1e-14)
+    assert torch.allclose(ps["optnorm"], ps["torch"], **tol)
+
+
+def test_complex_parameters_are_refused_by_matrix_rules():
+    import optnorm.torch as ont
+
+    p = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.complex64))
+    opt = ont.optim.Muon([p], lr=0.02)
+    p.grad = torch.ones_like(p)
+    with pytest.raises(TypeError, match=r"param_groups\[0\]\['params'\]\[0\] is complex"):
+        opt.step()
+
+
+def test_state_dict_with_a_rule_loads_with_weights_only():
+    """torch.load's default weights_only=True used to fail on a param group holding fallback=adamw(...)."""
+    import io
+
+    import optnorm.torch as ont
+
+    X, Y = _data()
+    model = _model()
+    opt = ont.optim.Muon(model.parameters(), lr=0.02, fallback=oo.adamw(lr=1e-3, betas=(0.8, 0.9)))
+    _train(model, opt, X, Y, 2)
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    sd = torch.load(buf)                                      # weights_only=True (torch's default)
+    saved = copy.deepcopy(model.state_dict())
+    _train(model, opt, X, Y, 3)
+    model2 = _model()
+    model2.load_state_dict(saved)
+    opt2 = ont.optim.Muon(model2.parameters(), lr=0.02)       # the fallback comes back from the state dict
+    opt2.load_state_dict(sd)
+    fb = opt2.param_groups[0]["fallback"]
+    assert isinstance(fb, oo.Rule) and fb.hyper["betas"] == (0.8, 0.9) and fb.hyper["lr"] == 1e-3
+    _train(model2, opt2, X, Y, 3)
+    for a, b in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_rule_cache_stays_bounded_under_a_per_step_scheduler():
+    """One cached rule per param group: OneCycleLR (lr and betas change every step) used to grow it by one per step."""
+    import optnorm.torch as ont
+
+    X, Y = _data()
+    model = _model()
+    opt = ont.optim.AdamW(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=300)
+    for _ in range(300):
+        opt.zero_grad()
+        ((model(X) - Y) ** 2).mean().backward()
+        opt.step()
+        sched.step()
+    assert len(opt._rules) == 1
+
+
+def test_steps_run_through_the_rules_driver(monkeypatch):
+    """The wrapper's step is the rule's in-place driver (Rule.apply_), not a copy of it."""
+    import optnorm.torch as ont
+    from optnorm.optim.base import Rule
+
+    seen = []
+    orig = Rule.apply_
+    monkeypatch.setattr(Rule, "apply_", lambda self, *a, **k: seen.append(self.name) or orig(self, *a, **k))
+    p = torch.nn.Parameter(torch.ones(4, 3))
+    opt = ont.optim.Muon([p], lr=0.02)
+    p.grad = torch.ones(4, 3)
+    opt.step()
+    assert seen == ["muon"]
+
+
+def test_generated_classes_are_the_declared_rules():
+    import optnorm.torch as ont
+    from optnorm.optim.base import rule_factories
+
+    names = {f.body.__optnorm_rule__: f.short_name for f in rule_factories()}
+    assert set(names) <= set(ont.optim.__all__) and len(names) == 17
+    for cls, fn in names.items():
+        assert issubclass(getattr(ont.optim, cls), torch.optim.Optimizer) and fn in getattr(ont.optim, cls).__doc__
