@@ -463,10 +463,12 @@ def rule(torch_name: str, **roles):
 
 
 def rule_factories() -> list:
-    """The declared rule factories (registry entries), in declaration order: what the wrappers generate."""
-    from .._lib import api
+    """The declared rule factories (registry entries of the optim domain's exports, in declaration order):
+    what the torch and optax wrappers generate.  Imports only :mod:`optnorm.optim`."""
+    import importlib
 
-    return [f for f in api.functions("optim") if getattr(f.body, "__optnorm_rule__", None)]
+    entries = [lookup(f"optim.{n}") for n in importlib.import_module("optnorm.optim").__all__]
+    return [f for f in entries if f.kind == "function" and getattr(f.body, "__optnorm_rule__", None)]
 
 
 def wrapper_doc(factory: Callable, header: str) -> str:

@@ -79,3 +79,45 @@ def test_chunk_layout_covers_every_element():
         assert int(length[sel].sum()) == n and start[sel][0] == 0
         assert np.all(start[sel][1:] == np.cumsum(length[sel])[:-1])
         assert np.all(length[sel] <= 32_768)
+
+
+@pytest.mark.parametrize("name,kw", [("adamw", dict(lr=1e-2, amsgrad=True)), ("adam", dict(lr=1e-2)),
+                                     ("sgd", dict(lr=0.1, momentum=0.9)), ("sgd", dict(lr=0.1)), ("lion", dict(lr=0.1))])
+def test_cuda_adapter_matches_the_kernel_signatures(monkeypatch, name, kw):
+    """The CUDA launch code has no GPU here: check on the CPU that each launch passes the arguments the
+    kernel in optim.cu declares, in order (buffers, n, scalars in the buffers' dtype, the flag bits)."""
+    import re
+    from pathlib import Path
+
+    import array_api_compat.numpy as xnp
+
+    import optnorm._cuda.launch as launch
+    from optnorm.optim import _kernels
+    from optnorm.optim.base import Ctx, InPlace
+
+    src = (Path(_kernels.__file__).parent.parent / "_cuda" / "optim.cu").read_text()
+    calls = []
+    monkeypatch.setattr(launch, "elementwise", lambda *a, **k: calls.append(a))
+    rule = getattr(oo, name)(**kw)
+    ps = [np.ones((3, 4), np.float32), np.ones(5, np.float32)]
+    gs = [np.full_like(p, 0.5) for p in ps]
+    leaves = [rule.init_leaf(p, name="p", xp=xnp) for p in ps]
+    job = InPlace(ps, gs, leaves, Ctx(xnp, 1, lrs={}), ["p", "p"], ["g", "g"], xnp, None, ps, True)
+    spec = rule.kernel.dispatcher._impls["cuda"][0].args[0]
+    assert _kernels._cuda_step(spec, ps[0], rule, job, rule.kernel.config) is True
+    params = re.search(rf"__global__ void {spec.cuda_name}\((.*?)\)", src, re.S).group(1).split(",")
+    kinds = ["ptr" if "*" in p else ("n" if "long long" in p else ("flags" if "int flags" in p else "T"))
+             for p in params]
+    assert [c[1] for c in calls] == [spec.cuda_name] * 2 and [c[3] for c in calls] == [p.size for p in ps]
+    for (domain, kname, dtype, n, args), p, g in zip(calls, ps, gs):
+        assert domain == "optim" and dtype == np.float32 and len(args) == len(kinds)
+        assert args[0] is p and args[1] is g
+        for a, k in zip(args, kinds):
+            if k == "ptr":
+                assert isinstance(a, np.ndarray) and a.shape == p.shape
+            elif k == "n":
+                assert a == p.size
+            elif k == "T":
+                assert type(a) is np.float32
+            else:
+                assert type(a) is np.int32
