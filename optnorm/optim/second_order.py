@@ -9,7 +9,7 @@ import numpy as np
 
 from .._lib import compat
 from .._lib.api import public, public_class
-from .._lib.convergence import warn_not_converged
+from .._lib.convergence import default_tol, warn_not_converged
 from .._lib.roles import SPD, Callback, Choice, Float, Int, NonNegative, Positive, Probability, Scalars, Seed, \
     Symmetric, UnitInterval
 from . import transforms as T
@@ -173,11 +173,13 @@ def _finite_value(v, what: str, k: int) -> float:
 
 @public(fun=Callback(optional=False), grad=Callback(optional=False), hess=Callback(optional=False),
         x0=Float("d", finite=True), gamma0=Positive(), gamma_min=Positive(), eps=Positive(),
-        B=SPD("d d", optional=True), max_iter=Int(0), max_trials=Int(1), tol=NonNegative(), callback=Callback(),
+        B=SPD("d d", optional=True), max_iter=Int(0), max_trials=Int(1), tol=NonNegative(optional=True),
+        callback=Callback(),
         callback_every=Int(1), example=_gnn_example, sizes={"d": 2})
 def gradnorm_newton(fun: Callable, grad: Callable, hess: Callable, x0, /, *, gamma0: float = 1.0,
                     gamma_min: float = 1e-9, eps: float = 1e-8, B=None, max_iter: int = 100, max_trials: int = 40,
-                    tol: float = 1e-8, callback: Callable | None = None, callback_every: int = 1) -> NewtonResult:
+                    tol: float | None = None, callback: Callable | None = None,
+                    callback_every: int = 1) -> NewtonResult:
     r"""Gradient-regularised Newton method with an adaptive gradient-normalised smoothness estimate.
 
     "Gradient-Normalized Smoothness for Optimization with Approximate Hessians",
@@ -202,7 +204,8 @@ def gradnorm_newton(fun: Callable, grad: Callable, hess: Callable, x0, /, *, gam
     gamma0, gamma_min, eps : floats of the gamma controller.
     B : array (d, d), optional
         Positive definite metric (identity by default).
-    max_iter, max_trials, tol : stop when ``|g|_* <= tol``.
+    max_iter, max_trials, tol : stop when ``|g|_* <= tol`` (default ``1e-8`` for float64 ``x0``, ``1.2e-5``
+        for float32: :func:`optnorm._lib.convergence.default_tol`).
     callback : callable(k, x) -> bool, optional, called every ``callback_every`` iterations; True stops.
 
     Returns
@@ -218,6 +221,7 @@ def gradnorm_newton(fun: Callable, grad: Callable, hess: Callable, x0, /, *, gam
     (True, True)
     """
     xp = compat.array_namespace(x0, B)
+    tol = default_tol(1e-8, x0.dtype) if tol is None else tol
     gamma = float(gamma0)
     x = x0
     errors = []

@@ -16,7 +16,6 @@ moments, SWAN's whitening, AdaHessian's Hessian moment) live next to their rule.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from .._lib import compat
 from .._lib.api import public

@@ -73,3 +73,13 @@ def test_gradnorm_newton_refuses_a_non_finite_objective(rng):
         oo.gradnorm_newton(None, g, H, np.zeros(4))
     with pytest.raises(ValueError, match="x0"):
         oo.gradnorm_newton(f, g, H, np.zeros((2, 2)))
+
+
+def test_gradnorm_newton_float32_default_tolerance_is_reachable(rng):
+    A, b, f, g, H = _quadratic(rng)
+    f32 = (lambda x: (0.5 * x @ A @ x - b @ x).astype(np.float32), lambda x: (A @ x - b).astype(np.float32),
+           lambda x: A.astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = oo.gradnorm_newton(*f32, np.zeros(4, np.float32))
+    assert r.converged and r.errors[-1] <= 1.2e-5
