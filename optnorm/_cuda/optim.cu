@@ -1,4 +1,5 @@
 // Fused elementwise optimizer steps (Adam/AdamW, SGD, Lion): one pass over p, g and the state, in place.
+// Launched by optnorm/optim/_kernels.py through optnorm/_cuda/launch.py (elementwise: one launch per tensor).
 // Grid-stride loops; scalars precomputed on the host in float64 and passed in T (torch's CUDA kernels also
 // compute float32 params with float32 opmath).  Same algorithm as optnorm/_numba/optim.py.
 //
@@ -13,9 +14,9 @@
 // optnorm-kernel: lion_step<float>
 // optnorm-kernel: lion_step<double>
 
-template <typename T> __device__ __forceinline__ T on_sqrt(T x);
-template <> __device__ __forceinline__ float on_sqrt<float>(float x) { return sqrtf(x); }
-template <> __device__ __forceinline__ double on_sqrt<double>(double x) { return sqrt(x); }
+#include "common.cuh"
+
+using optnorm::d_sqrt;
 
 template <typename T>
 __global__ void adam_step(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ m, T* __restrict__ v,
@@ -41,7 +42,7 @@ __global__ void adam_step(T* __restrict__ p, const T* __restrict__ g, T* __restr
             if (vm > vi) vi = vm;
             vmax[i] = vi;
         }
-        T den = hf_eps ? on_sqrt(vi) + eps : on_sqrt(vi) / bc2_sqrt + eps;
+        T den = hf_eps ? d_sqrt(vi) + eps : d_sqrt(vi) / bc2_sqrt + eps;
         p[i] = pi - step_size * (mi / den);
     }
 }

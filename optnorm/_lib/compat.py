@@ -17,7 +17,7 @@ __all__ = [
     "is_array", "is_concrete", "backend_name", "device", "to_numpy", "from_numpy_like", "write_out",
     "is_floating", "compute_dtype", "float_dtypes", "same_namespace", "size", "cast", "is_writeable", "overlap",
     "asarray_like", "detach", "no_grad", "requires_grad", "is_traced", "copy_into", "arange", "eye", "zeros", "full",
-    "is_mutable", "fast_path_of", "native_autograd", "dtype_name",
+    "is_mutable", "fast_path_of", "native_autograd", "dtype_name", "lerp", "addmm", "random_signs",
 ]
 
 
@@ -387,3 +387,48 @@ def fast_path_of(*arrays: Any) -> str:
     if arrs and any(is_cupy(a) for a in arrs):
         return "cuda"
     return "generic"
+
+
+# ---------------------------------------------------------------------------------------------- fused numerics
+def lerp(a: Any, b: Any, w: float, xp=None) -> Any:
+    """``a + w (b - a)`` for a Python float ``w``, rounded like ``torch.lerp``: ``b - (b - a)(1 - w)`` when
+    ``w >= 0.5``.  On torch tensors of one dtype it is ``torch.lerp`` itself (one fused pass, torch.optim's
+    exact rounding)."""
+    if is_torch(a) and is_torch(b) and a.dtype == b.dtype and isinstance(w, float):
+        return _torch().lerp(a, b, w)
+    if isinstance(w, float) and w >= 0.5:
+        return b - (b - a) * (1.0 - w)
+    return a + w * (b - a)
+
+
+def addmm(c: Any, a: Any, b: Any, *, beta: float, alpha: float, xp=None) -> Any:
+    """``beta c + alpha (a @ b)`` for matrices; ``torch.addmm`` on 2-D torch tensors (one fused GEMM, the
+    rounding torch.optim.Muon's Newton-Schulz iteration has, which matters in bfloat16)."""
+    if is_torch(c) and c.ndim == 2 and a.ndim == 2 and b.ndim == 2:
+        return _torch().addmm(c, a, b, beta=beta, alpha=alpha)
+    return beta * c + alpha * (a @ b)
+
+
+def random_signs(likes, *, seed: tuple, step: Any = 0) -> list:
+    """Independent +-1 arrays shaped like each array of ``likes`` (same library, dtype and device), a
+    deterministic function of ``(seed, step)`` (``seed`` a tuple of ints).
+
+    NumPy's PCG64 on the host for every library but JAX; JAX uses ``jax.random``
+    (``fold_in(key(seed[0]), seed[1:], step)``), so ``step`` may be a traced integer inside ``jax.jit``."""
+    likes = list(likes)
+    if likes and is_jax(likes[0]):
+        import jax
+
+        key = jax.random.PRNGKey(seed[0])
+        for s in seed[1:]:
+            key = jax.random.fold_in(key, s)
+        key = jax.random.fold_in(key, step)
+        keys = jax.random.split(key, len(likes))
+        return [jax.random.rademacher(k, p.shape, dtype=p.dtype) for k, p in zip(keys, likes)]
+    step_i = int(step) if is_concrete(step) else 0
+    rng = np.random.default_rng([*seed, step_i])
+    out = []
+    for p in likes:
+        z = np.asarray(rng.integers(0, 2, size=tuple(p.shape), dtype=np.int8) * 2 - 1, dtype=np.float64)  # 0-d too
+        out.append(cast(from_numpy_like(z, p), p.dtype))
+    return out

@@ -37,7 +37,7 @@ from . import compat
 __all__ = [
     "Role", "Call", "Outcome", "Perturbation", "Array", "Float", "Weights", "Cost", "SPD", "Symmetric", "Labels",
     "Mask", "Scalar", "Positive", "NonNegative", "Probability", "UnitInterval", "Int", "Bool", "Choice", "Axis",
-    "Seed", "Out", "Callback", "Option", "parse_spec", "float_kind",
+    "Seed", "Out", "Callback", "Option", "Scalars", "parse_spec", "float_kind",
 ]
 
 # default sizes the contract suite gives named dimensions: distinct, so a mismatch cannot hide
@@ -879,19 +879,64 @@ class Seed(Role):
 
 
 class Callback(Role):
-    doc = "callable or None"
-    optional = True
+    """A callable (``optional=True``, the default: or None)."""
+
+    def __init__(self, *, optional: bool = True):
+        self.optional = optional
+
+    @property
+    def doc(self):
+        return "callable or None" if self.optional else "callable"
 
     def check(self, value, name, call):
-        if value is not None and not callable(value):
-            raise call.error(TypeError, f"{name} must be callable or None, got {type(value).__name__}")
+        if value is None and self.optional:
+            return None
+        if not callable(value):
+            raise call.error(TypeError, f"{name} must be {self.doc}, got {type(value).__name__}")
         return value
 
     def example(self, sizes, rng, dtype):
         return None
 
     def perturbations(self, value):
-        return [Perturbation("not callable", lambda v, r: 3, Outcome.ERROR)]
+        out = [Perturbation("not callable", lambda v, r: 3, Outcome.ERROR)]
+        if not self.optional:
+            out.append(Perturbation("None", lambda v, r: None, Outcome.ERROR))
+        return out
+
+
+class Scalars(Role):
+    """A tuple (or list) of ``n`` numbers, each checked by ``role`` under the name ``name[i]``
+    (``betas=Scalars(UnitInterval(), 2)``: Adam's ``(beta1, beta2)``).  Returns a tuple."""
+
+    def __init__(self, role: "Scalar", n: int, *, optional: bool = False):
+        self.role = role
+        self.n = n
+        self.optional = optional
+
+    @property
+    def doc(self):
+        return f"tuple of {self.n} (each a {self.role.doc})"
+
+    def check(self, value, name, call):
+        if value is None and self.optional:
+            return None
+        if not isinstance(value, (tuple, list)):
+            raise call.error(TypeError, f"{name} must be a tuple of {self.n} numbers, got {type(value).__name__}")
+        if len(value) != self.n:
+            raise call.error(ValueError, f"{name} must have {self.n} entries, got {len(value)}")
+        return tuple(self.role.check(v, f"{name}[{i}]", call) for i, v in enumerate(value))
+
+    def example(self, sizes, rng, dtype):
+        return tuple(self.role.example(sizes, rng, dtype) for _ in range(self.n))
+
+    def perturbations(self, value):
+        P, O = Perturbation, Outcome
+        out = [P("not a tuple", lambda v, r: 0.5, O.ERROR),
+               P("wrong length", lambda v, r: tuple(v) + tuple(v)[:1], O.ERROR)]
+        for p in self.role.perturbations(value[0] if value else None):
+            out.append(P(f"[0] {p.label}", lambda v, r, p=p: (p.make(v[0], r),) + tuple(v)[1:], p.outcome))
+        return out
 
 
 class Option(Role):

@@ -1,4 +1,4 @@
 """Optimizer update rules with a functional init/step contract (optax-style), torch and optax wrappers."""
-from .._lib.exports import export_modules
+from .._lib.api import export_domain
 
-__all__ = export_modules(globals(), __name__, ("base", "transforms", "sgd", "adam", "sign", "muon", "matrix", "stateless", "second_order", "hutchinson", "lowrank", "scaling", "reparam", "tract"))
+__all__ = export_domain(globals(), __name__)

@@ -1,63 +1,118 @@
-"""Fused multi-tensor paths of the elementwise rules (Adam/AdamW, SGD, Lion) for ``Rule.step_``.
+"""Fused multi-tensor in-place steps of the elementwise rules (Adam/AdamW, SGD, Lion) for ``Rule.step_``.
 
-One dispatcher per kernel: ``numba`` for C-contiguous float32/float64 NumPy buffers
-(``optnorm/_numba/optim.py``: one parallel region over all tensors, with the
-finiteness check of the gradients fused in), ``cuda`` for CuPy buffers
-(``optnorm/_cuda/optim.cu``, one launch per tensor), ``generic`` returns False so
-the rule falls back to its pure leaf update.
+One :class:`~optnorm._lib.dispatch.Dispatcher` per kernel, naming the rules it serves:
 
-Each entry point returns True (step done), False (no fast path: nothing written)
-or None (a gradient is not finite: nothing written; the caller applies ``nan_policy``).
+- ``generic``: the rule's own leaf update (its transform chain), copied into the buffers
+  (:meth:`optnorm.optim.Rule.apply_generic_`): the reference the fast paths are tested against;
+- ``numba``: C-contiguous float32/float64 NumPy buffers, one parallel region over all tensors with the
+  finiteness check of the gradients fused in (``optnorm/_numba/optim.py``);
+- ``cuda``: CuPy buffers, one launch per tensor through :func:`optnorm._cuda.launch.elementwise`
+  (``optnorm/_cuda/optim.cu``).
+
+The three kernels differ only in their :class:`_Spec` (which state buffers they update, which scalars and
+flags they take), so one Numba adapter and one CUDA adapter serve all of them.  Every path returns True (step
+done) or None (a gradient is not finite: nothing written; the caller applies ``nan_policy``).  Scalars
+(``lr / bc1``, ``sqrt(bc2)``, ``1 - lr wd``) are computed on the host in float64 and passed in the buffers'
+dtype: float32 math like torch's CPU kernels.
 """
 from __future__ import annotations
 
 import functools
+import math
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from .._lib import compat
 from .._lib.dispatch import Dispatcher
 
-_adam = Dispatcher("optim.adam_step")
-_sgd = Dispatcher("optim.sgd_step")
-_lion = Dispatcher("optim.lion_step")
+
+class AdamConfig(NamedTuple):
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    decoupled: bool
+    amsgrad: bool
+    maximize: bool
+    hf_eps: bool
 
 
-def _numpy_ready(arrays) -> bool:
-    dt = None
-    for a in arrays:
-        if a is None:
-            continue
-        if not compat.is_numpy(a) or a.dtype not in (np.float32, np.float64) or not a.flags.c_contiguous \
-                or not a.flags.writeable:
-            return False
-        if dt is None:
-            dt = a.dtype
-        elif a.dtype != dt:
-            return False
-    return True
+class SGDConfig(NamedTuple):
+    momentum: float
+    dampening: float
+    weight_decay: float
+    nesterov: bool
+    maximize: bool
 
 
-def _cupy_ready(arrays) -> bool:
-    dt = None
-    for a in arrays:
-        if a is None:
-            continue
-        if not compat.is_cupy(a) or str(a.dtype) not in ("float32", "float64") or not a.flags.c_contiguous:
-            return False
-        if dt is None:
-            dt = a.dtype
-        elif a.dtype != dt:
-            return False
-    return True
+class LionConfig(NamedTuple):
+    beta1: float
+    beta2: float
+    weight_decay: float
+    maximize: bool
 
 
-def _when_numpy(rep, arrays, *a, **k):
-    return _numpy_ready(arrays)
+class _Spec(NamedTuple):
+    cuda_name: str                  # kernel template in optim.cu
+    numba_name: str                 # kernel in optnorm/_numba/optim.py
+    buffers: Callable               # (leaves, config) -> one list of state arrays per kernel slot, None if unused
+    scalars: Callable               # (lr, t, config) -> (scalars, flags)
 
 
-def _when_cupy(rep, arrays, *a, **k):
-    return _cupy_ready(arrays)
+def _adam_buffers(leaves, c):
+    return [[s.exp_avg for s in leaves], [s.exp_avg_sq for s in leaves],
+            [s.max_exp_avg_sq for s in leaves] if c.amsgrad else None]
+
+
+def _adam_scalars(lr, t, c):
+    bc1, bc2 = 1.0 - c.beta1 ** t, 1.0 - c.beta2 ** t
+    step_size = lr * math.sqrt(bc2) / bc1 if c.hf_eps else lr / bc1
+    decoupled = c.decoupled and c.weight_decay != 0
+    return ((step_size, math.sqrt(bc2), c.eps, 1.0 - c.beta1, c.beta2, 1.0 - c.beta2, c.weight_decay,
+             1.0 - lr * c.weight_decay), (decoupled, c.amsgrad, c.maximize, c.hf_eps))
+
+
+def _sgd_buffers(leaves, c):
+    return [[s.momentum_buffer for s in leaves] if c.momentum != 0 else None]
+
+
+def _sgd_scalars(lr, t, c):
+    return (lr, c.momentum, 1.0 - c.dampening, c.weight_decay), (c.nesterov, c.maximize, t == 1)
+
+
+def _lion_buffers(leaves, c):
+    return [[s.exp_avg for s in leaves]]
+
+
+def _lion_scalars(lr, t, c):
+    return (lr, c.beta1, 1.0 - c.beta1, c.beta2, 1.0 - c.beta2, c.weight_decay), (c.maximize,)
+
+
+# ----------------------------------------------------------------------------------------------- the paths
+def _in_use(job, spec, config) -> list:
+    slots = spec.buffers(job.leaves, config)
+    return [*job.ps, *job.gs, *(a for slot in slots if slot is not None for a in slot)]
+
+
+def _one_float_dtype(arrays) -> bool:
+    """Every buffer C-contiguous and writeable, all float32 or all float64."""
+    dt = arrays[0].dtype
+    return dt in (np.float32, np.float64) and all(
+        a.dtype == dt and a.flags.c_contiguous and compat.is_writeable(a) for a in arrays)
+
+
+def _numba_ready(arrays) -> bool:
+    return compat.fast_path_of(*arrays) == "numba" and _one_float_dtype(arrays)
+
+
+def _cuda_ready(arrays) -> bool:
+    return all(compat.fast_path_of(a) == "cuda" for a in arrays) and _one_float_dtype(arrays)
+
+
+def _concrete_lr(rule, job) -> bool:
+    lr = job.ctx.lr_value(rule.lr)
+    return not compat.is_array(lr) or compat.is_concrete(lr)
 
 
 @functools.lru_cache(maxsize=64)
@@ -81,136 +136,70 @@ class _Layout:
         return base[self.ti] + self.offset
 
 
-def _cuda_finite(gs) -> bool:
-    import cupy
+def _numba_step(spec: _Spec, rep, rule, job, config) -> bool | None:
+    from .._numba import optim as nb
 
-    return all(bool(cupy.isfinite(g).all()) for g in gs)
-
-
-def _launch(name, dtype, n, args):
-    from .._cuda import loader
-
-    k = loader.kernel("optim", f"{name}<{loader.dtype_name(dtype)}>")
-    threads = 256
-    blocks = min(max(1, (n + threads - 1) // threads), 65535 * 8)
-    k((blocks,), (threads,), args)
-
-
-def _result(ok):
+    scal, flags = spec.scalars(float(job.ctx.lr_value(rule.lr)), job.ctx.t, config)
+    dt = job.ps[0].dtype.type
+    lay = _Layout(job.ps)
+    pa = lay.addr(job.ps)
+    slots = [pa if slot is None else lay.addr(slot) for slot in spec.buffers(job.leaves, config)]  # unused: never read
+    ok = getattr(nb, spec.numba_name)(pa, lay.addr(job.gs), *slots, lay.length, lay.like, bool(job.check),
+                                      *(dt(x) for x in scal), *flags)
     return True if ok else None
 
 
-# ----------------------------------------------------------------------------------------------- Adam
-def adam(ps, gs, ms, vs, vmaxs, *, step_size, bc2_sqrt, eps, beta1, beta2, weight_decay, decay, decoupled,
-         amsgrad, maximize, hf_eps, check):
-    """Fused Adam/AdamW step in place: True, False (no fast path) or None (non-finite gradient, nothing written)."""
-    arrays = [*ps, *gs, *ms, *vs, *(vmaxs if amsgrad else ())]
-    return _adam(ps[0], arrays, ps, gs, ms, vs, vmaxs, (step_size, bc2_sqrt, eps, 1.0 - beta1, beta2, 1.0 - beta2,
-                                                         weight_decay, decay), (decoupled, amsgrad, maximize, hf_eps),
-                 check)
+def _cuda_step(spec: _Spec, rep, rule, job, config) -> bool | None:
+    from .._cuda import launch
 
-
-@_adam.generic
-def _(rep, arrays, *a, **k):
-    return False
-
-
-@_adam.numba(when=_when_numpy)
-def _(rep, arrays, ps, gs, ms, vs, vmaxs, scal, flags, check):
-    from .._numba.optim import adam_multi
-
-    dt = ps[0].dtype.type
-    lay = _Layout(ps)
-    mm = lay.addr(ms)
-    vm = lay.addr(vmaxs) if flags[1] else mm          # never touched without amsgrad
-    ok = adam_multi(lay.addr(ps), lay.addr(gs), mm, lay.addr(vs), vm, lay.length, lay.like, bool(check),
-                    *(dt(x) for x in scal), *flags)
-    return _result(ok)
-
-
-@_adam.cuda(when=_when_cupy)
-def _(rep, arrays, ps, gs, ms, vs, vmaxs, scal, flags, check):
-    if check and not _cuda_finite(gs):
+    xp = job.xp
+    if job.check and not all(bool(xp.all(xp.isfinite(g))) for g in job.gs):
         return None
-    dt = ps[0].dtype.type
-    s = tuple(dt(x) for x in scal)
-    fl = np.int32(sum(int(bool(f)) << i for i, f in enumerate(flags)))
-    for i in range(len(ps)):
-        vm = vmaxs[i] if flags[1] else ms[i]
-        n = ps[i].size
-        _launch("adam_step", ps[i].dtype, n, (ps[i], gs[i], ms[i], vs[i], vm, np.int64(n), *s, fl))
+    scal, flags = spec.scalars(float(job.ctx.lr_value(rule.lr)), job.ctx.t, config)
+    dt = job.ps[0].dtype
+    s = tuple(dt.type(x) for x in scal)
+    bits = np.int32(sum(int(bool(f)) << i for i, f in enumerate(flags)))
+    slots = spec.buffers(job.leaves, config)
+    for i, (p, g) in enumerate(zip(job.ps, job.gs)):
+        bufs = tuple(p if slot is None else slot[i] for slot in slots)       # unused slots are never read
+        launch.elementwise("optim", spec.cuda_name, dt, p.size, (p, g, *bufs, p.size, *s, bits))
     return True
 
 
-# ----------------------------------------------------------------------------------------------- SGD
-def sgd(ps, gs, bufs, *, lr, momentum, dampening, weight_decay, nesterov, maximize, first, check):
-    arrays = [*ps, *gs, *(bufs if momentum != 0 else ())]
-    return _sgd(ps[0], arrays, ps, gs, bufs, (lr, momentum, 1.0 - dampening, weight_decay),
-                (nesterov, maximize, first), check)
+def _dispatcher(name: str, serves: tuple, spec: _Spec) -> Dispatcher:
+    d = Dispatcher(name, serves=serves)
+    d.generic(lambda rep, rule, job, config: rule.apply_generic_(job))
+    d.numba(functools.partial(_numba_step, spec),
+            when=lambda rep, rule, job, config: _concrete_lr(rule, job)
+            and _numba_ready(_in_use(job, spec, config)))
+    d.cuda(functools.partial(_cuda_step, spec),
+           when=lambda rep, rule, job, config: _cuda_ready(_in_use(job, spec, config)))
+    return d
 
 
-@_sgd.generic
-def _(rep, arrays, *a, **k):
-    return False
+_ADAM = _dispatcher("optim.adam_step", ("optim.adam", "optim.adamw"),
+                    _Spec("adam_step", "adam_multi", _adam_buffers, _adam_scalars))
+_SGD = _dispatcher("optim.sgd_step", ("optim.sgd",), _Spec("sgd_step", "sgd_multi", _sgd_buffers, _sgd_scalars))
+_LION = _dispatcher("optim.lion_step", ("optim.lion",),
+                    _Spec("lion_step", "lion_multi", _lion_buffers, _lion_scalars))
 
 
-@_sgd.numba(when=_when_numpy)
-def _(rep, arrays, ps, gs, bufs, scal, flags, check):
-    from .._numba.optim import sgd_multi
+class Fused(NamedTuple):
+    """A rule's fused in-place step: the kernel's dispatcher and the rule's constants."""
+    dispatcher: Dispatcher
+    config: Any
 
-    dt = ps[0].dtype.type
-    lay = _Layout(ps)
-    pp = lay.addr(ps)
-    b = lay.addr(bufs) if scal[1] != 0 else pp       # never touched without momentum
-    ok = sgd_multi(pp, lay.addr(gs), b, lay.length, lay.like, bool(check), *(dt(x) for x in scal), *flags)
-    return _result(ok)
+    def __call__(self, rule, job):
+        return self.dispatcher(job.ps[0], rule, job, self.config)
 
 
-@_sgd.cuda(when=_when_cupy)
-def _(rep, arrays, ps, gs, bufs, scal, flags, check):
-    if check and not _cuda_finite(gs):
-        return None
-    dt = ps[0].dtype.type
-    s = tuple(dt(x) for x in scal)
-    fl = np.int32(sum(int(bool(f)) << i for i, f in enumerate(flags)))
-    for i in range(len(ps)):
-        b = bufs[i] if scal[1] != 0 else ps[i]
-        n = ps[i].size
-        _launch("sgd_step", ps[i].dtype, n, (ps[i], gs[i], b, np.int64(n), *s, fl))
-    return True
+def adam(**config) -> Fused:
+    return Fused(_ADAM, AdamConfig(**config))
 
 
-# ----------------------------------------------------------------------------------------------- Lion
-def lion(ps, gs, ms, *, lr, beta1, beta2, weight_decay, maximize, check):
-    arrays = [*ps, *gs, *ms]
-    return _lion(ps[0], arrays, ps, gs, ms, (lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, weight_decay),
-                 (maximize,), check)
+def sgd(**config) -> Fused:
+    return Fused(_SGD, SGDConfig(**config))
 
 
-@_lion.generic
-def _(rep, arrays, *a, **k):
-    return False
-
-
-@_lion.numba(when=_when_numpy)
-def _(rep, arrays, ps, gs, ms, scal, flags, check):
-    from .._numba.optim import lion_multi
-
-    dt = ps[0].dtype.type
-    lay = _Layout(ps)
-    ok = lion_multi(lay.addr(ps), lay.addr(gs), lay.addr(ms), lay.length, lay.like, bool(check),
-                    *(dt(x) for x in scal), *flags)
-    return _result(ok)
-
-
-@_lion.cuda(when=_when_cupy)
-def _(rep, arrays, ps, gs, ms, scal, flags, check):
-    if check and not _cuda_finite(gs):
-        return None
-    dt = ps[0].dtype.type
-    s = tuple(dt(x) for x in scal)
-    fl = np.int32(int(bool(flags[0])))
-    for i in range(len(ps)):
-        n = ps[i].size
-        _launch("lion_step", ps[i].dtype, n, (ps[i], gs[i], ms[i], np.int64(n), *s, fl))
-    return True
+def lion(**config) -> Fused:
+    return Fused(_LION, LionConfig(**config))

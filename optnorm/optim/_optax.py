@@ -7,13 +7,12 @@
 >>> updates, state = jax.jit(tx.update)(params, state, params)   # grads, state, params
 >>> params = optax.apply_updates(params, updates)
 
-Keywords are optnorm's (``lr``, ``betas``, ...), not optax's (``learning_rate``,
-``b1``).  ``update`` needs ``params`` and returns ``new_params - params`` as the
-updates, so ``optax.apply_updates`` lands exactly on the rule's new parameters
-(for small steps the difference is exact in floating point).  Non-finite
-gradients under ``jax.jit`` skip the step (nothing can raise inside a trace).
-AdaHessian takes ``hvp=`` as an extra argument of ``update``
-(a ``GradientTransformationExtraArgs``).
+One transformation per declared rule factory of :mod:`optnorm.optim` (same name, same keywords:
+optnorm's ``lr``, ``betas``, ..., not optax's ``learning_rate``, ``b1``).  ``update`` needs ``params``
+and returns ``new_params - params`` as the updates, so ``optax.apply_updates`` lands exactly on the
+rule's new parameters (for small steps the difference is exact in floating point).  Non-finite
+gradients under ``jax.jit`` skip the step (nothing can raise inside a trace).  AdaHessian takes
+``hvp=`` as an extra argument of ``update`` (a ``GradientTransformationExtraArgs``).
 """
 from __future__ import annotations
 
@@ -22,11 +21,7 @@ import functools
 import jax
 import optax
 
-from .. import optim as _optim
-from .base import Rule
-
-__all__ = ["to_optax", "sgd", "sgdp", "adam", "adamw", "adamp", "fadam", "lion", "muon", "normuon", "auon",
-           "hybrid_auon", "conda", "swan", "sinkgd", "adahessian", "dct_lowrank", "nap"]
+from .base import Rule, rule_factories, wrapper_doc
 
 
 def to_optax(rule: Rule) -> optax.GradientTransformationExtraArgs:
@@ -46,38 +41,15 @@ def to_optax(rule: Rule) -> optax.GradientTransformationExtraArgs:
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _summary(doc):
-    """The factory's docstring without its Examples section (those run on NumPy, not here)."""
-    doc = doc or ""
-    i = doc.find("Examples\n")
-    return doc[:i].rstrip() + "\n" if i >= 0 else doc
-
-
 def _wrap(factory):
-    fn = getattr(factory, "__wrapped__", factory)
-
-    @functools.wraps(fn)
+    @functools.wraps(factory)
     def make(*args, **kwargs):
-        return to_optax(fn(*args, **kwargs))
+        return to_optax(factory(*args, **kwargs))
 
-    make.__doc__ = f"optax transformation of :func:`optnorm.optim.{fn.__name__}`.\n\n" + _summary(fn.__doc__)
+    make.__doc__ = wrapper_doc(factory, f"optax transformation of :func:`optnorm.optim.{factory.__name__}`.")
     return make
 
 
-sgd = _wrap(_optim.sgd)
-sgdp = _wrap(_optim.sgdp)
-adam = _wrap(_optim.adam)
-adamw = _wrap(_optim.adamw)
-adamp = _wrap(_optim.adamp)
-fadam = _wrap(_optim.fadam)
-lion = _wrap(_optim.lion)
-muon = _wrap(_optim.muon)
-normuon = _wrap(_optim.normuon)
-auon = _wrap(_optim.auon)
-hybrid_auon = _wrap(_optim.hybrid_auon)
-conda = _wrap(_optim.conda)
-swan = _wrap(_optim.swan)
-sinkgd = _wrap(_optim.sinkgd)
-adahessian = _wrap(_optim.adahessian)
-dct_lowrank = _wrap(_optim.dct_lowrank)
-nap = _wrap(_optim.nap)
+_TRANSFORMS = {f.short_name: _wrap(f.obj) for f in rule_factories()}
+globals().update(_TRANSFORMS)
+__all__ = ["to_optax", *_TRANSFORMS]

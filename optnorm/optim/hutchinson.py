@@ -8,60 +8,74 @@ framework-agnostic.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
-from .._lib import compat, validate
-from .base import tree_flatten, tree_unflatten
-
-__all__ = ["hutchinson_diag", "hutchinson_trace", "rademacher_like", "TraceResult"]
-
-
-def _seed_ints(seed) -> list[int]:
-    if isinstance(seed, np.random.Generator):
-        return [int(seed.integers(0, 2**31 - 1))]
-    if isinstance(seed, (tuple, list)):
-        return [int(s) for s in seed]
-    return [validate.check_int(seed, "seed", low=0)]
+from .._lib import compat
+from .._lib.api import public, public_class
+from .._lib.convergence import warn_not_converged
+from .._lib.roles import Callback, Int, NonNegative, Outcome, Perturbation, Role, Seed
+from ._common import seed_ints, tree_flatten, tree_unflatten
 
 
+class Params(Role):
+    """A parameter tree: a float array or a list/tuple/dict nest of them (leaves named ``params['w']``)."""
+
+    doc = "float array or list/tuple/dict of float arrays"
+
+    def check(self, value, name, call):
+        leaves, _, names = tree_flatten(value, name)
+        if not leaves:
+            raise call.error(ValueError, f"{name} is empty: it holds no arrays")
+        for p, n in zip(leaves, names):
+            if not compat.is_floating(p):
+                raise call.error(TypeError, f"{n} must have a floating dtype, got {p.dtype}")
+        if len({compat.backend_name(p) for p in leaves}) > 1:
+            raise call.error(TypeError, f"{name} mixes arrays of different libraries")
+        return value
+
+    def example(self, sizes, rng, dtype):
+        return rng.standard_normal(3).astype(dtype)
+
+    def perturbations(self, value):
+        P, O = Perturbation, Outcome
+        return [P("not an array", lambda v, r: "abc", O.ERROR),
+                P("int dtype", lambda v, r: np.ones(3, np.int64), O.ERROR),
+                P("empty tree", lambda v, r: [], O.ERROR)]
+
+
+def _example(rng, dtype):
+    H = np.diag([1.0, 2.0, 3.0]).astype(dtype)
+    return (lambda v: H @ v, np.zeros(3, dtype)), {}
+
+
+@public(params=Params(), seed=Seed(), step=Int(0, array=True))
 def rademacher_like(params: Any, *, seed=0, step: Any = 0) -> Any:
     """A tree of independent +-1 arrays shaped like ``params`` (same library, dtype and device).
 
     Probes are a deterministic function of ``(seed, step)``: NumPy's PCG64 on the host
     for NumPy/CuPy/torch/array-api-strict, ``jax.random`` (``fold_in(key(seed), step)``)
     for JAX arrays, where ``step`` may be a traced integer under ``jax.jit``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = rademacher_like({"w": np.zeros((2, 2))}, seed=1)
+    >>> sorted(set(z["w"].ravel().tolist()))
+    [-1.0, 1.0]
     """
+    return _signs(params, seed_ints(seed), step)
+
+
+def _signs(params, seeds: tuple, step):
     leaves, tdef, _ = tree_flatten(params, "params")
-    seeds = _seed_ints(seed)
-    if compat.is_jax(leaves[0]):
-        import jax
-
-        key = jax.random.PRNGKey(seeds[0])
-        for s in seeds[1:]:
-            key = jax.random.fold_in(key, s)
-        key = jax.random.fold_in(key, step)
-        keys = jax.random.split(key, len(leaves))
-        out = [jax.random.rademacher(k, p.shape, dtype=p.dtype) for k, p in zip(keys, leaves)]
-        return tree_unflatten(tdef, out)
-    step_i = int(step) if compat.is_concrete(step) else 0
-    rng = np.random.default_rng([*seeds, step_i])
-    out = []
-    for p in leaves:
-        z = (rng.integers(0, 2, size=tuple(p.shape), dtype=np.int8) * 2 - 1).astype(np.float64)
-        xp = compat.array_namespace(p)
-        out.append(xp.astype(compat.from_numpy_like(z, p), p.dtype))
-    return tree_unflatten(tdef, out)
+    return tree_unflatten(tdef, compat.random_signs(leaves, seed=seeds, step=step))
 
 
-def _check_hvp(hvp):
-    if not callable(hvp):
-        raise TypeError(f"hvp must be a callable v -> H v on the params tree, got {type(hvp).__name__}")
-
-
+@public(hvp=Callback(optional=False), params=Params(), n_samples=Int(1), seed=Seed(), step=Int(0, array=True),
+        example=_example)
 def hutchinson_diag(hvp: Callable, params: Any, *, n_samples: int = 1, seed=0, step: Any = 0) -> Any:
     r"""Hutchinson estimate of the Hessian diagonal: ``diag(H) ~ mean_k z_k * (H z_k)``, ``z_k`` Rademacher.
 
@@ -77,7 +91,7 @@ def hutchinson_diag(hvp: Callable, params: Any, *, n_samples: int = 1, seed=0, s
         Only shapes, dtypes and the library are used.
     n_samples : int
         Probes averaged.
-    seed : int, tuple of ints or np.random.Generator
+    seed : None, int >= 0 or np.random.Generator
     step : int
         Mixed into the seed (AdaHessian passes its step count for fresh probes per step).
 
@@ -92,22 +106,24 @@ def hutchinson_diag(hvp: Callable, params: Any, *, n_samples: int = 1, seed=0, s
     >>> hutchinson_diag(lambda v: A @ v, np.zeros(3)).tolist()
     [1.0, 2.0, 3.0]
     """
-    _check_hvp(hvp)
-    n_samples = validate.check_int(n_samples, "n_samples", low=1)
+    seeds = seed_ints(seed)
     _, tdef, _ = tree_flatten(params, "params")
     acc = None
     for k in range(n_samples):
-        z = rademacher_like(params, seed=(*_seed_ints(seed), k), step=step)
-        hz = hvp(z)
+        z = _signs(params, (*seeds, k), step)
         zl, _, _ = tree_flatten(z, "z")
-        hl, hdef, _ = tree_flatten(hz, "hvp(v)")
+        hl, hdef, _ = tree_flatten(hvp(z), "hvp(v)")
         if hdef != tdef:
-            raise ValueError("hvp must return a tree with the structure of params")
+            raise ValueError("hutchinson_diag: hvp must return a tree with the structure of params")
         prod = [a * b for a, b in zip(zl, hl)]
         acc = prod if acc is None else [a + b for a, b in zip(acc, prod)]
-    return tree_unflatten(tdef, [a / n_samples for a in acc])
+    leaves, _, _ = tree_flatten(params, "params")
+    # 0-d NumPy arithmetic gives NumPy scalars: keep arrays so the result is a tree like params
+    return tree_unflatten(tdef, [compat.array_namespace(p).asarray(a / n_samples) if p.ndim == 0 else a / n_samples
+                                 for a, p in zip(acc, leaves)])
 
 
+@public_class
 @dataclass(frozen=True)
 class TraceResult:
     """Hutchinson trace estimate: ``trace`` (sum over leaves), ``per_leaf`` traces, probes used, convergence."""
@@ -118,12 +134,16 @@ class TraceResult:
     errors: tuple
 
 
+@public(hvp=Callback(optional=False), params=Params(), n_samples=Int(1), seed=Seed(), tol=NonNegative(),
+        min_samples=Int(1), callback=Callback(), callback_every=Int(1), example=_example)
 def hutchinson_trace(hvp: Callable, params: Any, *, n_samples: int = 100, seed=0, tol: float = 1e-3,
                      min_samples: int = 2, callback: Callable | None = None, callback_every: int = 1) -> TraceResult:
     r"""Hutchinson estimate of ``tr(H)`` (and of each parameter block's trace), with HAWQ-V2's stopping rule.
 
     ``tr(H) ~ mean_k z_k^T H z_k``.  Probes are drawn until the running mean changes
-    by less than ``tol`` relatively (after ``min_samples``) or ``n_samples`` are used.
+    by less than ``tol`` relatively (after ``min_samples``) or ``n_samples`` are used;
+    running out of probes with ``tol > 0`` gives ``converged=False`` and a
+    :class:`optnorm.ConvergenceWarning` (``tol=0`` asks for exactly ``n_samples``).
     The per-leaf traces are the block traces HAWQ-V2 uses as layer sensitivities
     ("HAWQ-V2: Hessian Aware trace-Weighted Quantization of Neural Networks",
     Z. Dong et al., NeurIPS 2020).  Host-side loop: returns Python floats.
@@ -135,23 +155,18 @@ def hutchinson_trace(hvp: Callable, params: Any, *, n_samples: int = 100, seed=0
     >>> hutchinson_trace(lambda v: A @ v, np.zeros(3), n_samples=3).trace
     6.0
     """
-    _check_hvp(hvp)
-    n_samples = validate.check_int(n_samples, "n_samples", low=1)
-    min_samples = validate.check_int(min_samples, "min_samples", low=1)
-    validate.check_nonnegative(tol, "tol")
-    callback_every = validate.check_int(callback_every, "callback_every", low=1)
+    seeds = seed_ints(seed)
     leaves, tdef, _ = tree_flatten(params, "params")
     sums = [0.0] * len(leaves)
     prev = None
     errors = []
-    converged = False
+    converged = stopped = False
     k = 0
     for k in range(1, n_samples + 1):
-        z = rademacher_like(params, seed=(*_seed_ints(seed), k - 1), step=0)
-        zl, _, _ = tree_flatten(z, "z")
-        hl, hdef, _ = tree_flatten(hvp(z), "hvp(v)")
+        zl, _, _ = tree_flatten(_signs(params, (*seeds, k - 1), 0), "z")
+        hl, hdef, _ = tree_flatten(hvp(tree_unflatten(tdef, zl)), "hvp(v)")
         if hdef != tdef:
-            raise ValueError("hvp must return a tree with the structure of params")
+            raise ValueError("hutchinson_trace: hvp must return a tree with the structure of params")
         for i, (a, b) in enumerate(zip(zl, hl)):
             xp = compat.array_namespace(a)
             sums[i] += float(xp.sum(a * b))
@@ -160,10 +175,14 @@ def hutchinson_trace(hvp: Callable, params: Any, *, n_samples: int = 100, seed=0
             err = abs(mean - prev) / max(abs(prev), 1e-30)
             errors.append(err)
             if callback is not None and k % callback_every == 0 and callback(k, mean):
+                stopped = True
                 break
             if k >= min_samples and err < tol:
                 converged = True
                 break
         prev = mean
+    if not converged and not stopped and tol > 0 and n_samples >= min_samples:
+        warn_not_converged("hutchinson_trace", k, errors[-1] if errors else None, tol, hint="raise n_samples or "
+                           "loosen tol")
     per = tuple(s / k for s in sums)
     return TraceResult(trace=sum(per), per_leaf=per, n_iter=k, converged=converged, errors=tuple(errors))

@@ -2,19 +2,21 @@
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._lib import compat, validate
+from .._lib import compat
+from .._lib.api import public
+from .._lib.roles import Choice, Float, Int, NonNegative, Option
 from . import transforms as T
-from .base import Ctx, Rule, cast, scalar
-
-__all__ = ["dct_lowrank", "dct_matrix"]
+from ._common import zeros_state
+from .base import NAN_POLICY, Rule, RuleArg, Transform, chain, rule
 
 
 class LowRankLeaf(NamedTuple):
+    """Leaf state of a projected parameter of :func:`dct_lowrank`: the kept DCT indices and the inner rule's
+    state on the projected shape."""
     indices: Any     # (rank,) integer indices of the kept DCT basis vectors
     inner: Any       # the wrapped rule's leaf state, on the projected shape
 
@@ -28,6 +30,7 @@ def _dct_np(s: int) -> np.ndarray:
     return Q
 
 
+@public(n=Int(1), like=Float(optional=True), dtype=Option())
 def dct_matrix(n: int, *, like=None, dtype=None):
     r"""Orthonormal DCT-II basis as columns: ``Q[j, k] = c_k cos(pi k (2j+1) / (2n))``, ``c_0 = 1/sqrt(n)``.
 
@@ -41,78 +44,54 @@ def dct_matrix(n: int, *, like=None, dtype=None):
     >>> bool(np.allclose(Q.T @ Q, np.eye(8)))
     True
     """
-    n = validate.check_int(n, "n", low=1)
     Q = _dct_np(n)
     if like is None:
         return Q if dtype is None else Q.astype(dtype)
-    xp = compat.array_namespace(like)
-    return cast(compat.from_numpy_like(Q, like), like.dtype if dtype is None else dtype, xp)
+    return compat.cast(compat.from_numpy_like(Q, like), like.dtype if dtype is None else dtype)
 
 
-class DCTLowRank(Rule):
-    name = "dct_lowrank"
+def project_dct(inner: Rule, rank: int, update_proj_gap: int, ell_norm: int) -> Transform:
+    """Run ``inner`` on the gradient projected onto ``rank`` DCT basis vectors of the short side (chosen by
+    the largest l1/l2 scores every ``update_proj_gap`` steps) and map its update back.  State fields
+    ``indices`` and ``inner``."""
 
-    def __init__(self, *, inner, rank, update_proj_gap, weight_decay, max_shape, ell_norm, fallback, lr, nan_policy,
-                 factory, hyper):
-        super().__init__(lr=lr, nan_policy=nan_policy, factory=factory, hyper=hyper)
-        if not isinstance(inner, Rule):
-            raise TypeError(f"inner must be an optnorm.optim rule (e.g. adam(...)), got {type(inner).__name__}")
-        if fallback is not None and not isinstance(fallback, Rule):
-            raise TypeError(f"fallback must be an optnorm.optim rule or None, got {type(fallback).__name__}")
-        self.inner = inner
-        self.fallback = fallback
-        self.rank = validate.check_int(rank, "rank", low=1)
-        self.update_proj_gap = validate.check_int(update_proj_gap, "update_proj_gap", low=1)
-        self.weight_decay = validate.check_nonnegative(weight_decay, "weight_decay")
-        self.max_shape = validate.check_int(max_shape, "max_shape", low=1)
-        self.ell_norm = validate.check_in(ell_norm, (1, 2), "ell_norm")
-
-    def _projected(self, p):
-        return p.ndim == 2 and max(p.shape) < self.max_shape and self.rank < min(p.shape)
-
-    def _low_shape(self, p):
+    def low_shape(p):
         m, n = p.shape
-        return (m, self.rank) if m >= n else (self.rank, n)
+        return (m, rank) if m >= n else (rank, n)
 
-    def init_leaf(self, p, *, name, xp):
-        if not self._projected(p):
-            return (self.fallback or self.inner).init_leaf(p, name=name, xp=xp)
-        low = xp.zeros(self._low_shape(p), dtype=compat.compute_dtype(p, xp), device=compat.device(p))
-        idx = xp.arange(self.rank, device=compat.device(p))
-        return LowRankLeaf(idx, self.inner.init_leaf(low, name=name, xp=xp))
+    def init(p, ctx):
+        xp = ctx.xp
+        low = zeros_state(p, xp, low_shape(p))
+        return {"indices": compat.arange(rank, like=p, xp=xp), "inner": inner.init_leaf(low, name=ctx.name, xp=xp)}
 
-    def _select(self, S, xp, tall):
+    def select(S, xp, tall):
         ax = 0 if tall else 1                           # score the kept basis vectors (columns of S when tall)
-        sc = xp.sum(xp.abs(S), axis=ax) if self.ell_norm == 1 else xp.sum(S * S, axis=ax)
-        order = xp.argsort(-sc, stable=True)
-        return order[:self.rank]
+        sc = xp.sum(xp.abs(S), axis=ax) if ell_norm == 1 else xp.sum(S * S, axis=ax)
+        return xp.argsort(-sc, stable=True)[:rank]
 
-    def update_leaf(self, p, g, s, ctx: Ctx):
-        if not self._projected(p):
-            return (self.fallback or self.inner).update_leaf(p, g, s, ctx)
-        xp, t = ctx.xp, ctx.t
-        cd = compat.compute_dtype(p, xp)
-        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
-        tall = p.shape[0] >= p.shape[1]
-        Q = dct_matrix(min(p.shape), like=pc)
-        refresh = (t - 1) % self.update_proj_gap == 0
+    def update(leaf, s, ctx):
+        xp, t, g = ctx.xp, ctx.t, leaf.u
+        tall = g.shape[0] >= g.shape[1]
+        Q = dct_matrix(min(g.shape), like=g)
+        refresh = (t - 1) % update_proj_gap == 0
         if isinstance(t, int) and not refresh:
             idx = s.indices
         else:
-            S = gc @ Q if tall else xp.matrix_transpose(Q) @ gc
-            new_idx = self._select(S, xp, tall)
+            new_idx = select(g @ Q if tall else xp.matrix_transpose(Q) @ g, xp, tall)
             idx = new_idx if isinstance(t, int) else xp.where(refresh, new_idx, s.indices)
         Qr = xp.take(Q, idx, axis=1)                   # (s, r)
-        a = gc @ Qr if tall else xp.matrix_transpose(Qr) @ gc
-        zero = xp.zeros(a.shape, dtype=cd, device=compat.device(pc))
-        delta, inner_s = self.inner.update_leaf(zero, a, s.inner, ctx)   # inner rule's step from 0 = its update
+        a = g @ Qr if tall else xp.matrix_transpose(Qr) @ g
+        zero = compat.zeros(a.shape, like=a, xp=xp)
+        delta, inner_s = inner.update_leaf(zero, a, s.inner, ctx)   # the inner rule's step from 0 is its update
         back = delta @ xp.matrix_transpose(Qr) if tall else Qr @ delta
-        lr = scalar(self.inner.lr_at(t), pc, xp)
-        if self.weight_decay:
-            pc = T.decay_decoupled(pc, lr, self.weight_decay)
-        return cast(pc + back, p.dtype, xp), LowRankLeaf(idx, inner_s)
+        return leaf._replace(u=-back), s._replace(indices=idx, inner=inner_s)
+
+    return Transform(init, update)
 
 
+@rule("DCTLowRank", inner=RuleArg(optional=False), rank=Int(1), update_proj_gap=Int(1), weight_decay=NonNegative(),
+      max_shape=Int(1), ell_norm=Choice((1, 2)), fallback=RuleArg(), nan_policy=NAN_POLICY,
+      example=lambda rng, dtype: ((_default_inner(),), {"rank": 2}))
 def dct_lowrank(inner: Rule, *, rank: int, update_proj_gap: int = 1, weight_decay: float = 0.0,
                 max_shape: int = 32000, ell_norm: int = 1, fallback: Rule | None = None,
                 nan_policy="raise") -> Rule:
@@ -138,9 +117,18 @@ def dct_lowrank(inner: Rule, *, rank: int, update_proj_gap: int = 1, weight_deca
     >>> opt = dct_lowrank(adam(lr=1e-3), rank=2)
     >>> st = opt.init(np.ones((6, 4)))
     """
-    hyper = dict(inner=inner, rank=rank, update_proj_gap=update_proj_gap, weight_decay=weight_decay,
-                 max_shape=max_shape, ell_norm=ell_norm, fallback=fallback, nan_policy=nan_policy)
-    if not isinstance(inner, Rule):
-        raise TypeError(f"inner must be an optnorm.optim rule (e.g. adam(...)), got {type(inner).__name__}")
-    lr = inner.lr
-    return DCTLowRank(lr=lr, factory=dct_lowrank, hyper=hyper, **hyper)
+    parts = [project_dct(inner, rank, update_proj_gap, ell_norm)]
+    if weight_decay:
+        parts.append(T.decay_weights(weight_decay))
+
+    def projected(p):
+        return p.ndim == 2 and max(p.shape) < max_shape and rank < min(p.shape)
+
+    return Rule(lr=inner.lr, transform=chain(*parts), leaf=LowRankLeaf, accepts=projected,
+                fallback=fallback or inner, nan_policy=nan_policy)
+
+
+def _default_inner():
+    from .adam import adam
+
+    return adam(lr=1e-2)

@@ -1,72 +1,60 @@
 """Rotated-basis Adam for matrices: conda (column-normalised Adam)."""
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
-from .._lib import compat, validate
+from .._lib import compat
+from .._lib.roles import Int, NonNegative, Positive, Scalars, UnitInterval
 from . import transforms as T
-from .base import Ctx, MatrixRule, Rule, cast, check_betas, scalar, ssqrt
-
-__all__ = ["conda"]
+from ._common import bias_correction, ssqrt, zeros_state
+from .base import LR, NAN_POLICY, MatrixRule, Rule, RuleArg, Transform, chain, rule
 
 
 class CondaLeaf(NamedTuple):
-    exp_avg: Any        # (m, n), original coordinates
-    exp_avg_sq: Any     # (m, n), rotated coordinates (not re-rotated on refresh, as in the reference)
-    proj: Any           # (n, n) if m >= n else (m, m): orthogonal basis of the short side
+    """Leaf state of :func:`conda`: momentum (original coordinates), second moment (rotated coordinates,
+    not re-rotated on refresh, as in the reference) and the orthogonal basis of the short side."""
+    exp_avg: Any        # (m, n)
+    exp_avg_sq: Any     # (m, n)
+    proj: Any           # (n, n) if m >= n else (m, m)
 
 
-class Conda(MatrixRule):
-    name = "conda"
+def scale_by_conda(b1: float, b2: float, eps: float, update_proj_gap: int, scale: float) -> Transform:
+    """Conda's direction: Adam (HF eps placement) in the singular basis of the momentum, refreshed every
+    ``update_proj_gap`` steps, rotated back and times ``scale``; step factor ``sqrt(1-b2^t)/(1-b1^t)``."""
 
-    def __init__(self, *, betas, eps, weight_decay, update_proj_gap, scale, **kw):
-        super().__init__(**kw)
-        self.betas = check_betas(betas)
-        self.eps = validate.check_nonnegative(eps, "eps")
-        self.weight_decay = validate.check_nonnegative(weight_decay, "weight_decay")
-        self.update_proj_gap = validate.check_int(update_proj_gap, "update_proj_gap", low=1)
-        self.scale = validate.check_positive(scale, "scale")
-
-    def init_matrix(self, p, *, name, xp):
-        cd = compat.compute_dtype(p, xp)
+    def init(p, ctx):
+        xp = ctx.xp
         m, n = p.shape
-        k = n if m >= n else m
-        z = xp.zeros(p.shape, dtype=cd, device=compat.device(p))
-        return CondaLeaf(z, xp.zeros(p.shape, dtype=cd, device=compat.device(p)),
-                         xp.eye(k, dtype=cd, device=compat.device(p)))
+        return {"exp_avg": zeros_state(p, xp), "exp_avg_sq": zeros_state(p, xp),
+                "proj": compat.eye(n if m >= n else m, like=p, dtype=compat.compute_dtype(p, xp), xp=xp)}
 
-    def _basis(self, m_, xp):
-        U, _, Vh = xp.linalg.svd(m_, full_matrices=False)
-        return Vh if m_.shape[0] >= m_.shape[1] else U
+    def basis(mom, xp):
+        U, _, Vh = xp.linalg.svd(mom, full_matrices=False)
+        return Vh if mom.shape[0] >= mom.shape[1] else U
 
-    def update_matrix(self, p, g, s, ctx: Ctx):
-        xp, t = ctx.xp, ctx.t
-        b1, b2 = self.betas
-        cd = compat.compute_dtype(p, xp)
-        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
-        lr = scalar(self.lr_at(t), pc, xp)
-        tall = p.shape[0] >= p.shape[1]
-        mom = b1 * s.exp_avg + (1.0 - b1) * gc
+    def update(leaf, s, ctx):
+        xp, t, g = ctx.xp, ctx.t, leaf.u
+        tall = g.shape[0] >= g.shape[1]
+        mom = b1 * s.exp_avg + (1.0 - b1) * g
         if isinstance(t, int):
-            P = self._basis(mom, xp) if (t - 1) % self.update_proj_gap == 0 else s.proj
+            P = basis(mom, xp) if (t - 1) % update_proj_gap == 0 else s.proj
         else:
-            P = xp.where((t - 1) % self.update_proj_gap == 0, self._basis(mom, xp), s.proj)
+            P = xp.where((t - 1) % update_proj_gap == 0, basis(mom, xp), s.proj)
 
-        def proj(X):
+        def rotate(X):
             return X @ xp.matrix_transpose(P) if tall else xp.matrix_transpose(P) @ X
 
-        gt, mt = proj(gc), proj(mom)
-        v = T.ema_sq(s.exp_avg_sq, gt, b2)
-        step = scalar(self.lr_at(t) * ssqrt(T.bias_correction(b2, t), xp) / T.bias_correction(b1, t), pc, xp)
-        u = mt / (xp.sqrt(v) + self.eps)
-        u = (u @ P if tall else P @ u) * self.scale
-        pc = pc - step * u
-        if self.weight_decay:
-            pc = pc - lr * self.weight_decay * pc           # decay after the update, on the updated p
-        return cast(pc, p.dtype, xp), CondaLeaf(mom, v, P)
+        v = T.ema_sq(s.exp_avg_sq, rotate(g), b2)
+        u = rotate(mom) / (xp.sqrt(v) + eps)
+        u = (u @ P if tall else P @ u) * scale
+        factor = leaf.scale * ssqrt(bias_correction(b2, t), xp) / bias_correction(b1, t)
+        return leaf._replace(u=u, scale=factor), s._replace(exp_avg=mom, exp_avg_sq=v, proj=P)
+
+    return Transform(init, update)
 
 
+@rule("Conda", lr=LR, betas=Scalars(UnitInterval(), 2), eps=NonNegative(), weight_decay=NonNegative(),
+      update_proj_gap=Int(1), scale=Positive(), fallback=RuleArg(), nan_policy=NAN_POLICY)
 def conda(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, update_proj_gap=2000, scale=1.0,
           fallback: Rule | None = None, nan_policy="raise") -> Rule:
     r"""Conda: Adam whose second moment lives in the singular basis of the momentum (column-normalised Adam).
@@ -89,6 +77,7 @@ def conda(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, update_pro
     >>> import numpy as np
     >>> st = conda(update_proj_gap=10).init(np.ones((5, 3)))
     """
-    hyper = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, update_proj_gap=update_proj_gap,
-                 scale=scale, fallback=fallback, nan_policy=nan_policy)
-    return Conda(factory=conda, hyper=hyper, **hyper)
+    parts = [scale_by_conda(betas[0], betas[1], eps, update_proj_gap, scale), T.scale_by_lr()]
+    if weight_decay:
+        parts += [T.apply_update(), T.decay_weights(weight_decay)]
+    return MatrixRule(lr=lr, transform=chain(*parts), leaf=CondaLeaf, fallback=fallback, nan_policy=nan_policy)

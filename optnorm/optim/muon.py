@@ -4,86 +4,33 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from .._lib import compat, validate
+from .._lib.roles import Bool, Choice, Int, NonNegative, Positive, Scalar, Scalars, UnitInterval
 from . import transforms as T
-from .base import Ctx, MatrixRule, Rule, cast, check_beta, scalar
+from ._common import zeros_state
+from .base import LR, NAN_POLICY, MatrixRule, Rule, RuleArg, Transform, chain, no_state, rule
 
-__all__ = ["muon", "normuon", "auon", "hybrid_auon"]
+NS_DTYPES = ("auto", None, "float32", "float64", "bfloat16")
+ADJUST_LR = (None, "original", "match_rms_adamw", "spectral", "none")
+_NS = dict(ns_coefficients=Scalars(Scalar(), 3), ns_steps=Int(0, 99))
 
 
 class MuonLeaf(NamedTuple):
+    """Leaf state of :func:`muon`, :func:`auon` and :func:`hybrid_auon`: the momentum buffer."""
     momentum_buffer: Any
 
 
 class NorMuonLeaf(NamedTuple):
+    """Leaf state of :func:`normuon`: the momentum buffer and the per-row second moment ``(m, 1)``."""
     momentum_buffer: Any
-    second_momentum_buffer: Any     # one entry per row (m, 1)
+    second_momentum_buffer: Any
 
 
-def _ns_dtype(ns_dtype, p):
-    if ns_dtype == "auto":
-        return "bfloat16" if (compat.is_torch(p) or compat.is_jax(p)) else None
-    return ns_dtype
+def _decay(weight_decay):
+    return [T.decay_weights(weight_decay)] if weight_decay else []
 
 
-def _check_ns(ns_coefficients, ns_steps, ns_dtype):
-    if len(tuple(ns_coefficients)) != 3:
-        raise ValueError(f"ns_coefficients must be (a, b, c), got {ns_coefficients!r}")
-    validate.check_int(ns_steps, "ns_steps", low=0, high=99)
-    validate.check_in(ns_dtype, ("auto", None, "float32", "float64", "bfloat16"), "ns_dtype")
-
-
-class _Momentum(MatrixRule):
-    """EMA momentum with optional Nesterov look-ahead, then an orthogonalising map (shared by the family)."""
-
-    def __init__(self, *, momentum, nesterov, ns_coefficients, ns_steps, ns_eps, ns_dtype, **kw):
-        super().__init__(**kw)
-        self.momentum = check_beta(momentum, "momentum")
-        self.nesterov = bool(nesterov)
-        _check_ns(ns_coefficients, ns_steps, ns_dtype)
-        self.ns_coefficients = tuple(float(c) for c in ns_coefficients)
-        self.ns_steps = int(ns_steps)
-        self.ns_eps = validate.check_positive(ns_eps, "eps")
-        self.ns_dtype = ns_dtype
-
-    def _buf(self, p, xp):
-        return xp.zeros(p.shape, dtype=compat.compute_dtype(p, xp), device=compat.device(p))
-
-    def _momentum_update(self, gc, buf):
-        buf = T.ema(buf, gc, self.momentum)                       # lerp(B, g, 1 - mu)
-        u = T.nesterov(gc, buf, self.momentum) if self.nesterov else buf
-        return u, buf
-
-    def _orth(self, u, p, xp):
-        dt = T._resolve_dtype(u, _ns_dtype(self.ns_dtype, p), xp)
-        return T._ns(u, self.ns_steps, self.ns_coefficients, self.ns_eps, dt, xp)
-
-
-class Muon(_Momentum):
-    name = "muon"
-
-    def __init__(self, *, weight_decay, adjust_lr_fn, **kw):
-        super().__init__(**kw)
-        self.weight_decay = validate.check_nonnegative(weight_decay, "weight_decay")
-        T.matrix_shape_scale((1, 1), adjust_lr_fn or "original")
-        self.adjust_lr_fn = adjust_lr_fn or "original"
-
-    def init_matrix(self, p, *, name, xp):
-        return MuonLeaf(self._buf(p, xp))
-
-    def update_matrix(self, p, g, s, ctx: Ctx):
-        xp = ctx.xp
-        cd = compat.compute_dtype(p, xp)
-        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
-        lr = self.lr_at(ctx.t)
-        u, buf = self._momentum_update(gc, s.momentum_buffer)
-        o = self._orth(u, p, xp)
-        adj = T.matrix_shape_scale(p.shape, self.adjust_lr_fn)
-        pc = T.decay_decoupled(pc, scalar(lr, pc, xp), self.weight_decay)   # decay uses the unadjusted lr
-        pc = pc - scalar(lr * adj, pc, xp) * o
-        return cast(pc, p.dtype, xp), MuonLeaf(buf)
-
-
+@rule("Muon", lr=LR, weight_decay=NonNegative(), momentum=UnitInterval(), nesterov=Bool(), eps=Positive(),
+      adjust_lr_fn=Choice(ADJUST_LR), ns_dtype=Choice(NS_DTYPES), fallback=RuleArg(), nan_policy=NAN_POLICY, **_NS)
 def muon(*, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True, ns_coefficients=T.MUON_COEFFICIENTS,
          eps=1e-7, ns_steps=5, adjust_lr_fn=None, ns_dtype="auto", fallback: Rule | None = None,
          nan_policy="raise") -> Rule:
@@ -98,6 +45,7 @@ def muon(*, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True, ns_coeffici
     ``"match_rms_adamw"`` ``0.2 sqrt(max(m, n))`` (Moonshot), ``"spectral"``
     ``sqrt(m/n)``, ``"none"`` 1.  "Muon: An optimizer for hidden layers in neural
     networks", K. Jordan et al., 2024; "Muon is Scalable for LLM Training", J. Liu et al., 2025.
+    The chain: ``ema_momentum``, ``orthogonalize``, ``decay_weights``, ``scale_by_shape``, ``scale_by_lr``.
 
     Parameters
     ----------
@@ -115,47 +63,37 @@ def muon(*, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True, ns_coeffici
     >>> opt = muon(lr=0.02, fallback=adamw(lr=3e-4))
     >>> st = opt.init({"w": np.ones((4, 3)), "b": np.zeros(4)})
     """
-    hyper = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                 ns_coefficients=tuple(ns_coefficients), eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn,
-                 ns_dtype=ns_dtype, fallback=fallback, nan_policy=nan_policy)
-    return Muon(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                ns_coefficients=ns_coefficients, ns_eps=eps, ns_steps=ns_steps, ns_dtype=ns_dtype,
-                adjust_lr_fn=adjust_lr_fn, fallback=fallback, nan_policy=nan_policy, factory=muon, hyper=hyper)
+    transform = chain(T.ema_momentum(momentum, nesterov=nesterov),
+                      T.orthogonalize(ns_coefficients, ns_steps, eps, ns_dtype), *_decay(weight_decay),
+                      T.scale_by_shape(adjust_lr_fn or "original"), T.scale_by_lr())
+    return MatrixRule(lr=lr, transform=transform, leaf=MuonLeaf, fallback=fallback, nan_policy=nan_policy)
 
 
-class NorMuon(_Momentum):
-    name = "normuon"
+def normalize_by_row_moment(beta2: float, scale_mode: str) -> Transform:
+    """NorMuon: divide each row of the orthogonalised update by the root of its EMA mean square
+    (state field ``second_momentum_buffer``, ``(m, 1)``), then rescale (``keep_norm``: to the update's
+    Frobenius norm times Keller's aspect factor; ``rms0.2``: to RMS 0.2)."""
 
-    def __init__(self, *, beta2, weight_decay, scale_mode, **kw):
-        super().__init__(**kw)
-        self.beta2 = check_beta(beta2, "beta2")
-        self.weight_decay = validate.check_nonnegative(weight_decay, "weight_decay")
-        self.scale_mode = validate.check_in(scale_mode, ("keep_norm", "rms0.2"), "scale_mode")
+    def init(p, ctx):
+        return {"second_momentum_buffer": zeros_state(p, ctx.xp, (p.shape[0], 1))}
 
-    def init_matrix(self, p, *, name, xp):
-        v = xp.zeros((p.shape[0], 1), dtype=compat.compute_dtype(p, xp), device=compat.device(p))
-        return NorMuonLeaf(self._buf(p, xp), v)
-
-    def update_matrix(self, p, g, s, ctx):
-        xp = ctx.xp
-        cd = compat.compute_dtype(p, xp)
-        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
-        lr = scalar(self.lr_at(ctx.t), pc, xp)
-        u, buf = self._momentum_update(gc, s.momentum_buffer)
-        o = self._orth(u, p, xp)
-        v = T.ema(s.second_momentum_buffer, xp.mean(o * o, axis=-1, keepdims=True), self.beta2)
+    def update(leaf, s, ctx):
+        xp, o = ctx.xp, leaf.u
+        v = T.ema(s.second_momentum_buffer, xp.mean(o * o, axis=-1, keepdims=True), beta2)
         on = o / (xp.sqrt(v) + 1e-10)
-        m, n = p.shape
-        if self.scale_mode == "keep_norm":     # reference code: restore |O|_F, then Keller's aspect factor
+        m, n = leaf.p.shape
+        if scale_mode == "keep_norm":     # reference code: restore |O|_F, then Keller's aspect factor
             on = on * (T.fro_norm(o, xp) / (T.fro_norm(on, xp) + 1e-10)) * math.sqrt(max(1.0, m / n))
-        else:                                  # paper: update RMS 0.2 (AdamW-matched)
+        else:                             # paper: update RMS 0.2 (AdamW-matched)
             on = on * (0.2 * math.sqrt(m * n) / (T.fro_norm(on, xp) + 1e-10))
-        if self.weight_decay:
-            pc = T.decay_decoupled(pc, lr, self.weight_decay)
-        pc = pc - lr * on
-        return cast(pc, p.dtype, xp), NorMuonLeaf(buf, v)
+        return leaf._replace(u=on), s._replace(second_momentum_buffer=v)
+
+    return Transform(init, update)
 
 
+@rule("NorMuon", lr=LR, weight_decay=NonNegative(), momentum=UnitInterval(), beta2=UnitInterval(), nesterov=Bool(),
+      eps=Positive(), ns_dtype=Choice(NS_DTYPES), scale_mode=Choice(("keep_norm", "rms0.2")), fallback=RuleArg(),
+      nan_policy=NAN_POLICY, **_NS)
 def normuon(*, lr=0.02, weight_decay=0.0, momentum=0.95, beta2=0.95, nesterov=True,
             ns_coefficients=T.MUON_COEFFICIENTS, eps=1e-7, ns_steps=5, ns_dtype="auto", scale_mode="keep_norm",
             fallback: Rule | None = None, nan_policy="raise") -> Rule:
@@ -176,49 +114,42 @@ def normuon(*, lr=0.02, weight_decay=0.0, momentum=0.95, beta2=0.95, nesterov=Tr
     >>> import numpy as np
     >>> st = normuon().init(np.ones((4, 3)))
     """
-    hyper = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, beta2=beta2, nesterov=nesterov,
-                 ns_coefficients=tuple(ns_coefficients), eps=eps, ns_steps=ns_steps, ns_dtype=ns_dtype,
-                 scale_mode=scale_mode, fallback=fallback, nan_policy=nan_policy)
-    return NorMuon(lr=lr, weight_decay=weight_decay, momentum=momentum, beta2=beta2, nesterov=nesterov,
-                   ns_coefficients=ns_coefficients, ns_eps=eps, ns_steps=ns_steps, ns_dtype=ns_dtype,
-                   scale_mode=scale_mode, fallback=fallback, nan_policy=nan_policy, factory=normuon, hyper=hyper)
+    transform = chain(T.ema_momentum(momentum, nesterov=nesterov),
+                      T.orthogonalize(ns_coefficients, ns_steps, eps, ns_dtype),
+                      normalize_by_row_moment(beta2, scale_mode), *_decay(weight_decay), T.scale_by_lr())
+    return MatrixRule(lr=lr, transform=transform, leaf=NorMuonLeaf, fallback=fallback, nan_policy=nan_policy)
 
 
-class AuON(_Momentum):
-    name = "auon"
+def cosh_brake(gamma: float, normalize_output: bool) -> Transform:
+    """AuON's normalisation: ``U / (r + 1e-8)`` with ``r = sqrt(mean(cosh^2(gamma U/|U|_F)))`` (or the unit
+    Frobenius form times ``sqrt(max(1, m/n))`` with ``normalize_output``)."""
 
-    def __init__(self, *, weight_decay, gamma, hybrid, normalize_output, **kw):
-        super().__init__(**kw)
-        self.weight_decay = validate.check_nonnegative(weight_decay, "weight_decay")
-        self.gamma = validate.check_nonnegative(gamma, "gamma")
-        self.hybrid = bool(hybrid)
-        self.normalize_output = bool(normalize_output)
-
-    def init_matrix(self, p, *, name, xp):
-        return MuonLeaf(self._buf(p, xp))
-
-    def update_matrix(self, p, g, s, ctx):
-        xp = ctx.xp
-        cd = compat.compute_dtype(p, xp)
-        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
-        lr = scalar(self.lr_at(ctx.t), pc, xp)
-        if self.weight_decay:
-            pc = T.decay_decoupled(pc, lr, self.weight_decay)
-        u, buf = self._momentum_update(gc, s.momentum_buffer)
-        if self.hybrid:
-            u = self._orth(u, p, xp)
+    def update(leaf, s, ctx):
+        xp, u = ctx.xp, leaf.u
         un = u / (T.fro_norm(u, xp) + 1e-7)
-        c = xp.cosh(self.gamma * un)
+        c = xp.cosh(gamma * un)
         r = xp.sqrt(xp.mean(c * c))                       # the "cosh-RMS brake"; ~1 + gamma^2/(2N)
-        if self.normalize_output:
-            m, n = p.shape
-            upd = un / (r + 1e-8) * math.sqrt(max(1.0, m / n))
-        else:
-            upd = u / (r + 1e-8)
-        pc = pc - lr * upd
-        return cast(pc, p.dtype, xp), MuonLeaf(buf)
+        if normalize_output:
+            m, n = leaf.p.shape
+            return leaf._replace(u=un / (r + 1e-8) * math.sqrt(max(1.0, m / n))), s
+        return leaf._replace(u=u / (r + 1e-8)), s
+
+    return Transform(no_state, update)
 
 
+def _auon(lr, momentum, weight_decay, gamma, nesterov, normalize_output, ns, fallback, nan_policy) -> Rule:
+    parts = [*_decay(weight_decay), T.ema_momentum(momentum, nesterov=nesterov)]
+    if ns is not None:
+        parts.append(T.orthogonalize(*ns))
+    parts += [cosh_brake(gamma, normalize_output), T.scale_by_lr()]
+    return MatrixRule(lr=lr, transform=chain(*parts), leaf=MuonLeaf, fallback=fallback, nan_policy=nan_policy)
+
+
+_AUON = dict(lr=LR, momentum=UnitInterval(), weight_decay=NonNegative(), gamma=NonNegative(), nesterov=Bool(),
+             normalize_output=Bool(), fallback=RuleArg(), nan_policy=NAN_POLICY)
+
+
+@rule("AuON", **_AUON)
 def auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov=True, normalize_output=False,
          fallback: Rule | None = None, nan_policy="raise") -> Rule:
     r"""AuON: linear-time normalised momentum (no orthogonalisation).
@@ -240,13 +171,10 @@ def auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov=True, 
     >>> import numpy as np
     >>> st = auon().init(np.ones((4, 3)))
     """
-    hyper = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, gamma=gamma, nesterov=nesterov,
-                 normalize_output=normalize_output, fallback=fallback, nan_policy=nan_policy)
-    return AuON(lr=lr, momentum=momentum, weight_decay=weight_decay, gamma=gamma, nesterov=nesterov,
-                normalize_output=normalize_output, hybrid=False, ns_coefficients=T.MUON_COEFFICIENTS, ns_eps=1e-7,
-                ns_steps=5, ns_dtype=None, fallback=fallback, nan_policy=nan_policy, factory=auon, hyper=hyper)
+    return _auon(lr, momentum, weight_decay, gamma, nesterov, normalize_output, None, fallback, nan_policy)
 
 
+@rule("HybridAuON", ns_dtype=Choice(NS_DTYPES), **_NS, **_AUON)
 def hybrid_auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov=True, ns_steps=5,
                 ns_coefficients=T.MUON_COEFFICIENTS, ns_dtype=None, normalize_output=False,
                 fallback: Rule | None = None, nan_policy="raise") -> Rule:
@@ -260,14 +188,5 @@ def hybrid_auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov
     >>> import numpy as np
     >>> st = hybrid_auon(ns_steps=2).init(np.ones((4, 3)))
     """
-    hyper = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, gamma=gamma, nesterov=nesterov,
-                 ns_steps=ns_steps, ns_coefficients=tuple(ns_coefficients), ns_dtype=ns_dtype,
-                 normalize_output=normalize_output, fallback=fallback, nan_policy=nan_policy)
-    r = AuON(lr=lr, momentum=momentum, weight_decay=weight_decay, gamma=gamma, nesterov=nesterov,
-             normalize_output=normalize_output, hybrid=True, ns_coefficients=ns_coefficients, ns_eps=1e-7,
-             ns_steps=ns_steps, ns_dtype=ns_dtype, fallback=fallback, nan_policy=nan_policy, factory=hybrid_auon,
-             hyper=hyper)
-    r.name = "hybrid_auon"
-    return r
-
-
+    ns = (ns_coefficients, ns_steps, 1e-7, ns_dtype)
+    return _auon(lr, momentum, weight_decay, gamma, nesterov, normalize_output, ns, fallback, nan_policy)

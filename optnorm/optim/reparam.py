@@ -9,35 +9,37 @@ the paper for this release, and optnorm does not ship a guessed formula.
 """
 from __future__ import annotations
 
-from .._lib import compat, ops, validate
-from .base import cast
+from typing import Any, NamedTuple
 
-__all__ = ["weight_conditioning"]
+from .._lib import compat
+from .._lib.api import public, vjp
+from .._lib.roles import Axis, Choice, Float, Positive
+from ._common import stable_norm
 
 _MODES = ("row", "column")
 
 
-def _check(weight, mode, axis, eps):
-    validate.check_float(weight, "weight")
-    validate.check_matrix(weight, "weight")
-    validate.check_nonempty(weight, "weight")
-    validate.check_in(mode, _MODES, "mode")
-    axis = validate.check_axis(axis, weight.ndim, "axis")
-    eps = validate.check_positive(eps, "eps")
-    xp = compat.array_namespace(weight)
+class WeightConditioningResiduals(NamedTuple):
+    y: Any              # the conditioned weight in the compute dtype
+    n: Any              # the unit norms (keepdims)
+    d: Any              # the floored norms the weight was divided by
+    red: tuple          # the reduced axes
+    eps: float
+
+
+def _reduced(weight, mode, axis):
     others = tuple(a for a in range(weight.ndim) if a != axis)
-    red = others if mode == "row" else (axis,)
-    return xp, red, eps
+    return others if mode == "row" else (axis,)
 
 
 def _forward(weight, xp, red, eps):
-    wc = cast(weight, compat.compute_dtype(weight, xp), xp)
-    n = xp.linalg.vector_norm(wc, axis=red, keepdims=True)
+    wc = compat.cast(weight, compat.compute_dtype(weight, xp), xp)
+    n = stable_norm(wc, xp, axis=red, keepdims=True)       # no overflow for entries near the dtype's range
     d = xp.maximum(n, xp.full_like(n, eps))
-    y = wc / d
-    return y, n, d
+    return wc / d, n, d
 
 
+@public(weight=Float(min_ndim=2), mode=Choice(_MODES), axis=Axis("weight"), eps=Positive())
 def weight_conditioning(weight, *, mode: str = "row", axis: int = 0, eps: float = 1e-12):
     r"""Weight conditioning by diagonal equilibration: ``W_eff = D W`` with ``D = diag(1 / |W_i|_2)``.
 
@@ -97,25 +99,26 @@ def weight_conditioning(weight, *, mode: str = "row", axis: int = 0, eps: float 
     >>> weight_conditioning(W, mode="column").tolist()
     [[1.0, 0.8944271909999159], [0.0, 0.4472135954999579]]
     """
-    xp, red, eps = _check(weight, mode, axis, eps)
-    y, _, _ = _forward(weight, xp, red, eps)
-    return cast(y, weight.dtype, xp)
+    xp = compat.array_namespace(weight)
+    y, _, _ = _forward(weight, xp, _reduced(weight, mode, axis), eps)
+    return compat.cast(y, weight.dtype, xp)
 
 
 def _weight_conditioning_fwd(weight, *, mode="row", axis=0, eps=1e-12):
-    xp, red, eps = _check(weight, mode, axis, eps)
+    out = weight_conditioning(weight, mode=mode, axis=axis, eps=eps)        # validates the call
+    xp = compat.array_namespace(weight)
+    red = _reduced(weight, mode, axis % weight.ndim)
     y, n, d = _forward(weight, xp, red, eps)
-    return cast(y, weight.dtype, xp), (y, n, d, red, eps)
+    return out, WeightConditioningResiduals(y, n, d, red, eps)
 
 
 def _weight_conditioning_bwd(res, dy):
-    y, n, d, red, eps = res
-    xp = compat.array_namespace(y)
-    g = cast(dy, y.dtype, xp)
-    s = xp.sum(g * y, axis=red, keepdims=True)
-    s = xp.where(n > eps, s, xp.zeros_like(s))
-    dw = (g - s * y) / d
-    return (cast(dw, dy.dtype, xp),)
+    xp = compat.array_namespace(res.y)
+    g = compat.cast(dy, res.y.dtype, xp)
+    s = xp.sum(g * res.y, axis=res.red, keepdims=True)
+    s = xp.where(res.n > res.eps, s, xp.zeros_like(s))
+    dw = (g - s * res.y) / res.d
+    return (compat.cast(dw, dy.dtype, xp),)
 
 
-ops.register("optim.weight_conditioning", weight_conditioning, _weight_conditioning_fwd, _weight_conditioning_bwd)
+vjp(weight_conditioning, _weight_conditioning_fwd, _weight_conditioning_bwd)

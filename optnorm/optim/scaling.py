@@ -6,29 +6,47 @@ is not implemented: its reparameterisation function could not be verified from t
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._lib import compat, ops, validate
+from .._lib import compat
+from .._lib.api import public, vjp
+from .._lib.roles import Axis, Bool, Choice, Float, Int, NonNegative, Option, Positive, Scalar, Seed
 from . import transforms as T
-from .base import Ctx, Rule, cast
+from ._common import stable_norm
+from .base import NAN_POLICY, Rule, RuleArg, Transform, chain, rule
 
-__all__ = ["spectral_scale", "spectral_init", "spectral_normalize", "nap", "project_to_norm", "norm_loss", "norm_loss_grad"]
+LAYOUTS = ("torch", "flax")
 
 
 # ----------------------------------------------------------------------------------------------- spectral condition
+def _check_shape(value, name):
+    if compat.is_array(value):
+        return value
+    if not isinstance(value, (tuple, list)) or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
+                                                         and s >= 1 for s in value):
+        raise TypeError(f"{name} must be a shape (a tuple of positive ints) or an array, got {value!r}")
+    if len(value) < 2:
+        raise ValueError(f"{name} must have at least 2 dimensions (a weight matrix), got {tuple(value)}")
+    return tuple(int(s) for s in value)
+
+
+_SHAPE = Option(check=_check_shape, example=(6, 4))
+
+
 def _fans(shape, layout):
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2:
         raise ValueError(f"shape must have at least 2 dimensions (a weight matrix), got {shape}")
-    validate.check_in(layout, ("torch", "flax"), "layout")
     rest = int(np.prod(shape[2:])) if len(shape) > 2 else 1
     if layout == "torch":          # (out, in, *kernel)
         return shape[0], shape[1] * rest
     return shape[-1], int(np.prod(shape[:-1]))   # flax: (*kernel, in, out)
 
 
+@public(shape=_SHAPE, layout=Choice(LAYOUTS))
 def spectral_scale(shape, /, *, layout: str = "torch") -> float:
     r"""``sqrt(fan_out / fan_in)``: the spectral norm a layer's weights and updates should have.
 
@@ -48,6 +66,7 @@ def spectral_scale(shape, /, *, layout: str = "torch") -> float:
     return math.sqrt(fo / fi)
 
 
+@public(shape=_SHAPE, seed=Seed(), layout=Choice(LAYOUTS), like=Float(optional=True))
 def spectral_init(shape, /, *, seed=0, layout: str = "torch", like=None):
     r"""Gaussian init with ``sigma = min(1, sqrt(fan_out/fan_in)) / sqrt(fan_in)`` (spectral parametrisation).
 
@@ -60,20 +79,20 @@ def spectral_init(shape, /, *, seed=0, layout: str = "torch", like=None):
     >>> bool(1.5 < np.linalg.norm(W, 2) < 3.5)
     True
     """
+    if compat.is_array(shape):
+        shape = shape.shape
     fo, fi = _fans(shape, layout)
     sigma = min(1.0, math.sqrt(fo / fi)) / math.sqrt(fi)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     W = rng.standard_normal(tuple(shape)) * sigma
     if like is None:
         return W
-    xp = compat.array_namespace(like)
-    return cast(compat.from_numpy_like(W, like), like.dtype, xp)
+    return compat.cast(compat.from_numpy_like(W, like), like.dtype)
 
 
 def _spectral_norm(G, xp, n_iter, seed):
-    rng = np.random.default_rng(seed)
-    v = compat.from_numpy_like(rng.standard_normal(G.shape[-1]), G)
-    v = cast(v, G.dtype, xp)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    v = compat.cast(compat.from_numpy_like(rng.standard_normal(G.shape[-1]), G), G.dtype, xp)
     for _ in range(n_iter):
         u = G @ v
         u = u / (xp.linalg.vector_norm(u) + 1e-30)
@@ -83,11 +102,14 @@ def _spectral_norm(G, xp, n_iter, seed):
     return s
 
 
+@public(G=Float("m n"), n_iter=Int(1), seed=Seed(), layout=Choice(LAYOUTS), exact=Bool())
 def spectral_normalize(G, /, *, n_iter: int = 20, seed=0, layout: str = "torch", exact: bool = False):
     r"""Scale an update to spectral norm ``sqrt(fan_out/fan_in)``: ``sqrt(fan_out/fan_in) G / |G|_*``.
 
     ``|G|_*`` by ``n_iter`` power iterations (``O(n_iter m n)``), or by SVD with
     ``exact=True``.  The "direct form" of the spectral condition (Yang, Simon, Bernstein, 2023).
+    ``G`` is first divided by its largest magnitude (the map is scale-invariant), so
+    entries near the dtype's range neither overflow nor underflow; a zero ``G`` stays zero.
 
     Examples
     --------
@@ -96,66 +118,83 @@ def spectral_normalize(G, /, *, n_iter: int = 20, seed=0, layout: str = "torch",
     2.0
     """
     xp = compat.array_namespace(G)
-    validate.check_float(G, "G", xp)
-    if G.ndim != 2:
-        raise ValueError(f"G must be a matrix, got shape {tuple(G.shape)}")
-    n_iter = validate.check_int(n_iter, "n_iter", low=1)
     scale = spectral_scale(G.shape, layout=layout)
-    if exact:
-        s = xp.max(xp.linalg.svdvals(G))
-    else:
-        s = _spectral_norm(G, xp, n_iter, seed)
-    return G * (scale / (s + 1e-30))
+    big = xp.max(xp.abs(G))
+    Gs = G / xp.where(big > 0, big, xp.ones_like(big))
+    s = xp.max(xp.linalg.svdvals(Gs)) if exact else _spectral_norm(Gs, xp, n_iter, seed)
+    return Gs * (scale / (s + 1e-30))
 
 
 # ----------------------------------------------------------------------------------------------- NaP
 class NaPLeaf(NamedTuple):
-    rho: Any          # initial norm(s), or None for parameters that are not projected
+    """Leaf state of :func:`nap`: the initial norm(s) ``rho`` (None for parameters left free) and the inner
+    rule's state."""
+    rho: Any
     inner: Any
 
 
-def project_to_norm(W, rho, /, *, axis=None, eps: float = 1e-12):
-    """``rho W / |W|`` (Frobenius over ``axis``; ``axis=None``: the whole array, ``-1``: per row)."""
-    xp = compat.array_namespace(W)
-    n = xp.linalg.vector_norm(W, axis=axis, keepdims=axis is not None)
+def _project(W, rho, axis, eps, xp):
+    n = stable_norm(W, xp, axis=axis, keepdims=axis is not None)
     return W * (rho / T.clamp_min(n, eps, xp))
 
 
-class NaP(Rule):
-    name = "nap"
-
-    def __init__(self, *, inner, axis, min_ndim, nan_policy, factory, hyper):
-        if not isinstance(inner, Rule):
-            raise TypeError(f"inner must be an optnorm.optim rule, got {type(inner).__name__}")
-        super().__init__(lr=inner.lr, nan_policy=nan_policy, factory=factory, hyper=hyper)
-        self.inner = inner
-        if axis is not None:
-            validate.check_int(axis, "axis")
-        self.axis = axis
-        self.min_ndim = validate.check_int(min_ndim, "min_ndim", low=0)
-
-    def _proj(self, p):
-        return p.ndim >= self.min_ndim
-
-    def init_leaf(self, p, *, name, xp):
-        rho = None
-        if self._proj(p):
-            rho = xp.linalg.vector_norm(cast(p, compat.compute_dtype(p, xp), xp), axis=self.axis,
-                                        keepdims=self.axis is not None)
-        return NaPLeaf(rho, self.inner.init_leaf(p, name=name, xp=xp))
-
-    def prepare(self, ps, gs, ss, **kw):
-        return self.inner.prepare(ps, gs, [s.inner for s in ss], **kw)
-
-    def update_leaf(self, p, g, s, ctx: Ctx):
-        pn, si = self.inner.update_leaf(p, g, s.inner, ctx)
-        if s.rho is not None:
-            xp = ctx.xp
-            pc = cast(pn, compat.compute_dtype(pn, xp), xp)
-            pn = cast(project_to_norm(pc, s.rho, axis=self.axis), p.dtype, xp)
-        return pn, NaPLeaf(s.rho, si)
+def _project_example(rng, dtype):
+    return (rng.standard_normal((3, 4)).astype(dtype), np.abs(rng.standard_normal((3, 1))).astype(dtype)), {"axis": -1}
 
 
+@public(W=Float(), rho=Float(finite=True), axis=Axis("W", none=True), eps=Positive(), example=_project_example)
+def project_to_norm(W, rho, /, *, axis=None, eps: float = 1e-12):
+    """``rho W / |W|`` (Frobenius over ``axis``; ``axis=None``: the whole array, ``-1``: per row).
+
+    ``rho`` is a non-negative number or an array broadcasting against the norms (shape
+    ``W.shape`` with ``axis`` reduced to 1); norms below ``eps`` are floored at ``eps``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> project_to_norm(np.array([3.0, 4.0]), 10.0).tolist()
+    [6.0, 8.0]
+    """
+    xp = compat.array_namespace(W, rho)
+    if compat.is_concrete(rho) and compat.size(rho) and bool(xp.any(rho < 0)):
+        raise ValueError("project_to_norm: rho must be non-negative")
+    return _project(W, compat.cast(rho, W.dtype, xp), axis, eps, xp)
+
+
+def project_to_initial_norm(axis, min_ndim: int) -> Transform:
+    """NaP's projection: store ``rho = |p_0|`` at init (parameters with ``ndim >= min_ndim``; state field
+    ``rho``) and set ``p <- rho p / |p|`` after the update."""
+
+    def init(p, ctx):
+        xp = ctx.xp
+        if p.ndim < min_ndim:
+            return {"rho": None}
+        pc = compat.cast(p, compat.compute_dtype(p, xp), xp)
+        return {"rho": stable_norm(pc, xp, axis=axis, keepdims=axis is not None)}
+
+    def update(leaf, s, ctx):
+        if s.rho is None:
+            return leaf, s
+        return leaf._replace(p=_project(leaf.p, s.rho, axis, 1e-12, ctx.xp)), s
+
+    return Transform(init, update)
+
+
+def run_rule(inner: Rule) -> Transform:
+    """Apply ``inner``'s whole step to the parameter (state field ``inner``), for rules that act after it."""
+
+    def init(p, ctx):
+        return {"inner": inner.init_leaf(p, name=ctx.name, xp=ctx.xp)}
+
+    def update(leaf, s, ctx):
+        p, si = inner.update_leaf(leaf.p, leaf.g, s.inner, ctx)
+        return leaf._replace(p=p, u=None), s._replace(inner=si)
+
+    return Transform(init, update)
+
+
+@rule("NaP", inner=RuleArg(optional=False), axis=Scalar(integer=True, optional=True), min_ndim=Int(0),
+      nan_policy=NAN_POLICY, example=lambda rng, dtype: ((_default_inner(),), {}))
 def nap(inner: Rule, *, axis=None, min_ndim: int = 2, nan_policy="raise") -> Rule:
     r"""Normalize-and-Project: after every step of ``inner``, project each weight back to its initial norm.
 
@@ -176,36 +215,43 @@ def nap(inner: Rule, *, axis=None, min_ndim: int = 2, nan_policy="raise") -> Rul
     >>> round(float(np.linalg.norm(W)), 6)
     2.0
     """
-    hyper = dict(inner=inner, axis=axis, min_ndim=min_ndim, nan_policy=nan_policy)
-    return NaP(factory=nap, hyper=hyper, **hyper)
+    return Rule(lr=inner.lr, transform=chain(run_rule(inner), project_to_initial_norm(axis, min_ndim)),
+                leaf=NaPLeaf, probe=inner.probe, nan_policy=nan_policy)
+
+
+def _default_inner():
+    from .sgd import sgd
+
+    return sgd(lr=0.1)
 
 
 # ----------------------------------------------------------------------------------------------- Norm Loss
-def _unit_norms(W, xp, eps):
+def _unit_norms(W, xp):
+    """Norm of every unit (row of a matrix, ``W[i].ravel()`` of an N-D weight, the whole of a 0/1-D one), and
+    the same broadcastable against ``W``; computed without overflow."""
     if W.ndim <= 1:
-        n = xp.linalg.vector_norm(W)
+        n = stable_norm(W, xp)
         return n, n
     R = xp.reshape(W, (W.shape[0], -1))
-    n = xp.linalg.vector_norm(R, axis=1)
+    n = stable_norm(R, xp, axis=1)
     return n, xp.reshape(n, (W.shape[0],) + (1,) * (W.ndim - 1))
 
 
-def _check_nl(W, factor):
-    xp = compat.array_namespace(W)
-    validate.check_float(W, "W", xp)
-    validate.check_nonnegative(factor, "factor")
-    return xp
+class NormLossResiduals(NamedTuple):
+    W: Any
+    factor: float
 
 
+@public(W=Float(), factor=NonNegative())
 def norm_loss(W, /, *, factor: float = 1e-4):
-    r"""Norm Loss: ``factor * sum_i (|w_i| - 1)^2`` over the units ``w_i`` of a weight (soft oblique-manifold constraint).
+    r"""Norm Loss: ``factor * sum_i (|w_i| - 1)^2`` over the units ``w_i`` of a weight (a soft oblique constraint).
 
     "Norm Loss: An efficient yet effective regularization method for deep neural
     networks", T. Georgiou et al., ICPR 2020 (arXiv:2103.06583).  A unit
     is a row of a matrix or a flattened filter (``W[i].ravel()``) of an N-D weight;
-    a 1-D ``W`` is one unit.  Registered op: differentiable through
-    ``optnorm.torch.norm_loss`` and ``optnorm.jax.norm_loss``; its gradient is
-    :func:`norm_loss_grad`.
+    a 1-D ``W`` is one unit.  Differentiable through ``optnorm.torch.norm_loss`` and
+    ``optnorm.jax.norm_loss``; its gradient is :func:`norm_loss_grad`.  Norms are
+    formed without overflow; a loss beyond the dtype's range raises ``ValueError``.
 
     Examples
     --------
@@ -213,11 +259,15 @@ def norm_loss(W, /, *, factor: float = 1e-4):
     >>> float(norm_loss(np.array([[3.0, 4.0]]), factor=1.0))
     16.0
     """
-    xp = _check_nl(W, factor)
-    n, _ = _unit_norms(W, xp, 0.0)
-    return factor * xp.sum((n - 1.0) ** 2)
+    xp = compat.array_namespace(W)
+    n, _ = _unit_norms(W, xp)
+    r = stable_norm(n - 1.0, xp)                     # sqrt(sum_i (|w_i| - 1)^2), formed without overflow
+    if compat.is_concrete(r) and factor > 0 and float(r) > math.sqrt(float(xp.finfo(r.dtype).max)) / math.sqrt(factor):
+        raise ValueError(f"norm_loss: the loss of W overflows {W.dtype} (unit norms up to {float(xp.max(n)):.3g})")
+    return factor * (r * r)
 
 
+@public(W=Float(), factor=NonNegative(), eps=Positive())
 def norm_loss_grad(W, /, *, factor: float = 1e-4, eps: float = 1e-12):
     r"""Gradient of :func:`norm_loss`: ``2 factor (1 - 1/|w_i|) w_i`` (norms floored at ``eps``).
 
@@ -229,18 +279,17 @@ def norm_loss_grad(W, /, *, factor: float = 1e-4, eps: float = 1e-12):
     >>> np.round(norm_loss_grad(np.array([[3.0, 4.0]]), factor=1.0), 12).tolist()
     [[4.8, 6.4]]
     """
-    xp = _check_nl(W, factor)
-    _, nb = _unit_norms(W, xp, eps)
+    xp = compat.array_namespace(W)
+    _, nb = _unit_norms(W, xp)
     return (2.0 * factor) * (1.0 - 1.0 / T.clamp_min(nb, eps, xp)) * W
 
 
 def _norm_loss_fwd(W, *, factor=1e-4):
-    return norm_loss(W, factor=factor), (W, factor)
+    return norm_loss(W, factor=factor), NormLossResiduals(W, factor)
 
 
 def _norm_loss_bwd(res, dy):
-    W, factor = res
-    return (dy * norm_loss_grad(W, factor=factor),)
+    return (dy * norm_loss_grad(res.W, factor=res.factor),)
 
 
-ops.register("optim.norm_loss", norm_loss, _norm_loss_fwd, _norm_loss_bwd)
+vjp(norm_loss, _norm_loss_fwd, _norm_loss_bwd)

@@ -5,62 +5,67 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
-from .._lib import compat, validate
-from . import transforms as T
-from .base import Ctx, Rule, cast, check_betas, scalar, ssqrt, tree_flatten, tree_unflatten
-from .hutchinson import _seed_ints, hutchinson_diag
+import numpy as np
 
-__all__ = ["adahessian", "gradnorm_newton", "regularized_newton_step", "NewtonResult"]
+from .._lib import compat
+from .._lib.api import public, public_class
+from .._lib.convergence import default_tol, warn_not_converged
+from .._lib.roles import SPD, Callback, Choice, Float, Int, NonNegative, Positive, Probability, Scalars, Seed, \
+    Symmetric, UnitInterval
+from . import transforms as T
+from ._common import bias_correction, scalar, seed_ints, ssqrt, stable_norm, tree_flatten, zeros_state
+from .base import LR, NAN_POLICY, Rule, Transform, chain, rule
+from .hutchinson import hutchinson_diag
 
 
 class AdaHessianLeaf(NamedTuple):
+    """Leaf state of :func:`adahessian`: the gradient momentum and the EMA of the squared Hessian diagonal."""
     exp_avg: Any
     exp_hessian_diag_sq: Any
 
 
-class AdaHessian(Rule):
-    name = "adahessian"
-    needs_hvp = True
+def scale_by_hessian(b1: float, b2: float, eps: float, power: float) -> Transform:
+    """AdaHessian's direction ``m/(1-b1^t) / ((sqrt(v)/sqrt(1-b2^t))^k + eps)`` with ``v`` the EMA of the
+    squared Hessian diagonal estimate in ``ctx.extra``."""
 
-    def __init__(self, *, lr, betas, eps, weight_decay, hessian_power, n_samples, spatial_average, seed,
-                 nan_policy, factory, hyper):
-        super().__init__(lr=lr, nan_policy=nan_policy, factory=factory, hyper=hyper)
-        self.betas = check_betas(betas)
-        self.eps = validate.check_positive(eps, "eps")
-        self.weight_decay = validate.check_nonnegative(weight_decay, "weight_decay")
-        self.hessian_power = validate.check_probability(hessian_power, "hessian_power")
-        self.n_samples = validate.check_int(n_samples, "n_samples", low=1)
-        self.spatial_average = validate.check_in(spatial_average, ("conv", "none"), "spatial_average")
-        self.seed = _seed_ints(seed)
+    def init(p, ctx):
+        return {"exp_avg": zeros_state(p, ctx.xp), "exp_hessian_diag_sq": zeros_state(p, ctx.xp)}
 
-    def init_leaf(self, p, *, name, xp):
-        cd = compat.compute_dtype(p, xp)
-        z = xp.zeros(p.shape, dtype=cd, device=compat.device(p))
-        return AdaHessianLeaf(z, xp.zeros(p.shape, dtype=cd, device=compat.device(p)))
-
-    def prepare(self, ps, gs, ss, *, t, xp, names, hvp=None, count=None, treedef=None):
-        if hvp is None:
-            raise ValueError("adahessian needs hvp= in step(): a callable v -> H v on the params tree")
-        tree = tree_unflatten(treedef, ps)
-        d = hutchinson_diag(hvp, tree, n_samples=self.n_samples, seed=self.seed, step=count)
-        dl, _, _ = tree_flatten(d, "hvp(v)")
-        return [T.spatial_average(di, xp, mode=self.spatial_average) for di in dl]
-
-    def update_leaf(self, p, g, s, ctx: Ctx):
-        xp, t = ctx.xp, ctx.t
-        b1, b2 = self.betas
-        cd = compat.compute_dtype(p, xp)
-        pc, gc, d = cast(p, cd, xp), cast(g, cd, xp), cast(ctx.extra, cd, xp)
-        lr = scalar(self.lr_at(t), pc, xp)
-        bc1 = scalar(T.bias_correction(b1, t), pc, xp)
-        bc2s = scalar(ssqrt(T.bias_correction(b2, t), xp), pc, xp)
-        m = b1 * s.exp_avg + (1.0 - b1) * gc
+    def update(leaf, s, ctx):
+        xp, t, g = ctx.xp, ctx.t, leaf.u
+        d = compat.cast(ctx.extra, g.dtype, xp)
+        bc1 = scalar(bias_correction(b1, t), g, xp)
+        bc2s = scalar(ssqrt(bias_correction(b2, t), xp), g, xp)
+        m = b1 * s.exp_avg + (1.0 - b1) * g
         v = T.ema_sq(s.exp_hessian_diag_sq, d, b2)
-        denom = (xp.sqrt(v) / bc2s) ** self.hessian_power + self.eps
-        pc = pc - lr * (m / bc1 / denom + self.weight_decay * pc)
-        return cast(pc, p.dtype, xp), AdaHessianLeaf(m, v)
+        denom = (xp.sqrt(v) / bc2s) ** power + eps
+        return leaf._replace(u=m / bc1 / denom), s._replace(exp_avg=m, exp_hessian_diag_sq=v)
+
+    return Transform(init, update)
 
 
+def _spatial_average(d, xp, *, mode: str):
+    """``|d|``, averaged over the kernel dims (2, 3) of 4-D conv weights when ``mode="conv"``."""
+    d = xp.abs(d)
+    if mode == "conv" and d.ndim == 4:
+        return xp.mean(d, axis=(2, 3), keepdims=True) * xp.ones_like(d)
+    return d
+
+
+def hessian_probe(n_samples: int, seed, spatial_average: str) -> Callable:
+    """The per-leaf Hutchinson diagonal of AdaHessian, from ``hvp`` on the params tree (seeded by the step)."""
+
+    def probe(ps, tree, hvp, count, xp):
+        d = hutchinson_diag(hvp, tree, n_samples=n_samples, seed=seed, step=count)
+        dl, _, _ = tree_flatten(d, "hvp(v)")
+        return [_spatial_average(di, xp, mode=spatial_average) for di in dl]
+
+    return probe
+
+
+@rule("AdaHessian", lr=LR, betas=Scalars(UnitInterval(), 2), eps=Positive(), weight_decay=NonNegative(),
+      hessian_power=Probability(), n_samples=Int(1), spatial_average=Choice(("conv", "none")), seed=Seed(),
+      nan_policy=NAN_POLICY)
 def adahessian(*, lr=0.15, betas=(0.9, 0.999), eps=1e-4, weight_decay=0.0, hessian_power=1.0, n_samples=1,
                spatial_average="conv", seed=0, nan_policy="raise") -> Rule:
     r"""AdaHessian: Adam with the squared Hutchinson Hessian diagonal as second moment.
@@ -85,26 +90,60 @@ def adahessian(*, lr=0.15, betas=(0.9, 0.999), eps=1e-4, weight_decay=0.0, hessi
     >>> x = np.ones(2); st = opt.init(x)
     >>> x, st = opt.step(x, A @ x, st, hvp=lambda v: A @ v)
     """
-    hyper = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, hessian_power=hessian_power,
-                 n_samples=n_samples, spatial_average=spatial_average, seed=seed, nan_policy=nan_policy)
-    return AdaHessian(factory=adahessian, hyper=hyper, **hyper)
+    parts = [scale_by_hessian(betas[0], betas[1], eps, hessian_power)]
+    if weight_decay:
+        parts.append(T.add_decayed_weights(weight_decay))
+    parts.append(T.scale_by_lr())
+    return Rule(lr=lr, transform=chain(*parts), leaf=AdaHessianLeaf, nan_policy=nan_policy,
+                probe=hessian_probe(n_samples, seed_ints(seed)[0], spatial_average))
 
 
 # ----------------------------------------------------------------------------------------------- regularised Newton
+def _newton_example(rng, dtype):
+    d = 3
+    a = rng.standard_normal((d, 2 * d))
+    H = (a @ a.T / (2 * d) + np.eye(d)).astype(dtype)
+    return (rng.standard_normal(d).astype(dtype), H, 0.5), {}
+
+
+@public(g=Float("d", finite=True), H=Symmetric("d d"), lam=NonNegative(array=True), B=SPD("d d", optional=True),
+        example=_newton_example)
 def regularized_newton_step(g, H, lam, B=None):
-    """``-(H + lam B)^{-1} g`` (B = identity when None); ``g`` of shape (d,), ``H`` and ``B`` (d, d)."""
+    """The regularised Newton step ``-(H + lam B)^{-1} g`` (``B`` = identity when None).
+
+    One step of :func:`gradnorm_newton`.  ``g`` has shape (d,), ``H`` (a symmetric Hessian or an
+    approximation of it) and ``B`` (a positive definite metric) shape (d, d).  A ``ValueError`` names
+    ``H`` when ``H + lam B`` is singular, and ``g`` when the step overflows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> regularized_newton_step(np.array([2.0, 4.0]), np.diag([1.0, 3.0]), 1.0).tolist()
+    [-1.0, -1.0]
+    """
     xp = compat.array_namespace(g, H, B)
-    d = g.shape[0]
-    Bm = xp.eye(d, dtype=H.dtype, device=compat.device(H)) if B is None else B
-    return -xp.linalg.solve(H + lam * Bm, g[:, None])[:, 0]
+    Bm = compat.eye(g.shape[0], like=H, xp=xp) if B is None else B
+    lam = scalar(lam, H, xp)
+    try:
+        step = -xp.linalg.solve(H + lam * Bm, g[:, None])[:, 0]
+    except Exception as exc:  # NumPy's and torch's LinAlgError (JAX and CuPy return inf/NaN instead)
+        if "LinAlgError" not in type(exc).__name__:
+            raise
+        raise ValueError(f"regularized_newton_step: H + lam B is singular (lam = {float(lam):.3g}); increase lam "
+                         "or regularise H") from None
+    if compat.is_concrete(step) and not bool(xp.all(xp.isfinite(step))):
+        raise ValueError("regularized_newton_step: the step -(H + lam B)^{-1} g overflows or H + lam B is singular: "
+                         "scale g down or increase lam")
+    return step
 
 
 def _dual_norm(g, B, xp):
     if B is None:
-        return float(xp.linalg.vector_norm(g))
+        return float(stable_norm(g, xp))
     return math.sqrt(max(float(xp.sum(g * xp.linalg.solve(B, g[:, None])[:, 0])), 0.0))
 
 
+@public_class
 @dataclass(frozen=True)
 class NewtonResult:
     """Result of :func:`gradnorm_newton`: ``x``, iterations, convergence, gradient norms and the final gamma."""
@@ -116,9 +155,31 @@ class NewtonResult:
     n_trials: int
 
 
+def _gnn_example(rng, dtype):
+    A = np.array([[3.0, 1.0], [1.0, 2.0]])
+    b = np.array([1.0, -1.0])
+    return (lambda x: 0.5 * x @ A @ x - b @ x, lambda x: A @ x - b, lambda x: A.astype(x.dtype),
+            np.zeros(2, dtype)), {}
+
+
+def _finite_value(v, what: str, k: int) -> float:
+    fv = float(v)
+    if not math.isfinite(fv):
+        at = "x0" if k == 0 else f"the iterate of step {k}"
+        raise ValueError(f"gradnorm_newton: {what} is {fv} at {at}; fun and grad must be finite there (scale x0 "
+                         "or the problem)")
+    return fv
+
+
+@public(fun=Callback(optional=False), grad=Callback(optional=False), hess=Callback(optional=False),
+        x0=Float("d", finite=True), gamma0=Positive(), gamma_min=Positive(), eps=Positive(),
+        B=SPD("d d", optional=True), max_iter=Int(0), max_trials=Int(1), tol=NonNegative(optional=True),
+        callback=Callback(),
+        callback_every=Int(1), example=_gnn_example, sizes={"d": 2})
 def gradnorm_newton(fun: Callable, grad: Callable, hess: Callable, x0, /, *, gamma0: float = 1.0,
                     gamma_min: float = 1e-9, eps: float = 1e-8, B=None, max_iter: int = 100, max_trials: int = 40,
-                    tol: float = 1e-8, callback: Callable | None = None, callback_every: int = 1) -> NewtonResult:
+                    tol: float | None = None, callback: Callable | None = None,
+                    callback_every: int = 1) -> NewtonResult:
     r"""Gradient-regularised Newton method with an adaptive gradient-normalised smoothness estimate.
 
     "Gradient-Normalized Smoothness for Optimization with Approximate Hessians",
@@ -133,6 +194,8 @@ def gradnorm_newton(fun: Callable, grad: Callable, hess: Callable, x0, /, *, gam
     (then ``gamma <- 2 gamma``), otherwise ``gamma <- max(gamma/2, gamma_min)`` and
     retried (at most ``max_trials``).  ``|.|_*`` is the dual norm ``sqrt(g^T B^{-1} g)``.
     A dense small-problem solver (one linear solve per trial); any Array-API namespace.
+    Stopping at ``max_iter`` with ``|g|_* > tol`` returns ``converged=False`` and warns
+    with :class:`optnorm.ConvergenceWarning`.
 
     Parameters
     ----------
@@ -141,7 +204,8 @@ def gradnorm_newton(fun: Callable, grad: Callable, hess: Callable, x0, /, *, gam
     gamma0, gamma_min, eps : floats of the gamma controller.
     B : array (d, d), optional
         Positive definite metric (identity by default).
-    max_iter, max_trials, tol : stop when ``|g|_* <= tol``.
+    max_iter, max_trials, tol : stop when ``|g|_* <= tol`` (default ``1e-8`` for float64 ``x0``, ``1.2e-5``
+        for float32: :func:`optnorm._lib.convergence.default_tol`).
     callback : callable(k, x) -> bool, optional, called every ``callback_every`` iterations; True stops.
 
     Returns
@@ -157,30 +221,23 @@ def gradnorm_newton(fun: Callable, grad: Callable, hess: Callable, x0, /, *, gam
     (True, True)
     """
     xp = compat.array_namespace(x0, B)
-    validate.check_float(x0, "x0", xp)
-    if x0.ndim != 1:
-        raise ValueError(f"x0 must be a vector (d,), got shape {tuple(x0.shape)}")
-    gamma = validate.check_positive(gamma0, "gamma0")
-    gamma_min = validate.check_positive(gamma_min, "gamma_min")
-    validate.check_positive(eps, "eps")
-    max_iter = validate.check_int(max_iter, "max_iter", low=0)
-    max_trials = validate.check_int(max_trials, "max_trials", low=1)
-    callback_every = validate.check_int(callback_every, "callback_every", low=1)
+    tol = default_tol(1e-8, x0.dtype) if tol is None else tol
+    gamma = float(gamma0)
     x = x0
     errors = []
-    converged = False
+    converged = stopped = False
     trials = 0
     k = 0
     for k in range(1, max_iter + 1):
         g = grad(x)
-        gn = _dual_norm(g, B, xp)
+        gn = _finite_value(_dual_norm(g, B, xp), "|grad|", k - 1)
         errors.append(gn)
         if gn <= tol:
             converged = True
             k -= 1
             break
         H = hess(x)
-        fx = float(fun(x))
+        fx = _finite_value(fun(x), "fun", k - 1)
         for _ in range(max_trials):
             trials += 1
             lam = gn / (gamma + eps)
@@ -193,10 +250,12 @@ def gradnorm_newton(fun: Callable, grad: Callable, hess: Callable, x0, /, *, gam
             gamma = max(gamma / 2.0, gamma_min)
         x = x1
         if callback is not None and k % callback_every == 0 and callback(k, x):
+            stopped = True
             break
     else:
-        g = grad(x)
-        gn = _dual_norm(g, B, xp)
+        gn = _finite_value(_dual_norm(grad(x), B, xp), "|grad|", k)
         converged = gn <= tol
         errors.append(gn)
+    if not converged and not stopped and max_iter > 0:
+        warn_not_converged("gradnorm_newton", k, errors[-1], tol)
     return NewtonResult(x=x, n_iter=k, converged=converged, errors=tuple(errors), gamma=gamma, n_trials=trials)

@@ -3,52 +3,34 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .._lib import compat, validate
+from .._lib.roles import Bool, NonNegative, Scalars, UnitInterval
 from . import _kernels
-from .base import Ctx, Rule, cast, check_betas, scalar
-
-__all__ = ["lion"]
+from . import transforms as T
+from ._common import zeros_state
+from .base import LR, NAN_POLICY, Rule, Transform, chain, rule
 
 
 class LionLeaf(NamedTuple):
+    """Leaf state of :func:`lion`: the momentum (updated after its use)."""
     exp_avg: Any
 
 
-class Lion(Rule):
-    name = "lion"
+def scale_by_lion(b1: float, b2: float) -> Transform:
+    """Lion's direction ``sign((1 - b1) g + b1 m)``, then ``m <- (1 - b2) g + b2 m``."""
 
-    def __init__(self, *, lr, betas, weight_decay, maximize, nan_policy, factory, hyper):
-        super().__init__(lr=lr, nan_policy=nan_policy, factory=factory, hyper=hyper)
-        self.betas = check_betas(betas)
-        self.weight_decay = validate.check_nonnegative(weight_decay, "weight_decay")
-        self.maximize = bool(maximize)
+    def init(p, ctx):
+        return {"exp_avg": zeros_state(p, ctx.xp)}
 
-    def init_leaf(self, p, *, name, xp):
-        return LionLeaf(xp.zeros(p.shape, dtype=compat.compute_dtype(p, xp), device=compat.device(p)))
+    def update(leaf, s, ctx):
+        g, m = leaf.u, s.exp_avg
+        u = ctx.xp.sign((1.0 - b1) * g + b1 * m)
+        return leaf._replace(u=u), s._replace(exp_avg=(1.0 - b2) * g + b2 * m)
 
-    def update_leaf(self, p, g, s, ctx: Ctx):
-        xp = ctx.xp
-        b1, b2 = self.betas
-        cd = compat.compute_dtype(p, xp)
-        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
-        lr = scalar(self.lr_at(ctx.t), pc, xp)
-        if self.maximize:
-            gc = -gc
-        u = xp.sign((1.0 - b1) * gc + b1 * s.exp_avg)
-        if self.weight_decay:
-            u = u + self.weight_decay * pc
-        pc = pc - lr * u
-        m = (1.0 - b2) * gc + b2 * s.exp_avg
-        return cast(pc, p.dtype, xp), LionLeaf(m)
-
-    def fused_step_(self, ps, gs, ss, t, check=False):
-        lr = self.lr_at(t)
-        if not isinstance(lr, float):
-            return False
-        return _kernels.lion(ps, gs, [s.exp_avg for s in ss], lr=lr, beta1=self.betas[0], beta2=self.betas[1],
-                             weight_decay=self.weight_decay, maximize=self.maximize, check=check)
+    return Transform(init, update)
 
 
+@rule("Lion", lr=LR, betas=Scalars(UnitInterval(), 2), weight_decay=NonNegative(), maximize=Bool(),
+      nan_policy=NAN_POLICY)
 def lion(*, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False, nan_policy="raise") -> Rule:
     r"""Lion (EvoLved Sign Momentum), in optax.lion's form.
 
@@ -59,6 +41,7 @@ def lion(*, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False, nan_po
     (the momentum is updated after its use; ``sign(0) = 0``).  "Symbolic Discovery of
     Optimization Algorithms", X. Chen et al., NeurIPS 2023.  Defaults follow the
     paper (lr 1e-4, betas (0.9, 0.99)); optax's default weight decay is 1e-3, here 0.
+    The chain is ``scale_by_lion``, ``add_decayed_weights``, ``scale_by_lr`` (optax's).
 
     Examples
     --------
@@ -68,5 +51,11 @@ def lion(*, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False, nan_po
     >>> p.tolist()
     [-0.1, 0.1]
     """
-    hyper = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize, nan_policy=nan_policy)
-    return Lion(factory=lion, hyper=hyper, **hyper)
+    parts = [T.flip_sign()] if maximize else []
+    parts.append(scale_by_lion(betas[0], betas[1]))
+    if weight_decay:
+        parts.append(T.add_decayed_weights(weight_decay))
+    parts.append(T.scale_by_lr())
+    kernel = _kernels.lion(beta1=betas[0], beta2=betas[1], weight_decay=weight_decay, maximize=maximize)
+    return Rule(lr=lr, transform=chain(*parts), leaf=LionLeaf, nan_policy=nan_policy, kernel=kernel,
+                elementwise=True)

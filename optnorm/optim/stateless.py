@@ -4,15 +4,15 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from .._lib import compat, validate
+from .._lib import compat
+from .._lib.api import public
+from .._lib.roles import Bool, Choice, Float, Int, Positive
 from . import transforms as T
-from .base import Ctx, MatrixRule, Rule, cast, scalar
-
-__all__ = ["swan", "sinkgd", "sinkhorn_normalize_gradient"]
+from .base import LR, NAN_POLICY, MatrixRule, Rule, RuleArg, Transform, chain, no_state, rule
 
 
 class EmptyLeaf(NamedTuple):
-    """Leaf state of stateless rules (no buffers)."""
+    """Leaf state of the stateless rules (:func:`swan`, :func:`sinkgd`): no buffers at all."""
 
 
 def _whiten(x, xp, *, method, eps, ns_steps):
@@ -21,7 +21,7 @@ def _whiten(x, xp, *, method, eps, ns_steps):
     X = xp.matrix_transpose(x) if tall else x
     k = X.shape[0]
     S = X @ xp.matrix_transpose(X)
-    I = xp.eye(k, dtype=X.dtype, device=compat.device(X))
+    I = compat.eye(k, like=X, xp=xp)
     if method == "eigh":
         w, V = xp.linalg.eigh(S)
         # pseudo-inverse square root: a row-centred G~ with more rows than columns has rank <= n - 1, so the
@@ -41,31 +41,23 @@ def _whiten(x, xp, *, method, eps, ns_steps):
     return xp.matrix_transpose(out) if tall else out
 
 
-class SWAN(MatrixRule):
-    name = "swan"
+def whiten(eps: float, method: str, ns_steps: int, keep_norm: bool) -> Transform:
+    """SWAN's direction: row-standardised (GradNorm), then whitened (GradWhitening) gradient; ``keep_norm``
+    rescales it to the standardised gradient's Frobenius norm."""
 
-    def __init__(self, *, eps, whitening, ns_steps, keep_norm, **kw):
-        super().__init__(**kw)
-        self.eps = validate.check_positive(eps, "eps")
-        self.whitening = validate.check_in(whitening, ("eigh", "newton_schulz"), "whitening")
-        self.ns_steps = validate.check_int(ns_steps, "ns_steps", low=1)
-        self.keep_norm = bool(keep_norm)
-
-    def init_matrix(self, p, *, name, xp):
-        return EmptyLeaf()
-
-    def update_matrix(self, p, g, s, ctx: Ctx):
+    def update(leaf, s, ctx):
         xp = ctx.xp
-        cd = compat.compute_dtype(p, xp)
-        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
-        lr = scalar(self.lr_at(ctx.t), pc, xp)
-        gn = T.standardize_rows(gc, xp, eps=self.eps)                   # GradNorm
-        dw = _whiten(gn, xp, method=self.whitening, eps=self.eps, ns_steps=self.ns_steps)   # GradWhitening
-        if self.keep_norm:
-            dw = dw * (T.fro_norm(gn, xp) / (T.fro_norm(dw, xp) + self.eps))
-        return cast(pc - lr * dw, p.dtype, xp), s
+        gn = T.standardize_rows(leaf.u, xp, eps=eps)
+        dw = _whiten(gn, xp, method=method, eps=eps, ns_steps=ns_steps)
+        if keep_norm:
+            dw = dw * (T.fro_norm(gn, xp) / (T.fro_norm(dw, xp) + eps))
+        return leaf._replace(u=dw), s
+
+    return Transform(no_state, update)
 
 
+@rule("SWAN", lr=LR, eps=Positive(), whitening=Choice(("eigh", "newton_schulz")), ns_steps=Int(1), keep_norm=Bool(),
+      fallback=RuleArg(), nan_policy=NAN_POLICY)
 def swan(*, lr=1e-3, eps=1e-8, whitening="eigh", ns_steps=10, keep_norm=False, fallback: Rule | None = None,
          nan_policy="raise") -> Rule:
     r"""SWAN: stateless update from row-standardised, whitened gradients.
@@ -90,17 +82,20 @@ def swan(*, lr=1e-3, eps=1e-8, whitening="eigh", ns_steps=10, keep_norm=False, f
     >>> import numpy as np
     >>> st = swan().init(np.ones((4, 6)))
     """
-    hyper = dict(lr=lr, eps=eps, whitening=whitening, ns_steps=ns_steps, keep_norm=keep_norm, fallback=fallback,
-                 nan_policy=nan_policy)
-    return SWAN(factory=swan, hyper=hyper, **hyper)
+    return MatrixRule(lr=lr, transform=chain(whiten(eps, whitening, ns_steps, keep_norm), T.scale_by_lr()),
+                      leaf=EmptyLeaf, fallback=fallback, nan_policy=nan_policy)
 
 
+@public(G=Float("... m n"), n_iter=Int(1), eps=Positive())
 def sinkhorn_normalize_gradient(G, /, n_iter: int = 5, *, eps: float = 1e-8):
     r"""SR-Sinkhorn normalisation: alternately scale rows to norm ``sqrt(n)`` and columns to ``sqrt(m)``.
 
     The fixed point has every row of norm ``sqrt(n)`` and every column of norm
     ``sqrt(m)`` (RMS 1).  "Gradient Multi-Normalization for Stateless and Scalable
-    LLM Training" (arXiv:2502.06742, 2025).
+    LLM Training" (arXiv:2502.06742, 2025).  The map is scale-invariant: ``G`` is
+    first divided by its largest magnitude, so entries near the dtype's range neither
+    overflow nor underflow; rows and columns whose norm is below ``eps`` (after that
+    scaling) are divided by ``eps``.
 
     Examples
     --------
@@ -109,42 +104,29 @@ def sinkhorn_normalize_gradient(G, /, n_iter: int = 5, *, eps: float = 1e-8):
     >>> round(float((X ** 2).mean()), 6)
     1.0
     """
-    xp = compat.array_namespace(G)
-    validate.check_float(G, "G", xp)
-    validate.check_matrix(G, "G")
-    n_iter = validate.check_int(n_iter, "n_iter", low=1)
-    validate.check_positive(eps, "eps")
-    return _sinkhorn(G, n_iter, eps, xp)
+    return _sinkhorn(G, n_iter, eps, compat.array_namespace(G))
 
 
 def _sinkhorn(G, n_iter, eps, xp):
     m, n = G.shape[-2], G.shape[-1]
-    X = G
+    s = xp.max(xp.abs(G), axis=(-2, -1), keepdims=True)
+    X = G / xp.where(s > 0, s, xp.ones_like(s))
     for _ in range(n_iter):
         X = T.normalize_rows(X, xp, target=math.sqrt(n), eps=eps)
         X = T.normalize_cols(X, xp, target=math.sqrt(m), eps=eps)
     return X
 
 
-class SinkGD(MatrixRule):
-    name = "sinkgd"
+def sinkhorn_normalize(n_iter: int, eps: float) -> Transform:
+    """SinkGD's direction: the SR-Sinkhorn normalised gradient (:func:`sinkhorn_normalize_gradient`)."""
 
-    def __init__(self, *, n_iter, eps, **kw):
-        super().__init__(**kw)
-        self.n_iter = validate.check_int(n_iter, "n_iter", low=1)
-        self.eps = validate.check_positive(eps, "eps")
+    def update(leaf, s, ctx):
+        return leaf._replace(u=_sinkhorn(leaf.u, n_iter, eps, ctx.xp)), s
 
-    def init_matrix(self, p, *, name, xp):
-        return EmptyLeaf()
-
-    def update_matrix(self, p, g, s, ctx):
-        xp = ctx.xp
-        cd = compat.compute_dtype(p, xp)
-        pc, gc = cast(p, cd, xp), cast(g, cd, xp)
-        lr = scalar(self.lr_at(ctx.t), pc, xp)
-        return cast(pc - lr * _sinkhorn(gc, self.n_iter, self.eps, xp), p.dtype, xp), s
+    return Transform(no_state, update)
 
 
+@rule("SinkGD", lr=LR, n_iter=Int(1), eps=Positive(), fallback=RuleArg(), nan_policy=NAN_POLICY)
 def sinkgd(*, lr=1e-3, n_iter=5, eps=1e-8, fallback: Rule | None = None, nan_policy="raise") -> Rule:
     r"""SinkGD: stateless descent along the SR-Sinkhorn-normalised gradient.
 
@@ -158,5 +140,5 @@ def sinkgd(*, lr=1e-3, n_iter=5, eps=1e-8, fallback: Rule | None = None, nan_pol
     >>> import numpy as np
     >>> st = sinkgd().init(np.ones((4, 6)))
     """
-    hyper = dict(lr=lr, n_iter=n_iter, eps=eps, fallback=fallback, nan_policy=nan_policy)
-    return SinkGD(factory=sinkgd, hyper=hyper, **hyper)
+    return MatrixRule(lr=lr, transform=chain(sinkhorn_normalize(n_iter, eps), T.scale_by_lr()), leaf=EmptyLeaf,
+                      fallback=fallback, nan_policy=nan_policy)

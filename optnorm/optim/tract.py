@@ -1,15 +1,14 @@
 """TrAct: the first-layer weight update that makes pre-activations, not weights, trainable."""
 from __future__ import annotations
 
-from .._lib import compat, validate
+from .._lib import compat
+from .._lib.api import public
+from .._lib.roles import Choice, Float, Positive
 
-__all__ = ["tract_precondition"]
-
-
-def _as(xp, a, dt):
-    return a if a is None or a.dtype == dt else xp.astype(a, dt)
+__all__ = ["tract_precondition"]     # tests/norm/test_tract_folding.py asserts it (the norm helper's file)
 
 
+@public(grad_out=Float("... b m"), inputs=Float("... b n"), lam=Positive(), method=Choice(("auto", "primal", "dual")))
 def tract_precondition(grad_out, inputs, *, lam=0.1, method="auto"):
     """TrAct weight update ΔW for a first layer y = a Wᵀ (+ b), from the output gradient.
 
@@ -53,28 +52,37 @@ def tract_precondition(grad_out, inputs, *, lam=0.1, method="auto"):
     >>> np.allclose(tract_precondition(g, a, method="primal"), tract_precondition(g, a, method="dual"))
     True
     """
-    xp = validate.check_same_namespace(grad_out=grad_out, inputs=inputs)
-    validate.check_float(grad_out, "grad_out", xp)
-    validate.check_float(inputs, "inputs", xp)
-    if inputs.ndim < 2 or grad_out.ndim < 2:
-        raise ValueError(f"inputs and grad_out must have shape (..., n) and (..., m) with a batch axis, got "
-                         f"{tuple(inputs.shape)} and {tuple(grad_out.shape)}")
+    xp = compat.array_namespace(grad_out, inputs)
     if tuple(inputs.shape[:-1]) != tuple(grad_out.shape[:-1]):
-        raise ValueError(f"grad_out has leading shape {tuple(grad_out.shape[:-1])}, expected "
+        raise ValueError(f"tract_precondition: grad_out has leading shape {tuple(grad_out.shape[:-1])}, expected "
                          f"{tuple(inputs.shape[:-1])} like inputs")
-    lam = validate.check_positive(lam, "lam")
-    validate.check_in(method, ("auto", "primal", "dual"), "method")
     n, m = inputs.shape[-1], grad_out.shape[-1]
     dt = compat.compute_dtype(inputs, xp)
-    a = xp.reshape(_as(xp, inputs, dt), (-1, n))
-    g = xp.reshape(_as(xp, grad_out, dt), (-1, m))
+    a = xp.reshape(compat.cast(inputs, dt, xp), (-1, n))
+    g = xp.reshape(compat.cast(grad_out, dt, xp), (-1, m))
     b = a.shape[0]
     if method == "auto":
         method = "dual" if b < n else "primal"
+    # a^T a / b overflows for entries near the dtype's range: with s = max(1, max|a|), solve with a / s and
+    # lam / s^2 (the same system divided by s^2) and divide the result by s
+    s = xp.max(xp.abs(a))
+    s = xp.where(s > 1, s, xp.ones_like(s))
+    a = a / s
+    lam_s = lam / s / s
     if method == "primal":
-        G = xp.matmul(xp.matrix_transpose(a), a) / b + lam * xp.eye(n, dtype=dt)
-        dW = xp.matrix_transpose(xp.linalg.solve(G, xp.matmul(xp.matrix_transpose(a), g)))
+        G = xp.matmul(xp.matrix_transpose(a), a) / b + lam_s * compat.eye(n, like=a, xp=xp)
+        dW = xp.matrix_transpose(_solve(G, xp.matmul(xp.matrix_transpose(a), g), xp))
     else:
-        G = xp.matmul(a, xp.matrix_transpose(a)) / b + lam * xp.eye(b, dtype=dt)
-        dW = xp.matmul(xp.matrix_transpose(xp.linalg.solve(G, g)), a)
-    return _as(xp, dW, inputs.dtype)
+        G = xp.matmul(a, xp.matrix_transpose(a)) / b + lam_s * compat.eye(b, like=a, xp=xp)
+        dW = xp.matmul(xp.matrix_transpose(_solve(G, g, xp)), a)
+    return compat.cast(dW / s, inputs.dtype, xp)
+
+
+def _solve(G, rhs, xp):
+    try:
+        return xp.linalg.solve(G, rhs)
+    except Exception as exc:  # NumPy's and torch's LinAlgError: the scaled system is singular in floating point
+        if "LinAlgError" not in type(exc).__name__:
+            raise
+        raise ValueError("tract_precondition: a^T a / b + lam I is singular in floating point for these inputs "
+                         "(lam is negligible next to |inputs|^2): scale the inputs down or use method='auto'") from None

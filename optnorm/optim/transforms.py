@@ -1,44 +1,35 @@
-"""Shared pieces the update rules are composed from (leaf level, Array API, jit-safe).
+"""The leaf transforms rules are chained from, and the math they share (Array API, jit-safe).
 
-Moment updates (:func:`ema`, :func:`ema_sq`), bias correction, coupled and
-decoupled decay, Nesterov look-ahead, orthogonalisation
-(:func:`newton_schulz_orthogonalize`), row/column normalisation, AdamP's
-projection and RMS clipping.  Each rule module (``adam.py``, ``muon.py``, ...)
-is a short composition of these, so conventions (``lerp`` forms, eps placement)
-are written once.  Nothing here branches in Python on array values, so the
-pieces run under ``jax.jit``.
+Each transform is a :class:`~optnorm.optim.base.Transform` (see :mod:`optnorm.optim.base`), so a rule
+is a short composition::
+
+    sgd    = chain(flip_sign(), add_decayed_weights(wd), trace(mu, ...), scale_by_lr())
+    adam   = chain(flip_sign(), add_decayed_weights(wd), scale_by_adam(b1, b2, eps), scale_by_lr())
+    adamw  = chain(flip_sign(), decay_weights(wd), scale_by_adam(b1, b2, eps), scale_by_lr())
+    adamp  = chain(scale_by_adam(..., lerp=False), project_scale_invariant(...), decay_weights(wd), scale_by_lr())
+    muon   = chain(ema_momentum(mu), orthogonalize(...), decay_weights(wd), scale_by_shape(adj), scale_by_lr())
+
+Conventions (``lerp`` forms, eps placement, decay coupling) are written once here.  Nothing branches in
+Python on array values, so the pieces run under ``jax.jit``.  Rule-specific transforms (Conda's rotated
+moments, SWAN's whitening, AdaHessian's Hessian moment) live next to their rule.
 """
 from __future__ import annotations
 
 import math
-from typing import Any
 
-from .._lib import compat, validate
-from .base import cast, scalar, ssqrt
-
-__all__ = ["newton_schulz_orthogonalize"]
+from .._lib import compat
+from .._lib.api import public
+from .._lib.roles import Choice, Float, Int, Positive, Scalar, Scalars
+from ._common import bias_correction, scalar, ssqrt, stable_norm, stable_rms, zeros_state
+from .base import Transform, no_state
 
 MUON_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
 # ----------------------------------------------------------------------------------------------- moments
-def lerp(a, b, w):
-    """``a + w (b - a)``, rounded like ``torch.lerp``: ``b - (b - a)(1 - w)`` when ``w >= 0.5``.
-
-    On torch tensors this is ``torch.lerp`` itself (one fused pass).
-    """
-    if isinstance(w, float) and compat.is_torch(a) and compat.is_torch(b) and a.dtype == b.dtype:
-        import torch
-
-        return torch.lerp(a, b, w)
-    if isinstance(w, float) and w >= 0.5:
-        return b - (b - a) * (1.0 - w)
-    return a + w * (b - a)
-
-
 def ema(m, x, beta):
     """First-moment EMA ``beta m + (1 - beta) x`` in torch's lerp form ``m + (1 - beta)(x - m)``."""
-    return lerp(m, x, 1.0 - beta)
+    return compat.lerp(m, x, 1.0 - beta)
 
 
 def ema_sq(v, g, beta):
@@ -46,48 +37,19 @@ def ema_sq(v, g, beta):
     return beta * v + (1.0 - beta) * (g * g)
 
 
-def bias_correction(beta: float, t: Any) -> Any:
-    """``1 - beta^t`` (float for a concrete step, 0-d array for a traced one)."""
-    return 1.0 - beta ** t
-
-
-def nesterov(g, buf, mu):
-    """Nesterov look-ahead in EMA form: ``lerp(g, buf, mu) = (1 - mu) g + mu buf`` (torch/Keller Muon)."""
-    return lerp(g, buf, mu)
-
-
-# ----------------------------------------------------------------------------------------------- decay
-def decay_decoupled(p, lr, weight_decay):
-    """Decoupled, lr-scaled decay ``p (1 - lr wd)`` (AdamW, Lion, Muon)."""
-    return p * (1.0 - lr * weight_decay)
-
-
 def decay_coupled(g, p, weight_decay):
     """Coupled L2 decay ``g + wd p`` (Adam, SGD)."""
     return g + weight_decay * p
 
 
-# ----------------------------------------------------------------------------------------------- Adam denominator
-def adam_denom(v, bc2, eps, xp, *, eps_mode: str = "torch"):
-    """``sqrt(v)/sqrt(bc2) + eps`` (torch) or ``sqrt(v) + eps`` (``eps_mode="hf"``; step then uses sqrt(bc2))."""
-    if eps_mode == "torch":
-        return xp.sqrt(v) / ssqrt(bc2, xp) + eps
-    return xp.sqrt(v) + eps
-
-
 # ----------------------------------------------------------------------------------------------- norms
-def rms(x, xp):
-    """Root mean square over the whole array (0-d)."""
-    return xp.sqrt(xp.mean(x * x))
+def clamp_min(x, v: float, xp):
+    """``max(x, v)`` for an array ``x`` and a Python float ``v`` (portable across namespaces)."""
+    return xp.maximum(x, xp.full_like(x, v))
 
 
 def fro_norm(x, xp, axis=(-2, -1), keepdims=True):
     return xp.linalg.vector_norm(x, axis=axis, keepdims=keepdims)
-
-
-def clamp_min(x, v: float, xp):
-    """``max(x, v)`` for an array ``x`` and a Python float ``v`` (portable across namespaces)."""
-    return xp.maximum(x, xp.full_like(x, v))
 
 
 def normalize_rows(x, xp, *, target: float = 1.0, eps: float = 0.0):
@@ -114,19 +76,25 @@ def standardize_rows(x, xp, *, eps: float = 1e-8):
     return c / (sd + eps)
 
 
-def clip_by_rms(x, clip: float, xp):
-    """``x clip / max(1, RMS(x))`` (FAdam's clipping; no change while RMS <= 1)."""
-    return x * (clip / xp.maximum(rms(x, xp), xp.ones_like(rms(x, xp))))
+def rms(x, xp):
+    """Root mean square over the whole array (0-d)."""
+    return xp.sqrt(xp.mean(x * x))
+
+
+def clip_ratio_by_rms(x, den, clip: float, xp):
+    """``y c / max(1, RMS(y))`` for ``y = x / den`` (FAdam's clipping), without forming ``y``.
+
+    With ``d = min(den)`` and ``q = x d / den`` (``|q| <= |x|``), the result is ``q c / max(d, RMS(q))``: the
+    same value, but finite where ``x / den`` would overflow (a tiny denominator) and 0 for ``x = 0``.
+    """
+    tiny = float(xp.finfo(den.dtype).smallest_normal)
+    den = clamp_min(den, tiny, xp)
+    d = xp.min(den)
+    q = x * (d / den)
+    return q * (clip / xp.maximum(stable_rms(q, xp), d))
 
 
 # ----------------------------------------------------------------------------------------------- matrices
-def as_matrix(x, xp):
-    """View an N-D parameter as ``(shape[0], prod(rest))`` (conv filters: out-channels by the rest)."""
-    if x.ndim == 2:
-        return x
-    return xp.reshape(x, (x.shape[0], -1))
-
-
 def matrix_shape_scale(shape, mode: str) -> float:
     """Muon's lr adjustment for a ``(fan_out, fan_in)`` matrix.
 
@@ -141,32 +109,29 @@ def matrix_shape_scale(shape, mode: str) -> float:
         return 0.2 * math.sqrt(max(a, b))
     if mode == "spectral":
         return math.sqrt(a / b)
-    if mode == "none":
-        return 1.0
-    raise ValueError(f"adjust_lr must be one of ('original', 'match_rms_adamw', 'spectral', 'none'), got {mode!r}")
+    return 1.0
 
 
-def _resolve_dtype(x, dtype, xp):
+def resolve_dtype(x, dtype, xp):
+    """Compute dtype of a matmul iteration: None keeps ``x``'s (float32 for half), ``"auto"`` is bfloat16 where
+    the namespace has it (torch, JAX) and ``x``'s elsewhere."""
+    if dtype == "auto":
+        dtype = "bfloat16" if getattr(xp, "bfloat16", None) is not None else None
     if dtype is None:
         return compat.compute_dtype(x, xp)
-    if not isinstance(dtype, str):
-        return dtype
-    if dtype in ("float32", "float64"):
+    if isinstance(dtype, str) and dtype in ("float32", "float64"):
         return getattr(xp, dtype)
     if dtype == "bfloat16":
-        if compat.is_torch(x):
-            import torch
-
-            return torch.bfloat16
-        if compat.is_jax(x):
-            import jax.numpy as jnp
-
-            return jnp.bfloat16
-        raise ValueError(f"dtype='bfloat16' needs torch or JAX arrays (the {compat.backend_name(x)} namespace has "
-                         "no bfloat16 matmul); use dtype='float32'")
-    raise ValueError(f"dtype must be None, 'float32', 'float64' or 'bfloat16', got {dtype!r}")
+        bf = getattr(xp, "bfloat16", None)
+        if bf is None:
+            raise ValueError(f"dtype='bfloat16' needs torch or JAX arrays (the {compat.backend_name(x)} namespace has "
+                             "no bfloat16 matmul); use dtype='float32'")
+        return bf
+    return dtype
 
 
+@public(G=Float("... m n"), steps=Int(0), coefficients=Scalars(Scalar(), 3), eps=Positive(),
+        dtype=Choice((None, "float32", "float64", "bfloat16")))
 def newton_schulz_orthogonalize(G, /, steps: int = 5, *, coefficients=MUON_COEFFICIENTS, eps: float = 1e-7,
                                 dtype=None):
     r"""Approximate orthogonalisation ``U S' V^T`` of ``G = U S V^T`` by Muon's quintic Newton-Schulz iteration.
@@ -206,39 +171,24 @@ def newton_schulz_orthogonalize(G, /, steps: int = 5, *, coefficients=MUON_COEFF
     (4, 8)
     """
     xp = compat.array_namespace(G)
-    validate.check_float(G, "G", xp)
-    validate.check_matrix(G, "G")
-    steps = validate.check_int(steps, "steps", low=0)
-    validate.check_positive(eps, "eps")
-    if len(coefficients) != 3:
-        raise ValueError(f"coefficients must be (a, b, c), got {coefficients!r}")
-    return _ns(G, steps, tuple(float(c) for c in coefficients), float(eps), _resolve_dtype(G, dtype, xp), xp)
+    return newton_schulz(G, steps, coefficients, eps, resolve_dtype(G, dtype, xp), xp)
 
 
-def _ns(G, steps, coefficients, eps, cdt, xp):
+def newton_schulz(G, steps, coefficients, eps, cdt, xp):
+    """:func:`newton_schulz_orthogonalize` without argument checks (``cdt``: the compute dtype)."""
     a, b, c = coefficients
-    X = cast(G, cdt, xp)
+    X = compat.cast(G, cdt, xp)
     tr = G.shape[-2] > G.shape[-1]
     if tr:
         X = xp.matrix_transpose(X)
-    X = X / clamp_min(fro_norm(X, xp), eps, xp)
-    if compat.is_torch(X) and X.ndim == 2:
-        # torch: fused GEMM + axpby (addmm), exactly torch.optim.Muon's iteration; saves 4 elementwise
-        # passes per step, which matter in bf16 on CPU
-        import torch
-
-        for _ in range(steps):
-            A = X @ X.T
-            B = torch.addmm(A, A, A, beta=b, alpha=c)
-            X = torch.addmm(X, B, X, beta=a)
-    else:
-        for _ in range(steps):
-            A = X @ xp.matrix_transpose(X)
-            B = b * A + c * (A @ A)
-            X = a * X + B @ X
+    X = X / clamp_min(stable_norm(X, xp, axis=(-2, -1), keepdims=True), eps, xp)    # torch's clamp(min=eps)
+    for _ in range(steps):
+        A = X @ xp.matrix_transpose(X)
+        B = compat.addmm(A, A, A, beta=b, alpha=c)
+        X = compat.addmm(X, B, X, beta=a, alpha=1.0)
     if tr:
         X = xp.matrix_transpose(X)
-    return cast(X, G.dtype, xp)
+    return compat.cast(X, G.dtype, xp)
 
 
 # ----------------------------------------------------------------------------------------------- AdamP projection
@@ -261,7 +211,6 @@ def adamp_projection(p, g, u, *, delta: float, eps: float, wd_ratio: float, xp):
         return u, 1.0
     shape = p.shape
     out_u = u
-    mult = None
     fired_any = None
     for view in ((shape[0], -1), (1, -1)):
         P, G, U = xp.reshape(p, view), xp.reshape(g, view), xp.reshape(u, view)
@@ -275,23 +224,157 @@ def adamp_projection(p, g, u, *, delta: float, eps: float, wd_ratio: float, xp):
         else:
             out_u = xp.where(xp.logical_or(fired_any, xp.logical_not(fired)), out_u, proj)
             fired_any = xp.logical_or(fired_any, fired)
-    mult = xp.where(fired_any, xp.asarray(wd_ratio, dtype=p.dtype), xp.asarray(1.0, dtype=p.dtype))
+    one = compat.full((), 1.0, like=p, xp=xp)
+    mult = xp.where(fired_any, compat.full((), wd_ratio, like=p, xp=xp), one)
     return out_u, mult
 
 
-# ----------------------------------------------------------------------------------------------- Hessian diagonal
-def spatial_average(d, xp, *, mode: str = "conv"):
-    """AdaHessian's spatial averaging of a Hessian-diagonal estimate.
+# ----------------------------------------------------------------------------------------------- leaf transforms
+def flip_sign() -> Transform:
+    """``maximize=True``: ascend, i.e. negate the gradient first (torch's convention)."""
 
-    ``"conv"`` (image code): for 4-D conv weights average ``|d|`` over the kernel
-    dims (2, 3); other shapes unchanged.  ``"none"``: ``|d|``.
-    """
-    d = xp.abs(d)
-    if mode == "conv" and d.ndim == 4:
-        return xp.mean(d, axis=(2, 3), keepdims=True) * xp.ones_like(d)
-    return d
+    def update(leaf, s, ctx):
+        return leaf._replace(u=-leaf.u, g=-leaf.g), s
+
+    return Transform(no_state, update)
 
 
-def as_scalar(v, like, xp):
-    """Alias of :func:`optnorm.optim.base.scalar` (re-exported for rule modules)."""
-    return scalar(v, like, xp)
+def add_decayed_weights(weight_decay: float) -> Transform:
+    """Coupled L2 decay on the direction: ``u + wd p`` (Adam, SGD; Lion's decay)."""
+
+    def update(leaf, s, ctx):
+        return leaf._replace(u=decay_coupled(leaf.u, leaf.p, weight_decay)), s
+
+    return Transform(no_state, update)
+
+
+def decay_weights(weight_decay: float, *, divisor: float = 1.0) -> Transform:
+    """Decoupled, lr-scaled decay of the parameter: ``p (1 - lr wd m / divisor)`` with ``m`` the leaf's decay
+    multiplier (AdamW, Lion, Muon; AdamP's ``wd_ratio``; SGDP divides by ``1 - momentum``)."""
+
+    def update(leaf, s, ctx):
+        lr = scalar(ctx.lr, leaf.p, ctx.xp)
+        return leaf._replace(p=leaf.p * (1.0 - lr * weight_decay * leaf.wd_mult / divisor)), s
+
+    return Transform(no_state, update)
+
+
+def scale_by_lr() -> Transform:
+    """Multiply the step by the rule's learning rate (of this step)."""
+
+    def update(leaf, s, ctx):
+        return leaf._replace(scale=ctx.lr * leaf.scale), s
+
+    return Transform(no_state, update)
+
+
+def apply_update() -> Transform:
+    """Apply the step now, ``p <- p - scale u``, so later transforms act on the updated parameter."""
+
+    def update(leaf, s, ctx):
+        p = leaf.p - scalar(leaf.scale, leaf.p, ctx.xp) * leaf.u
+        return leaf._replace(p=p, u=None, scale=1.0), s
+
+    return Transform(no_state, update)
+
+
+def trace(momentum: float, *, dampening: float = 0.0, nesterov: bool = False, first_is_gradient: bool = True):
+    """Heavy-ball buffer ``b = mu b + (1 - dampening) u``; ``nesterov``: ``u + mu b``, else ``b``.
+
+    ``first_is_gradient`` is torch.optim.SGD's first step, ``b = u`` (no dampening); otherwise the buffer
+    starts at zero (SGDP).  State field ``momentum_buffer``."""
+
+    def init(p, ctx):
+        return {"momentum_buffer": zeros_state(p, ctx.xp)}
+
+    def update(leaf, s, ctx):
+        d, t = leaf.u, ctx.t
+        buf = momentum * s.momentum_buffer + (1.0 - dampening) * d
+        if first_is_gradient:
+            buf = (d if t == 1 else buf) if isinstance(t, int) else ctx.xp.where(t == 1, d, buf)
+        u = d + momentum * buf if nesterov else buf
+        return leaf._replace(u=u), s._replace(momentum_buffer=buf)
+
+    return Transform(init, update)
+
+
+def scale_by_adam(b1: float, b2: float, eps: float, *, amsgrad: bool = False, eps_mode: str = "torch",
+                  nesterov: bool = False, lerp: bool = True) -> Transform:
+    """Adam's direction ``m / (sqrt(v)/sqrt(1 - b2^t) + eps)`` and step factor ``1/(1 - b1^t)``.
+
+    ``eps_mode="hf"``: ``m / (sqrt(v) + eps)`` with factor ``sqrt(1 - b2^t)/(1 - b1^t)``; ``amsgrad`` uses the
+    running max of the raw ``v``; ``nesterov`` (AdamP) the look-ahead ``b1 m + (1 - b1) g``; ``lerp=False``
+    the moment as ``b1 m + (1 - b1) g`` (AdamP's reference) instead of torch's lerp.  State fields
+    ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``."""
+
+    def init(p, ctx):
+        xp = ctx.xp
+        return {"exp_avg": zeros_state(p, xp), "exp_avg_sq": zeros_state(p, xp),
+                "max_exp_avg_sq": zeros_state(p, xp) if amsgrad else None}
+
+    def update(leaf, s, ctx):
+        xp, t, g = ctx.xp, ctx.t, leaf.u
+        m = ema(s.exp_avg, g, b1) if lerp else b1 * s.exp_avg + (1.0 - b1) * g
+        v = ema_sq(s.exp_avg_sq, g, b2)
+        vmax = xp.maximum(s.max_exp_avg_sq, v) if amsgrad else None
+        vv = vmax if amsgrad else v
+        bc1, bc2 = bias_correction(b1, t), bias_correction(b2, t)
+        if eps_mode == "torch":
+            denom = xp.sqrt(vv) / scalar(ssqrt(bc2, xp), leaf.p, xp) + eps
+            factor = leaf.scale / bc1
+        else:
+            denom = xp.sqrt(vv) + eps
+            factor = leaf.scale * ssqrt(bc2, xp) / bc1
+        num = b1 * m + (1.0 - b1) * g if nesterov else m
+        return (leaf._replace(u=num / denom, scale=factor),
+                s._replace(exp_avg=m, exp_avg_sq=v, max_exp_avg_sq=vmax))
+
+    return Transform(init, update)
+
+
+def project_scale_invariant(delta: float, eps: float, wd_ratio: float) -> Transform:
+    """AdamP/SGDP: remove the radial part of the update of a scale-invariant weight (:func:`adamp_projection`,
+    tested on the raw gradient) and scale its decay by ``wd_ratio``."""
+
+    def update(leaf, s, ctx):
+        u, mult = adamp_projection(leaf.p, leaf.g, leaf.u, delta=delta, eps=eps, wd_ratio=wd_ratio, xp=ctx.xp)
+        return leaf._replace(u=u, wd_mult=mult), s
+
+    return Transform(no_state, update)
+
+
+def ema_momentum(momentum: float, *, nesterov: bool) -> Transform:
+    """EMA momentum ``B = lerp(B, g, 1 - mu)``; ``nesterov``: ``lerp(g, B, mu)`` (torch/Keller Muon), else
+    ``B``.  State field ``momentum_buffer``."""
+
+    def init(p, ctx):
+        return {"momentum_buffer": zeros_state(p, ctx.xp)}
+
+    def update(leaf, s, ctx):
+        g = leaf.u
+        buf = ema(s.momentum_buffer, g, momentum)
+        u = compat.lerp(g, buf, momentum) if nesterov else buf
+        return leaf._replace(u=u), s._replace(momentum_buffer=buf)
+
+    return Transform(init, update)
+
+
+def orthogonalize(coefficients, steps: int, eps: float, dtype) -> Transform:
+    """Replace the direction by its Newton-Schulz orthogonalisation (:func:`newton_schulz_orthogonalize`);
+    ``dtype="auto"``: bfloat16 matmuls where the namespace has them (torch.optim.Muon's choice)."""
+
+    def update(leaf, s, ctx):
+        xp = ctx.xp
+        u = newton_schulz(leaf.u, steps, coefficients, eps, resolve_dtype(leaf.u, dtype, xp), xp)
+        return leaf._replace(u=u), s
+
+    return Transform(no_state, update)
+
+
+def scale_by_shape(mode: str) -> Transform:
+    """Multiply the step by Muon's shape factor :func:`matrix_shape_scale` of the parameter."""
+
+    def update(leaf, s, ctx):
+        return leaf._replace(scale=leaf.scale * matrix_shape_scale(leaf.p.shape, mode)), s
+
+    return Transform(no_state, update)

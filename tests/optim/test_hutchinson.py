@@ -18,7 +18,7 @@ def test_diag_exact_for_diagonal_hessian(xp, rng):
     d = rng.standard_normal(6)
     H = xp.asarray(np.diag(d))
     est = oo.hutchinson_diag(lambda v: H @ v, xp.asarray(np.zeros(6)), n_samples=1, seed=3)
-    assert_close(est, d, rtol=1e-12, atol=1e-12)
+    assert_close(est, d, rtol=1e-12, atol=1e-12, xp=xp)
 
 
 def test_diag_is_unbiased_and_seeded(rng):
@@ -78,3 +78,38 @@ def test_hutchinson_errors():
         oo.hutchinson_diag(lambda v: [v], np.zeros(2))
     with pytest.raises(ValueError, match="seed"):
         oo.hutchinson_trace(lambda v: v, np.zeros(2), seed=-1)
+
+
+def test_seeds_go_through_the_seed_role():
+    f = lambda v: v  # noqa: E731
+    for fn in (oo.hutchinson_diag, oo.hutchinson_trace):
+        with pytest.raises(TypeError, match="seed"):
+            fn(f, np.zeros(2), seed="abc")
+        with pytest.raises(ValueError, match="seed"):
+            fn(f, np.zeros(2), seed=-1)
+        with pytest.raises(TypeError, match="seed"):
+            fn(f, np.zeros(2), seed=1.5)
+    with pytest.raises(TypeError, match="seed"):
+        oo.rademacher_like(np.zeros(2), seed="abc")
+    gen = np.random.default_rng(3)
+    z = oo.rademacher_like([np.zeros(3), np.zeros((2, 2))], seed=gen)
+    assert set(np.concatenate([z[0], z[1].ravel()]).tolist()) <= {-1.0, 1.0}
+    assert oo.rademacher_like(np.zeros(()), seed=0).shape == ()          # 0-d: an array, not a NumPy scalar
+
+
+def test_params_role_names_the_argument():
+    with pytest.raises(TypeError, match=r"params\[0\] must have a floating dtype"):
+        oo.hutchinson_diag(lambda v: v, [np.ones(2, np.int64)])
+    with pytest.raises(ValueError, match="params is empty"):
+        oo.rademacher_like([])
+
+
+def test_trace_warns_when_probes_run_out():
+    import optnorm
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((6, 6))
+    A = A + A.T
+    with pytest.warns(optnorm.ConvergenceWarning, match="hutchinson_trace"):
+        r = oo.hutchinson_trace(lambda v: A @ v, np.zeros(6), n_samples=4, tol=1e-12)
+    assert not r.converged and r.n_iter == 4

@@ -74,7 +74,7 @@ def test_adamp_reference(xp, rng, invariant, nesterov):
         u = (b1 * m + (1 - b1) * g) / den if nesterov else m / den
         u, mult = _adamp_proj(p, g, u, delta, eps, ratio)
         p = p * (1 - lr * wd * mult) - lr / (1 - b1 ** t) * u
-    assert_close(got, p, rtol=1e-9, atol=1e-12)
+    assert_close(got, p, rtol=1e-9, atol=1e-12, xp=xp)
 
 
 def test_adamp_projection_fires_only_for_scale_invariant(rng):
@@ -98,7 +98,7 @@ def test_sgdp_reference(xp, rng):
         b = mu * b + g
         u, mult = _adamp_proj(p, g, g + mu * b, 0.1, eps, 0.1)
         p = p * (1 - lr * wd * mult / (1 - mu)) - lr * u
-    assert_close(got, p, rtol=1e-9, atol=1e-12)
+    assert_close(got, p, rtol=1e-9, atol=1e-12, xp=xp)
 
 
 # ----------------------------------------------------------------------------------------------- FAdam
@@ -121,7 +121,7 @@ def test_fadam_reference(xp, rng, adaptive_eps):
         w = p / den
         w = w * clip / max(1.0, rms(w))
         p = p - lr * (m + wd * w)
-    assert_close(got, p, rtol=1e-9, atol=1e-12)
+    assert_close(got, p, rtol=1e-9, atol=1e-12, xp=xp)
 
 
 # ----------------------------------------------------------------------------------------------- Muon family
@@ -148,8 +148,8 @@ def test_newton_schulz_scalar_map(xp, rng):
     O = oo.newton_schulz_orthogonalize(xp.asarray(G))
     sv = np.linalg.svd(to_numpy(O), compute_uv=False)
     assert 0.47 <= sv.min() and sv.max() <= 1.2
-    assert_close(O, _ns64(G), rtol=1e-9, atol=1e-10)
-    assert_close(oo.newton_schulz_orthogonalize(xp.asarray(G.T)), _ns64(G).T, rtol=1e-9, atol=1e-10)
+    assert_close(O, _ns64(G), rtol=1e-9, atol=1e-10, xp=xp)
+    assert_close(oo.newton_schulz_orthogonalize(xp.asarray(G.T)), _ns64(G).T, rtol=1e-9, atol=1e-10, xp=xp)
 
 
 @pytest.mark.parametrize("scale_mode", ["keep_norm", "rms0.2"])
@@ -171,7 +171,7 @@ def test_normuon_reference(xp, rng, shape, scale_mode):
         else:
             Oh = Oh * 0.2 * math.sqrt(m * n) / (np.linalg.norm(Oh) + 1e-10)
         p = p * (1 - lr * wd) - lr * Oh
-    assert_close(got, p, rtol=1e-8, atol=1e-11)
+    assert_close(got, p, rtol=1e-8, atol=1e-11, xp=xp)
 
 
 @pytest.mark.parametrize("hybrid", [False, True])
@@ -194,7 +194,7 @@ def test_auon_reference(xp, rng, hybrid, normalize_output):
         r = math.sqrt(float(np.mean(np.cosh(gamma * Un) ** 2)))
         upd = Un / (r + 1e-8) * math.sqrt(max(1, 6 / 4)) if normalize_output else U / (r + 1e-8)
         p = p - lr * upd
-    assert_close(got, p, rtol=1e-8, atol=1e-11)
+    assert_close(got, p, rtol=1e-8, atol=1e-11, xp=xp)
 
 
 def test_auon_brake_is_about_one(rng):
@@ -228,7 +228,7 @@ def test_conda_reference(xp, rng, shape):
         p = p - lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) * u
         p = p - lr * wd * p
     # the SVD basis is unique up to signs, and the update is sign-invariant (P appears twice)
-    assert_close(got, p, rtol=1e-7, atol=1e-10)
+    assert_close(got, p, rtol=1e-7, atol=1e-10, xp=xp)
 
 
 def test_conda_reduces_to_rotated_adam(rng):
@@ -255,7 +255,7 @@ def test_swan_reference(xp, rng, shape, whitening):
         k = S > 1e-8 * S[0]                 # centred rows: rank <= n - 1 when m > n (pseudo-polar factor)
         p = p - 0.01 * U[:, k] @ Vh[k]
     tol = 1e-8 if whitening == "eigh" else 1e-6
-    assert_close(got, p, rtol=tol, atol=tol)
+    assert_close(got, p, rtol=tol, atol=tol, xp=xp)
 
 
 def test_sinkgd_reference(xp, rng):
@@ -272,7 +272,7 @@ def test_sinkgd_reference(xp, rng):
             for j in range(9):
                 X[:, j] = X[:, j] * math.sqrt(6) / max(np.linalg.norm(X[:, j]), 1e-8)
         p = p - 0.01 * X
-    assert_close(got, p, rtol=1e-10, atol=1e-12)
+    assert_close(got, p, rtol=1e-10, atol=1e-12, xp=xp)
 
 
 def test_sinkhorn_fixed_point(rng):
@@ -304,7 +304,7 @@ def test_adahessian_reference(xp, rng):
             p = p - lr * (m / (1 - b1 ** t) / den + wd * p)
         ref[name] = p
     for name in p0:
-        assert_close(got[name], ref[name], rtol=1e-10, atol=1e-12)
+        assert_close(got[name], ref[name], rtol=1e-10, atol=1e-12, xp=xp)
 
 
 def test_adahessian_needs_hvp():
@@ -338,7 +338,7 @@ def test_dct_lowrank_reference(xp, rng, shape):
         v = b2 * v + (1 - b2) * a * a
         u = -lr / (1 - b1 ** t) * m / (np.sqrt(v) / math.sqrt(1 - b2 ** t) + eps)
         p = p * (1 - lr * wd) + (u @ Qr.T if tall else Qr @ u)
-    assert_close(got, p, rtol=1e-9, atol=1e-12)
+    assert_close(got, p, rtol=1e-9, atol=1e-12, xp=xp)
 
 
 def test_dct_matrix_is_scipy_dct():
@@ -361,4 +361,4 @@ def test_nap_keeps_initial_norms(xp, rng, axis):
         np.testing.assert_allclose(np.linalg.norm(w, axis=1), np.linalg.norm(p0["w"], axis=1), rtol=1e-10)
     # the bias (1-D) is left free: it follows plain Adam
     ref_b, _ = _run(np, oo.adam(lr=0.1), p0["b"], [g["b"] for g in grads])
-    assert_close(got["b"], ref_b, rtol=1e-12, atol=1e-12)
+    assert_close(got["b"], ref_b, rtol=1e-12, atol=1e-12, xp=xp)

@@ -35,7 +35,7 @@ def test_spectral_normalize(xp, rng):
     out = oo.spectral_normalize(xp.asarray(G), n_iter=50)
     assert abs(np.linalg.norm(to_numpy(out), 2) - 2.0) < 1e-6
     exact = oo.spectral_normalize(xp.asarray(G), exact=True)
-    assert_close(exact, 2.0 * G / np.linalg.norm(G, 2), rtol=1e-10)
+    assert_close(exact, 2.0 * G / np.linalg.norm(G, 2), rtol=1e-10, xp=xp)
 
 
 def test_project_to_norm(rng):
@@ -53,14 +53,14 @@ def _norm_loss_ref(W, factor):
 @pytest.mark.parametrize("shape", [(5,), (4, 3), (3, 2, 2, 2)])
 def test_norm_loss_value_and_grad(xp, rng, shape):
     W = rng.standard_normal(shape)
-    assert_close(oo.norm_loss(xp.asarray(W), factor=0.3), _norm_loss_ref(W, 0.3), rtol=1e-12)
+    assert_close(oo.norm_loss(xp.asarray(W), factor=0.3), _norm_loss_ref(W, 0.3), rtol=1e-12, xp=xp)
     h = 1e-6
     num = np.zeros_like(W)
     for i in np.ndindex(W.shape):
         e = np.zeros_like(W)
         e[i] = h
         num[i] = (_norm_loss_ref(W + e, 0.3) - _norm_loss_ref(W - e, 0.3)) / (2 * h)
-    assert_close(oo.norm_loss_grad(xp.asarray(W), factor=0.3), num, rtol=1e-6, atol=1e-8)
+    assert_close(oo.norm_loss_grad(xp.asarray(W), factor=0.3), num, rtol=1e-6, atol=1e-8, xp=xp)
 
 
 def test_norm_loss_vjp_and_adapters(rng):
@@ -96,3 +96,33 @@ def test_nap_errors():
         oo.dct_lowrank(None, rank=2)
     with pytest.raises(ValueError, match="rank"):
         oo.dct_lowrank(oo.adam(), rank=0)
+
+
+# ----------------------------------------------------------------------------------------------- magnitudes (#13)
+@pytest.mark.parametrize("scale,dtype", [(1e300, np.float64), (1e30, np.float32), (1e-300, np.float64)])
+def test_norms_do_not_overflow(rng, scale, dtype):
+    """Unit norms used to be formed by squaring: entries near the dtype's range gave inf and NaN results."""
+    W = rng.standard_normal((4, 6))
+    Ws = (W * scale).astype(dtype)
+    tol = dict(rtol=1e-10) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    if scale > 1:                                           # (below eps = 1e-12 the norms are floored)
+        assert_close(oo.weight_conditioning(Ws), oo.weight_conditioning(W).astype(dtype), **tol)
+        assert_close(oo.project_to_norm(Ws, 2.0), oo.project_to_norm(W, 2.0).astype(dtype), **tol)
+    assert_close(oo.spectral_normalize(Ws, exact=True), oo.spectral_normalize(W, exact=True).astype(dtype), **tol)
+    assert_close(oo.sinkhorn_normalize_gradient(Ws), oo.sinkhorn_normalize_gradient(W).astype(dtype), **tol)
+    grad = oo.norm_loss_grad(Ws, factor=0.5)
+    assert np.all(np.isfinite(grad))
+    if scale > 1:
+        ref = Ws.astype(np.float64) * (1 - 1 / (np.linalg.norm(W, axis=1, keepdims=True) * scale))
+        assert_close(grad, ref.astype(dtype), rtol=1e-6)
+        with pytest.raises(ValueError, match="W"):          # the loss itself is beyond the dtype's range
+            oo.norm_loss(Ws, factor=0.5)
+    else:
+        assert_close(oo.norm_loss(Ws, factor=0.5), np.asarray(0.5 * 4), rtol=1e-12)
+
+
+def test_project_to_norm_refuses_negative_rho():
+    with pytest.raises(ValueError, match="rho"):
+        oo.project_to_norm(np.ones((2, 2)), -1.0)
+    with pytest.raises(ValueError, match="rho"):
+        oo.project_to_norm(np.ones((2, 2)), np.nan)

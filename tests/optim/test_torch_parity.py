@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import optnorm.optim as oo
 from optnorm.testing import assert_close
 
 from ._problems import Quadratic
+
+torch = pytest.importorskip("torch", reason="the references are torch.optim's optimizers")
 
 SHAPES = [(7, 5), (11,), (3, 2, 4)]
 N_STEPS = 100
@@ -61,7 +62,7 @@ def test_matches_torch_optim(xp, name, kw):
     got = _run_optnorm(xp, getattr(oo, name)(**kw), prob)
     for g, r in zip(got, ref):
         assert str(g.dtype).rsplit(".", 1)[-1] == "float32"
-        assert_close(g, r.numpy(), rtol=2e-5, atol=2e-6)
+        assert_close(g, r.numpy(), rtol=2e-5, atol=2e-6, xp=xp)
 
 
 @pytest.mark.parametrize("name,kw", CASES[:3] + CASES[5:7] + CASES[8:], ids=lambda v: str(v))
@@ -77,20 +78,6 @@ def test_fused_step_matches_torch(path, name, kw):
     assert int(st.count) == N_STEPS
     for g, r in zip(ps, ref):
         assert_close(g, r.numpy(), rtol=2e-5, atol=2e-6)
-
-
-def test_fused_kernel_is_taken(monkeypatch):
-    """On float32 NumPy buffers step_ runs the Numba kernel (not the per-leaf update)."""
-    rule = oo.adamw(lr=1e-2)
-    ps = [np.ones(10, np.float32)]
-    st = rule.init(ps)
-
-    def boom(*a, **k):
-        raise AssertionError("generic leaf update used")
-
-    monkeypatch.setattr(rule, "update_leaf", boom)
-    rule.step_(ps, [np.ones(10, np.float32)], st)
-    assert ps[0][0] < 1
 
 
 @pytest.mark.parametrize("kw", [dict(lr=1e-2), dict(lr=3e-3, betas=(0.8, 0.95), weight_decay=0.1)])
@@ -109,19 +96,7 @@ def test_lion_matches_optax(xp, kw):
         ps = optax.apply_updates(ps, u)
     got = _run_optnorm(xp, oo.lion(**kw), prob)
     for g, r in zip(got, ps):
-        assert_close(g, np.asarray(r), rtol=2e-5, atol=2e-6)
-
-
-def test_lion_fused_matches_generic(path):
-    prob = Quadratic(SHAPES, seed=4)
-    rule = oo.lion(lr=1e-2, weight_decay=0.1)
-    ref = _run_optnorm(np, rule, prob, 30)
-    ps = [p.copy() for p in prob.p0]
-    st = rule.init(ps)
-    for k in range(30):
-        rule.step_(ps, prob.grads(ps, k, np.asarray), st)
-    for g, r in zip(ps, ref):
-        assert_close(g, r, rtol=1e-6, atol=1e-7)
+        assert_close(g, np.asarray(r), rtol=2e-5, atol=2e-6, xp=xp)
 
 
 # ----------------------------------------------------------------------------------------------- Muon
@@ -154,7 +129,7 @@ def test_muon_matches_torch_muon_fp32(xp, kw, monkeypatch):
     ref = _run_torch(torch.optim.Muon, kw, prob)
     got = _run_optnorm(xp, oo.muon(ns_dtype="float32", **kw), prob)
     for g, r in zip(got, ref):
-        assert_close(g, r.numpy(), rtol=1e-4, atol=2e-5)
+        assert_close(g, r.numpy(), rtol=1e-4, atol=2e-5, xp=xp)
 
 
 def test_muon_bf16_close_to_torch_muon():
@@ -167,37 +142,3 @@ def test_muon_bf16_close_to_torch_muon():
     for g, r in zip(got, ref):
         # same ops as torch (lerp, bf16 addmm Newton-Schulz): agree to float32 rounding (1.8e-7 after 100 steps)
         assert_close(g, r.numpy(), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", ["adamw", "sgd", "lion"])
-def test_fused_nan_check_writes_nothing(path, name):
-    """A NaN in the last chunk of a multi-chunk tensor: the fused kernel rejects the step before writing."""
-    rule = {"adamw": oo.adamw(lr=0.1), "sgd": oo.sgd(lr=0.1, momentum=0.9), "lion": oo.lion(lr=0.1)}[name]
-    rng = np.random.default_rng(0)
-    ps = [rng.standard_normal(70_000).astype(np.float32), rng.standard_normal((3, 5)).astype(np.float32)]
-    st = rule.init(ps)
-    gs = [np.ones_like(p) for p in ps]
-    rule.step_(ps, gs, st)
-    before = [p.copy() for p in ps], [np.array(a, copy=True) for leaf in st.leaves for a in leaf if a is not None]
-    gs[0][-1] = np.inf
-    with pytest.raises(ValueError, match=r"grads\[0\] contains NaN or inf"):
-        rule.step_(ps, gs, st)
-    after = [a for leaf in st.leaves for a in leaf if a is not None]
-    assert all(np.array_equal(a, b) for a, b in zip(before[0], ps))
-    assert all(np.array_equal(a, b) for a, b in zip(before[1], after)) and int(st.count) == 1
-    skip = rule.factory(**{**rule.hyper, "nan_policy": "skip"})
-    st2 = skip.init(ps)
-    skip.step_(ps, gs, st2)
-    assert int(st2.count) == 0 and all(np.array_equal(a, b) for a, b in zip(before[0], ps))
-
-
-def test_chunk_layout_covers_every_element():
-    from optnorm._numba.optim import chunks
-
-    sizes = (1, 5, 0, 70_000, 32_768)
-    ti, start, length = chunks(sizes, chunk=32_768)
-    for i, n in enumerate(sizes):
-        sel = ti == i
-        assert int(length[sel].sum()) == n and start[sel][0] == 0
-        assert np.all(start[sel][1:] == np.cumsum(length[sel])[:-1])
-        assert np.all(length[sel] <= 32_768)

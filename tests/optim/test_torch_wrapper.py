@@ -1,4 +1,4 @@
-"""torch.optim wrapper (optnorm.torch.optim) and optax wrapper (optnorm.jax.optax), both generated from the rules."""
+"""The torch.optim wrapper (optnorm.torch.optim, optnorm/optim/_torch.py), generated from the rule declarations."""
 from __future__ import annotations
 
 import copy
@@ -155,113 +155,6 @@ def test_torch_wrapper_errors():
 
 
 # ----------------------------------------------------------------------------------------------- optax
-jax = pytest.importorskip("jax", reason="jax is not installed")
-optax = pytest.importorskip("optax", reason="optax is not installed")
-
-OPTAX_CASES = {
-    "sgd": dict(lr=0.1, momentum=0.9, nesterov=True),
-    "adam": dict(lr=1e-2, amsgrad=True),
-    "adamw": dict(lr=1e-2),
-    "adamp": dict(lr=1e-2, weight_decay=0.1),
-    "sgdp": dict(lr=0.1, momentum=0.9, weight_decay=0.1),
-    "fadam": dict(lr=1e-2),
-    "lion": dict(lr=1e-3, weight_decay=0.1),
-    "muon": dict(lr=0.02, ns_dtype="float32", fallback=oo.adamw(lr=1e-2)),
-    "normuon": dict(lr=0.02, ns_dtype="float32", fallback=oo.adamw(lr=1e-2)),
-    "auon": dict(lr=0.2, fallback=oo.adamw(lr=1e-2)),
-    "hybrid_auon": dict(lr=0.2, fallback=oo.adamw(lr=1e-2)),
-    "conda": dict(lr=1e-2, update_proj_gap=2, fallback=oo.adamw(lr=1e-2)),
-    "swan": dict(lr=1e-2, fallback=oo.adamw(lr=1e-2)),
-    "sinkgd": dict(lr=1e-2, fallback=oo.adamw(lr=1e-2)),
-    "dct_lowrank": dict(inner=oo.adam(lr=1e-2), rank=2, update_proj_gap=2),
-    "nap": dict(inner=oo.sgd(lr=0.1, momentum=0.9)),
-}
-
-
-CORE_OPTAX = {"adamw", "sgd", "lion", "muon", "conda", "dct_lowrank", "fadam"}
-
-
-@pytest.mark.parametrize("name", [n if n in CORE_OPTAX else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in sorted(OPTAX_CASES)])
-def test_optax_jit_matches_plain_rule(name):
-    import jax.numpy as jnp
-
-    import optnorm.jax as onj
-
-    kw = OPTAX_CASES[name]
-    tx = getattr(onj.optax, name)(**kw)
-    rule = getattr(oo, name)(**kw)
-    rng = np.random.default_rng(0)
-    p0 = {"w": rng.standard_normal((6, 4)).astype(np.float32), "b": rng.standard_normal(4).astype(np.float32)}
-    grads = [{k: rng.standard_normal(v.shape).astype(np.float32) for k, v in p0.items()} for _ in range(4)]
-    params = {k: jnp.asarray(v) for k, v in p0.items()}
-    state = tx.init(params)
-    upd = jax.jit(tx.update)
-    for g in grads:
-        u, state = upd({k: jnp.asarray(v) for k, v in g.items()}, state, params)
-        params = optax.apply_updates(params, u)
-    ref = {k: v.copy() for k, v in p0.items()}
-    st = rule.init(ref)
-    for g in grads:
-        ref, st = rule.step(ref, g, st)
-    for k in ref:
-        assert_close(params[k], ref[k], rtol=2e-5, atol=2e-6)
-    assert int(state.count) == 4
-
-
-def test_optax_adahessian_jit_with_hvp():
-    import jax.numpy as jnp
-
-    import optnorm.jax as onj
-
-    A = jnp.asarray(np.diag([1.0, 3.0, 10.0]).astype(np.float32))
-    f = lambda x: 0.5 * x @ A @ x
-    tx = onj.optax.adahessian(lr=0.2)
-    x = jnp.ones(3, jnp.float32)
-    state = tx.init(x)
-
-    @jax.jit
-    def step(x, state):
-        hvp = lambda v: jax.jvp(jax.grad(f), (x,), (v,))[1]
-        u, state = tx.update(jax.grad(f)(x), state, x, hvp=hvp)
-        return optax.apply_updates(x, u), state
-
-    for _ in range(50):
-        x, state = step(x, state)
-    assert float(f(x)) < 1e-2 * float(f(jnp.ones(3)))
-
-
-def test_optax_nan_under_jit_skips_step():
-    import jax.numpy as jnp
-
-    import optnorm.jax as onj
-
-    tx = onj.optax.adamw(lr=0.1)
-    x = jnp.ones(3, jnp.float32)
-    state = tx.init(x)
-    u, state2 = jax.jit(tx.update)(jnp.asarray([1.0, jnp.nan, 0.0], jnp.float32), state, x)
-    assert np.all(np.asarray(u) == 0) and int(state2.count) == 0
-    assert np.all(np.asarray(state2.leaves[0].exp_avg) == 0)
-
-
-def test_optax_chain_and_schedule():
-    import jax.numpy as jnp
-
-    import optnorm.jax as onj
-
-    sched = optax.linear_schedule(1e-2, 0.0, 10)
-    tx = optax.chain(optax.clip_by_global_norm(1.0), onj.optax.adamw(lr=sched))
-    x = jnp.ones(4, jnp.float32)
-    st = tx.init(x)
-    for _ in range(12):
-        u, st = jax.jit(tx.update)(jnp.ones(4, jnp.float32), st, x)
-        x = optax.apply_updates(x, u)
-    ref = np.ones(4, np.float32)
-    rule = oo.adamw(lr=lambda t: max(0.0, 1e-2 * (1 - t / 10)))
-    rs = rule.init(ref)
-    for _ in range(12):
-        ref, rs = rule.step(ref, np.full(4, 0.5, np.float32), rs)
-    assert_close(x, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_torch_save_load_with_rule_hyperparameters():
@@ -285,3 +178,107 @@ def test_torch_save_load_with_rule_hyperparameters():
     for f in (oo.sgd, oo.adam, oo.muon, oo.adamw):
         r = pickle.loads(pickle.dumps(f()))
         assert repr(r) == repr(f())
+
+
+# ----------------------------------------------------------------------------------------------- hardening (#13)
+@pytest.mark.parametrize("name,kw", [("Adam", dict(lr=1e-2, weight_decay=0.1, amsgrad=True)), ("AdamW", dict(lr=1e-2)),
+                                     ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True))])
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+def test_complex_parameters_match_torch_optim(name, kw, dtype):
+    """Complex parameters used to lose their imaginary part; elementwise rules now treat them as torch.optim does
+    (real and imaginary parts as separate entries), on the fused and the generic path."""
+    import optnorm.torch as ont
+
+    dt = getattr(torch, dtype)
+    g = torch.Generator().manual_seed(0)
+    p0 = torch.randn(4, 3, dtype=dt, generator=g)
+    grads = [torch.randn(4, 3, dtype=dt, generator=g) for _ in range(6)]
+    ps = {}
+    for lib, cls in (("torch", getattr(torch.optim, name)), ("optnorm", getattr(ont.optim, name))):
+        p = torch.nn.Parameter(p0.clone())
+        opt = cls([p], **kw)
+        for gr in grads:
+            p.grad = gr.clone()
+            opt.step()
+        ps[lib] = p.detach()
+    assert ps["optnorm"].dtype == dt
+    tol = dict(rtol=2e-5, atol=2e-6) if dtype == "complex64" else dict(rtol=1e-12, atol=1e-14)
+    assert torch.allclose(ps["optnorm"], ps["torch"], **tol)
+
+
+def test_complex_parameters_are_refused_by_matrix_rules():
+    import optnorm.torch as ont
+
+    p = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.complex64))
+    opt = ont.optim.Muon([p], lr=0.02)
+    p.grad = torch.ones_like(p)
+    with pytest.raises(TypeError, match=r"param_groups\[0\]\['params'\]\[0\] is complex"):
+        opt.step()
+
+
+def test_state_dict_with_a_rule_loads_with_weights_only():
+    """torch.load's default weights_only=True used to fail on a param group holding fallback=adamw(...)."""
+    import io
+
+    import optnorm.torch as ont
+
+    X, Y = _data()
+    model = _model()
+    opt = ont.optim.Muon(model.parameters(), lr=0.02, fallback=oo.adamw(lr=1e-3, betas=(0.8, 0.9)))
+    _train(model, opt, X, Y, 2)
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    sd = torch.load(buf)                                      # weights_only=True (torch's default)
+    saved = copy.deepcopy(model.state_dict())
+    _train(model, opt, X, Y, 3)
+    model2 = _model()
+    model2.load_state_dict(saved)
+    opt2 = ont.optim.Muon(model2.parameters(), lr=0.02)       # the fallback comes back from the state dict
+    opt2.load_state_dict(sd)
+    fb = opt2.param_groups[0]["fallback"]
+    assert isinstance(fb, oo.Rule) and fb.hyper["betas"] == (0.8, 0.9) and fb.hyper["lr"] == 1e-3
+    _train(model2, opt2, X, Y, 3)
+    for a, b in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_rule_cache_stays_bounded_under_a_per_step_scheduler():
+    """One cached rule per param group: OneCycleLR (lr and betas change every step) used to grow it by one per step."""
+    import optnorm.torch as ont
+
+    X, Y = _data()
+    model = _model()
+    opt = ont.optim.AdamW(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=300)
+    for _ in range(300):
+        opt.zero_grad()
+        ((model(X) - Y) ** 2).mean().backward()
+        opt.step()
+        sched.step()
+    assert len(opt._rules) == 1
+
+
+def test_steps_run_through_the_rules_driver(monkeypatch):
+    """The wrapper's step is the rule's in-place driver (Rule.apply_), not a copy of it."""
+    import optnorm.torch as ont
+    from optnorm.optim.base import Rule
+
+    seen = []
+    orig = Rule.apply_
+    monkeypatch.setattr(Rule, "apply_", lambda self, *a, **k: seen.append(self.name) or orig(self, *a, **k))
+    p = torch.nn.Parameter(torch.ones(4, 3))
+    opt = ont.optim.Muon([p], lr=0.02)
+    p.grad = torch.ones(4, 3)
+    opt.step()
+    assert seen == ["muon"]
+
+
+def test_generated_classes_are_the_declared_rules():
+    import optnorm.torch as ont
+    from optnorm.optim.base import rule_factories
+
+    names = {f.body.__optnorm_rule__: f.short_name for f in rule_factories()}
+    assert set(names) <= set(ont.optim.__all__) and len(names) == 17
+    for cls, fn in names.items():
+        assert issubclass(getattr(ont.optim, cls), torch.optim.Optimizer) and fn in getattr(ont.optim, cls).__doc__

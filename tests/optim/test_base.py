@@ -69,7 +69,7 @@ def test_every_rule_runs_on_every_backend(xp, name, rng):
                          rule.init({k: to_numpy(v) for k, v in p.items()}))
     for k in p:
         assert type(p2[k]) is type(p[k])
-        assert_close(p2[k], ref[k], rtol=1e-9, atol=1e-12)
+        assert_close(p2[k], ref[k], rtol=1e-9, atol=1e-12, xp=xp)
 
 
 @pytest.mark.parametrize("name", ["adamw", "sgd", "lion", "muon", "fadam"])
@@ -258,3 +258,108 @@ def test_docstring_examples_run(module):
     mod = sys.modules[f"optnorm.optim.{module}"]
     res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS, verbose=False)
     assert res.failed == 0 and res.attempted > 0
+
+
+# ----------------------------------------------------------------------------------------------- hardening (#13)
+ZERO_D = {"sgd": lambda: oo.sgd(lr=0.1, momentum=0.9), "adam": lambda: oo.adam(lr=0.1), "lion": lambda: oo.lion(lr=0.1),
+          "fadam": lambda: oo.fadam(lr=0.1), "muon": lambda: oo.muon(fallback=oo.adamw(lr=0.1)),
+          "nap": lambda: oo.nap(oo.adam(lr=0.1)), "adahessian": lambda: oo.adahessian(lr=0.1)}
+
+
+@pytest.mark.parametrize("name", sorted(ZERO_D))
+def test_zero_d_numpy_parameter_stays_an_array(name):
+    """A 0-d NumPy parameter used to come back as a NumPy scalar, and the next step raised."""
+    rule = ZERO_D[name]()
+    kw = {"hvp": lambda v: 2.0 * v} if rule.needs_hvp else {}
+    p = np.array(1.0)
+    st_ = rule.init(p)
+    for _ in range(2):
+        p, st_ = rule.step(p, np.array(0.5), st_, **kw)
+        assert type(p) is np.ndarray and p.shape == ()
+        assert all(type(a) is np.ndarray for leaf in st_.leaves for a in leaf if isinstance(a, np.generic | np.ndarray))
+    rule.step_(p, np.array(0.5), st_, **kw)          # in place into the 0-d buffers of the pure step's state
+    assert int(st_.count) == 3 and np.isfinite(p) and float(p) < 1.0
+
+
+def test_fadam_all_zero_gradient_leaf_is_finite():
+    """FAdam's eps_t = eps min(1, RMS(g)) is 0 for an all-zero gradient and F = g^2 = 0 on the first step: 0/0."""
+    p = {"w": np.ones((2, 3)), "b": np.full(3, 2.0)}
+    g = {"w": np.full((2, 3), 0.5), "b": np.zeros(3)}
+    for adaptive_eps in ("min", "max"):
+        rule = oo.fadam(lr=0.1, adaptive_eps=adaptive_eps)
+        q, st_ = p, rule.init(p)
+        for _ in range(3):
+            q, st_ = rule.step(q, g, st_)
+        assert np.all(np.isfinite(q["b"])) and np.all(np.isfinite(st_.leaves[0].momentum))
+        assert np.all(q["b"] < 2.0) and np.all(q["b"] > 1.5)        # only the Fisher-preconditioned decay acts
+        alone, sa = {"w": p["w"]}, rule.init({"w": p["w"]})        # leaves are independent: w as if b were absent
+        for _ in range(3):
+            alone, sa = rule.step(alone, {"w": g["w"]}, sa)
+        assert_close(q["w"], alone["w"], rtol=1e-14)
+    tiny = {"w": np.full(3, 1e-30, np.float32)}                  # eps_t underflows in float32: still finite
+    rule = oo.fadam(lr=0.1)
+    q, st_ = rule.step({"w": np.ones(3, np.float32)}, tiny, rule.init({"w": np.ones(3, np.float32)}))
+    assert np.all(np.isfinite(q["w"]))
+
+
+def test_state_of_another_rule_is_a_clear_error(rng):
+    p = _tree(rng)
+    with pytest.raises(TypeError, match=r"state\.leaves\[0\] is SGDLeaf, but adam keeps AdamLeaf for params\['b'\]"):
+        oo.adam().step(p, _tree(rng), oo.sgd().init(p))
+    with pytest.raises(TypeError, match="state"):
+        oo.muon(fallback=oo.sgd()).step_(p, _tree(rng), oo.muon(fallback=oo.adamw()).init(p))
+
+
+@pytest.mark.parametrize("factory,kw,match", [
+    (oo.adam, dict(lr=math.inf), "lr"),
+    (oo.adamw, dict(lr=math.nan), "lr"),
+    (oo.adam, dict(eps=math.inf), "eps"),
+    (oo.sgd, dict(lr=-0.1), "lr"),
+    (oo.sgd, dict(weight_decay=math.inf), "weight_decay"),
+    (oo.adamw, dict(betas=(0.9, 1.0)), r"betas\[1\]"),
+    (oo.adamw, dict(betas=(0.9, 0.99, 0.9)), "betas"),
+    (oo.lion, dict(betas=(-0.1, 0.99)), r"betas\[0\]"),
+    (oo.fadam, dict(eps=0.0), "eps"),
+    (oo.adahessian, dict(seed="abc"), "seed"),
+    (oo.adahessian, dict(seed=-1), "seed"),
+    (oo.nap, dict(inner="adam"), "inner"),
+    (oo.conda, dict(fallback=3), "fallback"),
+])
+def test_hyperparameters_are_validated_by_their_roles(factory, kw, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        factory(**kw)
+
+
+def test_schedule_values_are_checked():
+    for bad in (-1.0, math.inf, math.nan):
+        rule = oo.adamw(lr=lambda t, bad=bad: bad)
+        with pytest.raises(ValueError, match="lr schedule returned"):
+            rule.step(np.zeros(2), np.ones(2), rule.init(np.zeros(2)))
+
+
+def test_schedule_is_evaluated_once_per_step():
+    calls = []
+    inner = oo.adam(lr=lambda t: calls.append(t) or 0.1)
+    rule = oo.dct_lowrank(inner, rank=1, weight_decay=0.1)         # inner and wrapper share the schedule
+    p = [np.ones((4, 3)), np.ones(3)]
+    st_ = rule.init(p)
+    for _ in range(2):
+        p, st_ = rule.step(p, [np.ones((4, 3)), np.ones(3)], st_)
+    assert calls == [0, 1]
+
+
+def test_rules_are_chains_of_transforms():
+    """Adam without decay is chain(scale_by_adam, scale_by_lr): the same trajectory from the shared pieces."""
+    from optnorm.optim import transforms as T
+    from optnorm.optim.adam import AdamLeaf
+    from optnorm.optim.base import Rule, chain
+
+    mine = Rule(lr=0.1, transform=chain(T.scale_by_adam(0.9, 0.999, 1e-8), T.scale_by_lr()), leaf=AdamLeaf)
+    ref = oo.adam(lr=0.1)
+    p = q = np.linspace(-1, 1, 5)
+    s1, s2 = mine.init(p), ref.init(q)
+    for k in range(4):
+        g = np.sin(p * (k + 1))
+        p, s1 = mine.step(p, g, s1)
+        q, s2 = ref.step(q, g, s2)
+    assert_close(p, q, rtol=0, atol=0)
