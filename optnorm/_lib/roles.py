@@ -181,14 +181,23 @@ class Array(Role):
     ``"bool"``, ``"any"``, ``"number"`` (int or float); ``finite`` rejects NaN/inf (otherwise they
     propagate as in NumPy); ``empty`` allows zero-size arrays; ``optional`` allows ``None``;
     ``same_dtype`` names another argument whose dtype this one must have.
+
+    ``gate`` names a Bool parameter of the function (``check``): when a call passes ``False`` the
+    checks that read values (finiteness, symmetry, definiteness, sums) are skipped, the function's
+    documented escape from a host round trip (GPU arrays, hot loops); shape and dtype are still
+    checked.  ``excludes`` names an argument this one replaces (``precision`` instead of ``cov``):
+    passing both is refused, and the contract suite drops the other when it fills this one in.
     """
 
     is_array = True
 
     def __init__(self, spec: str | None = None, *, dtype: str = "float", finite: bool = False, empty: bool = False,
                  optional: bool = False, same_dtype: str | None = None, min_ndim: int | None = None,
-                 max_ndim: int | None = None, lists: bool = True):
+                 max_ndim: int | None = None, lists: bool = True, gate: str | None = None,
+                 excludes: str | None = None):
         self.spec = parse_spec(spec)
+        self.gate = gate
+        self.excludes = excludes
         self.dtype = dtype
         self.finite = finite
         self.empty = empty
@@ -237,9 +246,11 @@ class Array(Role):
                 return None
             raise call.error(TypeError, f"{name} is required, got None")
         x = value
+        if self.excludes is not None and call.values.get(self.excludes) is not None:
+            raise call.error(ValueError, f"pass {name} or {self.excludes}, not both")
         self._check_dtype(x, name, call)
         self._check_shape(x, name, call)
-        if self.finite:
+        if self.finite and self.reads_values(call):
             check_finite(x, name, call)
         if self.same_dtype is not None:
             other = call.values.get(self.same_dtype)
@@ -247,6 +258,13 @@ class Array(Role):
                 raise call.error(TypeError, f"{name} has dtype {_dtype_name(x)} but {self.same_dtype} has "
                                             f"{_dtype_name(other)}: they must match")
         return x
+
+    def reads_values(self, call: Call) -> bool:
+        """False when the call turned the value checks off through the ``gate`` parameter."""
+        if self.gate is None:
+            return True
+        flag = call.values.get(self.gate, True)
+        return not (flag is False or isinstance(flag, np.bool_) and not flag)
 
     def _check_dtype(self, x, name, call):
         want = self.dtype
@@ -439,7 +457,7 @@ class Weights(Float):
 
     def check(self, value, name, call):
         w = super().check(value, name, call)
-        if w is None or not compat.is_concrete(w):
+        if w is None or not compat.is_concrete(w) or not self.reads_values(call):
             return w
         a, xp = _data(w)
         if not compat.size(a):
@@ -486,7 +504,7 @@ class Symmetric(Float):
             return x
         if x.shape[-1] != x.shape[-2]:
             raise call.error(ValueError, f"{name} must be square (shape (..., n, n)), got shape {tuple(x.shape)}")
-        if compat.is_concrete(x) and compat.size(x):
+        if compat.is_concrete(x) and compat.size(x) and self.reads_values(call):
             a = compat.to_numpy(x).astype(np.float64)
             err = float(np.max(np.abs(a - np.swapaxes(a, -1, -2))))
             scale = float(np.max(np.abs(a)))
@@ -535,7 +553,7 @@ class SPD(Symmetric):
 
     def check(self, value, name, call):
         x = super().check(value, name, call)
-        if x is None or not compat.is_concrete(x) or not compat.size(x):
+        if x is None or not compat.is_concrete(x) or not compat.size(x) or not self.reads_values(call):
             return x
         a = compat.to_numpy(x).astype(np.float64)
         a = 0.5 * (a + np.swapaxes(a, -1, -2))
