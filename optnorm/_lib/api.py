@@ -41,7 +41,7 @@ from typing import Any, Callable
 from . import compat
 from .roles import Call, Role
 
-__all__ = ["public", "public_class", "constant", "vjp", "checked", "Function", "registry", "functions", "lookup",
+__all__ = ["public", "public_class", "constant", "vjp", "checked", "check_arguments", "Function", "registry", "functions", "lookup",
            "export_domain", "DOMAINS"]
 
 DOMAINS = ("norm", "ot", "spd", "optim")
@@ -254,6 +254,18 @@ def constant(module: str, name: str, value: Any) -> Any:
     """Declare a public constant of a domain (``constant(__name__, "SELU_ALPHA", SELU_ALPHA)``)."""
     _add(Function(f"{_domain_of(module)}.{name}", "constant", value, module))
     return value
+
+
+def check_arguments(where: str, roles: dict[str, Role], **values) -> dict:
+    """Validate ``values`` by ``roles`` outside a declared function (methods of public classes, such as a metric
+    object's ``distance``): the same layer and wording as a declared function's call, with ``where`` as the
+    function's name in messages.  Returns the checked (and converted) values."""
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in roles]
+    checker = _Checker(where, inspect.Signature(params), roles)
+    if checker.outs:
+        raise TypeError("check_arguments() does not handle out= roles")
+    vals, _ = checker({n: values.get(n) for n in roles})
+    return vals
 
 
 def checked(fn: Callable, impl: Callable) -> Callable:
