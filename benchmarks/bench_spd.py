@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import optnorm.spd as spd
-from optnorm.spd.batchnorm import _rbn_bwd, rbn_normalize_fwd
+from optnorm.spd.batchnorm import rbn_normalize_bwd as _rbn_bwd, rbn_normalize_fwd
 
 QUICK = os.environ.get("OPTNORM_BENCH_QUICK", "0") == "1"
 rng = np.random.default_rng(0)

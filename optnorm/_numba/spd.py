@@ -4,7 +4,9 @@
 - :func:`bw_dist2_batched`: squared Bures-Wasserstein distance per pair (NaN where A or B is not positive
   definite: both are Cholesky-factored),
   ``tr A + tr B - 2 sum_i sqrt(mu_i)`` with ``mu = eig(L^T B L)``, ``A = L L^T``: a Cholesky, one congruence,
-  a Householder tridiagonalisation and implicit QL for the eigenvalues only (no eigenvectors).
+  a Householder tridiagonalisation and implicit QL for the eigenvalues only (no eigenvectors), and the bound
+  on its rounding error with which the caller recomputes cancelling pairs in the Procrustes form
+  (:func:`optnorm.spd._linalg.bw2_terms`).
 
 Every kernel computes in float64 internally (small scratch arrays), so float32 inputs lose nothing.
 """
@@ -18,6 +20,10 @@ from numba import prange
 from ._rows import jit
 
 __all__ = ["eigh_batched", "bw_dist2_batched", "eigvalsh_batched"]
+
+# fastmath without the no-NaN/no-inf assumptions: the kernels test for NaN (a failed Cholesky must return NaN,
+# not whatever an optimiser that assumes finite values makes of ``not s > 0``)
+_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 @jit(parallel=False)
@@ -187,7 +193,7 @@ def _ql_rootfree(d, e2, n):
         d[l] = sigma + gamma
 
 
-@jit(parallel=False, fastmath=True)
+@jit(parallel=False, fastmath=_FAST)
 def _tridiag_eigvals(a, d, e, p, wv):
     """Eigenvalues of the symmetric float64 matrix ``a`` (destroyed) into ``d``: Householder tridiagonalisation +
     root-free implicit QL."""
@@ -260,9 +266,9 @@ def eigvalsh_batched(A: np.ndarray) -> np.ndarray:
     return w.reshape(shp[:-1])
 
 
-@jit(parallel=False, fastmath=True)
+@jit(parallel=False, fastmath=_FAST)
 def _bw_one(A, B, L, T, M, d, e, p, wv):
-    """Squared BW distance of one pair (float64 scratch passed in)."""
+    """Squared BW distance of one pair and the bound on its rounding error (float64 scratch passed in)."""
     n = A.shape[0]
     # Cholesky of sym(A) (lower), row-oriented so the inner loops run over contiguous memory
     for i in range(n):
@@ -273,7 +279,7 @@ def _bw_one(A, B, L, T, M, d, e, p, wv):
         for k in range(j):
             s -= L[j, k] * L[j, k]
         if not s > 0.0:
-            return np.nan
+            return np.nan, 0.0
         ljj = math.sqrt(s)
         L[j, j] = ljj
         inv = 1.0 / ljj
@@ -288,7 +294,7 @@ def _bw_one(A, B, L, T, M, d, e, p, wv):
         for k in range(j):
             s -= M[j, k] * M[j, k]
         if not s > 0.0:
-            return np.nan
+            return np.nan, 0.0
         mjj = math.sqrt(s)
         M[j, j] = mjj
         inv = 1.0 / mjj
@@ -325,16 +331,23 @@ def _bw_one(A, B, L, T, M, d, e, p, wv):
             M[i, j] = sym
             M[j, i] = sym
     _tridiag_eigvals(M, d, e, p, wv)
+    eps = 2.220446049250313e-16
+    delta = n * eps * trA * trB
     acc = 0.0
+    bound = 0.0
     for i in range(n):
-        if d[i] > 0.0:
-            acc += math.sqrt(d[i])
+        mu = d[i] if d[i] > 0.0 else 0.0
+        sq = math.sqrt(mu)
+        acc += sq
+        den = math.sqrt(mu + delta) + sq
+        if den > 0.0:
+            bound += delta / den
     r = trA + trB - 2.0 * acc
-    return r if r > 0.0 else 0.0
+    return (r if r > 0.0 else 0.0), 2.0 * bound + n * eps * (trA + trB)
 
 
 @jit(parallel=True)
-def _bw_kernel(A, B, out, n_chunks):
+def _bw_kernel(A, B, out, err, n_chunks):
     m, n, _ = A.shape
     per = (m + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):   # scratch allocated once per chunk, not per pair
@@ -346,17 +359,18 @@ def _bw_kernel(A, B, out, n_chunks):
         p = np.empty(n)
         wv = np.empty(n)
         for b in range(c * per, min(m, (c + 1) * per)):
-            out[b] = _bw_one(A[b], B[b], L, T, M, d, e, p, wv)
+            out[b], err[b] = _bw_one(A[b], B[b], L, T, M, d, e, p, wv)
 
 
-def bw_dist2_batched(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Squared BW distances of broadcast-equal (..., n, n) stacks A and B (float64 result)."""
+def bw_dist2_batched(A: np.ndarray, B: np.ndarray):
+    """Squared BW distances of broadcast-equal (..., n, n) stacks A and B and their error bounds (float64)."""
     shp = A.shape
     n = shp[-1]
     a = np.ascontiguousarray(A.reshape(-1, n, n))
     b = np.ascontiguousarray(B.reshape(-1, n, n))
     out = np.empty(a.shape[0], dtype=np.float64)
+    err = np.empty(a.shape[0], dtype=np.float64)
     import numba
 
-    _bw_kernel(a, b, out, max(1, min(a.shape[0], 8 * numba.get_num_threads())))
-    return out.reshape(shp[:-2])
+    _bw_kernel(a, b, out, err, max(1, min(a.shape[0], 8 * numba.get_num_threads())))
+    return out.reshape(shp[:-2]), err.reshape(shp[:-2])

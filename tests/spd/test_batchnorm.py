@@ -108,11 +108,11 @@ def test_bad_input(rng):
         spd.riemannian_batch_norm(X, metric="bw", M=np.eye(3))
     with pytest.raises(ValueError, match="M must be positive definite"):
         spd.riemannian_batch_norm(X, metric="gbw", M=np.diag([1.0, -1.0, 1.0]))
-    with pytest.raises(ValueError, match="power must be a finite non-zero"):
+    with pytest.raises(ValueError, match="power must be non-zero"):
         spd.riemannian_batch_norm(X, power=0.0)
     with pytest.raises(ValueError, match="metric must be one of"):
         spd.riemannian_batch_norm(X, metric="euclid")
-    with pytest.raises(ValueError, match="X must be a batch"):
+    with pytest.raises(ValueError, match="X must have shape"):
         spd.riemannian_batch_norm(X[0])
     with pytest.raises(ValueError, match="X must be positive definite"):
         spd.riemannian_batch_norm(-X)
@@ -120,7 +120,7 @@ def test_bad_input(rng):
         spd.riemannian_batch_norm(X, bias=np.eye(4))
     with pytest.raises(ValueError, match="momentum must be in"):
         spd.riemannian_batch_norm(X, momentum=2.0)
-    with pytest.raises(ValueError, match="eps must be > 0"):
+    with pytest.raises(ValueError, match="eps must be in \\(0, inf\\)"):
         spd.riemannian_batch_norm(X, eps=0.0)
     with pytest.raises(ValueError, match="state.mean has shape"):
         spd.riemannian_batch_norm(X, spd.RBNState(np.eye(2), np.array(1.0)))
@@ -131,7 +131,7 @@ def test_public_layer_uses_the_analytic_vjp_in_torch_and_jax(rng):
     n = 3
     X, B, M = random_spd(rng, (5,), n), random_spd(rng, (), n), random_spd(rng, (), n)
     G, v = spd.rbn_statistics(X, metric="gbw", M=M)
-    from optnorm.spd.batchnorm import _rbn_bwd, rbn_normalize_fwd
+    from optnorm.spd.batchnorm import rbn_normalize_bwd as _rbn_bwd, rbn_normalize_fwd
 
     dY = rng.standard_normal(X.shape)
     _, res = rbn_normalize_fwd(X, G, v, B, np.array(0.8), M, metric="gbw")
@@ -164,7 +164,7 @@ def test_ill_conditioned_rbn_finite(metric):
     """Condition number 1e8 (float64) and 1e4 (float32): finite output and gradients."""
     from hypothesis import given, settings, strategies as st
 
-    from optnorm.spd.batchnorm import _rbn_bwd, rbn_normalize_fwd
+    from optnorm.spd.batchnorm import rbn_normalize_bwd as _rbn_bwd, rbn_normalize_fwd
 
     @settings(max_examples=8, deadline=None)
     @given(st.floats(1.0, 8.0), st.sampled_from(["float32", "float64"]))

@@ -125,13 +125,13 @@ def test_mean_callback_and_result(rng):
 
 def test_bad_input(rng):
     A = random_spd(rng, (), 3)
-    with pytest.raises(ValueError, match="power must be a finite non-zero number"):
+    with pytest.raises(ValueError, match="power must be non-zero"):
         spd.bures_wasserstein(power=0)
     with pytest.raises(ValueError, match="M must be positive definite"):
         spd.bures_wasserstein(np.diag([1.0, -1.0, 1.0]))
-    with pytest.raises(ValueError, match="M must be one"):
+    with pytest.raises(ValueError, match="M must have shape \\(n n\\)"):
         spd.bures_wasserstein(random_spd(rng, (2,), 3))
-    with pytest.raises(ValueError, match="X has shape"):
+    with pytest.raises(ValueError, match="M has shape \\(4, 4\\).*X has n = 3"):
         spd.bures_wasserstein(np.eye(4)).distance(A, A)
     with pytest.raises(ValueError, match="X must have shape"):
         spd.bures_wasserstein().mean(A)
@@ -166,8 +166,8 @@ def test_metric_methods_use_the_ops_under_torch_autograd(rng):
     At = torch.tensor(A, requires_grad=True)
     bw = spd.bures_wasserstein()
     (bw.distance(At, torch.tensor(B), squared=True).sum() + bw.log(At, torch.tensor(B)).sum()).backward()
-    from optnorm.spd.bures import _bw_log_bwd, bw_log_fwd
-    from optnorm.spd.distances import _bw_distance_bwd, bw_distance_fwd
+    from optnorm.spd.bures import bw_log_bwd as _bw_log_bwd, bw_log_fwd
+    from optnorm.spd.distances import bw_distance_bwd as _bw_distance_bwd, bw_distance_fwd
 
     _, r1 = bw_distance_fwd(A, B, squared=True)
     _, r2 = bw_log_fwd(A, B)

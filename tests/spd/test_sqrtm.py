@@ -79,7 +79,7 @@ def test_sqrtm_float32_keeps_dtype(xp, rng, method):
     A = random_spd(rng, (3,), 5).astype(np.float32)
     Y = spd.sqrtm(to(xp, A), method=method, degree=40 if method == "mtp" else 8)
     assert Y.dtype == xp.float32
-    assert_close(Y, ref_sqrtm(A), rtol=2e-3, atol=2e-3)
+    assert_close(Y, ref_sqrtm(A), rtol=2e-3, atol=2e-3, check_dtype=False, xp=xp)
 
 
 def test_sqrtm_float16_computed_in_float32():
@@ -87,7 +87,7 @@ def test_sqrtm_float16_computed_in_float32():
     A = random_spd(np.random.default_rng(0), (2,), 4)
     Y = spd.sqrtm(torch.tensor(A, dtype=torch.bfloat16))
     assert Y.dtype == torch.bfloat16
-    assert_close(Y.float(), ref_sqrtm(A), rtol=3e-2, atol=3e-2)
+    assert_close(Y.float(), ref_sqrtm(A), rtol=3e-2, atol=3e-2, check_dtype=False)
 
 
 @pytest.mark.parametrize("method,opts", [("eigh", {}), ("newton_schulz", {"lyap_iter": 40}),
@@ -111,7 +111,7 @@ def test_iterative_vjp_approaches_exact(rng):
     G = rng.standard_normal(A.shape)
     _, res_e = _SQRTM_MODULE.sqrtm_fwd(A)
     _, res_n = _SQRTM_MODULE.sqrtm_fwd(A, method="newton_schulz", n_iter=30, lyap_iter=40)
-    from optnorm.spd.sqrtm import _sqrt_bwd
+    from optnorm.spd.sqrtm import sqrtm_bwd as _sqrt_bwd
 
     assert_close(_sqrt_bwd(res_n, G)[0], _sqrt_bwd(res_e, G)[0], rtol=1e-8, atol=1e-10)
 
@@ -147,7 +147,7 @@ def test_ill_conditioned_finite(log_cond, dtype, method):
     for fwd in ("sqrtm_fwd", "invsqrtm_fwd"):
         Y, res = _SQRTM_MODULE.__dict__[fwd](A, method=method, check=False)
         assert np.all(np.isfinite(Y))
-        g = _SQRTM_MODULE._sqrt_bwd(res, np.ones_like(A))[0]
+        g = _SQRTM_MODULE.sqrtm_bwd(res, np.ones_like(A))[0]
         assert np.all(np.isfinite(g)) and g.dtype == A.dtype
     if method == "eigh":
         rel = np.linalg.norm(spd.sqrtm(A, check=False).astype(np.float64) - ref_funm(A, np.sqrt)) / \
@@ -178,23 +178,23 @@ def test_lyapunov_vjp(rng, method):
 # ---------------------------------------------------------------- bad input
 def test_bad_input_messages(rng):
     A = random_spd(rng, (), 3)
-    with pytest.raises(ValueError, match="A must be a square matrix"):
+    with pytest.raises(ValueError, match="A has shape \\(2, 3\\)"):
         spd.sqrtm(np.ones((2, 3)))
     with pytest.raises(ValueError, match="A is not symmetric"):
         spd.sqrtm(A + np.triu(np.ones((3, 3)), 1))
     with pytest.raises(ValueError, match="A must be positive definite; its smallest eigenvalue is -1"):
         spd.invsqrtm(np.diag([1.0, 2.0, -1.0]), method="newton_schulz")
-    with pytest.raises(TypeError, match="A must have a floating dtype"):
+    with pytest.raises(TypeError, match="A must have a real floating dtype"):
         spd.sqrtm(np.eye(3, dtype=np.int64))
     with pytest.raises(ValueError, match="method must be one of"):
         spd.sqrtm(A, method="denman")
-    with pytest.raises(ValueError, match="n_iter must be >= 1"):
+    with pytest.raises(ValueError, match="n_iter must be in \\[1, inf\\)"):
         spd.sqrtm(A, method="newton_schulz", n_iter=0)
-    with pytest.raises(ValueError, match="eps must be > 0"):
+    with pytest.raises(ValueError, match="eps must be in \\(0, inf\\)"):
         spd.sqrtm(A, eps=0.0)
     with pytest.raises(ValueError, match="A contains NaN"):
         spd.sqrtm(A * np.nan)
     with pytest.raises(ValueError, match="Q has shape"):
         spd.lyapunov(A, np.ones((4, 4)))
-    with pytest.raises(ValueError, match="A .* and Q .* do not broadcast"):
+    with pytest.raises(ValueError, match="the batch dimensions of Q .* and of A .* do not broadcast"):
         spd.lyapunov(random_spd(rng, (2,), 3), np.ones((3, 3, 3)))
