@@ -99,7 +99,7 @@ __global__ void bw_dist2_batched(const T* __restrict__ A, const T* __restrict__ 
     for (int j = 0; j < n; ++j) {
         double s = (double)a[j * n + j];
         for (int k = 0; k < j; ++k) s -= L[j * n + k] * L[j * n + k];
-        if (!(s > 0.0)) { out[b] = Lim<T>::nan(); err[b] = T(0); return; }
+        if (!(s > 0.0)) { out[b] = optnorm::Lim<T>::nan(); err[b] = T(0); return; }
         double ljj = sqrt(s);
         L[j * n + j] = ljj;
         for (int i = j + 1; i < n; ++i) {
