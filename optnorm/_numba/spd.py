@@ -78,9 +78,16 @@ def _eigh_kernel(A, w_out, V_out):
     for b in prange(m):
         a = np.empty((n, n))
         v = np.empty((n, n))
+        # divided by its largest entry: the sweep's sums of squares stay finite near the dtype's range
+        sc = 0.0
         for i in range(n):
             for j in range(n):
-                a[i, j] = 0.5 * (A[b, i, j] + A[b, j, i])
+                sc = max(sc, abs(A[b, i, j]))
+        if sc == 0.0 or not sc < np.inf:
+            sc = 1.0
+        for i in range(n):
+            for j in range(n):
+                a[i, j] = 0.5 * (A[b, i, j] + A[b, j, i]) / sc
         _jacobi(a, v, 30)
         # selection sort ascending (n is small)
         idx = np.empty(n, np.int64)
@@ -95,7 +102,7 @@ def _eigh_kernel(A, w_out, V_out):
             idx[i] = idx[best]
             idx[best] = tmp
         for i in range(n):
-            w_out[b, i] = a[idx[i], idx[i]]
+            w_out[b, i] = a[idx[i], idx[i]] * sc
             for k in range(n):
                 V_out[b, k, i] = v[k, idx[i]]
 

@@ -43,14 +43,19 @@ def max_abs(x, xp):
 
 
 def matrix_scale(xp, *mats):
-    """Per-matrix scale ``s > 0`` (shape ``(..., 1, 1)``, the broadcast batch): the largest entry magnitude
-    of the matrices, 1 where all are zero.  Dividing by it before products keeps them finite near the
-    dtype's range (scale before squaring)."""
+    """Per-matrix scale ``s > 0`` (shape ``(..., 1, 1)``, the broadcast batch): the geometric mean of the
+    matrices' largest entry magnitudes (zeros count as 1).  Dividing by it before products keeps them finite
+    near the dtype's range (scale before squaring): for one matrix its entries become <= 1; for a pair
+    ``(A, B)`` the products ``A B / s^2`` are of order one even when A and B differ by 1e600 in magnitude
+    (a common scale by the larger would underflow the smaller)."""
     s = None
+    k = len(mats)
     for m in mats:
         a = max_abs(m, xp)
-        s = a if s is None else xp.maximum(s, a)
-    return xp.where(s > 0, s, xp.ones_like(s))
+        a = xp.where(a > 0, a, xp.ones_like(a))
+        a = a if k == 1 else a ** (1.0 / k)
+        s = a if s is None else s * a
+    return s
 
 
 def fro(x, xp):
@@ -259,7 +264,7 @@ def bw2_refine(d2, err, A, B, xp):
 
 def bw2(A, B, xp):
     """Accurate squared BW distance of symmetric positive definite ``A``, ``B`` (batched, broadcast), any
-    magnitude: both are divided by their largest entry first (``d^2`` is homogeneous of degree 1)."""
+    magnitude: both are divided by a common scale first (``d^2`` is homogeneous of degree 1)."""
     s = matrix_scale(xp, A, B)
     As, Bs = A / s, B / s
     L = xp.linalg.cholesky(As)

@@ -387,9 +387,9 @@ def _bw_forward(Xf, G, B, f, M, p, xp):
         Xp, eX, Bp, eB0 = Xf, None, B, None
     Xh = Xp if Mh is None else sym(Mh @ Xp @ Mh, xp)
     Bh = Bp if Mh is None else sym(Mh @ Bp @ Mh, xp)
-    # W(G, Xh) = sqrt(c) W(G/c, Xh/c): computed on the pair divided by its largest entry (no overflow of
+    # W(G, Xh) = sqrt(c) W(G/c, Xh/c): computed on the pair divided by a common scale (no overflow of
     # G^{1/2} Xh G^{1/2} near the dtype's range); the backward chains through the scaled pair
-    c = _global_scale(xp.concat([xp.reshape(G, (-1,)), xp.reshape(Xh, (-1,))]), xp)
+    c = xp.sqrt(_global_scale(G, xp)) * xp.sqrt(_global_scale(Xh, xp))   # the pair's geometric-mean magnitude
     sqc = xp.sqrt(c)
     Gs, Xhs = G / c, Xh / c
     Gh, Gih, (g, UG) = sqrt_pair(Gs, xp)

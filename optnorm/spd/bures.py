@@ -44,13 +44,15 @@ def _bw_geodesic(A, B, t, xp):
 
 
 # ---------------------------------------------------------------------------- registered BW maps (M = I)
-def _pair(P, X):
+def _pair(P, X, tangent=False):
     """``(xp, sym(P)/s, sym(X)/s, s, dtype)``: the maps are homogeneous of degree 1 in the pair, so they are
-    computed on the pair divided by its largest entry (finite near the dtype's range) and scaled back."""
+    computed on the pair divided by a scale (finite near the dtype's range) and scaled back: the geometric
+    mean of the two magnitudes for two SPD matrices, the base point's for a tangent vector (``X = V``, whose
+    ``V P^{-1} V`` term must overflow only when the result does)."""
     xp = compat.array_namespace(P, X)
     Pc, dt = upcast(P, xp)
     Xc = compat.cast(X, Pc.dtype, xp)
-    s = matrix_scale(xp, Pc, Xc)
+    s = matrix_scale(xp, Pc) if tangent else matrix_scale(xp, Pc, Xc)
     return xp, sym(Pc, xp) / s, sym(Xc, xp) / s, s, dt
 
 
@@ -124,7 +126,7 @@ def bw_log(P, X, *, check=True):
 
     Batched (leading axes broadcast) and a registered op: its VJP chains the Daleckii-Krein derivatives of
     ``P^{+-1/2}`` and of the inner square root.  ``bures_wasserstein().log`` for the identity metric.  The pair
-    is divided by its largest entry before the products (the map is homogeneous), so entries near the dtype's
+    is divided by a common scale before the products (the map is homogeneous), so entries near the dtype's
     range give finite results.
 
     Parameters
@@ -178,7 +180,7 @@ def bw_exp(P, V, *, check=True):
     """Bures-Wasserstein exponential ``Exp_P(V) = P + V + L P L`` with ``P L + L P = V``.
 
     Batched and a registered op with an exact VJP through the Lyapunov solve.  SPD while ``I + L`` is positive
-    definite (BW is geodesically incomplete).  The pair is divided by its largest entry before the products
+    definite (BW is geodesically incomplete).  The pair is divided by the base point's scale before the products
     (the map is homogeneous of degree 1); a result beyond the dtype's range raises ``ValueError``.
 
     Parameters
@@ -204,7 +206,7 @@ def bw_exp(P, V, *, check=True):
 
 
 def _bw_exp_fwd(P, V, *, check=True):
-    xp, Ps, Vs, s, dt = _pair(P, V)
+    xp, Ps, Vs, s, dt = _pair(P, V, tangent=True)
     w, U = eigh(Ps, xp)
     L = lyap_eig(w, U, Vs, xp)
     D = sym(Ps + Vs + L @ Ps @ L, xp)
@@ -238,7 +240,7 @@ def bw_geodesic(A, B, *, t=0.5, check=True):
     (t=1), ``T`` the optimal transport map A -> B.
 
     Batched and a registered op; ``t`` is a float option (any real: ``t`` outside [0, 1] extrapolates).  The
-    pair is divided by its largest entry before the products (the map is homogeneous of degree 1).
+    pair is divided by a common scale before the products (the map is homogeneous of degree 1).
 
     Parameters
     ----------

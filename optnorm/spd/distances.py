@@ -19,7 +19,7 @@ _GUFUNC = ("(n,n),(n,n)->()", {"array_args": 2})
 
 def _prep_pair(A, B):
     """``(xp, sym(A)/s, sym(B)/s, s, dtype)``: compute dtype, symmetrised, divided by the per-pair scale ``s``
-    (largest entry magnitude) so that products stay finite near the dtype's range."""
+    (geometric mean of the two largest entry magnitudes) so that products stay finite near the dtype's range."""
     xp = compat.array_namespace(A, B)
     Ac, dt = upcast(A, xp)
     Bc = compat.cast(B, Ac.dtype, xp)
@@ -119,7 +119,7 @@ def bw_distance(A, B, *, squared=False, check=True):
     ill-conditioned in the same directions: the subtraction cancels, or tiny ``mu_i`` lose half their digits
     under the square root) the pair is recomputed as a sum of squares, ``min_U ||L_A - L_B U||_F^2``
     through one SVD, so that ``d(A, A)`` is ~1e-16 at any condition number.  Both matrices are divided by
-    their largest entry first (``d^2`` is homogeneous), so entries near the dtype's range give finite
+    a common scale first (``d^2`` is homogeneous), so entries near the dtype's range give finite
     results.  On NumPy float32/float64 with n <= 64 a Numba kernel (Cholesky, congruence, Householder
     tridiagonalisation, implicit QL, parallel over the batch) computes the trace formula and its error bound.
 
@@ -187,7 +187,7 @@ def airm_distance(A, B, *, squared=False, check=True):
 
     ``mu`` are the generalized eigenvalues of ``(B, A)``, from ``eig(L^{-1} B L^{-T})``, ``A = L L^T``
     (Pennec, Fillard, Ayache, "A Riemannian framework for tensor computing", IJCV 2006).  Scale-invariant, so
-    both matrices are divided by their largest entry first.
+    both matrices are divided by a common scale first.
     VJP: with ``W = L^{-T} V`` (``W^T A W = I``), ``grad_B d^2 = W diag(2 log mu / mu) W^T`` and
     ``grad_A d^2 = -W diag(2 log mu) W^T``.
 
@@ -216,6 +216,9 @@ def _airm_distance_fwd(A, B, *, squared=False, check=True):
     L = xp.linalg.cholesky(As)
     C = xp.linalg.solve(L, mT(xp.linalg.solve(L, Bs), xp))  # L^{-1} B L^{-T}
     mu, V = xp.linalg.eigh(sym(C, xp))
+    if check and compat.is_concrete(mu) and bool(xp.any(mu < float(xp.finfo(mu.dtype).smallest_normal))):
+        raise ValueError("airm_distance: the generalized eigenvalues of (B, A) leave the dtype's range (A and B "
+                         "differ in magnitude by more than it spans, or are singular to working precision)")
     mu = floor(mu, None, xp)
     lg = xp.log(mu)
     d2 = xp.sum(lg * lg, axis=-1)
@@ -246,7 +249,7 @@ vjp(airm_distance, airm_distance_fwd, airm_distance_bwd)
 def lem_distance(A, B, *, squared=False, check=True):
     """Log-Euclidean distance ``||log A - log B||_F`` (Arsigny, Fillard, Pennec, Ayache, SIAM J. Matrix Anal. 2007).
 
-    Invariant under a common scaling, so both matrices are divided by their largest entry first.
+    Invariant under a common scaling, so both matrices are divided by a common scale first.
     VJP: ``grad_A d^2 = 2 Dlog_A[D]``, ``grad_B d^2 = -2 Dlog_B[D]``, ``D = log A - log B``, with the
     Daleckii-Krein derivative of the matrix logarithm (divided differences ``log1p``-stable).
 

@@ -30,7 +30,7 @@ def bw_loss(A, B, *, smoothing=0.0, check=True):
     Montufar, "Critical Points and Convergence Analysis of Generative Deep Linear Networks Trained with
     Bures-Wasserstein Loss", ICML 2023.  The value is computed as :func:`bw_distance` computes ``d^2``
     (trace formula where it is accurate, the Procrustes form where it cancels, as it does when training has
-    brought ``A`` close to ``B``), on the pair divided by its largest entry.
+    brought ``A`` close to ``B``), on the pair divided by a common scale.
 
     VJP: ``grad_A = I - T``, ``grad_B = I - T^{-1}`` with ``T = H^{-1} (H B H)^{1/2} H^{-1}``, ``H = (A+tau I)^{1/2}``
     (the optimal transport map from ``A + tau I`` to ``B``); finite whenever ``A + tau I`` and ``B`` are positive

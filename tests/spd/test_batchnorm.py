@@ -181,3 +181,60 @@ def test_ill_conditioned_rbn_finite(metric):
         assert all(np.all(np.isfinite(a)) for a in g if a is not None)
 
     inner()
+
+
+# ---------------------------------------------------------------- hardening (issue 13)
+def test_rbn_normalize_validates_its_statistics(rng):
+    X = random_spd(rng, (4,), 3)
+    G, v = spd.rbn_statistics(X)
+    with pytest.raises(ValueError, match="rbn_normalize: mean must be positive definite"):
+        spd.rbn_normalize(X, np.diag([1.0, -1.0, 1.0]), v)
+    with pytest.raises(ValueError, match="rbn_normalize: mean has shape"):
+        spd.rbn_normalize(X, np.eye(4), v)
+    with pytest.raises(ValueError, match="rbn_normalize: var must be non-negative"):
+        spd.rbn_normalize(X, G, np.asarray(-1.0))
+    with pytest.raises(ValueError, match="rbn_normalize: var contains NaN or inf"):
+        spd.rbn_normalize(X, G, np.asarray(np.nan))
+    with pytest.raises(ValueError, match="rbn_normalize: var must have shape"):
+        spd.rbn_normalize(X, G, np.ones(2))
+    with pytest.raises(ValueError, match="rbn_normalize: weight contains NaN or inf"):
+        spd.rbn_normalize(X, G, v, weight=np.asarray(np.inf))
+    with pytest.raises(ValueError, match="rbn_normalize: bias is not symmetric"):
+        spd.rbn_normalize(X, G, v, bias=np.triu(np.ones((3, 3))))
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    with pytest.raises(TypeError, match="var is torch"):
+        spd.rbn_normalize(X, G, torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("metric,use_m", [("bw", False), ("gbw", True), ("airm", False), ("lem", False)])
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_batch_norm_near_the_dtype_range(rng, metric, use_m, scale):
+    """The normalised batch does not depend on a common scale of the data: finite and equal near the range."""
+    X = random_spd(rng, (6,), 3)
+    M = random_spd(rng, (), 3) if use_m else None
+    Y, _ = spd.riemannian_batch_norm(X, M=M, metric=metric)
+    Ys, st = spd.riemannian_batch_norm(X * scale, M=M, metric=metric)
+    assert np.all(np.isfinite(Ys)) and np.all(np.isfinite(st.mean))
+    G, v = spd.rbn_statistics(X, M=M, metric=metric)
+    Gs, vs = spd.rbn_statistics(X * scale, M=M, metric=metric)
+    assert_close(Gs / scale, G, rtol=1e-9)
+    assert_close(vs / (scale if metric in ("bw", "gbw") else 1.0), v, rtol=1e-9)
+    if metric in ("airm", "lem"):     # scale-free normalisation (bw/gbw variance is not scale-free with eps)
+        assert_close(Ys, Y, rtol=1e-8, atol=1e-10)
+
+
+def test_statistics_carry_no_gradient_under_jax_grad(rng):
+    """rbn statistics are stop_gradient'ed for JAX too (compat.stop_gradient), as torch's are detached."""
+    jax = pytest.importorskip("jax", reason="jax is not installed")
+    jnp = jax.numpy
+    X = jnp.asarray(random_spd(rng, (5,), 3))
+
+    def loss(x):
+        Y, _ = spd.riemannian_batch_norm(x, metric="lem", eps=1e-12)
+        return jnp.sum(Y)
+
+    def loss_fixed_stats(x):
+        G, v = spd.rbn_statistics(jax.lax.stop_gradient(x), metric="lem")
+        return jnp.sum(spd.rbn_normalize(x, G, v, metric="lem", eps=1e-12))
+
+    assert_close(jax.grad(loss)(X), np.asarray(jax.grad(loss_fixed_stats)(X)), rtol=1e-8, atol=1e-10)

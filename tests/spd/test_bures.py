@@ -173,3 +173,59 @@ def test_metric_methods_use_the_ops_under_torch_autograd(rng):
     _, r2 = bw_log_fwd(A, B)
     ref = _bw_distance_bwd(r1, np.ones(2))[0] + _bw_log_bwd(r2, np.ones_like(A))[0]
     assert_close(At.grad, ref, rtol=1e-9)
+
+
+# ---------------------------------------------------------------- hardening (issue 13)
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_bw_maps_near_the_dtype_range(rng, scale):
+    """log/exp/geodesic are homogeneous of degree 1 in the pair: computed on the scaled pair, finite."""
+    A, B = random_spd(rng, (3,), 4), random_spd(rng, (3,), 4)
+    V = spd.bw_log(A, B)
+    assert_close(spd.bw_log(A * scale, B * scale) / scale, V, rtol=1e-10, atol=1e-12)
+    assert_close(spd.bw_exp(A * scale, V * scale) / scale, spd.bw_exp(A, V), rtol=1e-10)
+    assert_close(spd.bw_geodesic(A * scale, B * scale, t=0.3) / scale, spd.bw_geodesic(A, B, t=0.3), rtol=1e-10)
+
+
+def test_bw_exp_overflowing_result_is_an_error():
+    P = np.eye(2) * 1e-300
+    V = np.diag([1e300, 1.0])                   # L = V / (2P) ~ 5e599: P + V + L P L is beyond float64
+    with pytest.raises(ValueError, match="bw_exp: Exp_P\\(V\\) overflows"):
+        spd.bw_exp(P, V)
+
+
+def test_mean_warns_when_it_stops_at_max_iter(rng):
+    import warnings
+
+    import optnorm
+
+    X = random_spd(rng, (6,), 3)
+    with pytest.warns(optnorm.ConvergenceWarning, match="BuresWasserstein.mean did not converge in 2 iterations"):
+        res = spd.bures_wasserstein().mean(X, max_iter=2, tol=1e-14)
+    assert not res.converged and res.n_iter == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # a callback that stops the loop is not a failure
+        spd.bures_wasserstein().mean(X, callback=lambda s: True)
+
+
+def test_mean_default_tolerance_is_reachable_in_float32(rng):
+    import warnings
+
+    X = random_spd(rng, (8,), 4).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = spd.bures_wasserstein().mean(X)
+    assert res.converged and res.mean.dtype == np.float32
+
+
+def test_metric_methods_validate_with_their_argument_names(rng):
+    A = random_spd(rng, (), 3)
+    bw = spd.bures_wasserstein()
+    with pytest.raises(ValueError, match="BuresWasserstein.distance: Y must be positive definite"):
+        bw.distance(A, np.diag([1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError, match="BuresWasserstein.exp: V is not symmetric"):
+        bw.exp(A, np.triu(np.ones((3, 3))))
+    with pytest.raises(ValueError, match="BuresWasserstein.geodesic: t must not be NaN"):
+        bw.geodesic(A, A, float("nan"))
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    with pytest.raises(TypeError, match="X is numpy, Y is torch"):
+        bw.log(A, torch.tensor(A))

@@ -97,3 +97,23 @@ def test_bad_input(rng):
         spd.partial_correlation(np.diag([1.0, -1.0]))
     with pytest.raises(ValueError, match="axis must be one of the last two"):
         spd.covariance(np.ones((2, 3, 4)), axis=0)
+
+
+# ---------------------------------------------------------------- hardening (issue 13)
+@pytest.mark.parametrize("estimator", ["scm", "ledoit_wolf", "oas"])
+def test_covariance_scales_before_squaring(rng, estimator):
+    X = rng.standard_normal((40, 3))
+    C, rho = spd.covariance(X, estimator=estimator, return_shrinkage=True)
+    C_big, rho_big = spd.covariance(X * 1e150, estimator=estimator, return_shrinkage=True)
+    assert_close(C_big / 1e300, C, rtol=1e-12)          # the squares of 1e150 overflowed (||x||^4 in Ledoit-Wolf)
+    assert_close(rho_big, rho, rtol=1e-12)
+    with pytest.raises(ValueError, match="covariance: the covariance of X overflows float64"):
+        spd.covariance(X * 1e300, estimator=estimator)  # the answer itself (1e600) is beyond float64
+    with pytest.raises(ValueError, match="the covariance of X overflows float32"):
+        spd.covariance((X * 1e30).astype(np.float32), estimator=estimator)
+
+
+def test_partial_correlation_is_scale_invariant(rng):
+    C = np.cov(rng.standard_normal((3, 50)))
+    assert_close(spd.partial_correlation(C * 1e300), spd.partial_correlation(C), rtol=1e-12)
+    assert_close(spd.partial_correlation(C * 1e-300), spd.partial_correlation(C), rtol=1e-12)

@@ -128,3 +128,69 @@ def test_rootfree_ql_tridiagonal(rng):
         dd, e2 = d.copy(), np.r_[e ** 2, 0.0]
         _ql_rootfree(dd, e2, n)
         assert np.abs(np.sort(dd) - ref).max() <= 1e-13 * max(np.abs(ref).max(), 1e-300)
+
+
+# ---------------------------------------------------------------- hardening (issue 13)
+@pytest.mark.parametrize("n", [3, 5, 10, 40])
+def test_bw_self_distance_at_condition_1e8(rng, path, n):
+    """d(A, A) for cond(A) = 1e8 was 6e-5 (the trace formula cancels); the Procrustes form gives ~1e-15."""
+    A = random_spd(rng, (3,), n, cond=1e8)
+    d = spd.bw_distance(A, A)
+    assert np.all(d <= 1e-12), d
+    assert np.all(spd.bw_distance(A, A, squared=True) <= 1e-24)
+
+
+def _commuting_pair(rng, n, cond, rel):
+    """A = Q diag(a) Q^T and B = Q diag(b) Q^T: d^2 = sum (a - b)^2 / (sqrt a + sqrt b)^2 exactly, a float64
+    reference without cancellation."""
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    a = np.logspace(0, -np.log10(cond), n)
+    b = a * (1 + rel * rng.standard_normal(n))
+    ref = np.sqrt(np.sum((a - b) ** 2 / (np.sqrt(a) + np.sqrt(b)) ** 2))
+    return (Q * a) @ Q.T, (Q * b) @ Q.T, ref
+
+
+@pytest.mark.parametrize("rel", [1e-6, 1e-3, 0.3])
+def test_bw_distance_accurate_for_close_ill_conditioned_pairs(xp, rng, rel):
+    for n in (4, 12):
+        A, B, ref = _commuting_pair(rng, n, 1e8, rel)
+        d = spd.bw_distance(to(xp, A), to(xp, B))
+        # rounding A and B costs ~eps ||A|| / sqrt(lambda_min) = 1e-12 in d; the trace formula was off by 1e-8
+        assert_close(d, np.asarray(ref), rtol=1e-6, atol=5e-12, xp=xp)
+
+
+def test_bw_numba_kernel_reports_its_error_bound(rng):
+    from optnorm._numba import spd as nb
+
+    A = random_spd(rng, (4,), 6, cond=1e8)
+    B = random_spd(rng, (4,), 6)
+    d2, err = nb.bw_dist2_batched(np.concatenate([A, A]), np.concatenate([A, B]))
+    assert np.all(err[:4] > 1e-10 * d2[:4])          # identical pairs: the bound flags the cancellation
+    assert np.all(err[4:] < 1e-10 * d2[4:])          # distinct pairs: the trace formula is kept
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+@pytest.mark.parametrize("name,power", [("bw_distance", 0.5), ("airm_distance", 0.0), ("lem_distance", 0.0)])
+def test_distances_near_the_dtype_range(rng, path, name, power, scale):
+    A, B = random_spd(rng, (3,), 4), random_spd(rng, (3,), 4)
+    f = getattr(spd, name)
+    d = f(A * scale, B * scale)
+    assert np.all(np.isfinite(d))
+    assert_close(d, f(A, B) * scale ** power, rtol=1e-10)
+
+
+def test_bw_loss_accurate_at_convergence(rng):
+    """bw_loss(A, B) with A -> B (a trained model): the Procrustes form, not the cancelling trace formula."""
+    A, B, ref = _commuting_pair(rng, 6, 1e8, 1e-6)
+    assert_close(spd.bw_loss(A, B), np.asarray(ref ** 2), rtol=1e-5, atol=1e-22)
+    assert float(spd.bw_loss(A, A)) <= 1e-24
+
+
+def test_pairs_of_very_different_magnitude(path):
+    """A common scale by the larger matrix would underflow the smaller: the geometric mean keeps both."""
+    A, B = 1e300 * np.eye(3), 1e-300 * np.eye(3)
+    assert_close(spd.bw_distance(A, B), np.asarray(np.sqrt(3) * (1e150 - 1e-150)), rtol=1e-12)
+    assert_close(spd.lem_distance(A, B), np.asarray(np.sqrt(3) * 600 * np.log(10)), rtol=1e-12)
+    # AIRM needs the ratio B/A = 1e-600 itself: refused rather than floored to the smallest normal number
+    with pytest.raises(ValueError, match="airm_distance: the generalized eigenvalues of \\(B, A\\) leave"):
+        spd.airm_distance(A, B)

@@ -145,3 +145,47 @@ def test_gaussian_fit_bad_input(rng):
         gaussian_fit(np.ones((4, 2)), shrinkage="lw")
     with pytest.raises(ValueError, match="positive definite"):
         gaussian_fit(np.ones((4, 2)) + np.arange(4.0)[:, None])
+
+
+# ---------------------------------------------------------------- hardening (issue 13)
+def test_mahalanobis_validates_its_spd_matrices(rng):
+    with pytest.raises(ValueError, match="mahalanobis: precision must be positive definite"):
+        mahalanobis(np.ones(3), np.zeros(3), precision=np.diag([1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError, match="mahalanobis: cov is not symmetric"):
+        mahalanobis(np.ones(3), np.zeros(3), np.triu(np.ones((3, 3))))
+    with pytest.raises(ValueError, match="pass precision or cov, not both"):
+        mahalanobis(np.ones(3), np.zeros(3), np.eye(3), np.eye(3))
+
+
+def test_mahalanobis_far_points_are_finite(rng):
+    S = _spd(rng, 4)
+    x = rng.standard_normal((5, 4))
+    d = mahalanobis(x, np.zeros(4), S)
+    assert_close(mahalanobis(x * 1e300, np.zeros(4), S) / 1e300, d, rtol=1e-12)    # (x - mu)^2 overflowed
+    assert_close(mahalanobis(x * 1e300, np.zeros(4), precision=np.linalg.inv(S)) / 1e300, d, rtol=1e-10)
+    with pytest.raises(ValueError, match="the squared distance overflows"):
+        mahalanobis(x * 1e300, np.zeros(4), S, squared=True)
+    from optnorm.spd.gaussian import mahalanobis_bwd, mahalanobis_fwd
+
+    for squared, c in ((False, 1e300), (True, 1e100)):   # d(cx) = c d(x): grad_x scales by c^(k-1), grad_S by c^k
+        k = 2 if squared else 1
+        g = mahalanobis_bwd(mahalanobis_fwd(x, np.zeros(4), S, squared=squared)[1], np.ones(5))
+        gc = mahalanobis_bwd(mahalanobis_fwd(x * c, np.zeros(4), S, squared=squared)[1], np.ones(5))
+        assert_close(gc[0] / c ** (k - 1), g[0], rtol=1e-10)
+        assert_close(gc[2] / c ** k, g[2], rtol=1e-10)
+
+
+def test_gaussian_fit_refuses_mixed_libraries(rng):
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    with pytest.raises(TypeError, match="x is numpy, labels is torch"):
+        gaussian_fit(rng.standard_normal((10, 2)), torch.zeros(10, dtype=torch.int64))
+
+
+def test_gaussian_fit_near_the_dtype_range(rng):
+    x = rng.standard_normal((30, 3))
+    fit = gaussian_fit(x * 1e100)
+    assert_close(fit.covariance / 1e200, gaussian_fit(x).covariance, rtol=1e-12)
+    with pytest.raises(ValueError, match="gaussian_fit: the covariance of x overflows"):
+        gaussian_fit(x * 1e300)
+    with pytest.raises(ValueError, match="gaussian_fit: the covariance fitted to x is not positive definite"):
+        gaussian_fit(x * 1e-300)                         # underflows to zero: refused, not a NaN precision

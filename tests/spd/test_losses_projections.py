@@ -187,3 +187,32 @@ def test_bw_loss_ill_conditioned_and_rank_deficient(log_cond, dtype, rank):
     assert np.all(np.isfinite(val)) and val.dtype == A.dtype
     gA, gB = _bw_loss_bwd(res, np.ones_like(val))
     assert np.all(np.isfinite(gA)) and np.all(np.isfinite(gB))
+
+
+# ---------------------------------------------------------------- hardening (issue 13)
+def test_projections_refuse_nan(rng):
+    X = rng.standard_normal((3, 3))
+    bad = X.copy()
+    bad[1, 1] = np.nan
+    with pytest.raises(ValueError, match="project_psd: A contains NaN or inf"):
+        spd.project_psd(bad)
+    with pytest.raises(ValueError, match="project_spectral_cone: X contains NaN or inf"):
+        spd.project_spectral_cone(bad, np.asarray(1.0), cone="nuclear")
+    with pytest.raises(ValueError, match="project_spectral_cone: t contains NaN or inf"):
+        spd.project_spectral_cone(X, np.asarray(np.nan), cone="nuclear")
+    with pytest.raises(ValueError, match="project_spectral_cone: v contains NaN or inf"):
+        spd.project_spectral_cone(X, np.asarray(1.0), np.asarray(np.inf), cone="logdet")
+
+
+@pytest.mark.parametrize("cone", ["nuclear", "sum_largest", "logdet"])
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_cone_projections_are_positively_homogeneous(rng, cone, scale):
+    X = rng.standard_normal((2, 4, 4))
+    X = (X + np.swapaxes(X, -1, -2)) / 2
+    t, v = rng.standard_normal(2), rng.random(2) + 0.5
+    args = (X, t, v) if cone == "logdet" else (X, t)
+    ref = spd.project_spectral_cone(*args, cone=cone, k=2)
+    out = spd.project_spectral_cone(*(a * scale for a in args), cone=cone, k=2)
+    for o, r in zip(out, ref):
+        assert np.all(np.isfinite(o))
+        assert_close(o / scale, r, rtol=1e-8, atol=1e-10)

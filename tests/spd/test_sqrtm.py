@@ -198,3 +198,72 @@ def test_bad_input_messages(rng):
         spd.lyapunov(A, np.ones((4, 4)))
     with pytest.raises(ValueError, match="the batch dimensions of Q .* and of A .* do not broadcast"):
         spd.lyapunov(random_spd(rng, (2,), 3), np.ones((3, 3, 3)))
+
+
+# ---------------------------------------------------------------- hardening (issue 13)
+@pytest.mark.parametrize("inverse", [False, True])
+def test_mpa_high_degree_is_stable(rng, inverse):
+    """[m/m] Pade by partial fractions: degree 40 is more accurate than degree 5 (the power form gave 1e2 error)."""
+    A = random_spd(rng, (3,), 6, cond=30.0)
+    ref = ref_sqrtm(A)
+    if inverse:
+        ref = np.linalg.inv(ref)
+    f = spd.invsqrtm if inverse else spd.sqrtm
+    errs = []
+    for degree in (5, 20, 40, 80):
+        Y = f(A, method="mpa", degree=degree)
+        errs.append(np.linalg.norm(Y - ref, ord=2, axis=(-2, -1)).max() / np.linalg.norm(ref, ord=2, axis=(-2, -1)).max())
+    assert errs[0] > errs[1] > errs[2] > errs[3]
+    assert errs[2] < 1e-6 and errs[3] < 1e-11, errs
+
+
+def test_pade_partial_fractions_equal_the_pade_approximant():
+    from optnorm.spd.sqrtm import _pade_fractions
+
+    z = np.linspace(0.0, 0.95, 11)
+    for m in (1, 3, 5, 8):
+        p, q = _pade_coeffs(Fraction(1, 2), m)
+        a, b = _pade_fractions(m)
+        rational = sum(pk * z ** k for k, pk in enumerate(p)) / sum(qk * z ** k for k, qk in enumerate(q))
+        fractions = 1 - sum(ak * z / (1 - bk * z) for ak, bk in zip(a, b))
+        np.testing.assert_allclose(fractions, rational, rtol=1e-10)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_roots_near_the_dtype_range_are_finite_and_scaled(rng, method, scale):
+    """Newton-Schulz/MTP/MPA normalise by an overflow-safe Frobenius norm (the squares of 1e300 overflowed)."""
+    A = random_spd(rng, (2,), 4, cond=10.0)
+    for f, power in ((spd.sqrtm, 0.5), (spd.invsqrtm, -0.5)):
+        Y = f(A * scale, method=method)
+        assert np.all(np.isfinite(Y))
+        assert_close(Y / scale ** power, f(A, method=method), rtol=1e-10)
+
+
+def test_check_false_skips_the_value_checks(rng):
+    A = random_spd(rng, (), 3)
+    bad = A.copy()
+    bad[0, 1] += 1e-3                                   # slightly asymmetric: refused with check=True
+    with pytest.raises(ValueError, match="A is not symmetric"):
+        spd.sqrtm(bad)
+    assert_close(spd.sqrtm(bad, check=False), ref_sqrtm((bad + bad.T) / 2), rtol=1e-10)
+    with pytest.raises(ValueError, match="A has shape"):  # shapes are checked whatever check says
+        spd.sqrtm(np.ones((2, 3)), check=False)
+
+
+def test_lyapunov_validates_its_spd_matrix(rng):
+    Q = rng.standard_normal((3, 3))
+    with pytest.raises(ValueError, match="lyapunov: A must be positive definite"):
+        spd.lyapunov(np.diag([1.0, -1.0, 2.0]), Q)
+    with pytest.raises(ValueError, match="lyapunov: Q contains NaN"):
+        spd.lyapunov(np.eye(3), Q * np.nan)
+
+
+def test_adapters_validate_like_the_plain_call(rng):
+    """The fwd the torch/JAX adapters call runs the same argument checks as the function."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    import optnorm.torch as ont
+
+    bad = torch.tensor(np.diag([1.0, -2.0, 3.0]), requires_grad=True)
+    with pytest.raises(ValueError, match="sqrtm: A must be positive definite"):
+        ont.sqrtm(bad)
