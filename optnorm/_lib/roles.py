@@ -505,9 +505,11 @@ class Symmetric(Float):
         if x.shape[-1] != x.shape[-2]:
             raise call.error(ValueError, f"{name} must be square (shape (..., n, n)), got shape {tuple(x.shape)}")
         if compat.is_concrete(x) and compat.size(x) and self.reads_values(call):
-            a = compat.to_numpy(x).astype(np.float64)
-            err = float(np.max(np.abs(a - np.swapaxes(a, -1, -2))))
-            scale = float(np.max(np.abs(a)))
+            a = _host64(x)
+            d = a - np.swapaxes(a, -1, -2)          # one temporary: this check runs on every call
+            np.abs(d, out=d)
+            err = float(d.max())
+            scale = float(max(a.max(), -a.min()))
             tol = 100 * float(np.finfo(_dtype_name(x) if _dtype_name(x) in ("float32", "float64") else "float32").eps)
             if err > tol * max(scale, 1e-300):
                 raise call.error(ValueError, f"{name} is not symmetric: max |A - A^T| = {err:.3g} "
@@ -527,6 +529,12 @@ class Symmetric(Float):
         out.append(P("not square", lambda v, r: np.asarray(v)[..., :-1], O.ERROR))
         out.append(P("python list", lambda v, r: np.asarray(v).tolist(), O.SAME))
         return out
+
+
+def _host64(x):
+    """The values of ``x`` as a float64 host NumPy array (no copy for float64 NumPy input)."""
+    a = compat.to_numpy(x)
+    return a if a.dtype == np.float64 else a.astype(np.float64)
 
 
 def _asym(v):
@@ -555,17 +563,16 @@ class SPD(Symmetric):
         x = super().check(value, name, call)
         if x is None or not compat.is_concrete(x) or not compat.size(x) or not self.reads_values(call):
             return x
-        a = compat.to_numpy(x).astype(np.float64)
-        a = 0.5 * (a + np.swapaxes(a, -1, -2))
+        a = _host64(x)
         if not self.psd:
             try:
-                np.linalg.cholesky(a)
+                np.linalg.cholesky(a)    # reads the lower triangle: symmetry was checked above, no copy needed
                 return x
             except np.linalg.LinAlgError:
                 pass
-            lo = float(np.linalg.eigvalsh(a).min())
+            lo = float(np.linalg.eigvalsh(0.5 * (a + np.swapaxes(a, -1, -2))).min())
             raise call.error(ValueError, f"{name} must be positive definite; its smallest eigenvalue is {lo:.6g}")
-        ev = np.linalg.eigvalsh(a)
+        ev = np.linalg.eigvalsh(0.5 * (a + np.swapaxes(a, -1, -2)))
         tol = 1e3 * np.finfo(np.float32 if _dtype_name(x) != "float64" else np.float64).eps * \
             np.maximum(np.abs(ev).max(-1), 1e-300)
         if np.any(ev.min(-1) < -tol):
