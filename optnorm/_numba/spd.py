@@ -275,14 +275,29 @@ def eigvalsh_batched(A: np.ndarray) -> np.ndarray:
 
 @jit(parallel=False, fastmath=_FAST)
 def _bw_one(A, B, L, T, M, d, e, p, wv):
-    """Squared BW distance of one pair and the bound on its rounding error (float64 scratch passed in)."""
+    """Squared BW distance of one pair and the bound on its rounding error (float64 scratch passed in).
+
+    The pair is read divided by ``s = sqrt(max|A| max|B|)`` (d^2 is homogeneous of degree 1: products stay
+    finite near the dtype's range) and both results are multiplied back by ``s``."""
     n = A.shape[0]
+    sa = 0.0
+    sb = 0.0
+    for i in range(n):
+        for j in range(n):
+            sa = max(sa, abs(A[i, j]))
+            sb = max(sb, abs(B[i, j]))
+    if not sa > 0.0:
+        sa = 1.0
+    if not sb > 0.0:
+        sb = 1.0
+    sc = math.sqrt(sa) * math.sqrt(sb)
+    isc = 1.0 / sc
     # Cholesky of sym(A) (lower), row-oriented so the inner loops run over contiguous memory
     for i in range(n):
         for j in range(n):
             L[i, j] = 0.0
     for j in range(n):
-        s = A[j, j]
+        s = A[j, j] * isc
         for k in range(j):
             s -= L[j, k] * L[j, k]
         if not s > 0.0:
@@ -291,13 +306,13 @@ def _bw_one(A, B, L, T, M, d, e, p, wv):
         L[j, j] = ljj
         inv = 1.0 / ljj
         for i in range(j + 1, n):
-            t = 0.5 * (A[i, j] + A[j, i])
+            t = 0.5 * (A[i, j] + A[j, i]) * isc
             for k in range(j):
                 t -= L[i, k] * L[j, k]
             L[i, j] = t * inv
     # positive definiteness of B (the caller reports NaN results through its own validation): a Cholesky in M
     for j in range(n):
-        s = B[j, j]
+        s = B[j, j] * isc
         for k in range(j):
             s -= M[j, k] * M[j, k]
         if not s > 0.0:
@@ -306,21 +321,21 @@ def _bw_one(A, B, L, T, M, d, e, p, wv):
         M[j, j] = mjj
         inv = 1.0 / mjj
         for i in range(j + 1, n):
-            t = 0.5 * (B[i, j] + B[j, i])
+            t = 0.5 * (B[i, j] + B[j, i]) * isc
             for k in range(j):
                 t -= M[i, k] * M[j, k]
             M[i, j] = t * inv
     trA = 0.0
     trB = 0.0
     for i in range(n):
-        trA += A[i, i]
-        trB += B[i, i]
+        trA += A[i, i] * isc
+        trB += B[i, i] * isc
     # T = sym(B) L: T[i, :k+1] += B[i, k] L[k, :k+1]  (contiguous inner loop)
     for i in range(n):
         for j in range(n):
             T[i, j] = 0.0
         for k in range(n):
-            bik = 0.5 * (B[i, k] + B[k, i])
+            bik = 0.5 * (B[i, k] + B[k, i]) * isc
             for j in range(k + 1):
                 T[i, j] += bik * L[k, j]
     # M = L^T T: M[i, :] += L[k, i] T[k, :] for k >= i
@@ -350,7 +365,7 @@ def _bw_one(A, B, L, T, M, d, e, p, wv):
         if den > 0.0:
             bound += delta / den
     r = trA + trB - 2.0 * acc
-    return (r if r > 0.0 else 0.0), 2.0 * bound + n * eps * (trA + trB)
+    return (r if r > 0.0 else 0.0) * sc, (2.0 * bound + n * eps * (trA + trB)) * sc
 
 
 @jit(parallel=True)

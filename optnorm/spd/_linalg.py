@@ -242,17 +242,19 @@ def bw2_procrustes(A, B, xp):
     (``A = L_A L_A^T``, ``B = L_B L_B^T``; Bhatia, Jain, Lim 2019, Thm 1), minimised by the polar factor
     ``U = Q P^T`` of ``L_A^T L_B = P S Q^T``: ``d^2 = ||L_A P - L_B Q||_F^2``.  Accurate to a few ulp of
     ``||L_A|| + ||L_B||`` in ``d`` (so ``d(A, A)`` is ~1e-16 where the trace formula gives ~1e-8); about
-    three times the cost of the trace formula."""
-    LA = xp.linalg.cholesky(A)
-    LB = xp.linalg.cholesky(B)
+    three times the cost of the trace formula.  Any magnitudes: computed for the scaled pair."""
+    s = matrix_scale(xp, A, B)
+    LA = xp.linalg.cholesky(sym(A, xp) / s)
+    LB = xp.linalg.cholesky(sym(B, xp) / s)
     P, _, Qt = xp.linalg.svd(mT(LA, xp) @ LB)
     D = LA @ P - LB @ mT(Qt, xp)
-    return xp.sum(D * D, axis=(-2, -1))
+    return xp.sum(D * D, axis=(-2, -1)) * s[..., 0, 0]
 
 
 def bw2_refine(d2, err, A, B, xp):
-    """``d2`` from :func:`bw2_terms`, with the entries whose error bound exceeds the target relative accuracy
-    recomputed by :func:`bw2_procrustes` (all entries under tracing, where the bound cannot be read)."""
+    """``d2`` from :func:`bw2_terms` (for the pair ``A``, ``B`` as given), with the entries whose error bound
+    exceeds the target relative accuracy recomputed by :func:`bw2_procrustes` (all entries under tracing,
+    where the bound cannot be read)."""
     if not compat.is_concrete(d2):
         return bw2_procrustes(A, B, xp)
     rtol = _BW_RTOL.get(str(d2.dtype).rsplit(".", 1)[-1], 1e-4)
@@ -262,15 +264,22 @@ def bw2_refine(d2, err, A, B, xp):
     return d2
 
 
-def bw2(A, B, xp):
-    """Accurate squared BW distance of symmetric positive definite ``A``, ``B`` (batched, broadcast), any
-    magnitude: both are divided by a common scale first (``d^2`` is homogeneous of degree 1)."""
+def bw2_trace(A, B, xp):
+    """``(d^2, error bound)`` by the trace formula for symmetric positive definite ``A``, ``B`` of any
+    magnitude: computed for the pair divided by a common scale (``d^2`` is homogeneous of degree 1)."""
     s = matrix_scale(xp, A, B)
-    As, Bs = A / s, B / s
+    As, Bs = sym(A, xp) / s, sym(B, xp) / s
     L = xp.linalg.cholesky(As)
     mu = xp.linalg.eigvalsh(sym(mT(L, xp) @ Bs @ L, xp))
     d2, err = bw2_terms(trace(As, xp), trace(Bs, xp), mu, xp)
-    return bw2_refine(d2, err, As, Bs, xp) * s[..., 0, 0]
+    return d2 * s[..., 0, 0], err * s[..., 0, 0]
+
+
+def bw2(A, B, xp):
+    """Accurate squared BW distance of symmetric positive definite ``A``, ``B`` (batched, broadcast), any
+    magnitude."""
+    d2, err = bw2_trace(A, B, xp)
+    return bw2_refine(d2, err, A, B, xp)
 
 
 # ---------------------------------------------------------------------------- covariance

@@ -10,8 +10,8 @@ from .._lib.api import checked, public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
 from .._lib.roles import SPD, Bool
 from .._lib.vjp import unbroadcast
-from ._linalg import (bw2_refine, bw2_terms, eye, floor, funm, funm_bwd, matrix_scale, mT, recon, sym, trace,
-                      upcast)
+from ._linalg import (bw2_refine, bw2_terms, bw2_trace, eye, floor, funm, funm_bwd, matrix_scale, mT, recon, sym,
+                      trace, upcast)
 
 _PAIR = dict(A=SPD(gate="check"), B=SPD(gate="check"), squared=Bool(), check=Bool())
 _GUFUNC = ("(n,n),(n,n)->()", {"array_args": 2})
@@ -62,14 +62,13 @@ _bw2 = Dispatcher("spd.bw_distance", serves="spd.bw_distance")
 
 @_bw2.generic
 def _bw2_generic(A, B, *, xp):
-    """(d^2 by the trace formula, its error bound) for symmetric A, B of entries <= 1."""
-    L = xp.linalg.cholesky(A)
-    mu = xp.linalg.eigvalsh(sym(mT(L, xp) @ B @ L, xp))
-    return bw2_terms(trace(A, xp), trace(B, xp), mu, xp)
+    """(d^2 by the trace formula, its error bound) for SPD A, B (symmetrised and scaled here)."""
+    return bw2_trace(A, B, xp)
 
 
 @_bw2.numba(when=lambda A, B, **kw: numpy_float(A, B) and A.shape[-1] <= 64)
 def _bw2_numba(A, B, *, xp):
+    """The kernel symmetrises and scales each pair itself (no extra passes over the batch)."""
     from .._numba import spd as nb
 
     shp = np.broadcast_shapes(A.shape, B.shape)
@@ -90,6 +89,8 @@ def _bw2_cuda(A, B, *, xp):
 
     from .._cuda import launch
 
+    s = matrix_scale(xp, A, B)
+    A, B = A / s, B / s
     shp = tuple(np.broadcast_shapes(A.shape, B.shape))
     n = shp[-1]
     a = cupy.ascontiguousarray(cupy.broadcast_to(A, shp)).reshape(-1, n, n)
@@ -98,14 +99,8 @@ def _bw2_cuda(A, B, *, xp):
     out = cupy.empty(count, dtype=A.dtype)
     err = cupy.empty(count, dtype=A.dtype)
     launch.elementwise("spd", "bw_dist2_batched", A.dtype, count, (a, b, out, err, count, np.int32(n)), block=64)
-    return out.reshape(shp[:-2]), err.reshape(shp[:-2])
-
-
-def _bw_d2(As, Bs, s, xp):
-    """Accurate d^2 of the scaled pair, times the scale: the trace formula (fast paths), pairs whose error
-    bound is too large for it recomputed in the Procrustes form."""
-    d2, err = _bw2(As, Bs, xp=xp)
-    return bw2_refine(d2, err, As, Bs, xp) * s[..., 0, 0]
+    s = s[..., 0, 0]
+    return out.reshape(shp[:-2]) * s, err.reshape(shp[:-2]) * s
 
 
 @public(**_PAIR, gufunc=_GUFUNC)
@@ -145,8 +140,11 @@ def bw_distance(A, B, *, squared=False, check=True):
     >>> float(spd.bw_distance(np.eye(2), 4 * np.eye(2), squared=True))
     2.0
     """
-    xp, As, Bs, s, dt = _prep_pair(A, B)
-    return _finish(_bw_d2(As, Bs, s, xp), squared, xp, dt)
+    xp = compat.array_namespace(A, B)
+    Ac, dt = upcast(A, xp)
+    Bc = compat.cast(B, Ac.dtype, xp)
+    d2, err = _bw2(Ac, Bc, xp=xp)    # the trace formula: every path symmetrises and scales the pair itself
+    return _finish(bw2_refine(d2, err, Ac, Bc, xp), squared, xp, dt)
 
 
 def _bw_distance_fwd(A, B, *, squared=False, check=True):
@@ -154,7 +152,7 @@ def _bw_distance_fwd(A, B, *, squared=False, check=True):
     L = xp.linalg.cholesky(As)
     mu, V = xp.linalg.eigh(sym(mT(L, xp) @ Bs @ L, xp))
     d2, err = bw2_terms(trace(As, xp), trace(Bs, xp), mu, xp)
-    d2 = bw2_refine(d2, err, As, Bs, xp) * s[..., 0, 0]
+    d2 = bw2_refine(d2, err, As, Bs, xp) * s[..., 0, 0]      # the pair is scaled already: refine's scale is ~1
     res = DistanceRes(L, floor(mu, None, xp), V, d2, s, squared, tuple(A.shape), tuple(B.shape), dt)
     return _finish(d2, squared, xp, dt), res
 
