@@ -94,8 +94,8 @@ def test_backends(xp, rng, metric):
     B = random_spd(rng, (), 3)
     Y, st = spd.riemannian_batch_norm(to(xp, X), bias=to(xp, B), weight=to(xp, np.array(0.5)), metric=metric)
     Yr, str_ = spd.riemannian_batch_norm(X, bias=B, weight=np.array(0.5), metric=metric)
-    assert_close(Y, Yr, rtol=1e-9, atol=1e-11)
-    assert_close(st.mean, str_.mean, rtol=1e-9)
+    assert_close(Y, Yr, rtol=1e-9, atol=1e-11, xp=xp)
+    assert_close(st.mean, str_.mean, rtol=1e-9, xp=xp)
     Y32, _ = spd.riemannian_batch_norm(to(xp, X.astype(np.float32)), metric=metric)
     assert Y32.dtype == xp.float32
 

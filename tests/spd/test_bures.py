@@ -25,11 +25,11 @@ def test_against_pyriemann(xp, rng):
     ts = pytest.importorskip("pyriemann.geometry.tangentspace", reason="pyRiemann is not installed")
     A, B = random_spd(rng, (5,), 4), random_spd(rng, (5,), 4)
     bw = spd.bures_wasserstein()
-    assert_close(bw.geodesic(to(xp, A), to(xp, B), 0.3), geo.geodesic_wasserstein(A, B, 0.3), rtol=1e-10)
-    assert_close(bw.log(to(xp, A), to(xp, B)), ts.log_map_wasserstein(B, A), rtol=1e-10, atol=1e-12)
+    assert_close(bw.geodesic(to(xp, A), to(xp, B), 0.3), geo.geodesic_wasserstein(A, B, 0.3), rtol=1e-10, xp=xp)
+    assert_close(bw.log(to(xp, A), to(xp, B)), ts.log_map_wasserstein(B, A), rtol=1e-10, atol=1e-12, xp=xp)
     V = bw.log(A, B)
     ref = np.stack([ts.exp_map_wasserstein(v, a) for v, a in zip(V, A)])   # pyRiemann's exp map is per matrix
-    assert_close(bw.exp(to(xp, A), to(xp, V)), ref, rtol=1e-10, atol=1e-12)
+    assert_close(bw.exp(to(xp, A), to(xp, V)), ref, rtol=1e-10, atol=1e-12, xp=xp)
 
 
 def test_mean_against_pyriemann(xp, rng):
@@ -39,7 +39,7 @@ def test_mean_against_pyriemann(xp, rng):
     w /= w.sum()
     res = spd.bures_wasserstein().mean(to(xp, X), to(xp, w), tol=1e-12)
     assert res.converged and res.n_iter < 50 and len(res.errors) == res.n_iter
-    assert_close(res.mean, mean.mean_wasserstein(X, sample_weight=w, tol=1e-12), rtol=1e-9, atol=1e-11)
+    assert_close(res.mean, mean.mean_wasserstein(X, sample_weight=w, tol=1e-12), rtol=1e-9, atol=1e-11, xp=xp)
 
 
 def test_geomstats_peer():
@@ -76,21 +76,21 @@ def test_gbw_identity_is_bw_and_matches_formula(xp, rng):
     A, B = random_spd(rng, (4,), 3), random_spd(rng, (4,), 3)
     M = random_spd(rng, (), 3)
     bw, gI = spd.bures_wasserstein(), spd.bures_wasserstein(to(xp, np.eye(3)))
-    assert_close(gI.distance(to(xp, A), to(xp, B)), bw.distance(A, B), rtol=1e-10)
-    assert_close(gI.log(to(xp, A), to(xp, B)), bw.log(A, B), rtol=1e-10, atol=1e-12)
-    assert_close(gI.mean(to(xp, A)).mean, bw.mean(A).mean, rtol=1e-10)
-    assert_close(gI.geodesic(to(xp, A), to(xp, B), 0.7), bw.geodesic(A, B, 0.7), rtol=1e-10)
+    assert_close(gI.distance(to(xp, A), to(xp, B)), bw.distance(A, B), rtol=1e-10, xp=xp)
+    assert_close(gI.log(to(xp, A), to(xp, B)), bw.log(A, B), rtol=1e-10, atol=1e-12, xp=xp)
+    assert_close(gI.mean(to(xp, A)).mean, bw.mean(A).mean, rtol=1e-10, xp=xp)
+    assert_close(gI.geodesic(to(xp, A), to(xp, B), 0.7), bw.geodesic(A, B, 0.7), rtol=1e-10, xp=xp)
     g = spd.bures_wasserstein(to(xp, M))
-    assert_close(g.distance(to(xp, A), to(xp, B), squared=True), _gbw_ref_dist2(M, A, B), rtol=1e-9)
+    assert_close(g.distance(to(xp, A), to(xp, B), squared=True), _gbw_ref_dist2(M, A, B), rtol=1e-9, xp=xp)
     # GBW log: M (M^-1 X M^-1 Y)^{1/2} + (Y M^-1 X M^-1)^{1/2} M - 2X
     Mi = np.linalg.inv(M)
     ref = np.stack([np.real(M @ sl.sqrtm(Mi @ x @ Mi @ y) + sl.sqrtm(y @ Mi @ x @ Mi) @ M) - 2 * x
                     for x, y in zip(A, B)])
-    assert_close(g.log(to(xp, A), to(xp, B)), ref, rtol=1e-8, atol=1e-10)
+    assert_close(g.log(to(xp, A), to(xp, B)), ref, rtol=1e-8, atol=1e-10, xp=xp)
     Ax, Bx = to(xp, A), to(xp, B)
     V = g.log(Ax, Bx)
-    assert_close(g.exp(Ax, V), B, rtol=1e-10)
-    assert_close(g.inner(Ax, V, V), g.distance(Ax, Bx, squared=True), rtol=1e-9)
+    assert_close(g.exp(Ax, V), B, rtol=1e-10, xp=xp)
+    assert_close(g.inner(Ax, V, V), g.distance(Ax, Bx, squared=True), rtol=1e-9, xp=xp)
 
 
 @pytest.mark.parametrize("power", [0.5, -1.0, 2.0])

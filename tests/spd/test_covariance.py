@@ -22,8 +22,8 @@ def test_shrinkage_matches_sklearn(xp, rng, n, p, assume_centered):
     for est, cls in (("ledoit_wolf", skc.LedoitWolf), ("oas", skc.OAS), ("scm", skc.EmpiricalCovariance)):
         C, rho = spd.covariance(to(xp, X), estimator=est, assume_centered=assume_centered, return_shrinkage=True)
         ref = cls(assume_centered=assume_centered).fit(X)
-        assert_close(C, ref.covariance_, rtol=1e-10, atol=1e-12)
-        assert_close(rho, getattr(ref, "shrinkage_", 0.0), rtol=1e-10, atol=1e-14)
+        assert_close(C, ref.covariance_, rtol=1e-10, atol=1e-12, xp=xp)
+        assert_close(rho, getattr(ref, "shrinkage_", 0.0), rtol=1e-10, atol=1e-14, xp=xp)
 
 
 def test_batched_axis_and_fixed_shrinkage(rng):
@@ -47,7 +47,7 @@ def test_augmented_covariance(xp, rng):
     for x in X:
         E = np.concatenate([x[:, k * lag: k * lag + L] for k in range(order)], axis=0)
         ref.append(np.cov(E, bias=True))
-    assert_close(A, np.stack(ref), rtol=1e-12, atol=1e-14)
+    assert_close(A, np.stack(ref), rtol=1e-12, atol=1e-14, xp=xp)
     assert tuple(A.shape) == (2, 12, 12)
     # order 1 is the plain covariance of the trimmed signal
     assert_close(spd.augmented_covariance(X, order=1, lag=2), spd.covariance(X[..., :58], axis=-1), rtol=1e-12)
@@ -61,7 +61,7 @@ def test_partial_correlation(xp, rng):
     d = 1 / np.sqrt(np.diagonal(P, axis1=-2, axis2=-1))
     ref = -d[..., :, None] * P * d[..., None, :]
     ref[..., np.arange(5), np.arange(5)] = 1.0
-    assert_close(R, ref, rtol=1e-10, atol=1e-12)
+    assert_close(R, ref, rtol=1e-10, atol=1e-12, xp=xp)
 
 
 def test_compositional_partial_correlation_is_reference_independent(rng):

@@ -18,9 +18,9 @@ def test_distances_match_pyriemann(xp, rng, name, peer):
     pyr = pytest.importorskip("pyriemann.geometry.distance", reason="pyRiemann is not installed")
     A, B = random_spd(rng, (7,), 5), random_spd(rng, (7,), 5)
     d = getattr(spd, name)(to(xp, A), to(xp, B))
-    assert_close(d, getattr(pyr, peer)(A, B), rtol=1e-10, atol=1e-12)
+    assert_close(d, getattr(pyr, peer)(A, B), rtol=1e-10, atol=1e-12, xp=xp)
     d2 = getattr(spd, name)(to(xp, A), to(xp, B), squared=True)
-    assert_close(d2, getattr(pyr, peer)(A, B) ** 2, rtol=1e-10, atol=1e-12)
+    assert_close(d2, getattr(pyr, peer)(A, B) ** 2, rtol=1e-10, atol=1e-12, xp=xp)
 
 
 def test_distances_float64_references(rng):

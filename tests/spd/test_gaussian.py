@@ -21,9 +21,9 @@ def test_mahalanobis_matches_scipy(xp, rng):
     S = _spd(rng, d)
     VI = np.linalg.inv(S)
     ref = np.array([[sp_mahalanobis(x[i, j], mu, VI) for j in range(5)] for i in range(3)])
-    assert_close(mahalanobis(xp.asarray(x), xp.asarray(mu), xp.asarray(S)), ref, rtol=1e-10)
-    assert_close(mahalanobis(xp.asarray(x), xp.asarray(mu), precision=xp.asarray(VI)), ref, rtol=1e-10)
-    assert_close(mahalanobis(xp.asarray(x), xp.asarray(mu), xp.asarray(S), squared=True), ref ** 2, rtol=1e-10)
+    assert_close(mahalanobis(xp.asarray(x), xp.asarray(mu), xp.asarray(S)), ref, rtol=1e-10, xp=xp)
+    assert_close(mahalanobis(xp.asarray(x), xp.asarray(mu), precision=xp.asarray(VI)), ref, rtol=1e-10, xp=xp)
+    assert_close(mahalanobis(xp.asarray(x), xp.asarray(mu), xp.asarray(S), squared=True), ref ** 2, rtol=1e-10, xp=xp)
 
 
 def test_mahalanobis_batched_cov(xp, rng):
@@ -32,9 +32,9 @@ def test_mahalanobis_batched_cov(xp, rng):
     x = rng.standard_normal((2, 4, d))
     mu = rng.standard_normal((4, d))
     ref = np.array([[sp_mahalanobis(x[i, k], mu[k], np.linalg.inv(covs[k])) for k in range(4)] for i in range(2)])
-    assert_close(mahalanobis(xp.asarray(x), xp.asarray(mu), xp.asarray(covs)), ref, rtol=1e-10)
+    assert_close(mahalanobis(xp.asarray(x), xp.asarray(mu), xp.asarray(covs)), ref, rtol=1e-10, xp=xp)
     assert_close(mahalanobis(xp.asarray(x), xp.asarray(mu), precision=xp.asarray(np.linalg.inv(covs))), ref,
-                 rtol=1e-9)
+                 rtol=1e-9, xp=xp)
 
 
 def test_mahalanobis_float32(rng):
@@ -96,19 +96,19 @@ def test_gaussian_fit_tied_matches_lda(xp, rng):
     fit = gaussian_fit(xp.asarray(x), xp.asarray(lab))
     means = np.stack([x[lab == c].mean(0) for c in range(3)])
     xc = x - means[lab]
-    assert_close(fit.means, means, rtol=1e-12)
-    assert_close(fit.covariance, xc.T @ xc / len(x), rtol=1e-10)
-    assert_close(fit.precision, np.linalg.inv(xc.T @ xc / len(x)), rtol=1e-8)
-    assert_close(fit.cholesky, np.linalg.cholesky(xc.T @ xc / len(x)), rtol=1e-10)
+    assert_close(fit.means, means, rtol=1e-12, xp=xp)
+    assert_close(fit.covariance, xc.T @ xc / len(x), rtol=1e-10, xp=xp)
+    assert_close(fit.precision, np.linalg.inv(xc.T @ xc / len(x)), rtol=1e-8, xp=xp)
+    assert_close(fit.cholesky, np.linalg.cholesky(xc.T @ xc / len(x)), rtol=1e-10, xp=xp)
     emp = sk.EmpiricalCovariance(assume_centered=True).fit(xc)
-    assert_close(fit.covariance, emp.covariance_, rtol=1e-10)
+    assert_close(fit.covariance, emp.covariance_, rtol=1e-10, xp=xp)
     # scores: sklearn's mahalanobis is squared
     q = rng.standard_normal((5, 3))
     d2 = fit.mahalanobis(xp.asarray(q), squared=True)
     ref = np.stack([sk.EmpiricalCovariance(assume_centered=True).fit(xc).mahalanobis(q - means[c])
                     for c in range(3)], -1)
-    assert_close(d2, ref, rtol=1e-8)
-    assert_close(fit.score(xp.asarray(q)), (-ref).max(-1), rtol=1e-8)
+    assert_close(d2, ref, rtol=1e-8, xp=xp)
+    assert_close(fit.score(xp.asarray(q)), (-ref).max(-1), rtol=1e-8, xp=xp)
 
 
 @pytest.mark.parametrize("method", ["ledoit_wolf", "oas"])

@@ -18,7 +18,7 @@ def test_bw_loss_values(xp, rng):
     A = W @ np.swapaxes(W, -1, -2)                # rank 2 of 4
     B = random_spd(rng, (3,), 4)
     L = spd.bw_loss(to(xp, A), to(xp, B), smoothing=0.1)
-    assert_close(L, ref_bw2(A + 0.1 * np.eye(4), B), rtol=1e-9)
+    assert_close(L, ref_bw2(A + 0.1 * np.eye(4), B), rtol=1e-9, xp=xp)
     assert_close(spd.bw_loss(A + np.eye(4), B), ref_bw2(A + np.eye(4), B), rtol=1e-9)
 
 
@@ -54,7 +54,7 @@ def test_project_psd(xp, rng):
     S = S + np.swapaxes(S, -1, -2)
     P = spd.project_psd(to(xp, S))
     ref = ref_funm(S, lambda w: np.maximum(w, 0))
-    assert_close(P, ref, rtol=1e-10, atol=1e-12)
+    assert_close(P, ref, rtol=1e-10, atol=1e-12, xp=xp)
     # optimality: P >= 0, S - P <= 0, <P, S - P> = 0
     Pn = np.asarray(ref)
     assert np.linalg.eigvalsh(Pn).min() > -1e-12
@@ -137,7 +137,7 @@ def test_project_spectral_cone_matrices(xp, rng):
     import array_api_compat.numpy as anp
 
     tr, wr = _l1_cone(t, w, anp)
-    assert_close(tp, tr, rtol=1e-10)
+    assert_close(tp, tr, rtol=1e-10, xp=xp)
     assert_close(np.sort(np.linalg.eigvalsh(Pn), -1), np.sort(wr, -1), atol=1e-10)
     R = rng.standard_normal((4, 5, 3))                       # rectangular: singular values
     tp, P = spd.project_spectral_cone(R, t, cone="nuclear")
@@ -153,7 +153,7 @@ def test_project_spectral_cone_matrices(xp, rng):
     assert np.all(vp > 0)
     assert np.all(np.linalg.eigvalsh(P) > 0)
     assert np.all(-vp * np.linalg.slogdet(P / vp[:, None, None])[1] <= tp + 1e-7)
-    assert_close(spd.project_spectral_cone(S, cone="psd"), spd.project_psd(S))
+    assert_close(spd.project_spectral_cone(to(xp, S), cone="psd"), spd.project_psd(S), xp=xp)
 
 
 def test_projection_bad_input(rng):

@@ -164,7 +164,7 @@ def test_lyapunov_solves(xp, rng, method):
     Q = rng.standard_normal((3, 5, 5))
     X = spd.lyapunov(to(xp, A), to(xp, Q), method=method)
     ref = np.stack([sl.solve_continuous_lyapunov(a, q) for a, q in zip(A, Q)])
-    assert_close(X, ref, rtol=1e-9, atol=1e-10)
+    assert_close(X, ref, rtol=1e-9, atol=1e-10, xp=xp)
 
 
 @pytest.mark.parametrize("method", ["eigh", "sign"])
