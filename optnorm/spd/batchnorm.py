@@ -410,8 +410,8 @@ def _bw_forward(Xf, G, B, f, M, p, xp):
         Y, eO = funm(O, "pow", xp, p=1.0 / p)
     else:
         Y, eO = O, None
-    r = _BWParts(c=c, sqc=sqc, p=p, eM=eM, Mq=Mq, Mh=Mh, eX=eX, eB0=eB0, Xp=Xp, Bp=Bp, Gh=Gh, Gih=Gih, UG=UG, KG=KG, eC=eC, W=W,
-                 f=f, b=b, UB=UB, H=H, D1=D1, D2=D2, Zt=Zt, L=L, Bh=Bh, D=D, eO=eO)
+    r = _BWParts(c=c, sqc=sqc, p=p, eM=eM, Mq=Mq, Mh=Mh, eX=eX, eB0=eB0, Xp=Xp, Bp=Bp, Gh=Gh, Gih=Gih, UG=UG, KG=KG,
+                 eC=eC, W=W, f=f, b=b, UB=UB, H=H, D1=D1, D2=D2, Zt=Zt, L=L, Bh=Bh, D=D, eO=eO)
     return Y, r
 
 

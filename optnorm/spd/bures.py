@@ -2,14 +2,13 @@
 ops with VJPs) and a metric object with distance, log, exp, geodesic, inner product and barycenter."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 from .._lib import compat
 from .._lib.api import check_arguments, checked, public, public_class, vjp
 from .._lib.convergence import default_tol, warn_not_converged
-from .._lib.roles import SPD, Bool, Callback, Float, Int, NonNegative, Option, Scalar, Symmetric, Weights
+from .._lib.roles import SPD, Bool, Callback, Float, Int, NonNegative, Scalar, Symmetric, Weights
 from .._lib.vjp import unbroadcast
 from ._linalg import (apply_native, bw2, divdiff, eigh, eye, fro, funm, funm_bwd, lyap_eig, matrix_scale, mT,
                       recon, rot, sqrt_pair, sym, upcast)

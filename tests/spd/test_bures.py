@@ -186,6 +186,7 @@ def test_bw_maps_near_the_dtype_range(rng, scale):
     assert_close(spd.bw_geodesic(A * scale, B * scale, t=0.3) / scale, spd.bw_geodesic(A, B, t=0.3), rtol=1e-10)
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
 def test_bw_exp_overflowing_result_is_an_error():
     P = np.eye(2) * 1e-300
     V = np.diag([1e300, 1.0])                   # L = V / (2P) ~ 5e599: P + V + L P L is beyond float64

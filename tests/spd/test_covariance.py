@@ -100,6 +100,7 @@ def test_bad_input(rng):
 
 
 # ---------------------------------------------------------------- hardening (issue 13)
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
 @pytest.mark.parametrize("estimator", ["scm", "ledoit_wolf", "oas"])
 def test_covariance_scales_before_squaring(rng, estimator):
     X = rng.standard_normal((40, 3))

@@ -157,6 +157,7 @@ def test_mahalanobis_validates_its_spd_matrices(rng):
         mahalanobis(np.ones(3), np.zeros(3), np.eye(3), np.eye(3))
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
 def test_mahalanobis_far_points_are_finite(rng):
     S = _spd(rng, 4)
     x = rng.standard_normal((5, 4))
@@ -181,6 +182,7 @@ def test_gaussian_fit_refuses_mixed_libraries(rng):
         gaussian_fit(rng.standard_normal((10, 2)), torch.zeros(10, dtype=torch.int64))
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
 def test_gaussian_fit_near_the_dtype_range(rng):
     x = rng.standard_normal((30, 3))
     fit = gaussian_fit(x * 1e100)
