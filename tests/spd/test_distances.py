@@ -194,3 +194,32 @@ def test_pairs_of_very_different_magnitude(path):
     # AIRM needs the ratio B/A = 1e-600 itself: refused rather than floored to the smallest normal number
     with pytest.raises(ValueError, match="airm_distance: the generalized eigenvalues of \\(B, A\\) leave"):
         spd.airm_distance(A, B)
+
+
+_CACHE_SCRIPT = """
+import sys
+import numpy as np
+from optnorm._numba import spd as nb
+rng = np.random.default_rng(0)
+G = rng.standard_normal((2, 20, 6, 12))
+A, B = G @ np.swapaxes(G, -1, -2) / 12 + 0.1 * np.eye(6)
+d, e = nb.bw_dist2_batched(A * 1e300, B)
+w, V = nb.eigh_batched(A * 1e-300)
+np.save(sys.argv[1], np.concatenate([d, e, w.ravel(), V.ravel()]))
+"""
+
+
+@pytest.mark.slow
+def test_numba_kernels_compute_the_same_fresh_and_cached(tmp_path):
+    """A kernel loaded from the on-disk cache computes bit for bit what a freshly compiled one does."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    script = tmp_path / "run.py"
+    script.write_text(_CACHE_SCRIPT)
+    for k in (1, 2):        # the first run compiles and writes the cache, the second loads it
+        subprocess.run([sys.executable, str(script), str(tmp_path / f"r{k}.npy")], env=env, check=True, timeout=600)
+    r1, r2 = np.load(tmp_path / "r1.npy"), np.load(tmp_path / "r2.npy")
+    assert np.all(np.isfinite(r1)) and np.array_equal(r1, r2)
