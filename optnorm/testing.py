@@ -106,9 +106,15 @@ def check_vjp(op: Any, *arrays: Any, rtol: float = 1e-5, atol: float = 1e-7, h: 
     ``op`` is an :class:`~optnorm._lib.ops.Op` or its name.  For every differentiable
     float input ``i`` and random direction ``v``: ``<bwd(res, dy)[i], v>`` must equal
     ``(<dy, f(x + h v)> - <dy, f(x - h v)>) / 2h``.  Also checks that ``fwd`` returns
-    the same output as ``fn``.
+    the same output as ``fn``.  Inputs whose declared role is symmetric (``Symmetric``, ``SPD``) are
+    perturbed along symmetric directions: the function is only defined (and validated) there.
     """
     op_ = _ops.get(op) if isinstance(op, str) else op
+    from ._lib import api, roles
+
+    entry = api.lookup(op_.name)
+    symmetric = {i for i, p in enumerate(op_.array_params)
+                 if entry is not None and isinstance(entry.roles.get(p), roles.Symmetric)}
     opts = opts or {}
     rng = np.random.default_rng(seed)
     arrays = [None if a is None else (np.array(a, dtype=np.float64) if np.asarray(a).dtype.kind == "f"
@@ -133,6 +139,8 @@ def check_vjp(op: Any, *arrays: Any, rtol: float = 1e-5, atol: float = 1e-7, h: 
         assert g.shape == a.shape, f"{op_.name}: cotangent {i} has shape {g.shape}, input has {a.shape}"
         for _ in range(n_dirs):
             v = rng.standard_normal(a.shape)
+            if i in symmetric:
+                v = (v + np.swapaxes(v, -1, -2)) / 2
             args_p = list(arrays)
             args_m = list(arrays)
             args_p[i] = a + h * v

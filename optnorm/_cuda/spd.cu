@@ -1,13 +1,18 @@
-// optnorm SPD kernels (CuPy RawModule, NVRTC).  One thread per matrix pair; n <= SPD_MAXN.
+// optnorm SPD kernels (CuPy RawModule, NVRTC), launched through optnorm/_cuda/launch.py (elementwise: one thread
+// per matrix or matrix pair); n <= SPD_MAXN.
 //
 // bw_dist2_batched<T>: squared Bures-Wasserstein distance tr A + tr B - 2 sum_i sqrt(mu_i), mu = eig(L^T B L),
 // A = L L^T: Cholesky, congruence, Householder tridiagonalisation and implicit QL (eigenvalues only), the same
-// algorithm as optnorm/_numba/spd.py.  Scratch is double precision in local memory for float inputs too.
+// algorithm as optnorm/_numba/spd.py, and the bound on its rounding error the caller uses to recompute
+// cancelling pairs in the Procrustes form (optnorm/spd/_linalg.py: bw2_terms).  Scratch is double precision
+// in local memory for float inputs too.
 //
 // optnorm-kernel: bw_dist2_batched<float>
 // optnorm-kernel: bw_dist2_batched<double>
 // optnorm-kernel: newton_schulz_sqrt<float>
 // optnorm-kernel: newton_schulz_sqrt<double>
+
+#include "common.cuh"
 
 #define SPD_MAXN 32
 
@@ -82,7 +87,7 @@ __device__ inline void spd_tridiag_eigvals(double* a, double* d, double* e, doub
 
 template <typename T>
 __global__ void bw_dist2_batched(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ out,
-                                 long long count, int n) {
+                                 T* __restrict__ err, long long count, int n) {
     long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (b >= count || n > SPD_MAXN) return;
     const T* a = A + b * n * n;
@@ -94,7 +99,7 @@ __global__ void bw_dist2_batched(const T* __restrict__ A, const T* __restrict__ 
     for (int j = 0; j < n; ++j) {
         double s = (double)a[j * n + j];
         for (int k = 0; k < j; ++k) s -= L[j * n + k] * L[j * n + k];
-        if (!(s > 0.0)) { out[b] = (T)NAN; return; }
+        if (!(s > 0.0)) { out[b] = optnorm::Lim<T>::nan(); err[b] = T(0); return; }
         double ljj = sqrt(s);
         L[j * n + j] = ljj;
         for (int i = j + 1; i < n; ++i) {
@@ -122,10 +127,19 @@ __global__ void bw_dist2_batched(const T* __restrict__ A, const T* __restrict__ 
     for (int i = 0; i < n; ++i)
         for (int j = i + 1; j < n; ++j) { double s = 0.5 * (M[i * n + j] + M[j * n + i]); M[i * n + j] = s; M[j * n + i] = s; }
     spd_tridiag_eigvals(M, d, e, p, w, v, n);
-    double acc = 0.0;
-    for (int i = 0; i < n; ++i) if (d[i] > 0.0) acc += sqrt(d[i]);
+    const double eps = 2.220446049250313e-16;
+    double delta = n * eps * trA * trB;
+    double acc = 0.0, bound = 0.0;
+    for (int i = 0; i < n; ++i) {
+        double mu = d[i] > 0.0 ? d[i] : 0.0;
+        double s = sqrt(mu);
+        acc += s;
+        double den = sqrt(mu + delta) + s;
+        if (den > 0.0) bound += delta / den;
+    }
     double r = trA + trB - 2.0 * acc;
     out[b] = (T)(r > 0.0 ? r : 0.0);
+    err[b] = (T)(2.0 * bound + n * eps * (trA + trB));
 }
 
 // Coupled Newton-Schulz square root and inverse square root of one SPD matrix per thread (n <= SPD_MAXN):
@@ -137,10 +151,12 @@ __global__ void newton_schulz_sqrt(const T* __restrict__ A, T* __restrict__ Ys, 
     if (b >= count || n > SPD_MAXN) return;
     const T* a = A + b * n * n;
     double Y[SPD_MAXN * SPD_MAXN], Z[SPD_MAXN * SPD_MAXN], W[SPD_MAXN * SPD_MAXN];
+    double m = 0.0;   // ||A||_F = m ||A / m||_F: no overflow of the squares near the dtype's range
+    for (int i = 0; i < n * n; ++i) m = fmax(m, fabs((double)a[i]));
+    if (m == 0.0) m = 1.0;
     double c = 0.0;
-    for (int i = 0; i < n * n; ++i) c += (double)a[i] * (double)a[i];
-    c = sqrt(c);
-    if (c == 0.0) c = 1.0;
+    for (int i = 0; i < n * n; ++i) { double t = (double)a[i] / m; c += t * t; }
+    c = m * sqrt(c);
     for (int i = 0; i < n; ++i)
         for (int j = 0; j < n; ++j) {
             Y[i * n + j] = 0.5 * ((double)a[i * n + j] + (double)a[j * n + i]) / c;

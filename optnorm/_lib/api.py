@@ -43,7 +43,7 @@ import numpy as np
 from . import compat
 from .roles import Call, Role
 
-__all__ = ["public", "public_class", "constant", "vjp", "Function", "registry", "functions", "lookup",
+__all__ = ["public", "public_class", "constant", "vjp", "checked", "check_arguments", "Function", "registry", "functions", "lookup",
            "export_domain", "DOMAINS"]
 
 DOMAINS = ("norm", "ot", "spd", "optim")
@@ -258,6 +258,40 @@ def constant(module: str, name: str, value: Any) -> Any:
     """Declare a public constant of a domain (``constant(__name__, "SELU_ALPHA", SELU_ALPHA)``)."""
     _add(Function(f"{_domain_of(module)}.{name}", "constant", value, module))
     return value
+
+
+def check_arguments(where: str, roles: dict[str, Role], **values) -> dict:
+    """Validate ``values`` by ``roles`` outside a declared function (methods of public classes, such as a metric
+    object's ``distance``): the same layer and wording as a declared function's call, with ``where`` as the
+    function's name in messages.  Returns the checked (and converted) values."""
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in roles]
+    checker = _Checker(where, inspect.Signature(params), roles)
+    if checker.outs:
+        raise TypeError("check_arguments() does not handle out= roles")
+    vals, _ = checker({n: values.get(n) for n in roles})
+    return vals
+
+
+def checked(fn: Callable, impl: Callable) -> Callable:
+    """``impl`` behind the argument validation of the declared public function ``fn``.
+
+    For a differentiable op whose ``fwd`` does not call ``fn`` itself (it returns residuals the plain call
+    does not compute): ``f_fwd = checked(f, _f_fwd)`` validates exactly what ``f(...)`` validates, so the
+    torch and JAX adapters (which call ``fwd``) refuse the same inputs.  ``impl`` must have ``fn``'s
+    parameters (names, kinds, defaults); functions with ``out=`` are not supported.
+    """
+    entry = lookup(fn)
+    if entry is None:
+        raise ValueError(f"{getattr(fn, '__qualname__', fn)} is not a declared public function: add @public first")
+    want = inspect.signature(entry.body)
+    got = inspect.signature(impl)
+    if [(p.name, p.kind, p.default) for p in want.parameters.values()] != \
+            [(p.name, p.kind, p.default) for p in got.parameters.values()]:
+        raise TypeError(f"{impl.__qualname__} must have the parameters of {entry.name}: {want} (got {got})")
+    checker = _Checker(entry.name.split(".", 1)[1], want, entry.roles)
+    if checker.outs:
+        raise TypeError(f"checked(): {entry.name} has out= parameters; let its fwd call the public function")
+    return _wrap(impl, checker)
 
 
 def vjp(fn: Callable, fwd: Callable, bwd: Callable, *, nondiff_argnums: tuple[int, ...] = (),

@@ -16,8 +16,8 @@ __all__ = [
     "array_namespace", "is_numpy", "is_cupy", "is_torch", "is_jax", "is_array_api_strict",
     "is_array", "is_concrete", "backend_name", "device", "to_numpy", "from_numpy_like", "write_out",
     "is_floating", "compute_dtype", "float_dtypes", "same_namespace", "size", "cast", "is_writeable", "overlap",
-    "asarray_like", "detach", "no_grad", "requires_grad", "is_traced", "copy_into", "arange", "eye", "zeros", "full",
-    "is_mutable", "fast_path_of", "native_autograd", "dtype_name", "lerp", "addmm", "random_signs",
+    "asarray_like", "detach", "stop_gradient", "no_grad", "requires_grad", "is_traced", "copy_into", "arange", "eye",
+    "zeros", "full", "is_mutable", "fast_path_of", "native_autograd", "dtype_name", "lerp", "addmm", "random_signs",
 ]
 
 
@@ -71,7 +71,7 @@ def is_array(x: Any) -> bool:
 
 def backend_name(x: Any) -> str:
     """Short library name of an array: numpy, cupy, torch, jax, array_api_strict, dask or its type."""
-    if is_numpy(x) or isinstance(x, np.ndarray):
+    if is_numpy(x) or isinstance(x, (np.ndarray, np.generic)):   # NumPy scalars (0-d reductions) are NumPy
         return "numpy"
     if is_cupy(x):
         return "cupy"
@@ -307,6 +307,20 @@ def asarray_like(host: np.ndarray, values: Any = (), xp=None):
 def detach(x: Any) -> Any:
     """``x`` without autograd history (torch ``detach``; other libraries: ``x`` itself)."""
     return x.detach() if is_torch(x) else x
+
+
+def stop_gradient(x: Any) -> Any:
+    """``x`` as a constant for autodiff: torch ``detach``, JAX ``lax.stop_gradient`` (under ``jax.grad`` too),
+    other libraries ``x`` itself.  For statistics that must carry no gradient (batch-norm running means)."""
+    if x is None:
+        return None
+    if is_torch(x):
+        return x.detach()
+    if is_jax(x):
+        import jax
+
+        return jax.lax.stop_gradient(x)
+    return x
 
 
 def requires_grad(*arrays: Any) -> bool:

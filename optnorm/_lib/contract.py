@@ -68,6 +68,10 @@ def example_call(entry: api.Function, rng: np.random.Generator, dtype=np.float64
     for p in fill:
         if vals.get(p) is None and entry.roles[p].is_array:
             vals[p] = entry.roles[p].example(entry.sizes, rng, dtype)
+    for p in fill:  # an argument that replaces another (precision= instead of cov=): drop the other
+        other = getattr(entry.roles[p], "excludes", None)
+        if other is not None and vals.get(p) is not None:
+            vals[other] = None
     return _split(sig, vals)
 
 

@@ -181,14 +181,23 @@ class Array(Role):
     ``"bool"``, ``"any"``, ``"number"`` (int or float); ``finite`` rejects NaN/inf (otherwise they
     propagate as in NumPy); ``empty`` allows zero-size arrays; ``optional`` allows ``None``;
     ``same_dtype`` names another argument whose dtype this one must have.
+
+    ``gate`` names a Bool parameter of the function (``check``): when a call passes ``False`` the
+    checks that read values (finiteness, symmetry, definiteness, sums) are skipped, the function's
+    documented escape from a host round trip (GPU arrays, hot loops); shape and dtype are still
+    checked.  ``excludes`` names an argument this one replaces (``precision`` instead of ``cov``):
+    passing both is refused, and the contract suite drops the other when it fills this one in.
     """
 
     is_array = True
 
     def __init__(self, spec: str | None = None, *, dtype: str = "float", finite: bool = False, empty: bool = False,
                  optional: bool = False, same_dtype: str | None = None, min_ndim: int | None = None,
-                 max_ndim: int | None = None, lists: bool = True):
+                 max_ndim: int | None = None, lists: bool = True, gate: str | None = None,
+                 excludes: str | None = None):
         self.spec = parse_spec(spec)
+        self.gate = gate
+        self.excludes = excludes
         self.dtype = dtype
         self.finite = finite
         self.empty = empty
@@ -237,9 +246,11 @@ class Array(Role):
                 return None
             raise call.error(TypeError, f"{name} is required, got None")
         x = value
+        if self.excludes is not None and call.values.get(self.excludes) is not None:
+            raise call.error(ValueError, f"pass {name} or {self.excludes}, not both")
         self._check_dtype(x, name, call)
         self._check_shape(x, name, call)
-        if self.finite:
+        if self.finite and self.reads_values(call):
             check_finite(x, name, call)
         if self.same_dtype is not None:
             other = call.values.get(self.same_dtype)
@@ -247,6 +258,13 @@ class Array(Role):
                 raise call.error(TypeError, f"{name} has dtype {_dtype_name(x)} but {self.same_dtype} has "
                                             f"{_dtype_name(other)}: they must match")
         return x
+
+    def reads_values(self, call: Call) -> bool:
+        """False when the call turned the value checks off through the ``gate`` parameter."""
+        if self.gate is None:
+            return True
+        flag = call.values.get(self.gate, True)
+        return not (flag is False or isinstance(flag, np.bool_) and not flag)
 
     def _check_dtype(self, x, name, call):
         want = self.dtype
@@ -439,7 +457,7 @@ class Weights(Float):
 
     def check(self, value, name, call):
         w = super().check(value, name, call)
-        if w is None or not compat.is_concrete(w):
+        if w is None or not compat.is_concrete(w) or not self.reads_values(call):
             return w
         a, xp = _data(w)
         if not compat.size(a):
@@ -486,10 +504,12 @@ class Symmetric(Float):
             return x
         if x.shape[-1] != x.shape[-2]:
             raise call.error(ValueError, f"{name} must be square (shape (..., n, n)), got shape {tuple(x.shape)}")
-        if compat.is_concrete(x) and compat.size(x):
-            a = compat.to_numpy(x).astype(np.float64)
-            err = float(np.max(np.abs(a - np.swapaxes(a, -1, -2))))
-            scale = float(np.max(np.abs(a)))
+        if compat.is_concrete(x) and compat.size(x) and self.reads_values(call):
+            a = _host64(x)
+            d = a - np.swapaxes(a, -1, -2)          # one temporary: this check runs on every call
+            np.abs(d, out=d)
+            err = float(d.max())
+            scale = float(max(a.max(), -a.min()))
             tol = 100 * float(np.finfo(_dtype_name(x) if _dtype_name(x) in ("float32", "float64") else "float32").eps)
             if err > tol * max(scale, 1e-300):
                 raise call.error(ValueError, f"{name} is not symmetric: max |A - A^T| = {err:.3g} "
@@ -509,6 +529,12 @@ class Symmetric(Float):
         out.append(P("not square", lambda v, r: np.asarray(v)[..., :-1], O.ERROR))
         out.append(P("python list", lambda v, r: np.asarray(v).tolist(), O.SAME))
         return out
+
+
+def _host64(x):
+    """The values of ``x`` as a float64 host NumPy array (no copy for float64 NumPy input)."""
+    a = compat.to_numpy(x)
+    return a if a.dtype == np.float64 else a.astype(np.float64)
 
 
 def _asym(v):
@@ -535,19 +561,18 @@ class SPD(Symmetric):
 
     def check(self, value, name, call):
         x = super().check(value, name, call)
-        if x is None or not compat.is_concrete(x) or not compat.size(x):
+        if x is None or not compat.is_concrete(x) or not compat.size(x) or not self.reads_values(call):
             return x
-        a = compat.to_numpy(x).astype(np.float64)
-        a = 0.5 * (a + np.swapaxes(a, -1, -2))
+        a = _host64(x)
         if not self.psd:
             try:
-                np.linalg.cholesky(a)
+                np.linalg.cholesky(a)    # reads the lower triangle: symmetry was checked above, no copy needed
                 return x
             except np.linalg.LinAlgError:
                 pass
-            lo = float(np.linalg.eigvalsh(a).min())
+            lo = float(np.linalg.eigvalsh(0.5 * (a + np.swapaxes(a, -1, -2))).min())
             raise call.error(ValueError, f"{name} must be positive definite; its smallest eigenvalue is {lo:.6g}")
-        ev = np.linalg.eigvalsh(a)
+        ev = np.linalg.eigvalsh(0.5 * (a + np.swapaxes(a, -1, -2)))
         tol = 1e3 * np.finfo(np.float32 if _dtype_name(x) != "float64" else np.float64).eps * \
             np.maximum(np.abs(ev).max(-1), 1e-300)
         if np.any(ev.min(-1) < -tol):

@@ -4,7 +4,9 @@
 - :func:`bw_dist2_batched`: squared Bures-Wasserstein distance per pair (NaN where A or B is not positive
   definite: both are Cholesky-factored),
   ``tr A + tr B - 2 sum_i sqrt(mu_i)`` with ``mu = eig(L^T B L)``, ``A = L L^T``: a Cholesky, one congruence,
-  a Householder tridiagonalisation and implicit QL for the eigenvalues only (no eigenvectors).
+  a Householder tridiagonalisation and implicit QL for the eigenvalues only (no eigenvectors), and the bound
+  on its rounding error with which the caller recomputes cancelling pairs in the Procrustes form
+  (:func:`optnorm.spd._linalg.bw2_terms`).
 
 Every kernel computes in float64 internally (small scratch arrays), so float32 inputs lose nothing.
 """
@@ -18,6 +20,10 @@ from numba import prange
 from ._rows import jit
 
 __all__ = ["eigh_batched", "bw_dist2_batched", "eigvalsh_batched"]
+
+# fastmath without the no-NaN/no-inf assumptions: the kernels test for NaN (a failed Cholesky must return NaN,
+# not whatever an optimiser that assumes finite values makes of ``not s > 0``)
+_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 @jit(parallel=False)
@@ -72,9 +78,16 @@ def _eigh_kernel(A, w_out, V_out):
     for b in prange(m):
         a = np.empty((n, n))
         v = np.empty((n, n))
+        # divided by its largest entry: the sweep's sums of squares stay finite near the dtype's range
+        sc = 0.0
         for i in range(n):
             for j in range(n):
-                a[i, j] = 0.5 * (A[b, i, j] + A[b, j, i])
+                sc = max(sc, abs(A[b, i, j]))
+        if sc == 0.0 or not sc < np.inf:
+            sc = 1.0
+        for i in range(n):
+            for j in range(n):
+                a[i, j] = 0.5 * (A[b, i, j] + A[b, j, i]) / sc
         _jacobi(a, v, 30)
         # selection sort ascending (n is small)
         idx = np.empty(n, np.int64)
@@ -89,7 +102,7 @@ def _eigh_kernel(A, w_out, V_out):
             idx[i] = idx[best]
             idx[best] = tmp
         for i in range(n):
-            w_out[b, i] = a[idx[i], idx[i]]
+            w_out[b, i] = a[idx[i], idx[i]] * sc
             for k in range(n):
                 V_out[b, k, i] = v[k, idx[i]]
 
@@ -187,7 +200,7 @@ def _ql_rootfree(d, e2, n):
         d[l] = sigma + gamma
 
 
-@jit(parallel=False, fastmath=True)
+@jit(parallel=False, fastmath=_FAST)
 def _tridiag_eigvals(a, d, e, p, wv):
     """Eigenvalues of the symmetric float64 matrix ``a`` (destroyed) into ``d``: Householder tridiagonalisation +
     root-free implicit QL."""
@@ -260,54 +273,69 @@ def eigvalsh_batched(A: np.ndarray) -> np.ndarray:
     return w.reshape(shp[:-1])
 
 
-@jit(parallel=False, fastmath=True)
+@jit(parallel=False, fastmath=_FAST)
 def _bw_one(A, B, L, T, M, d, e, p, wv):
-    """Squared BW distance of one pair (float64 scratch passed in)."""
+    """Squared BW distance of one pair and the bound on its rounding error (float64 scratch passed in).
+
+    The pair is read divided by ``s = sqrt(max|A| max|B|)`` (d^2 is homogeneous of degree 1: products stay
+    finite near the dtype's range) and both results are multiplied back by ``s``."""
     n = A.shape[0]
+    sa = 0.0
+    sb = 0.0
+    for i in range(n):
+        for j in range(n):
+            sa = max(sa, abs(A[i, j]))
+            sb = max(sb, abs(B[i, j]))
+    if not sa > 0.0:
+        sa = 1.0
+    if not sb > 0.0:
+        sb = 1.0
+    sc = math.sqrt(sa) * math.sqrt(sb)
+    isc = 1.0 / sc
     # Cholesky of sym(A) (lower), row-oriented so the inner loops run over contiguous memory
     for i in range(n):
         for j in range(n):
             L[i, j] = 0.0
     for j in range(n):
-        s = A[j, j]
+        s = A[j, j] * isc
         for k in range(j):
             s -= L[j, k] * L[j, k]
         if not s > 0.0:
-            return np.nan
+            return np.nan, 0.0
         ljj = math.sqrt(s)
         L[j, j] = ljj
         inv = 1.0 / ljj
         for i in range(j + 1, n):
-            t = 0.5 * (A[i, j] + A[j, i])
+            t = 0.5 * (A[i, j] + A[j, i]) * isc
             for k in range(j):
                 t -= L[i, k] * L[j, k]
             L[i, j] = t * inv
     # positive definiteness of B (the caller reports NaN results through its own validation): a Cholesky in M
     for j in range(n):
-        s = B[j, j]
+        s = B[j, j] * isc
         for k in range(j):
             s -= M[j, k] * M[j, k]
         if not s > 0.0:
-            return np.nan
+            return np.nan, 0.0
         mjj = math.sqrt(s)
         M[j, j] = mjj
         inv = 1.0 / mjj
         for i in range(j + 1, n):
-            t = 0.5 * (B[i, j] + B[j, i])
+            t = 0.5 * (B[i, j] + B[j, i]) * isc
             for k in range(j):
                 t -= M[i, k] * M[j, k]
             M[i, j] = t * inv
     trA = 0.0
     trB = 0.0
     for i in range(n):
-        trA += A[i, i]
-        trB += B[i, i]
+        trA += A[i, i] * isc
+        trB += B[i, i] * isc
     # T = sym(B) L: T[i, :k+1] += B[i, k] L[k, :k+1]  (contiguous inner loop)
     for i in range(n):
         for j in range(n):
             T[i, j] = 0.0
         for k in range(n):
-            bik = 0.5 * (B[i, k] + B[k, i])
+            bik = 0.5 * (B[i, k] + B[k, i]) * isc
             for j in range(k + 1):
                 T[i, j] += bik * L[k, j]
     # M = L^T T: M[i, :] += L[k, i] T[k, :] for k >= i
@@ -325,16 +353,23 @@ def _bw_one(A, B, L, T, M, d, e, p, wv):
             M[i, j] = sym
             M[j, i] = sym
     _tridiag_eigvals(M, d, e, p, wv)
+    eps = 2.220446049250313e-16
+    delta = n * eps * trA * trB
     acc = 0.0
+    bound = 0.0
     for i in range(n):
-        if d[i] > 0.0:
-            acc += math.sqrt(d[i])
+        mu = d[i] if d[i] > 0.0 else 0.0
+        sq = math.sqrt(mu)
+        acc += sq
+        den = math.sqrt(mu + delta) + sq
+        if den > 0.0:
+            bound += delta / den
     r = trA + trB - 2.0 * acc
-    return r if r > 0.0 else 0.0
+    return (r if r > 0.0 else 0.0) * sc, (2.0 * bound + n * eps * (trA + trB)) * sc
 
 
 @jit(parallel=True)
-def _bw_kernel(A, B, out, n_chunks):
+def _bw_kernel(A, B, out, err, n_chunks):
     m, n, _ = A.shape
     per = (m + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):   # scratch allocated once per chunk, not per pair
@@ -346,17 +381,18 @@ def _bw_kernel(A, B, out, n_chunks):
         p = np.empty(n)
         wv = np.empty(n)
         for b in range(c * per, min(m, (c + 1) * per)):
-            out[b] = _bw_one(A[b], B[b], L, T, M, d, e, p, wv)
+            out[b], err[b] = _bw_one(A[b], B[b], L, T, M, d, e, p, wv)
 
 
-def bw_dist2_batched(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Squared BW distances of broadcast-equal (..., n, n) stacks A and B (float64 result)."""
+def bw_dist2_batched(A: np.ndarray, B: np.ndarray):
+    """Squared BW distances of broadcast-equal (..., n, n) stacks A and B and their error bounds (float64)."""
     shp = A.shape
     n = shp[-1]
     a = np.ascontiguousarray(A.reshape(-1, n, n))
     b = np.ascontiguousarray(B.reshape(-1, n, n))
     out = np.empty(a.shape[0], dtype=np.float64)
+    err = np.empty(a.shape[0], dtype=np.float64)
     import numba
 
-    _bw_kernel(a, b, out, max(1, min(a.shape[0], 8 * numba.get_num_threads())))
-    return out.reshape(shp[:-2])
+    _bw_kernel(a, b, out, err, max(1, min(a.shape[0], 8 * numba.get_num_threads())))
+    return out.reshape(shp[:-2]), err.reshape(shp[:-2])

@@ -1,106 +1,143 @@
-"""Bures-Wasserstein (BW) and generalized BW geometry on SPD matrices: a metric object with distance, log, exp,
-geodesic, inner product and barycenter.
-
-"""
+"""Bures-Wasserstein (BW) and generalized BW geometry on SPD matrices: the log, exp and geodesic maps (registered
+ops with VJPs) and a metric object with distance, log, exp, geodesic, inner product and barycenter."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
-from .._lib import compat, ops, validate
+from .._lib import compat
+from .._lib.api import check_arguments, checked, public, public_class, vjp
+from .._lib.convergence import default_tol, warn_not_converged
+from .._lib.roles import SPD, Bool, Callback, Float, Int, NonNegative, Scalar, Symmetric, Weights
 from .._lib.vjp import unbroadcast
-from .covariance import covariance
-from .distances import bw_distance
-from .lyapunov import lyapunov
-from .sqrtm import (_cast, _check_spd_input, _divdiff, _eigh, _eye, _fro, _funm, _funm_bwd, _lyap_eig, _mT,
-                    _recon, _rot, _sym, _upcast, sqrtm)
-
-
-
-__all__ = ["bures_wasserstein", "BuresWasserstein", "BWMeanResult", "bw_log",
-           "bw_exp", "bw_geodesic"]
+from ._linalg import (apply_native, bw2, divdiff, eigh, eye, fro, funm, funm_bwd, lyap_eig, matrix_scale, mT,
+                      recon, rot, sqrt_pair, sym, upcast)
 
 
 # ---------------------------------------------------------------------------- BW primitives (identity metric)
-def _sqrt_pair(P, xp):
-    w, U = _eigh(P, xp)
-    s = xp.sqrt(w)
-    return _recon(U, s, xp), _recon(U, 1.0 / s, xp), (w, U)
-
-
-def _ot_map(A, B, xp):
-    """T_{A->B} = A^{-1/2} (A^{1/2} B A^{1/2})^{1/2} A^{-1/2} (symmetric; T A T = B)."""
-    H, Hi, _ = _sqrt_pair(A, xp)
-    S, _ = _funm(H @ B @ H, "sqrt", xp)
-    return _sym(Hi @ S @ Hi, xp)
-
-
 def _bw_log(P, X, xp):
-    T = _ot_map(P, X, xp)
-    return _sym(T @ P + P @ T, xp) - 2 * P
+    H, Hi, _ = sqrt_pair(P, xp)
+    S, _ = funm(H @ X @ H, "sqrt", xp)
+    T = sym(Hi @ S @ Hi, xp)
+    return sym(T @ P + P @ T, xp) - 2 * P
 
 
 def _bw_exp(P, V, xp):
-    w, U = _eigh(P, xp)
-    L = _lyap_eig(w, U, V, xp)
-    return _sym(P + V + L @ P @ L, xp)
+    w, U = eigh(P, xp)
+    L = lyap_eig(w, U, V, xp)
+    return sym(P + V + L @ P @ L, xp)
 
 
 def _bw_inner(P, U_, V_, xp):
-    w, U = _eigh(P, xp)
+    w, U = eigh(P, xp)
     K = 1.0 / (w[..., :, None] + w[..., None, :])
-    return 0.5 * xp.sum(_rot(U, U_, xp) * _rot(U, V_, xp) * K, axis=(-2, -1))
+    return 0.5 * xp.sum(rot(U, U_, xp) * rot(U, V_, xp) * K, axis=(-2, -1))
 
 
 def _bw_geodesic(A, B, t, xp):
-    T = _ot_map(A, B, xp)
-    eye = _eye(A.shape[-1], A, xp)
-    G = (1 - t) * eye + t * T
-    return _sym(G @ A @ G, xp)
+    H, Hi, _ = sqrt_pair(A, xp)
+    S, _ = funm(H @ B @ H, "sqrt", xp)
+    T = sym(Hi @ S @ Hi, xp)
+    G = (1 - t) * eye(A.shape[-1], A, xp) + t * T
+    return sym(G @ A @ G, xp)
 
 
 # ---------------------------------------------------------------------------- registered BW maps (M = I)
-def _pair_prep(P, X, names, check):
-    xp = validate.check_same_namespace(**{names[0]: P, names[1]: X})
-    _check_spd_input(P, names[0], xp, check=check)
-    _check_spd_input(X, names[1], xp, check=check, need_pd=names[1] != "V")
-    if P.shape[-1] != X.shape[-1]:
-        raise ValueError(f"{names[0]} has shape {tuple(P.shape)} and {names[1]} has shape {tuple(X.shape)}: "
-                         "matrix sizes differ")
-    validate.check_broadcastable(names[0], P.shape[:-2], names[1], X.shape[:-2])
-    Pc, dt = _upcast(P, xp)
-    Xc, _ = _upcast(X, xp)
-    return xp, _sym(Pc, xp), _sym(xp.astype(Xc, Pc.dtype), xp), dt
+def _pair(P, X, tangent=False):
+    """``(xp, sym(P)/s, sym(X)/s, s, dtype)``: the maps are homogeneous of degree 1 in the pair, so they are
+    computed on the pair divided by a scale (finite near the dtype's range) and scaled back: the geometric
+    mean of the two magnitudes for two SPD matrices, the base point's for a tangent vector (``X = V``, whose
+    ``V P^{-1} V`` term must overflow only when the result does)."""
+    xp = compat.array_namespace(P, X)
+    Pc, dt = upcast(P, xp)
+    Xc = compat.cast(X, Pc.dtype, xp)
+    s = matrix_scale(xp, Pc) if tangent else matrix_scale(xp, Pc, Xc)
+    return xp, sym(Pc, xp) / s, sym(Xc, xp) / s, s, dt
 
 
 def _log_parts(P, X, xp):
-    w, U = _eigh(P, xp)
+    w, U = eigh(P, xp)
     s = xp.sqrt(w)
-    H, Hi = _recon(U, s, xp), _recon(U, 1.0 / s, xp)
-    C = _sym(H @ X @ H, xp)
-    S, eC = _funm(C, "sqrt", xp)
-    T = _sym(Hi @ S @ Hi, xp)
+    H, Hi = recon(U, s, xp), recon(U, 1.0 / s, xp)
+    C = sym(H @ X @ H, xp)
+    S, eC = funm(C, "sqrt", xp)
+    T = sym(Hi @ S @ Hi, xp)
     return (w, U), H, Hi, eC, S, T
 
 
-def _T_bwd(dT, P_eig, H, Hi, eC, S, X, xp):
+class TransportParts(NamedTuple):
+    """The optimal transport map ``T = P^{-1/2} (P^{1/2} X P^{1/2})^{1/2} P^{-1/2}`` and its factors."""
+    P_eig: Any
+    H: Any
+    Hi: Any
+    C_eig: Any
+    S: Any
+
+
+def _T_bwd(dT, parts: TransportParts, X, xp):
     """Cotangents of (P, X) for T = P^{-1/2} (P^{1/2} X P^{1/2})^{1/2} P^{-1/2}."""
-    dT = _sym(dT, xp)
-    dS = _sym(Hi @ dT @ Hi, xp)
-    dHi = _sym(dT @ Hi @ S + S @ Hi @ dT, xp)
-    dC = _funm_bwd(eC[0], eC[1], dS, "sqrt", xp)
-    dX = _sym(H @ dC @ H, xp)
-    dH = _sym(dC @ H @ X + X @ H @ dC, xp)
-    w, U = P_eig
-    dP = _funm_bwd(w, U, dH, "sqrt", xp) + _funm_bwd(w, U, dHi, "invsqrt", xp)
+    H, Hi, S = parts.H, parts.Hi, parts.S
+    dT = sym(dT, xp)
+    dS = sym(Hi @ dT @ Hi, xp)
+    dHi = sym(dT @ Hi @ S + S @ Hi @ dT, xp)
+    dC = funm_bwd(parts.C_eig[0], parts.C_eig[1], dS, "sqrt", xp)
+    dX = sym(H @ dC @ H, xp)
+    dH = sym(dC @ H @ X + X @ H @ dC, xp)
+    w, U = parts.P_eig
+    dP = funm_bwd(w, U, dH, "sqrt", xp) + funm_bwd(w, U, dHi, "invsqrt", xp)
     return dP, dX
 
 
+class BWLogRes(NamedTuple):
+    P: Any
+    X: Any
+    parts: TransportParts
+    T: Any
+    p_shape: tuple
+    x_shape: tuple
+    dtype: Any
+
+
+class BWExpRes(NamedTuple):
+    P: Any
+    w: Any
+    U: Any
+    L: Any
+    p_shape: tuple
+    v_shape: tuple
+    dtype: Any
+
+
+class BWGeodesicRes(NamedTuple):
+    A: Any
+    B: Any
+    parts: TransportParts
+    G: Any
+    t: float
+    a_shape: tuple
+    b_shape: tuple
+    dtype: Any
+
+
+@public(P=SPD(gate="check"), X=SPD(gate="check"), check=Bool())
 def bw_log(P, X, *, check=True):
-    """Bures-Wasserstein logarithm ``Log_P(X) = T P + P T - 2P``, ``T = P^{-1/2}(P^{1/2} X P^{1/2})^{1/2}P^{-1/2}``
-    (batched, a registered op: its VJP chains the Daleckii-Krein derivatives of ``P^{+-1/2}`` and of the inner
-    square root).  ``bures_wasserstein().log`` for the identity metric.
+    """Bures-Wasserstein logarithm ``Log_P(X) = T P + P T - 2P``, ``T = P^{-1/2}(P^{1/2} X P^{1/2})^{1/2}P^{-1/2}``.
+
+    Batched (leading axes broadcast) and a registered op: its VJP chains the Daleckii-Krein derivatives of
+    ``P^{+-1/2}`` and of the inner square root.  ``bures_wasserstein().log`` for the identity metric.  The pair
+    is divided by a common scale before the products (the map is homogeneous), so entries near the dtype's
+    range give finite results.
+
+    Parameters
+    ----------
+    P, X : array (..., n, n)
+        SPD base point and target.
+    check : bool
+        Validate finiteness, symmetry and positive definiteness (host Cholesky); ``False`` skips it.
+
+    Returns
+    -------
+    array (..., n, n): the tangent vector (symmetric).
 
     Examples
     --------
@@ -108,29 +145,55 @@ def bw_log(P, X, *, check=True):
     >>> np.allclose(spd.bw_log(np.eye(2), np.diag([4.0, 9.0])), np.diag([2.0, 4.0]))
     True
     """
-    return bw_log_fwd(P, X, check=check)[0]
+    return _bw_log_fwd(P, X, check=check)[0]
 
 
-def bw_log_fwd(P, X, *, check=True):
-    xp, Ps, Xs, dt = _pair_prep(P, X, ("P", "X"), check)
+def _bw_log_fwd(P, X, *, check=True):
+    xp, Ps, Xs, s, dt = _pair(P, X)
     Pe, H, Hi, eC, S, T = _log_parts(Ps, Xs, xp)
-    V = _sym(T @ Ps + Ps @ T, xp) - 2 * Ps
-    return _cast(V, dt, xp), (Ps, Xs, Pe, H, Hi, eC, S, T, P.shape, X.shape, dt)
+    V = sym(T @ Ps + Ps @ T, xp) - 2 * Ps
+    res = BWLogRes(Ps, Xs, TransportParts(Pe, H, Hi, eC, S), T, tuple(P.shape), tuple(X.shape), dt)
+    return compat.cast(V * s, dt, xp), res
 
 
-def _bw_log_bwd(res, dV):
-    Ps, Xs, Pe, H, Hi, eC, S, T, p_shape, x_shape, dt = res
+bw_log_fwd = checked(bw_log, _bw_log_fwd)
+
+
+def bw_log_bwd(res: BWLogRes, dV):
+    # the map is homogeneous of degree 1: its Jacobian at (P, X) is the one at the scaled pair
+    Ps = res.P
     xp = compat.array_namespace(Ps)
-    dV = _sym(xp.astype(dV, Ps.dtype), xp)
-    dT = _sym(dV @ Ps + Ps @ dV, xp)
-    dP = _sym(T @ dV + dV @ T, xp) - 2 * dV
-    dP2, dX = _T_bwd(dT, Pe, H, Hi, eC, S, Xs, xp)
-    return (_cast(unbroadcast(dP + dP2, p_shape, xp), dt, xp), _cast(unbroadcast(dX, x_shape, xp), dt, xp))
+    dV = sym(compat.cast(dV, Ps.dtype, xp), xp)
+    dT = sym(dV @ Ps + Ps @ dV, xp)
+    dP = sym(res.T @ dV + dV @ res.T, xp) - 2 * dV
+    dP2, dX = _T_bwd(dT, res.parts, res.X, xp)
+    return (compat.cast(unbroadcast(dP + dP2, res.p_shape, xp), res.dtype, xp),
+            compat.cast(unbroadcast(dX, res.x_shape, xp), res.dtype, xp))
 
 
+vjp(bw_log, bw_log_fwd, bw_log_bwd)
+
+
+@public(P=SPD(gate="check"), V=Symmetric(gate="check"), check=Bool())
 def bw_exp(P, V, *, check=True):
-    """Bures-Wasserstein exponential ``Exp_P(V) = P + V + L P L`` with ``P L + L P = V`` (batched, a registered op
-    with an exact VJP through the Lyapunov solve).  SPD while ``I + L`` is positive definite.
+    """Bures-Wasserstein exponential ``Exp_P(V) = P + V + L P L`` with ``P L + L P = V``.
+
+    Batched and a registered op with an exact VJP through the Lyapunov solve.  SPD while ``I + L`` is positive
+    definite (BW is geodesically incomplete).  The pair is divided by the base point's scale before the products
+    (the map is homogeneous of degree 1); a result beyond the dtype's range raises ``ValueError``.
+
+    Parameters
+    ----------
+    P : array (..., n, n)
+        SPD base point.
+    V : array (..., n, n)
+        Symmetric tangent vector.
+    check : bool
+        Validate the inputs (and the finiteness of the result); ``False`` skips it.
+
+    Returns
+    -------
+    array (..., n, n)
 
     Examples
     --------
@@ -138,31 +201,58 @@ def bw_exp(P, V, *, check=True):
     >>> np.allclose(spd.bw_exp(np.eye(2), np.diag([2.0, 4.0])), np.diag([4.0, 9.0]))
     True
     """
-    return bw_exp_fwd(P, V, check=check)[0]
+    return _bw_exp_fwd(P, V, check=check)[0]
 
 
-def bw_exp_fwd(P, V, *, check=True):
-    xp, Ps, Vs, dt = _pair_prep(P, V, ("P", "V"), check)
-    w, U = _eigh(Ps, xp)
-    L = _lyap_eig(w, U, Vs, xp)
-    D = _sym(Ps + Vs + L @ Ps @ L, xp)
-    return _cast(D, dt, xp), (Ps, w, U, L, P.shape, V.shape, dt)
+def _bw_exp_fwd(P, V, *, check=True):
+    xp, Ps, Vs, s, dt = _pair(P, V, tangent=True)
+    w, U = eigh(Ps, xp)
+    L = lyap_eig(w, U, Vs, xp)
+    D = sym(Ps + Vs + L @ Ps @ L, xp)
+    y = compat.cast(D * s, dt, xp)
+    if check and compat.is_concrete(y) and not bool(xp.all(xp.isfinite(y))):
+        raise ValueError("bw_exp: Exp_P(V) overflows the dtype (V is too large for the base point P)")
+    return y, BWExpRes(Ps, w, U, L, tuple(P.shape), tuple(V.shape), dt)
 
 
-def _bw_exp_bwd(res, dD):
-    Ps, w, U, L, p_shape, v_shape, dt = res
+bw_exp_fwd = checked(bw_exp, _bw_exp_fwd)
+
+
+def bw_exp_bwd(res: BWExpRes, dD):
+    Ps, L = res.P, res.L
     xp = compat.array_namespace(Ps)
-    dD = _sym(xp.astype(dD, Ps.dtype), xp)
-    R = _sym(dD @ L @ Ps + Ps @ L @ dD, xp)
-    Q = _lyap_eig(w, U, R, xp)
+    dD = sym(compat.cast(dD, Ps.dtype, xp), xp)
+    R = sym(dD @ L @ Ps + Ps @ L @ dD, xp)
+    Q = lyap_eig(res.w, res.U, R, xp)
     dV = dD + Q
-    dP = dD + L @ dD @ L - _sym(Q @ L + L @ Q, xp)
-    return (_cast(unbroadcast(_sym(dP, xp), p_shape, xp), dt, xp), _cast(unbroadcast(_sym(dV, xp), v_shape, xp), dt, xp))
+    dP = dD + L @ dD @ L - sym(Q @ L + L @ Q, xp)
+    return (compat.cast(unbroadcast(sym(dP, xp), res.p_shape, xp), res.dtype, xp),
+            compat.cast(unbroadcast(sym(dV, xp), res.v_shape, xp), res.dtype, xp))
 
 
+vjp(bw_exp, bw_exp_fwd, bw_exp_bwd)
+
+
+@public(A=SPD(gate="check"), B=SPD(gate="check"), t=Scalar(), check=Bool())
 def bw_geodesic(A, B, *, t=0.5, check=True):
     """Point ``((1-t) I + t T) A ((1-t) I + t T)`` of the Bures-Wasserstein geodesic from ``A`` (t=0) to ``B``
-    (t=1), ``T`` the optimal transport map A -> B (batched, a registered op; ``t`` is a float option).
+    (t=1), ``T`` the optimal transport map A -> B.
+
+    Batched and a registered op; ``t`` is a float option (any real: ``t`` outside [0, 1] extrapolates).  The
+    pair is divided by a common scale before the products (the map is homogeneous of degree 1).
+
+    Parameters
+    ----------
+    A, B : array (..., n, n)
+        SPD end points, leading axes broadcast.
+    t : float
+        Position along the geodesic.
+    check : bool
+        Validate finiteness, symmetry and positive definiteness; ``False`` skips it.
+
+    Returns
+    -------
+    array (..., n, n)
 
     Examples
     --------
@@ -170,47 +260,38 @@ def bw_geodesic(A, B, *, t=0.5, check=True):
     >>> np.allclose(spd.bw_geodesic(np.eye(2), np.diag([4.0, 9.0]), t=0.5), np.diag([2.25, 4.0]))
     True
     """
-    return bw_geodesic_fwd(A, B, t=t, check=check)[0]
+    return _bw_geodesic_fwd(A, B, t=t, check=check)[0]
 
 
-def bw_geodesic_fwd(A, B, *, t=0.5, check=True):
-    t = validate._real(t, "t")
-    xp, As, Bs, dt = _pair_prep(A, B, ("A", "B"), check)
+def _bw_geodesic_fwd(A, B, *, t=0.5, check=True):
+    t = float(t)
+    xp, As, Bs, s, dt = _pair(A, B)
     Pe, H, Hi, eC, S, T = _log_parts(As, Bs, xp)
-    eye = _eye(A.shape[-1], As, xp)
-    G = (1 - t) * eye + t * T
-    Y = _sym(G @ As @ G, xp)
-    return _cast(Y, dt, xp), (As, Bs, Pe, H, Hi, eC, S, G, t, A.shape, B.shape, dt)
+    G = (1 - t) * eye(A.shape[-1], As, xp) + t * T
+    Y = sym(G @ As @ G, xp)
+    res = BWGeodesicRes(As, Bs, TransportParts(Pe, H, Hi, eC, S), G, t, tuple(A.shape), tuple(B.shape), dt)
+    return compat.cast(Y * s, dt, xp), res
 
 
-def _bw_geodesic_bwd(res, dY):
-    As, Bs, Pe, H, Hi, eC, S, G, t, a_shape, b_shape, dt = res
+bw_geodesic_fwd = checked(bw_geodesic, _bw_geodesic_fwd)
+
+
+def bw_geodesic_bwd(res: BWGeodesicRes, dY):
+    As, G = res.A, res.G
     xp = compat.array_namespace(As)
-    dY = _sym(xp.astype(dY, As.dtype), xp)
-    dG = _sym(dY @ G @ As + As @ G @ dY, xp)
-    dA = _sym(G @ dY @ G, xp)
-    dA2, dB = _T_bwd(t * dG, Pe, H, Hi, eC, S, Bs, xp)
-    return (_cast(unbroadcast(dA + dA2, a_shape, xp), dt, xp), _cast(unbroadcast(dB, b_shape, xp), dt, xp))
+    dY = sym(compat.cast(dY, As.dtype, xp), xp)
+    dG = sym(dY @ G @ As + As @ G @ dY, xp)
+    dA = sym(G @ dY @ G, xp)
+    dA2, dB = _T_bwd(res.t * dG, res.parts, res.B, xp)
+    return (compat.cast(unbroadcast(dA + dA2, res.a_shape, xp), res.dtype, xp),
+            compat.cast(unbroadcast(dB, res.b_shape, xp), res.dtype, xp))
 
 
-def _via_op(name, *arrays, **opts):
-    """Call a registered op with optnorm's VJP attached for torch tensors that require grad / traced JAX arrays."""
-    if any(compat.is_torch(a) and a.requires_grad for a in arrays if a is not None):
-        from .. import torch as ont
-
-        return ont.apply(name, *arrays, **opts)
-    if any(compat.is_jax(a) and not compat.is_concrete(a) for a in arrays if a is not None):
-        from .. import jax as onj
-
-        return onj.apply(name, *arrays, **opts)
-    return ops.get(name).fn(*arrays, **opts)
+vjp(bw_geodesic, bw_geodesic_fwd, bw_geodesic_bwd)
 
 
-ops.register("spd.bw_log", bw_log, bw_log_fwd, _bw_log_bwd)
-ops.register("spd.bw_exp", bw_exp, bw_exp_fwd, _bw_exp_bwd)
-ops.register("spd.bw_geodesic", bw_geodesic, bw_geodesic_fwd, _bw_geodesic_bwd)
-
-
+# ---------------------------------------------------------------------------- the metric object
+@public_class
 @dataclass(frozen=True)
 class BWMeanResult:
     """Barycenter under the (generalized) BW metric: ``mean``, iterations, convergence and the error history
@@ -222,6 +303,26 @@ class BWMeanResult:
     errors: tuple
 
 
+def _check_power(power, where):
+    p = float(power)
+    if p == 0:
+        raise ValueError(f"{where}: power must be non-zero, got {power}")
+    return p
+
+
+def _check_t(t, name, where):
+    if compat.is_array(t):
+        return t
+    return check_arguments(where, {name: Scalar()}, **{name: t})[name]
+
+
+_X = SPD(gate="check")
+_Y = SPD(gate="check")
+_TAN = Symmetric(gate="check")
+_MROLE = Float("n n", optional=True)   # validated once by the constructor; here: its size and library
+
+
+@public_class
 class BuresWasserstein:
     """(Generalized, power-deformed) Bures-Wasserstein metric on SPD matrices; create with :func:`bures_wasserstein`.
 
@@ -239,77 +340,72 @@ class BuresWasserstein:
     """
 
     def __init__(self, M=None, power=1.0):
+        v = check_arguments("BuresWasserstein", {"M": SPD("n n", optional=True), "power": Scalar()}, M=M,
+                            power=power)
+        M = v["M"]
         if M is not None:
             xp = compat.array_namespace(M)
-            _check_spd_input(M, "M", xp)
-            if M.ndim != 2:
-                raise ValueError(f"M must be one (n, n) SPD matrix, got shape {tuple(M.shape)}")
-            Mc, _ = _upcast(M, xp)
-            w, U = _eigh(Mc, xp)
-            self._Mq = _recon(U, xp.sqrt(w), xp)
-            self._Mh = _recon(U, 1.0 / xp.sqrt(w), xp)
+            Mc, _ = upcast(M, xp)
+            w, U = eigh(Mc, xp)
+            self._Mq = recon(U, xp.sqrt(w), xp)
+            self._Mh = recon(U, 1.0 / xp.sqrt(w), xp)
         else:
             self._Mq = self._Mh = None
-        p = validate._real(power, "power")
-        if p == 0 or not math.isfinite(p):
-            raise ValueError(f"power must be a finite non-zero number, got {power}")
         self.M = M
-        self.power = p
+        self.power = _check_power(v["power"], "BuresWasserstein")
 
     def __repr__(self):
         m = "I" if self.M is None else f"array{tuple(self.M.shape)}"
         return f"BuresWasserstein(M={m}, power={self.power})"
 
     # -------------------------------------------------------------- helpers
-    def _prep(self, xp, check, **arrays):
-        out = []
-        for name, X in arrays.items():
-            _check_spd_input(X, name, xp, check=check, need_pd=name in ("X", "Y", "init"))
-            Xc, dt = _upcast(X, xp)
-            if self.M is not None:
-                if X.shape[-1] != self.M.shape[-1]:
-                    raise ValueError(f"{name} has shape {tuple(X.shape)} but M is {tuple(self.M.shape)}")
-                validate.check_same_namespace(**{name: X, "M": self.M})
-            out.append(_sym(Xc, xp))
-        return out, dt
+    @property
+    def _plain(self):
+        return self.M is None and self.power == 1.0
 
-    def _validate(self, xp, check, **arrays):
-        for name, X in arrays.items():
-            _check_spd_input(X, name, xp, check=check, need_pd=name in ("X", "Y", "init"))
+    def _args(self, method, check, **arrays):
+        roles = {name: role for name, (role, _) in arrays.items()}
+        values = {name: v for name, (_, v) in arrays.items()}
+        roles.update(M=_MROLE, check=Bool())
+        return check_arguments(f"BuresWasserstein.{method}", roles, M=self.M, check=check, **values)
+
+    def _up(self, X, xp):
+        Xc, dt = upcast(X, xp)
+        return sym(Xc, xp), dt
 
     def _mats(self, like, xp):
         if self.M is None:
             return None, None
-        return (xp.astype(self._Mq, like.dtype), xp.astype(self._Mh, like.dtype))
+        return compat.cast(self._Mq, like.dtype, xp), compat.cast(self._Mh, like.dtype, xp)
 
     def _phi(self, X, xp):
         if self.power != 1.0:
-            X, _ = _funm(X, "pow", xp, p=self.power)
+            X, _ = funm(X, "pow", xp, p=self.power)
         Mq, Mh = self._mats(X, xp)
-        return X if Mh is None else _sym(Mh @ X @ Mh, xp)
+        return X if Mh is None else sym(Mh @ X @ Mh, xp)
 
     def _phi_inv(self, P, xp):
         Mq, Mh = self._mats(P, xp)
-        X = P if Mq is None else _sym(Mq @ P @ Mq, xp)
+        X = P if Mq is None else sym(Mq @ P @ Mq, xp)
         if self.power != 1.0:
-            X, _ = _funm(X, "pow", xp, p=1.0 / self.power)
+            X, _ = funm(X, "pow", xp, p=1.0 / self.power)
         return X
 
     def _dpow(self, X, V, xp, inverse=False):
-        w, U = _eigh(X, xp)
-        K = _divdiff(w, "pow", xp, p=self.power)
-        Vt = _rot(U, V, xp)
-        return _sym(U @ ((Vt / K) if inverse else (Vt * K)) @ _mT(U, xp), xp)
+        w, U = eigh(X, xp)
+        K = divdiff(w, "pow", xp, p=self.power)
+        Vt = rot(U, V, xp)
+        return sym(U @ ((Vt / K) if inverse else (Vt * K)) @ mT(U, xp), xp)
 
     def _dphi(self, X, V, xp):
         if self.power != 1.0:
             V = self._dpow(X, V, xp)
         Mq, Mh = self._mats(X, xp)
-        return V if Mh is None else _sym(Mh @ V @ Mh, xp)
+        return V if Mh is None else sym(Mh @ V @ Mh, xp)
 
     def _dphi_inv(self, X, W, xp):
         Mq, Mh = self._mats(X, xp)
-        V = W if Mq is None else _sym(Mq @ W @ Mq, xp)
+        V = W if Mq is None else sym(Mq @ W @ Mq, xp)
         if self.power != 1.0:
             V = self._dpow(X, V, xp, inverse=True)
         return V
@@ -319,57 +415,65 @@ class BuresWasserstein:
         """Geodesic distance ``d(X, Y)`` (leading axes broadcast); ``squared=True`` gives ``d^2``.
 
         For ``M=None, power=1`` this is :func:`bw_distance` (a registered op with a VJP)."""
-        xp = validate.check_same_namespace(X=X, Y=Y, M=self.M)
-        if self.M is None and self.power == 1.0:
-            return _via_op("spd.bw_distance", X, Y, squared=squared, check=check)
-        (Xs, Ys), dt = self._prep(xp, check, X=X, Y=Y)
-        d2 = bw_distance(self._phi(Xs, xp), self._phi(Ys, xp), squared=True, check=False) / self.power ** 2
-        return _cast(d2 if squared else xp.sqrt(d2), dt, xp)
+        v = self._args("distance", check, X=(_X, X), Y=(_Y, Y), squared=(Bool(), squared))
+        X, Y = v["X"], v["Y"]
+        if self._plain:
+            return apply_native("spd.bw_distance", X, Y, squared=squared, check=False)
+        xp = compat.array_namespace(X, Y)
+        (Xs, dt), (Ys, _) = self._up(X, xp), self._up(Y, xp)
+        d2 = bw2(self._phi(Xs, xp), self._phi(Ys, xp), xp) / self.power ** 2
+        return compat.cast(d2 if squared else xp.sqrt(xp.maximum(d2, 0.0)), dt, xp)
 
     def log(self, X, Y, *, check=True):
         """Riemannian logarithm ``Log_X(Y)`` (BW: ``T X + X T - 2X``, ``T`` the optimal transport map X -> Y)."""
-        xp = validate.check_same_namespace(X=X, Y=Y, M=self.M)
-        if self.M is None and self.power == 1.0:
-            self._validate(xp, check, X=X, Y=Y)
-            return _via_op("spd.bw_log", X, Y, check=False)
-        (Xs, Ys), dt = self._prep(xp, check, X=X, Y=Y)
+        v = self._args("log", check, X=(_X, X), Y=(_Y, Y))
+        X, Y = v["X"], v["Y"]
+        if self._plain:
+            return apply_native("spd.bw_log", X, Y, check=False)
+        xp = compat.array_namespace(X, Y)
+        (Xs, dt), (Ys, _) = self._up(X, xp), self._up(Y, xp)
         V = _bw_log(self._phi(Xs, xp), self._phi(Ys, xp), xp)
-        return _cast(self._dphi_inv(Xs, V, xp), dt, xp)
+        return compat.cast(self._dphi_inv(Xs, V, xp), dt, xp)
 
     def exp(self, X, V, *, check=True):
         """Riemannian exponential ``Exp_X(V)`` (BW: ``X + V + L X L``, ``X L + L X = V``); SPD while
         ``I + L`` is positive definite (BW is geodesically incomplete)."""
-        xp = validate.check_same_namespace(X=X, V=V, M=self.M)
-        if self.M is None and self.power == 1.0:
-            self._validate(xp, check, X=X, V=V)
-            return _via_op("spd.bw_exp", X, V, check=False)
-        (Xs, Vs), dt = self._prep(xp, check, X=X, V=V)
+        v = self._args("exp", check, X=(_X, X), V=(_TAN, V))
+        X, V = v["X"], v["V"]
+        if self._plain:
+            return apply_native("spd.bw_exp", X, V, check=check)
+        xp = compat.array_namespace(X, V)
+        (Xs, dt), (Vs, _) = self._up(X, xp), self._up(V, xp)
         P = _bw_exp(self._phi(Xs, xp), self._dphi(Xs, Vs, xp), xp)
-        return _cast(self._phi_inv(P, xp), dt, xp)
+        return compat.cast(self._phi_inv(P, xp), dt, xp)
 
     def geodesic(self, X, Y, t, *, check=True):
         """Point ``gamma(t)`` of the geodesic from ``X`` (t=0) to ``Y`` (t=1):
         BW ``((1-t) I + t T) X ((1-t) I + t T)``.  ``t`` is a float or an array broadcast against the batch."""
-        xp = validate.check_same_namespace(X=X, Y=Y, M=self.M)
-        if self.M is None and self.power == 1.0 and not compat.is_array(t):
-            self._validate(xp, check, X=X, Y=Y)
-            return _via_op("spd.bw_geodesic", X, Y, t=float(t), check=False)
-        (Xs, Ys), dt = self._prep(xp, check, X=X, Y=Y)
+        v = self._args("geodesic", check, X=(_X, X), Y=(_Y, Y))
+        X, Y = v["X"], v["Y"]
+        t = _check_t(t, "t", "BuresWasserstein.geodesic")
+        if self._plain and not compat.is_array(t):
+            return apply_native("spd.bw_geodesic", X, Y, t=float(t), check=False)
+        xp = compat.array_namespace(X, Y, t if compat.is_array(t) else None)
+        (Xs, dt), (Ys, _) = self._up(X, xp), self._up(Y, xp)
         if compat.is_array(t):
             t = xp.astype(t, Xs.dtype)[..., None, None]
         P = _bw_geodesic(self._phi(Xs, xp), self._phi(Ys, xp), t, xp)
-        return _cast(self._phi_inv(P, xp), dt, xp)
+        return compat.cast(self._phi_inv(P, xp), dt, xp)
 
     def inner(self, X, U, V, *, check=True):
         """Riemannian inner product ``g_X(U, V)`` (BW: ``1/2 sum_ij U~_ij V~_ij / (l_i + l_j)`` in the
         eigenbasis of X)."""
-        xp = validate.check_same_namespace(X=X, U=U, V=V, M=self.M)
-        (Xs, Us, Vs), dt = self._prep(xp, check, X=X, U=U, V=V)
+        v = self._args("inner", check, X=(_X, X), U=(_TAN, U), V=(_TAN, V))
+        X, U, V = v["X"], v["U"], v["V"]
+        xp = compat.array_namespace(X, U, V)
+        (Xs, dt), (Us, _), (Vs, _) = self._up(X, xp), self._up(U, xp), self._up(V, xp)
         P = self._phi(Xs, xp)
         g = _bw_inner(P, self._dphi(Xs, Us, xp), self._dphi(Xs, Vs, xp), xp) / self.power ** 2
-        return _cast(g, dt, xp)
+        return compat.cast(g, dt, xp)
 
-    def mean(self, X, weights=None, *, init=None, tol=1e-10, max_iter=50, callback: Callable | None = None,
+    def mean(self, X, weights=None, *, init=None, tol=None, max_iter=50, callback: Callable | None = None,
              callback_every=1, check=True):
         """Barycenter of ``X`` (..., m, n, n) over axis -3 by the fixed point of Alvarez-Esteban et al.
         (Bhatia, Jain, Lim 2019): ``P <- P^{-1/2} (sum_i w_i (P^{1/2} X_i P^{1/2})^{1/2})^2 P^{-1/2}``,
@@ -377,60 +481,62 @@ class BuresWasserstein:
 
         Starts from the weighted arithmetic mean (or ``init``), stops when ``||T - I||_F <= tol`` for every
         matrix of the batch (scale-free; ``T - I`` is the tangent mean up to the metric) or after
-        ``max_iter`` steps.  ``callback(state)`` with ``state = {"n_iter", "mean", "error"}`` runs every
-        ``callback_every`` iterations; returning True stops.  Under ``jax.jit`` exactly ``max_iter`` steps run.
+        ``max_iter`` steps; then ``converged`` is False and a :class:`optnorm.ConvergenceWarning` is emitted.
+        ``tol`` defaults to 1e-10 in float64 and to 100 machine epsilons in lower precision (reachable).
+        ``callback(state)`` with ``state = {"n_iter", "mean", "error"}`` runs every ``callback_every``
+        iterations; returning True stops (without a warning).  Under ``jax.jit`` exactly ``max_iter`` steps run.
 
         Returns
         -------
         BWMeanResult(mean, n_iter, converged, errors)
         """
-        xp = validate.check_same_namespace(X=X, weights=weights, init=init, M=self.M)
-        if X.ndim < 3:
-            raise ValueError(f"X must have shape (..., m, n, n) with the matrices to average on axis -3, got "
-                             f"{tuple(X.shape)}")
-        (Xs,), dt = self._prep(xp, check, X=X)
+        v = self._args("mean", check, X=(SPD("... m n n", gate="check"), X),
+                       weights=(Weights("... m", optional=True), weights),
+                       init=(SPD("... n n", optional=True, gate="check"), init),
+                       tol=(NonNegative(optional=True), tol), max_iter=(Int(1), max_iter),
+                       callback=(Callback(), callback), callback_every=(Int(1), callback_every))
+        X, weights, init = v["X"], v["weights"], v["init"]
+        xp = compat.array_namespace(X, weights, init)
+        Xs, dt = self._up(X, xp)
+        tol = default_tol(1e-10, Xs.dtype) if v["tol"] is None else v["tol"]
         m = X.shape[-3]
-        validate.check_nonempty(X, "X", axis=-3)
         if weights is None:
             w = xp.ones(X.shape[:-2], dtype=Xs.dtype, device=compat.device(X)) / m
         else:
-            validate.check_weights(weights, "weights", axis=-1, xp=xp)
-            if tuple(weights.shape) != tuple(X.shape[:-2]):
-                validate.check_broadcastable("weights", weights.shape, "X[..., 0, 0]", X.shape[:-2])
-            w = xp.astype(weights, Xs.dtype)
+            w = compat.cast(weights, Xs.dtype, xp)
             w = w / xp.sum(w, axis=-1, keepdims=True)
-        tol = validate.check_nonnegative(tol, "tol")
-        max_iter = validate.check_int(max_iter, "max_iter", low=1)
-        callback_every = validate.check_int(callback_every, "callback_every", low=1)
         Y = self._phi(Xs, xp)
         w4 = w[..., None, None]
         if init is None:
             P = xp.sum(w4 * Y, axis=-3)
         else:
-            (I0,), _ = self._prep(xp, check, init=init)
-            P = self._phi(I0, xp)
-        eye = _eye(X.shape[-1], P, xp)
+            P = self._phi(self._up(init, xp)[0], xp)
+        I = eye(X.shape[-1], P, xp)
         concrete = compat.is_concrete(Y)
         errors = []
-        converged = False
+        converged = stopped = False
         k = 0
         for k in range(1, max_iter + 1):
-            H, Hi, _ = _sqrt_pair(P, xp)
-            S = xp.sum(w4 * _funm(H[..., None, :, :] @ Y @ H[..., None, :, :], "sqrt", xp)[0], axis=-3)
-            T = _sym(Hi @ S @ Hi, xp)
-            P = _sym(Hi @ S @ S @ Hi, xp)
+            H, Hi, _ = sqrt_pair(P, xp)
+            S = xp.sum(w4 * funm(H[..., None, :, :] @ Y @ H[..., None, :, :], "sqrt", xp)[0], axis=-3)
+            T = sym(Hi @ S @ Hi, xp)
+            P = sym(Hi @ S @ S @ Hi, xp)
             if concrete:
-                err = float(xp.max(_fro(T - eye, xp)))
+                err = float(xp.max(fro(T - I, xp)))
                 errors.append(err)
                 if callback is not None and k % callback_every == 0:
-                    if callback({"n_iter": k, "mean": _cast(self._phi_inv(P, xp), dt, xp), "error": err}):
+                    if callback({"n_iter": k, "mean": compat.cast(self._phi_inv(P, xp), dt, xp), "error": err}):
+                        stopped = True
                         break
                 if err <= tol:
                     converged = True
                     break
-        return BWMeanResult(_cast(self._phi_inv(P, xp), dt, xp), k, converged, tuple(errors))
+        if concrete and not converged and not stopped:
+            warn_not_converged("BuresWasserstein.mean", k, errors[-1] if errors else None, tol)
+        return BWMeanResult(compat.cast(self._phi_inv(P, xp), dt, xp), k, converged, tuple(errors))
 
 
+@public(M=SPD("n n", optional=True), power=Scalar())
 def bures_wasserstein(M=None, power=1.0) -> BuresWasserstein:
     """The (generalized) Bures-Wasserstein metric object on SPD matrices.
 
@@ -460,4 +566,5 @@ def bures_wasserstein(M=None, power=1.0) -> BuresWasserstein:
     >>> np.allclose(bw.geodesic(A, B, 0.5), np.diag([2.25, 4.0]))
     True
     """
+    _check_power(power, "bures_wasserstein")
     return BuresWasserstein(M, power)

@@ -1,19 +1,17 @@
 """Covariance estimators (sample, Ledoit-Wolf, OAS), augmented covariance (time-delay embedding) and partial
-correlations (plain and compositional), batched over leading axes.
-
-``covariance`` is exported through ``optnorm.spd.bures`` (see ``bures._unshadow``): the package binds the name
-``covariance`` to this submodule on import.
-"""
+correlations (plain and compositional), batched over leading axes."""
 from __future__ import annotations
 
-from .._lib import compat, validate
-from .sqrtm import _cast, _eye, _mT, _sym, _upcast
-
-__all__ = ["covariance", "augmented_covariance", "partial_correlation"]
+from .._lib import compat
+from .._lib.api import public
+from .._lib.roles import SPD, Axis, Bool, Choice, Float, Int, Probability
+from ._linalg import covariance_body, eye, is_pd, matrix_scale, mT, sym, upcast
 
 ESTIMATORS = ("scm", "ledoit_wolf", "oas")
+_SHRINK = dict(estimator=Choice(ESTIMATORS), shrinkage=Probability(optional=True), assume_centered=Bool())
 
 
+@public(X=Float("... n p", finite=True), axis=Axis("X"), **_SHRINK, return_shrinkage=Bool())
 def covariance(X, *, axis=-2, estimator="scm", shrinkage=None, assume_centered=False, return_shrinkage=False):
     """Covariance matrix of the observations in ``X`` (batched), optionally shrunk towards ``mu I``.
 
@@ -56,53 +54,15 @@ def covariance(X, *, axis=-2, estimator="scm", shrinkage=None, assume_centered=F
     >>> spd.covariance(X, estimator="oas").shape
     (3, 3)
     """
-    xp = compat.array_namespace(X)
-    validate.check_float(X, "X", xp)
-    validate.check_matrix(X, "X")
-    validate.check_in(estimator, ESTIMATORS, "estimator")
-    ax = validate.check_axis(axis, X.ndim, "axis")
-    if ax not in (X.ndim - 1, X.ndim - 2):
-        raise ValueError(f"axis must be one of the last two axes (-1 or -2), got {axis}")
-    if shrinkage is not None:
-        if estimator != "scm":
-            raise ValueError(f"shrinkage={shrinkage} is only for estimator='scm'; {estimator!r} estimates its own")
-        shrinkage = validate.check_probability(shrinkage, "shrinkage")
-    Xc, dt = _upcast(X, xp)
-    if ax == X.ndim - 1:
-        Xc = _mT(Xc, xp)
-    n, p = Xc.shape[-2], Xc.shape[-1]
-    if n == 0 or p == 0:
-        raise ValueError(f"X is empty (shape {tuple(X.shape)})")
-    validate.check_finite(X, "X", xp)
-    if not assume_centered:
-        Xc = Xc - xp.mean(Xc, axis=-2, keepdims=True)
-    S = _sym(_mT(Xc, xp) @ Xc, xp) / n
-    mu = xp.sum(xp.linalg.diagonal(S), axis=-1) / p
-    if estimator == "scm":
-        rho = xp.zeros_like(mu) + (0.0 if shrinkage is None else shrinkage)
-    elif p == 1:
-        rho = xp.zeros_like(mu)
-    elif estimator == "ledoit_wolf":
-        sq = xp.sum(Xc * Xc, axis=-1)                    # ||x_s||^2
-        beta_ = xp.sum(sq * sq, axis=-1)                 # sum_s ||x_s||^4
-        delta_ = xp.sum(S * S, axis=(-2, -1))            # ||S||_F^2
-        beta = (beta_ / n - delta_) / (p * n)
-        delta = (delta_ - 2.0 * mu * mu * p + p * mu * mu) / p
-        beta = xp.minimum(beta, delta)
-        safe = xp.where(delta > 0, delta, xp.ones_like(delta))
-        rho = xp.where(beta == 0, xp.zeros_like(beta), beta / safe)
-    else:  # oas
-        alpha = xp.mean(xp.reshape(S * S, S.shape[:-2] + (p * p,)), axis=-1)
-        num = alpha + mu * mu
-        den = (n + 1) * (alpha - mu * mu / p)
-        safe = xp.where(den == 0, xp.ones_like(den), den)
-        rho = xp.where(den == 0, xp.ones_like(den), xp.minimum(num / safe, 1.0))
-    r = rho[..., None, None]
-    C = (1.0 - r) * S + (r * mu[..., None, None]) * _eye(p, S, xp)
-    C = _cast(C, dt, xp)
-    return (C, _cast(rho, dt, xp)) if return_shrinkage else C
+    if axis not in (X.ndim - 1, X.ndim - 2):
+        raise ValueError(f"covariance: axis must be one of the last two axes (-1 or -2), got {axis}")
+    if shrinkage is not None and estimator != "scm":
+        raise ValueError(f"covariance: shrinkage={shrinkage} is only for estimator='scm'; {estimator!r} estimates "
+                         f"its own")
+    return covariance_body(X, axis, estimator, shrinkage, assume_centered, return_shrinkage, "covariance", "X")
 
 
+@public(X=Float("... C T", finite=True), order=Int(1), lag=Int(1), **_SHRINK, sizes={"T": 12})
 def augmented_covariance(X, *, order, lag, estimator="scm", shrinkage=None, assume_centered=False):
     """Augmented covariance matrix (ACM) of multichannel signals by time-delay embedding.
 
@@ -132,20 +92,21 @@ def augmented_covariance(X, *, order, lag, estimator="scm", shrinkage=None, assu
     >>> spd.augmented_covariance(X, order=4, lag=2).shape
     (2, 12, 12)
     """
-    xp = compat.array_namespace(X)
-    validate.check_float(X, "X", xp)
-    validate.check_matrix(X, "X")
-    order = validate.check_int(order, "order", low=1)
-    lag = validate.check_int(lag, "lag", low=1)
     T = X.shape[-1]
     L = T - order * lag
     if L < 2:
-        raise ValueError(f"order * lag = {order * lag} leaves {L} samples of the {T} in X (need at least 2)")
+        raise ValueError(f"augmented_covariance: order * lag = {order * lag} leaves {L} samples of the {T} in X "
+                         f"(need at least 2)")
+    if shrinkage is not None and estimator != "scm":
+        raise ValueError(f"augmented_covariance: shrinkage={shrinkage} is only for estimator='scm'; {estimator!r} "
+                         f"estimates its own")
+    xp = compat.array_namespace(X)
     blocks = [X[..., :, k * lag: k * lag + L] for k in range(order)]
     E = xp.concat(blocks, axis=-2)
-    return covariance(E, axis=-1, estimator=estimator, shrinkage=shrinkage, assume_centered=assume_centered)
+    return covariance_body(E, E.ndim - 1, estimator, shrinkage, assume_centered, False, "augmented_covariance", "X")
 
 
+@public(C=SPD(psd=True), compositional=Bool())
 def partial_correlation(C, *, compositional=False):
     """Partial correlations from a covariance matrix: ``rho_ij = -W_ij / sqrt(W_ii W_jj)`` (diagonal 1),
     ``W = C^{-1}`` the precision (a Cholesky-based solve; corpcor's ``cor2pcor`` convention).
@@ -174,32 +135,27 @@ def partial_correlation(C, *, compositional=False):
     -0.333333
     """
     xp = compat.array_namespace(C)
-    validate.check_float(C, "C", xp)
-    validate.check_symmetric(C, "C", xp=xp)
-    validate.check_finite(C, "C", xp)
-    Cc, dt = _upcast(C, xp)
-    Cc = _sym(Cc, xp)
+    Cc, dt = upcast(C, xp)
+    Cc = sym(Cc, xp) / matrix_scale(xp, Cc)      # partial correlations are scale-invariant
     D = C.shape[-1]
-    eye = _eye(D, Cc, xp)
+    I = eye(D, Cc, xp)
     if compositional:
-        J = xp.ones_like(eye) / D
-        G = eye - J
-        S = _sym(G @ Cc @ G, xp)
-        W = _spd_inverse(S + J, "C", xp) - J
+        J = xp.ones_like(I) / D
+        G = I - J
+        S = sym(G @ Cc @ G, xp)
+        W = _spd_inverse(S + J, xp) - J
     else:
-        W = _spd_inverse(Cc, "C", xp)
+        W = _spd_inverse(Cc, xp)
     d = 1.0 / xp.sqrt(xp.linalg.diagonal(W))
     R = -(d[..., :, None] * W * d[..., None, :])
-    R = R * (1.0 - eye) + eye
-    return _cast(R, dt, xp)
+    R = R * (1.0 - I) + I
+    return compat.cast(R, dt, xp)
 
 
-def _spd_inverse(A, name, xp):
-    if compat.is_concrete(A):
-        from .sqrtm import _check_pd_host
-
-        _check_pd_host(A, name)
+def _spd_inverse(A, xp):
+    if not is_pd(A):
+        raise ValueError("partial_correlation: C must be positive definite (for compositional=True: of rank D-1 "
+                         "with the constant vector in its null space only)")
     L = xp.linalg.cholesky(A)
-    eye = _eye(A.shape[-1], A, xp)
-    Li = xp.linalg.solve(L, eye + 0 * A)
-    return _sym(_mT(Li, xp) @ Li, xp)
+    Li = xp.linalg.solve(L, eye(A.shape[-1], A, xp) + 0 * A)
+    return sym(mT(Li, xp) @ Li, xp)

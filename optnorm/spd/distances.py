@@ -1,40 +1,41 @@
 """Distances between SPD matrices: Bures-Wasserstein, affine-invariant (AIRM), log-Euclidean; batched, with VJPs."""
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 
-from .._lib import compat, ops, validate
+from .._lib import compat
+from .._lib.api import checked, public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
-from .sqrtm import (_cast, _check_pd_host, _check_spd_input, _floor, _funm, _funm_bwd, _mT, _recon, _sym,
-                    _trace, _upcast)
+from .._lib.roles import SPD, Bool
 from .._lib.vjp import unbroadcast
+from ._linalg import (bw2_refine, bw2_terms, bw2_trace, eye, floor, funm, funm_bwd, matrix_scale, mT, recon, sym,
+                      trace, upcast)
 
-__all__ = ["bw_distance", "airm_distance", "lem_distance"]
+_PAIR = dict(A=SPD(gate="check"), B=SPD(gate="check"), squared=Bool(), check=Bool())
+_GUFUNC = ("(n,n),(n,n)->()", {"array_args": 2})
 
 
-def _prep_pair(A, B, check, need_pd=True):
-    xp = validate.check_same_namespace(A=A, B=B)
-    _check_spd_input(A, "A", xp, check=check, need_pd=need_pd)
-    _check_spd_input(B, "B", xp, check=check, need_pd=need_pd)
-    if A.shape[-1] != B.shape[-1]:
-        raise ValueError(f"A has shape {tuple(A.shape)} and B has shape {tuple(B.shape)}: matrix sizes differ")
-    validate.check_broadcastable("A", A.shape[:-2], "B", B.shape[:-2])
-    Ac, dt = _upcast(A, xp)
-    Bc, _ = _upcast(B, xp)
-    if Bc.dtype != Ac.dtype:
-        raise TypeError(f"A has dtype {A.dtype} and B has dtype {B.dtype}: use one dtype")
-    return xp, _sym(Ac, xp), _sym(Bc, xp), dt
+def _prep_pair(A, B):
+    """``(xp, sym(A)/s, sym(B)/s, s, dtype)``: compute dtype, symmetrised, divided by the per-pair scale ``s``
+    (geometric mean of the two largest entry magnitudes) so that products stay finite near the dtype's range."""
+    xp = compat.array_namespace(A, B)
+    Ac, dt = upcast(A, xp)
+    Bc = compat.cast(B, Ac.dtype, xp)
+    s = matrix_scale(xp, Ac, Bc)
+    return xp, sym(Ac, xp) / s, sym(Bc, xp) / s, s, dt
 
 
 def _finish(d2, squared, xp, dt):
     d2 = xp.maximum(d2, 0.0)
     d = d2 if squared else xp.sqrt(d2)
-    return _cast(d, dt, xp)
+    return compat.cast(d, dt, xp)
 
 
 def _dist_scale(d2, dy, squared, xp):
     """Cotangent of d^2 given the cotangent of the output (d or d^2); 0 at d = 0 (a subgradient)."""
-    dy = xp.astype(dy, d2.dtype) if dy.dtype != d2.dtype else dy
+    dy = compat.cast(dy, d2.dtype, xp)
     if squared:
         return dy
     d = xp.sqrt(xp.maximum(d2, 0.0))
@@ -42,24 +43,37 @@ def _dist_scale(d2, dy, squared, xp):
     return xp.where(pos, dy / (2 * xp.where(pos, d, xp.ones_like(d))), xp.zeros_like(d))
 
 
+class DistanceRes(NamedTuple):
+    """Residuals of the three distances: a factor/eigenbasis pair, the true d^2, the shapes."""
+    F: Any          # bw, airm: Cholesky factor L of A/s; lem: (eigh of A/s, eigh of B/s)
+    mu: Any         # bw: eig(L^T B L); airm: generalized eigenvalues; lem: None
+    V: Any          # their eigenvectors; lem: D = log A - log B
+    d2: Any         # the true d^2
+    s: Any          # the scale the pair was divided by, (..., 1, 1)
+    squared: bool
+    a_shape: tuple
+    b_shape: tuple
+    dtype: Any
+
+
 # ---------------------------------------------------------------------------- Bures-Wasserstein
-_bw2 = Dispatcher("spd.bw_distance")
+_bw2 = Dispatcher("spd.bw_distance", serves="spd.bw_distance")
 
 
 @_bw2.generic
 def _bw2_generic(A, B, *, xp):
-    L = xp.linalg.cholesky(A)
-    mu = xp.linalg.eigvalsh(_sym(_mT(L, xp) @ B @ L, xp))
-    return _trace(A, xp) + _trace(B, xp) - 2 * xp.sum(xp.sqrt(xp.maximum(mu, 0.0)), axis=-1)
+    """(d^2 by the trace formula, its error bound) for SPD A, B (symmetrised and scaled here)."""
+    return bw2_trace(A, B, xp)
 
 
 @_bw2.numba(when=lambda A, B, **kw: numpy_float(A, B) and A.shape[-1] <= 64)
 def _bw2_numba(A, B, *, xp):
+    """The kernel symmetrises and scales each pair itself (no extra passes over the batch)."""
     from .._numba import spd as nb
 
     shp = np.broadcast_shapes(A.shape, B.shape)
-    d2 = nb.bw_dist2_batched(np.broadcast_to(A, shp), np.broadcast_to(B, shp))
-    return d2.astype(A.dtype, copy=False)
+    d2, err = nb.bw_dist2_batched(np.broadcast_to(A, shp), np.broadcast_to(B, shp))
+    return d2.astype(A.dtype, copy=False), err.astype(A.dtype, copy=False)
 
 
 def _cupy_small(A, B=None):
@@ -73,30 +87,36 @@ def _cupy_small(A, B=None):
 def _bw2_cuda(A, B, *, xp):
     import cupy
 
-    from .._cuda import loader
+    from .._cuda import launch
 
+    s = matrix_scale(xp, A, B)
+    A, B = A / s, B / s
     shp = tuple(np.broadcast_shapes(A.shape, B.shape))
     n = shp[-1]
     a = cupy.ascontiguousarray(cupy.broadcast_to(A, shp)).reshape(-1, n, n)
     b = cupy.ascontiguousarray(cupy.broadcast_to(B, shp)).reshape(-1, n, n)
     count = a.shape[0]
     out = cupy.empty(count, dtype=A.dtype)
-    if count:
-        k = loader.kernel("spd", f"bw_dist2_batched<{loader.dtype_name(A.dtype)}>")
-        threads = 64
-        k(((count + threads - 1) // threads,), (threads,), (a, b, out, np.int64(count), np.int32(n)))
-    return out.reshape(shp[:-2])
+    err = cupy.empty(count, dtype=A.dtype)
+    launch.elementwise("spd", "bw_dist2_batched", A.dtype, count, (a, b, out, err, count, np.int32(n)), block=64)
+    s = s[..., 0, 0]
+    return out.reshape(shp[:-2]) * s, err.reshape(shp[:-2]) * s
 
 
+@public(**_PAIR, gufunc=_GUFUNC)
 def bw_distance(A, B, *, squared=False, check=True):
     """Bures-Wasserstein distance between SPD matrices (the 2-Wasserstein distance of centred Gaussians).
 
-    ``d^2(A, B) = tr A + tr B - 2 tr (A^{1/2} B A^{1/2})^{1/2} = tr A + tr B - 2 sum_i sqrt(mu_i)`` with
-    ``mu = eig(L^T B L)``, ``A = L L^T`` (one Cholesky and one symmetric eigenvalue problem; the square of the
-    result is clamped at 0, so ``d(A, A) = 0`` without NaN).  Bhatia, Jain, Lim, "On the Bures-Wasserstein
-    distance between positive definite matrices", Expo. Math. 2019.  On NumPy float32/float64 with n <= 64 a
-    Numba kernel (Cholesky, congruence, Householder tridiagonalisation, implicit QL, parallel over the batch)
-    computes it.
+    ``d^2(A, B) = tr A + tr B - 2 tr (A^{1/2} B A^{1/2})^{1/2}`` (Bhatia, Jain, Lim, "On the Bures-Wasserstein
+    distance between positive definite matrices", Expo. Math. 2019).  Computed as
+    ``tr A + tr B - 2 sum_i sqrt(mu_i)``, ``mu = eig(L^T B L)``, ``A = L L^T`` (one Cholesky and one symmetric
+    eigenvalue problem) wherever that is accurate; where it is not (``A`` close to ``B``, or both
+    ill-conditioned in the same directions: the subtraction cancels, or tiny ``mu_i`` lose half their digits
+    under the square root) the pair is recomputed as a sum of squares, ``min_U ||L_A - L_B U||_F^2``
+    through one SVD, so that ``d(A, A)`` is ~1e-16 at any condition number.  Both matrices are divided by
+    a common scale first (``d^2`` is homogeneous), so entries near the dtype's range give finite
+    results.  On NumPy float32/float64 with n <= 64 a Numba kernel (Cholesky, congruence, Householder
+    tridiagonalisation, implicit QL, parallel over the batch) computes the trace formula and its error bound.
 
     VJP: ``grad_A d^2 = I - T``, ``grad_B d^2 = I - T^{-1}``, ``T = L^{-T} (L^T B L)^{1/2} L^{-1}`` the optimal
     transport map from ``A`` to ``B``; for ``squared=False`` the cotangent is divided by ``2 d`` (0 at d = 0).
@@ -108,7 +128,7 @@ def bw_distance(A, B, *, squared=False, check=True):
     squared : bool
         Return ``d^2`` instead of ``d``.
     check : bool
-        Validate symmetry/positive definiteness (host Cholesky).
+        Validate finiteness, symmetry and positive definiteness (host Cholesky); ``False`` skips it.
 
     Returns
     -------
@@ -120,51 +140,52 @@ def bw_distance(A, B, *, squared=False, check=True):
     >>> float(spd.bw_distance(np.eye(2), 4 * np.eye(2), squared=True))
     2.0
     """
-    xp = validate.check_same_namespace(A=A, B=B)
-    # the Numba kernel Cholesky-factors both A and B and returns NaN where one is not positive definite, so the
-    # host positive-definiteness check runs only to report such a failure (saves a pass over the batch)
-    lazy_pd = check and _bw2.path_for(A, B, xp=xp) == "numba"
-    xp, As, Bs, dt = _prep_pair(A, B, check, need_pd=not lazy_pd)
-    d2 = _bw2(As, Bs, xp=xp)
-    if lazy_pd and bool(np.isnan(d2).any()):
-        _check_pd_host(A, "A")
-        _check_pd_host(B, "B")
-    return _finish(d2, squared, xp, dt)
+    xp = compat.array_namespace(A, B)
+    Ac, dt = upcast(A, xp)
+    Bc = compat.cast(B, Ac.dtype, xp)
+    d2, err = _bw2(Ac, Bc, xp=xp)    # the trace formula: every path symmetrises and scales the pair itself
+    return _finish(bw2_refine(d2, err, Ac, Bc, xp), squared, xp, dt)
 
 
-def bw_distance_fwd(A, B, *, squared=False, check=True):
-    xp, As, Bs, dt = _prep_pair(A, B, check)
+def _bw_distance_fwd(A, B, *, squared=False, check=True):
+    xp, As, Bs, s, dt = _prep_pair(A, B)
     L = xp.linalg.cholesky(As)
-    mu, V = xp.linalg.eigh(_sym(_mT(L, xp) @ Bs @ L, xp))
-    mu = _floor(mu, None, xp)
-    d2 = _trace(As, xp) + _trace(Bs, xp) - 2 * xp.sum(xp.sqrt(mu), axis=-1)
-    return _finish(d2, squared, xp, dt), (L, mu, V, d2, squared, A.shape, B.shape, dt)
+    mu, V = xp.linalg.eigh(sym(mT(L, xp) @ Bs @ L, xp))
+    d2, err = bw2_terms(trace(As, xp), trace(Bs, xp), mu, xp)
+    d2 = bw2_refine(d2, err, As, Bs, xp) * s[..., 0, 0]      # the pair is scaled already: refine's scale is ~1
+    res = DistanceRes(L, floor(mu, None, xp), V, d2, s, squared, tuple(A.shape), tuple(B.shape), dt)
+    return _finish(d2, squared, xp, dt), res
 
 
-def _bw_distance_bwd(res, dy):
-    L, mu, V, d2, squared, a_shape, b_shape, dt = res
+bw_distance_fwd = checked(bw_distance, _bw_distance_fwd)
+
+
+def bw_distance_bwd(res: DistanceRes, dy):
+    L, mu, V = res.F, res.mu, res.V
     xp = compat.array_namespace(L)
-    g = _dist_scale(d2, dy, squared, xp)[..., None, None]
-    n = L.shape[-1]
-    eye = xp.eye(n, dtype=L.dtype, device=compat.device(L))
+    g = _dist_scale(res.d2, dy, res.squared, xp)[..., None, None]
+    I = eye(L.shape[-1], L, xp)
     Li = xp.linalg.inv(L)
     s = xp.sqrt(mu)
-    T = _mT(Li, xp) @ _recon(V, s, xp) @ Li
-    Tinv = L @ _recon(V, 1.0 / s, xp) @ _mT(L, xp)
-    dA = g * (eye - _sym(T, xp))
-    dB = g * (eye - _sym(Tinv, xp))
-    return _cast(unbroadcast(dA, a_shape, xp), dt, xp), _cast(unbroadcast(dB, b_shape, xp), dt, xp)
+    T = mT(Li, xp) @ recon(V, s, xp) @ Li            # scale-free: the same map for (A, B) and (A/s, B/s)
+    Tinv = L @ recon(V, 1.0 / s, xp) @ mT(L, xp)
+    dA = g * (I - sym(T, xp))
+    dB = g * (I - sym(Tinv, xp))
+    return (compat.cast(unbroadcast(dA, res.a_shape, xp), res.dtype, xp),
+            compat.cast(unbroadcast(dB, res.b_shape, xp), res.dtype, xp))
 
 
-ops.register("spd.bw_distance", bw_distance, bw_distance_fwd, _bw_distance_bwd)
+vjp(bw_distance, bw_distance_fwd, bw_distance_bwd)
 
 
 # ---------------------------------------------------------------------------- AIRM
+@public(**_PAIR, gufunc=_GUFUNC)
 def airm_distance(A, B, *, squared=False, check=True):
     """Affine-invariant Riemannian distance ``||log(A^{-1/2} B A^{-1/2})||_F = sqrt(sum_i log^2 mu_i)``.
 
     ``mu`` are the generalized eigenvalues of ``(B, A)``, from ``eig(L^{-1} B L^{-T})``, ``A = L L^T``
-    (Pennec, Fillard, Ayache, "A Riemannian framework for tensor computing", IJCV 2006).
+    (Pennec, Fillard, Ayache, "A Riemannian framework for tensor computing", IJCV 2006).  Scale-invariant, so
+    both matrices are divided by a common scale first.
     VJP: with ``W = L^{-T} V`` (``W^T A W = I``), ``grad_B d^2 = W diag(2 log mu / mu) W^T`` and
     ``grad_A d^2 = -W diag(2 log mu) W^T``.
 
@@ -185,38 +206,48 @@ def airm_distance(A, B, *, squared=False, check=True):
     >>> round(float(spd.airm_distance(np.eye(2), np.e * np.eye(2))), 6)
     1.414214
     """
-    return airm_distance_fwd(A, B, squared=squared, check=check)[0]
+    return _airm_distance_fwd(A, B, squared=squared, check=check)[0]
 
 
-def airm_distance_fwd(A, B, *, squared=False, check=True):
-    xp, As, Bs, dt = _prep_pair(A, B, check)
+def _airm_distance_fwd(A, B, *, squared=False, check=True):
+    xp, As, Bs, s, dt = _prep_pair(A, B)
     L = xp.linalg.cholesky(As)
-    C = xp.linalg.solve(L, _mT(xp.linalg.solve(L, Bs), xp))  # L^{-1} B L^{-T}
-    mu, V = xp.linalg.eigh(_sym(C, xp))
-    mu = _floor(mu, None, xp)
+    C = xp.linalg.solve(L, mT(xp.linalg.solve(L, Bs), xp))  # L^{-1} B L^{-T}
+    mu, V = xp.linalg.eigh(sym(C, xp))
+    if check and compat.is_concrete(mu) and bool(xp.any(mu < float(xp.finfo(mu.dtype).smallest_normal))):
+        raise ValueError("airm_distance: the generalized eigenvalues of (B, A) leave the dtype's range (A and B "
+                         "differ in magnitude by more than it spans, or are singular to working precision)")
+    mu = floor(mu, None, xp)
     lg = xp.log(mu)
     d2 = xp.sum(lg * lg, axis=-1)
-    return _finish(d2, squared, xp, dt), (L, mu, V, d2, squared, A.shape, B.shape, dt)
+    res = DistanceRes(L, mu, V, d2, s, squared, tuple(A.shape), tuple(B.shape), dt)
+    return _finish(d2, squared, xp, dt), res
 
 
-def _airm_bwd(res, dy):
-    L, mu, V, d2, squared, a_shape, b_shape, dt = res
+airm_distance_fwd = checked(airm_distance, _airm_distance_fwd)
+
+
+def airm_distance_bwd(res: DistanceRes, dy):
+    L, mu, V = res.F, res.mu, res.V
     xp = compat.array_namespace(L)
-    g = _dist_scale(d2, dy, squared, xp)[..., None, None]
-    W = xp.linalg.solve(_mT(L, xp), V)
+    g = _dist_scale(res.d2, dy, res.squared, xp)[..., None, None]
+    W = xp.linalg.solve(mT(L, xp), V)            # for the scaled pair: W^T (A/s) W = I
     lg = xp.log(mu)
-    dB = g * _recon(W, 2 * lg / mu, xp)
-    dA = -g * _recon(W, 2 * lg, xp)
-    return _cast(unbroadcast(dA, a_shape, xp), dt, xp), _cast(unbroadcast(dB, b_shape, xp), dt, xp)
+    dB = g * recon(W, 2 * lg / mu, xp) / res.s    # d^2 is scale-invariant: grad at A is grad at A/s over s
+    dA = -g * recon(W, 2 * lg, xp) / res.s
+    return (compat.cast(unbroadcast(dA, res.a_shape, xp), res.dtype, xp),
+            compat.cast(unbroadcast(dB, res.b_shape, xp), res.dtype, xp))
 
 
-ops.register("spd.airm_distance", airm_distance, airm_distance_fwd, _airm_bwd)
+vjp(airm_distance, airm_distance_fwd, airm_distance_bwd)
 
 
 # ---------------------------------------------------------------------------- log-Euclidean
+@public(**_PAIR, gufunc=_GUFUNC)
 def lem_distance(A, B, *, squared=False, check=True):
     """Log-Euclidean distance ``||log A - log B||_F`` (Arsigny, Fillard, Pennec, Ayache, SIAM J. Matrix Anal. 2007).
 
+    Invariant under a common scaling, so both matrices are divided by a common scale first.
     VJP: ``grad_A d^2 = 2 Dlog_A[D]``, ``grad_B d^2 = -2 Dlog_B[D]``, ``D = log A - log B``, with the
     Daleckii-Krein derivative of the matrix logarithm (divided differences ``log1p``-stable).
 
@@ -236,25 +267,30 @@ def lem_distance(A, B, *, squared=False, check=True):
     >>> round(float(spd.lem_distance(np.eye(2), np.e * np.eye(2))), 6)
     1.414214
     """
-    return lem_distance_fwd(A, B, squared=squared, check=check)[0]
+    return _lem_distance_fwd(A, B, squared=squared, check=check)[0]
 
 
-def lem_distance_fwd(A, B, *, squared=False, check=True):
-    xp, As, Bs, dt = _prep_pair(A, B, check)
-    LA, ea = _funm(As, "log", xp)
-    LB, eb = _funm(Bs, "log", xp)
+def _lem_distance_fwd(A, B, *, squared=False, check=True):
+    xp, As, Bs, s, dt = _prep_pair(A, B)
+    LA, ea = funm(As, "log", xp)
+    LB, eb = funm(Bs, "log", xp)
     D = LA - LB
     d2 = xp.sum(D * D, axis=(-2, -1))
-    return _finish(d2, squared, xp, dt), (ea, eb, D, d2, squared, A.shape, B.shape, dt)
+    return _finish(d2, squared, xp, dt), DistanceRes((ea, eb), None, D, d2, s, squared, tuple(A.shape),
+                                                     tuple(B.shape), dt)
 
 
-def _lem_bwd(res, dy):
-    ea, eb, D, d2, squared, a_shape, b_shape, dt = res
+lem_distance_fwd = checked(lem_distance, _lem_distance_fwd)
+
+
+def lem_distance_bwd(res: DistanceRes, dy):
+    (ea, eb), D = res.F, res.V
     xp = compat.array_namespace(D)
-    g = _dist_scale(d2, dy, squared, xp)[..., None, None]
-    dA = _funm_bwd(ea[0], ea[1], 2 * g * D, "log", xp)
-    dB = _funm_bwd(eb[0], eb[1], -2 * g * D, "log", xp)
-    return _cast(unbroadcast(dA, a_shape, xp), dt, xp), _cast(unbroadcast(dB, b_shape, xp), dt, xp)
+    g = _dist_scale(res.d2, dy, res.squared, xp)[..., None, None]
+    dA = funm_bwd(ea[0], ea[1], 2 * g * D, "log", xp) / res.s
+    dB = funm_bwd(eb[0], eb[1], -2 * g * D, "log", xp) / res.s
+    return (compat.cast(unbroadcast(dA, res.a_shape, xp), res.dtype, xp),
+            compat.cast(unbroadcast(dB, res.b_shape, xp), res.dtype, xp))
 
 
-ops.register("spd.lem_distance", lem_distance, lem_distance_fwd, _lem_bwd)
+vjp(lem_distance, lem_distance_fwd, lem_distance_bwd)

@@ -2,31 +2,36 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
+
+from .._lib import compat
+from .._lib.api import checked, public, public_class, vjp
+from .._lib.roles import SPD, Bool, Float, Labels, Option
 from .._lib.vjp import unbroadcast
-from .._lib import compat, ops, validate
-
-__all__ = ["mahalanobis", "gaussian_fit", "GaussianFit"]
+from ._linalg import covariance_body, is_pd, mT, sym
 
 
-def _cholesky(cov, name, xp):
-    """Cholesky factor; a matrix that is not SPD raises naming ``name`` and its smallest eigenvalue."""
-    try:
-        L = xp.linalg.cholesky(cov)
-    except Exception:  # numpy LinAlgError, torch LinAlgError, ...: report the eigenvalue instead
-        validate.check_spd(cov, name, xp, check_sym=False)
-        raise
-    if compat.is_concrete(L) and not bool(xp.all(xp.isfinite(L))):  # JAX returns NaN instead of raising
-        validate.check_spd(cov, name, xp, check_sym=False)
-    return L
+class MahalanobisRes(NamedTuple):
+    """Residuals: the scaled difference ``diff / m`` (m its largest entry per point), ``Sigma^{-1} diff / m``
+    (or ``P diff / m``), ``m``, the scaled distance, and what the VJP needs to broadcast back."""
+    diff: Any
+    s: Any
+    m: Any
+    d: Any
+    squared: bool
+    is_cov: bool
+    shapes: tuple
+    dtypes: tuple
+    P: Any
 
 
-def _solve_lower(L, b, xp):
-    """Solve L z = b for z with b (..., d, k); broadcasting over batches."""
-    return xp.linalg.solve(L, b)
-
-
+@public(x=Float("... d"), mean=Float("... d"), cov=SPD("... d d", optional=True),
+        precision=SPD("... d d", optional=True, excludes="cov"), squared=Bool(),
+        example=lambda rng, dtype: ((rng.standard_normal((4, 3)).astype(dtype), rng.standard_normal(3).astype(dtype),
+                                     (np.eye(3) + 0.3 * np.ones((3, 3))).astype(dtype)), {}),
+        sizes={"...": (), "d": 3})
 def mahalanobis(x, mean, cov=None, precision=None, *, squared=False):
     """Mahalanobis distance d(x) = √((x − μ)ᵀ Σ⁻¹ (x − μ)), batched over leading axes.
 
@@ -46,7 +51,8 @@ def mahalanobis(x, mean, cov=None, precision=None, *, squared=False):
         SPD covariance; one matrix for all points or one per batch entry.  A matrix that is not
         positive definite raises ``ValueError`` reporting its smallest eigenvalue.
     precision : array (..., d, d), optional
-        Inverse covariance, instead of ``cov`` (exactly one of the two).
+        SPD inverse covariance, instead of ``cov`` (exactly one of the two).
+    
     squared : bool
         Return d² instead of d.
 
@@ -56,103 +62,114 @@ def mahalanobis(x, mean, cov=None, precision=None, *, squared=False):
 
     Notes
     -----
+    Each difference x − μ is divided by its largest entry before the quadratic form (scale before
+    squaring), so points far from the mean give finite distances; a squared distance beyond the
+    dtype's range raises ``ValueError``.
+
     VJP (squared form, s = Σ⁻¹(x − μ)): ∂/∂x = 2s, ∂/∂μ = −2s, ∂/∂Σ = −s sᵀ, ∂/∂P = (x − μ)(x − μ)ᵀ.
 
     Examples
     --------
     >>> import numpy as np
+    >>> from optnorm.spd import mahalanobis
     >>> float(mahalanobis(np.array([2.0, 0.0]), np.zeros(2), np.diag([4.0, 1.0])))
     1.0
     """
-    return mahalanobis_fwd(x, mean, cov, precision, squared=squared)[0]
+    return _mahalanobis_fwd(x, mean, cov, precision, squared=squared)[0]
 
 
-def mahalanobis_fwd(x, mean, cov=None, precision=None, *, squared=False):
+def _mahalanobis_fwd(x, mean, cov=None, precision=None, *, squared=False):
     if (cov is None) == (precision is None):
-        raise ValueError("pass exactly one of cov and precision")
-    xp = validate.check_same_namespace(x=x, mean=mean, cov=cov, precision=precision)
-    validate.check_float(x, "x", xp)
-    validate.check_float(mean, "mean", xp)
-    if x.ndim < 1:
-        raise ValueError(f"x must have at least 1 dimension (..., d), got shape {tuple(x.shape)}")
+        raise ValueError("mahalanobis: pass exactly one of cov and precision")
+    xp = compat.array_namespace(x, mean, cov, precision)
+    is_cov = cov is not None
+    mat = cov if is_cov else precision
     d = x.shape[-1]
-    if mean.ndim < 1 or mean.shape[-1] != d:
-        raise ValueError(f"mean has shape {tuple(mean.shape)}, its last axis must be d = {d} like x")
-    mat_name = "cov" if cov is not None else "precision"
-    mat = cov if cov is not None else precision
-    validate.check_float(mat, mat_name, xp)
-    validate.check_square(mat, mat_name)
-    if mat.shape[-1] != d:
-        raise ValueError(f"{mat_name} has shape {tuple(mat.shape)}, expected (..., {d}, {d}) for x of shape "
-                         f"{tuple(x.shape)}")
     dt = compat.compute_dtype(x, xp)
-    xc = xp.astype(x, dt)
-    mc = xp.astype(mean, dt)
-    M = xp.astype(mat, dt)
-    diff = xc - mc
+    diff = compat.cast(x, dt, xp) - compat.cast(mean, dt, xp)
+    M = compat.cast(mat, dt, xp)
+    m = xp.max(xp.abs(diff), axis=-1, keepdims=True)
+    m = xp.where(m > 0, m, xp.ones_like(m))
+    diff = diff / m                                  # scale before squaring: entries <= 1
     bshape = tuple(diff.shape[:-1])
-    if cov is not None:
+    P = None
+    if is_cov:
         # the symmetric part is used (Cholesky reads one triangle only), so the VJP -s s^T is the
         # gradient for any perturbation, symmetric or not
-        M = (M + xp.matrix_transpose(M)) / 2
-        L = _cholesky(M, "cov", xp)
+        L = xp.linalg.cholesky(sym(M, xp))
         if M.ndim == 2:
             # one factorisation shared by all points: one triangular solve with many right-hand sides
             flat = xp.reshape(diff, (-1, d))
-            z = xp.matrix_transpose(_solve_lower(L, xp.matrix_transpose(flat), xp))
-            s = xp.matrix_transpose(xp.linalg.solve(xp.matrix_transpose(L), xp.matrix_transpose(z)))
+            z = mT(xp.linalg.solve(L, mT(flat, xp)), xp)
+            s = mT(xp.linalg.solve(mT(L, xp), mT(z, xp)), xp)
             z = xp.reshape(z, bshape + (d,))
             s = xp.reshape(s, bshape + (d,))
         else:
-            full = validate.check_broadcastable("x", bshape, mat_name, M.shape[:-2])
-            diff = xp.broadcast_to(diff, tuple(full) + (d,))
-            bshape = tuple(full)
-            Lb = xp.broadcast_to(L, tuple(full) + (d, d))
-            z = _solve_lower(Lb, diff[..., None], xp)
-            s = xp.linalg.solve(xp.matrix_transpose(Lb), z)[..., 0]
+            full = tuple(np.broadcast_shapes(bshape, tuple(M.shape[:-2])))
+            diff = xp.broadcast_to(diff, full + (d,))
+            m = xp.broadcast_to(m, full + (1,))
+            Lb = xp.broadcast_to(L, full + (d, d))
+            z = xp.linalg.solve(Lb, diff[..., None])
+            s = xp.linalg.solve(mT(Lb, xp), z)[..., 0]
             z = z[..., 0]
         d2 = xp.sum(z * z, axis=-1)
     else:
         if M.ndim > 2:
-            full = validate.check_broadcastable("x", bshape, mat_name, M.shape[:-2])
-            diff = xp.broadcast_to(diff, tuple(full) + (d,))
-        s = xp.matmul(M, diff[..., None])[..., 0] if M.ndim > 2 else xp.matmul(diff, xp.matrix_transpose(M))
+            full = tuple(np.broadcast_shapes(bshape, tuple(M.shape[:-2])))
+            diff = xp.broadcast_to(diff, full + (d,))
+            m = xp.broadcast_to(m, full + (1,))
+        s = xp.matmul(M, diff[..., None])[..., 0] if M.ndim > 2 else xp.matmul(diff, mT(M, xp))
         # s = P diff (for a symmetric P; the VJP below uses the symmetric part)
         d2 = xp.sum(diff * s, axis=-1)
-    d2 = xp.maximum(d2, 0.0)
-    y = d2 if squared else xp.sqrt(d2)
-    res = (diff, s, y, squared, cov is not None, tuple(x.shape), tuple(mean.shape), tuple(mat.shape), x.dtype,
-           mean.dtype, mat.dtype, M if cov is None else None)
-    return (xp.astype(y, x.dtype) if y.dtype != x.dtype else y), res
+        P = M
+    ds = xp.sqrt(xp.maximum(d2, 0.0))                 # the distance of the scaled difference
+    dist = ds * m[..., 0]
+    y = dist * dist if squared else dist
+    if squared and compat.is_concrete(y) and bool(xp.any(xp.isinf(y))):
+        raise ValueError("mahalanobis: the squared distance overflows the dtype (x is too far from mean); "
+                         "use squared=False")
+    res = MahalanobisRes(diff, s, m, ds, squared, is_cov, (tuple(x.shape), tuple(mean.shape), tuple(mat.shape)),
+                         (x.dtype, mean.dtype, mat.dtype), P)
+    return compat.cast(y, x.dtype, xp), res
 
 
-def mahalanobis_bwd(res, dy):
-    diff, s, y, squared, is_cov, sx, sm, smat, dtx, dtm, dtmat, P = res
+mahalanobis_fwd = checked(mahalanobis, _mahalanobis_fwd)
+
+
+def mahalanobis_bwd(res: MahalanobisRes, dy):
+    diff, s, m, ds = res.diff, res.s, res.m[..., 0], res.d
     xp = compat.array_namespace(diff)
-    g = xp.astype(dy, diff.dtype) if dy.dtype != diff.dtype else dy
-    if not squared:
-        g = xp.where(y > 0, g / (2 * xp.where(y > 0, y, 1.0)), 0.0)
-    if is_cov:
+    g = compat.cast(dy, diff.dtype, xp)
+    if res.squared:      # d^2 = m^2 d_s^2
+        kx, kmat = 2 * g * m, g * m * m
+    else:                # d = m d_s: d/dd^2 = 1 / (2 m d_s)
+        c = xp.where(ds > 0, g / (2 * xp.where(ds > 0, ds, xp.ones_like(ds))), xp.zeros_like(ds))
+        kx, kmat = 2 * c, c * m
+    if res.is_cov:
         sv = s
-    else:  # d² = diffᵀ P diff: gradient (P + Pᵀ) diff
-        Ps = xp.matmul(xp.matrix_transpose(P), diff[..., None])[..., 0] if P.ndim > 2 else xp.matmul(diff, P)
+    else:  # d^2 = diff^T P diff: gradient (P + P^T) diff
+        P = res.P
+        Ps = xp.matmul(mT(P, xp), diff[..., None])[..., 0] if P.ndim > 2 else xp.matmul(diff, P)
         sv = (s + Ps) / 2
-    gx = 2 * g[..., None] * sv
+    gx = kx[..., None] * sv
+    sx, sm, smat = res.shapes
+    dtx, dtm, dtmat = res.dtypes
     dx = unbroadcast(gx, sx, xp)
     dmean = unbroadcast(-gx, sm, xp)
-    if is_cov:
-        gm = -g[..., None, None] * (s[..., :, None] * s[..., None, :])
+    if res.is_cov:
+        gm = -kmat[..., None, None] * (s[..., :, None] * s[..., None, :])
     else:
-        gm = g[..., None, None] * (diff[..., :, None] * diff[..., None, :])
+        gm = kmat[..., None, None] * (diff[..., :, None] * diff[..., None, :])
     dmat = unbroadcast(gm, smat, xp)
-    dx, dmean, dmat = (xp.astype(dx, dtx), xp.astype(dmean, dtm), xp.astype(dmat, dtmat))
-    return (dx, dmean, dmat, None) if is_cov else (dx, dmean, None, dmat)
+    dx, dmean, dmat = compat.cast(dx, dtx, xp), compat.cast(dmean, dtm, xp), compat.cast(dmat, dtmat, xp)
+    return (dx, dmean, dmat, None) if res.is_cov else (dx, dmean, None, dmat)
 
 
-ops.register("spd.mahalanobis", mahalanobis, mahalanobis_fwd, mahalanobis_bwd)
+vjp(mahalanobis, mahalanobis_fwd, mahalanobis_bwd)
 
 
 # ---------------------------------------------------------------- Gaussian fit
+@public_class
 @dataclass(frozen=True)
 class GaussianFit:
     """Result of :func:`gaussian_fit`.
@@ -181,25 +198,27 @@ class GaussianFit:
         return xp.max(-self.mahalanobis(x, squared=True), axis=-1)
 
 
-def _shrunk(xc, shrinkage, xp, dt):
-    """Covariance of already centred data (maximum-likelihood scaling), shrunk as asked, and the intensity.
-
-    Delegates to :func:`optnorm.spd.covariance` (``assume_centered=True``): ``"ledoit_wolf"`` / ``"oas"``
-    choose ρ, a float is ρ itself, None is no shrinkage.
-    """
-    from .covariance import covariance
-
-    if isinstance(shrinkage, str):
-        C, rho = covariance(xc, estimator=shrinkage, assume_centered=True, return_shrinkage=True)
-    else:
-        C, rho = covariance(xc, estimator="scm", shrinkage=shrinkage, assume_centered=True, return_shrinkage=True)
-    return _as_dt(C, dt, xp), float(rho)
+def _check_shrinkage(value, name):
+    if value is None or isinstance(value, str) and value in ("ledoit_wolf", "oas"):
+        return value
+    if isinstance(value, (bool, np.bool_, str)) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"gaussian_fit: {name} must be None, a number in [0, 1], 'ledoit_wolf' or 'oas', "
+                         f"got {value!r}")
+    return float(value)
 
 
-def _as_dt(a, dt, xp):
-    return a if a.dtype == dt else xp.astype(a, dt)
+def _shrunk(xc, shrinkage):
+    """Covariance of already centred data (maximum-likelihood scaling), shrunk as asked, and the intensity:
+    ``"ledoit_wolf"`` / ``"oas"`` choose rho, a float is rho itself, None is no shrinkage."""
+    est, rho = (shrinkage, None) if isinstance(shrinkage, str) else ("scm", shrinkage)
+    C, r = covariance_body(xc, xc.ndim - 2, est, rho, True, True, "gaussian_fit", "x")
+    return C, float(r)
 
 
+@public(x=Float("N d", finite=True), labels=Labels("N", optional=True), tied=Bool(),
+        shrinkage=Option(check=_check_shrinkage), sizes={"N": 12},
+        example=lambda rng, dtype: ((rng.standard_normal((12, 3)).astype(dtype), np.arange(12) % 2), {}))
 def gaussian_fit(x, labels=None, *, tied=True, shrinkage=None):
     """Fit class-conditional Gaussians to features: class means and a tied or per-class covariance.
 
@@ -233,57 +252,47 @@ def gaussian_fit(x, labels=None, *, tied=True, shrinkage=None):
     Examples
     --------
     >>> import numpy as np
+    >>> from optnorm.spd import gaussian_fit
     >>> rng = np.random.default_rng(0)
     >>> fit = gaussian_fit(rng.standard_normal((500, 3)), shrinkage="ledoit_wolf")
     >>> fit.means.shape, fit.covariance.shape
     ((1, 3), (3, 3))
     """
-    xp = compat.array_namespace(x)
-    validate.check_float(x, "x", xp)
-    if x.ndim != 2:
-        raise ValueError(f"x must have shape (N, d), got shape {tuple(x.shape)}")
-    validate.check_nonempty(x, "x", axis=0)
-    if shrinkage is not None and not isinstance(shrinkage, str):
-        validate.check_probability(shrinkage, "shrinkage")
-    elif isinstance(shrinkage, str):
-        validate.check_in(shrinkage, ("ledoit_wolf", "oas"), "shrinkage")
-    import numpy as np
-
+    xp = compat.array_namespace(x, labels)
     n, d = x.shape
     dt = compat.compute_dtype(x, xp)
-    xc = xp.astype(x, dt)
+    xc = compat.cast(x, dt, xp)
     if labels is None:
         classes = np.zeros(1, dtype=np.int64)
         lab = np.zeros(n, dtype=np.int64)
     else:
-        validate.check_array(labels, "labels")
         lab = compat.to_numpy(labels)
-        if lab.dtype.kind not in "iub":
-            raise TypeError(f"labels must be an integer array, got {lab.dtype}")
-        if lab.shape != (n,):
-            raise ValueError(f"labels has shape {lab.shape}, expected ({n},) to match x")
         classes = np.unique(lab)
     inv = np.searchsorted(classes, lab)
     counts = np.bincount(inv, minlength=classes.size)
     K = classes.size
-    onehot = compat.from_numpy_like((inv[:, None] == np.arange(K)[None, :]).astype(np.float64), x)
-    onehot = xp.astype(onehot, dt)
-    cnt = compat.from_numpy_like(counts.astype(np.float64), x)
-    means = xp.matmul(xp.matrix_transpose(onehot), xc) / xp.astype(cnt, dt)[:, None]
+    onehot = compat.cast(compat.from_numpy_like((inv[:, None] == np.arange(K)[None, :]).astype(np.float64), x), dt, xp)
+    cnt = compat.cast(compat.from_numpy_like(counts.astype(np.float64), x), dt, xp)
+    means = xp.matmul(mT(onehot, xp), xc) / cnt[:, None]
     centred = xc - xp.matmul(onehot, means)
     if tied:
-        cov, rho = _shrunk(centred, shrinkage, xp, dt)
+        cov, rho = _shrunk(centred, shrinkage)
     else:
         covs, rho = [], []
         for c in range(K):
             idx = compat.from_numpy_like(np.nonzero(inv == c)[0], x)
-            Sc, r = _shrunk(xp.take(centred, idx, axis=0), shrinkage, xp, dt)
+            Sc, r = _shrunk(xp.take(centred, idx, axis=0), shrinkage)
             covs.append(Sc)
             rho.append(r)
         cov = xp.stack(covs, axis=0)
-    L = _cholesky(cov, "covariance (fitted; add shrinkage)", xp)
-    eye = xp.eye(d, dtype=dt)
-    Linv = xp.linalg.solve(L, xp.broadcast_to(eye, L.shape))
-    prec = xp.matmul(xp.matrix_transpose(Linv), Linv)
-    back = (lambda a: xp.astype(a, x.dtype)) if dt != x.dtype else (lambda a: a)
-    return GaussianFit(back(means), back(cov), back(prec), back(L), classes, counts, rho)
+    if not is_pd(cov):
+        raise ValueError("gaussian_fit: the covariance fitted to x is not positive definite (a class with fewer "
+                         "samples than dimensions, collinear features, or entries of x so small that it underflows): "
+                         "pass shrinkage=, or rescale x")
+    L = xp.linalg.cholesky(cov)
+    I = compat.eye(d, like=L, xp=xp)
+    Linv = xp.linalg.solve(L, xp.broadcast_to(I, L.shape))
+    prec = xp.matmul(mT(Linv, xp), Linv)
+    if compat.is_concrete(prec) and not bool(xp.all(xp.isfinite(prec))):
+        raise ValueError("gaussian_fit: the precision of the covariance fitted to x overflows; rescale x")
+    return GaussianFit(*(compat.cast(a, x.dtype, xp) for a in (means, cov, prec, L)), classes, counts, rho)

@@ -1,13 +1,26 @@
 """The (smoothed) Bures-Wasserstein loss between covariance matrices, batched, with its VJP."""
 from __future__ import annotations
 
-from .._lib import compat, ops, validate
+from typing import Any, NamedTuple
+
+from .._lib import compat
+from .._lib.api import checked, public, vjp
+from .._lib.roles import SPD, Bool, NonNegative
 from .._lib.vjp import unbroadcast
-from .sqrtm import _cast, _check_pd_host, _check_spd_input, _eigh, _eye, _recon, _sym, _trace, _upcast
-
-__all__ = ["bw_loss"]
+from ._linalg import bw2_refine, bw2_terms, eigh, eye, is_pd, matrix_scale, recon, sym, trace, upcast
 
 
+class BWLossRes(NamedTuple):
+    U: Any          # eigenvectors of (A + tau I) / s
+    h: Any          # square roots of its eigenvalues
+    mu: Any         # eigenvalues of H B H / s^2
+    V: Any
+    a_shape: tuple
+    b_shape: tuple
+    dtype: Any
+
+
+@public(A=SPD(psd=True, gate="check"), B=SPD(gate="check"), smoothing=NonNegative(), check=Bool())
 def bw_loss(A, B, *, smoothing=0.0, check=True):
     """Smoothed Bures-Wasserstein loss ``L_tau(A, B) = d_BW^2(A + tau I, B)``.
 
@@ -15,7 +28,9 @@ def bw_loss(A, B, *, smoothing=0.0, check=True):
     ``A`` is typically a model covariance ``W W^T`` that may be rank deficient, ``B`` the target covariance.
     For ``tau > 0`` the loss is smooth in ``A`` even where ``A`` is singular: Brechet, Papagiannouli, An,
     Montufar, "Critical Points and Convergence Analysis of Generative Deep Linear Networks Trained with
-    Bures-Wasserstein Loss", ICML 2023.
+    Bures-Wasserstein Loss", ICML 2023.  The value is computed as :func:`bw_distance` computes ``d^2``
+    (trace formula where it is accurate, the Procrustes form where it cancels, as it does when training has
+    brought ``A`` close to ``B``), on the pair divided by a common scale.
 
     VJP: ``grad_A = I - T``, ``grad_B = I - T^{-1}`` with ``T = H^{-1} (H B H)^{1/2} H^{-1}``, ``H = (A+tau I)^{1/2}``
     (the optimal transport map from ``A + tau I`` to ``B``); finite whenever ``A + tau I`` and ``B`` are positive
@@ -29,6 +44,7 @@ def bw_loss(A, B, *, smoothing=0.0, check=True):
         SPD target (leading axes broadcast with A).
     smoothing : float >= 0
     check : bool
+        Validate the inputs (host eigenvalues/Cholesky); ``False`` skips it.
 
     Returns
     -------
@@ -41,50 +57,47 @@ def bw_loss(A, B, *, smoothing=0.0, check=True):
     >>> round(float(spd.bw_loss(W @ W.T, np.eye(2), smoothing=0.1)), 6)
     0.469927
     """
-    return bw_loss_fwd(A, B, smoothing=smoothing, check=check)[0]
+    return _bw_loss_fwd(A, B, smoothing=smoothing, check=check)[0]
 
 
-def bw_loss_fwd(A, B, *, smoothing=0.0, check=True):
-    xp = validate.check_same_namespace(A=A, B=B)
-    tau = validate.check_nonnegative(smoothing, "smoothing")
-    validate.check_float(A, "A", xp)
-    validate.check_square(A, "A")
-    _check_spd_input(B, "B", xp, check=check)
-    if A.shape[-1] != B.shape[-1]:
-        raise ValueError(f"A has shape {tuple(A.shape)} and B has shape {tuple(B.shape)}: matrix sizes differ")
-    validate.check_broadcastable("A", A.shape[:-2], "B", B.shape[:-2])
-    Ac, dt = _upcast(A, xp)
-    Bc, _ = _upcast(B, xp)
+def _bw_loss_fwd(A, B, *, smoothing=0.0, check=True):
+    xp = compat.array_namespace(A, B)
+    tau = float(smoothing)
+    Ac, dt = upcast(A, xp)
+    Bc = compat.cast(B, Ac.dtype, xp)
     n = A.shape[-1]
-    eye = _eye(n, Ac, xp)
-    As = _sym(Ac, xp) + tau * eye
-    if check:
-        validate.check_finite(A, "A", xp)
-        validate.check_symmetric(A, "A", xp=xp)
-        _check_pd_host(As, "A + smoothing * I")
-    Bs = _sym(Bc, xp)
-    w, U = _eigh(As, xp)
+    As = sym(Ac, xp) + tau * eye(n, Ac, xp)
+    if check and not is_pd(As):
+        raise ValueError("bw_loss: A + smoothing * I must be positive definite (A is singular: pass smoothing > 0)")
+    s = matrix_scale(xp, As, Bc)
+    As = As / s
+    Bs = sym(Bc, xp) / s
+    w, U = eigh(As, xp)
     h = xp.sqrt(w)
-    H = _recon(U, h, xp)
-    mu, V = _eigh(H @ Bs @ H, xp)
-    val = _trace(As, xp) + _trace(Bs, xp) - 2 * xp.sum(xp.sqrt(mu), axis=-1)
-    val = xp.maximum(val, 0.0)
-    return _cast(val, dt, xp), (U, h, mu, V, A.shape, B.shape, dt)
+    H = recon(U, h, xp)
+    mu, V = eigh(H @ Bs @ H, xp)
+    val, err = bw2_terms(trace(As, xp), trace(Bs, xp), mu, xp)
+    val = bw2_refine(val, err, As, Bs, xp) * s[..., 0, 0]
+    return compat.cast(val, dt, xp), BWLossRes(U, h, mu, V, tuple(A.shape), tuple(B.shape), dt)
 
 
-def _bw_loss_bwd(res, dy):
-    U, h, mu, V, a_shape, b_shape, dt = res
+bw_loss_fwd = checked(bw_loss, _bw_loss_fwd)
+
+
+def bw_loss_bwd(res: BWLossRes, dy):
+    U, h, mu, V = res.U, res.h, res.mu, res.V
     xp = compat.array_namespace(U)
-    g = (xp.astype(dy, U.dtype) if dy.dtype != U.dtype else dy)[..., None, None]
-    eye = _eye(U.shape[-1], U, xp)
-    Hi = _recon(U, 1.0 / h, xp)
-    H = _recon(U, h, xp)
+    g = compat.cast(dy, U.dtype, xp)[..., None, None]
+    I = eye(U.shape[-1], U, xp)
+    Hi = recon(U, 1.0 / h, xp)
+    H = recon(U, h, xp)
     s = xp.sqrt(mu)
-    T = _sym(Hi @ _recon(V, s, xp) @ Hi, xp)
-    Tinv = _sym(H @ _recon(V, 1.0 / s, xp) @ H, xp)
-    dA = g * (eye - T)
-    dB = g * (eye - Tinv)
-    return _cast(unbroadcast(dA, a_shape, xp), dt, xp), _cast(unbroadcast(dB, b_shape, xp), dt, xp)
+    T = sym(Hi @ recon(V, s, xp) @ Hi, xp)              # scale-free: the same map for the scaled pair
+    Tinv = sym(H @ recon(V, 1.0 / s, xp) @ H, xp)
+    dA = g * (I - T)
+    dB = g * (I - Tinv)
+    return (compat.cast(unbroadcast(dA, res.a_shape, xp), res.dtype, xp),
+            compat.cast(unbroadcast(dB, res.b_shape, xp), res.dtype, xp))
 
 
-ops.register("spd.bw_loss", bw_loss, bw_loss_fwd, _bw_loss_bwd)
+vjp(bw_loss, bw_loss_fwd, bw_loss_bwd)

@@ -4,15 +4,25 @@ spectral matrix cones", 2025).
 """
 from __future__ import annotations
 
-from .._lib import compat, ops, validate
-from .sqrtm import _cast, _eigh, _mT, _recon, _rot, _sym, _upcast
+from typing import Any, NamedTuple
 
-__all__ = ["project_psd", "project_spectral_cone"]
+from .._lib import compat
+from .._lib.api import checked, public, vjp
+from .._lib.roles import Choice, Float, Int, NonNegative
+from ._linalg import eigh, matrix_scale, mT, recon, rot, sym, upcast
 
 CONES = ("psd", "nuclear", "sum_largest", "logdet")
 
 
 # ---------------------------------------------------------------------------- PSD
+class ProjectPSDRes(NamedTuple):
+    w: Any
+    U: Any
+    eps: float
+    dtype: Any
+
+
+@public(A=Float("... n n", finite=True), eps=NonNegative())
 def project_psd(A, *, eps=0.0):
     """Nearest (Frobenius) matrix ``X >= eps I`` to ``sym(A)``: ``U diag(max(lambda, eps)) U^T`` (Higham 1988).
 
@@ -22,7 +32,7 @@ def project_psd(A, *, eps=0.0):
     Parameters
     ----------
     A : array (..., n, n)
-        Symmetric (or not: its symmetric part is projected) matrices.
+        Finite square matrices, symmetric or not: their symmetric part is projected.
     eps : float >= 0
         Eigenvalue floor (``eps > 0`` gives an SPD result, the ReEig layer of SPDNet).
 
@@ -36,23 +46,22 @@ def project_psd(A, *, eps=0.0):
     >>> np.allclose(spd.project_psd(np.diag([2.0, -1.0])), np.diag([2.0, 0.0]))
     True
     """
-    return project_psd_fwd(A, eps=eps)[0]
+    return _project_psd_fwd(A, eps=eps)[0]
 
 
-def project_psd_fwd(A, *, eps=0.0):
+def _project_psd_fwd(A, *, eps=0.0):
     xp = compat.array_namespace(A)
-    validate.check_float(A, "A", xp)
-    validate.check_square(A, "A")
-    validate.check_finite(A, "A", xp)
-    eps = validate.check_nonnegative(eps, "eps")
-    Ac, dt = _upcast(A, xp)
-    w, U = _eigh(Ac, xp, clamp=False)
-    Y = _recon(U, xp.maximum(w, eps), xp)
-    return _cast(Y, dt, xp), (w, U, eps, dt)
+    Ac, dt = upcast(A, xp)
+    w, U = eigh(Ac, xp, clamp=False)
+    Y = recon(U, xp.maximum(w, eps), xp)
+    return compat.cast(Y, dt, xp), ProjectPSDRes(w, U, float(eps), dt)
 
 
-def _project_psd_bwd(res, dY):
-    w, U, eps, dt = res
+project_psd_fwd = checked(project_psd, _project_psd_fwd)
+
+
+def project_psd_bwd(res: ProjectPSDRes, dY):
+    w, U, eps = res.w, res.U, res.eps
     xp = compat.array_namespace(w)
     a = w[..., :, None]
     b = w[..., None, :]
@@ -60,11 +69,11 @@ def _project_psd_bwd(res, dY):
     d = a - b
     close = xp.abs(d) <= 1e-12 * (xp.abs(a) + xp.abs(b) + 1e-300)
     K = xp.where(close, xp.astype((a + b) / 2 > eps, w.dtype), (fa - fb) / xp.where(close, xp.ones_like(d), d))
-    G = _rot(U, _sym(xp.astype(dY, w.dtype), xp), xp)
-    return (_cast(U @ (K * G) @ _mT(U, xp), dt, xp),)
+    G = rot(U, sym(compat.cast(dY, w.dtype, xp), xp), xp)
+    return (compat.cast(U @ (K * G) @ mT(U, xp), res.dtype, xp),)
 
 
-ops.register("spd.project_psd", project_psd, project_psd_fwd, _project_psd_bwd)
+vjp(project_psd, project_psd_fwd, project_psd_bwd)
 
 
 # ---------------------------------------------------------------------------- vector cones
@@ -76,7 +85,7 @@ def _l1_cone(t0, x0, xp):
     polar = xp.max(a, axis=-1) <= -t0
     s = -xp.sort(-a, axis=-1)                                      # descending
     cs = xp.cumulative_sum(s, axis=-1)
-    k = xp.arange(1, n + 1, dtype=x0.dtype, device=compat.device(x0))
+    k = compat.arange(n, like=x0, dtype=x0.dtype, xp=xp) + 1
     mu_k = (cs - t0[..., None]) / (k + 1)
     valid = s > mu_k
     kstar = xp.sum(xp.astype(valid, x0.dtype), axis=-1)           # the valid k form a prefix
@@ -206,6 +215,11 @@ def _logdet_cone(t0, v0, x0, xp, n_iter=80):
     return t, v, x
 
 
+@public(X=Float("... m n", finite=True), t=Float("...", optional=True, finite=True),
+        v=Float("...", optional=True, finite=True), cone=Choice(CONES), k=Int(1, optional=True),
+        sizes={"m": 4, "n": 4},
+        example=lambda rng, dtype: ((rng.standard_normal((2, 4, 4)).astype(dtype), rng.standard_normal(2).astype(dtype),
+                                     rng.random(2).astype(dtype) + 0.5), {"cone": "logdet"}))
 def project_spectral_cone(X, t=None, v=None, *, cone="psd", k=None):
     """Euclidean projection onto a spectral matrix cone, through the eigenvalues of ``sym(X)``.
 
@@ -243,38 +257,44 @@ def project_spectral_cone(X, t=None, v=None, *, cone="psd", k=None):
     >>> float(t), np.round(np.diag(Xp), 6).tolist()
     (2.0, [2.0, 0.0])
     """
-    xp = validate.check_same_namespace(X=X, t=t, v=v)
-    validate.check_in(cone, CONES, "cone")
-    validate.check_float(X, "X", xp)
-    validate.check_matrix(X, "X")
-    if cone != "nuclear":
-        validate.check_square(X, "X")
-    validate.check_finite(X, "X", xp)
+    xp = compat.array_namespace(X, t, v)
+    if cone != "nuclear" and X.shape[-1] != X.shape[-2]:
+        raise ValueError(f"project_spectral_cone: X must be square for cone={cone!r}, got shape {tuple(X.shape)}")
     if cone == "psd":
         return project_psd(X)
     if t is None:
-        raise ValueError(f"t is required for cone={cone!r}")
-    validate.check_float(t, "t", xp)
+        raise ValueError(f"project_spectral_cone: t is required for cone={cone!r}")
     if tuple(t.shape) != tuple(X.shape[:-2]):
-        raise ValueError(f"t has shape {tuple(t.shape)}, expected the batch shape {tuple(X.shape[:-2])} of X")
-    Xc, dt = _upcast(X, xp)
-    tc = xp.astype(t, Xc.dtype)
+        raise ValueError(f"project_spectral_cone: t has shape {tuple(t.shape)}, expected the batch shape "
+                         f"{tuple(X.shape[:-2])} of X")
+    if cone == "logdet":
+        if v is None:
+            raise ValueError("project_spectral_cone: v is required for cone='logdet'")
+        if tuple(v.shape) != tuple(X.shape[:-2]):
+            raise ValueError(f"project_spectral_cone: v has shape {tuple(v.shape)}, expected the batch shape "
+                             f"{tuple(X.shape[:-2])} of X")
+    Xc, dt = upcast(X, xp)
+    tc = compat.cast(t, Xc.dtype, xp)
+    vc = None if v is None else compat.cast(v, Xc.dtype, xp)
+    # projections onto cones are positively homogeneous: project (X, t, v) / s and scale back (s the largest
+    # magnitude per problem), so the bisections and squares stay finite near the dtype's range
+    sc = xp.maximum(matrix_scale(xp, Xc)[..., 0, 0], xp.abs(tc))
+    if vc is not None and cone == "logdet":
+        sc = xp.maximum(sc, xp.abs(vc))
+        vc = vc / sc
+    Xc, tc = Xc / sc[..., None, None], tc / sc
     if cone == "nuclear":   # singular values (>= 0): any m x n matrix
         U, sv, Vt = xp.linalg.svd(Xc, full_matrices=False)
         t2, s2 = _l1_cone(tc, sv, xp)
-        return _cast(t2, dt, xp), _cast((U * s2[..., None, :]) @ Vt, dt, xp)
-    w, U = _eigh(Xc, xp, clamp=False)
+        return compat.cast(t2 * sc, dt, xp), compat.cast((U * s2[..., None, :]) @ Vt * sc[..., None, None], dt, xp)
+    w, U = eigh(Xc, xp, clamp=False)
     n = X.shape[-1]
     if cone == "sum_largest":
-        if k is None:
-            raise ValueError("k is required for cone='sum_largest'")
-        k = validate.check_int(k, "k", low=1, high=n - 1)
+        if k is None or not 0 < k < n:
+            raise ValueError(f"project_spectral_cone: k must be an int in [1, {n - 1}] for cone='sum_largest', "
+                             f"got {k}")
         t2, w2 = _sum_largest_cone(tc, w, k, xp)
-        return _cast(t2, dt, xp), _cast(_recon(U, w2, xp), dt, xp)
-    if v is None:
-        raise ValueError("v is required for cone='logdet'")
-    validate.check_float(v, "v", xp)
-    if tuple(v.shape) != tuple(X.shape[:-2]):
-        raise ValueError(f"v has shape {tuple(v.shape)}, expected the batch shape {tuple(X.shape[:-2])} of X")
-    t2, v2, w2 = _logdet_cone(tc, xp.astype(v, Xc.dtype), w, xp)
-    return _cast(t2, dt, xp), _cast(v2, dt, xp), _cast(_recon(U, w2, xp), dt, xp)
+        return compat.cast(t2 * sc, dt, xp), compat.cast(recon(U, w2 * sc[..., None], xp), dt, xp)
+    t2, v2, w2 = _logdet_cone(tc, vc, w, xp)
+    return (compat.cast(t2 * sc, dt, xp), compat.cast(v2 * sc, dt, xp),
+            compat.cast(recon(U, w2 * sc[..., None], xp), dt, xp))

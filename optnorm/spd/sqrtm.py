@@ -1,195 +1,21 @@
-"""Matrix square root and inverse square root of SPD matrices (batched), with VJPs.
-
-Also holds the spectral helpers the other ``optnorm.spd`` modules share
-(symmetrisation, clamped eigendecomposition, Daleckii-Krein divided differences,
-the matrix-sign Lyapunov iteration).  Only :func:`sqrtm` and :func:`invsqrtm` are public here.
-"""
+"""Matrix square root and inverse square root of SPD matrices (batched), with VJPs: eigendecomposition,
+coupled Newton-Schulz, matrix Taylor polynomial (MTP) and matrix Pade approximant (MPA)."""
 from __future__ import annotations
 
 import functools
+import math
 from fractions import Fraction
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._lib import compat, ops, validate
+from .._lib import compat
+from .._lib.api import checked, public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
-
-# ``sqrtm`` itself is exported through ``optnorm.spd.bures`` (see ``bures._unshadow``): the package binds the
-# name ``sqrtm`` to this submodule on import and the shared exporter refuses to replace a binding.
-__all__ = ["sqrtm", "invsqrtm"]
+from .._lib.roles import SPD, Bool, Choice, Int, Positive
+from ._linalg import eigh, eye, floor, fro, funm_bwd, lyap_sign, recon, sym, upcast
 
 METHODS = ("eigh", "newton_schulz", "mtp", "mpa")
-
-
-# ---------------------------------------------------------------------------- shared helpers
-def _sym(x, xp):
-    return (x + xp.matrix_transpose(x)) / 2
-
-
-def _mT(x, xp):
-    return xp.matrix_transpose(x)
-
-
-def _eye(n, x, xp):
-    return xp.eye(n, dtype=x.dtype, device=compat.device(x))
-
-
-def _fro(x, xp):
-    """Per-matrix Frobenius norm, shape (..., 1, 1)."""
-    return xp.sqrt(xp.sum(x * x, axis=(-2, -1), keepdims=True))
-
-
-def _trace(x, xp):
-    return xp.sum(xp.linalg.diagonal(x), axis=-1)
-
-
-def _upcast(x, xp):
-    """(x in its compute dtype, original dtype): float16/bfloat16 are computed in float32."""
-    dt = compat.compute_dtype(x, xp)
-    return (x if x.dtype == dt else xp.astype(x, dt)), x.dtype
-
-
-def _cast(y, dtype, xp):
-    return y if y.dtype == dtype else xp.astype(y, dtype)
-
-
-def _floor(w, eps, xp):
-    """Eigenvalue floor: ``eps`` (absolute) or, for ``eps=None``, n * machine-eps * max|w| per matrix."""
-    if eps is not None:
-        return xp.maximum(w, eps)
-    n = w.shape[-1]
-    tiny = n * float(xp.finfo(w.dtype).eps)
-    lo = tiny * xp.max(xp.abs(w), axis=-1, keepdims=True)
-    lo = xp.maximum(lo, float(xp.finfo(w.dtype).smallest_normal))
-    return xp.maximum(w, lo)
-
-
-def _eigh(A, xp, eps=None, clamp=True):
-    """Eigendecomposition of sym(A) with eigenvalues floored (ReEig-style) when ``clamp``."""
-    w, U = xp.linalg.eigh(_sym(A, xp))
-    if clamp:
-        w = _floor(w, eps, xp)
-    return w, U
-
-
-def _recon(U, f, xp):
-    """U diag(f) U^T."""
-    return (U * f[..., None, :]) @ _mT(U, xp)
-
-
-def _rot(U, G, xp):
-    """U^T G U."""
-    return _mT(U, xp) @ G @ U
-
-
-def _divdiff(w, kind, xp, p=None):
-    """Divided-difference (Loewner) matrix K_ij = f[w_i, w_j] in cancellation-free form.
-
-    kind: "sqrt", "invsqrt", "log", "exp", "pow" (exponent p), "inv".
-    """
-    a = w[..., :, None]
-    b = w[..., None, :]
-    if kind == "sqrt":
-        s = xp.sqrt(w)
-        return 1.0 / (s[..., :, None] + s[..., None, :])
-    if kind == "invsqrt":
-        s = xp.sqrt(w)
-        sa, sb = s[..., :, None], s[..., None, :]
-        return -1.0 / (sa * sb * (sa + sb))
-    if kind == "inv":
-        return -1.0 / (a * b)
-    tiny = 1e-6 if w.dtype == xp.float64 else 1e-3
-    if kind == "log":
-        # log(a/b)/(a-b) = log1p(d)/(b d), d = (a-b)/b; series 1/b (1 - d/2 + d^2/3) for small d
-        d = (a - b) / b
-        small = xp.abs(d) < tiny
-        dd = xp.where(small, xp.ones_like(d), d)
-        return xp.where(small, (1.0 - d / 2 + d * d / 3) / b, xp.log1p(dd) / (b * dd))
-    if kind == "exp":
-        # (e^a - e^b)/(a-b) = e^b expm1(a-b)/(a-b); pair with the larger value as the base for stability
-        m = xp.maximum(a, b)
-        d = -xp.abs(a - b)
-        small = xp.abs(d) < tiny
-        dd = xp.where(small, -xp.ones_like(d), d)
-        return xp.exp(m) * xp.where(small, 1.0 + d / 2 + d * d / 6, xp.expm1(dd) / dd)
-    if kind == "pow":
-        # (a^p - b^p)/(a-b) = b^(p-1) expm1(p log1p(d))/d, d = (a-b)/b
-        d = (a - b) / b
-        small = xp.abs(d) < tiny
-        dd = xp.where(small, xp.ones_like(d), d)
-        series = p + p * (p - 1) / 2 * d + p * (p - 1) * (p - 2) / 6 * d * d
-        return b ** (p - 1) * xp.where(small, series, xp.expm1(p * xp.log1p(dd)) / dd)
-    raise ValueError(kind)
-
-
-def _fun(w, kind, xp, p=None):
-    if kind == "sqrt":
-        return xp.sqrt(w)
-    if kind == "invsqrt":
-        return 1.0 / xp.sqrt(w)
-    if kind == "log":
-        return xp.log(w)
-    if kind == "exp":
-        return xp.exp(w)
-    if kind == "pow":
-        return w ** p
-    if kind == "inv":
-        return 1.0 / w
-    raise ValueError(kind)
-
-
-def _funm(A, kind, xp, p=None, eps=None):
-    """(f(A), (w, U)) for the spectral function ``kind`` of sym(A)."""
-    w, U = _eigh(A, xp, eps=eps, clamp=kind != "exp")
-    return _recon(U, _fun(w, kind, xp, p), xp), (w, U)
-
-
-def _funm_bwd(w, U, G, kind, xp, p=None):
-    """Daleckii-Krein VJP: U (K o U^T sym(G) U) U^T."""
-    K = _divdiff(w, kind, xp, p)
-    return U @ (K * _rot(U, _sym(G, xp), xp)) @ _mT(U, xp)
-
-
-def _lyap_eig(w, U, Q, xp):
-    """Solve A X + X A = Q given eigh(A) = (w, U)."""
-    return U @ (_rot(U, Q, xp) / (w[..., :, None] + w[..., None, :])) @ _mT(U, xp)
-
-
-def _lyap_sign(B, Q, n_iter, xp):
-    """Solve B X + X B = Q (B SPD) by the coupled Newton-Schulz matrix-sign iteration.
-
-    sign([[B, Q], [0, -B]]) = [[I, 2X], [0, -I]]; B is scaled by its Frobenius norm first,
-    so the spectrum lies in (0, 1] and the iteration converges (Song, Sebe, Wang 2022, Sec. 3.3).
-    """
-    c = _fro(B, xp)
-    c = xp.where(c > 0, c, xp.ones_like(c))
-    Bk = B / c
-    Ck = Q / c
-    eye = _eye(B.shape[-1], B, xp)
-    for _ in range(n_iter):
-        B2 = Bk @ Bk
-        Ck = 0.5 * (Ck @ (3.0 * eye - B2) - B2 @ Ck + Bk @ Ck @ Bk)
-        Bk = 0.5 * Bk @ (3.0 * eye - B2)
-    return 0.5 * Ck
-
-
-def _check_pd_host(A, name):
-    """Positive definiteness through a float64 host Cholesky (the error reports the smallest eigenvalue)."""
-    validate.check_spd(A, name, check_sym=False)
-
-
-def _check_spd_input(A, name, xp, *, check=True, need_pd=True, sym_rtol=None):
-    """Shared input checks for SPD arguments (square, floating, finite, symmetric, positive definite)."""
-    validate.check_float(A, name, xp)
-    validate.check_square(A, name)
-    if not check:
-        return
-    if compat.is_torch(A):
-        A = A.detach()   # data checks only: no autograd warnings
-    validate.check_finite(A, name, xp)
-    validate.check_symmetric(A, name, rtol=sym_rtol, xp=xp)
-    if need_pd:
-        _check_pd_host(A, name)
 
 
 # ---------------------------------------------------------------------------- MTP / MPA coefficients
@@ -204,7 +30,10 @@ def _taylor_coeffs(power: Fraction, K: int) -> tuple:
 
 @functools.lru_cache(maxsize=None)
 def _pade_coeffs(power: Fraction, m: int) -> tuple:
-    """[m/m] Pade approximant p(z)/q(z) of (1 - z)^power from its Taylor series (exact Gaussian elimination)."""
+    """[m/m] Pade approximant p(z)/q(z) of (1 - z)^power from its Taylor series (exact Gaussian elimination).
+
+    Reference only (tests): the power form loses all accuracy for m >~ 15 (coefficients ~4^m of alternating
+    sign); :func:`_pade_fractions` evaluates the same rational function stably."""
     c = _taylor_coeffs(power, 2 * m)
     # q_0 = 1;  sum_{j=0..m} q_j c_{k-j} = 0 for k = m+1..2m
     rows = [[c[k - j] if k - j >= 0 else Fraction(0) for j in range(1, m + 1)] + [-c[k]]
@@ -222,63 +51,75 @@ def _pade_coeffs(power: Fraction, m: int) -> tuple:
     return tuple(float(x) for x in p), tuple(float(x) for x in q)
 
 
-def _poly(Z, coeffs, eye, xp):
+@functools.lru_cache(maxsize=None)
+def _pade_fractions(m: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Partial fractions of the [m/m] Pade approximant of sqrt(1 - z):
+    ``r_m(z) = 1 - sum_j alpha_j z / (1 - beta_j z)``, ``alpha_j = 2/(2m+1) sin^2(j pi/(2m+1))``,
+    ``beta_j = cos^2(j pi/(2m+1))`` (Higham, "Stable iterations for the matrix square root", Numer.
+    Algorithms 1997; Functions of Matrices, 2008, Sec. 6.7).  Every ``I - beta_j Z`` is well conditioned for
+    ``0 <= Z < I``, so any order is stable."""
+    th = [j * math.pi / (2 * m + 1) for j in range(1, m + 1)]
+    return (tuple(2.0 / (2 * m + 1) * math.sin(t) ** 2 for t in th), tuple(math.cos(t) ** 2 for t in th))
+
+
+def _poly(Z, coeffs, I, xp):
     """sum_k coeffs[k] Z^k by Horner's rule (len(coeffs) - 1 GEMMs)."""
-    Y = coeffs[-1] * eye + 0 * Z
+    Y = coeffs[-1] * I + 0 * Z
     for a in reversed(coeffs[:-1]):
-        Y = Y @ Z + a * eye
+        Y = Y @ Z + a * I
     return Y
 
 
-def _powers(Z, m, xp):
-    out = [None, Z]
-    for _ in range(2, m + 1):
-        out.append(out[-1] @ Z)
-    return out
+def _pade(Z, m, I, xp):
+    """``r_m(Z)`` by partial fractions: the m shifted systems ``(I - beta_j Z) X_j = Z`` in one batched solve."""
+    alpha, beta = _pade_fractions(m)
+    dt = Z.dtype
+    dev = compat.device(Z)
+    b = xp.reshape(xp.asarray(beta, dtype=dt, device=dev), (m,) + (1,) * Z.ndim)
+    a = xp.reshape(xp.asarray(alpha, dtype=dt, device=dev), (m,) + (1,) * Z.ndim)
+    rhs = xp.broadcast_to(Z, (m,) + tuple(Z.shape))
+    X = xp.linalg.solve(I - b * Z, rhs)
+    return I - xp.sum(a * X, axis=0)
 
 
 # ---------------------------------------------------------------------------- forward kernels
-_sqrt_both = Dispatcher("spd.sqrtm")
+_sqrt_both = Dispatcher("spd.sqrtm", serves=("spd.sqrtm", "spd.invsqrtm"))
 
 
 @_sqrt_both.generic
 def _sqrt_generic(A, *, method, n_iter, degree, eps, want, xp):
-    """(sqrt or None, invsqrt or None, residual for the backward)."""
+    """(sqrt or None, invsqrt or None, (w, U) for the eigh backward or None)."""
     n = A.shape[-1]
     if method == "eigh":
-        w, U = _eigh(A, xp, eps=eps)
+        w, U = eigh(A, xp, eps=eps)
         s = xp.sqrt(w)
-        Y = _recon(U, s, xp) if "sqrt" in want else None
-        Z = _recon(U, 1.0 / s, xp) if "invsqrt" in want else None
+        Y = recon(U, s, xp) if "sqrt" in want else None
+        Z = recon(U, 1.0 / s, xp) if "invsqrt" in want else None
         return Y, Z, (w, U)
-    A = _sym(A, xp)
-    c = _fro(A, xp)
-    c = xp.where(c > 0, c, xp.ones_like(c))
+    A = sym(A, xp)
+    c = fro(A, xp)      # overflow-safe: the iterations see A / ||A||_F, spectrum in (0, 1]
     sc = xp.sqrt(c)
-    eye = _eye(n, A, xp)
+    I = eye(n, A, xp)
     if method == "newton_schulz":
         Y = A / c
-        Z = eye + 0 * A
+        Z = I + 0 * A
         for _ in range(n_iter):
-            T = 0.5 * (3.0 * eye - Z @ Y)
+            T = 0.5 * (3.0 * I - Z @ Y)
             Y = Y @ T
             Z = T @ Z
         return sc * Y, Z / sc, None
-    Zm = eye - A / c
+    Zm = I - A / c
     if method == "mtp":
         Y = Z = None
         if "sqrt" in want:
-            Y = sc * _poly(Zm, [float(x) for x in _taylor_coeffs(Fraction(1, 2), degree)], eye, xp)
+            Y = sc * _poly(Zm, [float(x) for x in _taylor_coeffs(Fraction(1, 2), degree)], I, xp)
         if "invsqrt" in want:
-            Z = _poly(Zm, [float(x) for x in _taylor_coeffs(Fraction(-1, 2), degree)], eye, xp) / sc
+            Z = _poly(Zm, [float(x) for x in _taylor_coeffs(Fraction(-1, 2), degree)], I, xp) / sc
         return Y, Z, None
-    # mpa: [m/m] Pade of sqrt(1 - z): sqrt = sc * q(Z)^{-1} p(Z); invsqrt = p(Z)^{-1} q(Z) / sc
-    p, q = _pade_coeffs(Fraction(1, 2), degree)
-    pw = _powers(Zm, degree, xp)
-    P = p[0] * eye + sum(p[k] * pw[k] for k in range(1, degree + 1))
-    Q = q[0] * eye + sum(q[k] * pw[k] for k in range(1, degree + 1))
-    Y = sc * xp.linalg.solve(Q, P) if "sqrt" in want else None
-    Z = xp.linalg.solve(P, Q) / sc if "invsqrt" in want else None
+    # mpa: sqrt = sc r_m(Z), invsqrt = r_m(Z)^{-1} / sc
+    R = _pade(Zm, degree, I, xp)
+    Y = sc * R if "sqrt" in want else None
+    Z = xp.linalg.solve(R, I + 0 * R) / sc if "invsqrt" in want else None
     return Y, Z, None
 
 
@@ -288,10 +129,10 @@ def _sqrt_numba(A, *, method, n_iter, degree, eps, want, xp):
     from .._numba import spd as nb
 
     w, U = nb.eigh_batched(A)
-    w = _floor(w, eps, xp)
+    w = floor(w, eps, xp)
     s = np.sqrt(w)
-    Y = _recon(U, s, xp) if "sqrt" in want else None
-    Z = _recon(U, 1.0 / s, xp) if "invsqrt" in want else None
+    Y = recon(U, s, xp) if "sqrt" in want else None
+    Z = recon(U, 1.0 / s, xp) if "invsqrt" in want else None
     return Y, Z, (w, U)
 
 
@@ -301,34 +142,40 @@ def _sqrt_cuda(A, *, method, n_iter, degree, eps, want, xp):
     """One thread per matrix: the same coupled Newton-Schulz iteration in double-precision local arrays."""
     import cupy
 
-    from .._cuda import loader
+    from .._cuda import launch
 
     n = A.shape[-1]
     a = cupy.ascontiguousarray(A).reshape(-1, n, n)
     count = a.shape[0]
     Y = cupy.empty_like(a)
     Z = cupy.empty_like(a)
-    if count:
-        k = loader.kernel("spd", f"newton_schulz_sqrt<{loader.dtype_name(A.dtype)}>")
-        threads = 32
-        k(((count + threads - 1) // threads,), (threads,), (a, Y, Z, np.int64(count), np.int32(n), np.int32(n_iter)))
+    launch.elementwise("spd", "newton_schulz_sqrt", A.dtype, count, (a, Y, Z, count, np.int32(n), np.int32(n_iter)),
+                       block=32)
     return Y.reshape(A.shape), Z.reshape(A.shape), None
 
 
-def _prep(A, method, n_iter, degree, eps, check, lyap_iter, name="A"):
+# ---------------------------------------------------------------------------- public functions
+class SqrtmRes(NamedTuple):
+    """Residuals of sqrtm/invsqrtm: which root, the method, the eigendecomposition (eigh) and the output."""
+    kind: str
+    method: str
+    eig: Any           # (w, U) for method="eigh", else None
+    Y: Any             # the root in the compute dtype
+    dtype: Any
+    lyap_iter: int
+
+
+def _defaults(method, n_iter, degree):
+    return (20 if n_iter is None else n_iter), ((10 if method == "mtp" else 5) if degree is None else degree)
+
+
+def _root_fwd(A, kind, method, n_iter, degree, eps, lyap_iter):
     xp = compat.array_namespace(A)
-    validate.check_in(method, METHODS, "method")
-    _check_spd_input(A, name, xp, check=check)
-    if n_iter is None:
-        n_iter = 20
-    n_iter = validate.check_int(n_iter, "n_iter", low=1)
-    if degree is None:
-        degree = 10 if method == "mtp" else 5
-    degree = validate.check_int(degree, "degree", low=1)
-    if eps is not None:
-        validate.check_positive(eps, "eps")
-    lyap_iter = validate.check_int(lyap_iter, "lyap_iter", low=1)
-    return xp, n_iter, degree
+    n_iter, degree = _defaults(method, n_iter, degree)
+    Ac, dt = upcast(A, xp)
+    Y, Z, eig = _sqrt_both(Ac, method=method, n_iter=n_iter, degree=degree, eps=eps, want=(kind,), xp=xp)
+    R = Y if kind == "sqrt" else Z
+    return compat.cast(R, dt, xp), SqrtmRes(kind, method, eig, R, dt, lyap_iter)
 
 
 _DOC_OPTS = """
@@ -344,31 +191,40 @@ _DOC_OPTS = """
         scalar iteration started at lambda/||A||_F (quadratic once lambda/||A||_F is near 1; about
         log(kappa)/log(1.5) + 5 steps are needed for condition number kappa).
         ``"mtp"``: matrix Taylor polynomial of degree ``degree`` (default 10) of (I - Z)^(+-1/2),
-        ``Z = I - A/||A||_F``.  ``"mpa"``: [degree/degree] matrix Pade approximant (default [5/5]).
+        ``Z = I - A/||A||_F``.  ``"mpa"``: [degree/degree] matrix Pade approximant (default [5/5]) of
+        (I - Z)^(1/2), evaluated by its partial fractions (``degree`` shifted solves, stable for every order;
+        the inverse root is its inverse).
         For mtp/mpa the error in each eigen-direction is ``sqrt(||A||_F) |r(z_i)|``, r the scalar
         approximation error at z_i = 1 - lambda_i/||A||_F: low accuracy for ill-conditioned input by design
         (Song, Sebe, Wang, "Fast Differentiable Matrix Square Root", ICLR 2022).
     n_iter : int, optional
-        Newton-Schulz steps (default 20).
+        Newton-Schulz steps (default 20; a fixed count, no tolerance).
     degree : int, optional
         Taylor degree (mtp, default 10) or Pade order (mpa, default 5).
     eps : float, optional
         Absolute eigenvalue floor for ``"eigh"`` (default: n * machine-eps * max eigenvalue).
     check : bool
-        Validate symmetry, finiteness and positive definiteness (a float64 host Cholesky; on failure the error
-        reports the smallest eigenvalue).  Pass ``False`` to skip the host round trip (GPU arrays, jit).
+        Validate finiteness, symmetry and positive definiteness (a float64 host Cholesky; on failure the
+        error reports the smallest eigenvalue).  Pass ``False`` to skip the host round trip (GPU arrays, hot
+        loops); shapes and dtypes are always checked.
     lyap_iter : int
         Steps of the matrix-sign iteration solving the backward's Lyapunov equation for the iterative methods
         (default 25; the eigh method uses the exact Daleckii-Krein formula).
 """
 
+_ROOT_ROLES = dict(A=SPD(gate="check"), method=Choice(METHODS), n_iter=Int(1, optional=True),
+                   degree=Int(1, optional=True), eps=Positive(optional=True), check=Bool(), lyap_iter=Int(1))
 
-def sqrtm(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
-    return sqrtm_fwd(A, method=method, n_iter=n_iter, degree=degree, eps=eps, check=check, lyap_iter=lyap_iter)[0]
+
+def _doc(text):
+    def deco(f):
+        f.__doc__ = text
+        return f
+    return deco
 
 
-# The docstring shares its option list with invsqrtm, so it is assembled here.
-_SQRTM_DOC = """Principal square root ``A^{1/2}`` of SPD matrices, batched and differentiable.
+@public(**_ROOT_ROLES, gufunc=("(n,n)->(n,n)", {}))
+@_doc("""Principal square root ``A^{1/2}`` of SPD matrices, batched and differentiable.
 
     ``A^{1/2} = U diag(sqrt(lambda)) U^T`` for ``A = U diag(lambda) U^T``.  The VJP solves the Lyapunov
     equation ``Y X + X Y = sym(dY)`` (``Y = A^{1/2}``): for ``method="eigh"`` exactly,
@@ -385,24 +241,13 @@ _SQRTM_DOC = """Principal square root ``A^{1/2}`` of SPD matrices, batched and d
     >>> Y = spd.sqrtm(np.diag([4.0, 9.0]))
     >>> np.allclose(Y, np.diag([2.0, 3.0]))
     True
-    """
-sqrtm.__doc__ = _SQRTM_DOC
+    """)
+def sqrtm(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
+    return _root_fwd(A, "sqrt", method, n_iter, degree, eps, lyap_iter)[0]
 
 
-def sqrtm_fwd(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
-    xp, n_iter, degree = _prep(A, method, n_iter, degree, eps, check, lyap_iter)
-    Ac, dt = _upcast(A, xp)
-    Y, _, res = _sqrt_both(Ac, method=method, n_iter=n_iter, degree=degree, eps=eps, want=("sqrt",), xp=xp)
-    return _cast(Y, dt, xp), ("sqrt", method, res, Y, dt, lyap_iter)
-
-
-def invsqrtm(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
-    return invsqrtm_fwd(A, method=method, n_iter=n_iter, degree=degree, eps=eps, check=check,
-                        lyap_iter=lyap_iter)[0]
-
-
-# The docstring shares its option list with invsqrtm, so it is assembled here.
-_INVSQRTM_DOC = """Inverse principal square root ``A^{-1/2}`` of SPD matrices, batched and differentiable.
+@public(**_ROOT_ROLES, gufunc=("(n,n)->(n,n)", {}))
+@_doc("""Inverse principal square root ``A^{-1/2}`` of SPD matrices, batched and differentiable.
 
     VJP: with ``Y = A^{-1/2}``, ``dA = -Y^2 X Y^2`` where ``Y X + X Y = sym(dY)`` (exact Daleckii-Krein
     weights ``-1/(s_i s_j (s_i + s_j))``, ``s = sqrt(lambda)``, for ``"eigh"``; matrix-sign iteration with a
@@ -417,32 +262,37 @@ _INVSQRTM_DOC = """Inverse principal square root ``A^{-1/2}`` of SPD matrices, b
     >>> import numpy as np, optnorm.spd as spd
     >>> np.allclose(spd.invsqrtm(np.diag([4.0, 0.25])), np.diag([0.5, 2.0]))
     True
-    """
-invsqrtm.__doc__ = _INVSQRTM_DOC
+    """)
+def invsqrtm(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
+    return _root_fwd(A, "invsqrt", method, n_iter, degree, eps, lyap_iter)[0]
 
 
-def invsqrtm_fwd(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
-    xp, n_iter, degree = _prep(A, method, n_iter, degree, eps, check, lyap_iter)
-    Ac, dt = _upcast(A, xp)
-    _, Z, res = _sqrt_both(Ac, method=method, n_iter=n_iter, degree=degree, eps=eps, want=("invsqrt",), xp=xp)
-    return _cast(Z, dt, xp), ("invsqrt", method, res, Z, dt, lyap_iter)
+def _sqrtm_fwd(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
+    return _root_fwd(A, "sqrt", method, n_iter, degree, eps, lyap_iter)
 
 
-def _sqrt_bwd(res, dY):
-    kind, method, eig, Y, dt, lyap_iter = res
-    xp = compat.array_namespace(Y)
-    G = _sym(xp.astype(dY, Y.dtype) if dY.dtype != Y.dtype else dY, xp)
-    if method == "eigh":
-        w, U = eig
-        dA = _funm_bwd(w, U, G, kind, xp)
-    elif kind == "sqrt":
-        dA = _lyap_sign(Y, G, lyap_iter, xp)
+def _invsqrtm_fwd(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
+    return _root_fwd(A, "invsqrt", method, n_iter, degree, eps, lyap_iter)
+
+
+sqrtm_fwd = checked(sqrtm, _sqrtm_fwd)
+invsqrtm_fwd = checked(invsqrtm, _invsqrtm_fwd)
+
+
+def sqrtm_bwd(res: SqrtmRes, dY):
+    xp = compat.array_namespace(res.Y)
+    G = sym(compat.cast(dY, res.Y.dtype, xp), xp)
+    if res.method == "eigh":
+        w, U = res.eig
+        dA = funm_bwd(w, U, G, res.kind, xp)
+    elif res.kind == "sqrt":
+        dA = lyap_sign(res.Y, G, res.lyap_iter, xp)
     else:
-        X = _lyap_sign(Y, G, lyap_iter, xp)
-        Y2 = Y @ Y
+        X = lyap_sign(res.Y, G, res.lyap_iter, xp)
+        Y2 = res.Y @ res.Y
         dA = -(Y2 @ X @ Y2)
-    return (_cast(_sym(dA, xp), dt, xp),)
+    return (compat.cast(sym(dA, xp), res.dtype, xp),)
 
 
-ops.register("spd.sqrtm", sqrtm, sqrtm_fwd, _sqrt_bwd)
-ops.register("spd.invsqrtm", invsqrtm, invsqrtm_fwd, _sqrt_bwd)
+vjp(sqrtm, sqrtm_fwd, sqrtm_bwd)
+vjp(invsqrtm, invsqrtm_fwd, sqrtm_bwd)

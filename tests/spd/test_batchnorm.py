@@ -94,8 +94,8 @@ def test_backends(xp, rng, metric):
     B = random_spd(rng, (), 3)
     Y, st = spd.riemannian_batch_norm(to(xp, X), bias=to(xp, B), weight=to(xp, np.array(0.5)), metric=metric)
     Yr, str_ = spd.riemannian_batch_norm(X, bias=B, weight=np.array(0.5), metric=metric)
-    assert_close(Y, Yr, rtol=1e-9, atol=1e-11)
-    assert_close(st.mean, str_.mean, rtol=1e-9)
+    assert_close(Y, Yr, rtol=1e-9, atol=1e-11, xp=xp)
+    assert_close(st.mean, str_.mean, rtol=1e-9, xp=xp)
     Y32, _ = spd.riemannian_batch_norm(to(xp, X.astype(np.float32)), metric=metric)
     assert Y32.dtype == xp.float32
 
@@ -108,11 +108,11 @@ def test_bad_input(rng):
         spd.riemannian_batch_norm(X, metric="bw", M=np.eye(3))
     with pytest.raises(ValueError, match="M must be positive definite"):
         spd.riemannian_batch_norm(X, metric="gbw", M=np.diag([1.0, -1.0, 1.0]))
-    with pytest.raises(ValueError, match="power must be a finite non-zero"):
+    with pytest.raises(ValueError, match="power must be non-zero"):
         spd.riemannian_batch_norm(X, power=0.0)
     with pytest.raises(ValueError, match="metric must be one of"):
         spd.riemannian_batch_norm(X, metric="euclid")
-    with pytest.raises(ValueError, match="X must be a batch"):
+    with pytest.raises(ValueError, match="X must have shape"):
         spd.riemannian_batch_norm(X[0])
     with pytest.raises(ValueError, match="X must be positive definite"):
         spd.riemannian_batch_norm(-X)
@@ -120,7 +120,7 @@ def test_bad_input(rng):
         spd.riemannian_batch_norm(X, bias=np.eye(4))
     with pytest.raises(ValueError, match="momentum must be in"):
         spd.riemannian_batch_norm(X, momentum=2.0)
-    with pytest.raises(ValueError, match="eps must be > 0"):
+    with pytest.raises(ValueError, match="eps must be in \\(0, inf\\)"):
         spd.riemannian_batch_norm(X, eps=0.0)
     with pytest.raises(ValueError, match="state.mean has shape"):
         spd.riemannian_batch_norm(X, spd.RBNState(np.eye(2), np.array(1.0)))
@@ -131,7 +131,7 @@ def test_public_layer_uses_the_analytic_vjp_in_torch_and_jax(rng):
     n = 3
     X, B, M = random_spd(rng, (5,), n), random_spd(rng, (), n), random_spd(rng, (), n)
     G, v = spd.rbn_statistics(X, metric="gbw", M=M)
-    from optnorm.spd.batchnorm import _rbn_bwd, rbn_normalize_fwd
+    from optnorm.spd.batchnorm import rbn_normalize_bwd as _rbn_bwd, rbn_normalize_fwd
 
     dY = rng.standard_normal(X.shape)
     _, res = rbn_normalize_fwd(X, G, v, B, np.array(0.8), M, metric="gbw")
@@ -164,7 +164,7 @@ def test_ill_conditioned_rbn_finite(metric):
     """Condition number 1e8 (float64) and 1e4 (float32): finite output and gradients."""
     from hypothesis import given, settings, strategies as st
 
-    from optnorm.spd.batchnorm import _rbn_bwd, rbn_normalize_fwd
+    from optnorm.spd.batchnorm import rbn_normalize_bwd as _rbn_bwd, rbn_normalize_fwd
 
     @settings(max_examples=8, deadline=None)
     @given(st.floats(1.0, 8.0), st.sampled_from(["float32", "float64"]))
@@ -181,3 +181,60 @@ def test_ill_conditioned_rbn_finite(metric):
         assert all(np.all(np.isfinite(a)) for a in g if a is not None)
 
     inner()
+
+
+# ---------------------------------------------------------------- hardening (issue 13)
+def test_rbn_normalize_validates_its_statistics(rng):
+    X = random_spd(rng, (4,), 3)
+    G, v = spd.rbn_statistics(X)
+    with pytest.raises(ValueError, match="rbn_normalize: mean must be positive definite"):
+        spd.rbn_normalize(X, np.diag([1.0, -1.0, 1.0]), v)
+    with pytest.raises(ValueError, match="rbn_normalize: mean has shape"):
+        spd.rbn_normalize(X, np.eye(4), v)
+    with pytest.raises(ValueError, match="rbn_normalize: var must be non-negative"):
+        spd.rbn_normalize(X, G, np.asarray(-1.0))
+    with pytest.raises(ValueError, match="rbn_normalize: var contains NaN or inf"):
+        spd.rbn_normalize(X, G, np.asarray(np.nan))
+    with pytest.raises(ValueError, match="rbn_normalize: var must have shape"):
+        spd.rbn_normalize(X, G, np.ones(2))
+    with pytest.raises(ValueError, match="rbn_normalize: weight contains NaN or inf"):
+        spd.rbn_normalize(X, G, v, weight=np.asarray(np.inf))
+    with pytest.raises(ValueError, match="rbn_normalize: bias is not symmetric"):
+        spd.rbn_normalize(X, G, v, bias=np.triu(np.ones((3, 3))))
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    with pytest.raises(TypeError, match="var is torch"):
+        spd.rbn_normalize(X, G, torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("metric,use_m", [("bw", False), ("gbw", True), ("airm", False), ("lem", False)])
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_batch_norm_near_the_dtype_range(rng, metric, use_m, scale):
+    """The normalised batch does not depend on a common scale of the data: finite and equal near the range."""
+    X = random_spd(rng, (6,), 3)
+    M = random_spd(rng, (), 3) if use_m else None
+    Y, _ = spd.riemannian_batch_norm(X, M=M, metric=metric)
+    Ys, st = spd.riemannian_batch_norm(X * scale, M=M, metric=metric)
+    assert np.all(np.isfinite(Ys)) and np.all(np.isfinite(st.mean))
+    G, v = spd.rbn_statistics(X, M=M, metric=metric)
+    Gs, vs = spd.rbn_statistics(X * scale, M=M, metric=metric)
+    assert_close(Gs / scale, G, rtol=1e-9)
+    assert_close(vs / (scale if metric in ("bw", "gbw") else 1.0), v, rtol=1e-9)
+    if metric in ("airm", "lem"):     # scale-free normalisation (bw/gbw variance is not scale-free with eps)
+        assert_close(Ys, Y, rtol=1e-8, atol=1e-10)
+
+
+def test_statistics_carry_no_gradient_under_jax_grad(rng):
+    """rbn statistics are stop_gradient'ed for JAX too (compat.stop_gradient), as torch's are detached."""
+    jax = pytest.importorskip("jax", reason="jax is not installed")
+    jnp = jax.numpy
+    X = jnp.asarray(random_spd(rng, (5,), 3))
+
+    def loss(x):
+        Y, _ = spd.riemannian_batch_norm(x, metric="lem", eps=1e-12)
+        return jnp.sum(Y)
+
+    def loss_fixed_stats(x):
+        G, v = spd.rbn_statistics(jax.lax.stop_gradient(x), metric="lem")
+        return jnp.sum(spd.rbn_normalize(x, G, v, metric="lem", eps=1e-12))
+
+    assert_close(jax.grad(loss)(X), np.asarray(jax.grad(loss_fixed_stats)(X)), rtol=1e-8, atol=1e-10)

@@ -25,11 +25,11 @@ def test_against_pyriemann(xp, rng):
     ts = pytest.importorskip("pyriemann.geometry.tangentspace", reason="pyRiemann is not installed")
     A, B = random_spd(rng, (5,), 4), random_spd(rng, (5,), 4)
     bw = spd.bures_wasserstein()
-    assert_close(bw.geodesic(to(xp, A), to(xp, B), 0.3), geo.geodesic_wasserstein(A, B, 0.3), rtol=1e-10)
-    assert_close(bw.log(to(xp, A), to(xp, B)), ts.log_map_wasserstein(B, A), rtol=1e-10, atol=1e-12)
+    assert_close(bw.geodesic(to(xp, A), to(xp, B), 0.3), geo.geodesic_wasserstein(A, B, 0.3), rtol=1e-10, xp=xp)
+    assert_close(bw.log(to(xp, A), to(xp, B)), ts.log_map_wasserstein(B, A), rtol=1e-10, atol=1e-12, xp=xp)
     V = bw.log(A, B)
     ref = np.stack([ts.exp_map_wasserstein(v, a) for v, a in zip(V, A)])   # pyRiemann's exp map is per matrix
-    assert_close(bw.exp(to(xp, A), to(xp, V)), ref, rtol=1e-10, atol=1e-12)
+    assert_close(bw.exp(to(xp, A), to(xp, V)), ref, rtol=1e-10, atol=1e-12, xp=xp)
 
 
 def test_mean_against_pyriemann(xp, rng):
@@ -39,7 +39,7 @@ def test_mean_against_pyriemann(xp, rng):
     w /= w.sum()
     res = spd.bures_wasserstein().mean(to(xp, X), to(xp, w), tol=1e-12)
     assert res.converged and res.n_iter < 50 and len(res.errors) == res.n_iter
-    assert_close(res.mean, mean.mean_wasserstein(X, sample_weight=w, tol=1e-12), rtol=1e-9, atol=1e-11)
+    assert_close(res.mean, mean.mean_wasserstein(X, sample_weight=w, tol=1e-12), rtol=1e-9, atol=1e-11, xp=xp)
 
 
 def test_geomstats_peer():
@@ -76,21 +76,21 @@ def test_gbw_identity_is_bw_and_matches_formula(xp, rng):
     A, B = random_spd(rng, (4,), 3), random_spd(rng, (4,), 3)
     M = random_spd(rng, (), 3)
     bw, gI = spd.bures_wasserstein(), spd.bures_wasserstein(to(xp, np.eye(3)))
-    assert_close(gI.distance(to(xp, A), to(xp, B)), bw.distance(A, B), rtol=1e-10)
-    assert_close(gI.log(to(xp, A), to(xp, B)), bw.log(A, B), rtol=1e-10, atol=1e-12)
-    assert_close(gI.mean(to(xp, A)).mean, bw.mean(A).mean, rtol=1e-10)
-    assert_close(gI.geodesic(to(xp, A), to(xp, B), 0.7), bw.geodesic(A, B, 0.7), rtol=1e-10)
+    assert_close(gI.distance(to(xp, A), to(xp, B)), bw.distance(A, B), rtol=1e-10, xp=xp)
+    assert_close(gI.log(to(xp, A), to(xp, B)), bw.log(A, B), rtol=1e-10, atol=1e-12, xp=xp)
+    assert_close(gI.mean(to(xp, A)).mean, bw.mean(A).mean, rtol=1e-10, xp=xp)
+    assert_close(gI.geodesic(to(xp, A), to(xp, B), 0.7), bw.geodesic(A, B, 0.7), rtol=1e-10, xp=xp)
     g = spd.bures_wasserstein(to(xp, M))
-    assert_close(g.distance(to(xp, A), to(xp, B), squared=True), _gbw_ref_dist2(M, A, B), rtol=1e-9)
+    assert_close(g.distance(to(xp, A), to(xp, B), squared=True), _gbw_ref_dist2(M, A, B), rtol=1e-9, xp=xp)
     # GBW log: M (M^-1 X M^-1 Y)^{1/2} + (Y M^-1 X M^-1)^{1/2} M - 2X
     Mi = np.linalg.inv(M)
     ref = np.stack([np.real(M @ sl.sqrtm(Mi @ x @ Mi @ y) + sl.sqrtm(y @ Mi @ x @ Mi) @ M) - 2 * x
                     for x, y in zip(A, B)])
-    assert_close(g.log(to(xp, A), to(xp, B)), ref, rtol=1e-8, atol=1e-10)
+    assert_close(g.log(to(xp, A), to(xp, B)), ref, rtol=1e-8, atol=1e-10, xp=xp)
     Ax, Bx = to(xp, A), to(xp, B)
     V = g.log(Ax, Bx)
-    assert_close(g.exp(Ax, V), B, rtol=1e-10)
-    assert_close(g.inner(Ax, V, V), g.distance(Ax, Bx, squared=True), rtol=1e-9)
+    assert_close(g.exp(Ax, V), B, rtol=1e-10, xp=xp)
+    assert_close(g.inner(Ax, V, V), g.distance(Ax, Bx, squared=True), rtol=1e-9, xp=xp)
 
 
 @pytest.mark.parametrize("power", [0.5, -1.0, 2.0])
@@ -125,13 +125,13 @@ def test_mean_callback_and_result(rng):
 
 def test_bad_input(rng):
     A = random_spd(rng, (), 3)
-    with pytest.raises(ValueError, match="power must be a finite non-zero number"):
+    with pytest.raises(ValueError, match="power must be non-zero"):
         spd.bures_wasserstein(power=0)
     with pytest.raises(ValueError, match="M must be positive definite"):
         spd.bures_wasserstein(np.diag([1.0, -1.0, 1.0]))
-    with pytest.raises(ValueError, match="M must be one"):
+    with pytest.raises(ValueError, match="M must have shape \\(n n\\)"):
         spd.bures_wasserstein(random_spd(rng, (2,), 3))
-    with pytest.raises(ValueError, match="X has shape"):
+    with pytest.raises(ValueError, match="M has shape \\(4, 4\\).*X has n = 3"):
         spd.bures_wasserstein(np.eye(4)).distance(A, A)
     with pytest.raises(ValueError, match="X must have shape"):
         spd.bures_wasserstein().mean(A)
@@ -166,10 +166,67 @@ def test_metric_methods_use_the_ops_under_torch_autograd(rng):
     At = torch.tensor(A, requires_grad=True)
     bw = spd.bures_wasserstein()
     (bw.distance(At, torch.tensor(B), squared=True).sum() + bw.log(At, torch.tensor(B)).sum()).backward()
-    from optnorm.spd.bures import _bw_log_bwd, bw_log_fwd
-    from optnorm.spd.distances import _bw_distance_bwd, bw_distance_fwd
+    from optnorm.spd.bures import bw_log_bwd as _bw_log_bwd, bw_log_fwd
+    from optnorm.spd.distances import bw_distance_bwd as _bw_distance_bwd, bw_distance_fwd
 
     _, r1 = bw_distance_fwd(A, B, squared=True)
     _, r2 = bw_log_fwd(A, B)
     ref = _bw_distance_bwd(r1, np.ones(2))[0] + _bw_log_bwd(r2, np.ones_like(A))[0]
     assert_close(At.grad, ref, rtol=1e-9)
+
+
+# ---------------------------------------------------------------- hardening (issue 13)
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_bw_maps_near_the_dtype_range(rng, scale):
+    """log/exp/geodesic are homogeneous of degree 1 in the pair: computed on the scaled pair, finite."""
+    A, B = random_spd(rng, (3,), 4), random_spd(rng, (3,), 4)
+    V = spd.bw_log(A, B)
+    assert_close(spd.bw_log(A * scale, B * scale) / scale, V, rtol=1e-10, atol=1e-12)
+    assert_close(spd.bw_exp(A * scale, V * scale) / scale, spd.bw_exp(A, V), rtol=1e-10)
+    assert_close(spd.bw_geodesic(A * scale, B * scale, t=0.3) / scale, spd.bw_geodesic(A, B, t=0.3), rtol=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_bw_exp_overflowing_result_is_an_error():
+    P = np.eye(2) * 1e-300
+    V = np.diag([1e300, 1.0])                   # L = V / (2P) ~ 5e599: P + V + L P L is beyond float64
+    with pytest.raises(ValueError, match="bw_exp: Exp_P\\(V\\) overflows"):
+        spd.bw_exp(P, V)
+
+
+def test_mean_warns_when_it_stops_at_max_iter(rng):
+    import warnings
+
+    import optnorm
+
+    X = random_spd(rng, (6,), 3)
+    with pytest.warns(optnorm.ConvergenceWarning, match="BuresWasserstein.mean did not converge in 2 iterations"):
+        res = spd.bures_wasserstein().mean(X, max_iter=2, tol=1e-14)
+    assert not res.converged and res.n_iter == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # a callback that stops the loop is not a failure
+        spd.bures_wasserstein().mean(X, callback=lambda s: True)
+
+
+def test_mean_default_tolerance_is_reachable_in_float32(rng):
+    import warnings
+
+    X = random_spd(rng, (8,), 4).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = spd.bures_wasserstein().mean(X)
+    assert res.converged and res.mean.dtype == np.float32
+
+
+def test_metric_methods_validate_with_their_argument_names(rng):
+    A = random_spd(rng, (), 3)
+    bw = spd.bures_wasserstein()
+    with pytest.raises(ValueError, match="BuresWasserstein.distance: Y must be positive definite"):
+        bw.distance(A, np.diag([1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError, match="BuresWasserstein.exp: V is not symmetric"):
+        bw.exp(A, np.triu(np.ones((3, 3))))
+    with pytest.raises(ValueError, match="BuresWasserstein.geodesic: t must not be NaN"):
+        bw.geodesic(A, A, float("nan"))
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    with pytest.raises(TypeError, match="X is numpy, Y is torch"):
+        bw.log(A, torch.tensor(A))

@@ -18,7 +18,7 @@ def test_bw_loss_values(xp, rng):
     A = W @ np.swapaxes(W, -1, -2)                # rank 2 of 4
     B = random_spd(rng, (3,), 4)
     L = spd.bw_loss(to(xp, A), to(xp, B), smoothing=0.1)
-    assert_close(L, ref_bw2(A + 0.1 * np.eye(4), B), rtol=1e-9)
+    assert_close(L, ref_bw2(A + 0.1 * np.eye(4), B), rtol=1e-9, xp=xp)
     assert_close(spd.bw_loss(A + np.eye(4), B), ref_bw2(A + np.eye(4), B), rtol=1e-9)
 
 
@@ -37,14 +37,14 @@ def test_bw_loss_vjp_and_rank_deficient_gradient(rng):
     A = W @ np.swapaxes(W, -1, -2)
     B = random_spd(rng, (2,), 4)
     check_vjp("bw_loss", A, B, opts=dict(smoothing=0.1, check=False))
-    from optnorm.spd.losses import _bw_loss_bwd, bw_loss_fwd
+    from optnorm.spd.losses import bw_loss_bwd as _bw_loss_bwd, bw_loss_fwd
 
     _, res = bw_loss_fwd(A, B, smoothing=1e-3)
     gA, gB = _bw_loss_bwd(res, np.ones(2))
     assert np.all(np.isfinite(gA)) and np.all(np.isfinite(gB))
     with pytest.raises(ValueError, match="A \\+ smoothing \\* I must be positive definite"):
         spd.bw_loss(A, B, smoothing=0.0)
-    with pytest.raises(ValueError, match="smoothing must be >= 0"):
+    with pytest.raises(ValueError, match="smoothing must be in \\[0, inf\\)"):
         spd.bw_loss(A, B, smoothing=-1.0)
 
 
@@ -54,7 +54,7 @@ def test_project_psd(xp, rng):
     S = S + np.swapaxes(S, -1, -2)
     P = spd.project_psd(to(xp, S))
     ref = ref_funm(S, lambda w: np.maximum(w, 0))
-    assert_close(P, ref, rtol=1e-10, atol=1e-12)
+    assert_close(P, ref, rtol=1e-10, atol=1e-12, xp=xp)
     # optimality: P >= 0, S - P <= 0, <P, S - P> = 0
     Pn = np.asarray(ref)
     assert np.linalg.eigvalsh(Pn).min() > -1e-12
@@ -137,7 +137,7 @@ def test_project_spectral_cone_matrices(xp, rng):
     import array_api_compat.numpy as anp
 
     tr, wr = _l1_cone(t, w, anp)
-    assert_close(tp, tr, rtol=1e-10)
+    assert_close(tp, tr, rtol=1e-10, xp=xp)
     assert_close(np.sort(np.linalg.eigvalsh(Pn), -1), np.sort(wr, -1), atol=1e-10)
     R = rng.standard_normal((4, 5, 3))                       # rectangular: singular values
     tp, P = spd.project_spectral_cone(R, t, cone="nuclear")
@@ -153,7 +153,7 @@ def test_project_spectral_cone_matrices(xp, rng):
     assert np.all(vp > 0)
     assert np.all(np.linalg.eigvalsh(P) > 0)
     assert np.all(-vp * np.linalg.slogdet(P / vp[:, None, None])[1] <= tp + 1e-7)
-    assert_close(spd.project_spectral_cone(S, cone="psd"), spd.project_psd(S))
+    assert_close(spd.project_spectral_cone(to(xp, S), cone="psd"), spd.project_psd(S), xp=xp)
 
 
 def test_projection_bad_input(rng):
@@ -162,13 +162,13 @@ def test_projection_bad_input(rng):
         spd.project_spectral_cone(S, np.array(1.0), cone="l2")
     with pytest.raises(ValueError, match="t is required"):
         spd.project_spectral_cone(S, cone="nuclear")
-    with pytest.raises(ValueError, match="k must be <= 2"):
+    with pytest.raises(ValueError, match="k must be an int in \\[1, 2\\]"):
         spd.project_spectral_cone(S, np.array(1.0), cone="sum_largest", k=3)
     with pytest.raises(ValueError, match="v is required"):
         spd.project_spectral_cone(S, np.array(1.0), cone="logdet")
     with pytest.raises(ValueError, match="t has shape"):
         spd.project_spectral_cone(S, np.ones(2), cone="nuclear")
-    with pytest.raises(ValueError, match="eps must be >= 0"):
+    with pytest.raises(ValueError, match="eps must be in \\[0, inf\\)"):
         spd.project_psd(S, eps=-1.0)
 
 
@@ -181,9 +181,38 @@ def test_bw_loss_ill_conditioned_and_rank_deficient(log_cond, dtype, rank):
     W = rng.standard_normal((2, 4, rank)).astype(dtype)
     A = W @ np.swapaxes(W, -1, -2)
     B = random_spd(rng, (2,), 4, cond=10 ** log_cond).astype(dtype)
-    from optnorm.spd.losses import _bw_loss_bwd, bw_loss_fwd
+    from optnorm.spd.losses import bw_loss_bwd as _bw_loss_bwd, bw_loss_fwd
 
     val, res = bw_loss_fwd(A, B, smoothing=1e-3, check=False)
     assert np.all(np.isfinite(val)) and val.dtype == A.dtype
     gA, gB = _bw_loss_bwd(res, np.ones_like(val))
     assert np.all(np.isfinite(gA)) and np.all(np.isfinite(gB))
+
+
+# ---------------------------------------------------------------- hardening (issue 13)
+def test_projections_refuse_nan(rng):
+    X = rng.standard_normal((3, 3))
+    bad = X.copy()
+    bad[1, 1] = np.nan
+    with pytest.raises(ValueError, match="project_psd: A contains NaN or inf"):
+        spd.project_psd(bad)
+    with pytest.raises(ValueError, match="project_spectral_cone: X contains NaN or inf"):
+        spd.project_spectral_cone(bad, np.asarray(1.0), cone="nuclear")
+    with pytest.raises(ValueError, match="project_spectral_cone: t contains NaN or inf"):
+        spd.project_spectral_cone(X, np.asarray(np.nan), cone="nuclear")
+    with pytest.raises(ValueError, match="project_spectral_cone: v contains NaN or inf"):
+        spd.project_spectral_cone(X, np.asarray(1.0), np.asarray(np.inf), cone="logdet")
+
+
+@pytest.mark.parametrize("cone", ["nuclear", "sum_largest", "logdet"])
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_cone_projections_are_positively_homogeneous(rng, cone, scale):
+    X = rng.standard_normal((2, 4, 4))
+    X = (X + np.swapaxes(X, -1, -2)) / 2
+    t, v = rng.standard_normal(2), rng.random(2) + 0.5
+    args = (X, t, v) if cone == "logdet" else (X, t)
+    ref = spd.project_spectral_cone(*args, cone=cone, k=2)
+    out = spd.project_spectral_cone(*(a * scale for a in args), cone=cone, k=2)
+    for o, r in zip(out, ref):
+        assert np.all(np.isfinite(o))
+        assert_close(o / scale, r, rtol=1e-8, atol=1e-10)

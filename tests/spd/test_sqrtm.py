@@ -79,7 +79,7 @@ def test_sqrtm_float32_keeps_dtype(xp, rng, method):
     A = random_spd(rng, (3,), 5).astype(np.float32)
     Y = spd.sqrtm(to(xp, A), method=method, degree=40 if method == "mtp" else 8)
     assert Y.dtype == xp.float32
-    assert_close(Y, ref_sqrtm(A), rtol=2e-3, atol=2e-3)
+    assert_close(Y, ref_sqrtm(A), rtol=2e-3, atol=2e-3, check_dtype=False, xp=xp)
 
 
 def test_sqrtm_float16_computed_in_float32():
@@ -87,7 +87,7 @@ def test_sqrtm_float16_computed_in_float32():
     A = random_spd(np.random.default_rng(0), (2,), 4)
     Y = spd.sqrtm(torch.tensor(A, dtype=torch.bfloat16))
     assert Y.dtype == torch.bfloat16
-    assert_close(Y.float(), ref_sqrtm(A), rtol=3e-2, atol=3e-2)
+    assert_close(Y.float(), ref_sqrtm(A), rtol=3e-2, atol=3e-2, check_dtype=False)
 
 
 @pytest.mark.parametrize("method,opts", [("eigh", {}), ("newton_schulz", {"lyap_iter": 40}),
@@ -111,7 +111,7 @@ def test_iterative_vjp_approaches_exact(rng):
     G = rng.standard_normal(A.shape)
     _, res_e = _SQRTM_MODULE.sqrtm_fwd(A)
     _, res_n = _SQRTM_MODULE.sqrtm_fwd(A, method="newton_schulz", n_iter=30, lyap_iter=40)
-    from optnorm.spd.sqrtm import _sqrt_bwd
+    from optnorm.spd.sqrtm import sqrtm_bwd as _sqrt_bwd
 
     assert_close(_sqrt_bwd(res_n, G)[0], _sqrt_bwd(res_e, G)[0], rtol=1e-8, atol=1e-10)
 
@@ -147,7 +147,7 @@ def test_ill_conditioned_finite(log_cond, dtype, method):
     for fwd in ("sqrtm_fwd", "invsqrtm_fwd"):
         Y, res = _SQRTM_MODULE.__dict__[fwd](A, method=method, check=False)
         assert np.all(np.isfinite(Y))
-        g = _SQRTM_MODULE._sqrt_bwd(res, np.ones_like(A))[0]
+        g = _SQRTM_MODULE.sqrtm_bwd(res, np.ones_like(A))[0]
         assert np.all(np.isfinite(g)) and g.dtype == A.dtype
     if method == "eigh":
         rel = np.linalg.norm(spd.sqrtm(A, check=False).astype(np.float64) - ref_funm(A, np.sqrt)) / \
@@ -164,7 +164,7 @@ def test_lyapunov_solves(xp, rng, method):
     Q = rng.standard_normal((3, 5, 5))
     X = spd.lyapunov(to(xp, A), to(xp, Q), method=method)
     ref = np.stack([sl.solve_continuous_lyapunov(a, q) for a, q in zip(A, Q)])
-    assert_close(X, ref, rtol=1e-9, atol=1e-10)
+    assert_close(X, ref, rtol=1e-9, atol=1e-10, xp=xp)
 
 
 @pytest.mark.parametrize("method", ["eigh", "sign"])
@@ -178,23 +178,93 @@ def test_lyapunov_vjp(rng, method):
 # ---------------------------------------------------------------- bad input
 def test_bad_input_messages(rng):
     A = random_spd(rng, (), 3)
-    with pytest.raises(ValueError, match="A must be a square matrix"):
+    with pytest.raises(ValueError, match="A has shape \\(2, 3\\)"):
         spd.sqrtm(np.ones((2, 3)))
     with pytest.raises(ValueError, match="A is not symmetric"):
         spd.sqrtm(A + np.triu(np.ones((3, 3)), 1))
     with pytest.raises(ValueError, match="A must be positive definite; its smallest eigenvalue is -1"):
         spd.invsqrtm(np.diag([1.0, 2.0, -1.0]), method="newton_schulz")
-    with pytest.raises(TypeError, match="A must have a floating dtype"):
+    with pytest.raises(TypeError, match="A must have a real floating dtype"):
         spd.sqrtm(np.eye(3, dtype=np.int64))
     with pytest.raises(ValueError, match="method must be one of"):
         spd.sqrtm(A, method="denman")
-    with pytest.raises(ValueError, match="n_iter must be >= 1"):
+    with pytest.raises(ValueError, match="n_iter must be in \\[1, inf\\)"):
         spd.sqrtm(A, method="newton_schulz", n_iter=0)
-    with pytest.raises(ValueError, match="eps must be > 0"):
+    with pytest.raises(ValueError, match="eps must be in \\(0, inf\\)"):
         spd.sqrtm(A, eps=0.0)
     with pytest.raises(ValueError, match="A contains NaN"):
         spd.sqrtm(A * np.nan)
     with pytest.raises(ValueError, match="Q has shape"):
         spd.lyapunov(A, np.ones((4, 4)))
-    with pytest.raises(ValueError, match="A .* and Q .* do not broadcast"):
+    with pytest.raises(ValueError, match="the batch dimensions of Q .* and of A .* do not broadcast"):
         spd.lyapunov(random_spd(rng, (2,), 3), np.ones((3, 3, 3)))
+
+
+# ---------------------------------------------------------------- hardening (issue 13)
+@pytest.mark.parametrize("inverse", [False, True])
+def test_mpa_high_degree_is_stable(rng, inverse):
+    """[m/m] Pade by partial fractions: degree 40 is more accurate than degree 5 (the power form gave 1e2 error)."""
+    A = random_spd(rng, (3,), 6, cond=30.0)
+    ref = ref_sqrtm(A)
+    if inverse:
+        ref = np.linalg.inv(ref)
+    f = spd.invsqrtm if inverse else spd.sqrtm
+    errs = []
+    for degree in (5, 20, 40, 80):
+        Y = f(A, method="mpa", degree=degree)
+        err = np.linalg.norm(Y - ref, ord=2, axis=(-2, -1)).max()
+        errs.append(err / np.linalg.norm(ref, ord=2, axis=(-2, -1)).max())
+    assert errs[0] > errs[1] > errs[2] > errs[3]
+    assert errs[2] < 1e-6 and errs[3] < 1e-11, errs
+
+
+def test_pade_partial_fractions_equal_the_pade_approximant():
+    from optnorm.spd.sqrtm import _pade_fractions
+
+    z = np.linspace(0.0, 0.95, 11)
+    for m in (1, 3, 5, 8):
+        p, q = _pade_coeffs(Fraction(1, 2), m)
+        a, b = _pade_fractions(m)
+        rational = sum(pk * z ** k for k, pk in enumerate(p)) / sum(qk * z ** k for k, qk in enumerate(q))
+        fractions = 1 - sum(ak * z / (1 - bk * z) for ak, bk in zip(a, b))
+        np.testing.assert_allclose(fractions, rational, rtol=1e-10)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_roots_near_the_dtype_range_are_finite_and_scaled(rng, method, scale):
+    """Newton-Schulz/MTP/MPA normalise by an overflow-safe Frobenius norm (the squares of 1e300 overflowed)."""
+    A = random_spd(rng, (2,), 4, cond=10.0)
+    for f, power in ((spd.sqrtm, 0.5), (spd.invsqrtm, -0.5)):
+        Y = f(A * scale, method=method)
+        assert np.all(np.isfinite(Y))
+        assert_close(Y / scale ** power, f(A, method=method), rtol=1e-10)
+
+
+def test_check_false_skips_the_value_checks(rng):
+    A = random_spd(rng, (), 3)
+    bad = A.copy()
+    bad[0, 1] += 1e-3                                   # slightly asymmetric: refused with check=True
+    with pytest.raises(ValueError, match="A is not symmetric"):
+        spd.sqrtm(bad)
+    assert_close(spd.sqrtm(bad, check=False), ref_sqrtm((bad + bad.T) / 2), rtol=1e-10)
+    with pytest.raises(ValueError, match="A has shape"):  # shapes are checked whatever check says
+        spd.sqrtm(np.ones((2, 3)), check=False)
+
+
+def test_lyapunov_validates_its_spd_matrix(rng):
+    Q = rng.standard_normal((3, 3))
+    with pytest.raises(ValueError, match="lyapunov: A must be positive definite"):
+        spd.lyapunov(np.diag([1.0, -1.0, 2.0]), Q)
+    with pytest.raises(ValueError, match="lyapunov: Q contains NaN"):
+        spd.lyapunov(np.eye(3), Q * np.nan)
+
+
+def test_adapters_validate_like_the_plain_call(rng):
+    """The fwd the torch/JAX adapters call runs the same argument checks as the function."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    import optnorm.torch as ont
+
+    bad = torch.tensor(np.diag([1.0, -2.0, 3.0]), requires_grad=True)
+    with pytest.raises(ValueError, match="sqrtm: A must be positive definite"):
+        ont.sqrtm(bad)
