@@ -907,8 +907,9 @@ def soft_topk(z, k, alpha, n_iter):
 
 # ------------------------------------------------------------------------------------------ batch statistics
 @row_kernel(par_axis=1)
-def bn_channel_stats(x3, mean, var):
-    """Per-channel mean and biased variance of x3 (N, C, M) into float64 mean/var (C,)."""
+def bn_channel_stats(x3, mean, var, scale):
+    """Per-channel mean and biased variance of x3 (N, C, M) in float64: variance = var * scale**2, where scale
+    is 1 unless the squares overflow float64 (|x| ~ 1e154 and up), then the channel's largest deviation."""
     N, C, M = x3.shape
     inv = 1.0 / (N * M)
     for c in prange(C):
@@ -922,8 +923,20 @@ def bn_channel_stats(x3, mean, var):
             for m in range(M):
                 d = x3[n, c, m] - mu
                 q += d * d
+        sc = 1.0
+        if q == np.inf:
+            for n in range(N):
+                for m in range(M):
+                    d = abs(x3[n, c, m] - mu)
+                    sc = d if d > sc else sc
+            q = 0.0
+            for n in range(N):
+                for m in range(M):
+                    d = (x3[n, c, m] - mu) / sc
+                    q += d * d
         mean[c] = mu
         var[c] = q * inv
+        scale[c] = sc
 
 
 @row_kernel(par_axis=1)
@@ -947,12 +960,16 @@ def batch_norm_forward(x, running_mean, running_var, weight, bias, training, mom
     x3 = np.ascontiguousarray(xm).reshape(N, C, -1)
     if training:
         mean = np.empty(C, np.float64)
-        var = np.empty(C, np.float64)
-        bn_channel_stats(x3, mean, var)
+        v = np.empty(C, np.float64)
+        sc = np.empty(C, np.float64)
+        bn_channel_stats(x3, mean, v, sc)
+        scale = 1.0 / (sc * np.sqrt(v + eps / sc / sc))
+        with np.errstate(over="ignore"):
+            var = v * sc * sc  # inf only when the variance overflows float64 (then no running update exists)
     else:
         mean = running_mean.astype(np.float64)
         var = running_var.astype(np.float64)
-    scale = 1.0 / np.sqrt(var + eps)
+        scale = 1.0 / np.sqrt(var + eps)
     if weight is not None:
         scale = scale * weight.astype(np.float64)
     shift = np.zeros(C) if bias is None else bias.astype(np.float64)
@@ -965,5 +982,7 @@ def batch_norm_forward(x, running_mean, running_var, weight, bias, training, mom
         return y, None, None
     n = N * x3.shape[2]
     rm = ((1 - momentum) * running_mean.astype(np.float64) + momentum * mean).astype(running_mean.dtype)
-    rv = ((1 - momentum) * running_var.astype(np.float64) + momentum * var * (n / (n - 1) if unbiased else 1.0)).astype(running_var.dtype)
+    with np.errstate(over="ignore"):
+        rv = ((1 - momentum) * running_var.astype(np.float64)
+              + momentum * var * (n / (n - 1) if unbiased else 1.0)).astype(running_var.dtype)
     return y, rm, rv

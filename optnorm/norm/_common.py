@@ -42,3 +42,46 @@ def move_last(x, axis, xp):
 
 def move_back(x, axis, xp):
     return x if axis in (-1, x.ndim - 1) else xp.moveaxis(x, -1, axis)
+
+
+def safe_norm(a, axis, xp):
+    """Euclidean norm along ``axis`` (keepdims) formed in units of the largest entry: no overflow or
+    underflow of the squares for entries up to the dtype's largest value."""
+    m = xp.max(xp.abs(a), axis=axis, keepdims=True)
+    ms = xp.where(m > 0, m, xp.ones_like(m))
+    u = a / ms
+    return ms * xp.sqrt(xp.sum(u * u, axis=axis, keepdims=True))
+
+
+def var_scaled(d, axes, xp, weights=None):
+    """(v, scale): the mean of d^2 over ``axes`` (keepdims; weighted by ``weights`` summing to one over
+    ``axes`` when given) is ``v * scale**2``, with d in units of its largest entry (when > 1) so v never
+    overflows.  ``1 / (scale * sqrt(v + eps / scale**2))`` is the matching overflow-free rstd."""
+    a = xp.max(xp.abs(d), axis=axes, keepdims=True)
+    scale = xp.where(a > 1, a, xp.ones_like(a))
+    ds = d / scale
+    v = xp.mean(ds * ds, axis=axes, keepdims=True) if weights is None else \
+        xp.sum(weights * ds * ds, axis=axes, keepdims=True)
+    return v, scale
+
+
+def rstd_of(v, scale, eps, xp):
+    """1/sqrt(v scale^2 + eps) without forming v scale^2 (see :func:`var_scaled`)."""
+    return 1.0 / (scale * xp.sqrt(v + eps / scale / scale))
+
+
+def rstd_scaled(d, axes, eps, xp, extra_sq=None, count=None):
+    """1/sqrt(sum(d^2)/count + eps) with rows scaled by max|d| (when > 1) before squaring: no overflow.
+
+    ``extra_sq`` (crms_norm) is a per-row term added to sum(d^2), given as a function of the scale.
+    """
+    if count is None:
+        count = math.prod(d.shape[i] for i in axes)
+    a = xp.max(xp.abs(d), axis=axes, keepdims=True)
+    scale = xp.where(a > 1, a, xp.ones_like(a))
+    ds = d / scale
+    q = xp.sum(ds * ds, axis=axes, keepdims=True)
+    if extra_sq is not None:
+        q = q + extra_sq(scale)
+    q = q / count
+    return 1.0 / (scale * xp.sqrt(q + eps / scale / scale))  # eps/scale^2 may underflow to 0, never overflow

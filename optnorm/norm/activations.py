@@ -9,6 +9,7 @@ from .._lib import compat
 from .._lib.api import constant, public, vjp
 from .._lib.roles import Bool, Float, Int, Positive, Probability, Seed
 from .._lib.vjp import unbroadcast
+from ._common import safe_norm
 
 SELU_ALPHA = constant(__name__, "SELU_ALPHA", 1.6732632423543772848170429916717)
 SELU_SCALE = constant(__name__, "SELU_SCALE", 1.0507009873554804934193349852946)
@@ -142,14 +143,6 @@ vjp(alpha_dropout, alpha_dropout_fwd, alpha_dropout_bwd, validate=True)
 
 
 # ---------------------------------------------------------------------------------------------- cosine_similarity
-def _safe_norm(xp, a, ax):
-    """Euclidean norm along ``ax`` (keepdims) scaled by the max entry, so |x| up to the dtype's max is fine."""
-    m = xp.max(xp.abs(a), axis=ax, keepdims=True)
-    ms = xp.where(m > 0, m, xp.ones_like(m))
-    u = a / ms
-    return ms * xp.sqrt(xp.sum(u * u, axis=ax, keepdims=True))
-
-
 def _row_scale(xp, *arrs, axis=None):
     """Largest |entry| (per row along ``axis`` with keepdims, or global) with zeros replaced by one."""
     ms = [xp.max(xp.abs(a), axis=axis, keepdims=axis is not None) for a in arrs]
@@ -213,8 +206,8 @@ def cosine_similarity_fwd(x1, x2, *, axis=-1, eps=1e-8):
     cdt = xp.float64 if dt == xp.float64 else xp.float32
     a = xp.broadcast_to(compat.cast(x1, cdt, xp), shp)
     b = xp.broadcast_to(compat.cast(x2, cdt, xp), shp)
-    n1 = _safe_norm(xp, a, ax)
-    n2 = _safe_norm(xp, b, ax)
+    n1 = safe_norm(a, ax, xp)
+    n2 = safe_norm(b, ax, xp)
     c1 = xp.maximum(n1, eps)
     c2 = xp.maximum(n2, eps)
     u1, u2 = a / c1, b / c2

@@ -15,6 +15,7 @@ from .._lib import compat
 from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
 from .._lib.roles import Axis, Float, Int, Out, Positive
+from ._common import rstd_scaled
 
 _ROWS_GUFUNC = ("(n)->(n)", {"axis_arg": "axis"})
 
@@ -36,23 +37,6 @@ def _other_axes(ndim, axes):
 def _axes(axis, ndim) -> tuple[int, ...]:
     """The (validated, non-negative) ``axis`` option as a sorted tuple."""
     return tuple(sorted(axis)) if isinstance(axis, tuple) else (axis,)
-
-
-def _rstd(d, axes, eps, xp, extra_sq=None, count=None):
-    """1/sqrt(sum(d^2)/count + eps) with rows scaled by max|d| (when > 1) before squaring: no overflow.
-
-    ``extra_sq`` (crms_norm) is a per-row term added to sum(d^2), given as a function of the scale.
-    """
-    if count is None:
-        count = math.prod(d.shape[i] for i in axes)
-    a = xp.max(xp.abs(d), axis=axes, keepdims=True)
-    scale = xp.where(a > 1, a, xp.ones_like(a))
-    ds = d / scale
-    q = xp.sum(ds * ds, axis=axes, keepdims=True)
-    if extra_sq is not None:
-        q = q + extra_sq(scale)
-    q = q / count
-    return 1.0 / (scale * xp.sqrt(q + eps / scale / scale))  # eps/scale^2 may underflow to 0, never overflow
 
 
 def _check_affine(p, name, x, axes):
@@ -97,7 +81,7 @@ def _layer_norm_generic(x, weight, bias, *, axes, eps, fixed_std, out, xp):
     mu = xp.mean(xc, axis=axes, keepdims=True)
     d = xc - mu
     if fixed_std is None:
-        rstd = _rstd(d, axes, eps, xp)
+        rstd = rstd_scaled(d, axes, eps, xp)
     else:
         rstd = 1.0 / _fixed_std_b(fixed_std, x, axes, xp, ct)
     y = d * rstd
@@ -268,7 +252,7 @@ def _default_eps(x, xp, eps):
 def _rms_norm_generic(x, weight, *, axes, eps, out, xp):
     ct = compat.compute_dtype(x, xp)
     xc = compat.cast(x, ct, xp)
-    rstd = _rstd(xc, axes, eps, xp)
+    rstd = rstd_scaled(xc, axes, eps, xp)
     y = xc * rstd
     if weight is not None:
         y = y * xp.reshape(compat.cast(weight, ct, xp), _bshape(x.shape, axes))
@@ -447,7 +431,7 @@ def crms_norm_fwd(x, weight=None, *, axis=-1, eps=None, out=None):
     amax = xp.max(xp.abs(xc), axis=axis, keepdims=True)
     s0 = xp.where(amax > 1, amax, xp.ones_like(amax))
     ssum_s = xp.sum(xc / s0, axis=axis, keepdims=True)
-    rstd = _rstd(xc, axes, eps, xp, extra_sq=lambda scale: (ssum_s * (s0 / scale)) ** 2, count=d)
+    rstd = rstd_scaled(xc, axes, eps, xp, extra_sq=lambda scale: (ssum_s * (s0 / scale)) ** 2, count=d)
     y = xc * rstd
     if weight is not None:
         y = y * xp.reshape(compat.cast(weight, ct, xp), _bshape(x.shape, axes))
@@ -538,7 +522,7 @@ def group_norm_fwd(x, weight=None, bias=None, *, num_groups, eps=1e-5):
     xg = xp.reshape(compat.cast(x, ct, xp), (shape[0], g, -1))
     mu = xp.mean(xg, axis=-1, keepdims=True)
     d = xg - mu
-    rstd = _rstd(d, (2,), float(eps), xp)
+    rstd = rstd_scaled(d, (2,), float(eps), xp)
     y = xp.reshape(d * rstd, shape)
     cshape = (1, shape[1]) + (1,) * (len(shape) - 2)
     if weight is not None:
