@@ -261,7 +261,7 @@ def _zero_anchor(xp, va, ratio):
         raise ValueError("anchor's variance is too small relative to other's: the SNR distance overflows this dtype")
 
 
-@public(anchor=Float("..."), other=Float("..."), axis=Int(), pairwise=Bool())
+@public(anchor=Float(), other=Float(), axis=Int(), pairwise=Bool())
 def snr_distance(anchor, other, *, axis=-1, pairwise=False):
     r"""Signal-to-noise-ratio distance ``d(a, b) = Var(b - a) / Var(a)`` (a = anchor), over the feature axis.
 
@@ -311,6 +311,11 @@ def snr_distance_fwd(anchor, other, *, axis=-1, pairwise=False):
         if anchor.shape[-1] != other.shape[-1]:
             raise ValueError(f"anchor (shape {tuple(anchor.shape)}) and other (shape {tuple(other.shape)}) must "
                              "have the same last dimension")
+        try:
+            np.broadcast_shapes(shapes[0][:-2], shapes[1][:-2])
+        except ValueError:
+            raise ValueError(f"the batch dimensions of anchor {shapes[0][:-2]} and other {shapes[1][:-2]} do not "
+                             "broadcast") from None
         D = anchor.shape[-1]
         if D < 2:
             raise ValueError("anchor must have at least 2 features along the last axis")
@@ -332,7 +337,10 @@ def snr_distance_fwd(anchor, other, *, axis=-1, pairwise=False):
         _zero_anchor(xp, va, dist)
         res = SnrRes(True, a2c, bc, va, sa, r, dist, D, -1, sc, shapes, dtypes)
         return compat.cast(dist, dt, xp), res
-    shp = np.broadcast_shapes(shapes[0], shapes[1])
+    try:
+        shp = np.broadcast_shapes(shapes[0], shapes[1])
+    except ValueError:
+        raise ValueError(f"anchor (shape {shapes[0]}) and other (shape {shapes[1]}) do not broadcast") from None
     if not shp:
         raise ValueError("anchor and other are 0-d: snr_distance needs a feature axis")
     ax = _axis_of(axis, len(shp))

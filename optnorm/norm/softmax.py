@@ -427,7 +427,7 @@ def log_stablemax(x, *, axis=-1, out=None):
     xc = compat.cast(x, compat.compute_dtype(x, xp), xp)
     sr, m = _s_rows(xc, axis, xp)
     # log(s / M), or log s - log M where s / M underflows (entries far below the row max)
-    tiny = float(xp.finfo(xc.dtype).tiny)
+    tiny = float(xp.finfo(xc.dtype).smallest_normal)
     log_s = xp.where(xc >= 0, xp.log1p(xp.clip(xc, 0.0, None)), -xp.log1p(-xp.clip(xc, None, 0.0)))
     log_sr = xp.where(sr >= tiny, xp.log(xp.where(sr >= tiny, sr, xp.ones_like(sr))), log_s - xp.log(m))
     y = log_sr - xp.log(xp.sum(sr, axis=axis, keepdims=True))

@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 from optnorm.norm import alpha_dropout, cosine_similarity, selu, snr_distance
 from optnorm.testing import assert_close, check_vjp
 
-torch = pytest.importorskip("torch")
+from . import torch
 import torch.nn.functional as F  # noqa: E402
 
 LAM, ALP = 1.0507009873554804934193349852946, 1.6732632423543772848170429916717
@@ -21,7 +21,7 @@ def test_selu(xp, rng):
     assert_close(selu(xp.asarray(x)), F.selu(torch.tensor(x)).numpy(), rtol=1e-14, atol=1e-15)
     y32 = selu(xp.asarray(x.astype(np.float32)))
     assert "float32" in str(y32.dtype)
-    assert_close(y32, ref, rtol=1e-6, atol=1e-6)
+    assert_close(y32, ref.astype(np.float32), rtol=1e-6, atol=1e-6)
     check_vjp("norm.selu", x)
 
 
@@ -131,19 +131,49 @@ def test_extreme_magnitudes(scale, dtype):
 
 
 def test_bad_inputs():
-    with pytest.raises(TypeError, match="x must have a floating dtype"):
+    with pytest.raises(TypeError, match="x must have a real floating dtype"):
         selu(np.arange(3))
     with pytest.raises(ValueError, match="p must be in"):
         alpha_dropout(np.ones(3), p=1.5)
     with pytest.raises(TypeError, match="seed"):
         alpha_dropout(np.ones(3), p=0.5, seed="a")
-    with pytest.raises(ValueError, match="x1 .* and x2 .* do not broadcast"):
+    with pytest.raises(ValueError, match="x2 .* and of x1 .* do not broadcast"):
         cosine_similarity(np.ones((2, 3)), np.ones((2, 4)))
-    with pytest.raises(ValueError, match="eps must be > 0"):
+    with pytest.raises(ValueError, match=r"eps must be in \(0, inf\)"):
         cosine_similarity(np.ones(3), np.ones(3), eps=0)
-    with pytest.raises(TypeError, match="x2 must have a floating dtype"):
+    with pytest.raises(TypeError, match="x2 must have a real floating dtype"):
         cosine_similarity(np.ones(3), np.ones(3, int))
     with pytest.raises(ValueError, match="same last dimension"):
         snr_distance(np.ones((2, 3)), np.ones((2, 4)), pairwise=True)
     with pytest.raises(TypeError, match="anchor is numpy, other is torch"):
         snr_distance(np.ones(3), torch.ones(3))
+
+
+# ------------------------------------------------------------------------------------------ #13 regressions
+def test_snr_distance_of_a_constant_anchor_raises():
+    """A zero (or constant) anchor has Var = 0: no distance; it returned inf/NaN silently."""
+    b = np.array([1.0, 2.0, 4.0])
+    for anchor in (np.zeros(3), np.full(3, 2.5)):
+        with pytest.raises(ValueError, match="anchor has zero variance"):
+            snr_distance(anchor, b)
+        with pytest.raises(ValueError, match="anchor has zero variance"):
+            snr_distance(np.stack([anchor, b]), np.stack([b, b]), pairwise=True)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e300])
+def test_snr_distance_at_extreme_magnitudes(scale, rng):
+    """Variances in units of the rows' largest entries: a common scale changes nothing (no under/overflow)."""
+    a, b = rng.standard_normal((3, 6)), rng.standard_normal((3, 6))
+    assert_close(snr_distance(a * scale, b * scale), snr_distance(a, b), rtol=1e-12)
+    assert_close(snr_distance(a * scale, b * scale, pairwise=True), snr_distance(a, b, pairwise=True), rtol=1e-10)
+    # a tiny anchor against O(1) others: the ratio (~1e600) overflows float64 -> a clear error
+    with pytest.raises(ValueError, match="overflows"):
+        snr_distance(a * 1e-300, b)
+
+
+@pytest.mark.parametrize("seed", ["abc", -1, 1.5, True])
+def test_alpha_dropout_rejects_bad_seeds(seed):
+    with pytest.raises((TypeError, ValueError), match="seed"):
+        alpha_dropout(np.ones(4), seed=seed)
+    y = alpha_dropout(np.ones(4), seed=np.random.default_rng(0))
+    assert_close(y, alpha_dropout(np.ones(4), seed=0), rtol=0)

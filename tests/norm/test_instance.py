@@ -8,8 +8,7 @@ from optnorm._lib import compat
 from optnorm.norm import ibn_norm, instance_norm
 from optnorm.testing import assert_close, check_vjp
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
+from . import F, torch
 
 
 def test_instance_norm_matches_torch(xp, rng):
@@ -29,11 +28,12 @@ def test_instance_norm_float32_and_half(rng):
     x = rng.standard_normal((2, 3, 8)).astype(np.float32) * 100 + 1000
     y = instance_norm(x)
     assert y.dtype == np.float32
-    assert_close(y, F.instance_norm(torch.tensor(x, dtype=torch.float64)).numpy(), rtol=1e-3, atol=1e-3)
+    assert_close(y, F.instance_norm(torch.tensor(x, dtype=torch.float64)).numpy(), rtol=1e-3, atol=1e-3,
+                 check_dtype="float32")
     xh = torch.tensor(rng.standard_normal((2, 3, 8)), dtype=torch.bfloat16)
     yh = instance_norm(xh)
     assert yh.dtype == torch.bfloat16
-    assert_close(yh, F.instance_norm(xh.double()).numpy(), rtol=2e-2, atol=2e-2)
+    assert_close(yh, F.instance_norm(xh.double()).numpy(), rtol=2e-2, atol=2e-2, check_dtype="bfloat16")
 
 
 @pytest.mark.parametrize("ratio", [0.5, 0.25, 0.0, 1.0])
@@ -116,11 +116,11 @@ def test_adapters(rng):
 
 def test_bad_input(rng):
     x = rng.standard_normal((2, 4, 3))
-    with pytest.raises(ValueError, match="x must have shape \\(N, C, spatial"):
+    with pytest.raises(ValueError, match="x must have shape >= 3 dimensions"):
         instance_norm(np.ones((2, 3)))
     with pytest.raises(ValueError, match="weight has shape"):
         instance_norm(x, np.ones(3))
-    with pytest.raises(ValueError, match="eps must be > 0"):
+    with pytest.raises(ValueError, match=r"eps must be in \(0, inf\)"):
         instance_norm(x, eps=0.0)
     with pytest.raises(ValueError, match="axis=0 is the batch axis"):
         instance_norm(x, axis=0)

@@ -34,7 +34,7 @@ def test_weight_standardization(xp, rng):
                  ref_ws(w, 1e-3, -1, 0), rtol=1e-12, atol=1e-14)
     y32 = weight_standardization(xp.asarray(w.astype(np.float32)))
     assert "float32" in str(y32.dtype)
-    assert_close(y32, ref_ws(w, 1e-5, 0, 1), rtol=1e-4, atol=1e-5)
+    assert_close(y32, ref_ws(w, 1e-5, 0, 1).astype(np.float32), rtol=1e-4, atol=1e-5)
     # the official code's formula, in torch
     import torch
     t = torch.tensor(w)
@@ -99,17 +99,17 @@ def test_extreme_magnitudes(scale, dtype):
 
 
 def test_bad_inputs():
-    with pytest.raises(TypeError, match="w must have a floating dtype"):
+    with pytest.raises(TypeError, match="w must have a real floating dtype"):
         weight_standardization(np.ones((2, 3), int))
-    with pytest.raises(ValueError, match="w must have at least 2 dimensions"):
+    with pytest.raises(ValueError, match="w must have shape >= 2 dimensions"):
         weight_standardization(np.ones(3))
-    with pytest.raises(ValueError, match="eps must be > 0"):
+    with pytest.raises(ValueError, match=r"eps must be in \(0, inf\)"):
         weight_standardization(np.ones((2, 3)), eps=-1)
     with pytest.raises(ValueError, match="axis=2 is out of range"):
         scaled_weight_standardization(np.ones((2, 3)), axis=2)
     with pytest.raises(ValueError, match="gain has shape"):
         scaled_weight_standardization(np.ones((2, 3)), np.ones(3))
-    with pytest.raises(ValueError, match="fan_in must be >= 1"):
+    with pytest.raises(ValueError, match=r"fan_in must be in \[1, inf\)"):
         scaled_weight_standardization(np.ones((2, 3)), fan_in=0)
     with pytest.raises(ValueError, match="fan-in 1"):
         weight_standardization(np.ones((2, 1)))
