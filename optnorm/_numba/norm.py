@@ -144,12 +144,12 @@ def _zero(a):
     return a.dtype.type(0)
 
 
-def _cast(v, like):
+def _scalar_like(v, like):
     return type(like)(v)
 
 
-@overload(_cast)
-def _ol_cast(v, like):
+@overload(_scalar_like)
+def _ol_scalar_like(v, like):
     """``v`` as a scalar of ``like``'s float type (Python float literals are float64 in Numba)."""
     if like == types.float32:
         return lambda v, like: np.float32(v)
@@ -334,7 +334,7 @@ def _softmax_safe_rows(x, y, log, masked_zero):
                 yr[j] = (xr[j] - m) - ls
         else:
             s = _exp_store_sum(xr, yr, m)
-            inv = _cast(1.0, s) / s
+            inv = _scalar_like(1.0, s) / s
             for j in range(n):
                 yr[j] = yr[j] * inv
 
@@ -347,7 +347,7 @@ def _softmax_online_rows(x, y, log, masked_zero):
         xr = x[r]
         yr = y[r]
         d = _zero(xr)
-        m = _cast(-np.inf, d)  # keep the row's float type (a float64 m would route exp to libm)
+        m = _scalar_like(-np.inf, d)  # keep the row's float type (a float64 m would route exp to libm)
         for b0 in range(0, n, _BLOCK):
             b1 = min(b0 + _BLOCK, n)
             blk = xr[b0:b1]  # 0-based view: loops over a runtime offset keep Numba's wraparound checks
@@ -367,7 +367,7 @@ def _softmax_online_rows(x, y, log, masked_zero):
             for j in range(n):
                 yr[j] = (xr[j] - m) - ld
         else:
-            inv = _cast(1.0, d) / d
+            inv = _scalar_like(1.0, d) / d
             for j in range(n):
                 yr[j] = _exp(xr[j] - m) * inv
 
@@ -453,7 +453,7 @@ def _softmax_two_pass_rows(x, y, log, masked_zero):
         xr = x[r]
         yr = y[r]
         z = _zero(xr)
-        ln2 = _cast(0.6931471805599453, z)
+        ln2 = _scalar_like(0.6931471805599453, z)
         big_m = z
         big_n = z
         started = False
@@ -496,7 +496,7 @@ def _softmax_two_pass_rows(x, y, log, masked_zero):
                     k, rr = _reduce(v, z)
                     yr[j] = ((k - big_n) * ln2 + rr) - lm
         else:
-            inv = _cast(1.0, z) / big_m
+            inv = _scalar_like(1.0, z) / big_m
             for j in range(n):
                 v = xr[j]
                 k, rr = _reduce(z if v == -np.inf else v, z)
@@ -584,7 +584,7 @@ def _layer_norm_bwd_rows(x, g, w, mean, rstd, dx, dw_part, db_part, has_w, fixed
             mu = mean[r]
             rs = rstd[r]
             c1, c2 = _ln_bwd_sums(xr, gr, w, mu, rs, dwp, dbp, has_w)
-            nn = _cast(float(n), c1)  # keep the row dtype (int / float32 would be float64 in Numba)
+            nn = _scalar_like(float(n), c1)  # keep the row dtype (int / float32 would be float64 in Numba)
             c1 = c1 / nn
             c2 = 0 * c2 if fixed else c2 / nn
             if has_w:
@@ -628,7 +628,7 @@ def _rms_norm_bwd_rows(x, g, w, rstd, dx, dw_part, has_w):
             gr = g[r]
             dr = dx[r]
             rs = rstd[r]
-            c2 = _rms_bwd_sums(xr, gr, w, rs, dwp, has_w) / _cast(float(n), rs)
+            c2 = _rms_bwd_sums(xr, gr, w, rs, dwp, has_w) / _scalar_like(float(n), rs)
             if has_w:
                 for j in range(n):
                     dr[j] = rs * (gr[j] * w[j] - xr[j] * rs * c2)

@@ -145,7 +145,7 @@ def _ce_generic(logits, target, weight, *, ax, c, eps, zc, ignore_index, reducti
 
 
 @_ce.numba(when=lambda logits, target, weight, **kw: kw["integer"] and not kw["from_log_probs"]
-           and numpy_float(logits, weight) and compat.is_numpy(target))
+           and numpy_float(logits, weight) and compat.fast_path_of(target) == "numba")
 def _ce_fused(logits, target, weight, *, ax, c, eps, zc, ignore_index, reduction, from_log_probs, integer, xp):
     """One sweep per row for the forward (LSE, target logit, smoothing sum), one read + one write for the
     backward; the per-row arithmetic on top is O(rows) NumPy."""

@@ -110,13 +110,11 @@ def test_jit(rng):
     assert g.shape == q.shape
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("scale", [1e-30, 1e-300, 1.0, 1e30, 1e300])
+@pytest.mark.parametrize("dtype,scale", [(np.float32, s) for s in (1e-30, 1.0, 1e30)]
+                         + [(np.float64, s) for s in (1e-300, 1e-30, 1.0, 1e30, 1e300)])
 def test_newton_schulz_pinv_at_any_magnitude(dtype, scale):
     """newton_schulz_pinv(1e-30 I) diverged to NaN: the step size came from A, not from A + reg I.  It now iterates
     on P / max|P| (Newton-Schulz is scale-equivariant), so P of any magnitude the dtype holds is inverted."""
-    if dtype == np.float32 and scale in (1e-300, 1e300):
-        pytest.skip("not representable in float32")
     A = np.eye(3) * scale + np.diag([0.0, 0.0, 0.0])
     for reg in (0.01, 0.0):
         V, res = newton_schulz_pinv(A.astype(dtype), reg=reg, iters=60)
