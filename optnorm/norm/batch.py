@@ -638,8 +638,9 @@ def power_norm(x, running_phi, grad_ema=None, weight=None, bias=None, *, step, t
     This is not the gradient of the forward but a state-carrying rule: the updated ``grad_ema`` is returned in
     the **cotangent slot of grad_ema** (read ``grad_ema.grad`` in torch, the grad of that argument in JAX), not
     as a gradient.  In torch pass a fresh leaf with ``requires_grad=True`` each step (``.grad`` accumulates), and
-    use the output once: a slot reached by two paths of the graph is summed.  ``backward="exact"`` gives the true VJP of the forward instead (statistics differentiated
-    during warm-up, the running statistic a constant afterwards), and a zero grad_ema slot.
+    use the output once: a slot reached by two paths of the graph is summed.  ``backward="exact"`` gives the true
+    VJP of the forward instead (statistics differentiated during warm-up, the running statistic a constant
+    afterwards), and a zero grad_ema slot.
 
     Shen, Yao, Gholami, Mahoney & Keutzer (2020), "PowerNorm: Rethinking Batch Normalization in Transformers";
     official code ``sIncerass/powernorm`` (``MaskPowerNorm``).  The per-token ``GroupScaling1D`` that the official
@@ -999,8 +1000,7 @@ def unified_norm_bwd(res: UnifiedNormRes, dy):
         if dts[3] is not None:
             dbx = xp.zeros(res.bx_shape, dtype=cdt) if gbuf is None else gbuf
         dbg = None if dts[4] is None else xp.zeros(res.bg_shape, dtype=cdt)
-        return (compat.cast(dx, dts[0], xp), compat.cast(drv, dts[1], xp), compat.cast(dge, dts[2], xp), compat.cast(dbx, dts[3], xp),
-                compat.cast(dbg, dts[4], xp), compat.cast(dw, dts[5], xp), compat.cast(db, dts[6], xp))
+        return tuple(compat.cast(a, t, xp) for a, t in zip((dx, drv, dge, dbx, dbg, dw, db), dts))
     m, W, oh, skipf, use_x2 = res.m, res.W, res.oh, res.skipf, res.use_x2
     var, x2, gm, buf_new, xc = res.var, res.x2, res.gm, res.buf_new, res.xc
     # ---- exact cotangents (always used for running_var / buffer_x2, and for x / weight in "exact")
@@ -1042,8 +1042,7 @@ def unified_norm_bwd(res: UnifiedNormRes, dy):
         coef = skipf * mean_gz + (1 - skipf) * dge
         dx = (gp - xp.reshape(coef, bs) * z) * xp.reshape(rs, bs)
         dw = None if dts[5] is None else xp.reshape(_sum(xp, gy * rrb * z, red), (c,))
-    return (compat.cast(dx, dts[0], xp), compat.cast(drv, dts[1], xp), compat.cast(dge, dts[2], xp), compat.cast(dbuf, dts[3], xp),
-            compat.cast(dbg, dts[4], xp), compat.cast(dw, dts[5], xp), compat.cast(db, dts[6], xp))
+    return tuple(compat.cast(a, t, xp) for a, t in zip((dx, drv, dge, dbuf, dbg, dw, db), dts))
 
 
 vjp(unified_norm, unified_norm_fwd, unified_norm_bwd, skip_check_argnums=(0, 2, 4, 5), validate=True)

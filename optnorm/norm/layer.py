@@ -176,7 +176,8 @@ class LayerNormRes(NamedTuple):
 
 
 @public(x=Float("... n"), weight=Float(optional=True, min_ndim=1), bias=Float(optional=True, min_ndim=1),
-        axis=Axis("x", multiple=True), eps=Positive(), fixed_std=Float("...", optional=True, sign="positive"), out=Out("x"),
+        axis=Axis("x", multiple=True), eps=Positive(), fixed_std=Float("...", optional=True, sign="positive"),
+        out=Out("x"),
         gufunc=_ROWS_GUFUNC, example=_affine_example((2, 5), (5,)))
 def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, fixed_std=None, out=None):
     r"""Layer normalisation: :math:`y = \gamma \odot (x - \mu)/\sqrt{\sigma^2 + \epsilon} + \beta` per row.

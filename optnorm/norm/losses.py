@@ -429,7 +429,8 @@ class SphericalZLossRes(NamedTuple):
 
 
 @public(logits=Float(min_ndim=1), target=Array(dtype="int"), a=Positive(), b=Scalar(), eps=Positive(), axis=Int(),
-        reduction=Choice(REDUCTIONS), example=lambda rng, dtype: (_labels_example()(rng, dtype)[0], {"a": 1.0, "b": 1.0}))
+        reduction=Choice(REDUCTIONS),
+        example=lambda rng, dtype: (_labels_example()(rng, dtype)[0], {"a": 1.0, "b": 1.0}))
 def spherical_z_loss(logits, target, *, a, b, eps=1e-12, axis=1, reduction="mean"):
     r"""Z-loss of de Brébisson & Vincent, "An Exploration of Softmax Alternatives Belonging to the Spherical
     Loss Family" (ICLR 2016): a softplus of the target's standardised logit.

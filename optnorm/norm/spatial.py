@@ -190,8 +190,7 @@ def evonorm_b0_bwd(res: EvoNormB0Res, dy):
             drv = drv + compat.cast(grv, xc.dtype, xp)
     dw = None if dts[2] is None else xp.reshape(xp.sum(gy * z, axis=redB, keepdims=True), (C,))
     db = None if dts[3] is None else xp.reshape(xp.sum(gy, axis=redB, keepdims=True), (C,))
-    return (compat.cast(dx, dts[0], xp), compat.cast(drv, dts[1], xp), compat.cast(dw, dts[2], xp), compat.cast(db, dts[3], xp),
-            compat.cast(dv, dts[4], xp))
+    return tuple(compat.cast(a, t, xp) for a, t in zip((dx, drv, dw, db, dv), dts))
 
 
 vjp(evonorm_b0, evonorm_b0_fwd, evonorm_b0_bwd, validate=True)
@@ -297,7 +296,7 @@ def evonorm_s0_bwd(res: EvoNormS0Res, dy):
     dv = None if dts[3] is None else xp.reshape(xp.sum(gh * rfull * xc * xc * ds, axis=redB, keepdims=True), (C,))
     dw = None if dts[1] is None else xp.reshape(xp.sum(gy * z, axis=redB, keepdims=True), (C,))
     db = None if dts[2] is None else xp.reshape(xp.sum(gy, axis=redB, keepdims=True), (C,))
-    return compat.cast(dx, dts[0], xp), compat.cast(dw, dts[1], xp), compat.cast(db, dts[2], xp), compat.cast(dv, dts[3], xp)
+    return tuple(compat.cast(a, t, xp) for a, t in zip((dx, dw, db, dv), dts))
 
 
 vjp(evonorm_s0, evonorm_s0_fwd, evonorm_s0_bwd, validate=True)
@@ -402,7 +401,8 @@ def region_norm_fwd(x, mask, weight_fg=None, bias_fg=None, weight_bg=None, bias_
     for bb in (bias_fg, bias_bg):
         if bb is not None:
             y = y + _bvec(xp, bb, nd, cdt)
-    dts = (x.dtype, mask.dtype) + tuple(None if a is None else a.dtype for a in (weight_fg, bias_fg, weight_bg, bias_bg))
+    dts = (x.dtype, mask.dtype) + tuple(None if a is None else a.dtype
+                                        for a in (weight_fg, bias_fg, weight_bg, bias_bg))
     return compat.cast(y, x.dtype, xp), RegionNormRes(C, red, tuple(parts), gf, gb, dts)
 
 

@@ -35,9 +35,9 @@ def test_task_balanced_weights(xp, rng):
     counts = np.bincount(ids)
     ref = pi[ids] / counts[ids]
     w = task_balanced_weights(xp.asarray(ids), xp.asarray(theta), xp.asarray(n))
-    assert_close(w, ref, rtol=1e-12)
+    assert_close(w, ref, rtol=1e-12, xp=xp)
     w0 = task_balanced_weights(xp.asarray(ids))
-    assert_close(w0, (np.full(3, 1 / 3))[ids] / counts[ids], rtol=1e-12)
+    assert_close(w0, (np.full(3, 1 / 3))[ids] / counts[ids], rtol=1e-12, xp=xp)
 
 
 def test_composition_with_batch_norm_matches_official_forward(rng):

@@ -28,7 +28,7 @@ def test_tract_precondition_closed_forms(xp, rng, shape):
     assert_close(primal, dual, rtol=1e-8, atol=1e-10)
     for method, ref in (("primal", primal), ("dual", dual), ("auto", primal)):
         got = tract_precondition(xp.asarray(g), xp.asarray(a), lam=0.1, method=method)
-        assert_close(got, ref, rtol=1e-8, atol=1e-10)
+        assert_close(got, ref, rtol=1e-8, atol=1e-10, xp=xp)
 
 
 def test_tract_auto_choice_and_batched(rng):
@@ -51,7 +51,7 @@ def test_tract_large_lambda_is_scaled_gradient(rng):
 def test_tract_linear(xp, rng):
     x, w, b = rng.standard_normal((7, 4)), rng.standard_normal((3, 4)), rng.standard_normal(3)
     y = tract_linear(xp.asarray(x), xp.asarray(w), xp.asarray(b))
-    assert_close(y, x @ w.T + b, rtol=1e-12)
+    assert_close(y, x @ w.T + b, rtol=1e-12, xp=xp)
 
 
 def test_tract_linear_backward(rng):

@@ -33,7 +33,7 @@ def test_topk_softmax_matches_reference(xp, rng, k):
     x = rng.standard_normal((4, 5, 8))
     y, idx = topk_softmax(xp.asarray(x), k=k, temperature=0.7, return_indices=True)
     ref, ridx = _ref_topk(x, k, 0.7)
-    assert_close(y, ref, rtol=1e-12, atol=1e-15)
+    assert_close(y, ref, rtol=1e-12, atol=1e-15, xp=xp)
     assert np.array_equal(optnorm._lib.compat.to_numpy(idx), ridx)
 
 
@@ -79,12 +79,12 @@ def test_moe_gate(xp, rng):
     x = rng.standard_normal((5, 6))
     dense = moe_gate(xp.asarray(x), temperature=0.5)
     e = np.exp(x / 0.5 - (x / 0.5).max(-1, keepdims=True))
-    assert_close(dense, e / e.sum(-1, keepdims=True), rtol=1e-12)
+    assert_close(dense, e / e.sum(-1, keepdims=True), rtol=1e-12, xp=xp)
     act = moe_gate(xp.asarray(x), temperature=0.3, activation="tanh")
     e = np.exp(np.tanh(x) / 0.3)
-    assert_close(act, e / e.sum(-1, keepdims=True), rtol=1e-12)
+    assert_close(act, e / e.sum(-1, keepdims=True), rtol=1e-12, xp=xp)
     sp = moe_gate(xp.asarray(x), k=2, activation="sigmoid", temperature=2.0)
-    assert_close(sp, _ref_topk(1 / (1 + np.exp(-x)), 2, 2.0)[0], rtol=1e-12, atol=1e-15)
+    assert_close(sp, _ref_topk(1 / (1 + np.exp(-x)), 2, 2.0)[0], rtol=1e-12, atol=1e-15, xp=xp)
 
 
 def test_soft_topk_sums_to_k_and_limits(xp, rng):
@@ -110,8 +110,8 @@ def test_soft_topk_loss_reference(xp, rng):
     npos = tg.sum(-1)
     ref = np.array([-(tg[i] * np.log(p[i])).sum() / npos[i] if npos[i] else 0.0 for i in range(4)])
     y = soft_topk_loss(xp.asarray(x), xp.asarray(tg), k=3, alpha=1.5, reduction="none")
-    assert_close(y, ref, rtol=1e-10)
-    assert_close(soft_topk_loss(xp.asarray(x), xp.asarray(tg), k=3, alpha=1.5), ref.mean(), rtol=1e-10)
+    assert_close(y, ref, rtol=1e-10, xp=xp)
+    assert_close(soft_topk_loss(xp.asarray(x), xp.asarray(tg), k=3, alpha=1.5), ref.mean(), rtol=1e-10, xp=xp)
 
 
 def test_vjps(rng):

@@ -15,13 +15,14 @@ def test_instance_norm_matches_torch(xp, rng):
     x = rng.standard_normal((3, 4, 5, 6))
     w, b = rng.standard_normal(4), rng.standard_normal(4)
     ref = F.instance_norm(torch.tensor(x), weight=torch.tensor(w), bias=torch.tensor(b), eps=1e-4).numpy()
-    assert_close(instance_norm(xp.asarray(x), xp.asarray(w), xp.asarray(b), eps=1e-4), ref, rtol=1e-10, atol=1e-12)
+    assert_close(instance_norm(xp.asarray(x), xp.asarray(w), xp.asarray(b), eps=1e-4), ref, rtol=1e-10, atol=1e-12,
+                 xp=xp)
     ref0 = F.instance_norm(torch.tensor(x)).numpy()
-    assert_close(instance_norm(xp.asarray(x)), ref0, rtol=1e-10, atol=1e-12)
+    assert_close(instance_norm(xp.asarray(x)), ref0, rtol=1e-10, atol=1e-12, xp=xp)
     # channel-last layout
     xl = np.moveaxis(x, 1, -1)
     assert_close(instance_norm(xp.asarray(xl), xp.asarray(w), xp.asarray(b), axis=-1, eps=1e-4),
-                 np.moveaxis(ref, 1, -1), rtol=1e-10, atol=1e-12)
+                 np.moveaxis(ref, 1, -1), rtol=1e-10, atol=1e-12, xp=xp)
 
 
 def test_instance_norm_float32_and_half(rng):
@@ -58,10 +59,10 @@ def test_ibn_a_matches_torch_composition(xp, rng, ratio, training):
     y, nrm, nrv = ibn_norm(A(x), A(wi) if c1 else None, A(bi) if c1 else None, A(wb) if c1 < C else None,
                            A(bb) if c1 < C else None, A(rm) if c1 < C else None, A(rv) if c1 < C else None,
                            ratio=ratio, training=training, momentum=0.2)
-    assert_close(y, ref, rtol=1e-9, atol=1e-10)
+    assert_close(y, ref, rtol=1e-9, atol=1e-10, xp=xp)
     if c1 < C:
-        assert_close(nrm, trm.numpy(), rtol=1e-12)
-        assert_close(nrv, trv.numpy(), rtol=1e-12)
+        assert_close(nrm, trm.numpy(), rtol=1e-12, xp=xp)
+        assert_close(nrv, trv.numpy(), rtol=1e-12, xp=xp)
         assert_close(compat.to_numpy(A(rm)), rm)  # inputs not mutated
 
 
@@ -70,7 +71,7 @@ def test_ibn_b(xp, rng):
     w, b = rng.standard_normal(5), rng.standard_normal(5)
     y, rm, rv = ibn_norm(xp.asarray(x), xp.asarray(w), xp.asarray(b), variant="b")
     ref = F.instance_norm(torch.tensor(x), weight=torch.tensor(w), bias=torch.tensor(b)).numpy()
-    assert_close(y, ref, rtol=1e-10, atol=1e-12)
+    assert_close(y, ref, rtol=1e-10, atol=1e-12, xp=xp)
     assert rm is None and rv is None
 
 

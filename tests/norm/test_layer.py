@@ -59,18 +59,18 @@ def test_layer_norm_reference_and_torch(xp, affine, rng):
     b = rng.standard_normal(6) if affine else None
     arr = lambda a: None if a is None else xp.asarray(a)  # noqa: E731
     y = layer_norm(xp.asarray(x), arr(w), arr(b))
-    assert_close(y, _ln_loop(x, w, b, 1e-5), rtol=1e-11, atol=1e-12)
-    assert_close(y, F.layer_norm(_t(x), (6,), _t(w), _t(b), 1e-5).numpy(), rtol=1e-11, atol=1e-12)
+    assert_close(y, _ln_loop(x, w, b, 1e-5), rtol=1e-11, atol=1e-12, xp=xp)
+    assert_close(y, F.layer_norm(_t(x), (6,), _t(w), _t(b), 1e-5).numpy(), rtol=1e-11, atol=1e-12, xp=xp)
     w2 = rng.standard_normal((4, 6))
     y2 = layer_norm(xp.asarray(x), xp.asarray(w2), None, axis=(-2, -1), eps=1e-3)
-    assert_close(y2, F.layer_norm(_t(x), (4, 6), _t(w2), None, 1e-3).numpy(), rtol=1e-11, atol=1e-12)
+    assert_close(y2, F.layer_norm(_t(x), (4, 6), _t(w2), None, 1e-3).numpy(), rtol=1e-11, atol=1e-12, xp=xp)
     y3 = layer_norm(xp.asarray(x), axis=1)
     ref3 = F.layer_norm(_t(x).permute(0, 2, 1), (4,)).permute(0, 2, 1).numpy()
-    assert_close(y3, ref3, rtol=1e-11, atol=1e-12)
+    assert_close(y3, ref3, rtol=1e-11, atol=1e-12, xp=xp)
     y32 = layer_norm(xp.asarray(x.astype(np.float32)), arr(None if w is None else w.astype(np.float32)),
                      arr(None if b is None else b.astype(np.float32)))
     assert _dt(y32) == "float32"
-    assert_close(y32, _ln_loop(x.astype(np.float32), w, b, 1e-5), rtol=1e-5, atol=1e-5)
+    assert_close(y32, _ln_loop(x.astype(np.float32), w, b, 1e-5), rtol=1e-5, atol=1e-5, xp=xp)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -127,10 +127,10 @@ def test_layer_norm_fixed_std(xp, rng):
     w, b = rng.standard_normal(5), rng.standard_normal(5)
     centred = x - x.mean(-1, keepdims=True)
     y = layer_norm(xp.asarray(x), xp.asarray(w), xp.asarray(b), fixed_std=2.5)
-    assert_close(y, centred / 2.5 * w + b, rtol=1e-12, atol=1e-13)
+    assert_close(y, centred / 2.5 * w + b, rtol=1e-12, atol=1e-13, xp=xp)
     fs = np.array([4.0, 1.0, 1.0])  # per position, BOS gets its own value
     y2 = layer_norm(xp.asarray(x), fixed_std=xp.asarray(fs))
-    assert_close(y2, centred / fs[:, None], rtol=1e-12, atol=1e-13)
+    assert_close(y2, centred / fs[:, None], rtol=1e-12, atol=1e-13, xp=xp)
     check_vjp("layer_norm", x, w, b, opts={"fixed_std": 2.5})
 
 
@@ -150,19 +150,19 @@ def test_rms_norm_reference_and_torch(xp, rng):
     x = rng.standard_normal((3, 4, 6))
     w = rng.standard_normal(6)
     y = rms_norm(xp.asarray(x), xp.asarray(w))
-    assert_close(y, F.rms_norm(_t(x), (6,), _t(w)).numpy(), rtol=1e-12, atol=1e-13)
-    assert_close(y, _rms_loop(x, w, np.finfo(np.float64).eps), rtol=1e-12, atol=1e-13)
+    assert_close(y, F.rms_norm(_t(x), (6,), _t(w)).numpy(), rtol=1e-12, atol=1e-13, xp=xp)
+    assert_close(y, _rms_loop(x, w, np.finfo(np.float64).eps), rtol=1e-12, atol=1e-13, xp=xp)
     x32 = x.astype(np.float32)
     y32 = rms_norm(xp.asarray(x32), eps=1e-6)
     assert _dt(y32) == "float32"
     ref32 = F.rms_norm(torch.tensor(x32), (6,), None, 1e-6).numpy()
-    assert_close(y32, ref32, rtol=2e-6, atol=2e-6)
+    assert_close(y32, ref32, rtol=2e-6, atol=2e-6, xp=xp)
     # default eps = float32 epsilon for float32 input (torch's eps=None)
     tiny = xp.asarray(np.full((1, 4), 1e-4, np.float32))
     ref_tiny = F.rms_norm(torch.full((1, 4), 1e-4), (4,)).numpy()
-    assert_close(rms_norm(tiny), ref_tiny, rtol=1e-5)
+    assert_close(rms_norm(tiny), ref_tiny, rtol=1e-5, xp=xp)
     y2 = rms_norm(xp.asarray(x), axis=(1, 2))
-    assert_close(y2, F.rms_norm(_t(x), (4, 6)).numpy(), rtol=1e-12, atol=1e-13)
+    assert_close(y2, F.rms_norm(_t(x), (4, 6)).numpy(), rtol=1e-12, atol=1e-13, xp=xp)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -197,9 +197,9 @@ def test_crms_norm_is_rms_of_the_implied_vector(xp, rng):
     w = rng.standard_normal(7)
     y = crms_norm(xp.asarray(full[:, :7]), xp.asarray(w), eps=1e-6)
     ref = _rms_loop(full, None, 1e-6)[:, :7] * w
-    assert_close(y, ref, rtol=1e-12, atol=1e-13)
+    assert_close(y, ref, rtol=1e-12, atol=1e-13, xp=xp)
     # for zero-mean rows this is LayerNorm
-    assert_close(y, _ln_loop(full, None, None, 1e-6)[:, :7] * w, rtol=1e-10, atol=1e-12)
+    assert_close(y, _ln_loop(full, None, None, 1e-6)[:, :7] * w, rtol=1e-10, atol=1e-12, xp=xp)
     big = (full[:, :7] * 1e30).astype(np.float32)
     yb = compat.to_numpy(crms_norm(xp.asarray(big)))
     assert np.all(np.isfinite(yb))
@@ -210,9 +210,9 @@ def test_group_norm_torch(xp, rng):
     w, b = rng.standard_normal(6), rng.standard_normal(6)
     for g in (1, 2, 3, 6):
         y = group_norm(xp.asarray(x), xp.asarray(w), xp.asarray(b), num_groups=g, eps=1e-5)
-        assert_close(y, F.group_norm(_t(x), g, _t(w), _t(b), 1e-5).numpy(), rtol=1e-11, atol=1e-12)
+        assert_close(y, F.group_norm(_t(x), g, _t(w), _t(b), 1e-5).numpy(), rtol=1e-11, atol=1e-12, xp=xp)
     y0 = group_norm(xp.asarray(x[:, :, 0, 0]), num_groups=3)
-    assert_close(y0, F.group_norm(_t(x[:, :, 0, 0]), 3).numpy(), rtol=1e-11, atol=1e-12)
+    assert_close(y0, F.group_norm(_t(x[:, :, 0, 0]), 3).numpy(), rtol=1e-11, atol=1e-12, xp=xp)
     y32 = group_norm(xp.asarray(x.astype(np.float32)), num_groups=2)
     assert _dt(y32) == "float32"
 
@@ -242,12 +242,12 @@ def test_vjp_on_every_backend(xp, rng):
     op = ops.get("layer_norm")
     _, res = op.fwd(xp.asarray(x), xp.asarray(w), xp.asarray(b))
     assert_close(op.bwd(res, xp.asarray(g)), (xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()), rtol=1e-10,
-                 atol=1e-12)
+                 atol=1e-12, xp=xp)
     xt, wt = _t(x).requires_grad_(), _t(w).requires_grad_()
     F.rms_norm(xt, (5,), wt).backward(_t(g))
     _, res = ops.get("rms_norm").fwd(xp.asarray(x), xp.asarray(w))
     assert_close(ops.get("rms_norm").bwd(res, xp.asarray(g)), (xt.grad.numpy(), wt.grad.numpy()), rtol=1e-10,
-                 atol=1e-12)
+                 atol=1e-12, xp=xp)
 
 
 def test_torch_gradcheck(rng):
@@ -294,10 +294,10 @@ def test_half_precision(xp, rng):
         xr = compat.to_numpy(xh).astype(np.float64)
         y = layer_norm(xh)
         assert y.dtype == dt
-        assert_close(y, _ln_loop(xr, None, None, 1e-5), rtol=2e-2, atol=2e-2, check_dtype=nm)
+        assert_close(y, _ln_loop(xr, None, None, 1e-5), rtol=2e-2, atol=2e-2, check_dtype=nm, xp=xp)
         r = rms_norm(xh)
         assert r.dtype == dt
-        assert_close(r, _rms_loop(xr, None, 1.1920929e-07), rtol=2e-2, atol=2e-2, check_dtype=nm)
+        assert_close(r, _rms_loop(xr, None, 1.1920929e-07), rtol=2e-2, atol=2e-2, check_dtype=nm, xp=xp)
     # all-zero rows with a tiny eps: eps is added in float32, never in float16 (pytorch#41527)
     z = layer_norm(xp.astype(xp.asarray(np.zeros((1, 8))), getattr(xp, names[0])), eps=1e-12)
     assert np.all(compat.to_numpy(z) == 0)

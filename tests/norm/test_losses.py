@@ -57,15 +57,15 @@ def test_integer_targets_match_torch_and_loop(xp, reduction, rng):
             kw = dict(label_smoothing=eps, reduction=reduction)
             got = cross_entropy(xp.asarray(x), xp.asarray(t), None if ww is None else xp.asarray(ww), **kw)
             ref = F.cross_entropy(_t(x), _t(t), None if ww is None else _t(ww), **kw).numpy()
-            assert_close(got, ref, rtol=1e-12, atol=1e-13, err_msg=f"w={ww is not None} eps={eps}")
-            assert_close(got, _ce_loop(x, t, ww, eps, reduction=reduction), rtol=1e-12, atol=1e-13)
+            assert_close(got, ref, rtol=1e-12, atol=1e-13, err_msg=f"w={ww is not None} eps={eps}", xp=xp)
+            assert_close(got, _ce_loop(x, t, ww, eps, reduction=reduction), rtol=1e-12, atol=1e-13, xp=xp)
     x2 = rng.standard_normal((4, 7))
     t2 = rng.integers(0, 7, 4)
     got = cross_entropy(xp.asarray(x2), xp.asarray(t2), reduction=reduction, ignore_index=3)
-    assert_close(got, F.cross_entropy(_t(x2), _t(t2), reduction=reduction, ignore_index=3).numpy(), rtol=1e-12)
+    assert_close(got, F.cross_entropy(_t(x2), _t(t2), reduction=reduction, ignore_index=3).numpy(), rtol=1e-12, xp=xp)
     x1 = rng.standard_normal(5)  # one sample, classes on dim 0 like torch
     got1 = cross_entropy(xp.asarray(x1), xp.asarray(np.asarray(2)), reduction=reduction)
-    assert_close(got1, F.cross_entropy(_t(x1), torch.tensor(2), reduction=reduction).numpy(), rtol=1e-12)
+    assert_close(got1, F.cross_entropy(_t(x1), torch.tensor(2), reduction=reduction).numpy(), rtol=1e-12, xp=xp)
 
 
 def test_probability_targets_match_torch(xp, rng):
@@ -77,7 +77,7 @@ def test_probability_targets_match_torch(xp, rng):
         for eps in (0.0, 0.2):
             got = cross_entropy(xp.asarray(x), xp.asarray(p), xp.asarray(w), label_smoothing=eps, reduction=reduction)
             ref = F.cross_entropy(_t(x), _t(p), _t(w), label_smoothing=eps, reduction=reduction).numpy()
-            assert_close(got, ref, rtol=1e-12, atol=1e-13)
+            assert_close(got, ref, rtol=1e-12, atol=1e-13, xp=xp)
 
 
 def test_regression_weight_ignore_index_label_smoothing(xp):
@@ -87,9 +87,9 @@ def test_regression_weight_ignore_index_label_smoothing(xp):
     w = np.array([0.2, 1.0, 3.0])
     for reduction in ("mean", "sum", "none"):
         got = cross_entropy(xp.asarray(x), xp.asarray(t), xp.asarray(w), label_smoothing=0.25, reduction=reduction)
-        assert_close(got, _ce_loop(x, t, w, 0.25, reduction=reduction), rtol=1e-13, atol=1e-14)
+        assert_close(got, _ce_loop(x, t, w, 0.25, reduction=reduction), rtol=1e-13, atol=1e-14, xp=xp)
         ref = F.cross_entropy(_t(x), _t(t), _t(w), label_smoothing=0.25, reduction=reduction).numpy()
-        assert_close(got, ref, rtol=1e-13, atol=1e-14)
+        assert_close(got, ref, rtol=1e-13, atol=1e-14, xp=xp)
     per = compat.to_numpy(cross_entropy(xp.asarray(x), xp.asarray(t), xp.asarray(w), label_smoothing=0.25,
                                         reduction="none"))
     assert per[1] == 0 and per[3] == 0
@@ -109,10 +109,10 @@ def test_z_loss_and_from_log_probs(xp, rng):
     t[1] = -100
     for reduction in ("mean", "sum", "none"):
         got = cross_entropy(xp.asarray(x), xp.asarray(t), z_loss=1e-2, label_smoothing=0.1, reduction=reduction)
-        assert_close(got, _ce_loop(x, t, None, 0.1, reduction=reduction, z=1e-2), rtol=1e-12, atol=1e-13)
+        assert_close(got, _ce_loop(x, t, None, 0.1, reduction=reduction, z=1e-2), rtol=1e-12, atol=1e-13, xp=xp)
     lp = F.log_softmax(_t(x), 1).numpy()
     got = cross_entropy(xp.asarray(lp), xp.asarray(t), from_log_probs=True)
-    assert_close(got, F.nll_loss(_t(lp), _t(t)).numpy(), rtol=1e-12)
+    assert_close(got, F.nll_loss(_t(lp), _t(t)).numpy(), rtol=1e-12, xp=xp)
 
 
 def test_float32_huge_logits_and_half(xp, rng):
@@ -163,8 +163,8 @@ def test_grad_matches_torch_on_every_backend(xp, rng):
     _, res = op.fwd(xp.asarray(x), xp.asarray(t), xp.asarray(w), label_smoothing=0.1)
     dx, dt, dw = op.bwd(res, xp.asarray(np.asarray(1.0)))
     assert dt is None
-    assert_close(dx, xt.grad.numpy(), rtol=1e-11, atol=1e-13)
-    assert_close(dw, dw_ref, rtol=1e-6, atol=1e-8)
+    assert_close(dx, xt.grad.numpy(), rtol=1e-11, atol=1e-13, xp=xp)
+    assert_close(dw, dw_ref, rtol=1e-6, atol=1e-8, xp=xp)
 
 
 def test_torch_gradcheck_and_jax(rng):
@@ -211,15 +211,15 @@ def test_spherical_z_loss(xp, rng):
     t = rng.integers(0, 7, 5)
     for reduction, agg in (("none", lambda v: v), ("sum", np.sum), ("mean", np.mean)):
         got = spherical_z_loss(xp.asarray(o), xp.asarray(t), a=1.5, b=0.7, reduction=reduction)
-        assert_close(got, agg(_zloss_loop(o, t, 1.5, 0.7, 1e-12)), rtol=1e-12)
+        assert_close(got, agg(_zloss_loop(o, t, 1.5, 0.7, 1e-12)), rtol=1e-12, xp=xp)
     base = spherical_z_loss(xp.asarray(o), xp.asarray(t), a=1.5, b=0.7, reduction="none")
     moved = spherical_z_loss(xp.asarray(3.0 * o - 4.0), xp.asarray(t), a=1.5, b=0.7, reduction="none")
-    assert_close(moved, compat.to_numpy(base), rtol=1e-9)  # invariant to o -> alpha o + beta
+    assert_close(moved, compat.to_numpy(base), rtol=1e-9, xp=xp)  # invariant to o -> alpha o + beta
     o3 = rng.standard_normal((2, 4, 3))
     t3 = rng.integers(0, 4, (2, 3))
     got3 = spherical_z_loss(xp.asarray(o3), xp.asarray(t3), a=1.0, b=0.0, reduction="none")
     ref3 = _zloss_loop(np.moveaxis(o3, 1, -1).reshape(-1, 4), t3.reshape(-1), 1.0, 0.0, 1e-12).reshape(2, 3)
-    assert_close(got3, ref3, rtol=1e-12)
+    assert_close(got3, ref3, rtol=1e-12, xp=xp)
     const = spherical_z_loss(xp.asarray(np.ones((1, 4))), xp.asarray(np.array([0])), a=1.0, b=1.0)
     assert np.isfinite(float(const))
 
@@ -281,7 +281,8 @@ def test_fused_numba_path_matches_generic(dtype, rng):
     t = rng.integers(0, 6, (5, 3))
     t[0, 1] = t[3, 2] = -100
     w = (rng.random(6) + 0.2).astype(dtype)
-    kw = dict(ax=1, c=6, eps=0.0, zc=0.0, ignore_index=-100, reduction="mean", from_log_probs=False, integer=True, xp=np)
+    kw = dict(ax=1, c=6, eps=0.0, zc=0.0, ignore_index=-100, reduction="mean", from_log_probs=False, integer=True,
+              xp=np)
     assert _ce.path_for(x, t, w, **kw) == "numba"
     op = ops.get("cross_entropy")
     tol = 2e-5 if dtype == np.float32 else 1e-12

@@ -31,10 +31,10 @@ def test_decoupled_softmax(xp, rng):
     w = rng.random(6)
     ref = _ref_decoupled(s, t, w)
     assert_close(decoupled_softmax_loss(xp.asarray(s), xp.asarray(t), xp.asarray(w), reduction="none"), ref,
-                 rtol=1e-12, atol=1e-14)
-    assert_close(decoupled_softmax_loss(xp.asarray(s), xp.asarray(t)), _ref_decoupled(s, t).mean(), rtol=1e-12)
+                 rtol=1e-12, atol=1e-14, xp=xp)
+    assert_close(decoupled_softmax_loss(xp.asarray(s), xp.asarray(t)), _ref_decoupled(s, t).mean(), rtol=1e-12, xp=xp)
     assert_close(decoupled_softmax_loss(xp.asarray(s), xp.asarray(t), reduction="sum"), _ref_decoupled(s, t).sum(),
-                 rtol=1e-12)
+                 rtol=1e-12, xp=xp)
 
 
 def test_decoupled_single_positive_is_cross_entropy(rng):
@@ -67,7 +67,7 @@ def test_cosine_softmax(xp, rng, kind, m):
     ref = _ref_cos(x, w, y, 16.0, m, kind)
     got = cosine_softmax_loss(xp.asarray(x), xp.asarray(w), xp.asarray(y), scale=16.0, margin=m, margin_type=kind,
                               reduction="none")
-    assert_close(got, ref, rtol=1e-10)
+    assert_close(got, ref, rtol=1e-10, xp=xp)
 
 
 def test_vjps(rng):

@@ -46,11 +46,11 @@ def test_matches_reference_and_torch_on_every_backend(xp, method, log, rng):
     f = log_softmax if log else softmax
     for axis in (-1, 1):
         y = f(xp.asarray(x), axis=axis, method=method)
-        assert_close(y, _loop_ref(x, axis, log), rtol=1e-12, atol=1e-13, err_msg=f"{method} axis={axis}")
-        assert_close(y, _torch_ref(x, axis, log), rtol=1e-12, atol=1e-13)
+        assert_close(y, _loop_ref(x, axis, log), rtol=1e-12, atol=1e-13, err_msg=f"{method} axis={axis}", xp=xp)
+        assert_close(y, _torch_ref(x, axis, log), rtol=1e-12, atol=1e-13, xp=xp)
     y32 = f(xp.asarray(x.astype(np.float32)), method=method)
     assert _dt(y32) == "float32"
-    assert_close(y32, _loop_ref(x.astype(np.float32), -1, log), rtol=2e-6, atol=2e-6)
+    assert_close(y32, _loop_ref(x.astype(np.float32), -1, log), rtol=2e-6, atol=2e-6, xp=xp)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -91,11 +91,11 @@ def test_huge_magnitudes_float32_no_overflow(xp, method):
     y = softmax(xp.asarray(x), method=method)
     ref = scipy.special.softmax(x.astype(np.float64), axis=-1)
     assert np.all(np.isfinite(optnorm._lib.compat.to_numpy(y)))
-    assert_close(y, ref, rtol=1e-6, atol=1e-7, check_dtype="float32")
+    assert_close(y, ref, rtol=1e-6, atol=1e-7, check_dtype="float32", xp=xp)
     ly = log_softmax(xp.asarray(x), method=method)
     lref = scipy.special.log_softmax(x.astype(np.float64), axis=-1)
     # two_pass represents x as x*log2(e) rounded to float32: a relative input perturbation <= 2**-24
-    assert_close(ly, lref, rtol=1e-6 if method != "two_pass" else 1e-1, atol=1e-5, check_dtype="float32")
+    assert_close(ly, lref, rtol=1e-6 if method != "two_pass" else 1e-1, atol=1e-5, check_dtype="float32", xp=xp)
     assert np.all(np.isfinite(optnorm._lib.compat.to_numpy(ly)))
 
 
@@ -138,7 +138,7 @@ def test_masked_row_zero_has_zero_vjp(xp, log, path):
     if not log:
         assert dx[1, 1] == 0  # masked entry of a live row: p = 0, no cotangent (log_softmax passes g through)
     assert np.all(np.isfinite(dx))
-    assert_close(f(x, masked_row="zero"), optnorm._lib.compat.to_numpy(y))
+    assert_close(f(x, masked_row="zero"), optnorm._lib.compat.to_numpy(y), xp=xp)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered")
@@ -163,9 +163,9 @@ def test_half_precision_computed_in_float32(xp, rng):
         for method in METHODS:
             y = softmax(xh, method=method)
             assert y.dtype == dt
-            assert_close(y, scipy.special.softmax(xr, axis=-1), rtol=1e-2, atol=2e-3, check_dtype=nm)
+            assert_close(y, scipy.special.softmax(xr, axis=-1), rtol=1e-2, atol=2e-3, check_dtype=nm, xp=xp)
             ly = log_softmax(xh, method=method)
-            assert_close(ly, scipy.special.log_softmax(xr, axis=-1), rtol=1e-2, atol=5e-2, check_dtype=nm)
+            assert_close(ly, scipy.special.log_softmax(xr, axis=-1), rtol=1e-2, atol=5e-2, check_dtype=nm, xp=xp)
 
 
 def test_float16_large_logits_do_not_overflow():
@@ -196,10 +196,10 @@ def test_vjp_on_every_backend(xp, rng):
     ref = y * (g - (g * y).sum(-1, keepdims=True))
     op = ops.get("softmax")
     _, res = op.fwd(xp.asarray(x))
-    assert_close(op.bwd(res, xp.asarray(g))[0], ref, rtol=1e-12, atol=1e-14)
+    assert_close(op.bwd(res, xp.asarray(g))[0], ref, rtol=1e-12, atol=1e-14, xp=xp)
     op = ops.get("log_softmax")
     _, res = op.fwd(xp.asarray(x), method="two_pass")
-    assert_close(op.bwd(res, xp.asarray(g))[0], g - y * g.sum(-1, keepdims=True), rtol=1e-12, atol=1e-14)
+    assert_close(op.bwd(res, xp.asarray(g))[0], g - y * g.sum(-1, keepdims=True), rtol=1e-12, atol=1e-14, xp=xp)
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax", "stablemax", "log_stablemax"])
@@ -241,12 +241,13 @@ def _s_ref(v):
 def test_stablemax_values(xp, rng):
     x = rng.standard_normal((4, 7)) * 3
     s = np.vectorize(_s_ref)(x)
-    assert_close(stablemax(xp.asarray(x)), s / s.sum(-1, keepdims=True), rtol=1e-13)
-    assert_close(log_stablemax(xp.asarray(x)), np.log(s) - np.log(s.sum(-1, keepdims=True)), rtol=1e-13, atol=1e-14)
-    assert_close(stablemax(xp.asarray(x), axis=0), s / s.sum(0, keepdims=True), rtol=1e-13)
+    assert_close(stablemax(xp.asarray(x)), s / s.sum(-1, keepdims=True), rtol=1e-13, xp=xp)
+    assert_close(log_stablemax(xp.asarray(x)), np.log(s) - np.log(s.sum(-1, keepdims=True)), rtol=1e-13, atol=1e-14,
+                 xp=xp)
+    assert_close(stablemax(xp.asarray(x), axis=0), s / s.sum(0, keepdims=True), rtol=1e-13, xp=xp)
     y32 = stablemax(xp.asarray(np.array([[1e30, -1e30, 0.0]], np.float32)))
     assert _dt(y32) == "float32"
-    assert_close(y32, np.array([[1.0, 0.0, 1e-30]], np.float32), atol=1e-7)
+    assert_close(y32, np.array([[1.0, 0.0, 1e-30]], np.float32), atol=1e-7, xp=xp)
 
 
 def test_out_argument(xp):
@@ -257,7 +258,7 @@ def test_out_argument(xp):
         return
     out = xp.asarray(np.zeros((1, 3)))
     assert softmax(x, out=out) is out
-    assert_close(out, scipy.special.softmax(np.array([[1.0, 2.0, 3.0]]), axis=-1), rtol=1e-14)
+    assert_close(out, scipy.special.softmax(np.array([[1.0, 2.0, 3.0]]), axis=-1), rtol=1e-14, xp=xp)
     assert log_stablemax(x, out=out) is out
 
 

@@ -130,8 +130,9 @@ def nala_attention(q, k, v, *, causal=False, eps=1e-6, norm_eps=1e-6, chunk_size
     (``ZacharyMeng/NaLaFormer``, ``NormAwareLinearAttn``), with two documented differences: RoPE (applied there
     to the numerator only) is **omitted**, so rows sum exactly to 1 (up to eps); ``norm_eps`` is added to
     ``||q||`` (the code divides by ``||q||`` and gives 0/0 for a zero query).  The key features are formed in
-    units of the largest ``|k|`` (with ``eps`` rescaled to match), so keys up to the dtype's range are fine.  LePE, the gate and the
-    projections are outside this function.  ``causal=True`` restricts j <= i (the 1/N factor stays N = n).
+    units of the largest ``|k|`` (with ``eps`` rescaled to match), so keys up to the dtype's range are fine.
+    LePE, the gate and the projections are outside this function.  ``causal=True`` restricts j <= i (the 1/N
+    factor stays N = n).
     Meng et al. (ICML 2026), "Norm x Direction: Restoring the Missing Query Norm in Vision Linear Attention"
     (NaLaFormer).
 

@@ -115,8 +115,9 @@ def newton_schulz_pinv(A, *, iters=20, reg=0.01, grad="implicit"):
     ``iters = 20`` are its defaults (``fudan-zvg/SOFT``, ``SOFT/kernel/inverse.py``);
     ``||P||_1 ||P||_inf >= sigma_max(P)^2`` makes the start convergent for any matrix (the norms of ``A`` alone
     do not when ``reg`` dominates: ``A = 1e-30 I`` diverged).  The iteration runs on ``P / max|P|`` and the
-    result is scaled back (Newton-Schulz is scale-equivariant), so ``A`` of any magnitude the dtype holds works.  With ``reg = 0`` the iteration converges to the Moore-Penrose pseudo-inverse,
-    but for a singular ``A`` rounding errors in its null space double at every step once converged (measured: a
+    result is scaled back (Newton-Schulz is scale-equivariant), so ``A`` of any magnitude the dtype holds works.
+    With ``reg = 0`` the iteration converges to the Moore-Penrose pseudo-inverse, but for a singular ``A``
+    rounding errors in its null space double at every step once converged (measured: a
     rank-2 5x5 matrix is accurate to 1e-12 after 20 steps and off by O(1) after 60), so keep ``reg > 0`` or stop
     early there.
 
@@ -180,7 +181,8 @@ def _gauss(x, y, s, c, xp):
     """exp(-s ||x_i - y_j||^2) with the squared distance by the Gram expansion (clamped at 0, as SOFT) of x / c and
     y / c: c = max(1, |x|, |y|) keeps the squares finite, and s c^2 d^2 is formed as (s c)(c d^2)."""
     xs, ys = x / c, y / c
-    d2 = xp.sum(xs * xs, axis=-1)[..., :, None] + xp.sum(ys * ys, axis=-1)[..., None, :] - 2.0 * xp.matmul(xs, mT(ys, xp))
+    d2 = xp.sum(xs * xs, axis=-1)[..., :, None] + xp.sum(ys * ys, axis=-1)[..., None, :] \
+        - 2.0 * xp.matmul(xs, mT(ys, xp))
     return xp.exp(-(s * c) * (c * xp.maximum(d2, 0.0)))
 
 

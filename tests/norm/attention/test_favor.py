@@ -74,7 +74,7 @@ def test_favor_matches_quadratic_form(xp, rng, causal):
     q, k, v = (rng.standard_normal((2, 7, 4)) * 0.7 for _ in range(3))
     ref = _favor_ref(q, k, v, 12, "simplex", 5, causal)
     y = favor_attention(xp.asarray(q), xp.asarray(k), xp.asarray(v), num_features=12, seed=5, causal=causal)
-    assert_close(y, ref, rtol=1e-9, atol=1e-10)
+    assert_close(y, ref, rtol=1e-9, atol=1e-10, xp=xp)
 
 
 def test_favor_approximates_softmax_attention(rng):

@@ -35,11 +35,11 @@ def test_linear_attention(xp, rng, causal, fm):
     for ch in (1, 3, 64):
         got = linear_attention(xp.asarray(q), xp.asarray(k), xp.asarray(v), feature_map=fm, causal=causal, eps=1e-3,
                                chunk_size=ch)
-        assert_close(got, ref, rtol=1e-11, atol=1e-13)
+        assert_close(got, ref, rtol=1e-11, atol=1e-13, xp=xp)
     got32 = linear_attention(*(xp.asarray(t.astype(np.float32)) for t in (q, k, v)), causal=causal, feature_map=fm,
                              eps=1e-3)
     assert "float32" in str(got32.dtype)
-    assert_close(got32, ref.astype(np.float32), rtol=1e-4, atol=1e-5)
+    assert_close(got32, ref.astype(np.float32), rtol=1e-4, atol=1e-5, xp=xp)
     if xp.__name__.endswith("numpy") and "compat" in xp.__name__:
         check_vjp("norm.linear_attention", q, k, v, opts={"causal": causal, "chunk_size": 3, "feature_map": fm,
                                                            "eps": 1e-3})
@@ -65,7 +65,7 @@ def test_nala_attention(xp, rng, causal):
     a, b = nala_feats(q, k)
     ref = ref_linear(a, b, v, causal, 1e-6)
     got = nala_attention(xp.asarray(q), xp.asarray(k), xp.asarray(v), causal=causal, chunk_size=4)
-    assert_close(got, ref, rtol=1e-10, atol=1e-12)
+    assert_close(got, ref, rtol=1e-10, atol=1e-12, xp=xp)
     if not causal:
         # the official code's form: den = phi_q . mean phi_k + 1e-6, num = phi_q . sum phi_k v^T / N
         aq, bk = a[0], b[0] * 6
@@ -89,7 +89,7 @@ def test_mala_attention(xp, rng):
         assert_close(W.sum(1), np.ones(5) + s * 0, rtol=1e-5)   # rows sum to 1 (up to eps)
         ref[bi] = W @ v[bi]
     got = mala_attention(xp.asarray(q), xp.asarray(k), xp.asarray(v))
-    assert_close(got, ref, rtol=1e-10, atol=1e-12)
+    assert_close(got, ref, rtol=1e-10, atol=1e-12, xp=xp)
     check_vjp("norm.mala_attention", q, k, v)
     check_vjp("norm.mala_attention", q, k[:1], v[:1], opts={"scale": 0.3})
 
@@ -113,7 +113,7 @@ def test_inline_linear_equals_quadratic(xp, rng, causal):
     v = rng.standard_normal((2, 6, 3))
     ref = _inline_quadratic(q, k, v, 0.5, causal)
     assert_close(inline_attention(xp.asarray(q), xp.asarray(k), xp.asarray(v), causal=causal), ref, rtol=1e-10,
-                 atol=1e-12)
+                 atol=1e-12, xp=xp)
 
 
 def test_inline_cross_attention_and_scale(rng):

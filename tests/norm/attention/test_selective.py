@@ -25,9 +25,9 @@ def test_selective_attention(xp, rng, causal):
     tq, tv = rng.random((2, 5, 1)) + 0.5, rng.random((5, 1)) + 0.5
     y = selective_attention(xp.asarray(q), xp.asarray(k), xp.asarray(v), xp.asarray(tq), xp.asarray(tv),
                             causal=causal)
-    assert_close(y, _softmax_attn(q, k, v, tq, tv, causal, 0.5), rtol=1e-10)
+    assert_close(y, _softmax_attn(q, k, v, tq, tv, causal, 0.5), rtol=1e-10, xp=xp)
     y0 = selective_attention(xp.asarray(q), xp.asarray(k), xp.asarray(v), causal=causal)
-    assert_close(y0, _softmax_attn(q, k, v, None, None, causal, 0.5), rtol=1e-10)
+    assert_close(y0, _softmax_attn(q, k, v, None, None, causal, 0.5), rtol=1e-10, xp=xp)
 
 
 def test_log_position_temperature(xp):
@@ -37,7 +37,7 @@ def test_log_position_temperature(xp):
     a = xp.asarray(np.array([0.0, 2.0]))
     t2 = log_position_temperature(3, a, offset=0.5)
     assert tuple(t2.shape) == (2, 3, 1)
-    assert_close(t2[1, ...], 0.5 + np.log(np.arange(1, 4))[:, None] / (1 + np.exp(-2.0)), rtol=1e-12)
+    assert_close(t2[1, ...], 0.5 + np.log(np.arange(1, 4))[:, None] / (1 + np.exp(-2.0)), rtol=1e-12, xp=xp)
 
 
 def test_vjps(rng):

@@ -34,12 +34,12 @@ def ref_sigmoid(q, k, v, mask, bias, scale, causal):
 def test_sigmoid_attention(xp, rng):
     q, k, v = rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 6, 4)), rng.standard_normal((2, 6, 3))
     X = lambda *a: tuple(xp.asarray(t) for t in a)  # noqa: E731
-    assert_close(sigmoid_attention(*X(q, k, v)), ref_sigmoid(q, k, v, None, None, None, False), rtol=1e-12)
+    assert_close(sigmoid_attention(*X(q, k, v)), ref_sigmoid(q, k, v, None, None, None, False), rtol=1e-12, xp=xp)
     mask = rng.random((5, 6)) > 0.3
     mask[1] = False    # a fully masked row gives zeros
     got = sigmoid_attention(*X(q, k, v), xp.asarray(mask), bias=-1.5, scale=0.7, causal=True)
     ref = ref_sigmoid(q, k, v, mask, -1.5, 0.7, True)
-    assert_close(got, ref, rtol=1e-12, atol=1e-15)
+    assert_close(got, ref, rtol=1e-12, atol=1e-15, xp=xp)
     assert np.all(ref[:, 1] == 0)
     check_vjp("norm.sigmoid_attention", q, k, v, None)
     check_vjp("norm.sigmoid_attention", q, k, v, mask, opts={"causal": True, "bias": 0.3})

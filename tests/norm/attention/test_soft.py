@@ -25,16 +25,16 @@ def test_newton_schulz_pinv(xp, rng):
     A = np.exp(-((X[:, :, None] - X[:, None]) ** 2).sum(-1) / 2)     # Gaussian kernel: symmetric, non-negative
     V, res = newton_schulz_pinv(xp.asarray(A), iters=20)
     Vr = ns_ref(A, 20, 0.01)
-    assert_close(V, Vr, rtol=1e-9, atol=1e-11)
+    assert_close(V, Vr, rtol=1e-9, atol=1e-11, xp=xp)
     P = A + 0.01 * np.eye(6)
-    assert_close(res, np.linalg.norm(Vr @ P - np.eye(6), axis=(-2, -1)), rtol=1e-8, atol=1e-14)
+    assert_close(res, np.linalg.norm(Vr @ P - np.eye(6), axis=(-2, -1)), rtol=1e-8, atol=1e-14, xp=xp)
     V2, res2 = newton_schulz_pinv(xp.asarray(A), iters=100, reg=0.0)
     if float(np.max(np.asarray(compat.to_numpy(res2)))) < 1e-8:
-        assert_close(V2, np.linalg.inv(A), rtol=1e-6, atol=1e-8)
+        assert_close(V2, np.linalg.inv(A), rtol=1e-6, atol=1e-8, xp=xp)
     # a non-symmetric, rank-deficient matrix: converges to the Moore-Penrose pseudo-inverse (residual stays > 0)
     B = rng.standard_normal((5, 2)) @ rng.standard_normal((2, 5))
     Vb, rb = newton_schulz_pinv(xp.asarray(B), iters=20, reg=0.0)
-    assert_close(Vb, np.linalg.pinv(B), rtol=1e-8, atol=1e-9)
+    assert_close(Vb, np.linalg.pinv(B), rtol=1e-8, atol=1e-9, xp=xp)
     # ... but rounding errors in the null space then double every step (documented): 60 steps blow up
     Vc, _ = newton_schulz_pinv(xp.asarray(B), iters=60, reg=0.0)
     assert float(np.max(np.abs(compat.to_numpy(Vc) - np.linalg.pinv(B)))) > 1e-3
@@ -68,17 +68,17 @@ def test_soft_attention(xp, rng):
     W = ns_ref(gauss(L, L, 4), 20, 0.01)
     ref = gauss(q, L, 4) @ W @ gauss(L, q, 4) @ v
     got = soft_attention(xp.asarray(q), xp.asarray(v), num_landmarks=4)
-    assert_close(got, ref, rtol=1e-9, atol=1e-11)
+    assert_close(got, ref, rtol=1e-9, atol=1e-11, xp=xp)
     lm = rng.standard_normal((3, 4)) * 2
     W = np.linalg.inv(gauss(lm, lm, 4) + 0.01 * np.eye(3))
     ref2 = gauss(q, lm, 4) @ W @ gauss(lm, q, 4) @ v
     got2 = soft_attention(xp.asarray(q), xp.asarray(v), xp.asarray(lm), iters=60)
-    assert_close(got2, ref2, rtol=1e-7, atol=1e-9)
+    assert_close(got2, ref2, rtol=1e-7, atol=1e-9, xp=xp)
     # with all tokens as landmarks and a tiny reg, SOFT reproduces the full (unnormalised) Gaussian attention
     qs = rng.standard_normal((4, 4)) * 2
     full = gauss(qs, qs, 4) @ v[0, :4]
     got3 = soft_attention(xp.asarray(qs), xp.asarray(v[0, :4]), num_landmarks=4, reg=0.0, iters=80)
-    assert_close(got3, full, rtol=1e-6, atol=1e-8)
+    assert_close(got3, full, rtol=1e-6, atol=1e-8, xp=xp)
 
 
 def test_soft_attention_vjp(rng):
@@ -127,8 +127,8 @@ def test_newton_schulz_pinv_at_any_magnitude(dtype, scale):
     M = rng.standard_normal((4, 4))
     P = (M @ M.T + 4 * np.eye(4)) * scale
     V, res = newton_schulz_pinv(P.astype(dtype), reg=0.0, iters=60)
-    assert_close(np.asarray(V, np.float64) * scale, np.linalg.inv(P / scale), rtol=1e-4 if dtype == np.float32 else 1e-10,
-                 check_dtype=False)
+    assert_close(np.asarray(V, np.float64) * scale, np.linalg.inv(P / scale),
+                 rtol=1e-4 if dtype == np.float32 else 1e-10, check_dtype=False)
 
 
 @pytest.mark.parametrize("scale", [1e-300, 1e300])
