@@ -72,7 +72,8 @@ def _features(xs, W, xp, stab=None):
         u = xp.maximum(xp.max(xp.abs(xs)), compat.full((), 1.0, like=xs))
         xu = xs / u
         e = xp.matmul(xu, mT(W, xp)) / u - 0.5 * xp.sum(xu * xu, axis=-1, keepdims=True)
-        return xp.exp(u * (u * (e - xp.max(e, axis=(-2, -1), keepdims=True)))) / math.sqrt(m)
+        with np.errstate(over="ignore"):   # u (u (e - max)) -> -inf is intended: the feature underflows to 0
+            return xp.exp(u * (u * (e - xp.max(e, axis=(-2, -1), keepdims=True)))) / math.sqrt(m)
     e = xp.matmul(xs, mT(W, xp)) - 0.5 * xp.sum(xs * xs, axis=-1, keepdims=True)
     return xp.exp(e) / math.sqrt(m)
 

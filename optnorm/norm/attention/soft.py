@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from ..._lib import compat
 from ..._lib.api import public, vjp
 from ..._lib.roles import Choice, Float, Int, NonNegative
@@ -183,7 +185,8 @@ def _gauss(x, y, s, c, xp):
     xs, ys = x / c, y / c
     d2 = xp.sum(xs * xs, axis=-1)[..., :, None] + xp.sum(ys * ys, axis=-1)[..., None, :] \
         - 2.0 * xp.matmul(xs, mT(ys, xp))
-    return xp.exp(-(s * c) * (c * xp.maximum(d2, 0.0)))
+    with np.errstate(over="ignore"):       # -(s c)(c d^2) -> -inf is intended: the kernel underflows to 0
+        return xp.exp(-(s * c) * (c * xp.maximum(d2, 0.0)))
 
 
 def _gauss_bwd(x, y, K, G, s, xp):
