@@ -242,6 +242,34 @@ def test_norm_fwd_bwd(benchmark, shape, op, impl):
         benchmark(run)
 
 
+# ------------------------------------------------------------------------------------------ small calls
+SMALL_SHAPES = [(3, 5), (32, 64), (256, 256)]
+
+
+@pytest.mark.parametrize("shape", SMALL_SHAPES, ids=_name)
+@pytest.mark.parametrize("impl", ["optnorm", "optnorm parallel build", "torch", "numpy"])
+def test_softmax_small(benchmark, shape, impl):
+    """Small rows: optnorm runs the serial build of the row kernel below 65536 elements (the parallel build's
+    thread-pool wake-up cost ~1 ms on a 3x5 input); the 'parallel build' case forces it for comparison."""
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    if impl == "optnorm":
+        benchmark(softmax, x)
+    elif impl == "optnorm parallel build":
+        from optnorm._numba import norm as nb
+
+        y = np.empty_like(x)
+        nb._softmax_safe_rows.parallel(x, y, False, False)
+        benchmark(nb._softmax_safe_rows.parallel, x, y, False, False)
+    elif impl == "torch":
+        xt = torch.from_numpy(x)
+        benchmark(torch.softmax, xt, -1)
+    else:
+        def run():
+            e = np.exp(x - x.max(-1, keepdims=True))
+            return e / e.sum(-1, keepdims=True)
+        benchmark(run)
+
+
 def test_numba_path_is_used():
     from optnorm.norm.softmax import _softmax
 

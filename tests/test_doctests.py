@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import doctest
 import importlib
-import pkgutil
 
 import pytest
 
@@ -12,11 +11,7 @@ from optnorm._lib import api
 
 
 def _modules():
-    names = []
-    for d in api.DOMAINS:
-        pkg = importlib.import_module(f"optnorm.{d}")
-        names += [f"optnorm.{d}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")]
-    return names
+    return [m for d in api.DOMAINS for m in api.public_modules(f"optnorm.{d}")]
 
 
 @pytest.mark.parametrize("name", _modules())

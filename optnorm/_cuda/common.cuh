@@ -45,6 +45,30 @@ __device__ A block_sum(A v, A* sh) {
   return sh[0];
 }
 
+template <typename A>
+__device__ __forceinline__ A warp_max(A v) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const A w = __shfl_xor_sync(0xffffffffu, v, o);
+    v = w > v ? w : v;
+  }
+  return v;
+}
+
+// Max over the block (NaN-ignoring, like fmax); every thread gets the result.  `sh` holds >= 32 values.
+template <typename A>
+__device__ A block_max(A v, A* sh) {
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) sh[wid] = v;
+  __syncthreads();
+  v = (threadIdx.x < nw) ? sh[threadIdx.x] : -Lim<A>::inf();
+  if (wid == 0) v = warp_max(v);
+  if (threadIdx.x == 0) sh[0] = v;
+  __syncthreads();
+  return sh[0];
+}
+
 // Online log-sum-exp pair: (m, d) stands for m + log(d).  (m, d) (+)= (m2, d2), exact for -inf entries:
 // an empty pair is (-inf, 0), and two empty pairs stay empty (no exp(-inf - -inf) = NaN).
 template <typename T>

@@ -96,6 +96,23 @@ __global__ void softmax_bwd(const T* __restrict__ y, const T* __restrict__ g, T*
   }
 }
 
+// 1 / sqrt(q / n + eps) for q = sum (x - mu)^2 of a row, in double.  When the squares overflow double (|x| ~ 1e154
+// and up, double input only) the row is summed again in units of its largest deviation, as the CPU kernels do.
+template <typename T>
+__device__ double row_rstd(const T* __restrict__ xr, long long n, double mu, double q, double eps, double* sh) {
+  if (!isinf(q)) return d_rsqrt(q / (double)n + eps);
+  double m = 0.0;
+  for (long long j = threadIdx.x; j < n; j += blockDim.x) m = fmax(m, fabs((double)xr[j] - mu));
+  m = block_max(m, sh);
+  double qs = 0.0;
+  for (long long j = threadIdx.x; j < n; j += blockDim.x) {
+    const double dv = ((double)xr[j] - mu) / m;
+    qs += dv * dv;
+  }
+  qs = block_sum(qs, sh);
+  return 1.0 / (m * d_sqrt(qs / (double)n + eps / m / m));
+}
+
 // y = (x - mean) * rstd * w + b per row (has_w / has_b select the affine terms); writes mean and rstd per row.
 template <typename T>
 __global__ void layer_norm_fwd(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
@@ -113,7 +130,7 @@ __global__ void layer_norm_fwd(const T* __restrict__ x, const T* __restrict__ w,
     const double dv = (double)xr[j] - mu;
     q += dv * dv;
   }
-  const double rs = d_rsqrt(block_sum(q, sh) / (double)n + (double)eps);
+  const double rs = row_rstd(xr, n, mu, block_sum(q, sh), (double)eps, sh);
   const T mu_t = (T)mu, rs_t = (T)rs;
   if (threadIdx.x == 0) {
     mean[row] = mu_t;
@@ -168,7 +185,7 @@ __global__ void rms_norm_fwd(const T* __restrict__ x, const T* __restrict__ w, T
     const double v = (double)xr[j];
     q += v * v;
   }
-  const T rs = (T)d_rsqrt(block_sum(q, sh) / (double)n + (double)eps);
+  const T rs = (T)row_rstd(xr, n, 0.0, block_sum(q, sh), (double)eps, sh);
   if (threadIdx.x == 0) rstd[row] = rs;
   for (long long j = threadIdx.x; j < n; j += blockDim.x) {
     T v = xr[j] * rs;

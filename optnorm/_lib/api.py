@@ -43,8 +43,8 @@ import numpy as np
 from . import compat
 from .roles import Call, Role
 
-__all__ = ["public", "public_class", "constant", "vjp", "checked", "check_arguments", "Function", "registry", "functions", "lookup",
-           "export_domain", "DOMAINS"]
+__all__ = ["public", "public_class", "constant", "vjp", "checked", "check_arguments", "Function", "registry",
+           "functions", "lookup", "export_domain", "public_modules", "DOMAINS"]
 
 DOMAINS = ("norm", "ot", "spd", "optim")
 _RESERVED = ("gufunc", "example", "sizes", "contract", "name")
@@ -166,12 +166,18 @@ def _finish_alias(values: dict, alias: list, result):
     raise TypeError("out= aliasing an input is not supported for this function")
 
 
-def _wrap(fn: Callable, checker: _Checker) -> Callable:
+def _finish_alias_fwd(values: dict, alias: list, result):
+    """:func:`_finish_alias` for a VJP forward, which returns ``(y, residuals)``."""
+    y, res = result
+    return _finish_alias(values, alias, y), res
+
+
+def _wrap(fn: Callable, checker: _Checker, finish: Callable = _finish_alias) -> Callable:
     """A function with ``fn``'s exact signature that validates, then calls ``fn``."""
     sig = inspect.signature(fn)
     head, call_args, names = [], [], []
     seen_kwonly = False
-    ns: dict[str, Any] = {"__check": checker, "__fn": fn, "__finish": _finish_alias, "__d": {}}
+    ns: dict[str, Any] = {"__check": checker, "__fn": fn, "__finish": finish, "__d": {}}
     last_posonly = max((i for i, p in enumerate(sig.parameters.values()) if p.kind == p.POSITIONAL_ONLY),
                        default=None)
     for i, p in enumerate(sig.parameters.values()):
@@ -272,13 +278,15 @@ def check_arguments(where: str, roles: dict[str, Role], **values) -> dict:
     return vals
 
 
-def checked(fn: Callable, impl: Callable) -> Callable:
+def checked(fn: Callable, impl: Callable, *, residuals: bool = True) -> Callable:
     """``impl`` behind the argument validation of the declared public function ``fn``.
 
     For a differentiable op whose ``fwd`` does not call ``fn`` itself (it returns residuals the plain call
     does not compute): ``f_fwd = checked(f, _f_fwd)`` validates exactly what ``f(...)`` validates, so the
-    torch and JAX adapters (which call ``fwd``) refuse the same inputs.  ``impl`` must have ``fn``'s
-    parameters (names, kinds, defaults); functions with ``out=`` are not supported.
+    torch and JAX adapters (which call ``fwd``) refuse the same inputs; ``vjp(f, f_fwd, f_bwd,
+    validate=True)`` is the same thing.  ``impl`` must have ``fn``'s parameters (names, kinds, defaults).
+    With ``residuals`` (default) ``impl`` returns ``(y, res)`` and an ``out=`` aliasing an input is
+    handled on ``y`` as the public function handles it.
     """
     entry = lookup(fn)
     if entry is None:
@@ -289,19 +297,25 @@ def checked(fn: Callable, impl: Callable) -> Callable:
             [(p.name, p.kind, p.default) for p in got.parameters.values()]:
         raise TypeError(f"{impl.__qualname__} must have the parameters of {entry.name}: {want} (got {got})")
     checker = _Checker(entry.name.split(".", 1)[1], want, entry.roles)
-    if checker.outs:
-        raise TypeError(f"checked(): {entry.name} has out= parameters; let its fwd call the public function")
-    return _wrap(impl, checker)
+    return _wrap(impl, checker, _finish_alias_fwd if residuals else _finish_alias)
 
 
 def vjp(fn: Callable, fwd: Callable, bwd: Callable, *, nondiff_argnums: tuple[int, ...] = (),
-        skip_check_argnums: tuple[int, ...] = ()):
+        skip_check_argnums: tuple[int, ...] = (), validate: bool = False):
     """Make a declared public function differentiable: ``fwd``/``bwd`` in JAX's ``custom_vjp`` convention
-    (see :mod:`optnorm._lib.ops`); the torch and JAX adapters then offer it."""
+    (see :mod:`optnorm._lib.ops`); the torch and JAX adapters then offer it.
+
+    ``validate=True`` runs the function's roles on every call of ``fwd`` too (the adapters call ``fwd``
+    directly when a gradient is needed), so a ``fwd`` written against validated arguments (normalised
+    axes, lists read as arrays, ``out=`` aliasing handled) need not call the public function.  ``fwd``
+    must then have exactly the public function's parameters."""
     entry = lookup(fn)
     if entry is None:
         raise ValueError(f"{getattr(fn, '__qualname__', fn)} is not a declared public function: add @public first")
     from . import ops
+
+    if validate:
+        fwd = checked(fn, fwd)
 
     entry.op = ops.register(entry.name, entry.obj, fwd, bwd, nondiff_argnums=nondiff_argnums,
                             skip_check_argnums=skip_check_argnums)
@@ -333,15 +347,21 @@ def lookup(obj_or_name: Any) -> Function | None:
     return _BY_OBJ.get(id(obj_or_name))
 
 
+def public_modules(package: str) -> list[str]:
+    """Names of the public modules of a domain package, subpackages included (``optnorm.norm.attention.soft``);
+    names with a component starting with ``_`` are private."""
+    pkg = importlib.import_module(package)
+    return [info.name for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{package}.")
+            if not any(part.startswith("_") for part in info.name[len(package) + 1:].split("."))]
+
+
 def export_domain(namespace: dict, package: str) -> list[str]:
     """Import every module of a domain package and put its declared public names into ``namespace``.
 
-    Returns the domain's ``__all__``.  No hand-written list: a new module is found by its file, a new
-    function by its declaration.
+    Returns the domain's ``__all__``.  No hand-written list: a new module is found by its file (in a
+    subpackage too), a new function by its declaration.
     """
-    pkg = importlib.import_module(package)
-    mods = [importlib.import_module(f"{package}.{info.name}") for info in pkgutil.iter_modules(pkg.__path__)
-            if not info.name.startswith("_")]
+    mods = [importlib.import_module(name) for name in public_modules(package)]
     domain = package.rsplit(".", 1)[-1]
     names = []
     # transitional: names a module still lists in __all__ without a declaration (LEGACY; a test counts them)

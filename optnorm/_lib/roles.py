@@ -180,7 +180,9 @@ class Array(Role):
     Parameters: ``spec`` shape spec (see module doc); ``dtype`` one of ``"float"``, ``"int"``,
     ``"bool"``, ``"any"``, ``"number"`` (int or float); ``finite`` rejects NaN/inf (otherwise they
     propagate as in NumPy); ``empty`` allows zero-size arrays; ``optional`` allows ``None``;
-    ``same_dtype`` names another argument whose dtype this one must have.
+    ``same_dtype`` names another argument whose dtype this one must have; ``sign`` ``"positive"``
+    (every entry > 0: scales, variances, temperatures) or ``"nonnegative"`` (>= 0); NaN entries are
+    left to ``finite``.
 
     ``gate`` names a Bool parameter of the function (``check``): when a call passes ``False`` the
     checks that read values (finiteness, symmetry, definiteness, sums) are skipped, the function's
@@ -194,7 +196,10 @@ class Array(Role):
     def __init__(self, spec: str | None = None, *, dtype: str = "float", finite: bool = False, empty: bool = False,
                  optional: bool = False, same_dtype: str | None = None, min_ndim: int | None = None,
                  max_ndim: int | None = None, lists: bool = True, gate: str | None = None,
-                 excludes: str | None = None):
+                 excludes: str | None = None, sign: str | None = None):
+        if sign not in (None, "positive", "nonnegative"):
+            raise ValueError(f"sign must be None, 'positive' or 'nonnegative', got {sign!r}")
+        self.sign = sign
         self.spec = parse_spec(spec)
         self.gate = gate
         self.excludes = excludes
@@ -252,6 +257,8 @@ class Array(Role):
         self._check_shape(x, name, call)
         if self.finite and self.reads_values(call):
             check_finite(x, name, call)
+        if self.sign is not None and self.reads_values(call):
+            check_sign(x, name, call, self.sign)
         if self.same_dtype is not None:
             other = call.values.get(self.same_dtype)
             if other is not None and compat.is_array(other) and other.dtype != x.dtype:
@@ -324,6 +331,8 @@ class Array(Role):
     # ---- contract
     def example(self, sizes, rng, dtype):
         shape = self.example_shape(sizes)
+        if self.sign is not None and self.dtype in ("float", "number", "any"):
+            return (0.5 + np.abs(rng.standard_normal(shape))).astype(dtype)
         if self.dtype in ("float", "number", "any"):
             return rng.standard_normal(shape).astype(dtype)
         if self.dtype == "int":
@@ -365,6 +374,10 @@ class Array(Role):
                     P("-inf", lambda v, r: _poke(v, -np.inf), bad),
                     P("huge", lambda v, r: _scaled(v, "huge"), O.FINITE_OR_ERROR),
                     P("tiny", lambda v, r: _scaled(v, "tiny"), O.FINITE_OR_ERROR)]
+        if self.sign is not None and nd >= 1:
+            out.append(P("negative entry", lambda v, r: _poke(v, -0.5), O.ERROR))
+            if self.sign == "positive":
+                out.append(P("zero entry", lambda v, r: _poke(v, 0.0), O.ERROR))
         if nd >= 1:
             out += [P("python list", lambda v, r: np.asarray(v).tolist(), O.SAME),
                     P("read-only", lambda v, r: _readonly(v), O.SAME)]
@@ -412,6 +425,17 @@ def check_finite(x, name: str, call: Call):
     a, xp = _data(x)
     if compat.size(a) and not bool(xp.all(xp.isfinite(a))):
         raise call.error(ValueError, f"{name} contains NaN or inf")
+    return x
+
+
+def check_sign(x, name: str, call: Call, sign: str):
+    if x is None or not compat.is_concrete(x) or not compat.size(x):
+        return x
+    a = compat.to_numpy(x)
+    bad = a <= 0 if sign == "positive" else a < 0  # NaN compares False: left to the finite check
+    if bad.any():
+        want = "> 0" if sign == "positive" else ">= 0"
+        raise call.error(ValueError, f"{name} must be {want} everywhere; it has the entry {float(a[bad].min()):.6g}")
     return x
 
 

@@ -1,9 +1,11 @@
-"""Numba row kernels for :mod:`optnorm.norm`: softmax / log_softmax (safe, online, two-pass), layer_norm, rms_norm.
+"""Numba kernels of :mod:`optnorm.norm`: softmax / log_softmax (safe, online, two-pass), layer_norm, rms_norm,
+the fused cross-entropy, the top-k gates and the batch-norm channel statistics.
 
-Every kernel takes C-contiguous ``(rows, n)`` arrays, runs ``prange`` over rows and writes into a
-preallocated output; the Python wrappers at the bottom move axes and honour ``out=``.
+Row kernels take C-contiguous ``(rows, n)`` arrays, run ``prange`` over rows and write into preallocated
+outputs (:func:`optnorm._numba._rows.row_kernel`: parallel and serial builds); the Python wrappers move
+axes and honour ``out=`` through :class:`optnorm._numba._rows.Rows`.
 
-Numerical and speed decisions (measured on the 2-core AVX-512 box of the reference note, norm.md section 7):
+Numerical and speed decisions (measured on a 2-core AVX-512 machine):
 
 - Numba has no SVML here, so ``np.exp`` is a scalar libm call (4x slower than torch's softmax).
   ``_exp32`` is the Cephes ``expf`` scheme written so LLVM vectorises it: Cody-Waite reduction
@@ -29,10 +31,10 @@ from numba import prange
 from numba.core import types
 from numba.extending import intrinsic, overload
 
-from ._rows import as_rows, from_rows, jit, row_out
+from ._rows import Rows, row_kernel
 
 __all__ = ["softmax", "softmax_bwd", "layer_norm", "layer_norm_bwd", "rms_norm", "rms_norm_bwd", "cross_entropy_rows",
-           "cross_entropy_grad", "using_svml"]
+           "cross_entropy_grad", "topk_softmax", "soft_topk", "batch_norm_forward", "using_svml"]
 
 _FM = {"contract", "nsz", "arcp"}  # kernels and elementwise passes: no reassociation
 _FM_RED = {"reassoc", "contract", "nsz", "arcp"}  # reduction helpers only: lets LLVM keep lane partials
@@ -142,12 +144,12 @@ def _zero(a):
     return a.dtype.type(0)
 
 
-def _cast(v, like):
+def _scalar_like(v, like):
     return type(like)(v)
 
 
-@overload(_cast)
-def _ol_cast(v, like):
+@overload(_scalar_like)
+def _ol_scalar_like(v, like):
     """``v`` as a scalar of ``like``'s float type (Python float literals are float64 in Numba)."""
     if like == types.float32:
         return lambda v, like: np.float32(v)
@@ -234,6 +236,38 @@ def _sqdev64(a, mu):
 
 
 @numba.njit(fastmath=_FM_RED, cache=True)
+def _absdevmax64(a, mu):
+    m = 0.0
+    for j in range(a.shape[0]):
+        d = abs(float(a[j]) - mu)
+        m = d if d > m else m
+    return m
+
+
+@numba.njit(fastmath=_FM_RED, cache=True)
+def _sqdev64_scaled(a, mu, inv):
+    q = 0.0
+    for j in range(a.shape[0]):
+        d = (float(a[j]) - mu) * inv
+        q += d * d
+    return q
+
+
+@numba.njit(fastmath=_FM, cache=True)
+def _rstd64(a, mu, n, eps):
+    """1/sqrt(mean((a - mu)^2) + eps) in float64; rows whose squares overflow float64 (|a| ~ 1e154 and up,
+    float64 input only) are summed again in units of their largest deviation."""
+    q = _sqdev64(a, mu)
+    if q < np.inf:
+        return 1.0 / math.sqrt(q / n + eps)
+    if q != q:  # NaN/inf in the row propagate
+        return q
+    m = _absdevmax64(a, mu)
+    qs = _sqdev64_scaled(a, mu, 1.0 / m)
+    return 1.0 / (m * math.sqrt(qs / n + eps / m / m))
+
+
+@numba.njit(fastmath=_FM_RED, cache=True)
 def _ln_bwd_sums(xr, gr, w, mu, rs, dwp, dbp, has_w):
     """(sum g^, sum g^ x^) of a row, and the row's contribution to dweight/dbias."""
     c1 = _zero(xr)
@@ -284,7 +318,7 @@ def _fill_masked(yr, log, masked_zero):
 
 
 # ------------------------------------------------------------------------------------------ softmax kernels
-@jit(fastmath=_FM)
+@row_kernel(fastmath=_FM)
 def _softmax_safe_rows(x, y, log, masked_zero):
     rows, n = x.shape
     for r in prange(rows):
@@ -300,12 +334,12 @@ def _softmax_safe_rows(x, y, log, masked_zero):
                 yr[j] = (xr[j] - m) - ls
         else:
             s = _exp_store_sum(xr, yr, m)
-            inv = _cast(1.0, s) / s
+            inv = _scalar_like(1.0, s) / s
             for j in range(n):
                 yr[j] = yr[j] * inv
 
 
-@jit(fastmath=_FM)
+@row_kernel(fastmath=_FM)
 def _softmax_online_rows(x, y, log, masked_zero):
     """Online normaliser (Milakov & Gimelshein) per block: (m, d) <- (m', d e^{m - m'} + sum_block e^{x - m'})."""
     rows, n = x.shape
@@ -313,7 +347,7 @@ def _softmax_online_rows(x, y, log, masked_zero):
         xr = x[r]
         yr = y[r]
         d = _zero(xr)
-        m = _cast(-np.inf, d)  # keep the row's float type (a float64 m would route exp to libm)
+        m = _scalar_like(-np.inf, d)  # keep the row's float type (a float64 m would route exp to libm)
         for b0 in range(0, n, _BLOCK):
             b1 = min(b0 + _BLOCK, n)
             blk = xr[b0:b1]  # 0-based view: loops over a runtime offset keep Numba's wraparound checks
@@ -333,7 +367,7 @@ def _softmax_online_rows(x, y, log, masked_zero):
             for j in range(n):
                 yr[j] = (xr[j] - m) - ld
         else:
-            inv = _cast(1.0, d) / d
+            inv = _scalar_like(1.0, d) / d
             for j in range(n):
                 yr[j] = _exp(xr[j] - m) * inv
 
@@ -360,7 +394,7 @@ def _ol_pow2f(d, like):
 @numba.njit(fastmath=False, cache=True)
 def _reduce32(v):
     """(k, r) with v = k ln2 + r, |r| <= ln2/2: Cody-Waite while |k| < 2**14, base 2 beyond (exact f = u - k),
-    so |v| up to 2e38 stays finite (norm.md section 1.3).  No fastmath at all, and kept out of the callers'
+    so |v| up to 2e38 stays finite.  No fastmath at all, and kept out of the callers'
     bodies (an overload body inherits the caller's flags): reassociation loses the Cody-Waite split, and
     contracting u - k into fma(v, log2e, -k) makes f inexact (k was rounded from the product)."""
     vc = _F32(-2.0e38) if v < _F32(-2.0e38) else (_F32(2.0e38) if v > _F32(2.0e38) else v)
@@ -405,7 +439,7 @@ def _tp_block_terms(xb, yb, kb, z):
         yb[j] = z if v == -np.inf else t
 
 
-@jit(fastmath=_FM)
+@row_kernel(fastmath=_FM)
 def _softmax_two_pass_rows(x, y, log, masked_zero):
     """Dukhan & Ablavatski: e^x = m 2^n with a float exponent n; pass 1 accumulates (M, N), pass 2 writes
     m 2^(n - N) / M.  No exp of a large argument is ever formed, so any finite input is safe.
@@ -419,7 +453,7 @@ def _softmax_two_pass_rows(x, y, log, masked_zero):
         xr = x[r]
         yr = y[r]
         z = _zero(xr)
-        ln2 = _cast(0.6931471805599453, z)
+        ln2 = _scalar_like(0.6931471805599453, z)
         big_m = z
         big_n = z
         started = False
@@ -462,7 +496,7 @@ def _softmax_two_pass_rows(x, y, log, masked_zero):
                     k, rr = _reduce(v, z)
                     yr[j] = ((k - big_n) * ln2 + rr) - lm
         else:
-            inv = _cast(1.0, z) / big_m
+            inv = _scalar_like(1.0, z) / big_m
             for j in range(n):
                 v = xr[j]
                 k, rr = _reduce(z if v == -np.inf else v, z)
@@ -470,7 +504,7 @@ def _softmax_two_pass_rows(x, y, log, masked_zero):
                 yr[j] = z if v == -np.inf else e
 
 
-@jit(fastmath=_FM)
+@row_kernel(fastmath=_FM)
 def _softmax_bwd_rows(y, g, dx, log, masked_zero):
     rows, n = y.shape
     for r in prange(rows):
@@ -492,7 +526,7 @@ def _softmax_bwd_rows(y, g, dx, log, masked_zero):
 
 
 # ------------------------------------------------------------------------------------------ layer / rms kernels
-@jit(fastmath=_FM)
+@row_kernel(fastmath=_FM)
 def _layer_norm_rows(x, w, b, y, mean, rstd, eps, has_w, has_b, fixed, fs):
     rows, n = x.shape
     for r in prange(rows):
@@ -502,7 +536,7 @@ def _layer_norm_rows(x, w, b, y, mean, rstd, eps, has_w, has_b, fixed, fs):
         if fixed:
             rs = 1.0 / fs[r]
         else:  # two-pass variance in float64: no overflow for |x| up to ~1e38
-            rs = 1.0 / math.sqrt(_sqdev64(xr, mu) / n + eps)
+            rs = _rstd64(xr, mu, n, eps)
         mean[r] = mu
         rstd[r] = rs
         mu_c = mean[r]  # the output pass runs in the row's dtype with float64-accurate statistics
@@ -531,7 +565,7 @@ def _flush(acc64, part):
         part[j] = 0
 
 
-@jit(fastmath=_FM)
+@row_kernel(fastmath=_FM)
 def _layer_norm_bwd_rows(x, g, w, mean, rstd, dx, dw_part, db_part, has_w, fixed):
     """dx per row; dweight/dbias as per-chunk partials: row-dtype sums over <= 256 rows (vectorisable, one
     dtype in the loop), flushed into float64 partials (accuracy over many rows)."""
@@ -550,7 +584,7 @@ def _layer_norm_bwd_rows(x, g, w, mean, rstd, dx, dw_part, db_part, has_w, fixed
             mu = mean[r]
             rs = rstd[r]
             c1, c2 = _ln_bwd_sums(xr, gr, w, mu, rs, dwp, dbp, has_w)
-            nn = _cast(float(n), c1)  # keep the row dtype (int / float32 would be float64 in Numba)
+            nn = _scalar_like(float(n), c1)  # keep the row dtype (int / float32 would be float64 in Numba)
             c1 = c1 / nn
             c2 = 0 * c2 if fixed else c2 / nn
             if has_w:
@@ -564,13 +598,13 @@ def _layer_norm_bwd_rows(x, g, w, mean, rstd, dx, dw_part, db_part, has_w, fixed
                 _flush(db_part[c], dbp)
 
 
-@jit(fastmath=_FM)
+@row_kernel(fastmath=_FM)
 def _rms_norm_rows(x, w, y, rstd, eps, has_w):
     rows, n = x.shape
     for r in prange(rows):
         xr = x[r]
         yr = y[r]
-        rstd[r] = 1.0 / math.sqrt(_sqdev64(xr, 0.0) / n + eps)
+        rstd[r] = _rstd64(xr, 0.0, n, eps)
         rs = rstd[r]
         if has_w:
             for j in range(n):
@@ -580,7 +614,7 @@ def _rms_norm_rows(x, w, y, rstd, eps, has_w):
                 yr[j] = xr[j] * rs
 
 
-@jit(fastmath=_FM)
+@row_kernel(fastmath=_FM)
 def _rms_norm_bwd_rows(x, g, w, rstd, dx, dw_part, has_w):
     rows, n = x.shape
     nchunk = dw_part.shape[0]
@@ -594,7 +628,7 @@ def _rms_norm_bwd_rows(x, g, w, rstd, dx, dw_part, has_w):
             gr = g[r]
             dr = dx[r]
             rs = rstd[r]
-            c2 = _rms_bwd_sums(xr, gr, w, rs, dwp, has_w) / _cast(float(n), rs)
+            c2 = _rms_bwd_sums(xr, gr, w, rs, dwp, has_w) / _scalar_like(float(n), rs)
             if has_w:
                 for j in range(n):
                     dr[j] = rs * (gr[j] * w[j] - xr[j] * rs * c2)
@@ -606,47 +640,15 @@ def _rms_norm_bwd_rows(x, g, w, rstd, dx, dw_part, has_w):
 
 
 # ------------------------------------------------------------------------------------------ Python wrappers
-def _prep(x, axes):
-    """(rows, n) view/copy of x with the reduced axes last; a single axis may be anywhere."""
-    if len(axes) == 1:
-        return as_rows(x, axes[0])
-    n = math.prod(x.shape[a] for a in axes)
-    return np.ascontiguousarray(x).reshape(-1, n)
-
-
-def _out_buf(out, x, axes, dtype):
-    if len(axes) == 1:
-        return row_out(out, x.shape, axes[0], dtype)
-    n = math.prod(x.shape[a] for a in axes)
-    rows = math.prod(x.shape) // n if n else 0
-    if out is not None and out.flags.c_contiguous:
-        return out.reshape(-1, n), out
-    return np.empty((rows, n), dtype=dtype), out
-
-
-def _finish(buf, x, axes, out):
-    if len(axes) == 1:
-        return from_rows(buf, x.shape, axes[0], out)
-    y = buf.reshape(x.shape)
-    if out is None:
-        return y
-    if not np.shares_memory(y, out):
-        out[...] = y
-    return out
-
-
-def _stat_shape(x, axes):
-    if len(axes) == 1:
-        return tuple(1 if i == axes[0] else s for i, s in enumerate(x.shape))
-    return tuple(1 if i in axes else s for i, s in enumerate(x.shape))
-
-
 def _vec(p, dtype, n):
     return np.ascontiguousarray(p, dtype=dtype).reshape(-1) if p is not None else np.zeros(1 if n else 0, dtype)
 
 
-def _nchunks(rows):
-    return max(1, min(rows, numba.get_num_threads()))
+def _nchunks(kernel, x2):
+    """Chunks of rows for the kernels that accumulate per-chunk partials: one per thread (one when serial)."""
+    if kernel.build_for(x2) is kernel.serial:
+        return 1
+    return max(1, min(x2.shape[0], numba.get_num_threads()))
 
 
 _SOFTMAX_KERNELS = {"safe": _softmax_safe_rows, "online": _softmax_online_rows, "two_pass": _softmax_two_pass_rows}
@@ -654,86 +656,82 @@ _SOFTMAX_KERNELS = {"safe": _softmax_safe_rows, "online": _softmax_online_rows, 
 
 def softmax(x, *, axis, method, masked_row, log, out=None):
     """softmax / log_softmax of a float32/float64 NumPy array along ``axis`` (``out=`` written in place)."""
-    axes = (axis,)
-    x2 = _prep(x, axes)
-    buf, out_ = _out_buf(out, x, axes, x.dtype)
-    _SOFTMAX_KERNELS[method](x2, buf, bool(log), masked_row == "zero")
-    return _finish(buf, x, axes, out_)
+    rows = Rows(x.shape, axis)
+    y, out = rows.output(out, x.dtype)
+    _SOFTMAX_KERNELS[method](rows.view(x), y, bool(log), masked_row == "zero")
+    return rows.finish(y, out)
 
 
 def softmax_bwd(y, dy, *, axis, log, masked_row):
-    axes = (axis,)
-    y2 = _prep(y, axes)
-    g2 = _prep(dy, axes)
-    buf, _ = _out_buf(None, y, axes, y.dtype)
-    _softmax_bwd_rows(y2, g2, buf, bool(log), masked_row == "zero")
-    return _finish(buf, y, axes, None)
+    rows = Rows(y.shape, axis)
+    dx, _ = rows.output(None, y.dtype)
+    _softmax_bwd_rows(rows.view(y), rows.view(dy, y.dtype), dx, bool(log), masked_row == "zero")
+    return rows.finish(dx)
 
 
 def layer_norm(x, weight, bias, *, axes, eps, fixed_std, out=None):
-    """Returns (y, mean, rstd); mean/rstd have the keepdims shape of the reduced axes."""
-    x2 = _prep(x, axes)
-    rows, n = x2.shape
-    buf, out_ = _out_buf(out, x, axes, x.dtype)
-    mean = np.empty(rows, x.dtype)
-    rstd = np.empty(rows, x.dtype)
-    w = _vec(weight, x.dtype, n)
-    b = _vec(bias, x.dtype, n)
+    """Returns (y, mean, rstd); mean and rstd are per row, shape (rows,)."""
+    rows = Rows(x.shape, axes)
+    x2 = rows.view(x)
+    n = rows.n
+    buf, out = rows.output(out, x.dtype)
+    mean = np.empty(rows.count, x.dtype)
+    rstd = np.empty(rows.count, x.dtype)
     fixed = fixed_std is not None
     if fixed:
-        lead = tuple(s for i, s in enumerate(x.shape) if i not in axes)
+        lead = tuple(s for i, s in enumerate(x.shape) if i not in rows.axes)
         fs = np.ascontiguousarray(np.broadcast_to(np.asarray(fixed_std, dtype=np.float64), lead)).reshape(-1)
     else:
         fs = np.ones(1, np.float64)
-    _layer_norm_rows(x2, w, b, buf, mean, rstd, float(eps), weight is not None, bias is not None, fixed, fs)
-    st = _stat_shape(x, axes)
-    return _finish(buf, x, axes, out_), mean.reshape(st), rstd.reshape(st)
+    _layer_norm_rows(x2, _vec(weight, x.dtype, n), _vec(bias, x.dtype, n), buf, mean, rstd, float(eps),
+                     weight is not None, bias is not None, fixed, fs)
+    return rows.finish(buf, out), mean, rstd
 
 
 def layer_norm_bwd(x, weight, mu, rstd, dy, *, axes, fixed, has_bias):
-    x2 = _prep(x, axes)
-    g2 = _prep(dy, axes)
-    rows, n = x2.shape
-    dx, _ = _out_buf(None, x, axes, x.dtype)
-    k = _nchunks(rows)
+    rows = Rows(x.shape, axes)
+    x2 = rows.view(x)
+    n = rows.n
+    dx, _ = rows.output(None, x.dtype)
+    k = _nchunks(_layer_norm_bwd_rows, x2)
     dw_part = np.zeros((k, n), np.float64)
     db_part = np.zeros((k, n), np.float64)
-    w = _vec(weight, x.dtype, n)
-    mm = np.ascontiguousarray(mu, dtype=x.dtype).reshape(-1)
-    rs = np.ascontiguousarray(rstd, dtype=x.dtype).reshape(-1)
-    _layer_norm_bwd_rows(x2, g2, w, mm, rs, dx, dw_part, db_part, weight is not None, bool(fixed))
-    wshape = tuple(x.shape[a] for a in axes)
+    _layer_norm_bwd_rows(x2, rows.view(dy, x.dtype), _vec(weight, x.dtype, n),
+                         np.ascontiguousarray(mu, dtype=x.dtype).reshape(-1),
+                         np.ascontiguousarray(rstd, dtype=x.dtype).reshape(-1), dx, dw_part, db_part,
+                         weight is not None, bool(fixed))
+    wshape = tuple(x.shape[a] for a in rows.axes)
     dw = dw_part.sum(axis=0).astype(weight.dtype).reshape(wshape) if weight is not None else None
     db = db_part.sum(axis=0).astype(x.dtype).reshape(wshape) if has_bias else None
-    return _finish(dx, x, axes, None), dw, db
+    return rows.finish(dx), dw, db
 
 
 def rms_norm(x, weight, *, axes, eps, out=None):
-    x2 = _prep(x, axes)
-    rows, n = x2.shape
-    buf, out_ = _out_buf(out, x, axes, x.dtype)
-    rstd = np.empty(rows, x.dtype)
-    _rms_norm_rows(x2, _vec(weight, x.dtype, n), buf, rstd, float(eps), weight is not None)
-    return _finish(buf, x, axes, out_), rstd.reshape(_stat_shape(x, axes))
+    """Returns (y, rstd) with rstd per row, shape (rows,)."""
+    rows = Rows(x.shape, axes)
+    buf, out = rows.output(out, x.dtype)
+    rstd = np.empty(rows.count, x.dtype)
+    _rms_norm_rows(rows.view(x), _vec(weight, x.dtype, rows.n), buf, rstd, float(eps), weight is not None)
+    return rows.finish(buf, out), rstd
 
 
 def rms_norm_bwd(x, weight, rstd, dy, *, axes):
-    x2 = _prep(x, axes)
-    g2 = _prep(dy, axes)
-    rows, n = x2.shape
-    dx, _ = _out_buf(None, x, axes, x.dtype)
-    k = _nchunks(rows)
+    rows = Rows(x.shape, axes)
+    x2 = rows.view(x)
+    n = rows.n
+    dx, _ = rows.output(None, x.dtype)
+    k = _nchunks(_rms_norm_bwd_rows, x2)
     dw_part = np.zeros((k, n) if weight is not None else (k, 1), np.float64)
-    rs = np.ascontiguousarray(rstd, dtype=x.dtype).reshape(-1)
-    _rms_norm_bwd_rows(x2, g2, _vec(weight, x.dtype, n), rs, dx, dw_part, weight is not None)
+    _rms_norm_bwd_rows(x2, rows.view(dy, x.dtype), _vec(weight, x.dtype, n),
+                       np.ascontiguousarray(rstd, dtype=x.dtype).reshape(-1), dx, dw_part, weight is not None)
     dw = None
     if weight is not None:
-        dw = dw_part.sum(axis=0).astype(weight.dtype).reshape(tuple(x.shape[a] for a in axes))
-    return _finish(dx, x, axes, None), dw
+        dw = dw_part.sum(axis=0).astype(weight.dtype).reshape(tuple(x.shape[a] for a in rows.axes))
+    return rows.finish(dx), dw
 
 
 # ------------------------------------------------------------------------------------------ fused cross-entropy
-@jit(fastmath=_FM)
+@row_kernel(fastmath=_FM)
 def _ce_fwd_rows(x, t, w, has_w, need_sw, lse, xt, sw):
     """Per row: log-sum-exp, the target logit and (for label smoothing) sum_c w_c x_c, in one sweep of the row."""
     rows, c = x.shape
@@ -746,7 +744,7 @@ def _ce_fwd_rows(x, t, w, has_w, need_sw, lse, xt, sw):
             sw[r] = _dot(w, xr) if has_w else _sum(xr)
 
 
-@jit(fastmath=_FM)
+@row_kernel(fastmath=_FM)
 def _ce_bwd_rows(x, t, lse, alpha, beta, gamma, w, has_w, dx):
     """dx_j = alpha e^(x_j - lse) - gamma w_j - beta [j = t]: softmax, smoothing and z-loss terms in one write."""
     rows, c = x.shape
@@ -784,3 +782,207 @@ def cross_entropy_grad(x2, t0, lse, alpha, beta, gamma, weight):
                  np.ascontiguousarray(beta, dt), np.ascontiguousarray(gamma, dt), _vec(weight, dt, c),
                  weight is not None, dx)
     return dx
+
+
+# ------------------------------------------------------------------------------------------ gates (top-k)
+@row_kernel
+def topk_softmax_rows(x, k, inv_t, out, idx, n_chunks):
+    """One pass per row: keep the k largest entries (ties: lowest index first), softmax over them.
+
+    x: (R, n) C-contiguous; out: (R, n) dense gate (zeros off the top-k); idx: (R, k) int64, the
+    selected columns by decreasing logit.  Rows are split into ``n_chunks`` contiguous chunks so
+    the small top-k buffers are allocated once per chunk, not once per row.  The running top-k
+    buffer is sorted; a new value is inserted only if strictly greater than the current k-th,
+    so among equal logits the earlier index stays: the documented tie rule.  Exponentials and
+    the sum accumulate in float64 (k terms: the cost is negligible, float32 rows gain ~1 ulp).
+    """
+    R, n = x.shape
+    step = (R + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        vals = np.empty(k, dtype=x.dtype)
+        inds = np.empty(k, dtype=np.int64)
+        r0 = c * step
+        r1 = min(R, r0 + step)
+        for r in range(r0, r1):
+            row = x[r]
+            cnt = 0
+            for j in range(n):
+                v = row[j]
+                if cnt == k and not v > vals[k - 1]:
+                    continue
+                # position: first slot whose value is strictly smaller than v
+                pos = cnt if cnt < k else k - 1
+                while pos > 0 and vals[pos - 1] < v:
+                    pos -= 1
+                last = cnt if cnt < k else k - 1
+                q = last
+                while q > pos:
+                    vals[q] = vals[q - 1]
+                    inds[q] = inds[q - 1]
+                    q -= 1
+                vals[pos] = v
+                inds[pos] = j
+                if cnt < k:
+                    cnt += 1
+            orow = out[r]
+            for j in range(n):
+                orow[j] = 0.0
+            m = vals[0]
+            s = 0.0
+            for q in range(k):
+                s += math.exp((np.float64(vals[q]) - m) * inv_t)
+            inv_s = 1.0 / s
+            for q in range(k):
+                orow[inds[q]] = math.exp((np.float64(vals[q]) - m) * inv_t) * inv_s
+                idx[r, q] = inds[q]
+
+
+@row_kernel
+def soft_topk_rows(z, k, alpha, n_iter, out):
+    """Soft top-k of each row: bisection for t with sum_j sigmoid(alpha (z_j + t)) = k, then the sigmoids.
+
+    The same bracket and iteration count as the generic path (``optnorm.norm.gates._soft_topk_bisect``),
+    one row per iteration of the parallel loop, sums accumulated in float64.  Requires 1 <= k < n.
+    """
+    R, n = z.shape
+    r = k / n
+    c = math.log(r / (1.0 - r)) / alpha
+    for i in prange(R):
+        row = z[i]
+        mx = np.float64(row[0])
+        mn = np.float64(row[0])
+        for j in range(1, n):
+            v = np.float64(row[j])
+            if v > mx:
+                mx = v
+            if v < mn:
+                mn = v
+        lo = c - mx
+        hi = c - mn
+        for _ in range(n_iter):
+            mid = (lo + hi) / 2
+            s = 0.0
+            for j in range(n):
+                u = alpha * (np.float64(row[j]) + mid)
+                if u >= 0:
+                    s += 1.0 / (1.0 + math.exp(-u))
+                else:
+                    e = math.exp(u)
+                    s += e / (1.0 + e)
+            if s < k:
+                lo = mid
+            else:
+                hi = mid
+        t = (lo + hi) / 2
+        orow = out[i]
+        for j in range(n):
+            u = alpha * (np.float64(row[j]) + t)
+            if u >= 0:
+                orow[j] = 1.0 / (1.0 + math.exp(-u))
+            else:
+                e = math.exp(u)
+                orow[j] = e / (1.0 + e)
+
+
+def topk_softmax(z, k, inv_t):
+    """(dense gate, indices) of ``z`` (..., n) float32/float64 along the last axis."""
+    n = z.shape[-1]
+    rows = np.ascontiguousarray(z.reshape(-1, n))
+    out = np.empty_like(rows)
+    idx = np.empty((rows.shape[0], k), dtype=np.int64)
+    chunks = 1 if topk_softmax_rows.build_for(rows) is topk_softmax_rows.serial else \
+        max(1, min(rows.shape[0], 4 * numba.get_num_threads()))
+    topk_softmax_rows(rows, k, float(inv_t), out, idx, chunks)
+    return out.reshape(z.shape), idx.reshape(z.shape[:-1] + (k,))
+
+
+def soft_topk(z, k, alpha, n_iter):
+    """Soft top-k of ``z`` (..., n) along the last axis (1 <= k < n)."""
+    n = z.shape[-1]
+    rows = np.ascontiguousarray(z.reshape(-1, n))
+    out = np.empty_like(rows)
+    soft_topk_rows(rows, k, float(alpha), n_iter, out)
+    return out.reshape(z.shape)
+
+
+# ------------------------------------------------------------------------------------------ batch statistics
+@row_kernel(par_axis=1)
+def bn_channel_stats(x3, mean, var, scale):
+    """Per-channel mean and biased variance of x3 (N, C, M) in float64: variance = var * scale**2, where scale
+    is 1 unless the squares overflow float64 (|x| ~ 1e154 and up), then the channel's largest deviation."""
+    N, C, M = x3.shape
+    inv = 1.0 / (N * M)
+    for c in prange(C):
+        s = 0.0
+        for n in range(N):
+            for m in range(M):
+                s += x3[n, c, m]
+        mu = s * inv
+        q = 0.0
+        for n in range(N):
+            for m in range(M):
+                d = x3[n, c, m] - mu
+                q += d * d
+        sc = 1.0
+        if q == np.inf:
+            for n in range(N):
+                for m in range(M):
+                    d = abs(x3[n, c, m] - mu)
+                    sc = d if d > sc else sc
+            q = 0.0
+            for n in range(N):
+                for m in range(M):
+                    d = (x3[n, c, m] - mu) / sc
+                    q += d * d
+        mean[c] = mu
+        var[c] = q * inv
+        scale[c] = sc
+
+
+@row_kernel(par_axis=1)
+def bn_channel_apply(x3, mean, scale, shift, out):
+    """out[n, c, m] = (x3[n, c, m] - mean[c]) * scale[c] + shift[c] (centred first: no cancellation)."""
+    N, C, M = x3.shape
+    for c in prange(C):
+        mu = mean[c]
+        s = scale[c]
+        t = shift[c]
+        for n in range(N):
+            for m in range(M):
+                out[n, c, m] = (x3[n, c, m] - mu) * s + t
+
+
+def batch_norm_forward(x, running_mean, running_var, weight, bias, training, momentum, eps, axis, unbiased=True):
+    """NumPy float32/float64 batch_norm forward (no sample weights); returns (y, new_rm, new_rv)."""
+    xm = np.moveaxis(x, axis, 1)
+    shp = xm.shape
+    N, C = shp[0], shp[1]
+    x3 = np.ascontiguousarray(xm).reshape(N, C, -1)
+    if training:
+        mean = np.empty(C, np.float64)
+        v = np.empty(C, np.float64)
+        sc = np.empty(C, np.float64)
+        bn_channel_stats(x3, mean, v, sc)
+        scale = 1.0 / (sc * np.sqrt(v + eps / sc / sc))
+        with np.errstate(over="ignore"):
+            var = v * sc * sc  # inf only when the variance overflows float64 (then no running update exists)
+    else:
+        mean = running_mean.astype(np.float64)
+        var = running_var.astype(np.float64)
+        scale = 1.0 / np.sqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight.astype(np.float64)
+    shift = np.zeros(C) if bias is None else bias.astype(np.float64)
+    out = np.empty(x3.shape, x.dtype)
+    bn_channel_apply(x3, mean, scale, shift, out)
+    y = np.moveaxis(out.reshape(shp), 1, axis)
+    if not training:
+        return y, running_mean, running_var
+    if running_mean is None:
+        return y, None, None
+    n = N * x3.shape[2]
+    rm = ((1 - momentum) * running_mean.astype(np.float64) + momentum * mean).astype(running_mean.dtype)
+    with np.errstate(over="ignore"):
+        rv = ((1 - momentum) * running_var.astype(np.float64)
+              + momentum * var * (n / (n - 1) if unbiased else 1.0)).astype(running_var.dtype)
+    return y, rm, rv

@@ -1,31 +1,34 @@
 """Self-normalizing activations (SELU, alpha dropout) and normalized similarities (cosine, SNR distance)."""
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 
+from .._lib import compat
+from .._lib.api import constant, public, vjp
+from .._lib.roles import Bool, Float, Int, Positive, Probability, Seed
 from .._lib.vjp import unbroadcast
-from .._lib import compat, ops, validate
+from ._common import safe_norm
 
-__all__ = ["selu", "alpha_dropout", "cosine_similarity", "snr_distance", "SELU_ALPHA", "SELU_SCALE"]
-
-SELU_ALPHA = 1.6732632423543772848170429916717
-SELU_SCALE = 1.0507009873554804934193349852946
+SELU_ALPHA = constant(__name__, "SELU_ALPHA", 1.6732632423543772848170429916717)
+SELU_SCALE = constant(__name__, "SELU_SCALE", 1.0507009873554804934193349852946)
 
 
-def _as(xp, a, dt):
-    return None if a is None else (a if a.dtype == dt else xp.astype(a, dt))
+def _axis_of(axis, ndim):
+    """``axis`` of a broadcast shape of ``ndim`` dimensions, non-negative (the role checked it is an int)."""
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis={axis} is out of range for the broadcast shape of the inputs ({ndim} dimensions)")
+    return axis % ndim
 
 
 # ---------------------------------------------------------------------------------------------- selu
-def _selu_fwd(x):
-    validate.check_float(x, "x")
-    xp = compat.array_namespace(x)
-    xc = _as(xp, x, compat.compute_dtype(x, xp))
-    neg = SELU_SCALE * SELU_ALPHA * xp.expm1(xp.minimum(xc, 0.0))
-    y = xp.where(xc > 0, SELU_SCALE * xc, neg)
-    return _as(xp, y, x.dtype), (xp, xc, x.dtype)
+class SeluRes(NamedTuple):
+    xc: Any        # input in the compute dtype
+    dtype: Any
 
 
+@public(x=Float())
 def selu(x):
     r"""Scaled exponential linear unit: ``scale * x`` for x > 0, ``scale * alpha * (exp(x) - 1)`` otherwise.
 
@@ -47,47 +50,36 @@ def selu(x):
     >>> selu(np.array([-1.0, 0.0, 1.0])).round(4)
     array([-1.1113,  0.    ,  1.0507])
     """
-    return _selu_fwd(x)[0]
+    return selu_fwd(x)[0]
 
 
 def selu_fwd(x):
-    return _selu_fwd(x)
+    xp = compat.array_namespace(x)
+    xc = compat.cast(x, compat.compute_dtype(x, xp), xp)
+    neg = SELU_SCALE * SELU_ALPHA * xp.expm1(xp.minimum(xc, 0.0))
+    y = xp.where(xc > 0, SELU_SCALE * xc, neg)
+    return compat.cast(y, x.dtype, xp), SeluRes(xc, x.dtype)
 
 
-def selu_bwd(res, dy):
-    xp, xc, dt = res
+def selu_bwd(res: SeluRes, dy):
+    xp = compat.array_namespace(res.xc)
+    xc = res.xc
     d = xp.where(xc > 0, SELU_SCALE, SELU_SCALE * SELU_ALPHA * xp.exp(xp.minimum(xc, 0.0)))
-    return (_as(xp, _as(xp, dy, xc.dtype) * d, dt),)
+    return (compat.cast(compat.cast(dy, xc.dtype, xp) * d, res.dtype, xp),)
 
 
-ops.register("norm.selu", selu, selu_fwd, selu_bwd)
+vjp(selu, selu_fwd, selu_bwd, validate=True)
 
 
 # ---------------------------------------------------------------------------------------------- alpha_dropout
-def _ad_fwd(x, *, p=0.5, training=True, seed=None):
-    validate.check_float(x, "x")
-    xp = compat.array_namespace(x)
-    p = validate.check_probability(p, "p")
-    if not isinstance(training, bool):
-        raise TypeError(f"training must be a bool, got {type(training).__name__}")
-    if seed is not None and not isinstance(seed, (int, np.integer, np.random.Generator)):
-        raise TypeError(f"seed must be None, an int or a numpy.random.Generator, got {type(seed).__name__}")
-    if not training or p == 0.0:
-        return x, (xp, None, 1.0, x.dtype)
-    if p == 1.0:
-        return x * 0, (xp, None, 0.0, x.dtype)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    keep_np = rng.random(tuple(x.shape)) >= p
-    cdt = compat.compute_dtype(x, xp)
-    keep = _as(xp, compat.from_numpy_like(keep_np.astype(np.float32), x), cdt)
-    ap = -SELU_SCALE * SELU_ALPHA
-    a = ((1 - p) * (1 + p * ap * ap)) ** -0.5
-    b = -a * ap * p
-    xc = _as(xp, x, cdt)
-    y = a * (xc * keep + ap * (1 - keep)) + b
-    return _as(xp, y, x.dtype), (xp, keep, a, x.dtype)
+class AlphaDropoutRes(NamedTuple):
+    keep: Any      # the kept-units mask in the compute dtype (None: identity or all dropped)
+    a: float
+    dtype: Any
 
 
+@public(x=Float(), p=Probability(), training=Bool(), seed=Seed(),
+        example=lambda rng, dtype: ((rng.standard_normal((3, 5)).astype(dtype),), {"seed": 0}))
 def alpha_dropout(x, *, p=0.5, training=True, seed=None):
     r"""Alpha dropout: dropout for SELU networks that keeps zero mean and unit variance.
 
@@ -119,32 +111,38 @@ def alpha_dropout(x, *, p=0.5, training=True, seed=None):
     >>> bool(abs(y.mean()) < 0.02 and abs(y.var() - 1) < 0.02)
     True
     """
-    return _ad_fwd(x, p=p, training=training, seed=seed)[0]
+    return alpha_dropout_fwd(x, p=p, training=training, seed=seed)[0]
 
 
 def alpha_dropout_fwd(x, *, p=0.5, training=True, seed=None):
-    return _ad_fwd(x, p=p, training=training, seed=seed)
+    xp = compat.array_namespace(x)
+    if not training or p == 0.0:
+        return x, AlphaDropoutRes(None, 1.0, x.dtype)
+    if p == 1.0:
+        return xp.zeros_like(x), AlphaDropoutRes(None, 0.0, x.dtype)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    keep_np = rng.random(tuple(x.shape)) >= p
+    cdt = compat.compute_dtype(x, xp)
+    keep = compat.cast(compat.from_numpy_like(keep_np.astype(np.float32), x), cdt, xp)
+    ap = -SELU_SCALE * SELU_ALPHA
+    a = ((1 - p) * (1 + p * ap * ap)) ** -0.5
+    b = -a * ap * p
+    xc = compat.cast(x, cdt, xp)
+    y = a * (xc * keep + ap * (1 - keep)) + b
+    return compat.cast(y, x.dtype, xp), AlphaDropoutRes(keep, a, x.dtype)
 
 
-def alpha_dropout_bwd(res, dy):
-    xp, keep, a, dt = res
-    if keep is None:
-        return (dy * a,)
-    return (_as(xp, a * keep * _as(xp, dy, keep.dtype), dt),)
+def alpha_dropout_bwd(res: AlphaDropoutRes, dy):
+    if res.keep is None:
+        return (dy * res.a,)
+    xp = compat.array_namespace(res.keep)
+    return (compat.cast(res.a * res.keep * compat.cast(dy, res.keep.dtype, xp), res.dtype, xp),)
 
 
-ops.register("norm.alpha_dropout", alpha_dropout, alpha_dropout_fwd, alpha_dropout_bwd)
+vjp(alpha_dropout, alpha_dropout_fwd, alpha_dropout_bwd, validate=True)
 
 
 # ---------------------------------------------------------------------------------------------- cosine_similarity
-def _safe_norm(xp, a, ax):
-    """Euclidean norm along ``ax`` (keepdims) scaled by the max entry, so |x| up to the dtype's max is fine."""
-    m = xp.max(xp.abs(a), axis=ax, keepdims=True)
-    ms = xp.where(m > 0, m, xp.ones_like(m))
-    u = a / ms
-    return ms * xp.sqrt(xp.sum(u * u, axis=ax, keepdims=True))
-
-
 def _row_scale(xp, *arrs, axis=None):
     """Largest |entry| (per row along ``axis`` with keepdims, or global) with zeros replaced by one."""
     ms = [xp.max(xp.abs(a), axis=axis, keepdims=axis is not None) for a in arrs]
@@ -154,28 +152,23 @@ def _row_scale(xp, *arrs, axis=None):
     return xp.where(m > 0, m, xp.ones_like(m))
 
 
-def _cos_fwd(x1, x2, *, axis=-1, eps=1e-8):
-    xp = validate.check_same_namespace(x1=x1, x2=x2)
-    validate.check_float(x1, "x1")
-    validate.check_float(x2, "x2")
-    shp = validate.check_broadcastable("x1", x1.shape, "x2", x2.shape)
-    ax = validate.check_axis(axis, len(shp), "axis")
-    validate.check_positive(eps, "eps")
-    dt = xp.result_type(x1.dtype, x2.dtype)
-    cdt = xp.float64 if dt == xp.float64 else xp.float32
-    a = xp.broadcast_to(_as(xp, x1, cdt), shp)
-    b = xp.broadcast_to(_as(xp, x2, cdt), shp)
-    n1 = _safe_norm(xp, a, ax)
-    n2 = _safe_norm(xp, b, ax)
-    c1 = xp.maximum(n1, eps)
-    c2 = xp.maximum(n2, eps)
-    u1, u2 = a / c1, b / c2
-    cos = xp.sum(u1 * u2, axis=ax, keepdims=True)
-    res = (xp, ax, a, b, n1, n2, c1, c2, u1, u2, cos, float(eps), tuple(x1.shape), tuple(x2.shape),
-           x1.dtype, x2.dtype)
-    return _as(xp, xp.squeeze(cos, axis=ax), dt), res
+class CosineRes(NamedTuple):
+    axis: int
+    a: Any
+    b: Any
+    n1: Any
+    n2: Any
+    c1: Any
+    c2: Any
+    u1: Any
+    u2: Any
+    cos: Any
+    eps: float
+    shapes: tuple
+    dtypes: tuple
 
 
+@public(x1=Float("..."), x2=Float("..."), axis=Int(), eps=Positive())
 def cosine_similarity(x1, x2, *, axis=-1, eps=1e-8):
     r"""Cosine similarity with torch's semantics: each norm clamped separately at ``eps``.
 
@@ -200,81 +193,75 @@ def cosine_similarity(x1, x2, *, axis=-1, eps=1e-8):
     >>> float(cosine_similarity(np.array([1.0, 0.0]), np.array([1.0, 1.0])))  # doctest: +ELLIPSIS
     0.7071...
     """
-    return _cos_fwd(x1, x2, axis=axis, eps=eps)[0]
+    return cosine_similarity_fwd(x1, x2, axis=axis, eps=eps)[0]
 
 
 def cosine_similarity_fwd(x1, x2, *, axis=-1, eps=1e-8):
-    return _cos_fwd(x1, x2, axis=axis, eps=eps)
+    xp = compat.array_namespace(x1, x2)
+    shp = np.broadcast_shapes(tuple(x1.shape), tuple(x2.shape))
+    if not shp:
+        raise ValueError("x1 and x2 are 0-d: cosine_similarity needs an axis to reduce")
+    ax = _axis_of(axis, len(shp))
+    dt = xp.result_type(x1.dtype, x2.dtype)
+    cdt = xp.float64 if dt == xp.float64 else xp.float32
+    a = xp.broadcast_to(compat.cast(x1, cdt, xp), shp)
+    b = xp.broadcast_to(compat.cast(x2, cdt, xp), shp)
+    n1 = safe_norm(a, ax, xp)
+    n2 = safe_norm(b, ax, xp)
+    c1 = xp.maximum(n1, eps)
+    c2 = xp.maximum(n2, eps)
+    u1, u2 = a / c1, b / c2
+    cos = xp.sum(u1 * u2, axis=ax, keepdims=True)
+    res = CosineRes(ax, a, b, n1, n2, c1, c2, u1, u2, cos, float(eps), (tuple(x1.shape), tuple(x2.shape)),
+                    (x1.dtype, x2.dtype))
+    return compat.cast(xp.squeeze(cos, axis=ax), dt, xp), res
 
 
-def cosine_similarity_bwd(res, dy):
-    xp, ax, a, b, n1, n2, c1, c2, u1, u2, cos, eps, s1, s2, d1, d2 = res
-    g = xp.expand_dims(_as(xp, dy, a.dtype), axis=ax)
+def cosine_similarity_bwd(res: CosineRes, dy):
+    xp = compat.array_namespace(res.a)
+    ax, eps, cos = res.axis, res.eps, res.cos
+    g = xp.expand_dims(compat.cast(dy, res.a.dtype, xp), axis=ax)
 
     def one(x, n, c, c_other_u, dt, shape):
         safe = xp.where(n > 0, n, 1.0)
         corr = xp.where(n > eps, cos * x / (c * safe), 0.0)
-        return _as(xp, unbroadcast(g * (c_other_u / c - corr), shape, xp), dt)
+        return compat.cast(unbroadcast(g * (c_other_u / c - corr), shape, xp), dt, xp)
 
-    return one(a, n1, c1, u2, d1, s1), one(b, n2, c2, u1, d2, s2)
+    return (one(res.a, res.n1, res.c1, res.u2, res.dtypes[0], res.shapes[0]),
+            one(res.b, res.n2, res.c2, res.u1, res.dtypes[1], res.shapes[1]))
 
 
-ops.register("norm.cosine_similarity", cosine_similarity, cosine_similarity_fwd, cosine_similarity_bwd)
+vjp(cosine_similarity, cosine_similarity_fwd, cosine_similarity_bwd, validate=True)
 
 
 # ---------------------------------------------------------------------------------------------- snr_distance
-def _snr_fwd(anchor, other, *, axis=-1, pairwise=False):
-    xp = validate.check_same_namespace(anchor=anchor, other=other)
-    validate.check_float(anchor, "anchor")
-    validate.check_float(other, "other")
-    dt = xp.result_type(anchor.dtype, other.dtype)
-    cdt = xp.float64 if dt == xp.float64 else xp.float32
-    a = _as(xp, anchor, cdt)
-    b = _as(xp, other, cdt)
-    if pairwise:
-        if axis not in (-1, anchor.ndim - 1):
-            raise ValueError("axis must be -1 with pairwise=True (inputs (..., n, d) and (..., m, d))")
-        validate.check_matrix(anchor, "anchor")
-        validate.check_matrix(other, "other")
-        if anchor.shape[-1] != other.shape[-1]:
-            raise ValueError(f"anchor (shape {tuple(anchor.shape)}) and other (shape {tuple(other.shape)}) must "
-                             "have the same last dimension")
-        validate.check_broadcastable("anchor", anchor.shape[:-2], "other", other.shape[:-2])
-        D = anchor.shape[-1]
-        if D < 2:
-            raise ValueError("anchor must have at least 2 features along the last axis")
-        sc = _row_scale(xp, a, b)          # the ratio is invariant to a common scale: avoid overflow/underflow
-        a, b = a / sc, b / sc
-        ac = a - xp.mean(a, axis=-1, keepdims=True)
-        bc = b - xp.mean(b, axis=-1, keepdims=True)
-        va = xp.sum(ac * ac, axis=-1) / D
-        vb = xp.sum(bc * bc, axis=-1) / D
-        cov = xp.matmul(ac, xp.matrix_transpose(bc)) / D
-        vd = xp.maximum(va[..., :, None] + vb[..., None, :] - 2 * cov, 0.0)
-        dist = vd / va[..., :, None]
-        res = (xp, True, ac, bc, va, dist, D, tuple(anchor.shape), tuple(other.shape), anchor.dtype, other.dtype,
-               sc)
-        return _as(xp, dist, dt), res
-    shp = validate.check_broadcastable("anchor", anchor.shape, "other", other.shape)
-    ax = validate.check_axis(axis, len(shp), "axis")
-    D = shp[ax]
-    if D < 2:
-        raise ValueError(f"anchor needs at least 2 features along axis {axis}")
-    a = xp.broadcast_to(a, shp)
-    b = xp.broadcast_to(b, shp)
-    sc = _row_scale(xp, a, b, axis=ax)     # the ratio is invariant to a common scale: avoid overflow/underflow
-    a, b = a / sc, b / sc
-    ac = a - xp.mean(a, axis=ax, keepdims=True)
-    d = b - a
-    dc = d - xp.mean(d, axis=ax, keepdims=True)
-    va = xp.mean(ac * ac, axis=ax, keepdims=True)
-    vd = xp.mean(dc * dc, axis=ax, keepdims=True)
-    dist = vd / va
-    res = (xp, False, ac, dc, va, dist, D, tuple(anchor.shape), tuple(other.shape), anchor.dtype, other.dtype, ax,
-           sc)
-    return _as(xp, xp.squeeze(dist, axis=ax), dt), res
+class SnrRes(NamedTuple):
+    pairwise: bool
+    ac: Any        # centred anchor in units of its own scale sa
+    oc: Any        # centred difference (non-pairwise) or centred other (pairwise), in units of sc
+    va: Any        # Var(anchor) in units of sa^2
+    sa: Any        # anchor scale (per row)
+    r: Any         # sc / sa
+    dist: Any
+    D: int
+    axis: int
+    sc: Any
+    shapes: tuple
+    dtypes: tuple
 
 
+def _zero_anchor(xp, va, ratio):
+    """A constant anchor has Var(a) = 0 and no distance; a ratio that overflows has none in this dtype."""
+    if not compat.is_concrete(va):
+        return
+    if bool(xp.any(va == 0)):
+        raise ValueError("anchor has zero variance along the feature axis (a constant row): the SNR distance "
+                         "Var(other - anchor) / Var(anchor) is undefined")
+    if bool(xp.any(xp.isinf(ratio))):
+        raise ValueError("anchor's variance is too small relative to other's: the SNR distance overflows this dtype")
+
+
+@public(anchor=Float(), other=Float(), axis=Int(), pairwise=Bool())
 def snr_distance(anchor, other, *, axis=-1, pairwise=False):
     r"""Signal-to-noise-ratio distance ``d(a, b) = Var(b - a) / Var(a)`` (a = anchor), over the feature axis.
 
@@ -283,7 +270,9 @@ def snr_distance(anchor, other, *, axis=-1, pairwise=False):
     and unbiased variances give the same ratio.  ``pairwise=True`` takes anchors (..., n, d) and others (..., m, d)
     and returns the (..., n, m) matrix ``D[i, j] = Var(b_j - a_i) / Var(a_i)``, computed with one matmul through
     ``Var(b - a) = Var(a) + Var(b) - 2 Cov(a, b)`` (clamped at 0; this loses relative accuracy when b is very
-    close to a).  A constant anchor gives a division by zero (inf or NaN), as in the paper's formula.
+    close to a).  A constant anchor (zero variance) has no distance: it raises ``ValueError`` (the paper's
+    formula divides by zero).  Variances are formed in units of each row's largest entry, so inputs up to the
+    dtype's largest value are fine.
 
     Parameters
     ----------
@@ -303,34 +292,104 @@ def snr_distance(anchor, other, *, axis=-1, pairwise=False):
     >>> round(float(snr_distance(a, b)), 4)
     0.3333
     """
-    return _snr_fwd(anchor, other, axis=axis, pairwise=pairwise)[0]
+    return snr_distance_fwd(anchor, other, axis=axis, pairwise=pairwise)[0]
 
 
 def snr_distance_fwd(anchor, other, *, axis=-1, pairwise=False):
-    return _snr_fwd(anchor, other, axis=axis, pairwise=pairwise)
+    xp = compat.array_namespace(anchor, other)
+    dt = xp.result_type(anchor.dtype, other.dtype)
+    cdt = xp.float64 if dt == xp.float64 else xp.float32
+    a = compat.cast(anchor, cdt, xp)
+    b = compat.cast(other, cdt, xp)
+    shapes, dtypes = (tuple(anchor.shape), tuple(other.shape)), (anchor.dtype, other.dtype)
+    if pairwise:
+        if axis not in (-1, anchor.ndim - 1):
+            raise ValueError("axis must be -1 with pairwise=True (inputs (..., n, d) and (..., m, d))")
+        for nm, v in (("anchor", anchor), ("other", other)):
+            if v.ndim < 2:
+                raise ValueError(f"{nm} must have shape (..., n, d) with pairwise=True, got shape {tuple(v.shape)}")
+        if anchor.shape[-1] != other.shape[-1]:
+            raise ValueError(f"anchor (shape {tuple(anchor.shape)}) and other (shape {tuple(other.shape)}) must "
+                             "have the same last dimension")
+        try:
+            np.broadcast_shapes(shapes[0][:-2], shapes[1][:-2])
+        except ValueError:
+            raise ValueError(f"the batch dimensions of anchor {shapes[0][:-2]} and other {shapes[1][:-2]} do not "
+                             "broadcast") from None
+        D = anchor.shape[-1]
+        if D < 2:
+            raise ValueError("anchor must have at least 2 features along the last axis")
+        sc = _row_scale(xp, a, b)          # the ratio is invariant to a common scale: avoid overflow/underflow
+        sa = _row_scale(xp, a, axis=-1)    # (..., n, 1): each anchor in its own units for its variance
+        an = a / sa
+        ac = an - xp.mean(an, axis=-1, keepdims=True)
+        va = xp.sum(ac * ac, axis=-1) / D                     # in units of sa^2
+        r = (sc / sa)[..., 0]                                 # (..., n)
+        a2, b2 = a / sc, b / sc
+        a2c = a2 - xp.mean(a2, axis=-1, keepdims=True)
+        bc = b2 - xp.mean(b2, axis=-1, keepdims=True)
+        vb = xp.sum(bc * bc, axis=-1) / D
+        va_sc = xp.sum(a2c * a2c, axis=-1) / D
+        cov = xp.matmul(a2c, xp.matrix_transpose(bc)) / D
+        vd = xp.maximum(va_sc[..., :, None] + vb[..., None, :] - 2 * cov, 0.0)
+        with np.errstate(over="ignore"):
+            dist = vd / va[..., :, None] * (r * r)[..., :, None]
+        _zero_anchor(xp, va, dist)
+        res = SnrRes(True, a2c, bc, va, sa, r, dist, D, -1, sc, shapes, dtypes)
+        return compat.cast(dist, dt, xp), res
+    try:
+        shp = np.broadcast_shapes(shapes[0], shapes[1])
+    except ValueError:
+        raise ValueError(f"anchor (shape {shapes[0]}) and other (shape {shapes[1]}) do not broadcast") from None
+    if not shp:
+        raise ValueError("anchor and other are 0-d: snr_distance needs a feature axis")
+    ax = _axis_of(axis, len(shp))
+    D = shp[ax]
+    if D < 2:
+        raise ValueError(f"anchor needs at least 2 features along axis {axis}, got {D}")
+    a = xp.broadcast_to(a, shp)
+    b = xp.broadcast_to(b, shp)
+    sc = _row_scale(xp, a, b, axis=ax)     # the ratio is invariant to a common scale: avoid overflow/underflow
+    sa = _row_scale(xp, a, axis=ax)
+    an = a / sa
+    ac = an - xp.mean(an, axis=ax, keepdims=True)
+    d = b / sc - a / sc
+    dc = d - xp.mean(d, axis=ax, keepdims=True)
+    va = xp.mean(ac * ac, axis=ax, keepdims=True)
+    vd = xp.mean(dc * dc, axis=ax, keepdims=True)
+    r = sc / sa
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        dist = vd / va * (r * r)
+    _zero_anchor(xp, va, dist)
+    res = SnrRes(False, ac, dc, va, sa, r, dist, D, ax, sc, shapes, dtypes)
+    return compat.cast(xp.squeeze(dist, axis=ax), dt, xp), res
 
 
-def snr_distance_bwd(res, dy):
-    xp, pw = res[0], res[1]
-    if pw:
-        _, _, ac, bc, va, dist, D, sa, sb, da, db, sc = res
-        g = _as(xp, dy, ac.dtype) / sc
-        vai = va[..., :, None]
-        alpha = xp.sum(g * (1 - dist) / vai, axis=-1)          # dL/dva
-        beta = xp.sum(g / vai, axis=-2)                          # dL/dvb
-        gc = -2.0 * g / vai                                      # dL/dcov
+def snr_distance_bwd(res: SnrRes, dy):
+    xp = compat.array_namespace(res.ac)
+    D, dist, va, sa, r = res.D, res.dist, res.va, res.sa, res.r
+    if res.pairwise:
+        ac, bc, sc = res.ac, res.oc, res.sc
+        g = compat.cast(dy, ac.dtype, xp) / sc
+        inv_va = (r * r / va)[..., :, None]                   # 1 / Var(a) in units of sc^2
+        alpha = xp.sum(g * (1 - dist) * inv_va, axis=-1)       # dL/dva
+        beta = xp.sum(g * inv_va, axis=-2)                     # dL/dvb
+        gc = -2.0 * g * inv_va                                  # dL/dcov
         dac = xp.matmul(gc, bc) / D
         dbc = xp.matmul(xp.matrix_transpose(gc), ac) / D
         dac = dac - xp.mean(dac, axis=-1, keepdims=True)
         dbc = dbc - xp.mean(dbc, axis=-1, keepdims=True)
         dA = dac + alpha[..., :, None] * 2.0 * ac / D
         dB = dbc + beta[..., :, None] * 2.0 * bc / D
-        return _as(xp, unbroadcast(dA, sa, xp), da), _as(xp, unbroadcast(dB, sb, xp), db)
-    _, _, ac, dc, va, dist, D, sa, sb, da, db, ax, sc = res
-    g = xp.expand_dims(_as(xp, dy, ac.dtype), axis=ax) / sc
-    gb = g * 2.0 * dc / (D * va)
-    ga = -gb - g * dist / va * 2.0 * ac / D
-    return _as(xp, unbroadcast(ga, sa, xp), da), _as(xp, unbroadcast(gb, sb, xp), db)
+        return (compat.cast(unbroadcast(dA, res.shapes[0], xp), res.dtypes[0], xp),
+                compat.cast(unbroadcast(dB, res.shapes[1], xp), res.dtypes[1], xp))
+    ac, dc, ax = res.ac, res.oc, res.axis
+    g = xp.expand_dims(compat.cast(dy, ac.dtype, xp), axis=ax)
+    # d = Var(dc) / Var(ac) (sc/sa)^2 with dc = (b - a)/sc centred, ac = a/sa centred
+    gb = g * 2.0 * dc * (r / sa) / (D * va)
+    ga = -gb - g * dist * 2.0 * ac / (D * va * sa)
+    return (compat.cast(unbroadcast(ga, res.shapes[0], xp), res.dtypes[0], xp),
+            compat.cast(unbroadcast(gb, res.shapes[1], xp), res.dtypes[1], xp))
 
 
-ops.register("norm.snr_distance", snr_distance, snr_distance_fwd, snr_distance_bwd)
+vjp(snr_distance, snr_distance_fwd, snr_distance_bwd, validate=True)

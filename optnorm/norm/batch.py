@@ -2,14 +2,19 @@
 batch_channel_norm, power_norm and unified_norm.
 
 All running statistics are explicit: they go in as arrays and the updated values come out as new arrays; nothing
-is mutated.  Statistics are computed per channel (``axis``) over every other axis.
+is mutated.  Statistics are computed per channel (``axis``) over every other axis, with the squares formed in
+units of each channel's largest deviation (no overflow of the normalisation for entries up to the dtype's
+largest value; a running statistic whose update itself overflows raises ``ValueError``).
 """
 from __future__ import annotations
 
-from .._lib import compat, ops, validate
-from .._lib.dispatch import Dispatcher
+from typing import Any, NamedTuple
 
-__all__ = ["batch_norm", "alpha_batch_norm", "batch_channel_norm", "power_norm", "unified_norm"]
+from .._lib import compat
+from .._lib.api import public, vjp
+from .._lib.dispatch import Dispatcher, numpy_float
+from .._lib.roles import Axis, Bool, Choice, Float, Int, Positive, Probability
+from ._common import rstd_of, var_scaled
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -23,133 +28,194 @@ def _red(ndim: int, axis: int) -> tuple:
     return tuple(i for i in range(ndim) if i != axis)
 
 
-def _as(xp, a, dt):
-    return None if a is None else (a if a.dtype == dt else xp.astype(a, dt))
-
-
 def _vec(xp, a, shape, dt):
     """A per-channel vector (C,) cast to ``dt`` and reshaped to broadcast against x."""
-    return None if a is None else xp.reshape(_as(xp, a, dt), shape)
+    return None if a is None else xp.reshape(compat.cast(a, dt, xp), shape)
 
 
-def _check_vec(a, name: str, c: int):
-    if a is None:
-        return
-    validate.check_float(a, name)
-    if tuple(a.shape) != (c,):
-        raise ValueError(f"{name} has shape {tuple(a.shape)}, expected ({c},) (one entry per channel)")
-
-
-def _check_common(x, axis, eps, name="x", min_ndim=2):
-    validate.check_float(x, name)
-    if x.ndim < min_ndim:
-        raise ValueError(f"{name} must have at least {min_ndim} dimensions (batch, channels, ...), "
-                         f"got shape {tuple(x.shape)}")
-    ax = validate.check_axis(axis, x.ndim, "axis")
-    validate.check_positive(eps, "eps")
-    return ax
+def _check_vecs(c, **vecs):
+    """Per-channel arrays have shape (C,) with C = x.shape[axis] (their roles check they agree with each other)."""
+    for nm, a in vecs.items():
+        if a is not None and tuple(a.shape) != (c,):
+            raise ValueError(f"{nm} has shape {tuple(a.shape)}, expected ({c},) (one entry per channel of x)")
 
 
 def _sum(xp, a, red, keep=True):
     return xp.sum(a, axis=red, keepdims=keep)
 
 
+def _dtype(a):
+    return None if a is None else a.dtype
+
+
+def _finite(a) -> bool:
+    return a is None or bool(compat.to_numpy(compat.array_namespace(a).all(compat.array_namespace(a).isfinite(a))))
+
+
+def _check_stat(stat, name, x, what, *inputs):
+    """A running statistic updated from finite inputs must be finite: otherwise the batch statistic overflowed."""
+    if stat is None or not compat.is_concrete(stat):
+        return
+    s = compat.to_numpy(stat)
+    if not bool((abs(s) < float("inf")).all()) and all(_finite(a) for a in (x, *inputs)):
+        raise ValueError(f"the {what} of x overflows {str(x.dtype).rsplit('.', 1)[-1]}, so {name} has no finite "
+                         f"update: rescale x")
+
+
+# shapes for the generated examples: x (N=4, C=3, 2); per-channel vectors named "c", per-sample ones "b"
+_SIZES = {"b": 4, "c": 3}
+_CH = dict(optional=True)
+
+
+def _x_example(shape=(4, 3, 2), **kw):
+    """x and running statistics (running_mean, running_var) for C = shape[1]."""
+
+    def example(rng, dtype):
+        c = shape[1]
+        return (rng.standard_normal(shape).astype(dtype), (0.1 * rng.standard_normal(c)).astype(dtype),
+                (0.5 + rng.random(c)).astype(dtype)), dict(kw)
+
+    return example
+
+
 # ---------------------------------------------------------------------------------------------- batch_norm
-def _bn_validate(x, running_mean, running_var, weight, bias, sample_weight, training, momentum, eps, axis):
-    xp = validate.check_same_namespace(x=x, running_mean=running_mean, running_var=running_var, weight=weight,
-                                       bias=bias, sample_weight=sample_weight)
-    ax = _check_common(x, axis, eps)
-    c = x.shape[ax]
-    for a, nm in ((running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"),
-                  (bias, "bias")):
-        _check_vec(a, nm, c)
+class BatchNormRes(NamedTuple):
+    ax: int
+    bs: tuple
+    red: tuple
+    n: int
+    training: bool
+    m: float
+    dtype: Any
+    has_w: bool
+    has_b: bool
+    has_sw: bool
+    has_rs: bool
+    g: Any
+    unbiased: bool
+    wdt: Any
+    bdt: Any
+    rmdt: Any
+    rvdt: Any
+    swdt: Any
+    d: Any
+    r: Any
+    xh: Any
+    xc: Any = None
+    om: Any = None
+    var: Any = None
+    corr: Any = None
+    wn: Any = None
+    ssum: Any = None
+    mper: int = 0
+
+
+def _bn_checks(x, running_mean, running_var, weight, bias, sample_weight, training, momentum, axis):
+    c = x.shape[axis]
+    _check_vecs(c, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together (or both None)")
-    if not isinstance(training, bool):
-        raise TypeError(f"training must be a bool, got {type(training).__name__}")
     if momentum is None:
         raise ValueError("momentum=None (cumulative average) is not supported: pass momentum=1/num_batches")
-    validate.check_probability(momentum, "momentum")
     if not training and running_mean is None:
         raise ValueError("running_mean and running_var are required when training=False")
     if sample_weight is not None:
-        validate.check_float(sample_weight, "sample_weight")
-        if ax == 0:
+        if axis == 0:
             raise ValueError("sample_weight needs a batch axis 0 distinct from the channel axis (axis=0 given)")
         if tuple(sample_weight.shape) != (x.shape[0],):
             raise ValueError(f"sample_weight has shape {tuple(sample_weight.shape)}, expected ({x.shape[0]},) "
                              "(one weight per sample along axis 0)")
-        if compat.is_concrete(sample_weight):
-            if float(xp.min(sample_weight)) < 0:
-                raise ValueError("sample_weight must be non-negative")
-            if not float(xp.sum(sample_weight)) > 0:
-                raise ValueError("sample_weight must have a positive sum")
+        if compat.is_concrete(sample_weight) and not float(compat.to_numpy(sample_weight).sum()) > 0:
+            raise ValueError("sample_weight must have a positive sum")
     n = compat.size(x) // max(c, 1)
     if training and n <= 1:
         raise ValueError(f"x has {n} value per channel: batch statistics need more than 1 (shape {tuple(x.shape)})")
-    validate.check_nonempty(x, "x")
-    return xp, ax
 
 
-def _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis,
-            unbiased=True):
-    xp, ax = _bn_validate(x, running_mean, running_var, weight, bias, sample_weight, training, momentum, eps, axis)
+def _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis, unbiased):
+    xp = compat.array_namespace(x, running_mean, running_var, weight, bias, sample_weight)
     cdt = compat.compute_dtype(x, xp)
-    xc = _as(xp, x, cdt)
-    nd, c = x.ndim, x.shape[ax]
-    bs, red = _bshape(nd, ax, c), _red(nd, ax)
+    xc = compat.cast(x, cdt, xp)
+    nd, c = x.ndim, x.shape[axis]
+    bs, red = _bshape(nd, axis, c), _red(nd, axis)
     n = compat.size(x) // c
     g = _vec(xp, weight, bs, cdt)
     b = _vec(xp, bias, bs, cdt)
-    res = dict(xp=xp, ax=ax, bs=bs, red=red, n=n, training=training, m=float(momentum), dtype=x.dtype,
-               has_w=weight is not None, has_b=bias is not None, has_sw=sample_weight is not None,
-               has_rs=running_mean is not None, g=g, unbiased=bool(unbiased),
-               wdt=None if weight is None else weight.dtype, bdt=None if bias is None else bias.dtype,
-               rmdt=None if running_mean is None else running_mean.dtype,
-               rvdt=None if running_var is None else running_var.dtype,
-               swdt=None if sample_weight is None else sample_weight.dtype)
+    m = float(momentum)
+    f = dict(ax=axis, bs=bs, red=red, n=n, training=training, m=m, dtype=x.dtype, has_w=weight is not None,
+             has_b=bias is not None, has_sw=sample_weight is not None, has_rs=running_mean is not None, g=g,
+             unbiased=bool(unbiased), wdt=_dtype(weight), bdt=_dtype(bias), rmdt=_dtype(running_mean),
+             rvdt=_dtype(running_var), swdt=_dtype(sample_weight))
     if training:
         if sample_weight is None:
             om = 1.0 / n
             mu = xp.mean(xc, axis=red, keepdims=True)
             d = xc - mu
-            var = xp.mean(d * d, axis=red, keepdims=True)
+            v, sc = var_scaled(d, red, xp)
             corr = n / (n - 1) if unbiased else 1.0
             wn = None
         else:
             mper = n // x.shape[0]
-            sw = _as(xp, sample_weight, cdt)
+            sw = compat.cast(sample_weight, cdt, xp)
             ssum = xp.sum(sw)
             wn = sw / ssum
             om = xp.reshape(wn / mper, (x.shape[0],) + (1,) * (nd - 1))
             mu = _sum(xp, om * xc, red)
             d = xc - mu
-            var = _sum(xp, om * d * d, red)
+            v, sc = var_scaled(d, red, xp, weights=om)
             corr = 1.0 / (1.0 - xp.sum(wn * wn) / mper) if unbiased else 1.0
-            res.update(ssum=ssum, mper=mper)
-        r = 1.0 / xp.sqrt(var + eps)
+            f.update(ssum=ssum, mper=mper)
+        r = rstd_of(v, sc, eps, xp)
+        # the batch variance (for the running update and its VJP); overflows only when the variance itself does
+        var = v * sc * sc if running_mean is not None else None
         xh = d * r
-        res.update(om=om, d=d, var=var, corr=corr, wn=wn, r=r, xh=xh, xc=xc)
+        f.update(om=om, d=d, var=var, corr=corr, wn=wn, r=r, xh=xh, xc=xc)
         if running_mean is not None:
-            m = float(momentum)
-            rm = (1 - m) * _as(xp, running_mean, cdt) + m * xp.reshape(mu, (c,))
-            rv = (1 - m) * _as(xp, running_var, cdt) + m * corr * xp.reshape(var, (c,))
-            rm, rv = _as(xp, rm, running_mean.dtype), _as(xp, rv, running_var.dtype)
+            rm = (1 - m) * compat.cast(running_mean, cdt, xp) + m * xp.reshape(mu, (c,))
+            rv = (1 - m) * compat.cast(running_var, cdt, xp) + m * corr * xp.reshape(var, (c,))
+            rm, rv = compat.cast(rm, running_mean.dtype, xp), compat.cast(rv, running_var.dtype, xp)
         else:
             rm = rv = None
     else:
-        rmc = xp.reshape(_as(xp, running_mean, cdt), bs)
-        r = 1.0 / xp.sqrt(xp.reshape(_as(xp, running_var, cdt), bs) + eps)
+        rmc = xp.reshape(compat.cast(running_mean, cdt, xp), bs)
+        r = 1.0 / xp.sqrt(xp.reshape(compat.cast(running_var, cdt, xp), bs) + eps)
         d = xc - rmc
         xh = d * r
         rm, rv = running_mean, running_var
-        res.update(d=d, r=r, xh=xh)
+        f.update(d=d, r=r, xh=xh)
     y = xh if g is None else xh * g
     if b is not None:
         y = y + b
-    return (_as(xp, y, x.dtype), rm, rv), res
+    return (compat.cast(y, x.dtype, xp), rm, rv), BatchNormRes(**f)
 
 
+_bn = Dispatcher("norm.batch_norm")
+
+
+@_bn.generic
+def _bn_generic(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis,
+                unbiased, xp):
+    return _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, training=training,
+                   momentum=momentum, eps=eps, axis=axis, unbiased=unbiased)[0]
+
+
+@_bn.numba(when=lambda x, running_mean, running_var, weight, bias, sample_weight, **kw: sample_weight is None
+           and numpy_float(x) and all(a is None or numpy_float(a) for a in (running_mean, running_var, weight, bias)))
+def _bn_numba(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis,
+              unbiased, xp):
+    from .._numba import norm as nb
+
+    return nb.batch_norm_forward(x, running_mean, running_var, weight, bias, training, float(momentum), float(eps),
+                                 axis, bool(unbiased))
+
+
+_BN_ROLES = dict(x=Float(min_ndim=2), running_mean=Float("c", **_CH),
+                 running_var=Float("c", sign="nonnegative", **_CH), weight=Float("c", **_CH), bias=Float("c", **_CH))
+
+
+@public(**_BN_ROLES, sample_weight=Float("b", sign="nonnegative", finite=True, **_CH), training=Bool(),
+        momentum=Probability(optional=True), eps=Positive(), axis=Axis("x"), unbiased=Bool(), sizes=_SIZES,
+        example=_x_example())
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, sample_weight=None, *,
                training=True, momentum=0.1, eps=1e-5, axis=1, unbiased=True):
     r"""Batch normalization with torch's exact semantics, explicit running statistics and optional sample weights.
@@ -207,147 +273,108 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, s
     >>> np.allclose(y.mean(axis=(0, 2)), 0)
     True
     """
-    return _bn_dispatch(x, running_mean, running_var, weight, bias, sample_weight, training=training,
-                        momentum=momentum, eps=eps, axis=axis, unbiased=unbiased)
-
-
-_bn_dispatch = Dispatcher("norm.batch_norm")
-
-
-@_bn_dispatch.generic
-def _bn_generic(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis,
-                unbiased):
-    return _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, training=training,
-                   momentum=momentum, eps=eps, axis=axis, unbiased=unbiased)[0]
-
-
-def _bn_numba_ok(x, running_mean, running_var, weight, bias, sample_weight, **kw):
-    import numpy as np
-
-    if sample_weight is not None or not compat.is_numpy(x) or x.dtype not in (np.float32, np.float64):
-        return False
-    return all(a is None or (compat.is_numpy(a) and a.dtype in (np.float32, np.float64))
-               for a in (running_mean, running_var, weight, bias))
-
-
-@_bn_dispatch.numba(when=_bn_numba_ok)
-def _bn_numba(x, running_mean, running_var, weight, bias, sample_weight, *, training, momentum, eps, axis,
-              unbiased):
-    _, ax = _bn_validate(x, running_mean, running_var, weight, bias, sample_weight, training, momentum, eps, axis)
-    from .._numba.norm_extra import batch_norm_forward
-
-    return batch_norm_forward(x, running_mean, running_var, weight, bias, training, float(momentum), float(eps), ax,
-                              bool(unbiased))
+    _bn_checks(x, running_mean, running_var, weight, bias, sample_weight, training, momentum, axis)
+    xp = compat.array_namespace(x)
+    y, rm, rv = _bn(x, running_mean, running_var, weight, bias, sample_weight, training=training, momentum=momentum,
+                    eps=float(eps), axis=axis, unbiased=unbiased, xp=xp)
+    if training:
+        _check_stat(rv, "running_var", x, "batch variance", running_mean, running_var)
+    return y, rm, rv
 
 
 def batch_norm_fwd(x, running_mean=None, running_var=None, weight=None, bias=None, sample_weight=None, *,
                    training=True, momentum=0.1, eps=1e-5, axis=1, unbiased=True):
-    return _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, training=training,
-                   momentum=momentum, eps=eps, axis=axis, unbiased=unbiased)
+    _bn_checks(x, running_mean, running_var, weight, bias, sample_weight, training, momentum, axis)
+    out, res = _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, training=training,
+                       momentum=momentum, eps=float(eps), axis=axis, unbiased=unbiased)
+    if training:
+        _check_stat(out[2], "running_var", x, "batch variance", running_mean, running_var)
+    return out, res
 
 
-def _bn_bwd_core(res, gy, grm, grv):
+def _bn_bwd_core(res: BatchNormRes, gy, grm, grv, xp):
     """Cotangents in the compute dtype: (dx, drm, drv, dweight, dbias, dsample_weight)."""
-    xp, red, bs = res["xp"], res["red"], res["bs"]
-    c = bs[res["ax"]]
-    g = res["g"]
-    xh = res["xh"]
+    red, bs = res.red, res.bs
+    c = bs[res.ax]
+    g, xh, r = res.g, res.xh, res.r
     gh = gy if g is None else gy * g
-    dgam = xp.reshape(_sum(xp, gy * xh, red), (c,)) if res["has_w"] else None
-    dbet = xp.reshape(_sum(xp, gy, red), (c,)) if res["has_b"] else None
-    r = res["r"]
+    dgam = xp.reshape(_sum(xp, gy * xh, red), (c,)) if res.has_w else None
+    dbet = xp.reshape(_sum(xp, gy, red), (c,)) if res.has_b else None
     drm = drv = dsw = None
-    if res["training"]:
-        om, m = res["om"], res["m"]
+    if res.training:
+        om, m = res.om, res.m
         s1 = _sum(xp, gh, red)
         s2 = _sum(xp, gh * xh, red)
         dx = r * (gh - om * s1 - om * xh * s2)
         amu = -r * s1
         avar = -0.5 * r * r * s2
-        if res["has_rs"]:
-            grm_b = xp.zeros(bs, dtype=gy.dtype) if grm is None else xp.reshape(_as(xp, grm, gy.dtype), bs)
-            grv_b = xp.zeros(bs, dtype=gy.dtype) if grv is None else xp.reshape(_as(xp, grv, gy.dtype), bs)
-            dx = dx + om * (m * grm_b) + om * 2.0 * res["d"] * (m * res["corr"] * grv_b)
+        if res.has_rs:
+            grm_b = xp.zeros(bs, dtype=gy.dtype) if grm is None else xp.reshape(compat.cast(grm, gy.dtype, xp), bs)
+            grv_b = xp.zeros(bs, dtype=gy.dtype) if grv is None else xp.reshape(compat.cast(grv, gy.dtype, xp), bs)
+            dx = dx + om * (m * grm_b) + om * 2.0 * res.d * (m * res.corr * grv_b)
             amu = amu + m * grm_b
-            avar = avar + m * res["corr"] * grv_b
+            avar = avar + m * res.corr * grv_b
             drm = None if grm is None else (1 - m) * grm
             drv = None if grv is None else (1 - m) * grv
-        if res["has_sw"]:
-            nb = res["xc"].shape[0]
+        if res.has_sw:
+            nb = res.xc.shape[0]
             other = tuple(i for i in range(1, len(bs)))
-            per = amu * res["xc"] + avar * res["d"] * res["d"]
-            dwn = xp.reshape(xp.sum(per, axis=other), (nb,)) / res["mper"]
-            wn = res["wn"]
-            if res["has_rs"] and res["unbiased"]:
+            per = amu * res.xc + avar * res.d * res.d
+            dwn = xp.reshape(xp.sum(per, axis=other), (nb,)) / res.mper
+            wn = res.wn
+            if res.has_rs and res.unbiased:
                 # corr = 1/(1 - sum wn^2/M): d corr/d wn_i = corr^2 * 2 wn_i / M
-                scal = xp.sum(m * grv_b * res["var"]) if grv is not None else 0.0
-                dwn = dwn + scal * res["corr"] ** 2 * 2.0 * wn / res["mper"]
-            dsw = (dwn - xp.sum(wn * dwn)) / res["ssum"]
+                scal = xp.sum(m * grv_b * res.var) if grv is not None else 0.0
+                dwn = dwn + scal * res.corr ** 2 * 2.0 * wn / res.mper
+            dsw = (dwn - xp.sum(wn * dwn)) / res.ssum
     else:
         dx = gh * r
         drm = -xp.reshape(_sum(xp, gh * r, red), (c,))
-        drv = xp.reshape(_sum(xp, gh * res["d"], red) * (-0.5) * r * r * r, (c,))
+        drv = xp.reshape(_sum(xp, gh * res.d, red) * (-0.5) * r * r * r, (c,))
         if grm is not None:
-            drm = drm + _as(xp, grm, gy.dtype)
+            drm = drm + compat.cast(grm, gy.dtype, xp)
         if grv is not None:
-            drv = drv + _as(xp, grv, gy.dtype)
+            drv = drv + compat.cast(grv, gy.dtype, xp)
     return dx, drm, drv, dgam, dbet, dsw
 
 
-def batch_norm_bwd(res, dy):
-    xp = res["xp"]
+def batch_norm_bwd(res: BatchNormRes, dy):
+    xp = compat.array_namespace(res.xh)
     gy, grm, grv = dy
-    cdt = res["xc"].dtype if "xc" in res else res["xh"].dtype
-    gy = _as(xp, gy, cdt)
-    dx, drm, drv, dgam, dbet, dsw = _bn_bwd_core(res, gy, grm, grv)
-    return (_as(xp, dx, res["dtype"]), _as(xp, drm, res["rmdt"]), _as(xp, drv, res["rvdt"]),
-            _as(xp, dgam, res["wdt"]), _as(xp, dbet, res["bdt"]), _as(xp, dsw, res["swdt"]))
+    gy = compat.cast(gy, res.xh.dtype, xp)
+    dx, drm, drv, dgam, dbet, dsw = _bn_bwd_core(res, gy, grm, grv, xp)
+    return (compat.cast(dx, res.dtype, xp), compat.cast(drm, res.rmdt, xp), compat.cast(drv, res.rvdt, xp),
+            compat.cast(dgam, res.wdt, xp), compat.cast(dbet, res.bdt, xp), compat.cast(dsw, res.swdt, xp))
 
 
-ops.register("norm.batch_norm", batch_norm, batch_norm_fwd, batch_norm_bwd)
+vjp(batch_norm, batch_norm_fwd, batch_norm_bwd, validate=True)
 
 
 # ---------------------------------------------------------------------------------------------- alpha_batch_norm
-def _abn_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha, unbiased=True, eps=1e-5, axis=1):
-    xp = validate.check_same_namespace(x=x, running_mean=running_mean, running_var=running_var, weight=weight,
-                                       bias=bias)
-    ax = _check_common(x, axis, eps)
-    c = x.shape[ax]
-    if running_mean is None or running_var is None:
-        raise ValueError("running_mean and running_var are required (the source statistics)")
-    for a, nm in ((running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"),
-                  (bias, "bias")):
-        _check_vec(a, nm, c)
-    al = validate.check_probability(alpha, "alpha")
-    validate.check_nonempty(x, "x")
-    n = compat.size(x) // c
-    if unbiased and n < 2 and al > 0:
-        raise ValueError(f"x has {n} value per channel: the unbiased batch variance needs at least 2")
-    k = n / (n - 1) if (unbiased and n > 1) else 1.0
-    cdt = compat.compute_dtype(x, xp)
-    xc = _as(xp, x, cdt)
-    nd = x.ndim
-    bs, red = _bshape(nd, ax, c), _red(nd, ax)
-    mub = xp.mean(xc, axis=red, keepdims=True)
-    db = xc - mub
-    varb = xp.mean(db * db, axis=red, keepdims=True)
-    rmc = xp.reshape(_as(xp, running_mean, cdt), bs)
-    rvc = xp.reshape(_as(xp, running_var, cdt), bs)
-    mu = (1 - al) * rmc + al * mub
-    var = (1 - al) * rvc + (al * k) * varb
-    r = 1.0 / xp.sqrt(var + eps)
-    d = xc - mu
-    xh = d * r
-    g = _vec(xp, weight, bs, cdt)
-    y = xh if g is None else xh * g
-    if bias is not None:
-        y = y + _vec(xp, bias, bs, cdt)
-    res = dict(xp=xp, red=red, bs=bs, c=c, al=al, k=k, db=db, d=d, r=r, xh=xh, g=g, n=n,
-               dts=(x.dtype, running_mean.dtype, running_var.dtype, None if weight is None else weight.dtype,
-                    None if bias is None else bias.dtype))
-    return _as(xp, y, x.dtype), res
+class AlphaBatchNormRes(NamedTuple):
+    red: tuple
+    c: int
+    al: float
+    k: float
+    db: Any
+    d: Any
+    r: Any
+    xh: Any
+    g: Any
+    n: int
+    dtypes: tuple
 
 
+def _stats_example(rng, dtype, shape=(4, 3, 2), c=3, **kw):
+    x = rng.standard_normal(shape).astype(dtype)
+    rm = (0.1 * rng.standard_normal(c)).astype(dtype)
+    rv = (0.5 + rng.random(c)).astype(dtype)
+    return (x, rm, rv), kw
+
+
+@public(x=Float(min_ndim=2), running_mean=Float("c"), running_var=Float("c", sign="nonnegative"),
+        weight=Float("c", **_CH), bias=Float("c", **_CH), alpha=Probability(), unbiased=Bool(), eps=Positive(),
+        axis=Axis("x"), sizes=_SIZES, example=lambda rng, dtype: _stats_example(rng, dtype, alpha=0.3))
 def alpha_batch_norm(x, running_mean, running_var, weight=None, bias=None, *, alpha, unbiased=True, eps=1e-5,
                      axis=1):
     r"""alpha-BN: test-time batch normalization with statistics mixed between source and test batch.
@@ -392,19 +419,47 @@ def alpha_batch_norm(x, running_mean, running_var, weight=None, bias=None, *, al
     >>> alpha_batch_norm(x, np.zeros(2), np.ones(2), alpha=0.1).shape
     (4, 2, 3)
     """
-    return _abn_fwd(x, running_mean, running_var, weight, bias, alpha=alpha, unbiased=unbiased, eps=eps,
-                    axis=axis)[0]
+    return alpha_batch_norm_fwd(x, running_mean, running_var, weight, bias, alpha=alpha, unbiased=unbiased, eps=eps,
+                                axis=axis)[0]
 
 
 def alpha_batch_norm_fwd(x, running_mean, running_var, weight=None, bias=None, *, alpha, unbiased=True, eps=1e-5,
                          axis=1):
-    return _abn_fwd(x, running_mean, running_var, weight, bias, alpha=alpha, unbiased=unbiased, eps=eps, axis=axis)
+    xp = compat.array_namespace(x, running_mean, running_var, weight, bias)
+    c = x.shape[axis]
+    _check_vecs(c, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    al = float(alpha)
+    n = compat.size(x) // c
+    if unbiased and n < 2 and al > 0:
+        raise ValueError(f"x has {n} value per channel: the unbiased batch variance needs at least 2")
+    k = n / (n - 1) if (unbiased and n > 1) else 1.0
+    cdt = compat.compute_dtype(x, xp)
+    xc = compat.cast(x, cdt, xp)
+    nd = x.ndim
+    bs, red = _bshape(nd, axis, c), _red(nd, axis)
+    mub = xp.mean(xc, axis=red, keepdims=True)
+    db = xc - mub
+    vb, sb = var_scaled(db, red, xp)
+    rmc = xp.reshape(compat.cast(running_mean, cdt, xp), bs)
+    rvc = xp.reshape(compat.cast(running_var, cdt, xp), bs)
+    mu = (1 - al) * rmc + al * mub
+    # var = (1 - al) rv + al k var_B, formed in units of the batch's scale (var_B may overflow on its own)
+    r = 1.0 / (sb * xp.sqrt(((1 - al) * rvc / sb) / sb + (al * k) * vb + (eps / sb) / sb))
+    d = xc - mu
+    xh = d * r
+    g = _vec(xp, weight, bs, cdt)
+    y = xh if g is None else xh * g
+    if bias is not None:
+        y = y + _vec(xp, bias, bs, cdt)
+    dts = (x.dtype, running_mean.dtype, running_var.dtype, _dtype(weight), _dtype(bias))
+    return compat.cast(y, x.dtype, xp), AlphaBatchNormRes(red, c, al, k, db, d, r, xh, g, n, dts)
 
 
-def alpha_batch_norm_bwd(res, dy):
-    xp, red, c, al, n, k = res["xp"], res["red"], res["c"], res["al"], res["n"], res["k"]
-    r, xh, d, db, g = res["r"], res["xh"], res["d"], res["db"], res["g"]
-    gy = _as(xp, dy, r.dtype)
+def alpha_batch_norm_bwd(res: AlphaBatchNormRes, dy):
+    r, xh, d, db, g = res.r, res.xh, res.d, res.db, res.g
+    xp = compat.array_namespace(r)
+    red, c, al, n, k = res.red, res.c, res.al, res.n, res.k
+    gy = compat.cast(dy, r.dtype, xp)
     gh = gy if g is None else gy * g
     s1 = _sum(xp, gh, red)                     # dL/dmu = -r s1
     s2 = _sum(xp, gh * d, red)                 # dL/dvar = -r^3/2 s2
@@ -414,48 +469,28 @@ def alpha_batch_norm_bwd(res, dy):
     drm = xp.reshape((1 - al) * dmu, (c,))
     drv = xp.reshape((1 - al) * dvar, (c,))
     dgam = None if g is None else xp.reshape(_sum(xp, gy * xh, red), (c,))
-    dbet = None if res["dts"][4] is None else xp.reshape(_sum(xp, gy, red), (c,))
-    dts = res["dts"]
-    return (_as(xp, dx, dts[0]), _as(xp, drm, dts[1]), _as(xp, drv, dts[2]), _as(xp, dgam, dts[3]),
-            _as(xp, dbet, dts[4]))
+    dts = res.dtypes
+    dbet = None if dts[4] is None else xp.reshape(_sum(xp, gy, red), (c,))
+    return tuple(compat.cast(a, t, xp) for a, t in zip((dx, drm, drv, dgam, dbet), dts))
 
 
-ops.register("norm.alpha_batch_norm", alpha_batch_norm, alpha_batch_norm_fwd, alpha_batch_norm_bwd)
+vjp(alpha_batch_norm, alpha_batch_norm_fwd, alpha_batch_norm_bwd, validate=True)
 
 
 # ---------------------------------------------------------------------------------------------- batch_channel_norm
-def _bcn_fwd(x, running_mean=None, running_var=None, weight=None, bias=None, group_weight=None, group_bias=None,
-             *, groups=32, training=True, momentum=0.1, eps=1e-5):
-    validate.check_same_namespace(x=x, group_weight=group_weight, group_bias=group_bias)
-    (z, rm, rv), bres = _bn_fwd(x, running_mean, running_var, weight, bias, None, training=training,
-                                momentum=momentum, eps=eps, axis=1)
-    xp = bres["xp"]
-    G = validate.check_int(groups, "groups", low=1)
-    C = x.shape[1]
-    if C % G:
-        raise ValueError(f"groups={G} must divide the number of channels {C} (x.shape[1])")
-    for a, nm in ((group_weight, "group_weight"), (group_bias, "group_bias")):
-        _check_vec(a, nm, G)
-    cdt = compat.compute_dtype(x, xp)
-    zc = _as(xp, z, cdt)
-    N = x.shape[0]
-    z3 = xp.reshape(zc, (N, G, -1))
-    mu = xp.mean(z3, axis=-1, keepdims=True)
-    dd = z3 - mu
-    var = xp.mean(dd * dd, axis=-1, keepdims=True)
-    r = 1.0 / xp.sqrt(var + eps)
-    zh = dd * r
-    gw = None if group_weight is None else xp.reshape(_as(xp, group_weight, cdt), (1, G, 1))
-    y3 = zh if gw is None else zh * gw
-    if group_bias is not None:
-        y3 = y3 + xp.reshape(_as(xp, group_bias, cdt), (1, G, 1))
-    y = _as(xp, xp.reshape(y3, tuple(x.shape)), x.dtype)
-    res = dict(bres=bres, r=r, zh=zh, gw=gw, G=G, shape=tuple(x.shape),
-               gdts=(None if group_weight is None else group_weight.dtype,
-                     None if group_bias is None else group_bias.dtype))
-    return (y, rm, rv), res
+class BatchChannelNormRes(NamedTuple):
+    bres: BatchNormRes
+    r: Any
+    zh: Any
+    gw: Any
+    G: int
+    shape: tuple
+    gdts: tuple
 
 
+@public(**_BN_ROLES, group_weight=Float("g", **_CH), group_bias=Float("g", **_CH), groups=Int(1), training=Bool(),
+        momentum=Probability(optional=True), eps=Positive(), sizes={"b": 4, "c": 4, "g": 2},
+        example=_x_example((4, 4, 3), groups=2))
 def batch_channel_norm(x, running_mean=None, running_var=None, weight=None, bias=None, group_weight=None,
                        group_bias=None, *, groups=32, training=True, momentum=0.1, eps=1e-5):
     r"""Batch-Channel Normalization: batch_norm (per-channel affine, running statistics) followed by group
@@ -496,90 +531,91 @@ def batch_channel_norm(x, running_mean=None, running_var=None, weight=None, bias
     >>> y.shape, rm.shape
     ((4, 8, 3, 3), (8,))
     """
-    return _bcn_fwd(x, running_mean, running_var, weight, bias, group_weight, group_bias, groups=groups,
-                    training=training, momentum=momentum, eps=eps)[0]
+    return batch_channel_norm_fwd(x, running_mean, running_var, weight, bias, group_weight, group_bias, groups=groups,
+                                  training=training, momentum=momentum, eps=eps)[0]
 
 
 def batch_channel_norm_fwd(x, running_mean=None, running_var=None, weight=None, bias=None, group_weight=None,
                            group_bias=None, *, groups=32, training=True, momentum=0.1, eps=1e-5):
-    return _bcn_fwd(x, running_mean, running_var, weight, bias, group_weight, group_bias, groups=groups,
-                    training=training, momentum=momentum, eps=eps)
+    G = groups
+    C = x.shape[1]
+    if C % G:
+        raise ValueError(f"groups={G} must divide the number of channels {C} (x.shape[1])")
+    _check_vecs(G, group_weight=group_weight, group_bias=group_bias)
+    (z, rm, rv), bres = batch_norm_fwd(x, running_mean, running_var, weight, bias, None, training=training,
+                                       momentum=momentum, eps=eps, axis=1)
+    xp = compat.array_namespace(x)
+    cdt = compat.compute_dtype(x, xp)
+    zc = compat.cast(z, cdt, xp)
+    N = x.shape[0]
+    z3 = xp.reshape(zc, (N, G, -1))
+    mu = xp.mean(z3, axis=-1, keepdims=True)
+    dd = z3 - mu
+    v, sc = var_scaled(dd, (2,), xp)
+    r = rstd_of(v, sc, float(eps), xp)
+    zh = dd * r
+    gw = None if group_weight is None else xp.reshape(compat.cast(group_weight, cdt, xp), (1, G, 1))
+    y3 = zh if gw is None else zh * gw
+    if group_bias is not None:
+        y3 = y3 + xp.reshape(compat.cast(group_bias, cdt, xp), (1, G, 1))
+    y = compat.cast(xp.reshape(y3, tuple(x.shape)), x.dtype, xp)
+    res = BatchChannelNormRes(bres, r, zh, gw, G, tuple(x.shape), (_dtype(group_weight), _dtype(group_bias)))
+    return (y, rm, rv), res
 
 
-def batch_channel_norm_bwd(res, dy):
-    bres = res["bres"]
-    xp = bres["xp"]
+def batch_channel_norm_bwd(res: BatchChannelNormRes, dy):
+    bres = res.bres
+    xp = compat.array_namespace(res.r)
     gy, grm, grv = dy
-    r, zh, gw, G = res["r"], res["zh"], res["gw"], res["G"]
+    r, zh, gw, G = res.r, res.zh, res.gw, res.G
     cdt = r.dtype
-    N = res["shape"][0]
-    g3 = xp.reshape(_as(xp, gy, cdt), (N, G, -1))
-    dgw = None if res["gdts"][0] is None else _as(xp, xp.sum(g3 * zh, axis=(0, 2)), res["gdts"][0])
-    dgb = None if res["gdts"][1] is None else _as(xp, xp.sum(g3, axis=(0, 2)), res["gdts"][1])
+    N = res.shape[0]
+    g3 = xp.reshape(compat.cast(gy, cdt, xp), (N, G, -1))
+    dgw = None if res.gdts[0] is None else compat.cast(xp.sum(g3 * zh, axis=(0, 2)), res.gdts[0], xp)
+    dgb = None if res.gdts[1] is None else compat.cast(xp.sum(g3, axis=(0, 2)), res.gdts[1], xp)
     gh = g3 if gw is None else g3 * gw
     dz = r * (gh - xp.mean(gh, axis=-1, keepdims=True) - zh * xp.mean(gh * zh, axis=-1, keepdims=True))
-    dz = xp.reshape(dz, res["shape"])
-    dx, drm, drv, dgam, dbet, _ = _bn_bwd_core(bres, dz, grm, grv)
-    return (_as(xp, dx, bres["dtype"]), _as(xp, drm, bres["rmdt"]), _as(xp, drv, bres["rvdt"]),
-            _as(xp, dgam, bres["wdt"]), _as(xp, dbet, bres["bdt"]), dgw, dgb)
+    dz = xp.reshape(dz, res.shape)
+    dx, drm, drv, dgam, dbet, _ = _bn_bwd_core(bres, dz, grm, grv, xp)
+    return (compat.cast(dx, bres.dtype, xp), compat.cast(drm, bres.rmdt, xp), compat.cast(drv, bres.rvdt, xp),
+            compat.cast(dgam, bres.wdt, xp), compat.cast(dbet, bres.bdt, xp), dgw, dgb)
 
 
-ops.register("norm.batch_channel_norm", batch_channel_norm, batch_channel_norm_fwd, batch_channel_norm_bwd)
+vjp(batch_channel_norm, batch_channel_norm_fwd, batch_channel_norm_bwd, validate=True)
 
 
 # ---------------------------------------------------------------------------------------------- power_norm
-def _pn_fwd(x, running_phi, grad_ema=None, weight=None, bias=None, *, step, training=True, warmup_iters=10000,
-            alpha_fwd=0.9, alpha_bkw=0.9, eps=1e-5, axis=-1, backward="paper"):
-    xp = validate.check_same_namespace(x=x, running_phi=running_phi, grad_ema=grad_ema, weight=weight, bias=bias)
-    ax = _check_common(x, axis, eps, min_ndim=1)
-    c = x.shape[ax]
-    if running_phi is None:
-        raise ValueError("running_phi is required (init: ones(C))")
-    for a, nm in ((running_phi, "running_phi"), (grad_ema, "grad_ema"), (weight, "weight"), (bias, "bias")):
-        _check_vec(a, nm, c)
-    st = validate.check_int(step, "step", low=1)
-    wu = validate.check_int(warmup_iters, "warmup_iters", low=0)
-    af = validate.check_unit_interval(alpha_fwd, "alpha_fwd", closed_right=True)
-    ab = validate.check_unit_interval(alpha_bkw, "alpha_bkw", closed_right=True)
-    validate.check_in(backward, ("paper", "exact"), "backward")
-    if backward == "paper" and training and grad_ema is None:
-        raise ValueError("grad_ema is required for backward='paper' in training (init: zeros(C))")
-    validate.check_nonempty(x, "x")
-    cdt = compat.compute_dtype(x, xp)
-    xc = _as(xp, x, cdt)
-    nd = x.ndim
-    bs, red = _bshape(nd, ax, c), _red(nd, ax)
-    n = compat.size(x) // c
-    phi = _as(xp, running_phi, cdt)
-    g = _vec(xp, weight, bs, cdt)
-    res = dict(xp=xp, bs=bs, red=red, c=c, n=n, training=training, backward=backward, g=g, ab=ab, af=af, st=st,
-               wu=wu, dts=(x.dtype, running_phi.dtype, None if grad_ema is None else grad_ema.dtype,
-                           None if weight is None else weight.dtype, None if bias is None else bias.dtype),
-               grad_ema=None if grad_ema is None else _as(xp, grad_ema, cdt))
-    if training:
-        psi = xp.mean(xc * xc, axis=red, keepdims=True)
-        rb = 1.0 / xp.sqrt(psi + eps)
-        use_batch = st <= wu
-        r = rb if use_batch else 1.0 / xp.sqrt(xp.reshape(phi, bs) + eps)
-        z = xc * r
-        psi_v = xp.reshape(psi, (c,))
-        new = phi
-        if st < wu:
-            new = new * ((st - 1) / st) + psi_v / st
-        new = af * new + (1 - af) * psi_v
-        dphi = af / st * (1.0 if st < wu else 0.0) + (1 - af)   # d new_phi / d psi
-        res.update(xc=xc, rb=rb, r=r, z=z, use_batch=use_batch, dphi=dphi)
-    else:
-        r = 1.0 / xp.sqrt(xp.reshape(phi, bs) + eps)
-        z = xc * r
-        new = phi
-        res.update(r=r, z=z, use_batch=False)
-    y = z if g is None else z * g
-    if bias is not None:
-        y = y + _vec(xp, bias, bs, cdt)
-    return (_as(xp, y, x.dtype), _as(xp, new, running_phi.dtype)), res
+class PowerNormRes(NamedTuple):
+    bs: tuple
+    red: tuple
+    c: int
+    n: int
+    training: bool
+    backward: str
+    g: Any
+    ab: float
+    af: float
+    st: int
+    wu: int
+    dts: tuple
+    grad_ema: Any
+    r: Any
+    z: Any
+    use_batch: bool
+    xc: Any = None
+    rb: Any = None
+    dphi: float = 0.0
 
 
+def _pn_example(rng, dtype):
+    x = rng.standard_normal((4, 2, 3)).astype(dtype)
+    return (x, (0.5 + rng.random(3)).astype(dtype), (0.1 * rng.standard_normal(3)).astype(dtype)), {"step": 2}
+
+
+@public(x=Float(min_ndim=1), running_phi=Float("c", sign="nonnegative"), grad_ema=Float("c", **_CH),
+        weight=Float("c", **_CH), bias=Float("c", **_CH), step=Int(1), training=Bool(), warmup_iters=Int(0),
+        alpha_fwd=Probability(), alpha_bkw=Probability(), eps=Positive(), axis=Axis("x"),
+        backward=Choice(("paper", "exact")), sizes=_SIZES, example=_pn_example)
 def power_norm(x, running_phi, grad_ema=None, weight=None, bias=None, *, step, training=True, warmup_iters=10000,
                alpha_fwd=0.9, alpha_bkw=0.9, eps=1e-5, axis=-1, backward="paper"):
     r"""PowerNorm: batch normalization by the quadratic mean with running statistics in forward and backward.
@@ -602,8 +638,9 @@ def power_norm(x, running_phi, grad_ema=None, weight=None, bias=None, *, step, t
     This is not the gradient of the forward but a state-carrying rule: the updated ``grad_ema`` is returned in
     the **cotangent slot of grad_ema** (read ``grad_ema.grad`` in torch, the grad of that argument in JAX), not
     as a gradient.  In torch pass a fresh leaf with ``requires_grad=True`` each step (``.grad`` accumulates), and
-    use the output once: a slot reached by two paths of the graph is summed.  ``backward="exact"`` gives the true VJP of the forward instead (statistics differentiated
-    during warm-up, the running statistic a constant afterwards), and a zero grad_ema slot.
+    use the output once: a slot reached by two paths of the graph is summed.  ``backward="exact"`` gives the true
+    VJP of the forward instead (statistics differentiated during warm-up, the running statistic a constant
+    afterwards), and a zero grad_ema slot.
 
     Shen, Yao, Gholami, Mahoney & Keutzer (2020), "PowerNorm: Rethinking Batch Normalization in Transformers";
     official code ``sIncerass/powernorm`` (``MaskPowerNorm``).  The per-token ``GroupScaling1D`` that the official
@@ -643,122 +680,180 @@ def power_norm(x, running_phi, grad_ema=None, weight=None, bias=None, *, step, t
     >>> y.shape, phi.shape
     ((5, 2, 4), (4,))
     """
-    return _pn_fwd(x, running_phi, grad_ema, weight, bias, step=step, training=training,
-                   warmup_iters=warmup_iters, alpha_fwd=alpha_fwd, alpha_bkw=alpha_bkw, eps=eps, axis=axis,
-                   backward=backward)[0]
+    return power_norm_fwd(x, running_phi, grad_ema, weight, bias, step=step, training=training,
+                          warmup_iters=warmup_iters, alpha_fwd=alpha_fwd, alpha_bkw=alpha_bkw, eps=eps, axis=axis,
+                          backward=backward)[0]
 
 
 def power_norm_fwd(x, running_phi, grad_ema=None, weight=None, bias=None, *, step, training=True,
                    warmup_iters=10000, alpha_fwd=0.9, alpha_bkw=0.9, eps=1e-5, axis=-1, backward="paper"):
-    return _pn_fwd(x, running_phi, grad_ema, weight, bias, step=step, training=training,
-                   warmup_iters=warmup_iters, alpha_fwd=alpha_fwd, alpha_bkw=alpha_bkw, eps=eps, axis=axis,
-                   backward=backward)
+    xp = compat.array_namespace(x, running_phi, grad_ema, weight, bias)
+    c = x.shape[axis]
+    _check_vecs(c, running_phi=running_phi, grad_ema=grad_ema, weight=weight, bias=bias)
+    if backward == "paper" and training and grad_ema is None:
+        raise ValueError("grad_ema is required for backward='paper' in training (init: zeros(C))")
+    st, wu, af, ab, eps = step, warmup_iters, float(alpha_fwd), float(alpha_bkw), float(eps)
+    cdt = compat.compute_dtype(x, xp)
+    xc = compat.cast(x, cdt, xp)
+    nd = x.ndim
+    bs, red = _bshape(nd, axis, c), _red(nd, axis)
+    n = compat.size(x) // c
+    phi = compat.cast(running_phi, cdt, xp)
+    g = _vec(xp, weight, bs, cdt)
+    f = dict(bs=bs, red=red, c=c, n=n, training=training, backward=backward, g=g, ab=ab, af=af, st=st, wu=wu,
+             dts=(x.dtype, running_phi.dtype, _dtype(grad_ema), _dtype(weight), _dtype(bias)),
+             grad_ema=compat.cast(grad_ema, cdt, xp))
+    if training:
+        ps, sc = var_scaled(xc, red, xp)       # psi2 = mean(x^2) = ps sc^2
+        rb = rstd_of(ps, sc, eps, xp)
+        use_batch = st <= wu
+        r = rb if use_batch else 1.0 / xp.sqrt(xp.reshape(phi, bs) + eps)
+        z = xc * r
+        psi_v = xp.reshape(ps * sc * sc, (c,))
+        new = phi
+        if st < wu:
+            new = new * ((st - 1) / st) + psi_v / st
+        new = af * new + (1 - af) * psi_v
+        dphi = af / st * (1.0 if st < wu else 0.0) + (1 - af)   # d new_phi / d psi
+        f.update(xc=xc, rb=rb, r=r, z=z, use_batch=use_batch, dphi=dphi)
+    else:
+        r = 1.0 / xp.sqrt(xp.reshape(phi, bs) + eps)
+        z = xc * r
+        new = phi
+        f.update(r=r, z=z, use_batch=False)
+    y = z if g is None else z * g
+    if bias is not None:
+        y = y + _vec(xp, bias, bs, cdt)
+    new = compat.cast(new, running_phi.dtype, xp)
+    if training:
+        _check_stat(new, "running_phi", x, "quadratic mean", running_phi)
+    return (compat.cast(y, x.dtype, xp), new), PowerNormRes(**f)
 
 
-def power_norm_bwd(res, dy):
-    xp, red, bs, c, n = res["xp"], res["red"], res["bs"], res["c"], res["n"]
+def power_norm_bwd(res: PowerNormRes, dy):
+    red, bs, c, n = res.red, res.bs, res.c, res.n
     gy, gphi = dy
-    z, r, g = res["z"], res["r"], res["g"]
-    gy = _as(xp, gy, z.dtype)
-    dts = res["dts"]
+    z, r, g = res.z, res.r, res.g
+    xp = compat.array_namespace(z)
+    gy = compat.cast(gy, z.dtype, xp)
+    dts = res.dts
     gh = gy if g is None else gy * g
     dgam = None if dts[3] is None else xp.reshape(_sum(xp, gy * z, red), (c,))
     dbet = None if dts[4] is None else xp.reshape(_sum(xp, gy, red), (c,))
     dge = None
-    if not res["training"]:
+    if not res.training:
         dx = gh * r
         dphi = xp.reshape(_sum(xp, gh * z, red) * (-0.5) * r * r, (c,))
         if gphi is not None:
-            dphi = dphi + _as(xp, gphi, z.dtype)
-        dge = None if dts[2] is None else xp.zeros_like(res["grad_ema"])
-        return (_as(xp, dx, dts[0]), _as(xp, dphi, dts[1]), _as(xp, dge, dts[2]), _as(xp, dgam, dts[3]),
-                _as(xp, dbet, dts[4]))
-    gp = None if gphi is None else xp.reshape(_as(xp, gphi, z.dtype), bs)
-    if res["backward"] == "paper":
-        ge = xp.reshape(res["grad_ema"], bs)
-        ag = gh - (1 - res["ab"]) * ge * z
+            dphi = dphi + compat.cast(gphi, z.dtype, xp)
+        dge = None if dts[2] is None else xp.zeros_like(res.grad_ema)
+        return tuple(compat.cast(a, t, xp) for a, t in zip((dx, dphi, dge, dgam, dbet), dts))
+    gp = None if gphi is None else xp.reshape(compat.cast(gphi, z.dtype, xp), bs)
+    if res.backward == "paper":
+        ge = xp.reshape(res.grad_ema, bs)
+        ag = gh - (1 - res.ab) * ge * z
         dge = xp.reshape(ge + xp.mean(ag * z, axis=red, keepdims=True), (c,))
-        dx = ag * res["rb"]
+        dx = ag * res.rb
     else:
-        if res["use_batch"]:
+        if res.use_batch:
             dx = r * (gh - z * xp.mean(gh * z, axis=red, keepdims=True))
         else:
             dx = gh * r
         if gp is not None:
-            dx = dx + gp * res["dphi"] * 2.0 * res["xc"] / n
+            dx = dx + gp * res.dphi * 2.0 * res.xc / n
         if dts[2] is not None:
-            dge = xp.zeros_like(res["grad_ema"])
+            dge = xp.zeros_like(res.grad_ema)
     # running_phi: used by the forward after warm-up, and linearly by the update
-    st, wu, af = res["st"], res["wu"], res["af"]
+    st, wu, af = res.st, res.wu, res.af
     dphi = xp.zeros((c,), dtype=z.dtype)
-    if not res["use_batch"]:
+    if not res.use_batch:
         dphi = dphi + xp.reshape(_sum(xp, gh * z, red) * (-0.5) * r * r, (c,))
     if gp is not None:
         dphi = dphi + af * ((st - 1) / st if st < wu else 1.0) * xp.reshape(gp, (c,))
-    return (_as(xp, dx, dts[0]), _as(xp, dphi, dts[1]), _as(xp, dge, dts[2]), _as(xp, dgam, dts[3]),
-            _as(xp, dbet, dts[4]))
+    return tuple(compat.cast(a, t, xp) for a, t in zip((dx, dphi, dge, dgam, dbet), dts))
 
 
-ops.register("norm.power_norm", power_norm, power_norm_fwd, power_norm_bwd, skip_check_argnums=(0, 2))
+vjp(power_norm, power_norm_fwd, power_norm_bwd, skip_check_argnums=(0, 2), validate=True)
 
 
 # ---------------------------------------------------------------------------------------------- unified_norm
-def _onehot_row(xp, W, k, dtype):
-    return xp.reshape(_as(xp, xp.arange(W) == (k % W), dtype), (W, 1))
+class UnifiedNormRes(NamedTuple):
+    bs: tuple
+    red: tuple
+    c: int
+    n: int
+    training: bool
+    backward: str
+    g: Any
+    m: float
+    st: int
+    wu: int
+    eps: float
+    dts: tuple
+    bx_shape: Any
+    bg_shape: Any
+    z: Any
+    rs: Any
+    xc: Any = None
+    var: Any = None
+    x2: Any = None
+    gm: Any = None
+    use_x2: Any = None
+    skipf: Any = None
+    oh: Any = None
+    buf_new: Any = None
+    W: int = 0
+    rr: Any = None
+    early: bool = False
+    ema: Any = None
+    bgz: Any = None
 
 
-def _un_fwd(x, running_var, ema_gz=None, buffer_x2=None, buffer_gz=None, weight=None, bias=None, *, step,
-            training=True, warmup_iters=4000, outlier_filtration=False, eps=1e-5, momentum=0.9, axis=-1,
-            backward="paper"):
-    xp = validate.check_same_namespace(x=x, running_var=running_var, ema_gz=ema_gz, buffer_x2=buffer_x2,
-                                       buffer_gz=buffer_gz, weight=weight, bias=bias)
-    ax = _check_common(x, axis, eps, min_ndim=1)
+def _onehot_row(xp, W, k, dtype, like):
+    """(W, 1) column with a one at the slot ``k % W`` of a window of W past batches."""
+    return xp.reshape(compat.cast(compat.arange(W, like=like) == (k % W), dtype, xp), (W, 1))
+
+
+def unified_norm_fwd(x, running_var, ema_gz=None, buffer_x2=None, buffer_gz=None, weight=None, bias=None, *, step,
+                     training=True, warmup_iters=4000, outlier_filtration=False, eps=1e-5, momentum=0.9, axis=-1,
+                     backward="paper"):
+    xp = compat.array_namespace(x, running_var, ema_gz, buffer_x2, buffer_gz, weight, bias)
+    ax = axis
     c = x.shape[ax]
-    if running_var is None:
-        raise ValueError("running_var is required (init: ones(C))")
-    for a, nm in ((running_var, "running_var"), (ema_gz, "ema_gz"), (weight, "weight"), (bias, "bias")):
-        _check_vec(a, nm, c)
+    _check_vecs(c, running_var=running_var, ema_gz=ema_gz, weight=weight, bias=bias)
     for a, nm in ((buffer_x2, "buffer_x2"), (buffer_gz, "buffer_gz")):
-        if a is not None:
-            validate.check_float(a, nm)
-            if a.ndim != 2 or a.shape[1] != c or a.shape[0] < 1:
-                raise ValueError(f"{nm} has shape {tuple(a.shape)}, expected (window, {c})")
-    st = validate.check_int(step, "step", low=1)
-    wu = validate.check_int(warmup_iters, "warmup_iters", low=0)
-    m = validate.check_unit_interval(momentum, "momentum", closed_right=True)
-    validate.check_in(backward, ("paper", "exact"), "backward")
-    if not isinstance(outlier_filtration, bool):
-        raise TypeError("outlier_filtration must be a bool")
+        if a is not None and a.shape[1] != c:
+            raise ValueError(f"{nm} has shape {tuple(a.shape)}, expected (window, {c}) (C = x.shape[axis])")
+    st, wu, m, eps = step, warmup_iters, float(momentum), float(eps)
     if training and buffer_x2 is None:
         raise ValueError("buffer_x2 is required in training (init: zeros((window, C)), window 4)")
     if training and backward == "paper" and (ema_gz is None or buffer_gz is None):
         raise ValueError("ema_gz and buffer_gz are required for backward='paper' in training (init zeros)")
-    validate.check_nonempty(x, "x")
     cdt = compat.compute_dtype(x, xp)
-    xc = _as(xp, x, cdt)
+    xc = compat.cast(x, cdt, xp)
     nd = x.ndim
     bs, red = _bshape(nd, ax, c), _red(nd, ax)
     n = compat.size(x) // c
-    rv = _as(xp, running_var, cdt)
+    rv = compat.cast(running_var, cdt, xp)
     g = _vec(xp, weight, bs, cdt)
     dts = (x.dtype, running_var.dtype, None if ema_gz is None else ema_gz.dtype,
            None if buffer_x2 is None else buffer_x2.dtype, None if buffer_gz is None else buffer_gz.dtype,
            None if weight is None else weight.dtype, None if bias is None else bias.dtype)
-    res = dict(xp=xp, bs=bs, red=red, c=c, n=n, training=training, backward=backward, g=g, m=m, st=st, wu=wu,
-               eps=eps, dts=dts, bx_shape=None if buffer_x2 is None else tuple(buffer_x2.shape),
-               bg_shape=None if buffer_gz is None else tuple(buffer_gz.shape))
+    f = dict(bs=bs, red=red, c=c, n=n, training=training, backward=backward, g=g, m=m, st=st, wu=wu,
+             eps=eps, dts=dts, bx_shape=None if buffer_x2 is None else tuple(buffer_x2.shape),
+             bg_shape=None if buffer_gz is None else tuple(buffer_gz.shape))
     if not training:
         r0 = 1.0 / xp.sqrt(xp.reshape(rv, bs) + eps)
         z = xc * r0
         y = z if g is None else z * g
         if bias is not None:
             y = y + _vec(xp, bias, bs, cdt)
-        res.update(z=z, rs=r0)
-        return (_as(xp, y, x.dtype), running_var, buffer_x2), res
-    buf = _as(xp, buffer_x2, cdt)
+        f.update(z=z, rs=r0)
+        return (compat.cast(y, x.dtype, xp), running_var, buffer_x2), UnifiedNormRes(**f)
+    buf = compat.cast(buffer_x2, cdt, xp)
     W = buf.shape[0]
     x2 = xp.mean(xc * xc, axis=red)                                  # (C,)
-    oh = _onehot_row(xp, W, st, cdt)
+    oh = _onehot_row(xp, W, st, cdt, buf)
     # outlier filtration: variance (unbiased, over all entries) of sqrt(buffer) recorded before the insertion
     sq = xp.sqrt(buf)
     nb = compat.size(buf)
@@ -772,8 +867,8 @@ def _un_fwd(x, running_var, ema_gz=None, buffer_x2=None, buffer_gz=None, weight=
                        xp.exp(xp.mean(xp.log(xp.where(xpos, buf_x, xp.ones_like(buf_x))), axis=0)), 0.0)
         skip = xp.any((am - gm_) > rec * W)
     else:
-        skip = xp.asarray(static_skip)
-    skipf = _as(xp, skip, cdt)
+        skip = compat.full((), static_skip, like=buf, dtype=xp.bool)
+    skipf = compat.cast(skip, cdt, xp)
     buf_new = buf_x * (1 - skipf) + skipf * (buf * (1 - oh) + oh * rv[None, :])
     early = st <= W or st < wu
     bpos = buf_new > 0          # a zero entry (the zero-initialised window) makes the geometric mean 0
@@ -792,13 +887,28 @@ def _un_fwd(x, running_var, ema_gz=None, buffer_x2=None, buffer_gz=None, weight=
     y = z if g is None else z * g
     if bias is not None:
         y = y + _vec(xp, bias, bs, cdt)
-    res.update(xc=xc, z=z, rs=rs, var=var, x2=x2, gm=gm, use_x2=use_x2, skipf=skipf, oh=oh, buf_new=buf_new, W=W,
-               rr=rr, early=early,
-               ema=None if ema_gz is None else _as(xp, ema_gz, cdt),
-               bgz=None if buffer_gz is None else _as(xp, buffer_gz, cdt))
-    return (_as(xp, y, x.dtype), _as(xp, new_rv, running_var.dtype), _as(xp, buf_new, buffer_x2.dtype)), res
+    f.update(xc=xc, z=z, rs=rs, var=var, x2=x2, gm=gm, use_x2=use_x2, skipf=skipf, oh=oh, buf_new=buf_new, W=W,
+             rr=rr, early=early, ema=compat.cast(ema_gz, cdt, xp), bgz=compat.cast(buffer_gz, cdt, xp))
+    new_rv = compat.cast(new_rv, running_var.dtype, xp)
+    buf_new = compat.cast(buf_new, buffer_x2.dtype, xp)
+    _check_stat(buf_new, "buffer_x2", x, "second moment", running_var, buffer_x2)
+    return (compat.cast(y, x.dtype, xp), new_rv, buf_new), UnifiedNormRes(**f)
 
 
+def _un_example(rng, dtype):
+    x = rng.standard_normal((4, 2, 3)).astype(dtype)
+    rv = (0.5 + rng.random(3)).astype(dtype)
+    ema = (0.1 * rng.standard_normal(3)).astype(dtype)
+    bx = (0.5 + rng.random((4, 3))).astype(dtype)
+    bg = (0.1 * rng.standard_normal((4, 3))).astype(dtype)
+    return (x, rv, ema, bx, bg), {"step": 2}
+
+
+@public(x=Float(min_ndim=1), running_var=Float("c", sign="nonnegative"), ema_gz=Float("c", **_CH),
+        buffer_x2=Float("w c", sign="nonnegative", **_CH), buffer_gz=Float("v c", **_CH), weight=Float("c", **_CH),
+        bias=Float("c", **_CH), step=Int(1), training=Bool(), warmup_iters=Int(0), outlier_filtration=Bool(),
+        eps=Positive(), momentum=Probability(), axis=Axis("x"), backward=Choice(("paper", "exact")),
+        sizes={"c": 3, "w": 4, "v": 4}, example=_un_example)
 def unified_norm(x, running_var, ema_gz=None, buffer_x2=None, buffer_gz=None, weight=None, bias=None, *, step,
                  training=True, warmup_iters=4000, outlier_filtration=False, eps=1e-5, momentum=0.9, axis=-1,
                  backward="paper"):
@@ -865,83 +975,74 @@ def unified_norm(x, running_var, ema_gz=None, buffer_x2=None, buffer_gz=None, we
     >>> buf.shape
     (4, 3)
     """
-    return _un_fwd(x, running_var, ema_gz, buffer_x2, buffer_gz, weight, bias, step=step, training=training,
-                   warmup_iters=warmup_iters, outlier_filtration=outlier_filtration, eps=eps, momentum=momentum,
-                   axis=axis, backward=backward)[0]
+    return unified_norm_fwd(x, running_var, ema_gz, buffer_x2, buffer_gz, weight, bias, step=step,
+                            training=training, warmup_iters=warmup_iters, outlier_filtration=outlier_filtration,
+                            eps=eps, momentum=momentum, axis=axis, backward=backward)[0]
 
 
-def unified_norm_fwd(x, running_var, ema_gz=None, buffer_x2=None, buffer_gz=None, weight=None, bias=None, *, step,
-                     training=True, warmup_iters=4000, outlier_filtration=False, eps=1e-5, momentum=0.9, axis=-1,
-                     backward="paper"):
-    return _un_fwd(x, running_var, ema_gz, buffer_x2, buffer_gz, weight, bias, step=step, training=training,
-                   warmup_iters=warmup_iters, outlier_filtration=outlier_filtration, eps=eps, momentum=momentum,
-                   axis=axis, backward=backward)
-
-
-def unified_norm_bwd(res, dy):
-    xp, red, bs, c, n, dts = res["xp"], res["red"], res["bs"], res["c"], res["n"], res["dts"]
+def unified_norm_bwd(res: UnifiedNormRes, dy):
+    red, bs, c, n, dts = res.red, res.bs, res.c, res.n, res.dts
     gy, grv, gbuf = dy
-    z, rs, g = res["z"], res["rs"], res["g"]
+    z, rs, g = res.z, res.rs, res.g
+    xp = compat.array_namespace(z)
     cdt = z.dtype
-    gy = _as(xp, gy, cdt)
+    gy = compat.cast(gy, cdt, xp)
     gh = gy if g is None else gy * g
     db = None if dts[6] is None else xp.reshape(_sum(xp, gy, red), (c,))
-    if not res["training"]:
+    if not res.training:
         dx = gh * xp.reshape(rs, bs)
         drv = xp.reshape(_sum(xp, gh * z, red), (c,)) * (-0.5) * rs * rs
         if grv is not None:
-            drv = drv + _as(xp, grv, cdt)
+            drv = drv + compat.cast(grv, cdt, xp)
         dw = None if dts[5] is None else xp.reshape(_sum(xp, gy * z, red), (c,))
         dge = None if dts[2] is None else xp.zeros((c,), dtype=cdt)
         dbx = None
         if dts[3] is not None:
-            dbx = xp.zeros(res["bx_shape"], dtype=cdt) if gbuf is None else gbuf
-        dbg = None if dts[4] is None else xp.zeros(res["bg_shape"], dtype=cdt)
-        return (_as(xp, dx, dts[0]), _as(xp, drv, dts[1]), _as(xp, dge, dts[2]), _as(xp, dbx, dts[3]),
-                _as(xp, dbg, dts[4]), _as(xp, dw, dts[5]), _as(xp, db, dts[6]))
-    m, W, oh, skipf, use_x2 = res["m"], res["W"], res["oh"], res["skipf"], res["use_x2"]
-    var, x2, gm, buf_new, xc = res["var"], res["x2"], res["gm"], res["buf_new"], res["xc"]
+            dbx = xp.zeros(res.bx_shape, dtype=cdt) if gbuf is None else gbuf
+        dbg = None if dts[4] is None else xp.zeros(res.bg_shape, dtype=cdt)
+        return tuple(compat.cast(a, t, xp) for a, t in zip((dx, drv, dge, dbx, dbg, dw, db), dts))
+    m, W, oh, skipf, use_x2 = res.m, res.W, res.oh, res.skipf, res.use_x2
+    var, x2, gm, buf_new, xc = res.var, res.x2, res.gm, res.buf_new, res.xc
     # ---- exact cotangents (always used for running_var / buffer_x2, and for x / weight in "exact")
     dvar = xp.reshape(_sum(xp, gh * z, red), (c,)) * (-0.5) * rs * rs
     if grv is not None:
-        dvar = dvar + (1 - m) * _as(xp, grv, cdt)
+        dvar = dvar + (1 - m) * compat.cast(grv, cdt, xp)
     # var = use_x2 * x2 + (1 - use_x2) * GM(buf_new);  d GM / d buf_new[w] = GM / (W buf_new[w])
     pos = buf_new > 0
     safe = xp.where(pos, buf_new, xp.ones_like(buf_new))
     dbn = xp.where(pos, (1 - use_x2)[None] * dvar[None, :] * gm[None, :] / (W * safe), xp.zeros_like(buf_new))
     if gbuf is not None:
-        dbn = dbn + _as(xp, gbuf, cdt)
+        dbn = dbn + compat.cast(gbuf, cdt, xp)
     # buf_new = (1 - oh) buf + oh * (skip ? running_var : x2)
     slot = xp.sum(dbn * oh, axis=0)                        # cotangent of the inserted row
     dx2 = use_x2 * dvar + (1 - skipf) * slot
-    drv = skipf * slot + (m * _as(xp, grv, cdt) if grv is not None else 0.0)
+    drv = skipf * slot + (m * compat.cast(grv, cdt, xp) if grv is not None else 0.0)
     dbuf = dbn * (1 - oh)
     dge = dbg = None
-    if res["backward"] == "exact":
+    if res.backward == "exact":
         dx = gh * xp.reshape(rs, bs) + xp.reshape(dx2, bs) * 2.0 * xc / n
         dw = None if dts[5] is None else xp.reshape(_sum(xp, gy * z, red), (c,))
         if dts[2] is not None:
             dge = xp.zeros((c,), dtype=cdt)
         if dts[4] is not None:
-            dbg = xp.zeros_like(res["bgz"])
+            dbg = xp.zeros_like(res.bgz)
     else:
-        rr = res["rr"]
+        rr = res.rr
         rrb = xp.reshape(rr, bs)
         gp = gh * rrb
         gz = xp.reshape(_sum(xp, gp * z, red), (c,)) / n
-        ema, bgz = res["ema"], res["bgz"]
+        ema, bgz = res.ema, res.bgz
         Wb = bgz.shape[0]
-        ohb = _onehot_row(xp, Wb, res["st"], cdt)
+        ohb = _onehot_row(xp, Wb, res.st, cdt, bgz)
         ins = skipf * ema + (1 - skipf) * gz
         dbg = bgz * (1 - ohb) + ohb * ins[None, :]
-        early_b = res["st"] <= Wb or res["st"] < res["wu"]
+        early_b = res.st <= Wb or res.st < res.wu
         mean_gz = gz if early_b else skipf * gz + (1 - skipf) * xp.mean(dbg, axis=0)
         dge = ema * m + (1 - m) * mean_gz
         coef = skipf * mean_gz + (1 - skipf) * dge
         dx = (gp - xp.reshape(coef, bs) * z) * xp.reshape(rs, bs)
         dw = None if dts[5] is None else xp.reshape(_sum(xp, gy * rrb * z, red), (c,))
-    return (_as(xp, dx, dts[0]), _as(xp, drv, dts[1]), _as(xp, dge, dts[2]), _as(xp, dbuf, dts[3]),
-            _as(xp, dbg, dts[4]), _as(xp, dw, dts[5]), _as(xp, db, dts[6]))
+    return tuple(compat.cast(a, t, xp) for a, t in zip((dx, drv, dge, dbuf, dbg, dw, db), dts))
 
 
-ops.register("norm.unified_norm", unified_norm, unified_norm_fwd, unified_norm_bwd, skip_check_argnums=(0, 2, 4, 5))
+vjp(unified_norm, unified_norm_fwd, unified_norm_bwd, skip_check_argnums=(0, 2, 4, 5), validate=True)

@@ -1,15 +1,35 @@
 """AdaB²N for continual learning: task-balanced sample weights for batch statistics, and the adaptive momentum."""
 from __future__ import annotations
 
-from .._lib import compat, ops, validate
+import math
+from typing import Any, NamedTuple
 
-__all__ = ["task_balanced_weights", "adab2n_momentum"]
+from .._lib import compat
+from .._lib.api import public, vjp
+from .._lib.roles import Array, Float, Int, Probability, Scalar
 
 
-def _as(xp, a, dt):
-    return a if a is None or a.dtype == dt else xp.astype(a, dt)
+class TaskBalancedRes(NamedTuple):
+    onehot: Any
+    c: Any
+    pi: Any
+    e_theta: Any     # exp(task_logits - M)
+    S: Any           # sum of the concentrations, in units of exp(M)
+    scale: Any       # exp(-M): the units of S
+    has_logits: bool
+    has_counts: bool
+    dtl: Any
+    dtc: Any
 
 
+def _tbw_example(rng, dtype):
+    return (rng.integers(0, 3, size=6), (0.5 * rng.standard_normal(3)).astype(dtype),
+            rng.integers(0, 5, size=3).astype(dtype)), {}
+
+
+@public(task_ids=Array("b", dtype="int"), task_logits=Float("t", optional=True),
+        task_counts=Float("t", optional=True, sign="nonnegative"), num_tasks=Int(1, optional=True),
+        example=_tbw_example)
 def task_balanced_weights(task_ids, task_logits=None, task_counts=None, *, num_tasks=None):
     """Per-sample weights that balance the batch statistics of BN across tasks (AdaB²N).
 
@@ -54,65 +74,61 @@ def task_balanced_weights(task_ids, task_logits=None, task_counts=None, *, num_t
 
 
 def task_balanced_weights_fwd(task_ids, task_logits=None, task_counts=None, *, num_tasks=None):
-    xp = validate.check_same_namespace(task_ids=task_ids, task_logits=task_logits, task_counts=task_counts)
-    validate.check_array(task_ids, "task_ids")
-    if compat.is_floating(task_ids, xp):
-        raise TypeError(f"task_ids must be an integer array, got {task_ids.dtype}")
-    if task_ids.ndim != 1:
-        raise ValueError(f"task_ids must have shape (B,), got shape {tuple(task_ids.shape)}")
-    T = None
-    for nm, v in (("task_logits", task_logits), ("task_counts", task_counts)):
-        if v is not None:
-            validate.check_float(v, nm, xp)
-            if v.ndim != 1:
-                raise ValueError(f"{nm} must have shape (T,), got shape {tuple(v.shape)}")
-            if T is not None and v.shape[0] != T:
-                raise ValueError(f"task_logits and task_counts must have the same length, got {T} and {v.shape[0]}")
-            T = v.shape[0]
-    if T is None:
-        if num_tasks is not None:
-            T = validate.check_int(num_tasks, "num_tasks", low=1)
-        elif compat.is_concrete(task_ids) and compat.size(task_ids):
-            T = int(xp.max(task_ids)) + 1
-        else:
-            raise ValueError("pass num_tasks (or task_logits / task_counts) to fix the number of tasks")
-    if compat.is_concrete(task_ids) and compat.size(task_ids):
-        lo, hi = int(xp.min(task_ids)), int(xp.max(task_ids))
-        if lo < 0 or hi >= T:
-            raise ValueError(f"task_ids must be in [0, {T}), got values in [{lo}, {hi}]")
+    xp = compat.array_namespace(task_ids, task_logits, task_counts)
     ref = task_logits if task_logits is not None else task_counts
+    if ref is not None:
+        T = ref.shape[0]
+    elif num_tasks is not None:
+        T = num_tasks
+    elif compat.is_concrete(task_ids):
+        T = int(compat.to_numpy(task_ids).max()) + 1
+    else:
+        raise ValueError("pass num_tasks (or task_logits / task_counts) to fix the number of tasks")
+    if compat.is_concrete(task_ids):
+        ids = compat.to_numpy(task_ids)
+        if ids.min() < 0 or ids.max() >= T:
+            raise ValueError(f"task_ids must be in [0, {T}), got values in [{int(ids.min())}, {int(ids.max())}]")
     dt = xp.float64 if ref is None else compat.compute_dtype(ref, xp)
-    e_theta = xp.ones((T,), dtype=dt) if task_logits is None else xp.exp(_as(xp, task_logits, dt))
-    conc = e_theta if task_counts is None else e_theta + _as(xp, task_counts, dt)
+    # concentrations exp(theta) + n in units of exp(M), M = max(theta, log n): no overflow of exp(theta)
+    theta = compat.zeros((T,), like=task_ids, dtype=dt) if task_logits is None else compat.cast(task_logits, dt, xp)
+    logn = None
+    if task_counts is not None:
+        n = compat.cast(task_counts, dt, xp)
+        logn = xp.where(n > 0, xp.log(xp.where(n > 0, n, xp.ones_like(n))), xp.full_like(n, -math.inf))
+    M = xp.max(theta) if logn is None else xp.maximum(xp.max(theta), xp.max(logn))
+    e_theta = xp.exp(theta - M)
+    conc = e_theta if logn is None else e_theta + xp.exp(logn - M)
     S = xp.sum(conc)
     pi = conc / S
-    onehot = xp.astype(xp.reshape(task_ids, (-1, 1)) == xp.reshape(xp.arange(T, dtype=task_ids.dtype), (1, T)),
-                       dt)
+    onehot = xp.astype(xp.reshape(task_ids, (-1, 1)) == xp.reshape(compat.arange(T, like=task_ids,
+                                                                                dtype=task_ids.dtype), (1, T)), dt)
     c = xp.sum(onehot, axis=0)
     per_task = xp.where(c > 0, pi / xp.where(c > 0, c, 1.0), 0.0)
     w = xp.matmul(onehot, per_task)
     out_dt = dt if ref is None else ref.dtype
-    res = (onehot, c, pi, e_theta, S, task_logits is not None, task_counts is not None,
-           None if task_logits is None else task_logits.dtype, None if task_counts is None else task_counts.dtype)
-    return _as(xp, w, out_dt), res
+    res = TaskBalancedRes(onehot, c, pi, e_theta, S, xp.exp(-M), task_logits is not None, task_counts is not None,
+                          None if task_logits is None else task_logits.dtype,
+                          None if task_counts is None else task_counts.dtype)
+    return compat.cast(w, out_dt, xp), res
 
 
-def task_balanced_weights_bwd(res, dy):
-    onehot, c, pi, e_theta, S, has_l, has_c, dtl, dtc = res
-    xp = compat.array_namespace(onehot)
-    g = _as(xp, dy, onehot.dtype)
-    dper = xp.matmul(xp.matrix_transpose(onehot), g)  # (T,)
+def task_balanced_weights_bwd(res: TaskBalancedRes, dy):
+    xp = compat.array_namespace(res.onehot)
+    g = compat.cast(dy, res.onehot.dtype, xp)
+    dper = xp.matmul(xp.matrix_transpose(res.onehot), g)  # (T,)
+    c = res.c
     dpi = xp.where(c > 0, dper / xp.where(c > 0, c, 1.0), 0.0)
-    dconc = (dpi - xp.sum(dpi * pi)) / S
-    dl = _as(xp, dconc * e_theta, dtl) if has_l else None
-    dc = _as(xp, dconc, dtc) if has_c else None
+    dconc_s = (dpi - xp.sum(dpi * res.pi)) / res.S          # d/d(conc in units of exp(M))
+    dl = compat.cast(dconc_s * res.e_theta, res.dtl, xp) if res.has_logits else None
+    dc = compat.cast(dconc_s * res.scale, res.dtc, xp) if res.has_counts else None
     return None, dl, dc
 
 
-ops.register("norm.task_balanced_weights", task_balanced_weights, task_balanced_weights_fwd,
-             task_balanced_weights_bwd, nondiff_argnums=(0,))
+vjp(task_balanced_weights, task_balanced_weights_fwd, task_balanced_weights_bwd, nondiff_argnums=(0,),
+    validate=True)
 
 
+@public(step=Int(1), momentum=Scalar(0, 1, low_open=True), kappa=Probability())
 def adab2n_momentum(step, momentum=0.1, kappa=1.0):
     """AdaB²N's adaptive momentum η_t for the running BN statistics (a pure schedule).
 
@@ -150,11 +166,7 @@ def adab2n_momentum(step, momentum=0.1, kappa=1.0):
     >>> adab2n_momentum(7, 0.1, 1.0)
     0.1
     """
-    t = validate.check_int(step, "step", low=1)
-    m = validate.check_probability(momentum, "momentum")
-    if m == 0:
-        raise ValueError("momentum must be > 0, got 0")
-    k = validate.check_probability(kappa, "kappa")
+    t, m, k = int(step), float(momentum), float(kappa)
     if k == 1.0:
         return m
     r = (1.0 - m) ** k

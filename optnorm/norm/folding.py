@@ -1,15 +1,21 @@
 """Folding a fixed-std LayerNorm into the next linear map, and the TrAct first-layer linear op."""
 from __future__ import annotations
 
-from .._lib import compat, ops, validate
+from typing import Any, NamedTuple
 
-__all__ = ["fold_layer_norm", "tract_linear"]
-
-
-def _as(xp, a, dt):
-    return a if a is None or a.dtype == dt else xp.astype(a, dt)
+from .._lib import compat
+from .._lib.api import public, vjp
+from .._lib.roles import Bool, Float, Positive
 
 
+def _fold_example(rng, dtype):
+    return tuple(a.astype(dtype) for a in (rng.standard_normal((3, 5)), rng.standard_normal(3),
+                                           1 + 0.1 * rng.standard_normal(5), 0.1 * rng.standard_normal(5))), \
+        {"std": 2.0}
+
+
+@public(w_next=Float("o n"), b_next=Float("o", optional=True), ln_weight=Float("n", optional=True),
+        ln_bias=Float("n", optional=True), std=Positive(), center=Bool(), example=_fold_example)
 def fold_layer_norm(w_next, b_next=None, ln_weight=None, ln_bias=None, *, std, center=True):
     """Fold a LayerNorm with a fixed standard deviation into the linear map that follows it.
 
@@ -36,7 +42,7 @@ def fold_layer_norm(w_next, b_next=None, ln_weight=None, ln_bias=None, *, std, c
     ln_weight, ln_bias : array (n,), optional
         γ and β of the LayerNorm (None: 1 and 0).
     std : float > 0
-        σ̄, the fixed standard deviation.
+        σ̄, the fixed standard deviation (a scalar: a per-position std cannot be folded into one map).
     center : bool
 
     Returns
@@ -53,30 +59,27 @@ def fold_layer_norm(w_next, b_next=None, ln_weight=None, ln_bias=None, *, std, c
     >>> np.allclose(Wf @ x + bf, W @ (g * (x - x.mean()) / 2.0 + be) + b)
     True
     """
-    xp = validate.check_same_namespace(w_next=w_next, b_next=b_next, ln_weight=ln_weight, ln_bias=ln_bias)
-    validate.check_float(w_next, "w_next", xp)
-    if w_next.ndim != 2:
-        raise ValueError(f"w_next must have shape (out, n), got shape {tuple(w_next.shape)}")
-    out_f, n = w_next.shape
-    for nm, v, want in (("b_next", b_next, (out_f,)), ("ln_weight", ln_weight, (n,)), ("ln_bias", ln_bias, (n,))):
-        if v is not None:
-            validate.check_float(v, nm, xp)
-            if tuple(v.shape) != want:
-                raise ValueError(f"{nm} has shape {tuple(v.shape)}, expected {want}")
-    if compat.is_array(std):
-        raise TypeError("std must be a scalar: a per-position std cannot be folded into one linear map")
-    std = validate.check_positive(std, "std")
+    xp = compat.array_namespace(w_next, b_next, ln_weight, ln_bias)
+    out_f = w_next.shape[0]
     W = w_next if ln_weight is None else w_next * ln_weight[None, :]
     W = W / std
     if center:
         W = W - xp.mean(W, axis=1, keepdims=True)
-    b = xp.zeros((out_f,), dtype=w_next.dtype) if b_next is None else b_next
+    b = compat.zeros((out_f,), like=w_next) if b_next is None else b_next
     if ln_bias is not None:
         b = b + xp.matmul(w_next, ln_bias)
     return W, b
 
 
 # ---------------------------------------------------------------- TrAct linear op
+class TractLinearRes(NamedTuple):
+    x: Any
+    w: Any
+    has_b: bool
+    lam: float
+
+
+@public(x=Float("... n"), w=Float("m n"), b=Float("m", optional=True), lam=Positive())
 def tract_linear(x, w, b=None, *, lam=0.1):
     """Linear layer y = x wᵀ + b whose backward puts the TrAct update in the weight slot.
 
@@ -104,36 +107,25 @@ def tract_linear(x, w, b=None, *, lam=0.1):
 
 
 def tract_linear_fwd(x, w, b=None, *, lam=0.1):
-    xp = validate.check_same_namespace(x=x, w=w, b=b)
-    validate.check_float(x, "x", xp)
-    validate.check_float(w, "w", xp)
-    if w.ndim != 2:
-        raise ValueError(f"w must have shape (m, n), got shape {tuple(w.shape)}")
-    if x.ndim < 1 or x.shape[-1] != w.shape[1]:
-        raise ValueError(f"x has shape {tuple(x.shape)}, its last axis must be n = {w.shape[1]} like w")
-    if b is not None:
-        validate.check_float(b, "b", xp)
-        if tuple(b.shape) != (w.shape[0],):
-            raise ValueError(f"b has shape {tuple(b.shape)}, expected ({w.shape[0]},)")
-    lam = validate.check_positive(lam, "lam")
+    xp = compat.array_namespace(x, w, b)
     y = xp.matmul(x, xp.matrix_transpose(w))
     if b is not None:
         y = y + b
-    return y, (x, w, b is not None, lam)
+    return y, TractLinearRes(x, w, b is not None, float(lam))
 
 
-def tract_linear_bwd(res, dy):
-    from ..optim.tract import tract_precondition
+def tract_linear_bwd(res: TractLinearRes, dy):
+    from ..optim import tract_precondition
 
-    x, w, has_b, lam = res
+    x, w = res.x, res.w
     xp = compat.array_namespace(x)
-    dy = _as(xp, dy, x.dtype)
+    dy = compat.cast(dy, x.dtype, xp)
     dx = xp.matmul(dy, w)
     x2 = x if x.ndim >= 2 else x[None, :]
     g2 = dy if dy.ndim >= 2 else dy[None, :]
-    dw = _as(xp, tract_precondition(g2, x2, lam=lam), w.dtype)
-    db = xp.sum(xp.reshape(dy, (-1, w.shape[0])), axis=0) if has_b else None
+    dw = compat.cast(tract_precondition(g2, x2, lam=res.lam), w.dtype, xp)
+    db = xp.sum(xp.reshape(dy, (-1, w.shape[0])), axis=0) if res.has_b else None
     return dx, dw, db
 
 
-ops.register("norm.tract_linear", tract_linear, tract_linear_fwd, tract_linear_bwd, skip_check_argnums=(1,))
+vjp(tract_linear, tract_linear_fwd, tract_linear_bwd, skip_check_argnums=(1,), validate=True)

@@ -2,34 +2,31 @@
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
-from .._lib import compat, ops, validate
+from .._lib import compat
+from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
-
-__all__ = ["topk_softmax", "moe_gate", "soft_topk", "soft_topk_loss"]
+from .._lib.roles import Array, Axis, Bool, Choice, Float, Int, Positive
+from ._common import REDUCTIONS, move_back, move_last, reduce_loss, sigmoid
 
 
 def _check_k(k, n, name="k"):
-    k = validate.check_int(k, name, low=1)
     if k > n:
         raise ValueError(f"{name}={k} is larger than the size {n} of the reduced axis")
     return k
 
 
-def _move(x, axis, xp):
-    return x if axis == x.ndim - 1 else xp.moveaxis(x, axis, -1)
-
-
-def _unmove(x, axis, xp):
-    return x if axis == x.ndim - 1 else xp.moveaxis(x, -1, axis)
+def _cuda_float(z):
+    return str(z.dtype) in ("float32", "float64")
 
 
 # ---------------------------------------------------------------- top-k softmax
-_topk = Dispatcher("norm.topk_softmax")
+_topk = Dispatcher("norm.topk_softmax", serves=("norm.topk_softmax", "norm.moe_gate"))
 
 
 @_topk.generic
-def _(z, *, k, inv_t, xp):
+def _topk_generic(z, *, k, inv_t, xp):
     """z: (..., n) in the compute dtype -> (dense gate, indices (..., k))."""
     order = xp.argsort(z, axis=-1, descending=True, stable=True)
     idx = order[..., :k]
@@ -41,54 +38,42 @@ def _(z, *, k, inv_t, xp):
 
 
 @_topk.numba(when=lambda z, **kw: numpy_float(z))
-def _(z, *, k, inv_t, xp):
-    import numpy as np
+def _topk_numba(z, *, k, inv_t, xp):
+    from .._numba import norm as nb
 
-    from .._numba import norm_wave2
-
-    n = z.shape[-1]
-    rows = np.ascontiguousarray(z.reshape(-1, n))
-    out = np.empty_like(rows)
-    idx = np.empty((rows.shape[0], k), dtype=np.int64)
-    import numba
-
-    chunks = max(1, min(rows.shape[0], 4 * numba.get_num_threads()))
-    norm_wave2.topk_softmax_rows(rows, k, float(inv_t), out, idx, chunks)
-    return out.reshape(z.shape), idx.reshape(z.shape[:-1] + (k,))
-
-
-def _cuda_float(z):
-    return str(z.dtype) in ("float32", "float64")
+    return nb.topk_softmax(z, k, inv_t)
 
 
 @_topk.cuda(when=lambda z, *, k, **kw: _cuda_float(z) and k <= 64)
-def _(z, *, k, inv_t, xp):
-    """One thread per row (rows are short: experts); kernel ``topk_softmax_rows<T>`` in _cuda/wave2.cu."""
+def _topk_cuda(z, *, k, inv_t, xp):
+    """One thread per row (rows are short: experts); kernel ``topk_softmax_rows<T>`` in _cuda/norm.cu."""
     import cupy
     import numpy as np
 
-    from .._cuda import loader
+    from .._cuda import launch
 
     n = z.shape[-1]
     rows = cupy.ascontiguousarray(z.reshape(-1, n))
-    R = rows.shape[0]
+    r = rows.shape[0]
     out = cupy.empty_like(rows)
-    idx = cupy.empty((R, k), dtype=cupy.int64)
-    if R:
-        ker = loader.kernel("norm", "topk_softmax_rows", z.dtype)
-        ker(((R + 127) // 128,), (128,), (rows, out, idx, np.int64(R), np.int64(n), np.int32(k), np.float64(inv_t)))
+    idx = cupy.empty((r, k), dtype=cupy.int64)
+    launch.elementwise("norm", "topk_softmax_rows", z.dtype, r,
+                       (rows, out, idx, r, n, np.int32(k), np.float64(inv_t)), block=128)
     return out.reshape(z.shape), idx.reshape(z.shape[:-1] + (k,))
 
 
-def _prep_logits(logits, name, axis):
-    xp = compat.array_namespace(logits)
-    validate.check_float(logits, name, xp)
-    if logits.ndim < 1:
-        raise ValueError(f"{name} must have at least 1 dimension, got a 0-d array")
-    ax = validate.check_axis(axis, logits.ndim)
-    return xp, ax
+class TopkSoftmaxRes(NamedTuple):
+    p: Any          # the gate, reduced axis last, compute dtype
+    inv_t: float
+    axis: int
+    dtype: Any
 
 
+def _softmax_vjp(p, dy, inv_t, xp):
+    return p * (dy - xp.sum(p * dy, axis=-1, keepdims=True)) * inv_t
+
+
+@public(logits=Float("... n"), k=Int(1), axis=Axis("logits"), temperature=Positive(), return_indices=Bool())
 def topk_softmax(logits, *, k, axis=-1, temperature=1.0, return_indices=False):
     """Top-k sparse softmax gate: softmax over the k largest logits, zero elsewhere.
 
@@ -129,44 +114,32 @@ def topk_softmax(logits, *, k, axis=-1, temperature=1.0, return_indices=False):
 
 
 def topk_softmax_fwd(logits, *, k, axis=-1, temperature=1.0, return_indices=False):
-    xp, ax = _prep_logits(logits, "logits", axis)
-    k = _check_k(k, logits.shape[ax])
-    t = validate.check_positive(temperature, "temperature")
+    xp = compat.array_namespace(logits)
+    _check_k(k, logits.shape[axis])
     dt = compat.compute_dtype(logits, xp)
-    z = _move(xp.astype(logits, dt) if logits.dtype != dt else logits, ax, xp)
-    p, idx = _topk(z, k=k, inv_t=1.0 / t, xp=xp)
-    y = _unmove(p, ax, xp)
-    y = xp.astype(y, logits.dtype) if y.dtype != logits.dtype else y
-    res = (p, t, ax, logits.dtype)
+    inv_t = 1.0 / temperature
+    p, idx = _topk(move_last(compat.cast(logits, dt, xp), axis, xp), k=k, inv_t=inv_t, xp=xp)
+    y = compat.cast(move_back(p, axis, xp), logits.dtype, xp)
+    res = TopkSoftmaxRes(p, inv_t, axis, logits.dtype)
     if return_indices:
-        return (y, _unmove(idx, ax, xp)), res
+        return (y, move_back(idx, axis, xp)), res
     return y, res
 
 
-def _softmax_vjp(p, dy, inv_t, xp):
-    return p * (dy - xp.sum(p * dy, axis=-1, keepdims=True)) * inv_t
-
-
-def topk_softmax_bwd(res, dy):
-    p, t, ax, dtype = res
-    xp = compat.array_namespace(p)
+def topk_softmax_bwd(res: TopkSoftmaxRes, dy):
+    xp = compat.array_namespace(res.p)
     if isinstance(dy, tuple):
         dy = dy[0]
-    g = _move(xp.astype(dy, p.dtype) if dy.dtype != p.dtype else dy, ax, xp)
-    dx = _unmove(_softmax_vjp(p, g, 1.0 / t, xp), ax, xp)
-    return (xp.astype(dx, dtype) if dx.dtype != dtype else dx,)
+    g = move_last(compat.cast(dy, res.p.dtype, xp), res.axis, xp)
+    dx = move_back(_softmax_vjp(res.p, g, res.inv_t, xp), res.axis, xp)
+    return (compat.cast(dx, res.dtype, xp),)
 
 
-ops.register("norm.topk_softmax", topk_softmax, topk_softmax_fwd, topk_softmax_bwd)
+vjp(topk_softmax, topk_softmax_fwd, topk_softmax_bwd, validate=True)
 
 
 # ---------------------------------------------------------------- MoE gate
 _ACTIVATIONS = (None, "tanh", "sigmoid")
-
-
-def _sigmoid(u, xp):
-    e = xp.exp(-xp.abs(u))
-    return xp.where(u >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def _act(h, activation, xp):
@@ -175,10 +148,20 @@ def _act(h, activation, xp):
     if activation == "tanh":
         a = xp.tanh(h)
         return a, 1.0 - a * a
-    a = _sigmoid(h, xp)
+    a = sigmoid(h, xp)
     return a, a * (1.0 - a)
 
 
+class MoeGateRes(NamedTuple):
+    p: Any
+    dact: Any       # derivative of the activation (None without one)
+    inv_t: float
+    axis: int
+    dtype: Any
+
+
+@public(logits=Float("... n"), k=Int(1, optional=True), temperature=Positive(), activation=Choice(_ACTIVATIONS),
+        axis=Axis("logits"))
 def moe_gate(logits, *, k=None, temperature=1.0, activation=None, axis=-1):
     """Mixture-of-experts gate: softmax(σ(s)/τ), optionally sparsified to the top k.
 
@@ -220,109 +203,98 @@ def moe_gate(logits, *, k=None, temperature=1.0, activation=None, axis=-1):
 
 
 def moe_gate_fwd(logits, *, k=None, temperature=1.0, activation=None, axis=-1):
-    xp, ax = _prep_logits(logits, "logits", axis)
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
-    t = validate.check_positive(temperature, "temperature")
-    n = logits.shape[ax]
+    xp = compat.array_namespace(logits)
+    n = logits.shape[axis]
     if k is not None:
-        k = _check_k(k, n)
+        _check_k(k, n)
     dt = compat.compute_dtype(logits, xp)
-    z = _move(xp.astype(logits, dt) if logits.dtype != dt else logits, ax, xp)
+    z = move_last(compat.cast(logits, dt, xp), axis, xp)
     h, dact = _act(z, activation, xp)
+    inv_t = 1.0 / temperature
     if k is None or k == n:
         mx = xp.max(h, axis=-1, keepdims=True)
-        e = xp.exp((h - mx) / t)
+        e = xp.exp((h - mx) * inv_t)
         p = e / xp.sum(e, axis=-1, keepdims=True)
     else:
-        p, _ = _topk(h, k=k, inv_t=1.0 / t, xp=xp)
-    y = _unmove(p, ax, xp)
-    return (xp.astype(y, logits.dtype) if y.dtype != logits.dtype else y), (p, dact, t, ax, logits.dtype)
+        p, _ = _topk(h, k=k, inv_t=inv_t, xp=xp)
+    y = compat.cast(move_back(p, axis, xp), logits.dtype, xp)
+    return y, MoeGateRes(p, dact, inv_t, axis, logits.dtype)
 
 
-def moe_gate_bwd(res, dy):
-    p, dact, t, ax, dtype = res
-    xp = compat.array_namespace(p)
-    g = _move(xp.astype(dy, p.dtype) if dy.dtype != p.dtype else dy, ax, xp)
-    dh = _softmax_vjp(p, g, 1.0 / t, xp)
-    if dact is not None:
-        dh = dh * dact
-    dx = _unmove(dh, ax, xp)
-    return (xp.astype(dx, dtype) if dx.dtype != dtype else dx,)
+def moe_gate_bwd(res: MoeGateRes, dy):
+    xp = compat.array_namespace(res.p)
+    g = move_last(compat.cast(dy, res.p.dtype, xp), res.axis, xp)
+    dh = _softmax_vjp(res.p, g, res.inv_t, xp)
+    if res.dact is not None:
+        dh = dh * res.dact
+    return (compat.cast(move_back(dh, res.axis, xp), res.dtype, xp),)
 
 
-ops.register("norm.moe_gate", moe_gate, moe_gate_fwd, moe_gate_bwd)
+vjp(moe_gate, moe_gate_fwd, moe_gate_bwd, validate=True)
 
 
 # ---------------------------------------------------------------- soft top-k
-_soft_topk_paths = Dispatcher("norm.soft_topk")
-
-
-@_soft_topk_paths.generic
-def _(z, *, k, alpha, n_iter, xp):
-    return _soft_topk_bisect(z, k, alpha, n_iter, xp)[0]
-
-
-@_soft_topk_paths.numba(when=lambda z, **kw: numpy_float(z))
-def _(z, *, k, alpha, n_iter, xp):
-    import numpy as np
-
-    from .._numba import norm_wave2
-
-    n = z.shape[-1]
-    rows = np.ascontiguousarray(z.reshape(-1, n))
-    out = np.empty_like(rows)
-    norm_wave2.soft_topk_rows(rows, k, float(alpha), n_iter, out)
-    return out.reshape(z.shape)
-
-
-@_soft_topk_paths.cuda(when=lambda z, **kw: _cuda_float(z))
-def _(z, *, k, alpha, n_iter, xp):
-    """One thread per row; kernel ``soft_topk_rows<T>`` in _cuda/wave2.cu (requires k < n)."""
-    import cupy
-    import numpy as np
-
-    from .._cuda import loader
-
-    n = z.shape[-1]
-    rows = cupy.ascontiguousarray(z.reshape(-1, n))
-    R = rows.shape[0]
-    out = cupy.empty_like(rows)
-    r = k / n
-    c = math.log(r / (1.0 - r)) / alpha
-    if R:
-        ker = loader.kernel("norm", "soft_topk_rows", z.dtype)
-        ker(((R + 127) // 128,), (128,), (rows, out, np.int64(R), np.int64(n), np.float64(k), np.float64(alpha),
-                                           np.float64(c), np.int32(n_iter)))
-    return out.reshape(z.shape)
-
-
-def _soft_topk_core(z, k, alpha, n_iter, xp):
-    """p = σ(α(z + t)) with Σⱼ pⱼ = k along the last axis (bisection for t; fast path on NumPy)."""
-    if k == z.shape[-1]:
-        return xp.ones_like(z)
-    return _soft_topk_paths(z, k=k, alpha=alpha, n_iter=n_iter, xp=xp)
-
-
 def _soft_topk_bisect(z, k, alpha, n_iter, xp):
-    """Bisection for t with Σⱼ σ(α(zⱼ + t)) = k along the last axis; returns (p, t)."""
+    """Bisection for t with sum_j sigmoid(alpha (z_j + t)) = k along the last axis; returns (p, t)."""
     n = z.shape[-1]
-    r = k / n
     if k == n:
         return xp.ones_like(z), None
+    r = k / n
     c = math.log(r / (1.0 - r)) / alpha
     lo = c - xp.max(z, axis=-1, keepdims=True)
     hi = c - xp.min(z, axis=-1, keepdims=True)
     for _ in range(n_iter):
-        mid = (lo + hi) / 2
-        s = xp.sum(_sigmoid(alpha * (z + mid), xp), axis=-1, keepdims=True)
+        mid = lo / 2 + hi / 2          # no overflow of lo + hi at the dtype's range
+        s = xp.sum(sigmoid(alpha * (z + mid), xp), axis=-1, keepdims=True)
         below = s < k
         lo = xp.where(below, mid, lo)
         hi = xp.where(below, hi, mid)
-    t = (lo + hi) / 2
-    return _sigmoid(alpha * (z + t), xp), t
+    t = lo / 2 + hi / 2
+    return sigmoid(alpha * (z + t), xp), t
 
 
+_soft_topk = Dispatcher("norm.soft_topk")
+
+
+@_soft_topk.generic
+def _soft_topk_generic(z, *, k, alpha, n_iter, xp):
+    return _soft_topk_bisect(z, k, alpha, n_iter, xp)[0]
+
+
+@_soft_topk.numba(when=lambda z, **kw: numpy_float(z))
+def _soft_topk_numba(z, *, k, alpha, n_iter, xp):
+    from .._numba import norm as nb
+
+    return nb.soft_topk(z, k, alpha, n_iter)
+
+
+@_soft_topk.cuda(when=lambda z, **kw: _cuda_float(z))
+def _soft_topk_cuda(z, *, k, alpha, n_iter, xp):
+    """One thread per row; kernel ``soft_topk_rows<T>`` in _cuda/norm.cu (requires k < n)."""
+    import cupy
+    import numpy as np
+
+    from .._cuda import launch
+
+    n = z.shape[-1]
+    rows = cupy.ascontiguousarray(z.reshape(-1, n))
+    r = rows.shape[0]
+    out = cupy.empty_like(rows)
+    c = math.log((k / n) / (1.0 - k / n)) / alpha
+    launch.elementwise("norm", "soft_topk_rows", z.dtype, r,
+                       (rows, out, r, n, np.float64(k), np.float64(alpha), np.float64(c), np.int32(n_iter)),
+                       block=128)
+    return out.reshape(z.shape)
+
+
+class SoftTopkRes(NamedTuple):
+    p: Any
+    alpha: float
+    axis: int
+    dtype: Any
+
+
+@public(x=Float("... n"), k=Int(1), alpha=Positive(), axis=Axis("x"), n_iter=Int(1))
 def soft_topk(x, *, k, alpha=1.0, axis=-1, n_iter=64):
     """Soft top-k operator: pⱼ = σ(α(xⱼ + t)) with the threshold t chosen so that Σⱼ pⱼ = k.
 
@@ -363,45 +335,52 @@ def soft_topk(x, *, k, alpha=1.0, axis=-1, n_iter=64):
 
 
 def soft_topk_fwd(x, *, k, alpha=1.0, axis=-1, n_iter=64):
-    xp, ax = _prep_logits(x, "x", axis)
-    k = _check_k(k, x.shape[ax])
-    alpha = validate.check_positive(alpha, "alpha")
-    n_iter = validate.check_int(n_iter, "n_iter", low=1)
+    xp = compat.array_namespace(x)
+    n = x.shape[axis]
+    _check_k(k, n)
     dt = compat.compute_dtype(x, xp)
-    z = _move(xp.astype(x, dt) if x.dtype != dt else x, ax, xp)
-    p = _soft_topk_core(z, k, alpha, n_iter, xp)
-    y = _unmove(p, ax, xp)
-    return (xp.astype(y, x.dtype) if y.dtype != x.dtype else y), (p, alpha, ax, x.dtype)
+    z = move_last(compat.cast(x, dt, xp), axis, xp)
+    p = xp.ones_like(z) if k == n else _soft_topk(z, k=k, alpha=float(alpha), n_iter=n_iter, xp=xp)
+    return compat.cast(move_back(p, axis, xp), x.dtype, xp), SoftTopkRes(p, float(alpha), axis, x.dtype)
 
 
 def _soft_topk_vjp(p, alpha, w, xp):
-    """Given w = v ⊙ dy (v = α p(1−p)), the cotangent of x along the last axis."""
+    """Given w = v * dy (v = alpha p (1 - p)), the cotangent of x along the last axis."""
     v = alpha * p * (1.0 - p)
     sv = xp.sum(v, axis=-1, keepdims=True)
     sw = xp.sum(w, axis=-1, keepdims=True)
     return w - v * xp.where(sv > 0, sw / xp.where(sv > 0, sv, 1.0), 0.0)
 
 
-def soft_topk_bwd(res, dy):
-    p, alpha, ax, dtype = res
+def soft_topk_bwd(res: SoftTopkRes, dy):
+    p, alpha = res.p, res.alpha
     xp = compat.array_namespace(p)
-    g = _move(xp.astype(dy, p.dtype) if dy.dtype != p.dtype else dy, ax, xp)
+    g = move_last(compat.cast(dy, p.dtype, xp), res.axis, xp)
     w = alpha * p * (1.0 - p) * g
-    dx = _unmove(_soft_topk_vjp(p, alpha, w, xp), ax, xp)
-    return (xp.astype(dx, dtype) if dx.dtype != dtype else dx,)
+    return (compat.cast(move_back(_soft_topk_vjp(p, alpha, w, xp), res.axis, xp), res.dtype, xp),)
 
 
-ops.register("norm.soft_topk", soft_topk, soft_topk_fwd, soft_topk_bwd)
+vjp(soft_topk, soft_topk_fwd, soft_topk_bwd, validate=True)
 
 
-def _reduce(loss, reduction, xp):
-    if reduction == "none":
-        return loss
-    if reduction == "sum":
-        return xp.sum(loss)
-    return xp.mean(loss)
+class SoftTopkLossRes(NamedTuple):
+    p: Any
+    tg: Any
+    inv_np: Any
+    alpha: float
+    reduction: str
+    lshape: tuple
+    dtype: Any
 
 
+def _multihot_example(rng, dtype):
+    t = (rng.random((3, 5)) < 0.4).astype(dtype)
+    t[:, 0] = 1
+    return (rng.standard_normal((3, 5)).astype(dtype), t), {"k": 2}
+
+
+@public(logits=Float("... c"), targets=Array("... c", dtype="any", finite=True, sign="nonnegative"), k=Int(1),
+        alpha=Positive(), n_iter=Int(1), reduction=Choice(REDUCTIONS), example=_multihot_example)
 def soft_topk_loss(logits, targets, *, k, alpha=1.0, n_iter=64, reduction="mean"):
     """Soft top-k loss of DEXML: ``L = −(1/|P|) Σ_{p ∈ P} log p_p`` with ``p = soft_topk(logits, k)``.
 
@@ -429,23 +408,14 @@ def soft_topk_loss(logits, targets, *, k, alpha=1.0, n_iter=64, reduction="mean"
     return soft_topk_loss_fwd(logits, targets, k=k, alpha=alpha, n_iter=n_iter, reduction=reduction)[0]
 
 
-def _targets(targets, logits, xp):
-    validate.check_array(targets, "targets")
+def soft_topk_loss_fwd(logits, targets, *, k, alpha=1.0, n_iter=64, reduction="mean"):
+    xp = compat.array_namespace(logits, targets)
     if tuple(targets.shape) != tuple(logits.shape):
         raise ValueError(f"targets has shape {tuple(targets.shape)}, expected {tuple(logits.shape)} like logits")
-    return targets
-
-
-def soft_topk_loss_fwd(logits, targets, *, k, alpha=1.0, n_iter=64, reduction="mean"):
-    xp, _ = _prep_logits(logits, "logits", -1)
-    xp = validate.check_same_namespace(logits=logits, targets=targets)
-    _targets(targets, logits, xp)
-    validate.check_in(reduction, ("mean", "sum", "none"), "reduction")
-    k = _check_k(k, logits.shape[-1])
-    alpha = validate.check_positive(alpha, "alpha")
-    n_iter = validate.check_int(n_iter, "n_iter", low=1)
+    _check_k(k, logits.shape[-1])
+    alpha = float(alpha)
     dt = compat.compute_dtype(logits, xp)
-    z = xp.astype(logits, dt) if logits.dtype != dt else logits
+    z = compat.cast(logits, dt, xp)
     tg = xp.astype(targets, dt)
     p, t = _soft_topk_bisect(z, k, alpha, n_iter, xp)
     npos = xp.sum(tg, axis=-1, keepdims=True)
@@ -454,26 +424,25 @@ def soft_topk_loss_fwd(logits, targets, *, k, alpha=1.0, n_iter=64, reduction="m
         logp = xp.zeros_like(z)
     else:
         u = alpha * (z + t)
-        logp = -(xp.maximum(-u, 0.0) + xp.log1p(xp.exp(-xp.abs(u))))  # log σ(u) = −softplus(−u)
+        logp = -(xp.maximum(-u, 0.0) + xp.log1p(xp.exp(-xp.abs(u))))  # log sigmoid(u) = -softplus(-u)
     loss = -xp.sum(tg * logp, axis=-1) * inv_np[..., 0]
-    y = _reduce(loss, reduction, xp)
-    res = (p, tg, inv_np, alpha, reduction, tuple(loss.shape), logits.dtype)
-    return (xp.astype(y, logits.dtype) if y.dtype != logits.dtype else y), res
+    y = reduce_loss(loss, reduction, xp)
+    res = SoftTopkLossRes(p, tg, inv_np, alpha, reduction, tuple(loss.shape), logits.dtype)
+    return compat.cast(y, logits.dtype, xp), res
 
 
-def soft_topk_loss_bwd(res, dy):
-    p, tg, inv_np, alpha, reduction, lshape, dtype = res
+def soft_topk_loss_bwd(res: SoftTopkLossRes, dy):
+    p, alpha = res.p, res.alpha
     xp = compat.array_namespace(p)
-    dy = xp.astype(dy, p.dtype) if dy.dtype != p.dtype else dy
-    if reduction == "none":
+    dy = compat.cast(dy, p.dtype, xp)
+    if res.reduction == "none":
         g = dy
     else:
-        scale = 1.0 / max(1, math.prod(lshape)) if reduction == "mean" else 1.0
-        g = xp.broadcast_to(dy * scale, lshape) if lshape else dy * scale
-    # w = v ⊙ dL/dp = −g α (1 − p) tg / |P|
-    w = -g[..., None] * alpha * (1.0 - p) * tg * inv_np
-    dx = _soft_topk_vjp(p, alpha, w, xp)
-    return (xp.astype(dx, dtype) if dx.dtype != dtype else dx, None)
+        scale = 1.0 / max(1, math.prod(res.lshape)) if res.reduction == "mean" else 1.0
+        g = xp.broadcast_to(dy * scale, res.lshape) if res.lshape else dy * scale
+    # w = v * dL/dp = -g alpha (1 - p) tg / |P|
+    w = -g[..., None] * alpha * (1.0 - p) * res.tg * res.inv_np
+    return compat.cast(_soft_topk_vjp(p, alpha, w, xp), res.dtype, xp), None
 
 
-ops.register("norm.soft_topk_loss", soft_topk_loss, soft_topk_loss_fwd, soft_topk_loss_bwd, nondiff_argnums=(1,))
+vjp(soft_topk_loss, soft_topk_loss_fwd, soft_topk_loss_bwd, nondiff_argnums=(1,), validate=True)

@@ -1,43 +1,43 @@
 """Instance normalization and IBN-Net's instance-batch normalization (IBN-a channel split, IBN-b)."""
 from __future__ import annotations
 
-from .._lib import compat, ops, validate
+from typing import Any, NamedTuple
 
-__all__ = ["instance_norm", "ibn_norm"]
+from .._lib import compat
+from .._lib.api import public, vjp
+from .._lib.roles import Axis, Bool, Choice, Float, Positive, Probability
+from ._common import rstd_of, var_scaled
+from .batch import batch_norm_bwd, batch_norm_fwd
 
 
-def _as(xp, a, dt):
-    return a if a is None or a.dtype == dt else xp.astype(a, dt)
-
-
-def _check_x(x, axis, xp):
-    validate.check_float(x, "x", xp)
-    if x.ndim < 3:
-        raise ValueError(f"x must have shape (N, C, spatial...) with at least one spatial axis, "
-                         f"got shape {tuple(x.shape)}")
-    ax = validate.check_axis(axis, x.ndim)
-    if ax == 0:
+def _check_channel_axis(x, axis):
+    if axis == 0:
         raise ValueError("axis=0 is the batch axis; the channel axis must be another one")
-    return ax
 
 
-def _param(p, name, c, xp):
-    if p is None:
-        return None
-    validate.check_float(p, name, xp)
-    if tuple(p.shape) != (c,):
+def _check_param(p, name, c):
+    if p is not None and tuple(p.shape) != (c,):
         raise ValueError(f"{name} has shape {tuple(p.shape)}, expected ({c},)")
-    return p
+
+
+class InstanceNormRes(NamedTuple):
+    xh: Any
+    r: Any
+    g: Any
+    red: tuple
+    has_w: bool
+    has_b: bool
+    dtypes: tuple
 
 
 def _in_fwd(x, weight, bias, ax, eps, xp):
-    """Instance norm in the compute dtype; returns y and the residuals of the backward."""
+    """Instance norm of x (compute dtype): y and the residuals of the backward."""
     red = tuple(i for i in range(1, x.ndim) if i != ax)
     bshape = tuple(x.shape[i] if i == ax else 1 for i in range(x.ndim))
     mu = xp.mean(x, axis=red, keepdims=True)
     d = x - mu
-    var = xp.mean(d * d, axis=red, keepdims=True)
-    r = 1.0 / xp.sqrt(var + eps)
+    v, scale = var_scaled(d, red, xp)
+    r = rstd_of(v, scale, eps, xp)
     xh = d * r
     y = xh
     g = None if weight is None else xp.reshape(weight, bshape)
@@ -45,21 +45,28 @@ def _in_fwd(x, weight, bias, ax, eps, xp):
         y = y * g
     if bias is not None:
         y = y + xp.reshape(bias, bshape)
-    return y, (xh, r, g, red, weight is not None, bias is not None)
+    return y, (xh, r, g, red)
 
 
-def _in_bwd(res, gy, xp):
-    xh, r, g, red, has_w, has_b = res
+def _in_bwd(res: InstanceNormRes, gy, xp):
+    xh, r, g, red = res.xh, res.r, res.g, res.red
     all_but_c = (0,) + tuple(red)  # every axis but the channel axis
     gh = gy if g is None else gy * g
     m1 = xp.mean(gh, axis=red, keepdims=True)
     m2 = xp.mean(gh * xh, axis=red, keepdims=True)
     dx = r * (gh - m1 - xh * m2)
-    dw = xp.reshape(xp.sum(gy * xh, axis=all_but_c), (-1,)) if has_w else None
-    db = xp.reshape(xp.sum(gy, axis=all_but_c), (-1,)) if has_b else None
+    dw = xp.reshape(xp.sum(gy * xh, axis=all_but_c), (-1,)) if res.has_w else None
+    db = xp.reshape(xp.sum(gy, axis=all_but_c), (-1,)) if res.has_b else None
     return dx, dw, db
 
 
+def _nchw_example(rng, dtype):
+    x = rng.standard_normal((2, 3, 4)).astype(dtype)
+    return (x, (1 + 0.1 * rng.standard_normal(3)).astype(dtype), (0.1 * rng.standard_normal(3)).astype(dtype)), {}
+
+
+@public(x=Float(min_ndim=3), weight=Float(optional=True, min_ndim=1, max_ndim=1),
+        bias=Float(optional=True, min_ndim=1, max_ndim=1), axis=Axis("x"), eps=Positive(), example=_nchw_example)
 def instance_norm(x, weight=None, bias=None, *, axis=1, eps=1e-5):
     """Instance normalization: each (sample, channel) is normalised over its spatial positions.
 
@@ -93,35 +100,57 @@ def instance_norm(x, weight=None, bias=None, *, axis=1, eps=1e-5):
 
 
 def instance_norm_fwd(x, weight=None, bias=None, *, axis=1, eps=1e-5):
-    xp = validate.check_same_namespace(x=x, weight=weight, bias=bias)
-    ax = _check_x(x, axis, xp)
-    eps = validate.check_positive(eps, "eps")
-    c = x.shape[ax]
-    _param(weight, "weight", c, xp)
-    _param(bias, "bias", c, xp)
+    xp = compat.array_namespace(x, weight, bias)
+    _check_channel_axis(x, axis)
+    c = x.shape[axis]
+    _check_param(weight, "weight", c)
+    _check_param(bias, "bias", c)
     dt = compat.compute_dtype(x, xp)
-    y, res = _in_fwd(_as(xp, x, dt), _as(xp, weight, dt), _as(xp, bias, dt), ax, eps, xp)
+    y, (xh, r, g, red) = _in_fwd(compat.cast(x, dt, xp), compat.cast(weight, dt, xp), compat.cast(bias, dt, xp), axis,
+                                 float(eps), xp)
     dts = (x.dtype, None if weight is None else weight.dtype, None if bias is None else bias.dtype)
-    return _as(xp, y, x.dtype), (res, dts)
+    return compat.cast(y, x.dtype, xp), InstanceNormRes(xh, r, g, red, weight is not None, bias is not None, dts)
 
 
-def instance_norm_bwd(res, dy):
-    r, dts = res
-    xp = compat.array_namespace(r[0])
-    dx, dw, db = _in_bwd(r, _as(xp, dy, r[0].dtype), xp)
-    return _as(xp, dx, dts[0]), _as(xp, dw, dts[1]), _as(xp, db, dts[2])
+def instance_norm_bwd(res: InstanceNormRes, dy):
+    xp = compat.array_namespace(res.xh)
+    dx, dw, db = _in_bwd(res, compat.cast(dy, res.xh.dtype, xp), xp)
+    return tuple(compat.cast(a, d, xp) for a, d in zip((dx, dw, db), res.dtypes))
 
 
-ops.register("norm.instance_norm", instance_norm, instance_norm_fwd, instance_norm_bwd)
+vjp(instance_norm, instance_norm_fwd, instance_norm_bwd, validate=True)
 
 
 # ---------------------------------------------------------------- IBN
-def _split(x, ax, c1, xp):
+def _split(x, ax, c1):
     lo = tuple(slice(None) if i != ax else slice(0, c1) for i in range(x.ndim))
     hi = tuple(slice(None) if i != ax else slice(c1, None) for i in range(x.ndim))
     return x[lo], x[hi]
 
 
+class IbnNormRes(NamedTuple):
+    variant: str
+    res_in: Any     # InstanceNormRes of the IN channels (None when there are none)
+    res_bn: Any     # batch-norm residuals of the BN channels (None when there are none)
+    axis: int
+    c1: int
+
+
+def _ibn_example(rng, dtype):
+    x = rng.standard_normal((4, 6, 5)).astype(dtype)
+    p = [(1 + 0.1 * rng.standard_normal(3)).astype(dtype) for _ in range(4)]
+    rm = (0.1 * rng.standard_normal(3)).astype(dtype)
+    rv = (0.5 + rng.random(3)).astype(dtype)
+    return (x, *p, rm, rv), {}
+
+
+_VEC = dict(optional=True, min_ndim=1, max_ndim=1)
+
+
+@public(x=Float(min_ndim=3), in_weight=Float(**_VEC), in_bias=Float(**_VEC), bn_weight=Float(**_VEC),
+        bn_bias=Float(**_VEC), running_mean=Float(**_VEC), running_var=Float(sign="nonnegative", **_VEC),
+        ratio=Probability(), variant=Choice(("a", "b")), training=Bool(), momentum=Probability(), eps=Positive(),
+        axis=Axis("x"), example=_ibn_example)
 def ibn_norm(x, in_weight=None, in_bias=None, bn_weight=None, bn_bias=None, running_mean=None, running_var=None, *,
              ratio=0.5, variant="a", training=True, momentum=0.1, eps=1e-5, axis=1):
     """IBN-Net normalization: instance norm on part of the channels, batch norm on the rest.
@@ -169,64 +198,55 @@ def ibn_norm(x, in_weight=None, in_bias=None, bn_weight=None, bn_bias=None, runn
 
 def ibn_norm_fwd(x, in_weight=None, in_bias=None, bn_weight=None, bn_bias=None, running_mean=None,
                  running_var=None, *, ratio=0.5, variant="a", training=True, momentum=0.1, eps=1e-5, axis=1):
-    from .batch import batch_norm_fwd
-
-    xp = validate.check_same_namespace(x=x, in_weight=in_weight, in_bias=in_bias, bn_weight=bn_weight,
-                                       bn_bias=bn_bias, running_mean=running_mean, running_var=running_var)
-    validate.check_in(variant, ("a", "b"), "variant")
-    ax = _check_x(x, axis, xp)
-    C = x.shape[ax]
+    xp = compat.array_namespace(x, in_weight, in_bias, bn_weight, bn_bias, running_mean, running_var)
+    _check_channel_axis(x, axis)
+    C = x.shape[axis]
     if variant == "b":
         for nm, v in (("bn_weight", bn_weight), ("bn_bias", bn_bias), ("running_mean", running_mean),
                       ("running_var", running_var)):
             if v is not None:
                 raise ValueError(f"{nm} must be None for variant='b' (IBN-b is instance norm on all channels)")
-        y, res = instance_norm_fwd(x, in_weight, in_bias, axis=ax, eps=eps)
-        return (y, None, None), ("b", res)
-    ratio = validate.check_probability(ratio, "ratio")
+        y, res = instance_norm_fwd(x, in_weight, in_bias, axis=axis, eps=eps)
+        return (y, None, None), IbnNormRes("b", res, None, axis, C)
     c1 = int(ratio * C)
-    _param(in_weight, "in_weight", c1, xp)
-    _param(in_bias, "in_bias", c1, xp)
+    _check_param(in_weight, "in_weight", c1)
+    _check_param(in_bias, "in_bias", c1)
     for nm, v in (("bn_weight", bn_weight), ("bn_bias", bn_bias), ("running_mean", running_mean),
                   ("running_var", running_var)):
-        _param(v, nm, C - c1, xp)
-    xa, xb = _split(x, ax, c1, xp)
+        _check_param(v, nm, C - c1)
+    xa, xb = _split(x, axis, c1)
     parts, res_in, res_bn = [], None, None
     rm = rv = None
     if c1 > 0:
-        ya, res_in = instance_norm_fwd(xa, in_weight, in_bias, axis=ax, eps=eps)
+        ya, res_in = instance_norm_fwd(xa, in_weight, in_bias, axis=axis, eps=eps)
         parts.append(ya)
     elif in_weight is not None or in_bias is not None:
         raise ValueError(f"in_weight/in_bias must be None when ratio={ratio} gives no instance-norm channels")
     if c1 < C:
         (yb, rm, rv), res_bn = batch_norm_fwd(xb, running_mean, running_var, bn_weight, bn_bias, training=training,
-                                              momentum=momentum, eps=eps, axis=ax)
+                                              momentum=momentum, eps=eps, axis=axis)
         parts.append(yb)
-    y = parts[0] if len(parts) == 1 else xp.concat(parts, axis=ax)
-    return (y, rm, rv), ("a", (res_in, res_bn, ax, c1, C))
+    y = parts[0] if len(parts) == 1 else xp.concat(parts, axis=axis)
+    return (y, rm, rv), IbnNormRes("a", res_in, res_bn, axis, c1)
 
 
-def ibn_norm_bwd(res, dy):
-    from .batch import batch_norm_bwd
-
-    kind, r = res
+def ibn_norm_bwd(res: IbnNormRes, dy):
     gy, grm, grv = dy
-    if kind == "b":
-        dx, dw, db = instance_norm_bwd(r, gy)
+    if res.variant == "b":
+        dx, dw, db = instance_norm_bwd(res.res_in, gy)
         return dx, dw, db, None, None, None, None
-    res_in, res_bn, ax, c1, C = r
     xp = compat.array_namespace(gy)
-    ga, gb = _split(gy, ax, c1, xp)
+    ga, gb = _split(gy, res.axis, res.c1)
     parts = []
     dwi = dbi = dwb = dbb = drm = drv = None
-    if res_in is not None:
-        dxa, dwi, dbi = instance_norm_bwd(res_in, ga)
+    if res.res_in is not None:
+        dxa, dwi, dbi = instance_norm_bwd(res.res_in, ga)
         parts.append(dxa)
-    if res_bn is not None:
-        dxb, drm, drv, dwb, dbb, _ = batch_norm_bwd(res_bn, (gb, grm, grv))
+    if res.res_bn is not None:
+        dxb, drm, drv, dwb, dbb, _ = batch_norm_bwd(res.res_bn, (gb, grm, grv))
         parts.append(dxb)
-    dx = parts[0] if len(parts) == 1 else xp.concat(parts, axis=ax)
+    dx = parts[0] if len(parts) == 1 else xp.concat(parts, axis=res.axis)
     return dx, dwi, dbi, dwb, dbb, drm, drv
 
 
-ops.register("norm.ibn_norm", ibn_norm, ibn_norm_fwd, ibn_norm_bwd)
+vjp(ibn_norm, ibn_norm_fwd, ibn_norm_bwd, validate=True)

@@ -1,24 +1,23 @@
 """Row normalisation layers: layer_norm (with the fixed-std inference form), rms_norm, crms_norm, group_norm.
 
 Statistics are accumulated in float32 for float16/bfloat16 inputs (float64 stays float64).  The generic
-bodies scale each row by its largest magnitude before squaring when that exceeds 1, so float32 rows with
-entries up to ~1e38 give finite results (torch's float32 kernels overflow (x - mean)^2 from ~1e19,
-pytorch/pytorch#178123).  NumPy float32/float64 inputs take the fused Numba row kernels
+bodies scale each row by its largest magnitude before squaring when that exceeds 1, so rows with entries
+up to the dtype's largest value give finite results (torch's float32 kernels overflow (x - mean)^2 from
+~1e19, pytorch/pytorch#178123).  NumPy float32/float64 inputs take the fused Numba row kernels
 (:mod:`optnorm._numba.norm`), CuPy inputs the CUDA kernels of ``optnorm/_cuda/norm.cu``.
 """
 from __future__ import annotations
 
 import math
-import numbers
+from typing import Any, NamedTuple
 
-from .._lib import compat, ops, validate
+from .._lib import compat
+from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
+from .._lib.roles import Axis, Float, Int, Out, Positive
+from ._common import rstd_scaled
 
-__all__ = ["layer_norm", "rms_norm", "crms_norm", "group_norm"]
-
-
-def _to(xp, a, dt):
-    return a if a.dtype == dt else xp.astype(a, dt)
+_ROWS_GUFUNC = ("(n)->(n)", {"axis_arg": "axis"})
 
 
 def _bshape(shape, axes):
@@ -26,90 +25,83 @@ def _bshape(shape, axes):
     return tuple(shape[i] if i in axes else 1 for i in range(len(shape)))
 
 
+def _stat_shape(shape, axes):
+    """Keepdims shape of a per-row statistic (mean, rstd) of an array reduced over ``axes``."""
+    return tuple(1 if i in axes else s for i, s in enumerate(shape))
+
+
 def _other_axes(ndim, axes):
     return tuple(i for i in range(ndim) if i not in axes)
 
 
-def _rstd(d, axes, eps, xp, extra_sq=None, count=None):
-    """1/sqrt(sum(d^2)/count + eps) with rows scaled by max|d| (when > 1) before squaring: no overflow.
-
-    ``extra_sq`` (crms_norm) is a per-row term added to sum(d^2), given as a function of the scale.
-    """
-    if count is None:
-        count = math.prod(d.shape[i] for i in axes)
-    a = xp.max(xp.abs(d), axis=axes, keepdims=True)
-    scale = xp.where(a > 1, a, xp.ones_like(a))
-    ds = d / scale
-    q = xp.sum(ds * ds, axis=axes, keepdims=True)
-    if extra_sq is not None:
-        q = q + extra_sq(scale)
-    q = q / count
-    return 1.0 / (scale * xp.sqrt(q + eps / scale / scale))  # eps/scale^2 may underflow to 0, never overflow
-
-
-def _check_axes(x, axis, name="axis"):
-    axes = validate.check_axes(axis, x.ndim, name)
-    if not axes:
-        raise ValueError(f"{name} must name at least one axis")
-    for a in axes:
-        validate.check_nonempty(x, "x", a)
-    return axes
+def _axes(axis, ndim) -> tuple[int, ...]:
+    """The (validated, non-negative) ``axis`` option as a sorted tuple."""
+    return tuple(sorted(axis)) if isinstance(axis, tuple) else (axis,)
 
 
 def _check_affine(p, name, x, axes):
+    """An affine parameter has the shape of the normalized axes (roles cannot say which axes those are)."""
     if p is None:
-        return None
-    validate.check_float(p, name)
+        return
     want = tuple(x.shape[i] for i in axes)
     if tuple(p.shape) != want:
         raise ValueError(f"{name} has shape {tuple(p.shape)}, expected {want} (the normalized axes of x)")
-    return p
-
-
-def _eps(eps, name="eps"):
-    return validate.check_positive(eps, name)
 
 
 def _trailing(axes, ndim) -> bool:
     return axes == tuple(range(ndim - len(axes), ndim))
 
 
-def _fast_ok(x, axes, *arrays):
+def _fast_ok(x, axes):
     """Numba/CUDA row kernels: one axis anywhere, or trailing axes (rows of prod(shape[axes]))."""
     return len(axes) == 1 or _trailing(axes, x.ndim)
+
+
+def _cuda_ok(*arrays) -> bool:
+    arrs = [a for a in arrays if a is not None]
+    return all(str(a.dtype) in ("float32", "float64") and a.dtype == arrs[0].dtype for a in arrs)
+
+
+def _affine_example(shape_x, shape_w, n_params=2):
+    """Example call (x, weight[, bias]) for the generated suites (the roles cannot tie weight to axis)."""
+
+    def example(rng, dtype):
+        x = rng.standard_normal(shape_x).astype(dtype)
+        w = (1.0 + 0.1 * rng.standard_normal(shape_w)).astype(dtype)
+        b = (0.1 * rng.standard_normal(shape_w)).astype(dtype)
+        return (x, w, b)[:1 + n_params], {}
+
+    return example
 
 
 # ============================================================================ layer_norm
 def _layer_norm_generic(x, weight, bias, *, axes, eps, fixed_std, out, xp):
     ct = compat.compute_dtype(x, xp)
-    xc = _to(xp, x, ct)
+    xc = compat.cast(x, ct, xp)
     mu = xp.mean(xc, axis=axes, keepdims=True)
     d = xc - mu
     if fixed_std is None:
-        rstd = _rstd(d, axes, eps, xp)
+        rstd = rstd_scaled(d, axes, eps, xp)
     else:
         rstd = 1.0 / _fixed_std_b(fixed_std, x, axes, xp, ct)
     y = d * rstd
     if weight is not None:
-        y = y * xp.reshape(_to(xp, weight, ct), _bshape(x.shape, axes))
+        y = y * xp.reshape(compat.cast(weight, ct, xp), _bshape(x.shape, axes))
     if bias is not None:
-        y = y + xp.reshape(_to(xp, bias, ct), _bshape(x.shape, axes))
-    y = _to(xp, y, x.dtype)
-    return compat.write_out(out, y), mu, rstd
+        y = y + xp.reshape(compat.cast(bias, ct, xp), _bshape(x.shape, axes))
+    return compat.write_out(out, compat.cast(y, x.dtype, xp)), mu, rstd
 
 
 def _fixed_std_b(fixed_std, x, axes, xp, ct):
-    if isinstance(fixed_std, numbers.Real):
-        return xp.asarray(float(fixed_std), dtype=ct, device=compat.device(x))
-    fs = _to(xp, fixed_std, ct)
+    fs = compat.cast(fixed_std, ct, xp)
     return xp.reshape(fs, tuple(fs.shape) + (1,) * len(axes))
 
 
 def _layer_norm_bwd_generic(x, weight, mu, rstd, dy, *, axes, fixed, has_bias, xp):
     ct = compat.compute_dtype(x, xp)
-    xc, gc = _to(xp, x, ct), _to(xp, dy, ct)
+    xc, gc = compat.cast(x, ct, xp), compat.cast(dy, ct, xp)
     xhat = (xc - mu) * rstd
-    gh = gc if weight is None else gc * xp.reshape(_to(xp, weight, ct), _bshape(x.shape, axes))
+    gh = gc if weight is None else gc * xp.reshape(compat.cast(weight, ct, xp), _bshape(x.shape, axes))
     m1 = xp.mean(gh, axis=axes, keepdims=True)
     if fixed:
         dx = rstd * (gh - m1)
@@ -117,14 +109,14 @@ def _layer_norm_bwd_generic(x, weight, mu, rstd, dy, *, axes, fixed, has_bias, x
         m2 = xp.mean(gh * xhat, axis=axes, keepdims=True)
         dx = rstd * (gh - m1 - xhat * m2)
     other = _other_axes(x.ndim, axes)
-    dw = None if weight is None else _to(xp, xp.sum(gc * xhat, axis=other), weight.dtype)
-    db = _to(xp, xp.sum(gc, axis=other), x.dtype) if has_bias else None
-    return _to(xp, dx, x.dtype), dw, db
+    dw = None if weight is None else compat.cast(xp.sum(gc * xhat, axis=other), weight.dtype, xp)
+    db = compat.cast(xp.sum(gc, axis=other), x.dtype, xp) if has_bias else None
+    return compat.cast(dx, x.dtype, xp), dw, db
 
 
 _ln = Dispatcher("norm.layer_norm")
 _ln.generic(_layer_norm_generic)
-_ln_bwd = Dispatcher("norm.layer_norm_bwd")
+_ln_bwd = Dispatcher("norm.layer_norm_bwd", serves="norm.layer_norm")
 _ln_bwd.generic(_layer_norm_bwd_generic)
 
 
@@ -133,7 +125,9 @@ _ln_bwd.generic(_layer_norm_bwd_generic)
 def _layer_norm_numba(x, weight, bias, *, axes, eps, fixed_std, out, xp):
     from .._numba import norm as nb
 
-    return nb.layer_norm(x, weight, bias, axes=axes, eps=eps, fixed_std=fixed_std, out=out)
+    y, mean, rstd = nb.layer_norm(x, weight, bias, axes=axes, eps=eps, fixed_std=fixed_std, out=out)
+    st = _stat_shape(x.shape, axes)
+    return y, mean.reshape(st), rstd.reshape(st)
 
 
 @_ln_bwd.numba(when=lambda x, weight, mu, rstd, dy, **kw: numpy_float(x, weight, dy) and _fast_ok(x, kw["axes"]))
@@ -155,37 +149,36 @@ def _layer_norm_bwd_cuda(x, weight, mu, rstd, dy, *, axes, fixed, has_bias, xp):
     return _cuda_layer_norm_bwd(x, weight, mu, rstd, dy, axes=axes, rms=False, has_bias=has_bias)
 
 
-def _check_ln(x, weight, bias, axis, eps, out):
-    validate.check_same_namespace(x=x, weight=weight, bias=bias)
-    validate.check_float(x, "x")
-    axes = _check_axes(x, axis)
-    _check_affine(weight, "weight", x, axes)
-    _check_affine(bias, "bias", x, axes)
-    validate.check_out(out, x)
-    return axes
-
-
 def _check_fixed_std(fixed_std, x, axes):
+    """fixed_std (positive: its role) is a scalar or an array broadcastable to the leading shape of x."""
     if fixed_std is None:
         return None
-    if isinstance(fixed_std, numbers.Real) and not isinstance(fixed_std, bool):
-        return validate.check_positive(fixed_std, "fixed_std")
-    validate.check_float(fixed_std, "fixed_std")
-    validate.check_same_namespace(x=x, fixed_std=fixed_std)
-    if not _trailing(axes, x.ndim):
-        raise ValueError("fixed_std given as an array needs trailing normalized axes (axis=-1 or (-2, -1), ...)")
     lead = tuple(x.shape[: x.ndim - len(axes)])
-    validate.check_broadcastable("fixed_std", fixed_std.shape, "the leading shape of x", lead)
-    if len(fixed_std.shape) > len(lead):
-        raise ValueError(f"fixed_std has shape {tuple(fixed_std.shape)}, which does not broadcast to the leading "
-                         f"shape {lead} of x")
-    if compat.is_concrete(fixed_std):
-        xp = compat.array_namespace(fixed_std)
-        if compat.size(fixed_std) and not bool(xp.all(fixed_std > 0)):
-            raise ValueError("fixed_std must be > 0 everywhere")
+    if fixed_std.ndim:
+        if not _trailing(axes, x.ndim):
+            raise ValueError("fixed_std given as an array needs trailing normalized axes (axis=-1 or (-2, -1), "
+                             "...)")
+        fs = tuple(fixed_std.shape)
+        if len(fs) > len(lead) or any(a not in (1, b) for a, b in zip(fs[::-1], lead[::-1])):
+            raise ValueError(f"fixed_std has shape {fs}, which does not broadcast to the leading shape {lead} "
+                             f"of x")
     return fixed_std
 
 
+class LayerNormRes(NamedTuple):
+    x: Any
+    weight: Any
+    mu: Any
+    rstd: Any
+    axes: tuple
+    has_bias: bool
+    fixed: bool
+
+
+@public(x=Float("... n"), weight=Float(optional=True, min_ndim=1), bias=Float(optional=True, min_ndim=1),
+        axis=Axis("x", multiple=True), eps=Positive(), fixed_std=Float("...", optional=True, sign="positive"),
+        out=Out("x"),
+        gufunc=_ROWS_GUFUNC, example=_affine_example((2, 5), (5,)))
 def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, fixed_std=None, out=None):
     r"""Layer normalisation: :math:`y = \gamma \odot (x - \mu)/\sqrt{\sigma^2 + \epsilon} + \beta` per row.
 
@@ -232,54 +225,54 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, fixed_std=None, 
 
 
 def layer_norm_fwd(x, weight=None, bias=None, *, axis=-1, eps=1e-5, fixed_std=None, out=None):
-    validate.check_array(x, "x")
-    xp = compat.array_namespace(x, weight, bias)
-    axes = _check_ln(x, weight, bias, axis, eps, out)
-    eps = _eps(eps)
-    fixed_std = _check_fixed_std(fixed_std, x, axes)
-    y, mu, rstd = _ln(x, weight, bias, axes=axes, eps=eps, fixed_std=fixed_std, out=out, xp=xp)
-    return y, (x, weight, bias is not None, mu, rstd, axes, fixed_std is not None)
-
-
-def layer_norm_bwd(res, dy):
-    x, weight, has_bias, mu, rstd, axes, fixed = res
     xp = compat.array_namespace(x)
-    return _ln_bwd(x, weight, mu, rstd, dy, axes=axes, fixed=fixed, has_bias=has_bias, xp=xp)
+    axes = _axes(axis, x.ndim)
+    _check_affine(weight, "weight", x, axes)
+    _check_affine(bias, "bias", x, axes)
+    fixed_std = _check_fixed_std(fixed_std, x, axes)
+    y, mu, rstd = _ln(x, weight, bias, axes=axes, eps=float(eps), fixed_std=fixed_std, out=out, xp=xp)
+    return y, LayerNormRes(x, weight, mu, rstd, axes, bias is not None, fixed_std is not None)
 
 
-ops.register("norm.layer_norm", layer_norm, layer_norm_fwd, layer_norm_bwd)
+def layer_norm_bwd(res: LayerNormRes, dy):
+    xp = compat.array_namespace(res.x)
+    return _ln_bwd(res.x, res.weight, res.mu, res.rstd, dy, axes=res.axes, fixed=res.fixed, has_bias=res.has_bias,
+                   xp=xp)
+
+
+vjp(layer_norm, layer_norm_fwd, layer_norm_bwd, validate=True)
 
 
 # ============================================================================ rms_norm
 def _default_eps(x, xp, eps):
     if eps is None:
         return float(xp.finfo(compat.compute_dtype(x, xp)).eps)
-    return _eps(eps)
+    return float(eps)
 
 
 def _rms_norm_generic(x, weight, *, axes, eps, out, xp):
     ct = compat.compute_dtype(x, xp)
-    xc = _to(xp, x, ct)
-    rstd = _rstd(xc, axes, eps, xp)
+    xc = compat.cast(x, ct, xp)
+    rstd = rstd_scaled(xc, axes, eps, xp)
     y = xc * rstd
     if weight is not None:
-        y = y * xp.reshape(_to(xp, weight, ct), _bshape(x.shape, axes))
-    return compat.write_out(out, _to(xp, y, x.dtype)), rstd
+        y = y * xp.reshape(compat.cast(weight, ct, xp), _bshape(x.shape, axes))
+    return compat.write_out(out, compat.cast(y, x.dtype, xp)), rstd
 
 
 def _rms_norm_bwd_generic(x, weight, rstd, dy, *, axes, xp):
     ct = compat.compute_dtype(x, xp)
-    xc, gc = _to(xp, x, ct), _to(xp, dy, ct)
+    xc, gc = compat.cast(x, ct, xp), compat.cast(dy, ct, xp)
     xhat = xc * rstd
-    gh = gc if weight is None else gc * xp.reshape(_to(xp, weight, ct), _bshape(x.shape, axes))
+    gh = gc if weight is None else gc * xp.reshape(compat.cast(weight, ct, xp), _bshape(x.shape, axes))
     dx = rstd * (gh - xhat * xp.mean(gh * xhat, axis=axes, keepdims=True))
-    dw = None if weight is None else _to(xp, xp.sum(gc * xhat, axis=_other_axes(x.ndim, axes)), weight.dtype)
-    return _to(xp, dx, x.dtype), dw
+    dw = None if weight is None else compat.cast(xp.sum(gc * xhat, axis=_other_axes(x.ndim, axes)), weight.dtype, xp)
+    return compat.cast(dx, x.dtype, xp), dw
 
 
 _rms = Dispatcher("norm.rms_norm")
 _rms.generic(_rms_norm_generic)
-_rms_bwd = Dispatcher("norm.rms_norm_bwd")
+_rms_bwd = Dispatcher("norm.rms_norm_bwd", serves="norm.rms_norm")
 _rms_bwd.generic(_rms_norm_bwd_generic)
 
 
@@ -287,7 +280,8 @@ _rms_bwd.generic(_rms_norm_bwd_generic)
 def _rms_norm_numba(x, weight, *, axes, eps, out, xp):
     from .._numba import norm as nb
 
-    return nb.rms_norm(x, weight, axes=axes, eps=eps, out=out)
+    y, rstd = nb.rms_norm(x, weight, axes=axes, eps=eps, out=out)
+    return y, rstd.reshape(_stat_shape(x.shape, axes))
 
 
 @_rms_bwd.numba(when=lambda x, weight, rstd, dy, **kw: numpy_float(x, weight, dy) and _fast_ok(x, kw["axes"]))
@@ -309,6 +303,15 @@ def _rms_norm_bwd_cuda(x, weight, rstd, dy, *, axes, xp):
     return dx, dw
 
 
+class RmsNormRes(NamedTuple):
+    x: Any
+    weight: Any
+    rstd: Any
+    axes: tuple
+
+
+@public(x=Float("... n"), weight=Float(optional=True, min_ndim=1), axis=Axis("x", multiple=True),
+        eps=Positive(optional=True), out=Out("x"), gufunc=_ROWS_GUFUNC, example=_affine_example((2, 5), (5,), 1))
 def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
     r"""RMS normalisation: :math:`y = \gamma \odot x / \sqrt{\mathrm{mean}(x^2) + \epsilon}` per row.
 
@@ -348,28 +351,32 @@ def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
 
 
 def rms_norm_fwd(x, weight=None, *, axis=-1, eps=None, out=None):
-    validate.check_array(x, "x")
-    xp = compat.array_namespace(x, weight)
-    validate.check_same_namespace(x=x, weight=weight)
-    validate.check_float(x, "x")
-    axes = _check_axes(x, axis)
-    _check_affine(weight, "weight", x, axes)
-    validate.check_out(out, x)
-    eps = _default_eps(x, xp, eps)
-    y, rstd = _rms(x, weight, axes=axes, eps=eps, out=out, xp=xp)
-    return y, (x, weight, rstd, axes)
-
-
-def rms_norm_bwd(res, dy):
-    x, weight, rstd, axes = res
     xp = compat.array_namespace(x)
-    return _rms_bwd(x, weight, rstd, dy, axes=axes, xp=xp)
+    axes = _axes(axis, x.ndim)
+    _check_affine(weight, "weight", x, axes)
+    y, rstd = _rms(x, weight, axes=axes, eps=_default_eps(x, xp, eps), out=out, xp=xp)
+    return y, RmsNormRes(x, weight, rstd, axes)
 
 
-ops.register("norm.rms_norm", rms_norm, rms_norm_fwd, rms_norm_bwd)
+def rms_norm_bwd(res: RmsNormRes, dy):
+    xp = compat.array_namespace(res.x)
+    return _rms_bwd(res.x, res.weight, res.rstd, dy, axes=res.axes, xp=xp)
+
+
+vjp(rms_norm, rms_norm_fwd, rms_norm_bwd, validate=True)
 
 
 # ============================================================================ crms_norm
+class CrmsNormRes(NamedTuple):
+    x: Any
+    weight: Any
+    rstd: Any
+    ssum_rstd: Any      # sum(x) * rstd (the stored-away entry, normalised)
+    axis: int
+
+
+@public(x=Float("... n"), weight=Float(optional=True, min_ndim=1), axis=Axis("x"), eps=Positive(optional=True),
+        out=Out("x"), example=_affine_example((2, 5), (5,), 1))
 def crms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
     r"""Compressed RMSNorm of a zero-mean vector stored without its last entry.
 
@@ -414,52 +421,58 @@ def crms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
 
 
 def crms_norm_fwd(x, weight=None, *, axis=-1, eps=None, out=None):
-    validate.check_array(x, "x")
-    xp = compat.array_namespace(x, weight)
-    validate.check_same_namespace(x=x, weight=weight)
-    validate.check_float(x, "x")
-    if x.ndim == 0:
-        raise ValueError("x must have at least one dimension, got a 0-d array")
-    ax = validate.check_axis(axis, x.ndim)
-    validate.check_nonempty(x, "x", ax)
-    axes = (ax,)
+    xp = compat.array_namespace(x)
+    axes = (axis,)
     _check_affine(weight, "weight", x, axes)
-    validate.check_out(out, x)
     eps = _default_eps(x, xp, eps)
     ct = compat.compute_dtype(x, xp)
-    xc = _to(xp, x, ct)
-    d = x.shape[ax] + 1
-    ssum = xp.sum(xc, axis=ax, keepdims=True)
-
-    def extra(scale):
-        t = ssum / scale
-        return t * t
-
-    rstd = _rstd(xc, axes, eps, xp, extra_sq=extra, count=d)
+    xc = compat.cast(x, ct, xp)
+    d = x.shape[axis] + 1
+    # the stored-away entry is -sum(x): summed in units of the row's largest entry (no overflow)
+    amax = xp.max(xp.abs(xc), axis=axis, keepdims=True)
+    s0 = xp.where(amax > 1, amax, xp.ones_like(amax))
+    ssum_s = xp.sum(xc / s0, axis=axis, keepdims=True)
+    rstd = rstd_scaled(xc, axes, eps, xp, extra_sq=lambda scale: (ssum_s * (s0 / scale)) ** 2, count=d)
     y = xc * rstd
     if weight is not None:
-        y = y * xp.reshape(_to(xp, weight, ct), _bshape(x.shape, axes))
-    y = compat.write_out(out, _to(xp, y, x.dtype))
-    return y, (x, weight, rstd, ssum, ax)
+        y = y * xp.reshape(compat.cast(weight, ct, xp), _bshape(x.shape, axes))
+    y = compat.write_out(out, compat.cast(y, x.dtype, xp))
+    return y, CrmsNormRes(x, weight, rstd, ssum_s * (s0 * rstd), axis)
 
 
-def crms_norm_bwd(res, dy):
-    x, weight, rstd, ssum, ax = res
+def crms_norm_bwd(res: CrmsNormRes, dy):
+    x, weight, rstd, ssum_rstd, ax = res
     xp = compat.array_namespace(x)
     ct = compat.compute_dtype(x, xp)
-    xc, gc = _to(xp, x, ct), _to(xp, dy, ct)
+    xc, gc = compat.cast(x, ct, xp), compat.cast(dy, ct, xp)
     xhat = xc * rstd
-    gh = gc if weight is None else gc * xp.reshape(_to(xp, weight, ct), _bshape(x.shape, (ax,)))
+    gh = gc if weight is None else gc * xp.reshape(compat.cast(weight, ct, xp), _bshape(x.shape, (ax,)))
     c = xp.sum(gh * xhat, axis=ax, keepdims=True) / (x.shape[ax] + 1)
-    dx = rstd * (gh - c * (xhat + ssum * rstd))
-    dw = None if weight is None else _to(xp, xp.sum(gc * xhat, axis=_other_axes(x.ndim, (ax,))), weight.dtype)
-    return _to(xp, dx, x.dtype), dw
+    dx = rstd * (gh - c * (xhat + ssum_rstd))
+    dw = None if weight is None else compat.cast(xp.sum(gc * xhat, axis=_other_axes(x.ndim, (ax,))), weight.dtype, xp)
+    return compat.cast(dx, x.dtype, xp), dw
 
 
-ops.register("norm.crms_norm", crms_norm, crms_norm_fwd, crms_norm_bwd)
+vjp(crms_norm, crms_norm_fwd, crms_norm_bwd, validate=True)
 
 
 # ============================================================================ group_norm
+class GroupNormRes(NamedTuple):
+    x: Any
+    weight: Any
+    mu: Any
+    rstd: Any
+    groups: int
+    has_bias: bool
+
+
+def _group_norm_example(rng, dtype):
+    (x, w, b), _ = _affine_example((2, 4, 3), (4,))(rng, dtype)
+    return (x, w, b), {"num_groups": 2}
+
+
+@public(x=Float(min_ndim=2), weight=Float("c", optional=True), bias=Float("c", optional=True), num_groups=Int(1),
+        eps=Positive(), example=_group_norm_example)
 def group_norm(x, weight=None, bias=None, *, num_groups, eps=1e-5):
     r"""Group normalisation (Wu & He, "Group Normalization", ECCV 2018), torch semantics.
 
@@ -496,95 +509,77 @@ def group_norm(x, weight=None, bias=None, *, num_groups, eps=1e-5):
     return group_norm_fwd(x, weight, bias, num_groups=num_groups, eps=eps)[0]
 
 
-def _check_gn(x, weight, bias, num_groups, eps):
-    validate.check_same_namespace(x=x, weight=weight, bias=bias)
-    validate.check_float(x, "x")
-    if x.ndim < 2:
-        raise ValueError(f"x must have shape (N, C, *), got shape {tuple(x.shape)}")
-    g = validate.check_int(num_groups, "num_groups", low=1)
+def group_norm_fwd(x, weight=None, bias=None, *, num_groups, eps=1e-5):
+    xp = compat.array_namespace(x)
+    g = num_groups
     c = x.shape[1]
     if c % g:
-        raise ValueError(f"num_groups={g} must divide the number of channels C={c}")
+        raise ValueError(f"num_groups={g} must divide the number of channels C={c} (x.shape[1])")
     for p, nm in ((weight, "weight"), (bias, "bias")):
-        if p is not None:
-            validate.check_float(p, nm)
-            validate.check_shape(p, (c,), nm)
-    validate.check_nonempty(x, "x")
-    return g, _eps(eps)
-
-
-def group_norm_fwd(x, weight=None, bias=None, *, num_groups, eps=1e-5):
-    validate.check_array(x, "x")
-    xp = compat.array_namespace(x, weight, bias)
-    g, eps = _check_gn(x, weight, bias, num_groups, eps)
+        if p is not None and tuple(p.shape) != (c,):
+            raise ValueError(f"{nm} has shape {tuple(p.shape)}, expected ({c},) (one entry per channel of x)")
     ct = compat.compute_dtype(x, xp)
     shape = tuple(x.shape)
-    xg = xp.reshape(_to(xp, x, ct), (shape[0], g, -1))
+    xg = xp.reshape(compat.cast(x, ct, xp), (shape[0], g, -1))
     mu = xp.mean(xg, axis=-1, keepdims=True)
     d = xg - mu
-    rstd = _rstd(d, (2,), eps, xp)
+    rstd = rstd_scaled(d, (2,), float(eps), xp)
     y = xp.reshape(d * rstd, shape)
     cshape = (1, shape[1]) + (1,) * (len(shape) - 2)
     if weight is not None:
-        y = y * xp.reshape(_to(xp, weight, ct), cshape)
+        y = y * xp.reshape(compat.cast(weight, ct, xp), cshape)
     if bias is not None:
-        y = y + xp.reshape(_to(xp, bias, ct), cshape)
-    return _to(xp, y, x.dtype), (x, weight, bias is not None, mu, rstd, g)
+        y = y + xp.reshape(compat.cast(bias, ct, xp), cshape)
+    return compat.cast(y, x.dtype, xp), GroupNormRes(x, weight, mu, rstd, g, bias is not None)
 
 
-def group_norm_bwd(res, dy):
-    x, weight, has_bias, mu, rstd, g = res
+def group_norm_bwd(res: GroupNormRes, dy):
+    x, weight, mu, rstd, g, has_bias = res
     xp = compat.array_namespace(x)
     ct = compat.compute_dtype(x, xp)
     shape = tuple(x.shape)
     cshape = (1, shape[1]) + (1,) * (len(shape) - 2)
-    gc = _to(xp, dy, ct)
-    xg = xp.reshape(_to(xp, x, ct), (shape[0], g, -1))
+    gc = compat.cast(dy, ct, xp)
+    xg = xp.reshape(compat.cast(x, ct, xp), (shape[0], g, -1))
     xhat = (xg - mu) * rstd
-    gh = gc if weight is None else gc * xp.reshape(_to(xp, weight, ct), cshape)
+    gh = gc if weight is None else gc * xp.reshape(compat.cast(weight, ct, xp), cshape)
     ghg = xp.reshape(gh, (shape[0], g, -1))
     m1 = xp.mean(ghg, axis=-1, keepdims=True)
     m2 = xp.mean(ghg * xhat, axis=-1, keepdims=True)
     dx = xp.reshape(rstd * (ghg - m1 - xhat * m2), shape)
     red = (0,) + tuple(range(2, len(shape)))
-    dw = None if weight is None else _to(xp, xp.sum(gc * xp.reshape(xhat, shape), axis=red), weight.dtype)
-    db = None if not has_bias else _to(xp, xp.sum(gc, axis=red), x.dtype)
-    return _to(xp, dx, x.dtype), dw, db
+    dw = None if weight is None else compat.cast(xp.sum(gc * xp.reshape(xhat, shape), axis=red), weight.dtype, xp)
+    db = None if not has_bias else compat.cast(xp.sum(gc, axis=red), x.dtype, xp)
+    return compat.cast(dx, x.dtype, xp), dw, db
 
 
-ops.register("norm.group_norm", group_norm, group_norm_fwd, group_norm_bwd)
+vjp(group_norm, group_norm_fwd, group_norm_bwd, validate=True)
 
 
 # ============================================================================ CUDA launchers
-def _cuda_ok(*arrays) -> bool:
-    arrs = [a for a in arrays if a is not None]
-    return all(str(a.dtype) in ("float32", "float64") and a.dtype == arrs[0].dtype for a in arrs)
-
-
-_CUDA_BLOCK = 256
-
-
 def _cuda_rows(x, axes):
-    """(rows, n) C-contiguous CuPy view/copy with the normalized axes last."""
-    import cupy
+    """(rows, n) C-contiguous CuPy array with the normalized axes last."""
+    from .._cuda import launch
 
     if len(axes) == 1:
-        xm = cupy.moveaxis(x, axes[0], -1)
-        n = xm.shape[-1]
-    else:
-        xm = x
-        n = math.prod(x.shape[a] for a in axes)
-    return cupy.ascontiguousarray(xm).reshape(-1, n), n
-
-
-def _cuda_unrows(buf, x, axes):
+        r = launch.as_rows(x, axes[0])
+        return r, r.shape[1]
     import cupy
 
+    n = math.prod(x.shape[a] for a in axes)
+    return cupy.ascontiguousarray(x).reshape(-1, n), n
+
+
+def _cuda_unrows(buf, x, axes, out=None):
+    from .._cuda import launch
+
     if len(axes) == 1:
-        shp = list(x.shape)
-        shp.append(shp.pop(axes[0]))
-        return cupy.moveaxis(buf.reshape(shp), -1, axes[0])
-    return buf.reshape(x.shape)
+        return launch.from_rows(buf, tuple(x.shape), axes[0], out)
+    y = buf.reshape(x.shape)
+    if out is not None:
+        out[...] = y
+        return out
+    return y
 
 
 def _cuda_vec(p, x):
@@ -601,9 +596,8 @@ def _cuda_layer_norm(x, weight, bias, *, axes, eps, out, rms):
     import cupy
     import numpy as np
 
-    from .._cuda import loader
+    from .._cuda import launch
 
-    ctype = loader.dtype_name(x.dtype)
     rows, n = _cuda_rows(x, axes)
     r = rows.shape[0]
     y = cupy.empty_like(rows)
@@ -612,23 +606,12 @@ def _cuda_layer_norm(x, weight, bias, *, axes, eps, out, rms):
     w, b = _cuda_vec(weight, x), _cuda_vec(bias, x)
     has_w, has_b = np.int32(weight is not None), np.int32(bias is not None)
     e = np.dtype(x.dtype).type(eps)
-    if r:
-        if rms:
-            k = loader.kernel("norm", f"rms_norm_fwd<{ctype}>")
-            k((r,), (_CUDA_BLOCK,), (rows, w, y, rstd, np.int64(n), e, has_w))
-        else:
-            k = loader.kernel("norm", f"layer_norm_fwd<{ctype}>")
-            k((r,), (_CUDA_BLOCK,), (rows, w, b, y, mean, rstd, np.int64(n), e, has_w, has_b))
-    yy = _cuda_unrows(y, x, axes)
-    keep = _stat_shape(x, axes)
-    if out is not None:
-        out[...] = yy
-        yy = out
-    return yy, mean.reshape(keep), rstd.reshape(keep)
-
-
-def _stat_shape(x, axes):
-    return tuple(1 if i in axes else x.shape[i] for i in range(x.ndim))
+    if rms:
+        launch.rows("norm", "rms_norm_fwd", x.dtype, r, (rows, w, y, rstd, n, e, has_w))
+    else:
+        launch.rows("norm", "layer_norm_fwd", x.dtype, r, (rows, w, b, y, mean, rstd, n, e, has_w, has_b))
+    st = _stat_shape(x.shape, axes)
+    return _cuda_unrows(y, x, axes, out), mean.reshape(st), rstd.reshape(st)
 
 
 def _cuda_layer_norm_bwd(x, weight, mu, rstd, dy, *, axes, rms, has_bias):
@@ -636,9 +619,8 @@ def _cuda_layer_norm_bwd(x, weight, mu, rstd, dy, *, axes, rms, has_bias):
     import cupy
     import numpy as np
 
-    from .._cuda import loader
+    from .._cuda import launch
 
-    ctype = loader.dtype_name(x.dtype)
     rows, n = _cuda_rows(x, axes)
     g, _ = _cuda_rows(cupy.asarray(dy, dtype=x.dtype), axes)
     r = rows.shape[0]
@@ -648,16 +630,11 @@ def _cuda_layer_norm_bwd(x, weight, mu, rstd, dy, *, axes, rms, has_bias):
     has_w = np.int32(weight is not None)
     if rms:
         xhat = rows * rs[:, None]
+        launch.rows("norm", "rms_norm_bwd", x.dtype, r, (rows, g, w, rs, dx, n, has_w))
     else:
         mm = cupy.ascontiguousarray(mu, dtype=x.dtype).reshape(-1)
         xhat = (rows - mm[:, None]) * rs[:, None]
-    if r:
-        if rms:
-            k = loader.kernel("norm", f"rms_norm_bwd<{ctype}>")
-            k((r,), (_CUDA_BLOCK,), (rows, g, w, rs, dx, np.int64(n), has_w))
-        else:
-            k = loader.kernel("norm", f"layer_norm_bwd<{ctype}>")
-            k((r,), (_CUDA_BLOCK,), (rows, g, w, mm, rs, dx, np.int64(n), has_w))
+        launch.rows("norm", "layer_norm_bwd", x.dtype, r, (rows, g, w, mm, rs, dx, n, has_w))
     wshape = tuple(x.shape[a] for a in axes)
     dw = None if weight is None else (g * xhat).sum(axis=0).reshape(wshape).astype(weight.dtype, copy=False)
     db = g.sum(axis=0).reshape(wshape) if has_bias else None

@@ -2,39 +2,209 @@
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
-from .._lib import compat, ops, validate
+from .._lib import compat
+from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
-
-__all__ = ["cross_entropy", "spherical_z_loss"]
-
-REDUCTIONS = ("mean", "sum", "none")
+from .._lib.roles import Array, Bool, Choice, Float, Int, NonNegative, Positive, Probability, Scalar
+from ._common import REDUCTIONS, reduce_loss
 
 
-def _to(xp, a, dt):
-    return a if a.dtype == dt else xp.astype(a, dt)
-
-
-def _is_int(t, xp) -> bool:
-    if compat.is_torch(t):
-        return not t.dtype.is_floating_point and not t.dtype.is_complex and t.dtype != compat._torch().bool
-    return xp.isdtype(t.dtype, "integral")
+def _is_int(t) -> bool:
+    name = str(t.dtype).rsplit(".", 1)[-1]
+    return "int" in name and "bool" not in name
 
 
 def _class_axis(logits, axis):
-    if logits.ndim == 1 and axis == 1:  # torch: a 1-D input is a single sample, classes on dim 0
+    """The class axis: ``axis`` of logits, where a 1-D input is one sample (torch: classes on dim 0)."""
+    if logits.ndim == 1 and axis == 1:
         return 0
-    return validate.check_axis(axis, logits.ndim, "axis")
+    if not -logits.ndim <= axis < logits.ndim:
+        raise ValueError(f"axis={axis} is out of range for logits with {logits.ndim} dimensions")
+    return axis % logits.ndim
 
 
-def _reduce(xp, per, reduction, denom):
-    if reduction == "none":
-        return per
-    s = xp.sum(per)
-    return s if reduction == "sum" else s / denom
+def _check_labels(target, logits, ax, ignore_index=None):
+    """Integer class indices with the shape of logits without the class axis, in [0, C) (or ignore_index)."""
+    c = logits.shape[ax]
+    want = tuple(s for i, s in enumerate(logits.shape) if i != ax)
+    if tuple(target.shape) != want:
+        raise ValueError(f"target has shape {tuple(target.shape)}, expected {want} (logits without the class axis)")
+    if compat.is_concrete(target) and compat.size(target):
+        t = compat.to_numpy(target)
+        bad = (t < 0) | (t >= c)
+        if ignore_index is not None:
+            bad &= t != ignore_index
+        if bad.any():
+            extra = "" if ignore_index is None else f" that are not ignore_index={ignore_index}"
+            raise ValueError(f"target has class index {int(t[bad][0])}, outside [0, {c}){extra}")
+
+
+def _labels_example(c=5, rows=3, weight=False):
+    def example(rng, dtype):
+        args = (rng.standard_normal((rows, c)).astype(dtype), rng.integers(0, c, size=rows))
+        if weight:
+            args += ((0.5 + rng.random(c)).astype(dtype),)
+        return args, {}
+
+    return example
 
 
 # ============================================================================ cross_entropy
+class CrossEntropyRes(NamedTuple):
+    """Residuals of the generic path (class axis moved last)."""
+    lp: Any                 # log-probabilities (..., C)
+    target: Any             # integer targets, or the probabilities (..., C)
+    integer: bool
+    weight: Any             # class weights in the compute dtype, or None
+    ax: int
+    c: int
+    eps: float
+    zc: float
+    lse: Any
+    reduction: str
+    denom: Any
+    nvalid: Any
+    from_log_probs: bool
+    valid: Any
+    per: Any
+    dtype: Any
+    tdtype: Any
+    wdtype: Any
+    ignore_index: int
+
+
+class CrossEntropyFusedRes(NamedTuple):
+    """Residuals of the fused Numba path (integer targets, rows of C classes)."""
+    x2: Any
+    t0: Any
+    vf: Any
+    w_t: Any
+    lse: Any
+    xt: Any
+    weight: Any
+    wsum: float
+    c: int
+    eps: float
+    zc: float
+    reduction: str
+    denom: float
+    nvalid: float
+    per: Any
+    lshape: tuple
+    ax: int
+
+
+_ce = Dispatcher("norm.cross_entropy")
+
+
+@_ce.generic
+def _ce_generic(logits, target, weight, *, ax, c, eps, zc, ignore_index, reduction, from_log_probs, integer, xp):
+    ct = compat.compute_dtype(logits, xp)
+    x = xp.moveaxis(compat.cast(logits, ct, xp), ax, -1)  # (..., C)
+    w = compat.cast(weight, ct, xp)
+    if from_log_probs:
+        lp, lse = x, None
+    else:  # one log-sum-exp per row gives both the log-probabilities and the z-loss term
+        m = xp.max(x, axis=-1, keepdims=True)
+        lse_k = m + xp.log(xp.sum(xp.exp(x - m), axis=-1, keepdims=True))
+        lp = x - lse_k
+        lse = lse_k[..., 0]
+    wc = compat.full((c,), 1.0, like=x) if w is None else w
+    if integer:
+        valid = target != ignore_index
+        t0 = xp.where(valid, target, xp.zeros_like(target))
+        onehot = xp.astype(t0[..., None], xp.int64) == compat.arange(c, like=x, dtype=xp.int64)
+        lp_t = xp.sum(xp.where(onehot, lp, xp.zeros_like(lp)), axis=-1)
+        w_t = xp.sum(xp.where(onehot, wc, xp.zeros_like(lp)), axis=-1)
+        vf = xp.astype(valid, ct)
+        per = -(1.0 - eps) * w_t * lp_t
+        if eps:
+            per = per - eps * xp.sum(lp * wc, axis=-1) / c
+        per = xp.where(valid, per, xp.zeros_like(per))
+        denom = xp.sum(w_t * vf)
+        nvalid = xp.sum(vf)
+        tres = target
+    else:
+        p = compat.cast(xp.moveaxis(target, ax, -1), ct, xp)
+        pt = (1.0 - eps) * p + eps / c if eps else p
+        per = -xp.sum(wc * pt * lp, axis=-1)
+        vf = None
+        denom = nvalid = float(math.prod(per.shape))
+        tres = p
+    loss = reduce_loss(per, reduction, xp, denom)
+    if zc:
+        zper = zc * lse * lse
+        if vf is not None:
+            zper = zper * vf
+        loss = loss + reduce_loss(zper, reduction, xp, nvalid)
+    res = CrossEntropyRes(lp, tres, integer, w, ax, c, eps, zc, lse, reduction, denom, nvalid, from_log_probs, vf,
+                          per, logits.dtype, target.dtype, None if weight is None else weight.dtype, ignore_index)
+    return compat.cast(loss, logits.dtype, xp), res
+
+
+@_ce.numba(when=lambda logits, target, weight, **kw: kw["integer"] and not kw["from_log_probs"]
+           and numpy_float(logits, weight) and compat.fast_path_of(target) == "numba")
+def _ce_fused(logits, target, weight, *, ax, c, eps, zc, ignore_index, reduction, from_log_probs, integer, xp):
+    """One sweep per row for the forward (LSE, target logit, smoothing sum), one read + one write for the
+    backward; the per-row arithmetic on top is O(rows) NumPy."""
+    import numpy as np
+
+    from .._numba import norm as nb
+
+    dt = logits.dtype
+    x2 = np.ascontiguousarray(np.moveaxis(logits, ax, -1)).reshape(-1, c)
+    tflat = np.asarray(target).reshape(-1)
+    valid = tflat != ignore_index
+    t0 = np.where(valid, tflat, 0).astype(np.int64)
+    lse, xt, sw = nb.cross_entropy_rows(x2, t0, weight, bool(eps))
+    wc = np.ones(c, dt) if weight is None else np.asarray(weight, dt)
+    wsum = wc.sum(dtype=np.float64)
+    vf = valid.astype(dt)
+    w_t = wc[t0] * vf
+    per = -(1.0 - eps) * w_t * (xt - lse)
+    if eps:
+        per = per - eps / c * (sw - wsum * lse) * vf
+    per = per.astype(dt, copy=False)
+    denom = w_t.sum(dtype=np.float64)
+    nvalid = vf.sum(dtype=np.float64)
+    with np.errstate(over="ignore"):
+        zper = (zc * lse * lse * vf).astype(dt, copy=False) if zc else None
+    shape = tuple(target.shape)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if reduction == "none":
+            loss = per + zper if zc else per
+            loss = loss.reshape(shape).astype(dt, copy=False)
+        else:
+            tot = per.sum(dtype=np.float64)
+            ztot = zper.sum(dtype=np.float64) if zc else 0.0
+            if reduction == "mean":
+                loss = tot / denom + (ztot / nvalid if zc else 0.0)
+            else:
+                loss = tot + ztot
+            loss = np.asarray(loss, dtype=dt)
+    res = CrossEntropyFusedRes(x2, t0, vf, w_t, lse, xt, weight, wsum, c, eps, zc, reduction, denom, nvalid, per,
+                               tuple(logits.shape), ax)
+    return loss, res
+
+
+def _check_z_finite(loss, res, xp):
+    """The z-loss term c log^2 Z overflows for logits near the dtype's largest value: no finite loss exists."""
+    if not res.zc or not compat.is_concrete(loss):
+        return
+    lse = compat.to_numpy(res.lse)
+    ok_lse = bool((lse == lse).all() and (abs(lse) < float("inf")).all())
+    if ok_lse and not bool(xp.all(xp.isfinite(loss))):
+        raise ValueError(f"cross_entropy: z_loss * logsumexp(logits)^2 overflows {compat.backend_name(loss)} "
+                         f"{str(loss.dtype).rsplit('.', 1)[-1]} (logsumexp up to {float(abs(lse).max()):.3g}): "
+                         "rescale logits or compute in a wider dtype")
+
+
+@public(logits=Float(min_ndim=1), target=Array(dtype="number", min_ndim=0),
+        weight=Float(optional=True, min_ndim=1, max_ndim=1), axis=Int(), ignore_index=Int(),
+        label_smoothing=Probability(), reduction=Choice(REDUCTIONS), z_loss=NonNegative(), from_log_probs=Bool(),
+        example=_labels_example(weight=True))
 def cross_entropy(logits, target, weight=None, *, axis=1, ignore_index=-100, label_smoothing=0.0,
                   reduction="mean", z_loss=0.0, from_log_probs=False):
     r"""Cross-entropy of logits against class indices or class probabilities, torch semantics.
@@ -55,7 +225,9 @@ def cross_entropy(logits, target, weight=None, *, axis=1, ignore_index=-100, lab
     penalty :math:`c\,\log^2 Z_i` (:math:`\log Z = \mathrm{LSE}(x_i)`, Chowdhery et al., "PaLM", 2022) per
     non-ignored row, unweighted by ``weight`` and averaged over non-ignored rows for ``"mean"``; it reuses the
     log-sum-exp of the softmax (no extra pass), and its gradient :math:`2c\,\mathrm{LSE}\cdot\mathrm{softmax}`
-    is fused into the backward.  The integer target gets no gradient; a probability target does.
+    is fused into the backward.  The integer target gets no gradient; a probability target does.  When
+    :math:`c\,\log^2 Z` itself overflows the dtype (logits near 1e19 in float32 for c = 1e-4), the loss has
+    no finite value and a ``ValueError`` says so.
 
     Parameters
     ----------
@@ -98,129 +270,53 @@ def cross_entropy(logits, target, weight=None, *, axis=1, ignore_index=-100, lab
                              from_log_probs=from_log_probs)[0]
 
 
-def _check_ce(logits, target, weight, axis, ignore_index, label_smoothing, reduction, z_loss, from_log_probs, xp):
-    validate.check_same_namespace(logits=logits, target=target, weight=weight)
-    validate.check_float(logits, "logits")
-    validate.check_array(target, "target")
-    if logits.ndim == 0:
-        raise ValueError("logits must have at least one dimension (the classes)")
+def cross_entropy_fwd(logits, target, weight=None, *, axis=1, ignore_index=-100, label_smoothing=0.0,
+                      reduction="mean", z_loss=0.0, from_log_probs=False):
+    xp = compat.array_namespace(logits, target, weight)
     ax = _class_axis(logits, axis)
-    validate.check_nonempty(logits, "logits", ax)
     c = logits.shape[ax]
-    validate.check_in(reduction, REDUCTIONS, "reduction")
-    eps = validate.check_unit_interval(label_smoothing, "label_smoothing", closed_right=True)
-    zc = validate.check_nonnegative(z_loss, "z_loss")
-    if from_log_probs and zc:
+    if from_log_probs and z_loss:
         raise ValueError("z_loss must be 0 with from_log_probs=True (the log-normaliser of log-probabilities is 0)")
-    if weight is not None:
-        validate.check_float(weight, "weight")
-        validate.check_shape(weight, (c,), "weight")
-    integer = _is_int(target, xp)
+    if weight is not None and tuple(weight.shape) != (c,):
+        raise ValueError(f"weight has shape {tuple(weight.shape)}, expected ({c},) (one per class of logits)")
+    integer = _is_int(target)
     if integer:
-        validate.check_int(ignore_index, "ignore_index")
-        want = tuple(s for i, s in enumerate(logits.shape) if i != ax)
-        if tuple(target.shape) != want:
-            raise ValueError(f"target has shape {tuple(target.shape)}, expected {want} (logits without the class axis)")
-        if compat.is_concrete(target) and compat.size(target):
-            bad = (target != ignore_index) & ((target < 0) | (target >= c))
-            if bool(xp.any(bad)):
-                raise ValueError(f"target has class indices outside [0, {c}) that are not ignore_index={ignore_index}")
+        _check_labels(target, logits, ax, ignore_index)
     else:
-        if not compat.is_floating(target, xp):
-            raise TypeError(f"target must hold integer class indices or float probabilities, got {target.dtype}")
+        if not compat.is_floating(target):
+            raise TypeError(f"cross_entropy: target must hold integer class indices or float probabilities, got "
+                            f"{target.dtype}")
         if tuple(target.shape) != tuple(logits.shape):
             raise ValueError(f"target (probabilities) has shape {tuple(target.shape)}, expected the shape of logits "
                              f"{tuple(logits.shape)}")
-    return ax, c, eps, zc, integer
-
-
-def cross_entropy_fwd(logits, target, weight=None, *, axis=1, ignore_index=-100, label_smoothing=0.0,
-                      reduction="mean", z_loss=0.0, from_log_probs=False):
-    validate.check_array(logits, "logits")
-    validate.check_array(target, "target")
-    xp = compat.array_namespace(logits, target, weight)
-    ax, c, eps, zc, integer = _check_ce(logits, target, weight, axis, ignore_index, label_smoothing, reduction,
-                                        z_loss, from_log_probs, xp)
-    if integer and not from_log_probs:
-        fast = _ce_fast(logits, target, weight, ax=ax, c=c, eps=eps, zc=zc, ignore_index=ignore_index,
-                        reduction=reduction)
-        if fast is not None:
-            return fast
-    ct = compat.compute_dtype(logits, xp)
-    x = xp.moveaxis(_to(xp, logits, ct), ax, -1)  # (..., C)
-    dev = compat.device(x)
-    w = None if weight is None else _to(xp, weight, ct)
-    if from_log_probs:
-        lp, lse = x, None
-    else:  # one log-sum-exp per row gives both the log-probabilities and the z-loss term
-        m = xp.max(x, axis=-1, keepdims=True)
-        lse_k = m + xp.log(xp.sum(xp.exp(x - m), axis=-1, keepdims=True))
-        lp = x - lse_k
-        lse = lse_k[..., 0]
-    wc = xp.ones((c,), dtype=ct, device=dev) if w is None else w
-    wsum = xp.sum(wc)
-    if integer:
-        valid = target != ignore_index
-        t0 = xp.where(valid, target, xp.zeros_like(target))
-        onehot = xp.astype(t0[..., None], xp.int64) == xp.arange(c, dtype=xp.int64, device=dev)
-        lp_t = xp.sum(xp.where(onehot, lp, xp.zeros_like(lp)), axis=-1)
-        w_t = xp.sum(xp.where(onehot, wc, xp.zeros_like(lp)), axis=-1)
-        vf = xp.astype(valid, ct)
-        smooth = -xp.sum(lp * wc, axis=-1) / c if eps else None
-        per = -(1.0 - eps) * w_t * lp_t
-        if eps:
-            per = per + eps * smooth
-        per = xp.where(valid, per, xp.zeros_like(per))
-        denom = xp.sum(w_t * vf)
-        nvalid = xp.sum(vf)
-        n_rows = None
-    else:
-        p = _to(xp, xp.moveaxis(target, ax, -1), ct)
-        pt = (1.0 - eps) * p + eps / c if eps else p
-        per = -xp.sum(wc * pt * lp, axis=-1)
-        vf = None
-        n_rows = math.prod(per.shape)
-        denom = nvalid = float(n_rows)
-    loss = _reduce(xp, per, reduction, denom)
-    zper = None
-    if zc:
-        zper = zc * lse * lse
-        if vf is not None:
-            zper = zper * vf
-        loss = loss + _reduce(xp, zper, reduction, nvalid)
-    res = dict(lp=lp, target=target if integer else p, integer=integer, weight=w, has_weight=weight is not None,
-               ax=ax, c=c, eps=eps, zc=zc, lse=lse, reduction=reduction, denom=denom, nvalid=nvalid,
-               from_log_probs=from_log_probs, valid=vf, wsum=wsum, per=per, dtype=logits.dtype,
-               tdtype=target.dtype, wdtype=None if weight is None else weight.dtype, ignore_index=ignore_index)
-    return _to(xp, loss, logits.dtype), res
+    loss, res = _ce(logits, target, weight, ax=ax, c=c, eps=float(label_smoothing), zc=float(z_loss),
+                    ignore_index=ignore_index, reduction=reduction, from_log_probs=from_log_probs, integer=integer,
+                    xp=xp)
+    _check_z_finite(loss, res, xp)
+    return loss, res
 
 
 def cross_entropy_bwd(res, dy):
-    if res.get("fast"):
-        return _ce_fast_bwd(res, dy)
-    lp = res["lp"]
+    if isinstance(res, CrossEntropyFusedRes):
+        return _ce_fused_bwd(res, dy)
+    lp = res.lp
     xp = compat.array_namespace(lp)
     ct = lp.dtype
-    c, eps, zc, red = res["c"], res["eps"], res["zc"], res["reduction"]
-    g = _to(xp, dy, ct)
-    wc = res["weight"]
-    wc1 = xp.ones((c,), dtype=ct, device=compat.device(lp)) if wc is None else wc
+    c, eps, zc, red = res.c, res.eps, res.zc, res.reduction
+    g = compat.cast(dy, ct, xp)
+    wc1 = compat.full((c,), 1.0, like=lp) if res.weight is None else res.weight
     # per-row upstream factors for the CE part and the z part
-    if red == "none":
-        g_ce = g
-        g_z = g
-    elif red == "sum":
+    if red in ("none", "sum"):
         g_ce = g_z = g
     else:
-        g_ce = g / res["denom"]
-        g_z = g / res["nvalid"]
+        g_ce = g / res.denom
+        g_z = g / res.nvalid
     dtarget = None
     dweight = None
-    if res["integer"]:
-        target = res["target"]
-        vf = res["valid"]
-        t0 = xp.where(target != res["ignore_index"], target, xp.zeros_like(target))
-        onehot = xp.astype(t0[..., None], xp.int64) == xp.arange(c, dtype=xp.int64, device=compat.device(lp))
+    if res.integer:
+        target, vf = res.target, res.valid
+        t0 = xp.where(target != res.ignore_index, target, xp.zeros_like(target))
+        onehot = xp.astype(t0[..., None], xp.int64) == compat.arange(c, like=lp, dtype=xp.int64)
         ohf = xp.astype(onehot, ct)
         w_t = xp.sum(ohf * wc1, axis=-1)
         # d L_i / d lp_ic (then chained through log_softmax)
@@ -230,7 +326,7 @@ def cross_entropy_bwd(res, dy):
         dlp = dlp * (vf * (g_ce if red == "none" else 1.0))[..., None]
         if red != "none":
             dlp = dlp * g_ce
-        if res["has_weight"]:
+        if res.weight is not None:
             lpz = xp.where(ohf > 0, lp, xp.zeros_like(lp))  # avoid 0 * -inf
             dw_rows = -(1.0 - eps) * lpz
             if eps:
@@ -242,99 +338,44 @@ def cross_entropy_bwd(res, dy):
                 dweight = xp.sum(xp.reshape(dw_rows, (-1, c)), axis=0)
                 if red == "mean":
                     # loss = S / D with D = sum_i valid_i w_{t_i}
-                    s_num = xp.sum(res["per"])
+                    s_num = xp.sum(res.per)
                     dden = xp.sum(xp.reshape(ohf * vf[..., None], (-1, c)), axis=0)
-                    dweight = (dweight - s_num / res["denom"] * dden) / res["denom"]
+                    dweight = (dweight - s_num / res.denom * dden) / res.denom
                 dweight = dweight * g
     else:
-        p = res["target"]
+        p = res.target
         gce = g_ce[..., None] if red == "none" else g_ce
-        dlp = -(wc1 * ((1.0 - eps) * p + eps / c if eps else p)) * gce
+        pt = (1.0 - eps) * p + eps / c if eps else p
+        dlp = -(wc1 * pt) * gce
         dtarget = -(1.0 - eps) * wc1 * lp * gce
-        if res["has_weight"]:
-            pt = (1.0 - eps) * p + eps / c if eps else p
+        if res.weight is not None:
             dweight = xp.sum(xp.reshape(-pt * lp * gce, (-1, c)), axis=0)
-    if res["from_log_probs"]:
+    if res.from_log_probs:
         dx = dlp
     else:
         sm = xp.exp(lp)
         dx = dlp - sm * xp.sum(dlp, axis=-1, keepdims=True)
         if zc:
-            gz = g_z if red != "none" else g
-            zrow = 2.0 * zc * res["lse"] * gz
-            if res["valid"] is not None:
-                zrow = zrow * res["valid"]
+            zrow = 2.0 * zc * res.lse * (g if red == "none" else g_z)
+            if res.valid is not None:
+                zrow = zrow * res.valid
             dx = dx + zrow[..., None] * sm
-    dx = xp.moveaxis(dx, -1, res["ax"])
-    dx = _to(xp, dx, res["dtype"])
+    dx = compat.cast(xp.moveaxis(dx, -1, res.ax), res.dtype, xp)
     if dtarget is not None:
-        dtarget = _to(xp, xp.moveaxis(dtarget, -1, res["ax"]), res["tdtype"])
+        dtarget = compat.cast(xp.moveaxis(dtarget, -1, res.ax), res.tdtype, xp)
     if dweight is not None:
-        dweight = _to(xp, dweight, res["wdtype"])
+        dweight = compat.cast(dweight, res.wdtype, xp)
     return dx, dtarget, dweight
 
 
-# ---------------------------------------------------------------------------- fused Numba path (integer targets)
-_ce_fast = Dispatcher("norm.cross_entropy_fused")
-
-
-@_ce_fast.generic
-def _ce_not_fused(logits, target, weight, **kw):
-    return None  # the generic body in cross_entropy_fwd handles it
-
-
-@_ce_fast.numba(when=lambda logits, target, weight, **kw: numpy_float(logits, weight)
-                and compat.is_numpy(target))
-def _ce_fused(logits, target, weight, *, ax, c, eps, zc, ignore_index, reduction):
-    """One sweep per row for the forward (LSE, target logit, smoothing sum), one read + one write for the
-    backward; the per-row arithmetic on top is O(rows) NumPy."""
+def _ce_fused_bwd(res: CrossEntropyFusedRes, dy):
     import numpy as np
 
     from .._numba import norm as nb
 
-    dt = logits.dtype
-    x2 = np.ascontiguousarray(np.moveaxis(logits, ax, -1)).reshape(-1, c)
-    tflat = np.asarray(target).reshape(-1)
-    valid = tflat != ignore_index
-    t0 = np.where(valid, tflat, 0).astype(np.int64)
-    lse, xt, sw = nb.cross_entropy_rows(x2, t0, weight, bool(eps))
-    wc = np.ones(c, dt) if weight is None else np.asarray(weight, dt)
-    wsum = wc.sum(dtype=np.float64)
-    vf = valid.astype(dt)
-    w_t = wc[t0] * vf
-    per = -(1.0 - eps) * w_t * (xt - lse)
-    if eps:
-        per = per - eps / c * (sw - wsum * lse) * vf
-    per = per.astype(dt, copy=False)
-    denom = w_t.sum(dtype=np.float64)
-    nvalid = vf.sum(dtype=np.float64)
-    zper = (zc * lse * lse * vf).astype(dt, copy=False) if zc else None
-    shape = tuple(target.shape)
-    if reduction == "none":
-        loss = per + zper if zc else per
-        loss = loss.reshape(shape).astype(dt, copy=False)
-    else:
-        tot = per.sum(dtype=np.float64)
-        ztot = zper.sum(dtype=np.float64) if zc else 0.0
-        if reduction == "mean":
-            with np.errstate(invalid="ignore", divide="ignore"):
-                loss = tot / denom + (ztot / nvalid if zc else 0.0)
-        else:
-            loss = tot + ztot
-        loss = np.asarray(loss, dtype=dt)
-    res = dict(fast=True, x2=x2, t0=t0, vf=vf, w_t=w_t, lse=lse, xt=xt, weight=weight, wc=wc, wsum=wsum, c=c,
-               eps=eps, zc=zc, reduction=reduction, denom=denom, nvalid=nvalid, per=per, shape=shape,
-               lshape=tuple(logits.shape), ax=ax, dtype=dt)
-    return loss, res
-
-
-def _ce_fast_bwd(res, dy):
-    import numpy as np
-
-    from .._numba import norm as nb
-
-    dt, c, eps, zc, red = res["dtype"], res["c"], res["eps"], res["zc"], res["reduction"]
-    vf, w_t, lse = res["vf"], res["w_t"], res["lse"]
+    dt = res.x2.dtype
+    c, eps, zc, red = res.c, res.eps, res.zc, res.reduction
+    vf, w_t, lse = res.vf, res.w_t, res.lse
     g = np.asarray(dy, dtype=np.float64)
     if red == "none":
         g_ce = g.reshape(-1) * vf
@@ -342,22 +383,21 @@ def _ce_fast_bwd(res, dy):
     elif red == "sum":
         g_ce = g_z = float(g) * vf
     else:
-        g_ce = float(g) / res["denom"] * vf
-        g_z = float(g) / res["nvalid"] * vf
-    alpha = g_ce * ((1.0 - eps) * w_t + eps * res["wsum"] / c)
+        g_ce = float(g) / res.denom * vf
+        g_z = float(g) / res.nvalid * vf
+    alpha = g_ce * ((1.0 - eps) * w_t + eps * res.wsum / c)
     if zc:
         alpha = alpha + 2.0 * zc * lse * g_z
     beta = g_ce * (1.0 - eps) * w_t
     gamma = g_ce * (eps / c)
-    dx2 = nb.cross_entropy_grad(res["x2"], res["t0"], lse, alpha, beta, gamma, res["weight"])
-    moved = list(res["lshape"])
-    moved.append(moved.pop(res["ax"]))
-    dx = np.moveaxis(dx2.reshape(moved), -1, res["ax"])
+    dx2 = nb.cross_entropy_grad(res.x2, res.t0, lse, alpha, beta, gamma, res.weight)
+    moved = list(res.lshape)
+    moved.append(moved.pop(res.ax))
+    dx = np.moveaxis(dx2.reshape(moved), -1, res.ax)
     dweight = None
-    if res["weight"] is not None:
-        t0 = res["t0"]
-        x2 = res["x2"]
-        lp_t = (res["xt"] - lse).astype(np.float64)
+    if res.weight is not None:
+        t0, x2 = res.t0, res.x2
+        lp_t = (res.xt - lse).astype(np.float64)
         rw = g_ce if red == "none" else vf.astype(np.float64)  # per-row factor before the reduction scalar
         dwt = -(1.0 - eps) * np.bincount(t0, weights=rw * lp_t, minlength=c)
         if eps:
@@ -365,16 +405,32 @@ def _ce_fast_bwd(res, dy):
         if red != "none":
             if red == "mean":
                 dden = np.bincount(t0, weights=vf.astype(np.float64), minlength=c)
-                dwt = (dwt - res["per"].sum(dtype=np.float64) / res["denom"] * dden) / res["denom"]
+                dwt = (dwt - res.per.sum(dtype=np.float64) / res.denom * dden) / res.denom
             dwt = dwt * float(g)
-        dweight = dwt.astype(res["weight"].dtype)
-    return dx, None, dweight
+        dweight = dwt.astype(res.weight.dtype)
+    return dx.astype(dt, copy=False), None, dweight
 
 
-ops.register("norm.cross_entropy", cross_entropy, cross_entropy_fwd, cross_entropy_bwd)
+vjp(cross_entropy, cross_entropy_fwd, cross_entropy_bwd, nondiff_argnums=(), validate=True)
 
 
 # ============================================================================ spherical_z_loss
+class SphericalZLossRes(NamedTuple):
+    z: Any
+    sigma: Any
+    zc: Any
+    onehot: Any
+    t: Any
+    a: float
+    reduction: str
+    n: int
+    ax: int
+    dtype: Any
+
+
+@public(logits=Float(min_ndim=1), target=Array(dtype="int"), a=Positive(), b=Scalar(), eps=Positive(), axis=Int(),
+        reduction=Choice(REDUCTIONS),
+        example=lambda rng, dtype: (_labels_example()(rng, dtype)[0], {"a": 1.0, "b": 1.0}))
 def spherical_z_loss(logits, target, *, a, b, eps=1e-12, axis=1, reduction="mean"):
     r"""Z-loss of de Brébisson & Vincent, "An Exploration of Softmax Alternatives Belonging to the Spherical
     Loss Family" (ICLR 2016): a softplus of the target's standardised logit.
@@ -426,30 +482,12 @@ def spherical_z_loss(logits, target, *, a, b, eps=1e-12, axis=1, reduction="mean
 
 
 def spherical_z_loss_fwd(logits, target, *, a, b, eps=1e-12, axis=1, reduction="mean"):
-    validate.check_array(logits, "logits")
-    validate.check_array(target, "target")
     xp = compat.array_namespace(logits, target)
-    validate.check_same_namespace(logits=logits, target=target)
-    validate.check_float(logits, "logits")
-    validate.check_array(target, "target")
-    if not _is_int(target, xp):
-        raise TypeError(f"target must hold integer class indices, got {target.dtype}")
-    if logits.ndim == 0:
-        raise ValueError("logits must have at least one dimension (the classes)")
     ax = _class_axis(logits, axis)
-    validate.check_nonempty(logits, "logits", ax)
-    a = validate.check_positive(a, "a")
-    b = float(validate._real(b, "b"))
-    eps = validate.check_positive(eps, "eps")
-    validate.check_in(reduction, REDUCTIONS, "reduction")
     c = logits.shape[ax]
-    want = tuple(s for i, s in enumerate(logits.shape) if i != ax)
-    if tuple(target.shape) != want:
-        raise ValueError(f"target has shape {tuple(target.shape)}, expected {want} (logits without the class axis)")
-    if compat.is_concrete(target) and compat.size(target) and bool(xp.any((target < 0) | (target >= c))):
-        raise ValueError(f"target has class indices outside [0, {c})")
+    _check_labels(target, logits, ax)
     ct = compat.compute_dtype(logits, xp)
-    o = xp.moveaxis(_to(xp, logits, ct), ax, -1)
+    o = xp.moveaxis(compat.cast(logits, ct, xp), ax, -1)
     mu = xp.mean(o, axis=-1, keepdims=True)
     d = o - mu
     amax = xp.max(xp.abs(d), axis=-1, keepdims=True)
@@ -457,28 +495,27 @@ def spherical_z_loss_fwd(logits, target, *, a, b, eps=1e-12, axis=1, reduction="
     ds = d / scale
     sigma = scale * xp.sqrt(xp.mean(ds * ds, axis=-1, keepdims=True) + eps / scale / scale)
     z = d / sigma
-    onehot = xp.astype(target[..., None], xp.int64) == xp.arange(c, dtype=xp.int64, device=compat.device(o))
+    onehot = xp.astype(target[..., None], xp.int64) == compat.arange(c, like=o, dtype=xp.int64)
     zc = xp.sum(xp.where(onehot, z, xp.zeros_like(z)), axis=-1)
     t = a * (b - zc)
     per = xp.logaddexp(xp.zeros_like(t), t) / a
     n = math.prod(per.shape)
-    loss = _reduce(xp, per, reduction, float(n))
-    res = (z, sigma, zc, onehot, t, a, reduction, n, ax, logits.dtype)
-    return _to(xp, loss, logits.dtype), res
+    loss = reduce_loss(per, reduction, xp, float(n))
+    res = SphericalZLossRes(z, sigma, zc, onehot, t, float(a), reduction, n, ax, logits.dtype)
+    return compat.cast(loss, logits.dtype, xp), res
 
 
-def spherical_z_loss_bwd(res, dy):
-    z, sigma, zc, onehot, t, a, reduction, n, ax, dtype = res
+def spherical_z_loss_bwd(res: SphericalZLossRes, dy):
+    z = res.z
     xp = compat.array_namespace(z)
-    ct = z.dtype
-    g = _to(xp, dy, ct)
-    if reduction == "mean":
-        g = g / n
-    s = 1.0 / (1.0 + xp.exp(-t))  # sigmoid(a(b - z_c)); dL/dz_c = -s
+    g = compat.cast(dy, z.dtype, xp)
+    if res.reduction == "mean":
+        g = g / res.n
+    s = 1.0 / (1.0 + xp.exp(-res.t))  # sigmoid(a(b - z_c)); dL/dz_c = -s
     dd = z.shape[-1]
-    coef = (-s * (g if reduction != "none" else g))[..., None]
-    dx = coef * (xp.astype(onehot, ct) - 1.0 / dd - zc[..., None] * z / dd) / sigma
-    return _to(xp, xp.moveaxis(dx, -1, ax), dtype), None
+    coef = (-s * g)[..., None]
+    dx = coef * (xp.astype(res.onehot, z.dtype) - 1.0 / dd - res.zc[..., None] * z / dd) / res.sigma
+    return compat.cast(xp.moveaxis(dx, -1, res.ax), res.dtype, xp), None
 
 
-ops.register("norm.spherical_z_loss", spherical_z_loss, spherical_z_loss_fwd, spherical_z_loss_bwd)
+vjp(spherical_z_loss, spherical_z_loss_fwd, spherical_z_loss_bwd, nondiff_argnums=(1,), validate=True)

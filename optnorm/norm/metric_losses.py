@@ -2,51 +2,34 @@
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
-from .._lib import compat, ops, validate
-
-__all__ = ["decoupled_softmax_loss", "cosine_softmax_loss"]
-
-
-def _as(xp, a, dt):
-    return a if a is None or a.dtype == dt else xp.astype(a, dt)
-
-
-def _softplus(u, xp):
-    return xp.maximum(u, 0.0) + xp.log1p(xp.exp(-xp.abs(u)))
-
-
-def _sigmoid(u, xp):
-    e = xp.exp(-xp.abs(u))
-    return xp.where(u >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
-def _reduce(loss, w, reduction, xp):
-    if w is not None:
-        loss = loss * w
-    if reduction == "none":
-        return loss
-    return xp.sum(loss) if reduction == "sum" else xp.mean(loss)
-
-
-def _reduce_bwd(dy, shape, reduction, xp):
-    if reduction == "none":
-        return dy
-    n = math.prod(shape) if shape else 1
-    g = dy / n if reduction == "mean" else dy
-    return xp.broadcast_to(g, shape) if shape else g
-
-
-def _check_weights(weights, shape, xp):
-    if weights is None:
-        return None
-    validate.check_float(weights, "weights", xp)
-    if tuple(weights.shape) != tuple(shape):
-        raise ValueError(f"weights has shape {tuple(weights.shape)}, expected {tuple(shape)} (one per sample)")
-    return weights
+from .._lib import compat
+from .._lib.api import public, vjp
+from .._lib.roles import Array, Choice, Float, Labels, NonNegative, Positive
+from ._common import REDUCTIONS, reduce_loss, reduce_loss_bwd, safe_norm, sigmoid, softplus
 
 
 # ---------------------------------------------------------------- decoupled softmax
+class DecoupledSoftmaxRes(NamedTuple):
+    t: Any
+    q: Any
+    r: Any
+    inv: Any
+    w: Any
+    reduction: str
+    lshape: tuple
+    dtype: Any
+
+
+def _decoupled_example(rng, dtype):
+    t = (rng.random((3, 5)) < 0.4).astype(dtype)
+    t[:, 0], t[:, 1] = 1, 0
+    return (rng.standard_normal((3, 5)).astype(dtype), t, (0.5 + rng.random(3)).astype(dtype)), {}
+
+
+@public(logits=Float("... c"), targets=Array("... c", dtype="any", finite=True, sign="nonnegative"),
+        weights=Float(optional=True), reduction=Choice(REDUCTIONS), example=_decoupled_example)
 def decoupled_softmax_loss(logits, targets, weights=None, *, reduction="mean"):
     """Decoupled softmax loss of DEXML: each positive label competes with the negatives only.
 
@@ -88,17 +71,14 @@ def decoupled_softmax_loss(logits, targets, weights=None, *, reduction="mean"):
 
 
 def decoupled_softmax_loss_fwd(logits, targets, weights=None, *, reduction="mean"):
-    xp = validate.check_same_namespace(logits=logits, targets=targets, weights=weights)
-    validate.check_float(logits, "logits", xp)
-    if logits.ndim < 1:
-        raise ValueError("logits must have shape (..., C)")
-    validate.check_array(targets, "targets")
+    xp = compat.array_namespace(logits, targets, weights)
     if tuple(targets.shape) != tuple(logits.shape):
         raise ValueError(f"targets has shape {tuple(targets.shape)}, expected {tuple(logits.shape)} like logits")
-    _check_weights(weights, logits.shape[:-1], xp)
-    validate.check_in(reduction, ("mean", "sum", "none"), "reduction")
+    if weights is not None and tuple(weights.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(f"weights has shape {tuple(weights.shape)}, expected {tuple(logits.shape[:-1])} (one per "
+                         "sample)")
     dt = compat.compute_dtype(logits, xp)
-    z = _as(xp, logits, dt)
+    z = compat.cast(logits, dt, xp)
     t = xp.astype(targets, dt)
     pos = t > 0
     zn = xp.where(pos, -math.inf, z)
@@ -107,36 +87,53 @@ def decoupled_softmax_loss_fwd(logits, targets, weights=None, *, reduction="mean
     se = xp.sum(xp.exp(zn - mx), axis=-1, keepdims=True)
     has_neg = se > 0
     lse = xp.where(has_neg, mx + xp.log(xp.where(has_neg, se, 1.0)), -math.inf)
-    u = lse - z  # LSE_neg − s
+    u = xp.where(has_neg, lse, 0.0) - z  # LSE_neg - s
     npos = xp.sum(t, axis=-1, keepdims=True)
     inv = xp.where(npos > 0, 1.0 / xp.where(npos > 0, npos, 1.0), 0.0)
-    sp = xp.where(pos & has_neg, _softplus(xp.where(has_neg, u, 0.0), xp), 0.0)
+    sp = xp.where(pos & has_neg, softplus(u, xp), 0.0)
     loss = xp.sum(t * sp, axis=-1) * inv[..., 0]
-    w = _as(xp, weights, dt)
-    y = _reduce(loss, w, reduction, xp)
+    w = compat.cast(weights, dt, xp)
+    y = reduce_loss(loss if w is None else loss * w, reduction, xp)
     r = xp.where(pos | ~has_neg, 0.0, xp.exp(zn - xp.where(has_neg, lse, 0.0)))
-    qn = xp.where(pos & has_neg, _sigmoid(xp.where(has_neg, u, 0.0), xp), 0.0)
-    res = (t, qn, r, inv, w, reduction, tuple(loss.shape), logits.dtype)
-    return _as(xp, y, logits.dtype), res
+    qn = xp.where(pos & has_neg, sigmoid(u, xp), 0.0)
+    res = DecoupledSoftmaxRes(t, qn, r, inv, w, reduction, tuple(loss.shape), logits.dtype)
+    return compat.cast(y, logits.dtype, xp), res
 
 
-def decoupled_softmax_loss_bwd(res, dy):
-    t, q, r, inv, w, reduction, lshape, dtype = res
+def decoupled_softmax_loss_bwd(res: DecoupledSoftmaxRes, dy):
+    t = res.t
     xp = compat.array_namespace(t)
-    g = _reduce_bwd(_as(xp, dy, t.dtype), lshape, reduction, xp)
-    if w is not None:
-        g = g * w
-    g = g[..., None] * inv
-    tq = t * q
-    dz = g * (-tq + r * xp.sum(tq, axis=-1, keepdims=True))
-    return _as(xp, dz, dtype), None, None
+    g = reduce_loss_bwd(compat.cast(dy, t.dtype, xp), res.lshape, res.reduction, xp)
+    if res.w is not None:
+        g = g * res.w
+    g = g[..., None] * res.inv
+    tq = t * res.q
+    dz = g * (-tq + res.r * xp.sum(tq, axis=-1, keepdims=True))
+    return compat.cast(dz, res.dtype, xp), None, None
 
 
-ops.register("norm.decoupled_softmax_loss", decoupled_softmax_loss, decoupled_softmax_loss_fwd,
-             decoupled_softmax_loss_bwd, nondiff_argnums=(1, 2))
+vjp(decoupled_softmax_loss, decoupled_softmax_loss_fwd, decoupled_softmax_loss_bwd, nondiff_argnums=(1, 2),
+    validate=True)
 
 
 # ---------------------------------------------------------------- cosine softmax
+class CosineSoftmaxRes(NamedTuple):
+    xh: Any
+    wh: Any
+    nx: Any
+    nw: Any
+    onehot: Any
+    p: Any
+    dct: Any
+    s: float
+    reduction: str
+    lshape: tuple
+    dtypes: tuple
+
+
+@public(features=Float("n d"), weights=Float("c d"), labels=Labels("n", classes="c"), scale=Positive(),
+        margin=NonNegative(), margin_type=Choice(("additive", "angular")), reduction=Choice(REDUCTIONS),
+        eps=Positive())
 def cosine_softmax_loss(features, weights, labels, *, scale=30.0, margin=0.0, margin_type="additive",
                         reduction="mean", eps=1e-12):
     """Normalised (cosine) softmax cross-entropy with an additive or angular margin on the target.
@@ -179,35 +176,17 @@ def cosine_softmax_loss(features, weights, labels, *, scale=30.0, margin=0.0, ma
 
 def cosine_softmax_loss_fwd(features, weights, labels, *, scale=30.0, margin=0.0, margin_type="additive",
                             reduction="mean", eps=1e-12):
-    xp = validate.check_same_namespace(features=features, weights=weights, labels=labels)
-    validate.check_float(features, "features", xp)
-    validate.check_float(weights, "weights", xp)
-    if features.ndim != 2:
-        raise ValueError(f"features must have shape (N, d), got shape {tuple(features.shape)}")
-    if weights.ndim != 2 or weights.shape[1] != features.shape[1]:
-        raise ValueError(f"weights must have shape (C, {features.shape[1]}), got shape {tuple(weights.shape)}")
-    validate.check_array(labels, "labels")
-    if compat.is_floating(labels, xp):
-        raise TypeError(f"labels must be an integer array, got {labels.dtype}")
-    if tuple(labels.shape) != (features.shape[0],):
-        raise ValueError(f"labels has shape {tuple(labels.shape)}, expected ({features.shape[0]},)")
-    s = validate.check_positive(scale, "scale")
-    m = validate.check_nonnegative(margin, "margin")
-    validate.check_in(margin_type, ("additive", "angular"), "margin_type")
-    validate.check_in(reduction, ("mean", "sum", "none"), "reduction")
-    eps = validate.check_positive(eps, "eps")
+    xp = compat.array_namespace(features, weights, labels)
+    s, m = float(scale), float(margin)
     C = weights.shape[0]
-    if compat.is_concrete(labels) and compat.size(labels):
-        lo, hi = int(xp.min(labels)), int(xp.max(labels))
-        if lo < 0 or hi >= C:
-            raise ValueError(f"labels must be in [0, {C}) (one per class of weights), got values in [{lo}, {hi}]")
     dt = compat.compute_dtype(features, xp)
-    x, w = _as(xp, features, dt), _as(xp, weights, dt)
-    nx = xp.maximum(xp.sqrt(xp.sum(x * x, axis=-1, keepdims=True)), eps)
-    nw = xp.maximum(xp.sqrt(xp.sum(w * w, axis=-1, keepdims=True)), eps)
+    x, w = compat.cast(features, dt, xp), compat.cast(weights, dt, xp)
+    nx = xp.maximum(safe_norm(x, -1, xp), eps)
+    nw = xp.maximum(safe_norm(w, -1, xp), eps)
     xh, wh = x / nx, w / nw
     cos = xp.matmul(xh, xp.matrix_transpose(wh))
-    onehot = xp.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(xp.arange(C, dtype=labels.dtype), (1, C)), dt)
+    onehot = xp.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(compat.arange(C, like=labels, dtype=labels.dtype),
+                                                                 (1, C)), dt)
     if margin_type == "additive":
         ct = cos - m
         dct = None
@@ -222,25 +201,25 @@ def cosine_softmax_loss_fwd(features, weights, labels, *, scale=30.0, margin=0.0
     se = xp.sum(e, axis=-1, keepdims=True)
     loss = (mx + xp.log(se))[..., 0] - xp.sum(onehot * z, axis=-1)
     p = e / se
-    y = _reduce(loss, None, reduction, xp)
-    res = (xh, wh, nx, nw, onehot, p, dct, s, reduction, tuple(loss.shape), features.dtype, weights.dtype)
-    return _as(xp, y, features.dtype), res
+    y = reduce_loss(loss, reduction, xp)
+    res = CosineSoftmaxRes(xh, wh, nx, nw, onehot, p, dct, s, reduction, tuple(loss.shape),
+                           (features.dtype, weights.dtype))
+    return compat.cast(y, features.dtype, xp), res
 
 
-def cosine_softmax_loss_bwd(res, dy):
-    xh, wh, nx, nw, onehot, p, dct, s, reduction, lshape, dtf, dtw = res
+def cosine_softmax_loss_bwd(res: CosineSoftmaxRes, dy):
+    xh, wh = res.xh, res.wh
     xp = compat.array_namespace(xh)
-    g = _reduce_bwd(_as(xp, dy, xh.dtype), lshape, reduction, xp)
-    dz = (p - onehot) * g[..., None]
-    dcos = s * dz
-    if dct is not None:
-        dcos = dcos * (1.0 + onehot * (dct - 1.0))
+    g = reduce_loss_bwd(compat.cast(dy, xh.dtype, xp), res.lshape, res.reduction, xp)
+    dz = (res.p - res.onehot) * g[..., None]
+    dcos = res.s * dz
+    if res.dct is not None:
+        dcos = dcos * (1.0 + res.onehot * (res.dct - 1.0))
     dxh = xp.matmul(dcos, wh)
     dwh = xp.matmul(xp.matrix_transpose(dcos), xh)
-    dx = (dxh - xh * xp.sum(dxh * xh, axis=-1, keepdims=True)) / nx
-    dw = (dwh - wh * xp.sum(dwh * wh, axis=-1, keepdims=True)) / nw
-    return _as(xp, dx, dtf), _as(xp, dw, dtw), None
+    dx = (dxh - xh * xp.sum(dxh * xh, axis=-1, keepdims=True)) / res.nx
+    dw = (dwh - wh * xp.sum(dwh * wh, axis=-1, keepdims=True)) / res.nw
+    return compat.cast(dx, res.dtypes[0], xp), compat.cast(dw, res.dtypes[1], xp), None
 
 
-ops.register("norm.cosine_softmax_loss", cosine_softmax_loss, cosine_softmax_loss_fwd, cosine_softmax_loss_bwd,
-             nondiff_argnums=(2,))
+vjp(cosine_softmax_loss, cosine_softmax_loss_fwd, cosine_softmax_loss_bwd, nondiff_argnums=(2,), validate=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from .._lib import compat, validate
+from .._lib import compat
 from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
 from .._lib.roles import Axis, Choice, Float, Out
@@ -31,10 +31,6 @@ _CUDA_BLOCK = 256
 # ------------------------------------------------------------------------------------------ helpers
 def _itemsize(xp, dt) -> int:
     return 8 if dt == xp.float64 else 4
-
-
-def _to(xp, a, dt):
-    return compat.cast(a, dt, xp)
 
 
 # roles shared by the whole family: a non-empty float array of >= 1 dims, an axis of it, an out= like it
@@ -59,7 +55,7 @@ def _log_terms(xc, axis, method, xp):
     z = xc - m
     if method == "safe":
         s = xp.sum(xp.exp(z), axis=axis, keepdims=True)
-    return z, _to(xp, s, dt)
+    return z, compat.cast(s, dt, xp)
 
 
 def _online_stats(xc, axis, xp):
@@ -88,7 +84,7 @@ def _two_pass_terms(xc, axis, xp):
 
     The reduction is Cody-Waite (x - n*ln2_hi - n*ln2_lo) while |n| < 2**14 and base 2 beyond
     (f = x*log2e - n, exact in floating point): the Cody-Waite step alone breaks at |x| ~ 1e30 in f32,
-    where n*ln2_hi is rounded by ~1e23 (reference note norm.md section 1.3).
+    where n*ln2_hi is rounded by ~1e23.
     """
     isz = _itemsize(xp, xc.dtype)
     ninf = xc == -math.inf
@@ -111,7 +107,7 @@ def _two_pass_terms(xc, axis, xp):
 
 def _softmax_generic(x, *, axis, method, masked_row, log, out, xp):
     ct = compat.compute_dtype(x, xp)
-    xc = _to(xp, x, ct)
+    xc = compat.cast(x, ct, xp)
     z, s = _log_terms(xc, axis, method, xp)
     masked = s == 0
     s1 = xp.where(masked, xp.ones_like(s), s)
@@ -121,12 +117,12 @@ def _softmax_generic(x, *, axis, method, masked_row, log, out, xp):
         y = xp.exp(z) / s1  # masked rows: 0
     if masked_row == "nan":
         y = xp.where(masked, xp.full_like(y, math.nan), y)
-    return compat.write_out(out, _to(xp, y, x.dtype))
+    return compat.write_out(out, compat.cast(y, x.dtype, xp))
 
 
 def _softmax_bwd_generic(y, dy, *, axis, log, masked_row, xp):
     ct = compat.compute_dtype(y, xp)
-    yc, gc = _to(xp, y, ct), _to(xp, dy, ct)
+    yc, gc = compat.cast(y, ct, xp), compat.cast(dy, ct, xp)
     if log:
         p = xp.exp(yc)
         dx = gc - p * xp.sum(gc, axis=axis, keepdims=True)
@@ -135,7 +131,7 @@ def _softmax_bwd_generic(y, dy, *, axis, log, masked_row, xp):
             dx = xp.where(masked, xp.zeros_like(dx), dx)
     else:
         dx = yc * (gc - xp.sum(gc * yc, axis=axis, keepdims=True))
-    return _to(xp, dx, y.dtype)
+    return compat.cast(dx, y.dtype, xp)
 
 
 _softmax = Dispatcher("norm.softmax", serves=("norm.softmax", "norm.log_softmax"))
@@ -164,20 +160,13 @@ def _softmax_cuda(x, *, axis, method, masked_row, log, out, xp):
     import cupy
     import numpy as np
 
-    from .._cuda import loader
+    from .._cuda import launch
 
-    xm = cupy.ascontiguousarray(cupy.moveaxis(x, axis, -1))
-    n = xm.shape[-1]
-    rows = xm.reshape(-1, n)
+    rows = launch.as_rows(x, axis)
     y = cupy.empty_like(rows)
-    if rows.shape[0]:
-        k = loader.kernel("norm", f"softmax_fwd<{loader.dtype_name(x.dtype)}>")
-        k((rows.shape[0],), (_CUDA_BLOCK,), (rows, y, np.int64(n), np.int32(log), np.int32(masked_row == "zero")))
-    yy = cupy.moveaxis(y.reshape(xm.shape), -1, axis)
-    if out is not None:
-        out[...] = yy
-        return out
-    return yy
+    launch.rows("norm", "softmax_fwd", x.dtype, rows.shape[0],
+                (rows, y, rows.shape[1], np.int32(log), np.int32(masked_row == "zero")), block=_CUDA_BLOCK)
+    return launch.from_rows(y, tuple(x.shape), axis, out)
 
 
 @_softmax_bwd.cuda(when=lambda y, dy, **kw: str(y.dtype) in ("float32", "float64") and y.dtype == dy.dtype)
@@ -185,17 +174,14 @@ def _softmax_bwd_cuda(y, dy, *, axis, log, masked_row, xp):
     import cupy
     import numpy as np
 
-    from .._cuda import loader
+    from .._cuda import launch
 
-    ym = cupy.ascontiguousarray(cupy.moveaxis(y, axis, -1))
-    gm = cupy.ascontiguousarray(cupy.moveaxis(dy, axis, -1))
-    n = ym.shape[-1]
+    ym = launch.as_rows(y, axis)
+    gm = launch.as_rows(dy, axis)
     dx = cupy.empty_like(ym)
-    rows = ym.size // n if n else 0
-    if rows:
-        k = loader.kernel("norm", f"softmax_bwd<{loader.dtype_name(y.dtype)}>")
-        k((rows,), (_CUDA_BLOCK,), (ym, gm, dx, np.int64(n), np.int32(log), np.int32(masked_row == "zero")))
-    return cupy.moveaxis(dx, -1, axis)
+    launch.rows("norm", "softmax_bwd", y.dtype, ym.shape[0],
+                (ym, gm, dx, ym.shape[1], np.int32(log), np.int32(masked_row == "zero")), block=_CUDA_BLOCK)
+    return launch.from_rows(dx, tuple(y.shape), axis)
 
 
 # ------------------------------------------------------------------------------------------ softmax
@@ -335,6 +321,15 @@ def _s(xc, xp):
     return xp.where(xc >= 0, pos, neg)
 
 
+def _s_rows(xc, ax, xp):
+    """(s(x) / M, M) with M the row max of s: the row sum of s overflows for logits near the dtype's
+    largest value (3e38 in float32), the sum of s / M (at most the row length) never does."""
+    s = _s(xc, xp)
+    m = xp.max(s, axis=ax, keepdims=True)
+    m = xp.where(m > 0, m, xp.ones_like(m))  # all-(-inf) rows: s = 0 (the result is NaN, as 0/0)
+    return s / m, m
+
+
 def _ds(xc, xp):
     neg = 1.0 / (1.0 - xp.clip(xc, None, 0.0))
     return xp.where(xc >= 0, xp.ones_like(xc), neg * neg)
@@ -347,7 +342,8 @@ def stablemax(x, *, axis=-1, out=None):
     From Prieto, Barsbey, Mediano, Birdal, "Grokking at the Edge of Numerical Stability" (ICLR 2025):
     a softmax substitute that grows linearly instead of exponentially, which delays the float
     absorption ("Softmax Collapse") that stalls grokking.  ``s`` is C1 at 0.  No exponential, so no
-    overflow; not shift-invariant (the max is never subtracted).  The official code's ``+1e-30`` in the
+    overflow (the row is divided by its largest s before summing, so logits up to the dtype's largest value
+    are fine); not shift-invariant (the max is never subtracted).  The official code's ``+1e-30`` in the
     negative branch has no effect in float32/64 and is omitted.
 
     Parameters
@@ -371,12 +367,10 @@ def stablemax(x, *, axis=-1, out=None):
     >>> stablemax(np.array([0.0, 1.0, -1.0]))
     array([0.28571429, 0.57142857, 0.14285714])
     """
-    ax = axis
     xp = compat.array_namespace(x)
-    xc = _to(xp, x, compat.compute_dtype(x, xp))
-    s = _s(xc, xp)
-    y = s / xp.sum(s, axis=ax, keepdims=True)
-    return compat.write_out(out, _to(xp, y, x.dtype))
+    sr, _ = _s_rows(compat.cast(x, compat.compute_dtype(x, xp), xp), axis, xp)
+    y = sr / xp.sum(sr, axis=axis, keepdims=True)
+    return compat.write_out(out, compat.cast(y, x.dtype, xp))
 
 
 class StablemaxRes(NamedTuple):
@@ -394,10 +388,10 @@ def stablemax_bwd(res: StablemaxRes, dy):
     x, y, ax = res
     xp = compat.array_namespace(x)
     ct = compat.compute_dtype(x, xp)
-    xc, yc, gc = _to(xp, x, ct), _to(xp, y, ct), _to(xp, dy, ct)
-    big_s = xp.sum(_s(xc, xp), axis=ax, keepdims=True)
-    dx = _ds(xc, xp) / big_s * (gc - xp.sum(gc * yc, axis=ax, keepdims=True))
-    return (_to(xp, dx, x.dtype),)
+    xc, yc, gc = compat.cast(x, ct, xp), compat.cast(y, ct, xp), compat.cast(dy, ct, xp)
+    sr, m = _s_rows(xc, ax, xp)
+    dx = (_ds(xc, xp) / m) / xp.sum(sr, axis=ax, keepdims=True) * (gc - xp.sum(gc * yc, axis=ax, keepdims=True))
+    return (compat.cast(dx, x.dtype, xp),)
 
 
 @public(**_ROW)
@@ -429,12 +423,15 @@ def log_stablemax(x, *, axis=-1, out=None):
     >>> float(log_stablemax(np.array([0.0, 0.0]))[0])
     -0.6931471805599453
     """
-    ax = axis
     xp = compat.array_namespace(x)
-    xc = _to(xp, x, compat.compute_dtype(x, xp))
-    s = _s(xc, xp)
-    y = xp.log(s) - xp.log(xp.sum(s, axis=ax, keepdims=True))
-    return compat.write_out(out, _to(xp, y, x.dtype))
+    xc = compat.cast(x, compat.compute_dtype(x, xp), xp)
+    sr, m = _s_rows(xc, axis, xp)
+    # log(s / M), or log s - log M where s / M underflows (entries far below the row max)
+    tiny = float(xp.finfo(xc.dtype).smallest_normal)
+    log_s = xp.where(xc >= 0, xp.log1p(xp.clip(xc, 0.0, None)), -xp.log1p(-xp.clip(xc, None, 0.0)))
+    log_sr = xp.where(sr >= tiny, xp.log(xp.where(sr >= tiny, sr, xp.ones_like(sr))), log_s - xp.log(m))
+    y = log_sr - xp.log(xp.sum(sr, axis=axis, keepdims=True))
+    return compat.write_out(out, compat.cast(y, x.dtype, xp))
 
 
 def log_stablemax_fwd(x, *, axis=-1, out=None):
@@ -446,11 +443,12 @@ def log_stablemax_bwd(res: StablemaxRes, dy):
     x, _, ax = res
     xp = compat.array_namespace(x)
     ct = compat.compute_dtype(x, xp)
-    xc, gc = _to(xp, x, ct), _to(xp, dy, ct)
-    s = _s(xc, xp)
-    big_s = xp.sum(s, axis=ax, keepdims=True)
-    dx = _ds(xc, xp) * (gc / s - xp.sum(gc, axis=ax, keepdims=True) / big_s)
-    return (_to(xp, dx, x.dtype),)
+    xc, gc = compat.cast(x, ct, xp), compat.cast(dy, ct, xp)
+    sr, m = _s_rows(xc, ax, xp)
+    ds = _ds(xc, xp)
+    dlog = xp.where(xc >= 0, 1.0 / _s(xc, xp), _s(xc, xp))  # s'/s without forming s' / s for large |x|
+    dx = dlog * gc - (ds / m) * (xp.sum(gc, axis=ax, keepdims=True) / xp.sum(sr, axis=ax, keepdims=True))
+    return (compat.cast(dx, x.dtype, xp),)
 
 
 vjp(stablemax, stablemax_fwd, stablemax_bwd)

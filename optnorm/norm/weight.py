@@ -1,15 +1,11 @@
 """Weight standardization (Qiao et al.) and scaled weight standardization (NF-Nets, Brock et al.; FedWon)."""
 from __future__ import annotations
 
-import math
+from typing import Any, NamedTuple
 
-from .._lib import compat, ops, validate
-
-__all__ = ["weight_standardization", "scaled_weight_standardization"]
-
-
-def _as(xp, a, dt):
-    return None if a is None else (a if a.dtype == dt else xp.astype(a, dt))
+from .._lib import compat
+from .._lib.api import public, vjp
+from .._lib.roles import Axis, Bool, Float, Int, Positive, Scalar
 
 
 def _rowmax(xp, d, red):
@@ -17,25 +13,25 @@ def _rowmax(xp, d, red):
     return xp.where(m > 0, m, xp.ones_like(m))
 
 
-def _prep(w, axis, eps, name="w"):
-    validate.check_float(w, name)
-    if w.ndim < 2:
-        raise ValueError(f"{name} must have at least 2 dimensions (an output axis and fan-in axes), "
-                         f"got shape {tuple(w.shape)}")
-    ax = validate.check_axis(axis, w.ndim, "axis")
-    validate.check_positive(eps, "eps")
-    validate.check_nonempty(w, name)
-    red = tuple(i for i in range(w.ndim) if i != ax)
-    n = compat.size(w) // w.shape[ax]
-    return ax, red, n
+def _fan(w, axis):
+    """(the fan-in axes, the fan-in size) of a weight whose output axis is ``axis``."""
+    return tuple(i for i in range(w.ndim) if i != axis), compat.size(w) // w.shape[axis]
 
 
-def _ws_fwd(w, *, eps=1e-5, axis=0, unbiased=True):
+class WeightStdRes(NamedTuple):
+    red: tuple
+    wh: Any
+    r: Any
+    den: int
+    dtype: Any
+
+
+def weight_standardization_fwd(w, *, eps=1e-5, axis=0, unbiased=True):
     xp = compat.array_namespace(w)
-    ax, red, n = _prep(w, axis, eps)
+    red, n = _fan(w, axis)
     if unbiased and n < 2:
         raise ValueError(f"w has fan-in {n}: the unbiased variance needs at least 2 entries per output")
-    wc = _as(xp, w, compat.compute_dtype(w, xp))
+    wc = compat.cast(w, compat.compute_dtype(w, xp), xp)
     d = wc - xp.mean(wc, axis=red, keepdims=True)
     den = (n - 1) if unbiased else n
     # scale by the row's max |d| so (W - mean)^2 cannot overflow or underflow (|W| up to the dtype's max)
@@ -45,9 +41,10 @@ def _ws_fwd(w, *, eps=1e-5, axis=0, unbiased=True):
     q = xp.sqrt(vs + (eps / m) / m)
     wh = ds / q
     r = 1.0 / (q * m)
-    return _as(xp, wh, w.dtype), (xp, red, wh, r, den, w.dtype)
+    return compat.cast(wh, w.dtype, xp), WeightStdRes(red, wh, r, den, w.dtype)
 
 
+@public(w=Float(min_ndim=2), eps=Positive(), axis=Axis("w"), unbiased=Bool())
 def weight_standardization(w, *, eps=1e-5, axis=0, unbiased=True):
     r"""Weight Standardization: each output filter standardized over its fan-in.
 
@@ -79,42 +76,49 @@ def weight_standardization(w, *, eps=1e-5, axis=0, unbiased=True):
     >>> np.allclose(v.reshape(4, -1).mean(1), 0), np.allclose(v.reshape(4, -1).std(1, ddof=1), 1, atol=1e-4)
     (True, True)
     """
-    return _ws_fwd(w, eps=eps, axis=axis, unbiased=unbiased)[0]
+    return weight_standardization_fwd(w, eps=eps, axis=axis, unbiased=unbiased)[0]
 
 
-def weight_standardization_fwd(w, *, eps=1e-5, axis=0, unbiased=True):
-    return _ws_fwd(w, eps=eps, axis=axis, unbiased=unbiased)
+def weight_standardization_bwd(res: WeightStdRes, dy):
+    wh, r, red = res.wh, res.r, res.red
+    xp = compat.array_namespace(wh)
+    g = compat.cast(dy, wh.dtype, xp)
+    dw = r * (g - xp.mean(g, axis=red, keepdims=True) - wh * xp.sum(g * wh, axis=red, keepdims=True) / res.den)
+    return (compat.cast(dw, res.dtype, xp),)
 
 
-def weight_standardization_bwd(res, dy):
-    xp, red, wh, r, den, dt = res
-    g = _as(xp, dy, wh.dtype)
-    dw = r * (g - xp.mean(g, axis=red, keepdims=True) - wh * xp.sum(g * wh, axis=red, keepdims=True) / den)
-    return (_as(xp, dw, dt),)
+vjp(weight_standardization, weight_standardization_fwd, weight_standardization_bwd, validate=True)
 
 
-ops.register("norm.weight_standardization", weight_standardization, weight_standardization_fwd,
-             weight_standardization_bwd)
+class ScaledWeightStdRes(NamedTuple):
+    red: tuple
+    wh: Any
+    r: Any
+    active: Any
+    gc: Any
+    gm: float
+    N: int
+    n: int
+    dtype: Any
+    gdtype: Any
+    gshape: Any
 
 
-def _sws_fwd(w, gain=None, *, eps=1e-4, axis=0, gamma=1.0, fan_in=None):
-    xp = validate.check_same_namespace(w=w, gain=gain)
-    ax, red, n = _prep(w, axis, eps)
+def scaled_weight_standardization_fwd(w, gain=None, *, eps=1e-4, axis=0, gamma=1.0, fan_in=None):
+    xp = compat.array_namespace(w, gain)
+    red, n = _fan(w, axis)
     gm = float(gamma)
-    if not math.isfinite(gm):
-        raise ValueError("gamma must be finite")
-    N = n if fan_in is None else validate.check_int(fan_in, "fan_in", low=1)
+    N = n if fan_in is None else fan_in
     cdt = compat.compute_dtype(w, xp)
     bs = [1] * w.ndim
-    bs[ax] = w.shape[ax]
+    bs[axis] = w.shape[axis]
     if gain is not None:
-        validate.check_float(gain, "gain")
-        if tuple(gain.shape) not in ((w.shape[ax],), tuple(bs)):
-            raise ValueError(f"gain has shape {tuple(gain.shape)}, expected ({w.shape[ax]},) (one per output)")
-        gc = xp.reshape(_as(xp, gain, cdt), tuple(bs))
+        if tuple(gain.shape) not in ((w.shape[axis],), tuple(bs)):
+            raise ValueError(f"gain has shape {tuple(gain.shape)}, expected ({w.shape[axis]},) (one per output)")
+        gc = xp.reshape(compat.cast(gain, cdt, xp), tuple(bs))
     else:
         gc = None
-    wc = _as(xp, w, cdt)
+    wc = compat.cast(w, cdt, xp)
     d = wc - xp.mean(wc, axis=red, keepdims=True)
     m = _rowmax(xp, d, red)           # overflow-safe: everything in units of the row's max |W - mean|
     ds = d / m
@@ -125,11 +129,17 @@ def _sws_fwd(w, gain=None, *, eps=1e-4, axis=0, gamma=1.0, fan_in=None):
     wh = ds / q
     r = 1.0 / (q * m)
     y = gm * wh if gc is None else (gm * gc) * wh
-    res = (xp, red, wh, r, active, gc, gm, N, n, w.dtype, None if gain is None else gain.dtype,
-           None if gain is None else tuple(gain.shape))
-    return _as(xp, y, w.dtype), res
+    res = ScaledWeightStdRes(red, wh, r, active, gc, gm, N, n, w.dtype, None if gain is None else gain.dtype,
+                             None if gain is None else tuple(gain.shape))
+    return compat.cast(y, w.dtype, xp), res
 
 
+def _gain_example(rng, dtype):
+    return (rng.standard_normal((4, 6)).astype(dtype), (1.0 + 0.1 * rng.standard_normal(4)).astype(dtype)), {}
+
+
+@public(w=Float(min_ndim=2), gain=Float(optional=True, min_ndim=1), eps=Positive(), axis=Axis("w"), gamma=Scalar(),
+        fan_in=Int(1, optional=True), example=_gain_example)
 def scaled_weight_standardization(w, gain=None, *, eps=1e-4, axis=0, gamma=1.0, fan_in=None):
     r"""Scaled Weight Standardization (NF-Nets), also the convolution of FedWon.
 
@@ -168,16 +178,13 @@ def scaled_weight_standardization(w, gain=None, *, eps=1e-4, axis=0, gamma=1.0, 
     >>> np.allclose((v ** 2).sum(1), 1)
     True
     """
-    return _sws_fwd(w, gain, eps=eps, axis=axis, gamma=gamma, fan_in=fan_in)[0]
+    return scaled_weight_standardization_fwd(w, gain, eps=eps, axis=axis, gamma=gamma, fan_in=fan_in)[0]
 
 
-def scaled_weight_standardization_fwd(w, gain=None, *, eps=1e-4, axis=0, gamma=1.0, fan_in=None):
-    return _sws_fwd(w, gain, eps=eps, axis=axis, gamma=gamma, fan_in=fan_in)
-
-
-def scaled_weight_standardization_bwd(res, dy):
-    xp, red, wh, r, active, gc, gm, N, n, dt, gdt, gshape = res
-    g = _as(xp, dy, wh.dtype)
+def scaled_weight_standardization_bwd(res: ScaledWeightStdRes, dy):
+    red, wh, r, active, gc, gm, N, n, dt, gdt, gshape = res
+    xp = compat.array_namespace(wh)
+    g = compat.cast(dy, wh.dtype, xp)
     gh = gm * g if gc is None else (gm * gc) * g
     # d/dw of (w - mu) / sqrt(max(N var_b, eps)): the var term only where the max is N var_b
     s = xp.sum(gh * wh, axis=red, keepdims=True)
@@ -186,8 +193,8 @@ def scaled_weight_standardization_bwd(res, dy):
     dg = None
     if gc is not None:
         dg = xp.reshape(gm * xp.sum(g * wh, axis=red, keepdims=True), gshape)
-    return _as(xp, dw, dt), _as(xp, dg, gdt)
+    return compat.cast(dw, dt, xp), compat.cast(dg, gdt, xp)
 
 
-ops.register("norm.scaled_weight_standardization", scaled_weight_standardization, scaled_weight_standardization_fwd,
-             scaled_weight_standardization_bwd)
+vjp(scaled_weight_standardization, scaled_weight_standardization_fwd, scaled_weight_standardization_bwd,
+    validate=True)

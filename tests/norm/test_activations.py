@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 from optnorm.norm import alpha_dropout, cosine_similarity, selu, snr_distance
 from optnorm.testing import assert_close, check_vjp
 
-torch = pytest.importorskip("torch")
+from . import torch
 import torch.nn.functional as F  # noqa: E402
 
 LAM, ALP = 1.0507009873554804934193349852946, 1.6732632423543772848170429916717
@@ -17,11 +17,11 @@ LAM, ALP = 1.0507009873554804934193349852946, 1.6732632423543772848170429916717
 def test_selu(xp, rng):
     x = rng.standard_normal((4, 5)) * 3
     ref = np.array([LAM * v if v > 0 else LAM * ALP * np.expm1(v) for v in x.ravel()]).reshape(x.shape)
-    assert_close(selu(xp.asarray(x)), ref, rtol=1e-14, atol=1e-15)
-    assert_close(selu(xp.asarray(x)), F.selu(torch.tensor(x)).numpy(), rtol=1e-14, atol=1e-15)
+    assert_close(selu(xp.asarray(x)), ref, rtol=1e-14, atol=1e-15, xp=xp)
+    assert_close(selu(xp.asarray(x)), F.selu(torch.tensor(x)).numpy(), rtol=1e-14, atol=1e-15, xp=xp)
     y32 = selu(xp.asarray(x.astype(np.float32)))
     assert "float32" in str(y32.dtype)
-    assert_close(y32, ref, rtol=1e-6, atol=1e-6)
+    assert_close(y32, ref.astype(np.float32), rtol=1e-6, atol=1e-6, xp=xp)
     check_vjp("norm.selu", x)
 
 
@@ -41,9 +41,9 @@ def test_alpha_dropout_statistics_and_formula(xp, rng):
     assert abs(t.mean() - y_np.mean()) < 0.02 and abs(t.var() - y_np.var()) < 0.03
     assert set(np.round(t[np.isclose(t, a * ap + b)], 10)) == {round(a * ap + b, 10)}
     # reproducible by seed, identity in eval, zeros at p = 1
-    assert_close(alpha_dropout(xp.asarray(x), p=p, seed=3), y_np, rtol=0)
-    assert_close(alpha_dropout(xp.asarray(x), p=p, training=False), x, rtol=0)
-    assert_close(alpha_dropout(xp.asarray(x[:5]), p=1.0), np.zeros(5), rtol=0)
+    assert_close(alpha_dropout(xp.asarray(x), p=p, seed=3), y_np, rtol=0, xp=xp)
+    assert_close(alpha_dropout(xp.asarray(x), p=p, training=False), x, rtol=0, xp=xp)
+    assert_close(alpha_dropout(xp.asarray(x[:5]), p=1.0), np.zeros(5), rtol=0, xp=xp)
     check_vjp("norm.alpha_dropout", rng.standard_normal((3, 4)), opts={"p": 0.3, "seed": 5})
 
 
@@ -63,9 +63,9 @@ def test_cosine_similarity(xp, rng):
     for axis in (-1, 0):
         aa, bb = (a, b) if axis == -1 else (np.moveaxis(np.broadcast_to(a, (4, 3, 6)), -1, 0), np.moveaxis(b, -1, 0)[:, None])
         got = cosine_similarity(xp.asarray(aa), xp.asarray(bb), axis=axis, eps=1e-8)
-        assert_close(got, ref_cos(aa, bb, axis, 1e-8), rtol=1e-12, atol=1e-14)
+        assert_close(got, ref_cos(aa, bb, axis, 1e-8), rtol=1e-12, atol=1e-14, xp=xp)
         assert_close(got, F.cosine_similarity(torch.tensor(aa), torch.tensor(bb), dim=axis).numpy(), rtol=1e-10,
-                     atol=1e-14)
+                     atol=1e-14, xp=xp)
     a[0, 0] *= 1e10
     check_vjp("norm.cosine_similarity", a, b, opts={"eps": 1e-8})
     check_vjp("norm.cosine_similarity", rng.standard_normal((3, 4)) * 1e-3, rng.standard_normal((3, 4)),
@@ -75,14 +75,14 @@ def test_cosine_similarity(xp, rng):
 def test_snr_distance(xp, rng):
     a, b = rng.standard_normal((5, 8)), rng.standard_normal((5, 8))
     ref = np.array([np.var(b[i] - a[i]) / np.var(a[i]) for i in range(5)])
-    assert_close(snr_distance(xp.asarray(a), xp.asarray(b)), ref, rtol=1e-12)
+    assert_close(snr_distance(xp.asarray(a), xp.asarray(b)), ref, rtol=1e-12, xp=xp)
     c = rng.standard_normal((3, 8))
     refp = np.array([[np.var(c[j] - a[i], ddof=1) / np.var(a[i], ddof=1) for j in range(3)] for i in range(5)])
-    assert_close(snr_distance(xp.asarray(a), xp.asarray(c), pairwise=True), refp, rtol=1e-10)
+    assert_close(snr_distance(xp.asarray(a), xp.asarray(c), pairwise=True), refp, rtol=1e-10, xp=xp)
     # pytorch-metric-learning's SNRDistance: var(ref - query)/var(query), query = anchor
     ta, tc = torch.tensor(a), torch.tensor(c)
     pml = torch.var(tc[None] - ta[:, None], dim=-1) / torch.var(ta, dim=-1)[:, None]
-    assert_close(snr_distance(xp.asarray(a), xp.asarray(c), pairwise=True), pml.numpy(), rtol=1e-10)
+    assert_close(snr_distance(xp.asarray(a), xp.asarray(c), pairwise=True), pml.numpy(), rtol=1e-10, xp=xp)
     check_vjp("norm.snr_distance", a, b)
     check_vjp("norm.snr_distance", a, c, opts={"pairwise": True})
     check_vjp("norm.snr_distance", a[:, None, :], c[None], opts={"axis": -1})
@@ -131,19 +131,49 @@ def test_extreme_magnitudes(scale, dtype):
 
 
 def test_bad_inputs():
-    with pytest.raises(TypeError, match="x must have a floating dtype"):
+    with pytest.raises(TypeError, match="x must have a real floating dtype"):
         selu(np.arange(3))
     with pytest.raises(ValueError, match="p must be in"):
         alpha_dropout(np.ones(3), p=1.5)
     with pytest.raises(TypeError, match="seed"):
         alpha_dropout(np.ones(3), p=0.5, seed="a")
-    with pytest.raises(ValueError, match="x1 .* and x2 .* do not broadcast"):
+    with pytest.raises(ValueError, match="x2 .* and of x1 .* do not broadcast"):
         cosine_similarity(np.ones((2, 3)), np.ones((2, 4)))
-    with pytest.raises(ValueError, match="eps must be > 0"):
+    with pytest.raises(ValueError, match=r"eps must be in \(0, inf\)"):
         cosine_similarity(np.ones(3), np.ones(3), eps=0)
-    with pytest.raises(TypeError, match="x2 must have a floating dtype"):
+    with pytest.raises(TypeError, match="x2 must have a real floating dtype"):
         cosine_similarity(np.ones(3), np.ones(3, int))
     with pytest.raises(ValueError, match="same last dimension"):
         snr_distance(np.ones((2, 3)), np.ones((2, 4)), pairwise=True)
     with pytest.raises(TypeError, match="anchor is numpy, other is torch"):
         snr_distance(np.ones(3), torch.ones(3))
+
+
+# ------------------------------------------------------------------------------------------ #13 regressions
+def test_snr_distance_of_a_constant_anchor_raises():
+    """A zero (or constant) anchor has Var = 0: no distance; it returned inf/NaN silently."""
+    b = np.array([1.0, 2.0, 4.0])
+    for anchor in (np.zeros(3), np.full(3, 2.5)):
+        with pytest.raises(ValueError, match="anchor has zero variance"):
+            snr_distance(anchor, b)
+        with pytest.raises(ValueError, match="anchor has zero variance"):
+            snr_distance(np.stack([anchor, b]), np.stack([b, b]), pairwise=True)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e300])
+def test_snr_distance_at_extreme_magnitudes(scale, rng):
+    """Variances in units of the rows' largest entries: a common scale changes nothing (no under/overflow)."""
+    a, b = rng.standard_normal((3, 6)), rng.standard_normal((3, 6))
+    assert_close(snr_distance(a * scale, b * scale), snr_distance(a, b), rtol=1e-12)
+    assert_close(snr_distance(a * scale, b * scale, pairwise=True), snr_distance(a, b, pairwise=True), rtol=1e-10)
+    # a tiny anchor against O(1) others: the ratio (~1e600) overflows float64 -> a clear error
+    with pytest.raises(ValueError, match="overflows"):
+        snr_distance(a * 1e-300, b)
+
+
+@pytest.mark.parametrize("seed", ["abc", -1, 1.5, True])
+def test_alpha_dropout_rejects_bad_seeds(seed):
+    with pytest.raises((TypeError, ValueError), match="seed"):
+        alpha_dropout(np.ones(4), seed=seed)
+    y = alpha_dropout(np.ones(4), seed=np.random.default_rng(0))
+    assert_close(y, alpha_dropout(np.ones(4), seed=0), rtol=0)

@@ -35,9 +35,9 @@ def test_task_balanced_weights(xp, rng):
     counts = np.bincount(ids)
     ref = pi[ids] / counts[ids]
     w = task_balanced_weights(xp.asarray(ids), xp.asarray(theta), xp.asarray(n))
-    assert_close(w, ref, rtol=1e-12)
+    assert_close(w, ref, rtol=1e-12, xp=xp)
     w0 = task_balanced_weights(xp.asarray(ids))
-    assert_close(w0, (np.full(3, 1 / 3))[ids] / counts[ids], rtol=1e-12)
+    assert_close(w0, (np.full(3, 1 / 3))[ids] / counts[ids], rtol=1e-12, xp=xp)
 
 
 def test_composition_with_batch_norm_matches_official_forward(rng):
@@ -83,15 +83,15 @@ def test_vjp_and_adapters(rng):
 
 
 def test_bad_input():
-    with pytest.raises(TypeError, match="task_ids must be an integer array"):
+    with pytest.raises(TypeError, match="task_ids must have an integer dtype"):
         task_balanced_weights(np.zeros(3))
     with pytest.raises(ValueError, match="task_ids must be in \\[0, 2\\)"):
         task_balanced_weights(np.array([0, 2]), np.zeros(2))
-    with pytest.raises(ValueError, match="task_logits and task_counts must have the same length"):
+    with pytest.raises(ValueError, match="task_counts has shape .3,.*task_logits has t = 2"):
         task_balanced_weights(np.array([0, 1]), np.zeros(2), np.zeros(3))
-    with pytest.raises(ValueError, match="step must be >= 1"):
+    with pytest.raises(ValueError, match=r"step must be in \[1, inf\)"):
         adab2n_momentum(0, 0.1, 0.5)
     with pytest.raises(ValueError, match="kappa must be in"):
         adab2n_momentum(1, 0.1, 1.5)
-    with pytest.raises(ValueError, match="momentum must be > 0"):
+    with pytest.raises(ValueError, match=r"momentum must be in \(0, 1\]"):
         adab2n_momentum(1, 0.0, 0.5)

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("matplotlib")
-
 
 def test_showcase_quick(tmp_path):
+    pytest.importorskip("matplotlib", reason="the showcase draws its plots with matplotlib")
     from optnorm.norm._demo import showcase
 
     lines = showcase(tmp_path, quick=True)

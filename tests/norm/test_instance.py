@@ -8,32 +8,33 @@ from optnorm._lib import compat
 from optnorm.norm import ibn_norm, instance_norm
 from optnorm.testing import assert_close, check_vjp
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
+from . import F, torch
 
 
 def test_instance_norm_matches_torch(xp, rng):
     x = rng.standard_normal((3, 4, 5, 6))
     w, b = rng.standard_normal(4), rng.standard_normal(4)
     ref = F.instance_norm(torch.tensor(x), weight=torch.tensor(w), bias=torch.tensor(b), eps=1e-4).numpy()
-    assert_close(instance_norm(xp.asarray(x), xp.asarray(w), xp.asarray(b), eps=1e-4), ref, rtol=1e-10, atol=1e-12)
+    assert_close(instance_norm(xp.asarray(x), xp.asarray(w), xp.asarray(b), eps=1e-4), ref, rtol=1e-10, atol=1e-12,
+                 xp=xp)
     ref0 = F.instance_norm(torch.tensor(x)).numpy()
-    assert_close(instance_norm(xp.asarray(x)), ref0, rtol=1e-10, atol=1e-12)
+    assert_close(instance_norm(xp.asarray(x)), ref0, rtol=1e-10, atol=1e-12, xp=xp)
     # channel-last layout
     xl = np.moveaxis(x, 1, -1)
     assert_close(instance_norm(xp.asarray(xl), xp.asarray(w), xp.asarray(b), axis=-1, eps=1e-4),
-                 np.moveaxis(ref, 1, -1), rtol=1e-10, atol=1e-12)
+                 np.moveaxis(ref, 1, -1), rtol=1e-10, atol=1e-12, xp=xp)
 
 
 def test_instance_norm_float32_and_half(rng):
     x = rng.standard_normal((2, 3, 8)).astype(np.float32) * 100 + 1000
     y = instance_norm(x)
     assert y.dtype == np.float32
-    assert_close(y, F.instance_norm(torch.tensor(x, dtype=torch.float64)).numpy(), rtol=1e-3, atol=1e-3)
+    assert_close(y, F.instance_norm(torch.tensor(x, dtype=torch.float64)).numpy(), rtol=1e-3, atol=1e-3,
+                 check_dtype="float32")
     xh = torch.tensor(rng.standard_normal((2, 3, 8)), dtype=torch.bfloat16)
     yh = instance_norm(xh)
     assert yh.dtype == torch.bfloat16
-    assert_close(yh, F.instance_norm(xh.double()).numpy(), rtol=2e-2, atol=2e-2)
+    assert_close(yh, F.instance_norm(xh.double()).numpy(), rtol=2e-2, atol=2e-2, check_dtype="bfloat16")
 
 
 @pytest.mark.parametrize("ratio", [0.5, 0.25, 0.0, 1.0])
@@ -58,10 +59,10 @@ def test_ibn_a_matches_torch_composition(xp, rng, ratio, training):
     y, nrm, nrv = ibn_norm(A(x), A(wi) if c1 else None, A(bi) if c1 else None, A(wb) if c1 < C else None,
                            A(bb) if c1 < C else None, A(rm) if c1 < C else None, A(rv) if c1 < C else None,
                            ratio=ratio, training=training, momentum=0.2)
-    assert_close(y, ref, rtol=1e-9, atol=1e-10)
+    assert_close(y, ref, rtol=1e-9, atol=1e-10, xp=xp)
     if c1 < C:
-        assert_close(nrm, trm.numpy(), rtol=1e-12)
-        assert_close(nrv, trv.numpy(), rtol=1e-12)
+        assert_close(nrm, trm.numpy(), rtol=1e-12, xp=xp)
+        assert_close(nrv, trv.numpy(), rtol=1e-12, xp=xp)
         assert_close(compat.to_numpy(A(rm)), rm)  # inputs not mutated
 
 
@@ -70,7 +71,7 @@ def test_ibn_b(xp, rng):
     w, b = rng.standard_normal(5), rng.standard_normal(5)
     y, rm, rv = ibn_norm(xp.asarray(x), xp.asarray(w), xp.asarray(b), variant="b")
     ref = F.instance_norm(torch.tensor(x), weight=torch.tensor(w), bias=torch.tensor(b)).numpy()
-    assert_close(y, ref, rtol=1e-10, atol=1e-12)
+    assert_close(y, ref, rtol=1e-10, atol=1e-12, xp=xp)
     assert rm is None and rv is None
 
 
@@ -116,11 +117,11 @@ def test_adapters(rng):
 
 def test_bad_input(rng):
     x = rng.standard_normal((2, 4, 3))
-    with pytest.raises(ValueError, match="x must have shape \\(N, C, spatial"):
+    with pytest.raises(ValueError, match="x must have shape >= 3 dimensions"):
         instance_norm(np.ones((2, 3)))
     with pytest.raises(ValueError, match="weight has shape"):
         instance_norm(x, np.ones(3))
-    with pytest.raises(ValueError, match="eps must be > 0"):
+    with pytest.raises(ValueError, match=r"eps must be in \(0, inf\)"):
         instance_norm(x, eps=0.0)
     with pytest.raises(ValueError, match="axis=0 is the batch axis"):
         instance_norm(x, axis=0)

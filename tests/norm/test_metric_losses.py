@@ -31,10 +31,10 @@ def test_decoupled_softmax(xp, rng):
     w = rng.random(6)
     ref = _ref_decoupled(s, t, w)
     assert_close(decoupled_softmax_loss(xp.asarray(s), xp.asarray(t), xp.asarray(w), reduction="none"), ref,
-                 rtol=1e-12, atol=1e-14)
-    assert_close(decoupled_softmax_loss(xp.asarray(s), xp.asarray(t)), _ref_decoupled(s, t).mean(), rtol=1e-12)
+                 rtol=1e-12, atol=1e-14, xp=xp)
+    assert_close(decoupled_softmax_loss(xp.asarray(s), xp.asarray(t)), _ref_decoupled(s, t).mean(), rtol=1e-12, xp=xp)
     assert_close(decoupled_softmax_loss(xp.asarray(s), xp.asarray(t), reduction="sum"), _ref_decoupled(s, t).sum(),
-                 rtol=1e-12)
+                 rtol=1e-12, xp=xp)
 
 
 def test_decoupled_single_positive_is_cross_entropy(rng):
@@ -67,7 +67,7 @@ def test_cosine_softmax(xp, rng, kind, m):
     ref = _ref_cos(x, w, y, 16.0, m, kind)
     got = cosine_softmax_loss(xp.asarray(x), xp.asarray(w), xp.asarray(y), scale=16.0, margin=m, margin_type=kind,
                               reduction="none")
-    assert_close(got, ref, rtol=1e-10)
+    assert_close(got, ref, rtol=1e-10, xp=xp)
 
 
 def test_vjps(rng):
@@ -114,13 +114,13 @@ def test_bad_input(rng):
     with pytest.raises(ValueError, match="reduction must be one of"):
         decoupled_softmax_loss(s, np.ones((3, 4)), reduction="avg")
     x, w = rng.standard_normal((3, 2)), rng.standard_normal((4, 2))
-    with pytest.raises(TypeError, match="labels must be an integer array"):
+    with pytest.raises(TypeError, match="labels must have an integer dtype"):
         cosine_softmax_loss(x, w, np.zeros(3))
-    with pytest.raises(ValueError, match="labels must be in \\[0, 4\\)"):
+    with pytest.raises(ValueError, match=r"labels has label 4, outside \[0, 4\)"):
         cosine_softmax_loss(x, w, np.array([0, 1, 4]))
     with pytest.raises(ValueError, match="margin_type must be one of"):
         cosine_softmax_loss(x, w, np.array([0, 1, 2]), margin_type="mult")
-    with pytest.raises(ValueError, match="scale must be > 0"):
+    with pytest.raises(ValueError, match=r"scale must be in \(0, inf\)"):
         cosine_softmax_loss(x, w, np.array([0, 1, 2]), scale=0)
-    with pytest.raises(ValueError, match="weights must have shape"):
+    with pytest.raises(ValueError, match="weights has shape .* but features has d = 2"):
         cosine_softmax_loss(x, rng.standard_normal((4, 3)), np.array([0, 1, 2]))

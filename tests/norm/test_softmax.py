@@ -25,7 +25,7 @@ def _torch_ref(x, axis, log):
 
 
 def _loop_ref(x, axis, log):
-    """Independent float64 reference: math.fsum over each row."""
+    """Independent reference computed in float64 (math.fsum over each row), returned in x's dtype."""
     import math
 
     xm = np.moveaxis(np.asarray(x, np.float64), axis, -1)
@@ -35,7 +35,7 @@ def _loop_ref(x, axis, log):
         m = row.max()
         s = math.fsum(math.exp(v - m) for v in row)
         out[idx] = (row - m - math.log(s)) if log else np.exp(row - m) / s
-    return np.moveaxis(out, -1, axis)
+    return np.moveaxis(out, -1, axis).astype(np.asarray(x).dtype)
 
 
 # ------------------------------------------------------------------------------------------ values
@@ -46,11 +46,11 @@ def test_matches_reference_and_torch_on_every_backend(xp, method, log, rng):
     f = log_softmax if log else softmax
     for axis in (-1, 1):
         y = f(xp.asarray(x), axis=axis, method=method)
-        assert_close(y, _loop_ref(x, axis, log), rtol=1e-12, atol=1e-13, err_msg=f"{method} axis={axis}")
-        assert_close(y, _torch_ref(x, axis, log), rtol=1e-12, atol=1e-13)
+        assert_close(y, _loop_ref(x, axis, log), rtol=1e-12, atol=1e-13, err_msg=f"{method} axis={axis}", xp=xp)
+        assert_close(y, _torch_ref(x, axis, log), rtol=1e-12, atol=1e-13, xp=xp)
     y32 = f(xp.asarray(x.astype(np.float32)), method=method)
     assert _dt(y32) == "float32"
-    assert_close(y32, _loop_ref(x.astype(np.float32), -1, log), rtol=2e-6, atol=2e-6)
+    assert_close(y32, _loop_ref(x.astype(np.float32), -1, log), rtol=2e-6, atol=2e-6, xp=xp)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -91,11 +91,11 @@ def test_huge_magnitudes_float32_no_overflow(xp, method):
     y = softmax(xp.asarray(x), method=method)
     ref = scipy.special.softmax(x.astype(np.float64), axis=-1)
     assert np.all(np.isfinite(optnorm._lib.compat.to_numpy(y)))
-    assert_close(y, ref, rtol=1e-6, atol=1e-7)
+    assert_close(y, ref, rtol=1e-6, atol=1e-7, check_dtype="float32", xp=xp)
     ly = log_softmax(xp.asarray(x), method=method)
     lref = scipy.special.log_softmax(x.astype(np.float64), axis=-1)
     # two_pass represents x as x*log2(e) rounded to float32: a relative input perturbation <= 2**-24
-    assert_close(ly, lref, rtol=1e-6 if method != "two_pass" else 1e-1, atol=1e-5)
+    assert_close(ly, lref, rtol=1e-6 if method != "two_pass" else 1e-1, atol=1e-5, check_dtype="float32", xp=xp)
     assert np.all(np.isfinite(optnorm._lib.compat.to_numpy(ly)))
 
 
@@ -138,7 +138,7 @@ def test_masked_row_zero_has_zero_vjp(xp, log, path):
     if not log:
         assert dx[1, 1] == 0  # masked entry of a live row: p = 0, no cotangent (log_softmax passes g through)
     assert np.all(np.isfinite(dx))
-    assert_close(f(x, masked_row="zero"), optnorm._lib.compat.to_numpy(y))
+    assert_close(f(x, masked_row="zero"), optnorm._lib.compat.to_numpy(y), xp=xp)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered")
@@ -163,16 +163,16 @@ def test_half_precision_computed_in_float32(xp, rng):
         for method in METHODS:
             y = softmax(xh, method=method)
             assert y.dtype == dt
-            assert_close(y, scipy.special.softmax(xr, axis=-1), rtol=1e-2, atol=2e-3)
+            assert_close(y, scipy.special.softmax(xr, axis=-1), rtol=1e-2, atol=2e-3, check_dtype=nm, xp=xp)
             ly = log_softmax(xh, method=method)
-            assert_close(ly, scipy.special.log_softmax(xr, axis=-1), rtol=1e-2, atol=5e-2)
+            assert_close(ly, scipy.special.log_softmax(xr, axis=-1), rtol=1e-2, atol=5e-2, check_dtype=nm, xp=xp)
 
 
 def test_float16_large_logits_do_not_overflow():
     x = np.array([[60000.0, 59990.0, 0.0]], np.float16)  # exp(12) is already inf in float16
     y = softmax(x)
     assert y.dtype == np.float16 and np.all(np.isfinite(y))
-    assert_close(y, scipy.special.softmax(x.astype(np.float64), axis=-1), atol=1e-3)
+    assert_close(y, scipy.special.softmax(x.astype(np.float64), axis=-1), atol=1e-3, check_dtype="float16")
 
 
 # ------------------------------------------------------------------------------------------ VJPs and adapters
@@ -196,10 +196,10 @@ def test_vjp_on_every_backend(xp, rng):
     ref = y * (g - (g * y).sum(-1, keepdims=True))
     op = ops.get("softmax")
     _, res = op.fwd(xp.asarray(x))
-    assert_close(op.bwd(res, xp.asarray(g))[0], ref, rtol=1e-12, atol=1e-14)
+    assert_close(op.bwd(res, xp.asarray(g))[0], ref, rtol=1e-12, atol=1e-14, xp=xp)
     op = ops.get("log_softmax")
     _, res = op.fwd(xp.asarray(x), method="two_pass")
-    assert_close(op.bwd(res, xp.asarray(g))[0], g - y * g.sum(-1, keepdims=True), rtol=1e-12, atol=1e-14)
+    assert_close(op.bwd(res, xp.asarray(g))[0], g - y * g.sum(-1, keepdims=True), rtol=1e-12, atol=1e-14, xp=xp)
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax", "stablemax", "log_stablemax"])
@@ -241,12 +241,13 @@ def _s_ref(v):
 def test_stablemax_values(xp, rng):
     x = rng.standard_normal((4, 7)) * 3
     s = np.vectorize(_s_ref)(x)
-    assert_close(stablemax(xp.asarray(x)), s / s.sum(-1, keepdims=True), rtol=1e-13)
-    assert_close(log_stablemax(xp.asarray(x)), np.log(s) - np.log(s.sum(-1, keepdims=True)), rtol=1e-13, atol=1e-14)
-    assert_close(stablemax(xp.asarray(x), axis=0), s / s.sum(0, keepdims=True), rtol=1e-13)
+    assert_close(stablemax(xp.asarray(x)), s / s.sum(-1, keepdims=True), rtol=1e-13, xp=xp)
+    assert_close(log_stablemax(xp.asarray(x)), np.log(s) - np.log(s.sum(-1, keepdims=True)), rtol=1e-13, atol=1e-14,
+                 xp=xp)
+    assert_close(stablemax(xp.asarray(x), axis=0), s / s.sum(0, keepdims=True), rtol=1e-13, xp=xp)
     y32 = stablemax(xp.asarray(np.array([[1e30, -1e30, 0.0]], np.float32)))
     assert _dt(y32) == "float32"
-    assert_close(y32, np.array([[1.0, 0.0, 1e-30]]), atol=1e-7)
+    assert_close(y32, np.array([[1.0, 0.0, 1e-30]], np.float32), atol=1e-7, xp=xp)
 
 
 def test_out_argument(xp):
@@ -257,7 +258,7 @@ def test_out_argument(xp):
         return
     out = xp.asarray(np.zeros((1, 3)))
     assert softmax(x, out=out) is out
-    assert_close(out, scipy.special.softmax(np.array([[1.0, 2.0, 3.0]]), axis=-1), rtol=1e-14)
+    assert_close(out, scipy.special.softmax(np.array([[1.0, 2.0, 3.0]]), axis=-1), rtol=1e-14, xp=xp)
     assert log_stablemax(x, out=out) is out
 
 
@@ -286,3 +287,62 @@ def test_bad_input():
         softmax("abc")
     # Python lists are read as NumPy input (float64), as NumPy and SciPy do
     assert_close(softmax([1.0, 2.0]), softmax(np.array([1.0, 2.0])), rtol=0)
+
+
+# ------------------------------------------------------------------------------------------ out= aliasing (#13)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_out_aliasing_the_input_is_correct_on_every_path(path, method, log, axis, rng):
+    """softmax(x, out=x) was wrong on the Numba two_pass path (the output row was the scratch space)."""
+    f = log_softmax if log else softmax
+    for shape in ((3, 5), (4, 3000)):
+        x = rng.standard_normal(shape) * 5
+        ref = f(x.copy(), axis=axis, method=method)
+        buf = x.copy()
+        got = f(buf, axis=axis, method=method, out=buf)
+        assert got is buf
+        assert_close(buf, ref, rtol=1e-13, atol=1e-13, err_msg=f"{path} {method} {shape}")
+        buf32 = x.astype(np.float32)
+        f(buf32, axis=axis, method=method, out=buf32)
+        assert_close(buf32, ref.astype(np.float32), rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("fn", [softmax, log_softmax, stablemax, log_stablemax])
+def test_out_partially_overlapping_the_input_is_refused(path, fn):
+    buf = np.zeros((3, 6))
+    buf[:, :5] = np.arange(15.0).reshape(3, 5)
+    with pytest.raises(ValueError, match="out overlaps x"):
+        fn(buf[:, :5], out=buf[:, 1:])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_read_only_out_is_refused_before_the_kernel(path, method):
+    out = np.empty((2, 3))
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="out is read-only"):
+        softmax(np.ones((2, 3)), method=method, out=out)
+
+
+def test_stablemax_rows_near_the_float32_range():
+    """stablemax / log_stablemax of rows near 3e38: the row sum of s overflowed to inf (NaN/0 results)."""
+    x = np.array([[3e38, 3e38, 1.0, -3e38], [3.4e38, -1.0, 0.0, 2.0]], np.float32)
+    y, ly = stablemax(x), log_stablemax(x)
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(ly))
+    x64 = x.astype(np.float64)
+    s = np.where(x64 >= 0, x64 + 1, 1 / (1 - x64))
+    assert_close(y, (s / s.sum(-1, keepdims=True)).astype(np.float32), rtol=1e-6, atol=1e-30)
+    assert_close(ly, (np.log(s) - np.log(s.sum(-1, keepdims=True))).astype(np.float32), rtol=1e-6)
+
+
+def test_small_calls_run_the_serial_kernel():
+    """A 3 x 5 softmax runs the serial build of the row kernel (no thread-pool wake-up); big ones the parallel."""
+    from optnorm._numba import norm as nb
+
+    k = nb._softmax_safe_rows
+    assert k.build_for(np.ones((3, 5))) is k.serial
+    assert k.build_for(np.ones((1, 10 ** 6))) is k.serial  # one row: nothing to share out
+    if __import__("numba").get_num_threads() > 1:
+        assert k.build_for(np.ones((64, 4096))) is k.parallel
+    x = np.random.default_rng(0).standard_normal((3, 5))
+    assert_close(softmax(x), scipy.special.softmax(x, axis=-1), rtol=1e-14)

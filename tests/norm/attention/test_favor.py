@@ -74,7 +74,7 @@ def test_favor_matches_quadratic_form(xp, rng, causal):
     q, k, v = (rng.standard_normal((2, 7, 4)) * 0.7 for _ in range(3))
     ref = _favor_ref(q, k, v, 12, "simplex", 5, causal)
     y = favor_attention(xp.asarray(q), xp.asarray(k), xp.asarray(v), num_features=12, seed=5, causal=causal)
-    assert_close(y, ref, rtol=1e-9, atol=1e-10)
+    assert_close(y, ref, rtol=1e-9, atol=1e-10, xp=xp)
 
 
 def test_favor_approximates_softmax_attention(rng):
@@ -110,7 +110,7 @@ def test_bad_input(rng):
     x = rng.standard_normal((3, 4))
     with pytest.raises(ValueError, match="coupling must be one of"):
         random_features(x, num_features=4, coupling="qmc")
-    with pytest.raises(ValueError, match="num_features must be >= 1"):
+    with pytest.raises(ValueError, match=r"num_features must be in \[1, inf\)"):
         random_features(x, num_features=0)
     with pytest.raises(ValueError, match="kind must be one of"):
         random_features(x, num_features=4, kind="relu")
@@ -118,3 +118,29 @@ def test_bad_input(rng):
         random_features(x[:, :1], num_features=4)
     with pytest.raises(TypeError, match="seed must be an int or None"):
         favor_attention(x, x, x, num_features=4, seed=np.random.default_rng(0))
+    with pytest.raises(TypeError, match="seed must be None, a non-negative int"):
+        random_projection(4, 8, seed="abc")
+    with pytest.raises(ValueError, match="seed must be non-negative"):
+        random_features(x, num_features=4, seed=-1)
+
+
+@pytest.mark.parametrize("dtype,huge", [(np.float32, 1e30), (np.float64, 1e300)])
+def test_favor_attention_near_the_dtype_range(dtype, huge):
+    """|k|^2 overflowed and the global stabiliser gave 0/0 rows (NaN); exponents are now formed in units of the
+    largest |k| and stabilised per batch element."""
+    rng = np.random.default_rng(3)
+    q, k, v = rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 2))
+    for args in ((q * huge, k, v), (q, k * huge, v), (q, k, v * huge / 10)):
+        y = favor_attention(*(a.astype(dtype) for a in args), num_features=8, seed=0)
+        assert np.all(np.isfinite(y))
+    k2 = k.copy()
+    k2[1] *= 1e3  # one batch element far larger than the other: each keeps its own stabiliser
+    y = favor_attention(q, k2, v, num_features=8, seed=0)
+    assert_close(y[0], favor_attention(q[:1], k2[:1], v[:1], num_features=8, seed=0)[0], rtol=1e-12)
+
+
+def test_trig_features_that_overflow_raise():
+    x = np.full((2, 4), 30.0)  # exp(|x|^2 / 2) = exp(1800) overflows float64
+    with pytest.raises(ValueError, match="x is too large for trig random features"):
+        random_features(x, num_features=4, kind="trig", seed=0)
+    assert np.all(np.isfinite(random_features(x, num_features=4, kind="positive", seed=0)))
