@@ -5,7 +5,6 @@ from .._lib import compat
 from .._lib.api import public
 from .._lib.roles import Choice, Float, Positive
 
-__all__ = ["tract_precondition"]     # tests/norm/test_tract_folding.py asserts it (the norm helper's file)
 
 
 @public(grad_out=Float("... b m"), inputs=Float("... b n"), lam=Positive(), method=Choice(("auto", "primal", "dual")))

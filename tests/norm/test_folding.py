@@ -1,57 +1,24 @@
-"""fold_layer_norm and tract_linear (and the optim function its backward calls, tract_precondition: its tests
-still live here, next to the op that uses it)."""
+"""fold_layer_norm and tract_linear (tract_precondition, which tract_linear's backward calls, is tested in
+tests/optim/test_tract.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from optnorm.norm import fold_layer_norm, layer_norm, tract_linear
-from optnorm.optim import tract_precondition
 from optnorm.testing import assert_close, check_vjp
-
-
-def _official_closed_forms(g, a, lam):
-    """Both expressions as written in the official torch_tract backward (re-typed with NumPy inverses)."""
-    b, n = a.shape
-    primal = g.T @ a @ np.linalg.inv(a.T @ a / b + lam * np.eye(n))
-    A = a @ a.T / b
-    Ib = np.eye(b)
-    dual = g.T @ (Ib - 1.0 / lam * A @ np.linalg.inv(A / lam + Ib)) @ a / lam
-    return primal, dual
-
-
-@pytest.mark.parametrize("shape", [(30, 8), (6, 20)])
-def test_tract_precondition_closed_forms(xp, rng, shape):
-    b, n = shape
-    a, g = rng.standard_normal((b, n)), rng.standard_normal((b, 5))
-    primal, dual = _official_closed_forms(g, a, 0.1)
-    assert_close(primal, dual, rtol=1e-8, atol=1e-10)
-    for method, ref in (("primal", primal), ("dual", dual), ("auto", primal)):
-        got = tract_precondition(xp.asarray(g), xp.asarray(a), lam=0.1, method=method)
-        assert_close(got, ref, rtol=1e-8, atol=1e-10, xp=xp)
-
-
-def test_tract_auto_choice_and_batched(rng):
-    import optnorm.optim.tract as t
-
-    a, g = rng.standard_normal((2, 3, 10)), rng.standard_normal((2, 3, 4))
-    primal, dual = _official_closed_forms(g.reshape(6, 4), a.reshape(6, 10), 0.5)
-    assert_close(tract_precondition(g, a, lam=0.5), dual, rtol=1e-8)
-    y = tract_precondition(g.astype(np.float32), a.astype(np.float32))
-    assert y.dtype == np.float32 and y.shape == (4, 10)
-    assert t.__all__ == ["tract_precondition"]
-
-
-def test_tract_large_lambda_is_scaled_gradient(rng):
-    a, g = rng.standard_normal((40, 6)), rng.standard_normal((40, 3))
-    lam = 1e6
-    assert_close(tract_precondition(g, a, lam=lam) * lam, g.T @ a, rtol=1e-4)
 
 
 def test_tract_linear(xp, rng):
     x, w, b = rng.standard_normal((7, 4)), rng.standard_normal((3, 4)), rng.standard_normal(3)
     y = tract_linear(xp.asarray(x), xp.asarray(w), xp.asarray(b))
     assert_close(y, x @ w.T + b, rtol=1e-12, xp=xp)
+
+
+def _primal(g, a, lam):
+    """TrAct's primal closed form, as written in the official backward (re-typed with a NumPy inverse)."""
+    b, n = a.shape
+    return g.T @ a @ np.linalg.inv(a.T @ a / b + lam * np.eye(n))
 
 
 def test_tract_linear_backward(rng):
@@ -64,7 +31,7 @@ def test_tract_linear_backward(rng):
     dy = rng.standard_normal((7, 3))
     _, res = op.fwd(x, w, b, lam=0.3)
     dx, dw, db = op.bwd(res, dy)
-    primal, _ = _official_closed_forms(dy, x, 0.3)
+    primal = _primal(dy, x, 0.3)
     assert_close(dw, primal, rtol=1e-10)
     torch = pytest.importorskip("torch")
     import optnorm.torch as ont
@@ -110,13 +77,7 @@ def test_fold_matches_layer_norm_fixed_std(rng):
 
 
 def test_bad_input(rng):
-    a, g = rng.standard_normal((5, 3)), rng.standard_normal((4, 2))
-    with pytest.raises(ValueError, match="grad_out has leading shape"):
-        tract_precondition(g, a)
-    with pytest.raises(ValueError, match="lam must be > 0"):
-        tract_precondition(rng.standard_normal((5, 2)), a, lam=0.0)
-    with pytest.raises(ValueError, match="method must be one of"):
-        tract_precondition(rng.standard_normal((5, 2)), a, method="woodbury")
+    a = rng.standard_normal((5, 3))
     with pytest.raises(ValueError, match="w has shape .* but x has n = 3"):
         tract_linear(a, rng.standard_normal((2, 4)))
     with pytest.raises(ValueError, match="ln_weight has shape"):

@@ -1,4 +1,4 @@
-"""tract_precondition at magnitudes near the dtype's range (the closed forms are tested in tests/norm)."""
+"""tract_precondition: the official closed forms (primal and dual), batching, and magnitudes near the dtype's range."""
 from __future__ import annotations
 
 import numpy as np
@@ -42,3 +42,38 @@ def test_errors_name_the_argument(rng):
         tract_precondition(g, a, method="svd")
     with pytest.raises(ValueError, match="inputs"):
         tract_precondition(g, a[:, 0])
+
+
+def _official_closed_forms(g, a, lam):
+    """Both expressions as written in the official torch_tract backward (re-typed with NumPy inverses)."""
+    b, n = a.shape
+    primal = g.T @ a @ np.linalg.inv(a.T @ a / b + lam * np.eye(n))
+    A = a @ a.T / b
+    Ib = np.eye(b)
+    dual = g.T @ (Ib - 1.0 / lam * A @ np.linalg.inv(A / lam + Ib)) @ a / lam
+    return primal, dual
+
+
+@pytest.mark.parametrize("shape", [(30, 8), (6, 20)])
+def test_tract_precondition_closed_forms(xp, rng, shape):
+    b, n = shape
+    a, g = rng.standard_normal((b, n)), rng.standard_normal((b, 5))
+    primal, dual = _official_closed_forms(g, a, 0.1)
+    assert_close(primal, dual, rtol=1e-8, atol=1e-10)
+    for method, ref in (("primal", primal), ("dual", dual), ("auto", primal)):
+        got = tract_precondition(xp.asarray(g), xp.asarray(a), lam=0.1, method=method)
+        assert_close(got, ref, rtol=1e-8, atol=1e-10, xp=xp)
+
+
+def test_tract_auto_choice_and_batched(rng):
+    a, g = rng.standard_normal((2, 3, 10)), rng.standard_normal((2, 3, 4))
+    primal, dual = _official_closed_forms(g.reshape(6, 4), a.reshape(6, 10), 0.5)
+    assert_close(tract_precondition(g, a, lam=0.5), dual, rtol=1e-8)
+    y = tract_precondition(g.astype(np.float32), a.astype(np.float32))
+    assert y.dtype == np.float32 and y.shape == (4, 10)
+
+
+def test_tract_large_lambda_is_scaled_gradient(rng):
+    a, g = rng.standard_normal((40, 6)), rng.standard_normal((40, 3))
+    lam = 1e6
+    assert_close(tract_precondition(g, a, lam=lam) * lam, g.T @ a, rtol=1e-4)
