@@ -256,3 +256,10 @@ def test_validation_of_closed_over_jax_constant_under_jit():
         return x * 2
 
     assert_close(f(jnp.ones(2)), np.full(2, 2.0))
+
+
+def test_from_numpy_like_keeps_a_0d_array_0d(xp):
+    x = xp.asarray(np.zeros(3))
+    back = compat.from_numpy_like(np.asarray(2.5), x)
+    assert tuple(back.shape) == ()
+    assert float(back) == 2.5
