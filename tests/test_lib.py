@@ -263,3 +263,19 @@ def test_from_numpy_like_keeps_a_0d_array_0d(xp):
     back = compat.from_numpy_like(np.asarray(2.5), x)
     assert tuple(back.shape) == ()
     assert float(back) == 2.5
+
+
+def test_checked_gives_a_fwd_the_roles_of_its_public_function():
+    from optnorm._lib import api
+    from optnorm.norm import softmax
+
+    @api.checked(softmax)
+    def fwd(x, *, axis=-1, method="safe", masked_row="nan", out=None):
+        return x, ("res", axis)
+
+    y, res = fwd([1.0, 2.0], axis=-1)            # a list is read as NumPy, axis normalised
+    assert isinstance(y, np.ndarray) and res == ("res", 0)
+    with pytest.raises(ValueError, match="method"):
+        fwd(np.ones(3), method="nope")
+    with pytest.raises(TypeError, match="parameters"):
+        api.checked(softmax)(lambda x, *, axis=-1: (x, None))

@@ -41,7 +41,7 @@ from typing import Any, Callable
 from . import compat
 from .roles import Call, Role
 
-__all__ = ["public", "public_class", "constant", "vjp", "Function", "registry", "functions", "lookup",
+__all__ = ["public", "public_class", "constant", "vjp", "checked", "Function", "registry", "functions", "lookup",
            "export_domain", "DOMAINS"]
 
 DOMAINS = ("norm", "ot", "spd", "optim")
@@ -62,6 +62,7 @@ class Function:
     sizes: dict = field(default_factory=dict)
     contract: dict = field(default_factory=dict)
     op: Any = None                  # optnorm._lib.ops.Op when differentiable
+    checker: Any = None             # the validation of its arguments (functions only)
 
     @property
     def domain(self) -> str:
@@ -162,12 +163,18 @@ def _finish_alias(values: dict, alias: list, result):
     raise TypeError("out= aliasing an input is not supported for this function")
 
 
-def _wrap(fn: Callable, checker: _Checker) -> Callable:
+def _finish_alias_fwd(values: dict, alias: list, result):
+    """:func:`_finish_alias` for a ``fwd`` that returns ``(y, residuals)``."""
+    y, res = result
+    return _finish_alias(values, alias, y), res
+
+
+def _wrap(fn: Callable, checker: _Checker, finish: Callable = _finish_alias) -> Callable:
     """A function with ``fn``'s exact signature that validates, then calls ``fn``."""
     sig = inspect.signature(fn)
     head, call_args, names = [], [], []
     seen_kwonly = False
-    ns: dict[str, Any] = {"__check": checker, "__fn": fn, "__finish": _finish_alias, "__d": {}}
+    ns: dict[str, Any] = {"__check": checker, "__fn": fn, "__finish": finish, "__d": {}}
     last_posonly = max((i for i, p in enumerate(sig.parameters.values()) if p.kind == p.POSITIONAL_ONLY),
                        default=None)
     for i, p in enumerate(sig.parameters.values()):
@@ -233,7 +240,7 @@ def public(fn: Callable | None = None, /, **options):
         obj.__optnorm_public__ = name
         _add(Function(name, "function", obj, f.__module__, body=f, roles=dict(roles), gufunc=gufunc,
                       example=meta.get("example"), sizes=dict(meta.get("sizes", {})),
-                      contract=dict(meta.get("contract", {}))))
+                      contract=dict(meta.get("contract", {})), checker=checker))
         return obj
 
     return deco if fn is None else deco(fn)
@@ -268,6 +275,29 @@ def vjp(fn: Callable, fwd: Callable, bwd: Callable, *, nondiff_argnums: tuple[in
     entry.op = ops.register(entry.name, entry.obj, fwd, bwd, nondiff_argnums=nondiff_argnums,
                             skip_check_argnums=skip_check_argnums)
     return entry.op
+
+
+def checked(public_fn: Callable) -> Callable:
+    """Decorator for the ``fwd`` of a declared function: validate its arguments with ``public_fn``'s roles.
+
+    The torch and JAX adapters call ``fwd`` directly (not the public function), so a ``fwd`` that does
+    not go through the public function itself takes its checks this way::
+
+        @checked(sinkhorn2)
+        def sinkhorn2_fwd(a, b, M, *, reg, ...):      # same signature as sinkhorn2
+            ...
+            return y, residuals
+    """
+    entry = lookup(public_fn)
+    if entry is None or entry.checker is None:
+        raise ValueError(f"{getattr(public_fn, '__qualname__', public_fn)} is not a declared public function")
+
+    def deco(fwd):
+        if list(inspect.signature(fwd).parameters) != list(inspect.signature(entry.body).parameters):
+            raise TypeError(f"{fwd.__qualname__} must have the parameters of {entry.name}")
+        return _wrap(fwd, entry.checker, _finish_alias_fwd)
+
+    return deco
 
 
 # --------------------------------------------------------------------------------------------- queries
