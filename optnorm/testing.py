@@ -13,7 +13,7 @@ import numpy as np
 from ._lib import compat
 from ._lib import ops as _ops
 
-__all__ = ["assert_close", "check_vjp", "numerical_vjp", "as_tuple"]
+__all__ = ["assert_close", "check_vjp", "numerical_vjp", "as_tuple", "role_projections"]
 
 
 def as_tuple(y) -> tuple:
@@ -100,14 +100,17 @@ def numerical_vjp(f: Callable[..., Any], arrays: Sequence[np.ndarray], dy: Any, 
 
 
 def check_vjp(op: Any, *arrays: Any, rtol: float = 1e-5, atol: float = 1e-7, h: float = 1e-6, n_dirs: int = 3,
-              seed: int = 0, opts: dict | None = None) -> None:
+              seed: int = 0, opts: dict | None = None, project: dict | None = None) -> None:
     """Check an op's ``bwd`` against finite differences of its ``fn`` along random directions (float64 NumPy).
 
     ``op`` is an :class:`~optnorm._lib.ops.Op` or its name.  For every differentiable
     float input ``i`` and random direction ``v``: ``<bwd(res, dy)[i], v>`` must equal
     ``(<dy, f(x + h v)> - <dy, f(x - h v)>) / 2h``.  Also checks that ``fwd`` returns
-    the same output as ``fn``.
+    the same output as ``fn``.  ``project`` maps an input's index to a function applied to its
+    directions, keeping constrained inputs valid (symmetric matrices stay symmetric, weights keep
+    summing to one): see :func:`role_projections`.
     """
+    project = project or {}
     op_ = _ops.get(op) if isinstance(op, str) else op
     opts = opts or {}
     rng = np.random.default_rng(seed)
@@ -133,6 +136,8 @@ def check_vjp(op: Any, *arrays: Any, rtol: float = 1e-5, atol: float = 1e-7, h: 
         assert g.shape == a.shape, f"{op_.name}: cotangent {i} has shape {g.shape}, input has {a.shape}"
         for _ in range(n_dirs):
             v = rng.standard_normal(a.shape)
+            if i in project:
+                v = project[i](v)
             args_p = list(arrays)
             args_m = list(arrays)
             args_p[i] = a + h * v
@@ -148,3 +153,19 @@ def check_vjp(op: Any, *arrays: Any, rtol: float = 1e-5, atol: float = 1e-7, h: 
         checked += 1
     assert checked > 0 or not any(a is not None and a.dtype.kind == "f" for a in arrays), \
         f"{op_.name}: no input was checked"
+
+
+def role_projections(entry: Any) -> dict:
+    """Direction projections for :func:`check_vjp` from a declaration's roles: symmetric (and SPD) matrices get
+    symmetric directions, weights that must sum to one get directions summing to zero."""
+    from ._lib.roles import Symmetric, Weights
+
+    out = {}
+    for i, p in enumerate(entry.op.array_params):
+        r = entry.roles[p]
+        if isinstance(r, Symmetric):
+            out[i] = lambda v: (v + np.swapaxes(v, -1, -2)) / 2
+        elif isinstance(r, Weights) and r.normalized:
+            out[i] = lambda v: v - v.mean(axis=-1, keepdims=True)
+    return out
+
