@@ -279,3 +279,9 @@ def test_checked_gives_a_fwd_the_roles_of_its_public_function():
         fwd(np.ones(3), method="nope")
     with pytest.raises(TypeError, match="parameters"):
         api.checked(softmax)(lambda x, *, axis=-1: (x, None))
+
+
+def test_backend_name_of_a_numpy_scalar():
+    # NumPy reductions return NumPy scalars, not 0-d arrays: they are still NumPy (assert_close(..., xp=xp))
+    assert compat.backend_name(np.float32(1.0)) == "numpy"
+    assert compat.backend_name(np.sum(np.ones(3))) == "numpy"

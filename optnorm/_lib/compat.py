@@ -68,7 +68,7 @@ def is_array(x: Any) -> bool:
 
 def backend_name(x: Any) -> str:
     """Short library name of an array: numpy, cupy, torch, jax, array_api_strict, dask or its type."""
-    if is_numpy(x) or isinstance(x, np.ndarray):
+    if is_numpy(x) or isinstance(x, (np.ndarray, np.generic)):     # NumPy reductions return NumPy scalars
         return "numpy"
     if is_cupy(x):
         return "cupy"
