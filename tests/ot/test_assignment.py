@@ -47,9 +47,9 @@ def test_linear_assignment_more_rows(rng):
 
 
 def test_linear_assignment_bad_input():
-    with pytest.raises(TypeError, match="cost must have a floating dtype"):
+    with pytest.raises(TypeError, match="cost must have a real floating dtype"):
         linear_assignment(np.ones((3, 3), int))
-    with pytest.raises(ValueError, match="cost must have at least 2 dimensions"):
+    with pytest.raises(ValueError, match="cost must have shape"):
         linear_assignment(np.ones(3))
     with pytest.raises(ValueError, match="cost contains NaN"):
         linear_assignment(np.array([[1.0, np.nan], [0.0, 1.0]]))
@@ -111,9 +111,9 @@ def test_sinkhorn_vjp_and_adapters(rng):
 
 
 def test_sinkhorn_bad_input():
-    with pytest.raises(ValueError, match="log_alpha must be a square"):
+    with pytest.raises(ValueError, match="log_alpha has shape"):
         sinkhorn_normalize(np.ones((3, 4)))
-    with pytest.raises(ValueError, match="tau must be > 0"):
+    with pytest.raises(ValueError, match=r"tau must be in \(0, inf\)"):
         sinkhorn_normalize(np.ones((3, 3)), tau=0.0)
-    with pytest.raises(ValueError, match="n_iter must be >= 1"):
+    with pytest.raises(ValueError, match=r"n_iter must be in \[1, inf\)"):
         sinkhorn_normalize(np.ones((3, 3)), n_iter=0)

@@ -77,11 +77,76 @@ def test_bad_input(rng):
     a, b, M = _problem(rng, 4, 3)
     with pytest.raises(ValueError, match="a must be non-negative"):
         emd(a - 1, b, M)
-    with pytest.raises(ValueError, match="b must sum to 1 along axis -1; it is off by up to"):
+    with pytest.raises(ValueError, match="b must sum to 1 along its last axis; it is off by up to"):
         emd(a, b * 3, M)
-    with pytest.raises(ValueError, match="a has shape"):
+    with pytest.raises(ValueError, match="a has n = 2"):
         emd(a[:2] / a[:2].sum(), b, M)
     with pytest.raises(ValueError, match="M contains NaN"):
         emd(a, b, M * np.inf)
     with pytest.raises(ValueError, match="M is empty"):
         emd(None, None, np.ones((0, 3)))
+
+
+def _gauss_hist(n, mu, sd):
+    x = np.arange(n, dtype=float)
+    h = np.exp(-0.5 * ((x - mu) / sd) ** 2)
+    return h / h.sum(), x
+
+
+def test_small_costs_are_exact(rng):
+    """Issue #13: costs ~1e-8 gave a cost off by more than 100% (HiGHS's tolerances are absolute)."""
+    ot = pytest.importorskip("ot")
+    for scale in (1e-8, 1e-12, 1e-200):
+        a, b, M = _problem(rng, 12, 9)
+        ref = ot.emd2(a, b, M) * scale
+        assert_close(emd(a, b, M * scale).cost, ref, rtol=1e-10)
+        assert_close(emd2(a, b, M * scale), ref, rtol=1e-10)
+
+
+def test_tiny_tail_weights_are_feasible():
+    """Issue #13: Gaussian histograms of 100 bins (tails ~1e-56) made HiGHS report an infeasible problem."""
+    ot = pytest.importorskip("ot")
+    a, x = _gauss_hist(100, 20, 5)
+    b, _ = _gauss_hist(100, 60, 10)
+    M = (x[:, None] - x[None]) ** 2
+    M /= M.max()
+    assert a.min() < 1e-50
+    r = emd(a, b, M)
+    assert_close(r.cost, ot.emd2(a, b, M), rtol=1e-10)
+    assert_close(np.asarray(r.plan).sum(1), a, atol=1e-12)
+
+
+def test_huge_costs_solve_scaled():
+    """Issue #13: costs ~1e300 made the solver fail; the problem is solved on M / 2^k and scaled back."""
+    ot = pytest.importorskip("ot")
+    a, x = _gauss_hist(40, 10, 4)
+    b, _ = _gauss_hist(40, 25, 6)
+    M = np.abs(x[:, None] - x[None]) / 39.0
+    ref = ot.emd2(a, b, M)
+    for scale in (1e300, 1e307):
+        r = emd(a, b, M * scale)
+        assert np.isfinite(float(r.cost)) and np.all(np.isfinite(np.asarray(r.f)))
+        assert_close(r.cost, ref * scale, rtol=1e-10)
+        assert np.max(np.asarray(r.f)[:, None] + np.asarray(r.g)[None] - M * scale) <= 1e-10 * scale
+
+
+def test_equal_uniform_weights_take_the_assignment_path(rng):
+    """Issue #13: emd(a, b, M) with explicit uniform weights took the n*m LP (n = 300: 4.7 s)."""
+    ot = pytest.importorskip("ot")
+    n = 300
+    _, _, M = _problem(rng, n, n)
+    u = np.full(n, 1.0 / n)
+    r = emd(u, u, M)
+    assert r.method == "assignment"
+    assert_close(r.cost, ot.emd2(u, u, M), rtol=1e-10)
+    assert_close(r.cost, emd(None, None, M).cost, rtol=0)
+    assert emd(u, np.r_[u[:-2], 1.5 / n, 0.5 / n], M).method == "highs"  # not uniform: the LP
+
+
+def test_cost_is_0d_for_torch(rng):
+    """Issue #13: with torch inputs emd(...).cost had shape (1,)."""
+    torch = pytest.importorskip("torch")
+    a, b, M = _problem(rng, 5, 4)
+    r = emd(torch.tensor(a), torch.tensor(b), torch.tensor(M))
+    assert tuple(r.cost.shape) == () and isinstance(r.cost, torch.Tensor)
+    assert tuple(emd2(torch.tensor(a), torch.tensor(b), torch.tensor(M)).shape) == ()

@@ -65,7 +65,7 @@ def test_sw_between_meshes_differentiates_through_weights(rng):
 def test_bad_input():
     with pytest.raises(TypeError, match="faces must have an integer dtype"):
         mesh_to_measure(TET_V, TET_F.astype(float))
-    with pytest.raises(ValueError, match="faces index vertices"):
+    with pytest.raises(ValueError, match=r"faces has label 4, outside \[0, 4\)"):
         mesh_to_measure(TET_V, TET_F + 1)
     with pytest.raises(ValueError, match="vertices must have shape"):
         mesh_to_measure(TET_V[:, :2], TET_F)
