@@ -364,9 +364,22 @@ def sinkhorn_loop(loga, logb, b, M, reg, f, g, *, tol, max_iter, check_every, ca
     return f, g, it, converged, stopped
 
 
-def finalize(f, g, ab, bb, Mb, reg, xp):
-    """Cost, objective and marginal errors of the plan of potentials (f, g) (batched), and the plan."""
-    P = xp.exp((f[:, :, None] + g[:, None, :] - Mb) / reg)
+def finalize(f, g, ab, bb, Mb, reg, xp, row_update=False):
+    """Cost, objective and marginal errors of the plan of potentials (f, g) (batched), and the plan.
+
+    ``row_update``: f is the row update of g (every Sinkhorn method ends on one), so the plan is
+    ``a_i softmax_j((g_j - M_ij) / reg)``, computed from the row maxima: rows sum to a exactly and no entry
+    exceeds a_i even where |M| / reg is beyond float64 precision (there exp((f + g - M) / reg) is round-off noise
+    of potentials of magnitude |M|, and could overflow).
+    """
+    if row_update:
+        z = g[:, None, :] - Mb
+        mx = xp.max(z, axis=2, keepdims=True)
+        mx = xp.where(mx > -math.inf, mx, xp.zeros_like(mx))
+        E = xp.exp((z - mx) / reg)
+        P = ab[:, :, None] * (E / xp.sum(E, axis=2, keepdims=True))
+    else:
+        P = xp.exp((f[:, :, None] + g[:, None, :] - Mb) / reg)
     row = xp.sum(P, axis=2)
     col = xp.sum(P, axis=1)
     err_a = xp.sum(xp.abs(row - ab), axis=-1)
@@ -443,8 +456,8 @@ def default_tol(tol, dtype):
     return convergence.default_tol(SINKHORN_TOL, dtype) if tol is None else float(tol)
 
 
-def make_result(f, g, ab, bb, Mb, reg, tol, n_iter, converged, errors, batched, M, xp):
-    cost, obj, (ea, eb), _ = finalize(f, g, ab, bb, Mb, reg, xp)
+def make_result(f, g, ab, bb, Mb, reg, tol, n_iter, converged, errors, batched, M, xp, row_update=False):
+    cost, obj, (ea, eb), _ = finalize(f, g, ab, bb, Mb, reg, xp, row_update)
     if not batched:
         f, g, cost, obj, ea, eb = f[0, ...], g[0, ...], cost[0], obj[0], ea[0], eb[0]
     dt = M.dtype

@@ -211,7 +211,8 @@ def sinkhorn(a, b, M, reg, *, method="log", tol=None, max_iter=1000, check_every
             ab, bb, Mb, reg, method=method, tol=tol, max_iter=max_iter, check_every=check_every, callback=callback,
             callback_every=callback_every, warm_start=warm_start, xp=xp, error_norm=error_norm)
         cm.warn_if_not_converged("sinkhorn", M, converged, stopped, n_iter, errors, tol)
-        return cm.make_result(f, g, ab, bb, Mb, reg, tol, n_iter, converged, errors, batched, M, xp)
+        return cm.make_result(f, g, ab, bb, Mb, reg, tol, n_iter, converged, errors, batched, M, xp,
+                              row_update=True)
 
 
 # ---------------------------------------------------------------------------------------------- sinkhorn2 (op)
@@ -260,7 +261,7 @@ def _sinkhorn2_forward(a, b, M, reg, method, tol, max_iter, value):
         ab, bb, Mb, reg, method=method, tol=tol, max_iter=max_iter, check_every=10, callback=None, callback_every=10,
         warm_start=None, xp=xp)
     cm.warn_if_not_converged("sinkhorn2", M, converged, stopped, n_iter, errors, tol)
-    cost, obj, _, P = cm.finalize(f, g, ab, bb, Mb, reg, xp)
+    cost, obj, _, P = cm.finalize(f, g, ab, bb, Mb, reg, xp, row_update=True)
     y = cost if value == "transport" else obj
     if not batched:
         y = y[0]

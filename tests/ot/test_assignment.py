@@ -117,3 +117,28 @@ def test_sinkhorn_bad_input():
         sinkhorn_normalize(np.ones((3, 3)), tau=0.0)
     with pytest.raises(ValueError, match=r"n_iter must be in \[1, inf\)"):
         sinkhorn_normalize(np.ones((3, 3)), n_iter=0)
+
+
+def test_sinkhorn_normalize_rejects_nan_and_stays_finite_at_extremes(rng):
+    """Issue #13: NaN in sinkhorn_normalize was not rejected."""
+    la = rng.standard_normal((4, 4))
+    bad = la.copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="log_alpha contains NaN"):
+        sinkhorn_normalize(bad)
+    for s in (1e300, 1e-300):
+        P = sinkhorn_normalize(la * s, n_iter=5)
+        assert np.all(np.isfinite(P))
+        assert_close(P.sum(axis=0), np.ones(4), rtol=1e-12)
+    with pytest.raises(ValueError, match="tau must be finite"):
+        sinkhorn_normalize(la, tau=float("inf"))
+    with pytest.raises(TypeError, match="seed"):
+        sinkhorn_normalize(la, gumbel_noise=True, seed="abc")
+
+
+def test_linear_assignment_extreme_costs(rng):
+    C = rng.standard_normal((6, 6))
+    perm, total = linear_assignment(C)
+    for s in (1e300, 1e-300):
+        p2, t2 = linear_assignment(C * s)
+        assert np.array_equal(p2, perm) and np.isfinite(t2)

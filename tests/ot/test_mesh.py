@@ -75,3 +75,18 @@ def test_bad_input():
         mesh_to_measure(TET_V, TET_F, kind="varifold", n_samples=10)
     with pytest.raises(ValueError, match="zero total area"):
         mesh_to_measure(np.zeros((4, 3)), TET_F)
+
+
+@pytest.mark.parametrize("t", [1e300, 1e-300])
+@pytest.mark.parametrize("kind", ["area", "varifold"])
+def test_extreme_magnitudes(t, kind):
+    """Issue #13: areas (cross products) overflowed near the dtype's range; they are computed on V / 2^k."""
+    pts, w = mesh_to_measure(TET_V, TET_F, kind=kind)
+    pt, wt = mesh_to_measure(TET_V * t, TET_F, kind=kind)
+    assert np.all(np.isfinite(pt)) and np.all(np.isfinite(wt))
+    assert_close(wt, w, rtol=1e-12)
+    assert_close(pt[:, :3], t * pts[:, :3], rtol=1e-12)
+    if kind == "varifold":
+        assert_close(pt[:, 3:], pts[:, 3:], rtol=1e-12, atol=1e-15)
+    ps, _ = mesh_to_measure(TET_V * t, TET_F, n_samples=100, seed=0)
+    assert np.all(np.isfinite(ps))

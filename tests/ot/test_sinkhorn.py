@@ -231,3 +231,68 @@ def test_solver_records_no_autograd_graph(rng):
     from optnorm.ot import sinkhorn_newton_sparse
 
     assert not sinkhorn_newton_sparse(torch.tensor(a), torch.tensor(b), Mt, 0.1).f.requires_grad
+
+
+def test_float32_default_tolerance_is_reachable(xp, rng):
+    """Issue #13: float32 Sinkhorn with tol=1e-9 never converged (always ran to max_iter)."""
+    a, b, M = _problem(rng, 40, 30)
+    args = [xp.asarray(z.astype(np.float32)) for z in (a, b, M)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", optnorm.ConvergenceWarning)
+        res = sinkhorn(*args, 0.05)
+    assert res.converged and res.n_iter < 1000
+    assert res.tol == pytest.approx(100 * np.finfo(np.float32).eps)
+    assert sinkhorn(a, b, M, 0.05).tol == 1e-9
+    ref = sinkhorn(a, b, M, 0.05)
+    assert_close(res.cost, float(ref.cost), rtol=1e-4, check_dtype="float32", xp=xp)
+
+
+def test_non_convergence_warns_unless_a_callback_stopped_it(rng):
+    a, b, M = _problem(rng)
+    with pytest.warns(optnorm.ConvergenceWarning, match="sinkhorn did not converge in 5 iterations"):
+        res = sinkhorn(a, b, M, 0.01, max_iter=5)
+    assert not res.converged
+    with pytest.warns(optnorm.ConvergenceWarning, match="sinkhorn2 did not converge"):
+        sinkhorn2(a, b, M, reg=0.01, max_iter=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", optnorm.ConvergenceWarning)
+        res = sinkhorn(a, b, M, 0.01, callback=lambda s: s.iteration >= 20, callback_every=10)
+    assert not res.converged and res.n_iter == 20
+
+
+@pytest.mark.parametrize("method", ["log", "eps_scaling", "stabilized"])
+@pytest.mark.parametrize("scale,reg", [(1e300, 0.5), (1e300, 1e-3), (1e-300, 0.5), (1.0, 1e-8)])
+def test_costs_near_the_range_give_finite_results(path, rng, method, scale, reg):
+    """Issue #13: sinkhorn / sinkhorn2 returned NaN or inf for costs ~1e300 (M / reg overflowed)."""
+    a, b, M = _problem(rng, 20, 15)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optnorm.ConvergenceWarning)   # effectively unregularised: slow
+        res = sinkhorn(a, b, M * scale, reg, method=method, max_iter=200)
+        v = sinkhorn2(a, b, M * scale, reg=reg, method=method, max_iter=200)
+    for z in (res.f, res.g, res.cost, res.objective, v):
+        assert np.all(np.isfinite(z))
+    assert 0 <= float(v) <= float(np.max(M * scale))
+    assert float(res.marginal_errors[0]) < 1e-6                # rows exact after the row update
+
+
+def test_potentials_scale_with_the_costs(rng):
+    """Potentials are in cost units: (t M, t reg) has potentials t (f, g) and cost t <P, M>."""
+    a, b, M = _problem(rng, 20, 15)
+    r1 = sinkhorn(a, b, M, 0.05, tol=1e-12)
+    for t in (2.0 ** 900, 2.0 ** -900):
+        rt = sinkhorn(a, b, M * t, 0.05 * t, tol=1e-12)
+        assert_close(rt.cost, t * float(r1.cost), rtol=1e-9)
+        assert_close(rt.f, t * r1.f, rtol=1e-8, atol=1e-8 * t)
+
+
+@pytest.mark.parametrize("fn", ["sinkhorn", "sinkhorn2", "sinkhorn_newton_sparse"])
+def test_reg_must_be_finite(rng, fn):
+    """Issue #13: positive-scalar checks accepted inf (reg=inf gave NaN potentials)."""
+    import optnorm.ot as ot
+
+    a, b, M = _problem(rng, 6, 5)
+    call = (lambda r: ot.sinkhorn2(a, b, M, reg=r)) if fn == "sinkhorn2" else (lambda r: getattr(ot, fn)(a, b, M, r))
+    with pytest.raises(ValueError, match="reg must be finite"):
+        call(float("inf"))
+    with pytest.raises(ValueError, match=r"reg must be in \(0, inf\)"):
+        call(0.0)

@@ -274,3 +274,39 @@ def test_batched_vjp(rng, estimator):
     opts = dict(n_projections=6, estimator=estimator, seed=2)
     check_vjp("ot.sliced_wasserstein", Xs, Y, a, _w(rng, 6), opts=opts, h=1e-8)
     check_vjp("ot.sliced_wasserstein", Xs, rng.standard_normal((8, 3)), None, None, opts=opts)
+
+
+@pytest.mark.parametrize("t", [1e300, 1e-300, 2.0 ** -1000])
+def test_extreme_magnitudes_scale_exactly(rng, t):
+    """Issue #13: max_sliced_wasserstein and vmf_sliced_wasserstein returned NaN/inf near the dtype's range;
+    the clouds are divided by a power of two first, so every estimator is exactly 1-homogeneous."""
+    X, Y = _clouds(rng, 30, 20, 3)
+    for fn, kw in ((sliced_wasserstein, {}), (sliced_wasserstein, {"estimator": "upper_cv"}),
+                   (max_sliced_wasserstein, {}), (vmf_sliced_wasserstein, {"n_iter": 5})):
+        base = float(fn(X, Y, seed=0, **kw))
+        y = fn(X * t, Y * t, seed=0, **kw)
+        assert np.isfinite(y), fn.__name__
+        assert float(y) == pytest.approx(t * base, rel=1e-9), fn.__name__
+    with pytest.raises(ValueError, match="overflows"):
+        sliced_wasserstein(X * 1e300, Y * 1e300, seed=0, squared=True)
+
+
+def test_sample_vmf_location_is_normalised_safely():
+    """Issue #13: a zero mu gave NaN samples; tiny and huge mu are just directions."""
+    with pytest.raises(ValueError, match="mu must be a non-zero vector"):
+        sample_vmf(np.zeros(3), 5.0, 10, seed=0)
+    ref = sample_vmf(np.array([0.0, 0.0, 1.0]), 5.0, 50, seed=0)
+    for s in (1e-300, 1e300):
+        assert_close(sample_vmf(np.array([0.0, 0.0, s]), 5.0, 50, seed=0), ref, rtol=0)
+    with pytest.raises(ValueError, match="location must be a non-zero vector"):
+        vmf_sliced_wasserstein(np.eye(3), np.eye(3)[::-1], location=np.zeros(3))
+
+
+@pytest.mark.parametrize("bad,exc", [("abc", TypeError), (-1, ValueError), (1.5, TypeError)])
+def test_seeds_are_validated(bad, exc):
+    """Issue #13: seed="abc" or -1 raised NumPy's own errors; the Seed role names the argument."""
+    X = np.eye(3)
+    for call in (lambda: sliced_wasserstein(X, X, seed=bad), lambda: max_sliced_wasserstein(X, X, seed=bad),
+                 lambda: sample_vmf(np.ones(3), 1.0, 4, seed=bad)):
+        with pytest.raises(exc, match="seed"):
+            call()

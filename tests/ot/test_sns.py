@@ -50,3 +50,24 @@ def test_bad_input(rng):
         sinkhorn_newton_sparse(a, b, M, -1.0)
     with pytest.raises(ValueError, match=r"n_sinkhorn must be in \[0, inf\)"):
         sinkhorn_newton_sparse(a, b, M, 0.1, n_sinkhorn=-1)
+
+
+def test_non_convergence_warns_and_extreme_costs_stay_finite(rng):
+    import warnings
+
+    import optnorm
+
+    n = 40
+    x, y = rng.random((n, 2)), rng.random((n, 2))
+    M = ((x[:, None] - y[None]) ** 2).sum(-1)
+    a = np.full(n, 1 / n)
+    with pytest.warns(optnorm.ConvergenceWarning, match="sinkhorn_newton_sparse did not converge"):
+        r = sinkhorn_newton_sparse(a, a, M, 1e-3, max_iter=1, n_sinkhorn=2)
+    assert not r.converged
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optnorm.ConvergenceWarning)
+        for scale, reg in ((1e300, 0.5), (1e-300, 0.5), (1.0, 1e-9)):
+            r = sinkhorn_newton_sparse(a, a, M * scale, reg, max_iter=20)
+            assert np.all(np.isfinite(r.f)) and np.all(np.isfinite(r.g)) and np.isfinite(r.cost)
+    r32 = sinkhorn_newton_sparse(a.astype(np.float32), a.astype(np.float32), M.astype(np.float32), 0.05)
+    assert r32.converged and r32.tol > 1e-6                     # a float32 tolerance it can reach
