@@ -248,3 +248,44 @@ def pairwise_nwd_f32(p1, p2, out, consts):
         _row_d2(p1, p2, i, m, row)
         for j in range(m):
             row[j] = _exp32(-math.sqrt(row[j] + eps) * inv_c)
+
+
+# ---------------------------------------------------------------------------------------------- cache probes
+def cache_probes() -> dict:
+    """Every kernel on adversarial inputs (see :func:`optnorm.testing.numba_fingerprint`): costs and potentials
+    near the float range, -inf potentials (zero weights), sizes that take the chunked column path, both dtypes.
+    Fresh and cached kernels must return these bit for bit."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for dt, big in ((np.float64, 1e300), (np.float32, 1e30)):
+        for n, m in ((5, 4), (50, 4), (33, 130)):
+            M = (rng.random((2, n, m)) * big).astype(dt)
+            for hscale in (0.0, big):
+                for reg in (0.5, 1e-3, 10.0):
+                    hr = (rng.random((2, m)) * hscale).astype(dt)
+                    hc = (-rng.random((2, n)) * hscale).astype(dt)
+                    hr[0, 0] = -np.inf
+                    hc[1, -1] = -np.inf
+                    o_r = np.empty((2, n), dt)
+                    o_c = np.empty((2, m), dt)
+                    softmin_rows(M, hr, reg, o_r)
+                    softmin_cols(M, hc, reg, o_c)
+                    tag = f"{np.dtype(dt).name}:{n}x{m}:h{hscale:g}:reg{reg:g}"
+                    out[f"softmin_rows:{tag}"] = o_r
+                    out[f"softmin_cols:{tag}"] = o_c
+        u = (rng.standard_normal((3, 40)) * big).astype(dt)
+        v = (rng.standard_normal((3, 30)) * big).astype(dt)
+        for p in (1.0, 2.0, 3.5):
+            out[f"w1d:{np.dtype(dt).name}:p{p:g}"] = w1d_value(u, v, None, rng.random((3, 30)), p)
+        p1 = (rng.standard_normal((17, 4)) * 1e3).astype(dt)
+        p2 = np.ascontiguousarray((rng.standard_normal((23, 4)) * 1e3).astype(dt).T)
+        for kind in (0, 1, 2):
+            buf = np.empty((17, 23), dt)
+            pairwise_box_w2(p1, p2, buf, kind, np.array([1 / 12.8, 1e-7], dt))
+            out[f"boxes:{np.dtype(dt).name}:kind{kind}"] = buf
+        if dt == np.float32:
+            buf = np.empty((17, 23), dt)
+            pairwise_nwd_f32(p1, p2, buf, np.array([1 / 12.8, 1e-7], dt))
+            out["nwd_f32"] = buf
+    return out
+
