@@ -12,15 +12,35 @@ import numba
 import numpy as np
 
 from ._rows import SAFE_FASTMATH, jit
-from .norm import _exp32
+from .norm import _exp32, _pow2_64
 
 __all__ = ["w1d_value", "merge_sorted", "softmin_rows", "softmin_cols", "sinkhorn_iterations", "box_half_params",
            "pairwise_box_w2", "pairwise_nwd_f32"]
 
-# exp(x) for x < -708 is subnormal in float64, and libm's exp (and every later add) is ~10-35x slower on
-# subnormals: the terms of a log-sum-exp are flushed at this exponent instead (each is < 3e-308 of the
-# largest term, which is 1, so the sum is unchanged).
-_FLUSH = -708.0
+# The terms of a log-sum-exp are exp(x) with x <= 0 and one x = 0.  libm's exp costs more the smaller x gets
+# (below -708 its result is subnormal, 10-35x slower with every later add; from |x| >= 512 glibc leaves its fast
+# path), and a branch that skips small terms mispredicts at intermediate reg.  The kernels use _exp_le0 instead:
+# Cephes' exp (Pade form, relative error ~2e-16) with its argument clamped at -500, branch-free, so every term
+# costs the same whatever reg is; a clamped term adds at most e^-500 = 7e-218 to a sum >= 1 (invisible).
+_FLUSH = -500.0
+_LOG2E = 1.4426950408889634
+_C1 = 6.93145751953125e-1
+_C2 = 1.42860682030941723212e-6
+_P0, _P1, _P2 = 1.26177193074810590878e-4, 3.02994407707441961300e-2, 9.99999999999999999910e-1
+_Q0, _Q1 = 3.00198505138664455042e-6, 2.52448340349684104192e-3
+_Q2, _Q3 = 2.27265548208155028766e-1, 2.00000000000000000009e0
+
+
+@numba.njit(fastmath=set(SAFE_FASTMATH), cache=True, inline="always")
+def _exp_le0(x):
+    """exp(max(x, -500)) for x <= 0 (NaN propagates): reduction x = k ln2 + r, Pade exp(r), 2^k by exponent bits."""
+    x = _FLUSH if x < _FLUSH else x                   # NaN passes through
+    k = np.floor(x * _LOG2E + 0.5)
+    r = x - k * _C1 - k * _C2
+    rr = r * r
+    p = r * ((_P0 * rr + _P1) * rr + _P2)
+    q = ((_Q0 * rr + _Q1) * rr + _Q2) * rr + _Q3
+    return (1.0 + 2.0 * p / (q - p)) * _pow2_64(np.int64(k))
 
 
 # ---------------------------------------------------------------------------------------------- 1-D W_p
@@ -86,7 +106,7 @@ def w1d_value(u, v, uw, vw, p):
 # ---------------------------------------------------------------------------------------------- Sinkhorn
 @jit(fastmath=True)
 def softmin_rows(M, h, reg, out):
-    """out[b, i] = reg * log sum_j exp((h[b, j] - M[b, i, j]) / reg): max pass, then the sum of flushed exps.
+    """out[b, i] = reg * log sum_j exp((h[b, j] - M[b, i, j]) / reg): max pass, then the sum of exps (_exp_le0).
 
     float64 accumulation; -inf entries of h (zero weights) contribute nothing; a row of -inf gives -inf.
     """
@@ -105,8 +125,7 @@ def softmin_rows(M, h, reg, out):
             continue
         acc = 0.0
         for j in range(m):
-            e = (np.float64(hb[j]) - np.float64(Mr[j]) - mx) / reg
-            acc += math.exp(e if e > _FLUSH else _FLUSH)
+            acc += _exp_le0((np.float64(hb[j]) - np.float64(Mr[j]) - mx) / reg)
         out[b, i] = mx + reg * math.log(acc)
 
 
@@ -114,7 +133,7 @@ def softmin_rows(M, h, reg, out):
 def softmin_cols(M, h, reg, out):
     """out[b, j] = reg * log sum_i exp((h[b, i] - M[b, i, j]) / reg), reading M row by row.
 
-    Each task owns a block of columns: a max pass, then a pass summing flushed exps, both over the rows in
+    Each task owns a block of columns: a max pass, then a pass summing exps (_exp_le0), both over the rows in
     memory order (float64 column accumulators).
     """
     Bn, n, m = M.shape
@@ -145,31 +164,127 @@ def softmin_cols(M, h, reg, out):
                 continue
             Mr = M[b, i]
             for jj in range(w):
-                e = (hi - np.float64(Mr[j0 + jj]) - mx[jj]) / reg
-                acc[jj] += math.exp(e if e > _FLUSH else _FLUSH)
+                acc[jj] += _exp_le0((hi - np.float64(Mr[j0 + jj]) - mx[jj]) / reg)
         for jj in range(w):
             out[b, j0 + jj] = mx[jj] + reg * math.log(acc[jj]) if mx[jj] > -np.inf else -np.inf
 
 
-def sinkhorn_iterations(M, f, g, loga, logb, reg, n_steps):
-    """``n_steps`` log-domain Sinkhorn iterations in cost units, then the column pass (see ``ot._common``)."""
-    M = np.ascontiguousarray(M)
-    dt = M.dtype
-    Bn, n, m = M.shape
-    f = np.ascontiguousarray(f, dtype=dt)
-    g = np.ascontiguousarray(g, dtype=dt)
-    ra = (reg * loga).astype(dt, copy=False)
-    rb = (reg * logb).astype(dt, copy=False)
-    r = float(reg)
-    lc = np.empty((Bn, m), dtype=dt)
-    lr = np.empty((Bn, n), dtype=dt)
+def _exact_iterations(M, f, g, ra, rb, r, n_steps, lc, lr):
     for _ in range(n_steps):
         softmin_cols(M, f, r, lc)
         g = rb - lc
         softmin_rows(M, g, r, lr)
         f = ra - lr
     softmin_cols(M, f, r, lc)
-    return f, g, lc
+    return f, g, lc.copy()
+
+
+class _Absorbed:
+    """The half-steps as BLAS products with the kernel of an absorption point g0 (Schmitzer's stabilisation).
+
+    With c_i = max_j (g0_j - M_ij) and K_ij = exp((g0_j - M_ij - c_i) / reg) (float64, row maximum 1):
+
+        softmin_rows(g)_i = c_i + reg (V + log sum_j K_ij e^{v_j - V}),        v = (g - g0) / reg
+        softmin_cols(f)_j = reg (W + log sum_i K_ij e^{w_i - W}) - g0_j,        w = (f + c) / reg
+
+    exactly (V, W the maxima).  Exponents are floored at -500 (no subnormal, and NumPy's and BLAS's fast paths),
+    which adds at most m e^-500 ~ m 7e-218 to a sum, so wherever a sum is >= 1e-180 the result equals the
+    two-pass soft minimum to round-off (m < 1e13); a sum below that (the potentials moved too far from g0)
+    makes the half-step report failure and the caller re-absorbs or falls back to the exact kernels.
+    """
+
+    LIMIT = 1e-180
+    FLOOR = -500.0
+
+    def __init__(self, M, g0, reg, pos_a, pos_b):
+        self.reg, self.pos_a, self.pos_b = reg, pos_a, pos_b
+        full = bool(pos_b.all())
+        self.g0 = g0 if full else np.where(pos_b, g0, 0.0)
+        z = self.g0[:, None, :] - M
+        if not full:
+            z[~np.broadcast_to(pos_b[:, None, :], z.shape)] = -np.inf
+        self.c = z.max(axis=2)                                            # (B, n)
+        z -= self.c[:, :, None]
+        z /= reg
+        np.maximum(z, self.FLOOR, out=z)
+        np.exp(z, out=z)
+        if not full:
+            z *= pos_b[:, None, :]                                        # zero-weight columns contribute nothing
+        self.K = z
+
+    def rows(self, g):
+        v = np.where(self.pos_b, (g - self.g0) / self.reg, -np.inf)
+        V = v.max(axis=1, keepdims=True)
+        e = np.exp(np.maximum(v - V, self.FLOOR)) * self.pos_b
+        s = np.matmul(self.K, e[:, :, None])[:, :, 0]
+        if not np.all((s >= self.LIMIT) | ~self.pos_a):
+            return None
+        return np.where(self.pos_a, self.c + self.reg * (V + np.log(np.where(self.pos_a, s, 1.0))), 0.0)
+
+    def cols(self, f):
+        w = np.where(self.pos_a, (f + self.c) / self.reg, -np.inf)
+        W = w.max(axis=1, keepdims=True)
+        e = np.exp(np.maximum(w - W, self.FLOOR)) * self.pos_a
+        t = np.matmul(e[:, None, :], self.K)[:, 0, :]
+        if not np.all((t >= self.LIMIT) | ~self.pos_b):
+            return None
+        return np.where(self.pos_b, self.reg * (W + np.log(np.where(self.pos_b, t, 1.0))) - self.g0, 0.0)
+
+
+def _absorbed_iterations(M, f, g, ra, rb, reg, n_steps, pos_a, pos_b, exact):
+    """The block of iterations with absorbed kernels: a half-step the kernel cannot resolve re-absorbs at the
+    current potentials (unless the kernel is fresh) and tries again; what still fails runs the exact kernels
+    (the first iterations at a small reg, while the plan's columns are far from balanced)."""
+    state = {"k": _Absorbed(M, g, reg, pos_a, pos_b), "fresh": True}
+
+    def half(kind, h, g_now):
+        out = getattr(state["k"], kind)(h)
+        if out is None and not state["fresh"]:
+            state["k"] = _Absorbed(M, g_now, reg, pos_a, pos_b)
+            out = getattr(state["k"], kind)(h)
+        state["fresh"] = False
+        return exact(kind, h) if out is None else out
+
+    for _ in range(n_steps):
+        g = np.where(pos_b, rb - half("cols", f, g), -np.inf)
+        f = np.where(pos_a, ra - half("rows", g, g), -np.inf)
+    return f, g, half("cols", f, g)
+
+
+def sinkhorn_iterations(M, f, g, loga, logb, reg, n_steps):
+    """``n_steps`` log-domain Sinkhorn iterations in cost units, then the column pass (see ``ot._common``).
+
+    Blocks of >= 4 iterations on problems whose float64 kernel fits in 512 MiB run the half-steps as BLAS
+    products of an absorbed kernel (:class:`_Absorbed`, exact to round-off, an exponential pass per block and
+    per re-absorption);
+    otherwise, and for any half-step the absorbed kernel cannot resolve, the two-pass Numba kernels.  Neither
+    produces a subnormal, so the cost per iteration does not depend on ``reg``.
+    """
+    M = np.ascontiguousarray(M)
+    dt = M.dtype
+    Bn, n, m = M.shape
+    r = float(reg)
+    lc = np.empty((Bn, m), dtype=dt)
+    lr = np.empty((Bn, n), dtype=dt)
+    if n_steps < 4 or M.size * 8 > 2 ** 29:
+        f = np.ascontiguousarray(f, dtype=dt)
+        g = np.ascontiguousarray(g, dtype=dt)
+        return _exact_iterations(M, f, g, (r * loga).astype(dt, copy=False), (r * logb).astype(dt, copy=False),
+                                 r, n_steps, lc, lr)
+
+    def exact(kind, h):
+        if kind == "cols":
+            softmin_cols(M, np.ascontiguousarray(h, dtype=dt), r, lc)
+            return lc.astype(np.float64)
+        softmin_rows(M, np.ascontiguousarray(h, dtype=dt), r, lr)
+        return lr.astype(np.float64)
+
+    la, lb = np.asarray(loga, np.float64), np.asarray(logb, np.float64)
+    pos_a, pos_b = la > -np.inf, lb > -np.inf
+    f, g, lcol = _absorbed_iterations(np.asarray(M, np.float64), np.asarray(f, np.float64),
+                                      np.asarray(g, np.float64), r * la, r * lb, r, n_steps, pos_a, pos_b, exact)
+    lcol = np.where(pos_b, lcol, 0.0)
+    return f.astype(dt), g.astype(dt), lcol.astype(dt)
 
 
 # ---------------------------------------------------------------------------------------------- boxes
