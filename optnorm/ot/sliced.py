@@ -94,7 +94,7 @@ def _projected_w(XPt, YPt, a, b, p, xp, need_grad):
     m = YPt.shape[-1]
     if a is None and b is None and n == m:                 # uniform, equal sizes: sort and subtract
         if not need_grad:
-            if compat.is_numpy(XPt):                       # our own temporaries: sort and subtract in place
+            if compat.fast_path_of(XPt, YPt) == "numba":   # NumPy temporaries of ours: sort, subtract in place
                 XPt.sort(axis=-1)
                 YPt.sort(axis=-1)
                 d = np.subtract(XPt, YPt, out=XPt)
@@ -113,7 +113,7 @@ def _projected_w(XPt, YPt, a, b, p, xp, need_grad):
         return xp.mean(cm.pow_cost(d, p, xp), axis=-1), (cm.unsort(g, ix, xp), cm.unsort(-g, iy, xp), None, None)
     aw = None if a is None else xp.broadcast_to(a[..., None, :], XPt.shape)
     bw = None if b is None else xp.broadcast_to(b[..., None, :], YPt.shape)
-    if not need_grad and compat.is_numpy(XPt):
+    if not need_grad:
         return cm.w1d_value(XPt, YPt, aw, bw, p=p, xp=xp), None
     us, A, iu = cm.sort_support(XPt, aw, xp)
     vs, B, iv = cm.sort_support(YPt, bw, xp)
@@ -555,13 +555,16 @@ def max_sliced_wasserstein(X, Y, a=None, b=None, *, p=2, n_iter=50, lr=0.1, n_st
     >>> bool(abs(float(max_sliced_wasserstein(X, Y, seed=0)) - 3.0) < 0.05)
     True
     """
-    return max_sliced_wasserstein_fwd(X, Y, a, b, p=p, n_iter=n_iter, lr=lr, n_starts=n_starts, seed=seed,
-                                      squared=squared)[0]
+    return _max_sw_forward(X, Y, a, b, p, n_iter, lr, n_starts, seed, squared)[0]
 
 
 @checked(max_sliced_wasserstein)
 def max_sliced_wasserstein_fwd(X, Y, a=None, b=None, *, p=2, n_iter=50, lr=0.1, n_starts=16, seed=None,
                                squared=False):
+    return _max_sw_forward(X, Y, a, b, p, n_iter, lr, n_starts, seed, squared)
+
+
+def _max_sw_forward(X, Y, a, b, p, n_iter, lr, n_starts, seed, squared):
     xp, t, Xc, Yc, ac, bc = _prep(X, Y, a, b)
     p = float(p)
     theta = _max_sw_search(Xc, Yc, ac, bc, p, n_iter, float(lr), n_starts, cm.rng(seed), xp)
@@ -707,13 +710,16 @@ def vmf_sliced_wasserstein(X, Y, a=None, b=None, *, kappa=1.0, n_projections=64,
     >>> bool(v > float(sliced_wasserstein(X, Y, seed=0)))
     True
     """
-    return vmf_sliced_wasserstein_fwd(X, Y, a, b, kappa=kappa, n_projections=n_projections, p=p,
-                                      location=location, n_iter=n_iter, lr=lr, seed=seed, squared=squared)[0]
+    return _vmf_forward(X, Y, a, b, kappa, n_projections, p, location, n_iter, lr, seed, squared)[0]
 
 
 @checked(vmf_sliced_wasserstein)
 def vmf_sliced_wasserstein_fwd(X, Y, a=None, b=None, *, kappa=1.0, n_projections=64, p=2, location=None,
                                n_iter=50, lr=0.1, seed=None, squared=False):
+    return _vmf_forward(X, Y, a, b, kappa, n_projections, p, location, n_iter, lr, seed, squared)
+
+
+def _vmf_forward(X, Y, a, b, kappa, n_projections, p, location, n_iter, lr, seed, squared):
     _check_dim(X, "X", "vmf_sliced_wasserstein")
     xp, t, Xc, Yc, ac, bc = _prep(X, Y, a, b)
     p, kappa, lr, L = float(p), float(kappa), float(lr), n_projections

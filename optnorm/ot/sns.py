@@ -36,7 +36,7 @@ class _SparseHessian:
         self.r = xp.sum(P, axis=1)
         self.c = xp.sum(P, axis=0)
         k = min(k, self.m)
-        if compat.is_numpy(P):
+        if compat.fast_path_of(P) == "numba":            # NumPy: SciPy sparse CSR
             import scipy.sparse as sp
 
             if k < self.m:
@@ -46,11 +46,13 @@ class _SparseHessian:
             rows = np.repeat(np.arange(self.n), idx.shape[1])
             vals = np.take_along_axis(P, idx, axis=1).ravel()
             self.S = sp.csr_matrix((vals, (rows, idx.ravel())), shape=(self.n, self.m))
+            self.sparse = True
             self.ST = self.S.T.tocsr()
             self.nnz = self.S.nnz
         else:
             thr = xp.sort(P, axis=1)[:, self.m - k][:, None]
             self.S = xp.where(P >= thr, P, xp.zeros_like(P))
+            self.sparse = False
             self.ST = self.S.T
             self.nnz = self.n * k
         k_tot = self.n + self.m
@@ -62,7 +64,7 @@ class _SparseHessian:
     def matvec(self, w):
         xp = self.xp
         x, y = w[..., :self.n], w[..., self.n:]
-        if compat.is_numpy(w):
+        if self.sparse:
             top = self.r * x + (self.S @ y[0])[None]
             bot = (self.ST @ x[0])[None] + self.c * y
         else:
