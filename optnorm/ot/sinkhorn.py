@@ -233,7 +233,8 @@ def _implicit_solve(P, fbar, gbar, xp):
         bot = xp.sum(P * x[:, :, None], axis=1) + c * y
         return xp.concat([top, bot], axis=-1) + rho * zvec * xp.sum(zvec * w, axis=-1, keepdims=True)
 
-    sol = cm.cg(matvec, xp.concat([fbar, gbar], axis=-1), lambda w: w / diag, xp)
+    # CG ends in k steps in exact arithmetic: 4k + 10 leave room for round-off (and bound what jit unrolls)
+    sol = cm.cg(matvec, xp.concat([fbar, gbar], axis=-1), lambda w: w / diag, xp, max_iter=min(500, 4 * k + 10))
     return sol[:, :n], sol[:, n:]
 
 
@@ -270,8 +271,16 @@ def _sinkhorn2_forward(a, b, M, reg, method, tol, max_iter, value):
     return compat.cast(y, M.dtype, xp), res
 
 
+def _example2(rng, dtype):
+    """A 5 x 4 problem for the generated suites, with max_iter=100 (it converges in ~20): under jax.jit every
+    iteration up to max_iter is traced."""
+    a, b = rng.random(5) + 0.1, rng.random(4) + 0.1
+    return ((a / a.sum()).astype(dtype), (b / b.sum()).astype(dtype), rng.random((5, 4)).astype(dtype)), \
+        {"reg": 0.5, "max_iter": 100}
+
+
 @public(**_PROBLEM, reg=Positive(), method=Choice(METHODS), tol=Positive(optional=True), max_iter=Int(1),
-        value=Choice(("transport", "objective")))
+        value=Choice(("transport", "objective")), example=_example2)
 def sinkhorn2(a, b, M, *, reg, method="log", tol=None, max_iter=1000, value="transport"):
     r"""Entropic OT value as a differentiable function of (a, b, M); see :func:`sinkhorn` for the solver.
 
