@@ -122,10 +122,10 @@ def emd(a, b, M):
     Solved by SciPy on the host: ``scipy.optimize.linear_sum_assignment`` when ``a`` and ``b`` are uniform
     (omitted, or given with equal entries) and n = m (duals then from Bellman-Ford on the residual graph), else
     the HiGHS linear program ``scipy.optimize.linprog(method="highs")`` (n*m variables: for n, m up to a few
-    hundred; duals from ``res.eqlin.marginals``).  The solvers' tolerances are absolute, so the problem is solved
-    with costs divided by a power of two near max |M| and masses summing to max(n, m), then scaled back: costs of
-    any magnitude and weights down to the smallest floats give the exact answer.  For large problems use
-    :func:`optnorm.ot.sinkhorn` with a small ``reg``.
+    hundred; duals from ``res.eqlin.marginals``).  The solvers' tolerances are absolute, so the problem is
+    solved with costs divided by a power of two near the largest cost and masses summing to max(n, m), then
+    scaled back: costs of any magnitude and weights down to the smallest floats give the exact answer.  For
+    large problems use :func:`optnorm.ot.sinkhorn` with a small ``reg``.
 
     Parameters
     ----------
