@@ -42,9 +42,9 @@ def test_matches_reference_and_pot(xp, rng):
     ref = np.array([np.sqrt(_ref(m1[i], C1[i], m2[i], C2[i])) for i in range(B)])
     assert_close(y, ref, rtol=1e-10, xp=xp)
     pot = ot.gaussian.bures_wasserstein_distance(m1, m2, C1, C2, paired=True)
-    assert_close(y, np.asarray(pot), rtol=1e-8)
+    assert_close(y, np.asarray(pot), rtol=1e-8, xp=xp)
     y2 = gaussian_wasserstein(xp.asarray(m1), xp.asarray(C1), xp.asarray(m2), xp.asarray(C2), squared=True)
-    assert_close(y2, ref ** 2, rtol=1e-10)
+    assert_close(y2, ref ** 2, rtol=1e-10, xp=xp)
 
 
 def test_float32_keeps_dtype(xp, rng):
@@ -63,7 +63,7 @@ def test_broadcasting_one_against_many(xp, rng):
     y = gaussian_wasserstein(xp.asarray(m1), xp.asarray(C1), xp.asarray(m2), xp.asarray(C2))
     assert tuple(y.shape) == (2, 5)
     ref = np.array([[np.sqrt(_ref(m1, C1, m2[i, j], C2[i, j])) for j in range(5)] for i in range(2)])
-    assert_close(y, ref, rtol=1e-10)
+    assert_close(y, ref, rtol=1e-10, xp=xp)
 
 
 def test_one_dimensional_case_and_identity(rng):
@@ -247,8 +247,8 @@ def test_box_to_gaussian(xp, rng, fmt):
     b = _rand_boxes(rng, (3, 4), fmt)
     m, C = box_to_gaussian(xp.asarray(b), format=fmt)
     mr, Cr = _ref_gauss(b, fmt)
-    assert_close(m, mr, rtol=1e-12, atol=1e-12)
-    assert_close(C, Cr, rtol=1e-10, atol=1e-10)
+    assert_close(m, mr, rtol=1e-12, atol=1e-12, xp=xp)
+    assert_close(C, Cr, rtol=1e-10, atol=1e-10, xp=xp)
 
 
 @pytest.mark.parametrize("fmt", ["xyxy", "cxcywh", "cxcywha"])
@@ -258,9 +258,9 @@ def test_box_wasserstein_matches_bures(xp, rng, fmt):
     m2, C2 = _ref_gauss(b2, fmt)
     ref = np.array([_ref_w2sq(m1[i], C1[i], m2[i], C2[i]) for i in range(5)])
     d2 = box_wasserstein(xp.asarray(b1), xp.asarray(b2), format=fmt, squared=True)
-    assert_close(d2, ref, rtol=1e-8, atol=1e-8)
+    assert_close(d2, ref, rtol=1e-8, atol=1e-8, xp=xp)
     d = box_wasserstein(xp.asarray(b1), xp.asarray(b2), format=fmt)
-    assert_close(d, np.sqrt(ref), rtol=1e-8, atol=1e-8)
+    assert_close(d, np.sqrt(ref), rtol=1e-8, atol=1e-8, xp=xp)
 
 
 @pytest.mark.parametrize("fmt", ["xyxy", "cxcywha"])
@@ -277,11 +277,11 @@ def test_box_wasserstein_equals_gaussian_wasserstein(rng, fmt):
 def test_nwd_matches_detection_closed_form(xp, rng):
     b1, b2 = _rand_boxes(rng, (7,), "cxcywh"), _rand_boxes(rng, (7,), "cxcywh")
     y = normalized_wasserstein_boxes(xp.asarray(b1), xp.asarray(b2), format="cxcywh")
-    assert_close(y, _yolo_nwd(b1, b2), rtol=1e-12)
+    assert_close(y, _yolo_nwd(b1, b2), rtol=1e-12, xp=xp)
     # same boxes in xyxy give the same value
     x1 = np.concatenate([b1[:, :2] - b1[:, 2:] / 2, b1[:, :2] + b1[:, 2:] / 2], -1)
     x2 = np.concatenate([b2[:, :2] - b2[:, 2:] / 2, b2[:, :2] + b2[:, 2:] / 2], -1)
-    assert_close(normalized_wasserstein_boxes(xp.asarray(x1), xp.asarray(x2)), _yolo_nwd(b1, b2), rtol=1e-10)
+    assert_close(normalized_wasserstein_boxes(xp.asarray(x1), xp.asarray(x2)), _yolo_nwd(b1, b2), rtol=1e-10, xp=xp)
 
 
 def test_broadcast_and_float32(xp, rng):

@@ -21,11 +21,11 @@ def _ref(V, F):
 def test_varifold_and_centroids(xp):
     pts, w = mesh_to_measure(xp.asarray(TET_V), xp.asarray(TET_F), kind="varifold")
     c, n, wr = _ref(TET_V, TET_F)
-    assert_close(pts, np.concatenate([c, n], axis=1), rtol=1e-12, atol=1e-15)
-    assert_close(w, wr, rtol=1e-12)
+    assert_close(pts, np.concatenate([c, n], axis=1), rtol=1e-12, atol=1e-15, xp=xp)
+    assert_close(w, wr, rtol=1e-12, xp=xp)
     assert np.all(np.sum(np.asarray(pts)[:, 3:] * (c - 0.25), axis=1) > 0)   # outward normals
     pc, wc = mesh_to_measure(xp.asarray(TET_V), xp.asarray(TET_F))
-    assert_close(pc, c, rtol=1e-12, atol=1e-15)
+    assert_close(pc, c, rtol=1e-12, atol=1e-15, xp=xp)
 
 
 def test_samples_follow_the_area_law():

@@ -31,9 +31,9 @@ def test_matches_scipy_p1(xp, rng):
     u, v = rng.standard_normal(17), 2 * rng.standard_normal(11) + 0.5
     a, b = _w(rng, 17), _w(rng, 11)
     y = wasserstein_1d(xp.asarray(u), xp.asarray(v), xp.asarray(a), xp.asarray(b))
-    assert_close(y, scipy.stats.wasserstein_distance(u, v, a, b), rtol=1e-12)
+    assert_close(y, scipy.stats.wasserstein_distance(u, v, a, b), rtol=1e-12, xp=xp)
     y0 = wasserstein_1d(xp.asarray(u), xp.asarray(v))
-    assert_close(y0, scipy.stats.wasserstein_distance(u, v), rtol=1e-12)
+    assert_close(y0, scipy.stats.wasserstein_distance(u, v), rtol=1e-12, xp=xp)
 
 
 @pytest.mark.parametrize("p", [1, 2, 3, 1.5])
@@ -44,11 +44,11 @@ def test_brute_force_and_pot_batched(xp, rng, p):
     a, b = _w(rng, n, (B,)), _w(rng, m, (B,))
     y = wasserstein_1d(xp.asarray(u), xp.asarray(v), xp.asarray(a), xp.asarray(b), p=p, squared=True)
     ref = np.array([_brute(u[i], v[i], a[i], b[i], p) for i in range(B)])
-    assert_close(y, ref, rtol=1e-9, atol=1e-12)
+    assert_close(y, ref, rtol=1e-9, atol=1e-12, xp=xp)
     pot = np.array([ot.wasserstein_1d(u[i], v[i], a[i], b[i], p=p) for i in range(B)])
-    assert_close(y, pot, rtol=1e-9, atol=1e-12)
+    assert_close(y, pot, rtol=1e-9, atol=1e-12, xp=xp)
     yr = wasserstein_1d(xp.asarray(u), xp.asarray(v), xp.asarray(a), xp.asarray(b), p=p)
-    assert_close(yr, ref ** (1 / p), rtol=1e-9)
+    assert_close(yr, ref ** (1 / p), rtol=1e-9, xp=xp)
 
 
 def test_paths_agree(path, rng):

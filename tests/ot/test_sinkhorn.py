@@ -28,16 +28,16 @@ def test_matches_pot(xp, rng, method):
     res = sinkhorn(xp.asarray(a), xp.asarray(b), xp.asarray(M), reg, method=method, tol=1e-12, max_iter=5000)
     assert res.converged
     ref = ot.sinkhorn2(a, b, M, reg, method="sinkhorn_log", stopThr=1e-14, numItermax=20000)
-    assert_close(res.cost, ref, rtol=1e-8)
+    assert_close(res.cost, ref, rtol=1e-8, xp=xp)
     P = res.plan()
-    assert_close(xp.sum(P, axis=1), a, atol=1e-11)
-    assert_close(xp.sum(P, axis=0), b, atol=1e-10)
+    assert_close(xp.sum(P, axis=1), a, atol=1e-11, xp=xp)
+    assert_close(xp.sum(P, axis=0), b, atol=1e-10, xp=xp)
     Pref = ot.sinkhorn(a, b, M, reg, method="sinkhorn_log", stopThr=1e-14, numItermax=20000)
-    assert_close(P, Pref, rtol=1e-6, atol=1e-12)
+    assert_close(P, Pref, rtol=1e-6, atol=1e-12, xp=xp)
     # objective = <P, M> + reg * sum P log P
-    assert_close(res.objective, float(np.sum(Pref * M) + reg * np.sum(Pref * np.log(Pref))), rtol=1e-7)
+    assert_close(res.objective, float(np.sum(Pref * M) + reg * np.sum(Pref * np.log(Pref))), rtol=1e-7, xp=xp)
     y = sinkhorn2(xp.asarray(a), xp.asarray(b), xp.asarray(M), reg=reg, tol=1e-12, max_iter=5000)
-    assert_close(y, ref, rtol=1e-8)
+    assert_close(y, ref, rtol=1e-8, xp=xp)
 
 
 def test_paths_agree_float32_and_float64(path, rng):
@@ -73,7 +73,7 @@ def test_batched_equals_individual(xp, rng):
     assert tuple(res.f.shape) == (3, 12) and tuple(res.cost.shape) == (3,)
     for k, (a, b, m) in enumerate(probs):
         r = sinkhorn(a, b, m, 0.1, tol=1e-12)
-        assert_close(res.cost[k], r.cost, rtol=1e-9)
+        assert_close(res.cost[k], r.cost, rtol=1e-9, xp=xp)
     shared = sinkhorn(xp.asarray(A[0]), xp.asarray(B[0]), xp.asarray(M), 0.1, tol=1e-12)
     assert tuple(shared.g.shape) == (3, 9)
 

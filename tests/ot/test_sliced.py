@@ -39,8 +39,8 @@ def test_mc_matches_pot_with_same_directions(xp, rng, weighted):
     conv = (lambda z: None if z is None else xp.asarray(z))
     y = sliced_wasserstein(xp.asarray(X), xp.asarray(Y), conv(a), conv(b), n_projections=32, seed=3)
     pot = ot.sliced_wasserstein_distance(X, Y, a, b, projections=theta, p=2)
-    assert_close(y, pot, rtol=1e-10)
-    assert_close(y, np.sqrt(_sw_ref(X, Y, a, b, theta, 2)), rtol=1e-10)
+    assert_close(y, pot, rtol=1e-10, xp=xp)
+    assert_close(y, np.sqrt(_sw_ref(X, Y, a, b, theta, 2)), rtol=1e-10, xp=xp)
 
 
 def test_equal_size_fast_path_matches_general(rng):
@@ -59,12 +59,12 @@ def test_estimators_run_on_every_backend(xp, rng, estimator):
     y_np, s_np = sliced_wasserstein(X, Y, a, b, n_projections=16, estimator=estimator, seed=1, return_std=True)
     y, s = sliced_wasserstein(xp.asarray(X), xp.asarray(Y), xp.asarray(a), xp.asarray(b), n_projections=16,
                               estimator=estimator, seed=1, return_std=True)
-    assert_close(y, y_np, rtol=1e-10)
-    assert_close(s, s_np, rtol=1e-8)
+    assert_close(y, y_np, rtol=1e-10, xp=xp)
+    assert_close(s, s_np, rtol=1e-8, xp=xp)
     y32 = sliced_wasserstein(xp.asarray(X.astype(np.float32)), xp.asarray(Y.astype(np.float32)), n_projections=16,
                              estimator=estimator, seed=1)
     assert y32.dtype == xp.float32
-    assert_close(y32, sliced_wasserstein(X, Y, n_projections=16, estimator=estimator, seed=1), rtol=1e-4)
+    assert_close(y32, sliced_wasserstein(X, Y, n_projections=16, estimator=estimator, seed=1), rtol=1e-4, xp=xp)
 
 
 @pytest.fixture(scope="module")
@@ -259,11 +259,11 @@ def test_batched_clouds_match_loop(xp, rng, estimator):
     assert tuple(y.shape) == (2, 3) and tuple(s.shape) == (2, 3)
     ref = np.array([[float(sliced_wasserstein(Xs[i, j], Y, a[j], None, n_projections=16, estimator=estimator,
                                               seed=4)) for j in range(3)] for i in range(2)])
-    assert_close(y, ref, rtol=1e-10)
+    assert_close(y, ref, rtol=1e-10, xp=xp)
     y0 = sliced_wasserstein(xp.asarray(Xs), xp.asarray(Y), n_projections=16, estimator=estimator, seed=4)
     ref0 = np.array([[float(sliced_wasserstein(Xs[i, j], Y, n_projections=16, estimator=estimator, seed=4))
                       for j in range(3)] for i in range(2)])
-    assert_close(y0, ref0, rtol=1e-10)
+    assert_close(y0, ref0, rtol=1e-10, xp=xp)
 
 
 @pytest.mark.parametrize("estimator", ["mc", "upper_cv"])

@@ -31,7 +31,7 @@ def test_backends(xp, rng):
     ref = sinkhorn(a, b, M, 0.01, tol=1e-11, max_iter=20000)
     res = sinkhorn_newton_sparse(xp.asarray(a), xp.asarray(b), xp.asarray(M), 0.01, tol=1e-11, density=0.2)
     assert res.converged
-    assert_close(res.cost, ref.cost, rtol=1e-8)
+    assert_close(res.cost, ref.cost, rtol=1e-8, xp=xp)
 
 
 def test_callback_and_density_one(rng):
