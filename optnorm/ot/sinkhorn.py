@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from .._lib import compat
 from .._lib.api import checked, public, vjp
-from .._lib.roles import Callback, Choice, Cost, Int, Option, Positive, Weights
+from .._lib.roles import Callback, Choice, Cost, Int, NonNegative, Option, Positive, Weights
 from . import _common as cm
 from ._common import SinkhornResult, SinkhornState  # noqa: F401  (documented here; declared in _common)
 
@@ -127,7 +127,7 @@ def solve(ab, bb, Mb, reg, *, method, tol, max_iter, check_every, callback, call
 _PROBLEM = dict(a=Weights("[b] n"), b=Weights("[b] m"), M=Cost("[b] n m"))
 
 
-@public(**_PROBLEM, reg=Positive(), method=Choice(METHODS), tol=Positive(optional=True), max_iter=Int(1),
+@public(**_PROBLEM, reg=Positive(), method=Choice(METHODS), tol=NonNegative(optional=True), max_iter=Int(1),
         check_every=Int(1), callback=Callback(), callback_every=Int(1), warm_start=Option(check=_check_warm_start),
         error_norm=Choice((1, 2)))
 def sinkhorn(a, b, M, reg, *, method="log", tol=None, max_iter=1000, check_every=10, callback=None,
@@ -279,7 +279,7 @@ def _example2(rng, dtype):
         {"reg": 0.5, "max_iter": 100}
 
 
-@public(**_PROBLEM, reg=Positive(), method=Choice(METHODS), tol=Positive(optional=True), max_iter=Int(1),
+@public(**_PROBLEM, reg=Positive(), method=Choice(METHODS), tol=NonNegative(optional=True), max_iter=Int(1),
         value=Choice(("transport", "objective")), example=_example2)
 def sinkhorn2(a, b, M, *, reg, method="log", tol=None, max_iter=1000, value="transport"):
     r"""Entropic OT value as a differentiable function of (a, b, M); see :func:`sinkhorn` for the solver.

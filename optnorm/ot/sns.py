@@ -7,7 +7,7 @@ import numpy as np
 
 from .._lib import compat
 from .._lib.api import public
-from .._lib.roles import Callback, Choice, Cost, Int, Positive, Scalar, Weights
+from .._lib.roles import Callback, Choice, Cost, Int, NonNegative, Positive, Scalar, Weights
 from . import _common as cm
 
 
@@ -128,7 +128,7 @@ def _newton(a, b, M, reg, f, g, *, tol, max_newton, k0, cg_tol, callback, callba
 
 
 _SNS_ROLES = dict(a=Weights("[b] n"), b=Weights("[b] m"), M=Cost("[b] n m"), reg=Positive(),
-                  tol=Positive(optional=True), max_iter=Int(1), n_sinkhorn=Int(0),
+                  tol=NonNegative(optional=True), max_iter=Int(1), n_sinkhorn=Int(0),
                   density=Scalar(0, 1, low_open=True, optional=True), cg_tol=Positive(), callback=Callback(),
                   callback_every=Int(1), error_norm=Choice((1, 2)))
 
