@@ -182,7 +182,8 @@ def _w1d_numba(u, v, uw, vw, *, p, xp):
 @dataclass(frozen=True)
 class SinkhornState:
     """What a Sinkhorn or SNS callback sees every ``callback_every`` iterations: ``iteration``, the current
-    potentials ``f``, ``g`` (batched, in cost units) and the stopping ``error``."""
+    potentials ``f``, ``g`` (cost units; with a leading batch axis for :func:`optnorm.ot.sinkhorn`, of the
+    current problem for :func:`optnorm.ot.sinkhorn_newton_sparse`) and the stopping ``error``."""
     iteration: int
     f: Any
     g: Any

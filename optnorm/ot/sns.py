@@ -96,7 +96,7 @@ def _newton(a, b, M, reg, f, g, *, tol, max_newton, k0, cg_tol, callback, callba
         if it >= max_newton or not math.isfinite(e):
             break
         if callback is not None and it % callback_every == 0 and it > 0:
-            if callback(cm.SinkhornState(it0 + it, f[None, :], g[None, :], e)):
+            if callback(cm.SinkhornState(it0 + it, f, g, e)):
                 stopped = True
                 break
         H = _SparseHessian(P, k, xp)
