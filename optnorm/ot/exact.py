@@ -41,10 +41,10 @@ class EMDResult:
     method: str
 
 
-def _host(a, b, M):
+def _host(a, b, M, fn):
     for nm, x in (("a", a), ("b", b), ("M", M)):
         if x is not None and not compat.is_concrete(x):
-            raise TypeError(f"emd: {nm} must be a concrete array (not a JAX tracer inside jit): the exact solvers "
+            raise TypeError(f"{fn}: {nm} must be a concrete array (not a JAX tracer inside jit): the exact solvers "
                             "run SciPy on the host; call it outside jit or use sinkhorn")
     C = np.asarray(compat.to_numpy(M), dtype=np.float64)
     aw = None if a is None else np.asarray(compat.to_numpy(a), np.float64)
@@ -149,7 +149,7 @@ def emd(a, b, M):
     >>> float(r.cost)
     0.25
     """
-    P, cost, f, g, _, _, method = _solve(*_host(a, b, M))
+    P, cost, f, g, _, _, method = _solve(*_host(a, b, M, "emd"))
     dt = compat.to_numpy(M).dtype
     back = lambda z: compat.from_numpy_like(np.asarray(z, dtype=dt), M)  # noqa: E731
     return EMDResult(plan=back(P), cost=back(cost), f=back(f), g=back(g), method=method)
@@ -183,7 +183,7 @@ class EMD2Res(NamedTuple):
 
 
 def _emd2_forward(a, b, M):
-    P, cost, f, g, aw, bw, _ = _solve(*_host(a, b, M))
+    P, cost, f, g, aw, bw, _ = _solve(*_host(a, b, M, "emd2"))
     dt = compat.to_numpy(M).dtype
     back = lambda z: compat.from_numpy_like(np.asarray(z, dtype=dt), M)  # noqa: E731
     res = EMD2Res(back(P), None if a is None else back(f - aw @ f), None if b is None else back(g - bw @ g),
