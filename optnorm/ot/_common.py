@@ -388,8 +388,8 @@ def finalize(f, g, ab, bb, Mb, reg, xp, row_update=False):
     cost = xp.sum(xp.sum(P * Mb, axis=-1), axis=-1)
     # <P, M> + reg sum P log P = <P1, f> + <P^T 1, g>   (0 * -inf := 0 for zero weights)
     zero_f, zero_g = xp.zeros_like(f), xp.zeros_like(g)
-    objective = xp.sum(xp.where(row > 0, row * f, zero_f), axis=-1) + \
-        xp.sum(xp.where(col > 0, col * g, zero_g), axis=-1)
+    objective = xp.sum(row * xp.where(row > 0, f, zero_f), axis=-1) + \
+        xp.sum(col * xp.where(col > 0, g, zero_g), axis=-1)
     return cost, objective, (err_a, err_b), P
 
 

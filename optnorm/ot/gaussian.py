@@ -93,8 +93,8 @@ def _gauss_forward(m1, C1, m2, C2, squared):
     t = cm.pow2_scale(xp, (m1c, 1), (m2c, 1), (xp.sqrt(xp.abs(C1c)), 2), (xp.sqrt(xp.abs(C2c)), 2))
     t = xp.broadcast_to(t, batch)
     m1c, m2c = m1c / t[..., None], m2c / t[..., None]
-    t2 = (t * t)[..., None, None]
-    C1c, C2c = _sym(C1c / t2, xp), _sym(C2c / t2, xp)
+    tt = t[..., None, None]
+    C1c, C2c = _sym(C1c / tt / tt, xp), _sym(C2c / tt / tt, xp)     # two divisions: t * t may overflow
     s1, V1 = _eigh_psd(C1c, xp)                      # C1 = V1 diag(s1) V1^T
     sq1 = xp.sqrt(s1)
     S1 = _from_eig(V1, sq1, xp)                      # C1^{1/2}

@@ -12,7 +12,8 @@ from . import _common as cm
 
 
 def _plan(f, g, M, reg, xp):
-    return xp.exp((f[:, None] + g[None, :] - M) / reg)
+    """exp((f + g - M) / reg), the exponent capped at 700: a line-search trial that far off is rejected anyway."""
+    return xp.exp(xp.clip((f[:, None] + g[None, :] - M) / reg, None, 700.0))
 
 
 def _dual(f, g, a, b, M, reg, xp):
