@@ -6,6 +6,9 @@
   stopping at the same criterion as POT (L2 column-marginal error < 1e-9, checked every 10 iterations).  optnorm's
   ``sinkhorn(method="log")`` against POT's ``ot.sinkhorn(..., method="sinkhorn_log")``.
 - ``SNS vs Sinkhorn reg=0.01``: iterations and time to an L1 marginal error of 1e-9 (``extra_info`` has n_iter).
+- ``Sinkhorn cost per iteration``: n = m = 1000 Gaussian clouds, ``M / M.max()``, a fixed 50 iterations at
+  reg = 1e-1 ... 1e-4 (``extra_info`` has ms per iteration).  Flat is the goal: the old kernels slowed ~35x once
+  (M - f - g)/reg passed ~700 (subnormal exponentials, issue #13); the summary prints the spread.
 - ``SW variance``: variance of the SW_2^2 estimate over 100 seeds at L = 100 on anisotropic Gaussian clouds,
   MC against the control variates (``extra_info`` has the variance ratios).
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -107,6 +111,38 @@ def test_sns_vs_sinkhorn(benchmark, sk_problem, solver):
     RESULTS[("sns", solver)] = (t, res.n_iter, res.converged)
 
 
+REG_SWEEP = (1e-1, 1e-2, 1e-3, 5e-4, 1e-4)
+N_IT = 500 if QUICK else 1000
+
+
+@pytest.fixture(scope="module")
+def it_problem():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((N_IT, 2))
+    Y = rng.standard_normal((N_IT, 2)) * 1.3 + 0.5
+    M = ((X[:, None] - Y[None]) ** 2).sum(-1)
+    M /= M.max()
+    a = np.full(N_IT, 1.0 / N_IT)
+    oo.sinkhorn(a[:20] * N_IT / 20, a[:20] * N_IT / 20, M[:20, :20], 0.1, max_iter=3)
+    return a, M
+
+
+@pytest.mark.parametrize("reg", REG_SWEEP)
+def test_sinkhorn_cost_per_iteration(benchmark, it_problem, reg):
+    a, M = it_problem
+    benchmark.group = "Sinkhorn cost per iteration (n=1000, 50 it)"
+    steps = 50
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                # a fixed number of iterations, converged or not
+            return oo.sinkhorn(a, a, M, reg, tol=1e-300, max_iter=steps, check_every=steps)
+
+    res, t = _timed(benchmark, run, rounds=3)
+    benchmark.extra_info.update(ms_per_iter=1e3 * t / res.n_iter if t else None, n_iter=res.n_iter)
+    RESULTS[("it", reg)] = t / res.n_iter if t else None
+
+
 # ---------------------------------------------------------------------------------------------- CV variance
 def test_sw_variance(benchmark):
     benchmark.group = "SW variance (L=100)"
@@ -148,6 +184,11 @@ def test_zz_summary(benchmark, capsys):
     if s and k:
         lines.append(f"  SNS vs log-Sinkhorn reg=0.01: {k[1]} / {s[1]} iterations = {k[1] / s[1]:.1f}x fewer "
                      f"(target >= 10x), time {k[0]:.2f} s / {s[0]:.2f} s = {k[0] / s[0]:.1f}x")
+    per_it = {reg: RESULTS.get(("it", reg)) for reg in REG_SWEEP}
+    if all(per_it.values()):
+        lines.append(f"  Sinkhorn n={N_IT} ms per iteration: " + ", ".join(f"reg {r:g} {1e3 * t:.2f}"
+                                                                   for r, t in per_it.items()) +
+                     f"; max/min = {max(per_it.values()) / min(per_it.values()):.1f}x  (target ~1x)")
     if "var" in RESULTS:
         r = RESULTS["var"]
         lines.append("  SW variance ratio MC/estimator at L=100: " +

@@ -256,3 +256,32 @@ def test_validation_of_closed_over_jax_constant_under_jit():
         return x * 2
 
     assert_close(f(jnp.ones(2)), np.full(2, 2.0))
+
+
+def test_from_numpy_like_keeps_a_0d_array_0d(xp):
+    x = xp.asarray(np.zeros(3))
+    back = compat.from_numpy_like(np.asarray(2.5), x)
+    assert tuple(back.shape) == ()
+    assert float(back) == 2.5
+
+
+def test_checked_gives_a_fwd_the_roles_of_its_public_function():
+    from optnorm._lib import api
+    from optnorm.norm import softmax
+
+    @api.checked(softmax)
+    def fwd(x, *, axis=-1, method="safe", masked_row="nan", out=None):
+        return x, ("res", axis)
+
+    y, res = fwd([1.0, 2.0], axis=-1)            # a list is read as NumPy, axis normalised
+    assert isinstance(y, np.ndarray) and res == ("res", 0)
+    with pytest.raises(ValueError, match="method"):
+        fwd(np.ones(3), method="nope")
+    with pytest.raises(TypeError, match="parameters"):
+        api.checked(softmax)(lambda x, *, axis=-1: (x, None))
+
+
+def test_backend_name_of_a_numpy_scalar():
+    # NumPy reductions return NumPy scalars, not 0-d arrays: they are still NumPy (assert_close(..., xp=xp))
+    assert compat.backend_name(np.float32(1.0)) == "numpy"
+    assert compat.backend_name(np.sum(np.ones(3))) == "numpy"

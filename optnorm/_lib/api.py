@@ -64,6 +64,7 @@ class Function:
     sizes: dict = field(default_factory=dict)
     contract: dict = field(default_factory=dict)
     op: Any = None                  # optnorm._lib.ops.Op when differentiable
+    checker: Any = None             # the validation of its arguments (functions only)
 
     @property
     def domain(self) -> str:
@@ -243,7 +244,7 @@ def public(fn: Callable | None = None, /, **options):
         obj.__optnorm_public__ = name
         _add(Function(name, "function", obj, f.__module__, body=f, roles=dict(roles), gufunc=gufunc,
                       example=meta.get("example"), sizes=dict(meta.get("sizes", {})),
-                      contract=dict(meta.get("contract", {}))))
+                      contract=dict(meta.get("contract", {})), checker=checker))
         return obj
 
     return deco if fn is None else deco(fn)
@@ -320,6 +321,29 @@ def vjp(fn: Callable, fwd: Callable, bwd: Callable, *, nondiff_argnums: tuple[in
     entry.op = ops.register(entry.name, entry.obj, fwd, bwd, nondiff_argnums=nondiff_argnums,
                             skip_check_argnums=skip_check_argnums)
     return entry.op
+
+
+def checked(public_fn: Callable) -> Callable:
+    """Decorator for the ``fwd`` of a declared function: validate its arguments with ``public_fn``'s roles.
+
+    The torch and JAX adapters call ``fwd`` directly (not the public function), so a ``fwd`` that does
+    not go through the public function itself takes its checks this way::
+
+        @checked(sinkhorn2)
+        def sinkhorn2_fwd(a, b, M, *, reg, ...):      # same signature as sinkhorn2
+            ...
+            return y, residuals
+    """
+    entry = lookup(public_fn)
+    if entry is None or entry.checker is None:
+        raise ValueError(f"{getattr(public_fn, '__qualname__', public_fn)} is not a declared public function")
+
+    def deco(fwd):
+        if list(inspect.signature(fwd).parameters) != list(inspect.signature(entry.body).parameters):
+            raise TypeError(f"{fwd.__qualname__} must have the parameters of {entry.name}")
+        return _wrap(fwd, entry.checker, _finish_alias_fwd)
+
+    return deco
 
 
 # --------------------------------------------------------------------------------------------- queries

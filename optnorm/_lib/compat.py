@@ -136,7 +136,8 @@ def from_numpy_like(a: np.ndarray, like: Any):
         return a
     xp = array_namespace(like)
     if is_torch(like):
-        return _torch().from_numpy(np.ascontiguousarray(a)).to(like.device)
+        # np.require keeps a 0-d array 0-d (np.ascontiguousarray would make it shape (1,))
+        return _torch().from_numpy(np.require(a, requirements="C")).to(like.device)
     return xp.asarray(a, device=device(like))
 
 

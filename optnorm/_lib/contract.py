@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import api, compat
-from .roles import Outcome, Perturbation
+from .roles import Outcome, Perturbation, Seed
 
 __all__ = ["Case", "cases", "run_case", "example_call", "outputs"]
 
@@ -61,6 +61,8 @@ def example_call(entry: api.Function, rng: np.random.Generator, dtype=np.float64
                 vals[p] = None
             else:
                 vals[p] = role.example(entry.sizes, rng, dtype)
+        elif isinstance(role, Seed):
+            vals[p] = role.example(entry.sizes, rng, dtype)     # a fixed seed: repeated calls must be comparable
         elif has_default:
             vals[p] = par.default
         else:

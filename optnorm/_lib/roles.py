@@ -364,7 +364,11 @@ class Array(Role):
         if self._min >= 1:
             out.append(P("0-d", lambda v, r: np.asarray(v).reshape(-1)[:1].reshape(()), O.ERROR))
         if self._max is not None:
-            out.append(P("extra dimension", lambda v, r: np.asarray(v)[None, ...].repeat(2, 0), O.ERROR))
+            # enough leading dims to exceed the maximum rank (an example without its optional "[b]" dim would
+            # otherwise become a valid batch)
+            k = max(1, self._max + 1 - nd)
+            out.append(P("extra dimension", lambda v, r, k=k: np.broadcast_to(np.asarray(v), (2,) * k + np.shape(v))
+                         .copy(), O.ERROR))
         if nd >= 1 and not self.empty:
             out.append(P("empty", lambda v, r: np.asarray(v)[..., :0], O.ERROR))
         if self.dtype == "float" and nd >= 1:

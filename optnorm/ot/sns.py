@@ -5,14 +5,15 @@ import math
 
 import numpy as np
 
-from .._lib import compat, validate
-from .sinkhorn import SinkhornState, _cg, _log, _log_loop, _make_result, _no_grad, _norm, _prep
-
-__all__ = ["sinkhorn_newton_sparse"]
+from .._lib import compat
+from .._lib.api import public
+from .._lib.roles import Callback, Choice, Cost, Int, NonNegative, Positive, Scalar, Weights
+from . import _common as cm
 
 
 def _plan(f, g, M, reg, xp):
-    return xp.exp((f[:, None] + g[None, :] - M) / reg)
+    """exp((f + g - M) / reg), the exponent capped at 700: a line-search trial that far off is rejected anyway."""
+    return xp.exp(xp.clip((f[:, None] + g[None, :] - M) / reg, None, 700.0))
 
 
 def _dual(f, g, a, b, M, reg, xp):
@@ -36,7 +37,7 @@ class _SparseHessian:
         self.r = xp.sum(P, axis=1)
         self.c = xp.sum(P, axis=0)
         k = min(k, self.m)
-        if compat.is_numpy(P):
+        if compat.fast_path_of(P) == "numba":            # NumPy: SciPy sparse CSR
             import scipy.sparse as sp
 
             if k < self.m:
@@ -46,11 +47,13 @@ class _SparseHessian:
             rows = np.repeat(np.arange(self.n), idx.shape[1])
             vals = np.take_along_axis(P, idx, axis=1).ravel()
             self.S = sp.csr_matrix((vals, (rows, idx.ravel())), shape=(self.n, self.m))
+            self.sparse = True
             self.ST = self.S.T.tocsr()
             self.nnz = self.S.nnz
         else:
             thr = xp.sort(P, axis=1)[:, self.m - k][:, None]
             self.S = xp.where(P >= thr, P, xp.zeros_like(P))
+            self.sparse = False
             self.ST = self.S.T
             self.nnz = self.n * k
         k_tot = self.n + self.m
@@ -62,7 +65,7 @@ class _SparseHessian:
     def matvec(self, w):
         xp = self.xp
         x, y = w[..., :self.n], w[..., self.n:]
-        if compat.is_numpy(w):
+        if self.sparse:
             top = self.r * x + (self.S @ y[0])[None]
             bot = (self.ST @ x[0])[None] + self.c * y
         else:
@@ -78,12 +81,12 @@ def _newton(a, b, M, reg, f, g, *, tol, max_newton, k0, cg_tol, callback, callba
     k = k0
     F, P = _dual(f, g, a, b, M, reg, xp)
     it = 0
-    converged = False
+    converged = stopped = False
     e_prev = math.inf
     while True:
         ra = a - xp.sum(P, axis=1)
         rb = b - xp.sum(P, axis=0)
-        e = float(_norm(ra, error_norm, xp) + _norm(rb, error_norm, xp))
+        e = float(cm.marginal_norm(ra, error_norm, xp) + cm.marginal_norm(rb, error_norm, xp))
         errors.append(e)
         if e > 0.5 * e_prev:
             k = min(m, 2 * k)                               # no fast local convergence yet: densify the Hessian
@@ -94,11 +97,12 @@ def _newton(a, b, M, reg, f, g, *, tol, max_newton, k0, cg_tol, callback, callba
         if it >= max_newton or not math.isfinite(e):
             break
         if callback is not None and it % callback_every == 0 and it > 0:
-            if callback(SinkhornState(it0 + it, f, g, e)):
+            if callback(cm.SinkhornState(it0 + it, f, g, e)):
+                stopped = True
                 break
         H = _SparseHessian(P, k, xp)
         rhs = xp.concat([ra, rb])[None, :]
-        d = _cg(H.matvec, rhs, lambda w: w / H.diag, xp, tol=cg_tol, max_iter=1000)[0, ...]
+        d = cm.cg(H.matvec, rhs, lambda w: w / H.diag, xp, tol=cg_tol, max_iter=1000)[0, ...]
         df, dg = reg * d[:n], reg * d[n:]
         slope = float(xp.sum(ra * df) + xp.sum(rb * dg))
         alpha = 1.0
@@ -116,23 +120,22 @@ def _newton(a, b, M, reg, f, g, *, tol, max_newton, k0, cg_tol, callback, callba
             k = min(m, 2 * k)                               # Hessian too sparse for a full step: densify
         if not accepted:
             # one Sinkhorn iteration (always ascends) instead of a failed Newton step
-            lg = _log(b, xp)
-            la = _log(a, xp)
-            g = reg * (lg - _lse_axis((f[:, None] - M) / reg, 0, xp))
-            f = reg * (la - _lse_axis((g[None, :] - M) / reg, 1, xp))
+            g = reg * cm.log_weights(b, xp) - cm.softmin_xp(M[None], f[None], reg, 1, xp)[0]
+            f = reg * cm.log_weights(a, xp) - cm.softmin_xp(M[None], g[None], reg, 2, xp)[0]
             F, P = _dual(f, g, a, b, M, reg, xp)
             continue
         f, g, F, P = f_new, g_new, F_new, P_new
-    return f, g, it, converged, k
+    return f, g, it, converged, stopped
 
 
-def _lse_axis(z, axis, xp):
-    mx = xp.max(z, axis=axis, keepdims=True)
-    mx = xp.where(xp.isfinite(mx), mx, xp.zeros_like(mx))
-    return xp.log(xp.sum(xp.exp(z - mx), axis=axis)) + xp.squeeze(mx, axis=axis)
+_SNS_ROLES = dict(a=Weights("[b] n"), b=Weights("[b] m"), M=Cost("[b] n m"), reg=Positive(),
+                  tol=NonNegative(optional=True), max_iter=Int(1), n_sinkhorn=Int(0),
+                  density=Scalar(0, 1, low_open=True, optional=True), cg_tol=Positive(), callback=Callback(),
+                  callback_every=Int(1), error_norm=Choice((1, 2)))
 
 
-def sinkhorn_newton_sparse(a, b, M, reg, *, tol=1e-9, max_iter=200, n_sinkhorn=20, density=None, cg_tol=1e-10,
+@public(**_SNS_ROLES)
+def sinkhorn_newton_sparse(a, b, M, reg, *, tol=None, max_iter=200, n_sinkhorn=20, density=None, cg_tol=1e-10,
                            callback=None, callback_every=1, error_norm=1):
     r"""Entropic OT by Sinkhorn-Newton-Sparse: a Sinkhorn warm start, then sparse Newton steps on the dual.
 
@@ -157,8 +160,10 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, tol=1e-9, max_iter=200, n_sinkhorn=2
     Parameters
     ----------
     a, b, M, reg : as in :func:`optnorm.ot.sinkhorn` (a batch of problems is solved one after the other).
-    tol : float, default 1e-9
-        Stop when the sum of the row and column marginal errors (``error_norm``) is below ``tol``.
+    tol : float, optional
+        Stop when the sum of the row and column marginal errors (``error_norm``) is below ``tol``; default 1e-9
+        for float64 problems, a reachable one for lower precisions (as in :func:`optnorm.ot.sinkhorn`).  Stopping
+        at ``max_iter`` without reaching it gives ``converged=False`` and a :class:`optnorm.ConvergenceWarning`.
     max_iter : int, default 200
         Maximum number of Newton steps.
     n_sinkhorn : int, default 20
@@ -185,54 +190,43 @@ def sinkhorn_newton_sparse(a, b, M, reg, *, tol=1e-9, max_iter=200, n_sinkhorn=2
     >>> r.converged and r.n_iter < 60
     True
     """
-    with _no_grad(a, b, M):
-        return _sns(a, b, M, reg, tol=tol, max_iter=max_iter, n_sinkhorn=n_sinkhorn, density=density, cg_tol=cg_tol,
-                    callback=callback, callback_every=callback_every, error_norm=error_norm)
+    cm.check_batch(a, b, M, "sinkhorn_newton_sparse")
+    if not compat.is_concrete(M):
+        raise TypeError("sinkhorn_newton_sparse: M must be a concrete array (not a JAX tracer): the line search and "
+                        "the sparsification branch on values")
+    with compat.no_grad(a, b, M):
+        return _sns(a, b, M, float(reg), tol=tol, max_iter=max_iter, n_sinkhorn=n_sinkhorn, density=density,
+                    cg_tol=float(cg_tol), callback=callback, callback_every=callback_every, error_norm=error_norm)
 
 
 def _sns(a, b, M, reg, *, tol, max_iter, n_sinkhorn, density, cg_tol, callback, callback_every, error_norm):
-    xp, reg, ab, bb, Mb, batched = _prep(a, b, M, reg, tol=tol, max_iter=max_iter)
-    n_sinkhorn = validate.check_int(n_sinkhorn, "n_sinkhorn", low=0)
-    callback_every = validate.check_int(callback_every, "callback_every", low=1)
-    cg_tol = validate.check_positive(cg_tol, "cg_tol")
-    validate.check_in(error_norm, (1, 2), "error_norm")
+    xp, ab, bb, Mb, batched = cm.prep(a, b, M)
+    tol = cm.default_tol(tol, Mb.dtype)
     m = Mb.shape[2]
-    if density is None:
-        k0 = min(m, max(8, m // 50))
-    else:
-        density = validate.check_positive(density, "density")
-        if density > 1:
-            raise ValueError(f"density must be in (0, 1], got {density}")
-        k0 = min(m, max(1, math.ceil(density * m)))
-    if not compat.is_concrete(Mb):
-        raise TypeError("sinkhorn_newton_sparse needs concrete arrays (not JAX tracers): its line search and "
-                        "sparsification branch on values")
-    us, vs, iters, conv_all, errors = [], [], 0, True, []
+    k0 = min(m, max(8, m // 50)) if density is None else min(m, max(1, math.ceil(float(density) * m)))
+    fs, gs, iters, conv_all, stop_any, errors = [], [], 0, True, False, []
+    dev = compat.device(Mb)
     for p in range(Mb.shape[0]):
         a_p, b_p, M_p = ab[p, ...], bb[p, ...], Mb[p, ...]
-        la, lb = _log(a_p[None, ...], xp), _log(b_p[None, ...], xp)
-        u0 = xp.zeros((1, M_p.shape[0]), dtype=Mb.dtype, device=compat.device(Mb))
-        v0 = xp.zeros((1, m), dtype=Mb.dtype, device=compat.device(Mb))
+        f = xp.zeros((1, M_p.shape[0]), dtype=Mb.dtype, device=dev)
+        g = xp.zeros((1, m), dtype=Mb.dtype, device=dev)
         n1 = 0
-        converged = False
+        converged = stopped = False
         if n_sinkhorn > 0:
-            u, v, _, n1, converged, _ = _log_loop(la, lb, b_p[None, ...], M_p[None, ...], reg, u0, v0, tol=tol,
-                                                  max_iter=n_sinkhorn, check_every=10, callback=None,
-                                                  callback_every=10, xp=xp, errors=errors,
-                                                  error_norm=error_norm)
-        else:
-            u, v = u0, v0
-        f, g = reg * u[0, ...], reg * v[0, ...]
+            f, g, n1, converged, _ = cm.sinkhorn_loop(
+                cm.log_weights(a_p[None, ...], xp), cm.log_weights(b_p[None, ...], xp), b_p[None, ...],
+                M_p[None, ...], reg, f, g, tol=tol, max_iter=n_sinkhorn, check_every=10, callback=None,
+                callback_every=10, xp=xp, errors=errors, error_norm=error_norm)
+        f, g = f[0, ...], g[0, ...]
         n_newton = 0
         if not converged:
-            f, g, n_newton, converged, _ = _newton(a_p, b_p, M_p, reg, f, g, tol=tol, max_newton=max_iter, k0=k0,
-                                                   cg_tol=cg_tol, callback=callback,
-                                                   callback_every=callback_every, errors=errors, it0=n1, xp=xp,
-                                                   error_norm=error_norm)
-        us.append(f / reg)
-        vs.append(g / reg)
+            f, g, n_newton, converged, stopped = _newton(
+                a_p, b_p, M_p, reg, f, g, tol=tol, max_newton=max_iter, k0=k0, cg_tol=cg_tol, callback=callback,
+                callback_every=callback_every, errors=errors, it0=n1, xp=xp, error_norm=error_norm)
+        fs.append(f)
+        gs.append(g)
         iters = max(iters, n1 + n_newton)
         conv_all = conv_all and converged
-    u = xp.stack(us)
-    v = xp.stack(vs)
-    return _make_result(u, v, ab, bb, Mb, reg, iters, conv_all, errors, batched, M, xp)
+        stop_any = stop_any or stopped
+    cm.warn_if_not_converged("sinkhorn_newton_sparse", M, conv_all, stop_any, iters, errors, tol)
+    return cm.make_result(xp.stack(fs), xp.stack(gs), ab, bb, Mb, reg, tol, iters, conv_all, errors, batched, M, xp)

@@ -31,9 +31,9 @@ def test_matches_scipy_p1(xp, rng):
     u, v = rng.standard_normal(17), 2 * rng.standard_normal(11) + 0.5
     a, b = _w(rng, 17), _w(rng, 11)
     y = wasserstein_1d(xp.asarray(u), xp.asarray(v), xp.asarray(a), xp.asarray(b))
-    assert_close(y, scipy.stats.wasserstein_distance(u, v, a, b), rtol=1e-12)
+    assert_close(y, scipy.stats.wasserstein_distance(u, v, a, b), rtol=1e-12, xp=xp)
     y0 = wasserstein_1d(xp.asarray(u), xp.asarray(v))
-    assert_close(y0, scipy.stats.wasserstein_distance(u, v), rtol=1e-12)
+    assert_close(y0, scipy.stats.wasserstein_distance(u, v), rtol=1e-12, xp=xp)
 
 
 @pytest.mark.parametrize("p", [1, 2, 3, 1.5])
@@ -44,11 +44,11 @@ def test_brute_force_and_pot_batched(xp, rng, p):
     a, b = _w(rng, n, (B,)), _w(rng, m, (B,))
     y = wasserstein_1d(xp.asarray(u), xp.asarray(v), xp.asarray(a), xp.asarray(b), p=p, squared=True)
     ref = np.array([_brute(u[i], v[i], a[i], b[i], p) for i in range(B)])
-    assert_close(y, ref, rtol=1e-9, atol=1e-12)
+    assert_close(y, ref, rtol=1e-9, atol=1e-12, xp=xp)
     pot = np.array([ot.wasserstein_1d(u[i], v[i], a[i], b[i], p=p) for i in range(B)])
-    assert_close(y, pot, rtol=1e-9, atol=1e-12)
+    assert_close(y, pot, rtol=1e-9, atol=1e-12, xp=xp)
     yr = wasserstein_1d(xp.asarray(u), xp.asarray(v), xp.asarray(a), xp.asarray(b), p=p)
-    assert_close(yr, ref ** (1 / p), rtol=1e-9)
+    assert_close(yr, ref ** (1 / p), rtol=1e-9, xp=xp)
 
 
 def test_paths_agree(path, rng):
@@ -68,7 +68,34 @@ def test_float32_and_broadcast(xp, rng):
     assert tuple(y.shape) == (2, 3) and y.dtype == xp.float32
     ref = np.array([[scipy.stats.wasserstein_distance(u[i, 0], v[j]) for j in range(3)] for i in range(2)])
     y1 = wasserstein_1d(xp.asarray(u), xp.asarray(v))
-    assert_close(y1, ref, rtol=1e-5)
+    assert_close(y1, ref, rtol=1e-5, check_dtype="float32", xp=xp)
+
+
+def test_atoms_on_axis_0_are_refused(rng):
+    """Issue #13: (n, 1) columns with n == m were read as n one-atom measures and returned shape (n,) silently."""
+    u, v = rng.standard_normal((7, 1)), rng.standard_normal((7, 1))
+    with pytest.raises(ValueError, match=r"u_values has shape \(7, 1\).*last axis"):
+        wasserstein_1d(u, v)
+    with pytest.raises(ValueError, match="v_values has shape"):
+        wasserstein_1d(u[:, 0], v)
+    assert_close(wasserstein_1d(u[:, 0], v[:, 0]), scipy.stats.wasserstein_distance(u[:, 0], v[:, 0]), rtol=1e-12)
+    assert wasserstein_1d(u.T, v.T).shape == (1,)                     # atoms on the last axis: one measure
+
+
+@pytest.mark.parametrize("t", [1e300, 1e-300, 2.0 ** 1000])
+@pytest.mark.parametrize("p", [1, 2, 3.5])
+def test_extreme_magnitudes(path, rng, t, p):
+    """W_p(t u, t v) = t W_p(u, v): the p-th powers run on inputs scaled by a power of two."""
+    u, v = rng.standard_normal(30), rng.standard_normal(20)
+    a = rng.random(30)
+    a /= a.sum()
+    base = float(wasserstein_1d(u, v, a, None, p=p))
+    y = wasserstein_1d(t * u, t * v, a, None, p=p)
+    assert np.isfinite(y)
+    assert float(y) == pytest.approx(t * base, rel=1e-12)
+    if p > 1:                                                           # W_p^p beyond the float64 range
+        with pytest.raises(ValueError, match="overflows"):
+            wasserstein_1d(1e300 * u, 1e300 * v, p=p, squared=True)
 
 
 def test_zero_weights_are_ignored(rng):
@@ -122,11 +149,11 @@ def test_scale_shift_equivariance(scale, shift):
 
 def test_bad_input():
     u = np.ones(3)
-    with pytest.raises(ValueError, match="p must be >= 1"):
+    with pytest.raises(ValueError, match=r"p must be in \[1, inf\)"):
         wasserstein_1d(u, u, p=0.5)
     with pytest.raises(ValueError, match="u_weights must be non-negative"):
         wasserstein_1d(u, u, np.array([1.5, -0.5, 0.0]))
-    with pytest.raises(ValueError, match="v_weights must sum to 1 along axis -1; it is off by up to 0.5"):
+    with pytest.raises(ValueError, match="v_weights must sum to 1 along its last axis; it is off by up to 0.5"):
         wasserstein_1d(u, u, None, np.array([0.5, 0.5, 0.5]))
     with pytest.raises(ValueError, match="u_weights has shape"):
         wasserstein_1d(u, u, np.ones(2) / 2)
@@ -134,5 +161,5 @@ def test_bad_input():
         wasserstein_1d(u, np.ones(0))
     with pytest.raises(ValueError, match="u_values contains NaN"):
         wasserstein_1d(np.array([1.0, np.nan]), u)
-    with pytest.raises(TypeError, match="u_values must have a floating dtype"):
+    with pytest.raises(TypeError, match="u_values must have a real floating dtype"):
         wasserstein_1d(np.arange(3), u)
