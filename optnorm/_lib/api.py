@@ -43,7 +43,7 @@ import numpy as np
 from . import compat
 from .roles import Call, Role
 
-__all__ = ["public", "public_class", "constant", "vjp", "checked", "check_arguments", "Function", "registry",
+__all__ = ["public", "public_class", "constant", "vjp", "check_arguments", "Function", "registry",
            "functions", "lookup", "export_domain", "public_modules", "DOMAINS"]
 
 DOMAINS = ("norm", "ot", "spd", "optim")
@@ -279,16 +279,11 @@ def check_arguments(where: str, roles: dict[str, Role], **values) -> dict:
     return vals
 
 
-def checked(fn: Callable, impl: Callable, *, residuals: bool = True) -> Callable:
-    """``impl`` behind the argument validation of the declared public function ``fn``.
-
-    For a differentiable op whose ``fwd`` does not call ``fn`` itself (it returns residuals the plain call
-    does not compute): ``f_fwd = checked(f, _f_fwd)`` validates exactly what ``f(...)`` validates, so the
-    torch and JAX adapters (which call ``fwd``) refuse the same inputs; ``vjp(f, f_fwd, f_bwd,
-    validate=True)`` is the same thing.  ``impl`` must have ``fn``'s parameters (names, kinds, defaults).
-    With ``residuals`` (default) ``impl`` returns ``(y, res)`` and an ``out=`` aliasing an input is
-    handled on ``y`` as the public function handles it.
-    """
+def _checked(fn: Callable, impl: Callable) -> Callable:
+    """``impl`` (a ``fwd`` returning ``(y, residuals)``) behind the argument validation of the declared public
+    function ``fn``: what ``vjp(fn, fwd, bwd, validate=True)`` registers.  ``impl`` must have ``fn``'s
+    parameters (names, kinds, defaults); an ``out=`` aliasing an input is handled on ``y`` as the public
+    function handles it."""
     entry = lookup(fn)
     if entry is None:
         raise ValueError(f"{getattr(fn, '__qualname__', fn)} is not a declared public function: add @public first")
@@ -297,8 +292,7 @@ def checked(fn: Callable, impl: Callable, *, residuals: bool = True) -> Callable
     if [(p.name, p.kind, p.default) for p in want.parameters.values()] != \
             [(p.name, p.kind, p.default) for p in got.parameters.values()]:
         raise TypeError(f"{impl.__qualname__} must have the parameters of {entry.name}: {want} (got {got})")
-    checker = _Checker(entry.name.split(".", 1)[1], want, entry.roles)
-    return _wrap(impl, checker, _finish_alias_fwd if residuals else _finish_alias)
+    return _wrap(impl, _Checker(entry.name.split(".", 1)[1], want, entry.roles), _finish_alias_fwd)
 
 
 def vjp(fn: Callable, fwd: Callable, bwd: Callable, *, nondiff_argnums: tuple[int, ...] = (),
@@ -308,42 +302,20 @@ def vjp(fn: Callable, fwd: Callable, bwd: Callable, *, nondiff_argnums: tuple[in
 
     ``validate=True`` runs the function's roles on every call of ``fwd`` too (the adapters call ``fwd``
     directly when a gradient is needed), so a ``fwd`` written against validated arguments (normalised
-    axes, lists read as arrays, ``out=`` aliasing handled) need not call the public function.  ``fwd``
-    must then have exactly the public function's parameters."""
+    axes, lists read as arrays, ``out=`` aliasing handled) need not call the public function; this is the
+    one way to give an op's forward its function's checks.  ``fwd`` must then have exactly the public
+    function's parameters.  A ``fwd`` that calls the public function itself needs no ``validate``."""
     entry = lookup(fn)
     if entry is None:
         raise ValueError(f"{getattr(fn, '__qualname__', fn)} is not a declared public function: add @public first")
     from . import ops
 
     if validate:
-        fwd = checked(fn, fwd)
+        fwd = _checked(fn, fwd)
 
     entry.op = ops.register(entry.name, entry.obj, fwd, bwd, nondiff_argnums=nondiff_argnums,
                             skip_check_argnums=skip_check_argnums)
     return entry.op
-
-
-def checked(public_fn: Callable) -> Callable:
-    """Decorator for the ``fwd`` of a declared function: validate its arguments with ``public_fn``'s roles.
-
-    The torch and JAX adapters call ``fwd`` directly (not the public function), so a ``fwd`` that does
-    not go through the public function itself takes its checks this way::
-
-        @checked(sinkhorn2)
-        def sinkhorn2_fwd(a, b, M, *, reg, ...):      # same signature as sinkhorn2
-            ...
-            return y, residuals
-    """
-    entry = lookup(public_fn)
-    if entry is None or entry.checker is None:
-        raise ValueError(f"{getattr(public_fn, '__qualname__', public_fn)} is not a declared public function")
-
-    def deco(fwd):
-        if list(inspect.signature(fwd).parameters) != list(inspect.signature(entry.body).parameters):
-            raise TypeError(f"{fwd.__qualname__} must have the parameters of {entry.name}")
-        return _wrap(fwd, entry.checker, _finish_alias_fwd)
-
-    return deco
 
 
 # --------------------------------------------------------------------------------------------- queries

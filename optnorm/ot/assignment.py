@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
-from .._lib.api import checked, public, public_class, vjp
+from .._lib.api import public, public_class, vjp
 from .._lib.roles import Bool, Cost, Float, Int, Positive, Seed
 from . import _common as cm
 
@@ -162,7 +162,6 @@ def _sinkhorn_normalize(log_alpha, n_iter, tau, gumbel_noise, seed):
     return compat.cast(xp.exp(x), log_alpha.dtype, xp), SinkhornNormalizeRes(iters, tau, log_alpha.dtype)
 
 
-@checked(sinkhorn_normalize)
 def sinkhorn_normalize_fwd(log_alpha, *, n_iter=20, tau=1.0, gumbel_noise=False, seed=None):
     return _sinkhorn_normalize(log_alpha, n_iter, float(tau), gumbel_noise, seed)
 
@@ -181,4 +180,4 @@ def sinkhorn_normalize_bwd(res: SinkhornNormalizeRes, dy):
     return (compat.cast(g, dtype, xp),)
 
 
-vjp(sinkhorn_normalize, sinkhorn_normalize_fwd, sinkhorn_normalize_bwd)
+vjp(sinkhorn_normalize, sinkhorn_normalize_fwd, sinkhorn_normalize_bwd, validate=True)

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
-from .._lib.api import checked, public, vjp
+from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
 from .._lib.roles import SPD, Bool, Choice, Float, NonNegative, Out, Positive
 from .._lib.vjp import unbroadcast
@@ -176,7 +176,6 @@ def gaussian_wasserstein(m1, C1, m2, C2, *, squared=False):
     return _gauss_forward(m1, C1, m2, C2, squared)[0]
 
 
-@checked(gaussian_wasserstein)
 def gaussian_wasserstein_fwd(m1, C1, m2, C2, *, squared=False):
     return _gauss_forward(m1, C1, m2, C2, squared)
 
@@ -209,7 +208,7 @@ def gaussian_wasserstein_bwd(res: GaussRes, dy):
             compat.cast(unbroadcast(-d_m1, s_m2, xp), t_m2, xp), compat.cast(unbroadcast(d_C2, s_C2, xp), t_C2, xp))
 
 
-vjp(gaussian_wasserstein, gaussian_wasserstein_fwd, gaussian_wasserstein_bwd)
+vjp(gaussian_wasserstein, gaussian_wasserstein_fwd, gaussian_wasserstein_bwd, validate=True)
 
 
 # ============================================================================================== boxes
@@ -330,7 +329,6 @@ def box_to_gaussian(boxes, *, format="xyxy"):
     return _box_to_gaussian(boxes, format)[0]
 
 
-@checked(box_to_gaussian)
 def box_to_gaussian_fwd(boxes, *, format="xyxy"):
     return _box_to_gaussian(boxes, format)
 
@@ -357,7 +355,7 @@ def box_to_gaussian_bwd(res: BoxGaussRes, dy):
     return (compat.cast(g, dtype, xp),)
 
 
-vjp(box_to_gaussian, box_to_gaussian_fwd, box_to_gaussian_bwd)
+vjp(box_to_gaussian, box_to_gaussian_fwd, box_to_gaussian_bwd, validate=True)
 
 
 # ---------------------------------------------------------------- W2² between boxes, elementwise
@@ -646,14 +644,13 @@ def box_wasserstein(b1, b2, *, format="xyxy", pairwise=False, squared=False, out
                           out=out, xp=xp)
 
 
-@checked(box_wasserstein)
 def box_wasserstein_fwd(b1, b2, *, format="xyxy", pairwise=False, squared=False, out=None):
     _prepare(b1, b2, format, pairwise, "box_wasserstein")
     y, res = _boxes_fwd(b1, b2, format, pairwise, 0 if squared else 1, 1.0, 0.0)
     return compat.write_out(out, y), res
 
 
-vjp(box_wasserstein, box_wasserstein_fwd, _boxes_bwd)
+vjp(box_wasserstein, box_wasserstein_fwd, _boxes_bwd, validate=True)
 
 
 # ---------------------------------------------------------------- NWD
@@ -705,11 +702,10 @@ def normalized_wasserstein_boxes(b1, b2, *, C=12.8, format="xyxy", pairwise=Fals
                           xp=xp)
 
 
-@checked(normalized_wasserstein_boxes)
 def normalized_wasserstein_boxes_fwd(b1, b2, *, C=12.8, format="xyxy", pairwise=False, eps=1e-7, out=None):
     _prepare(b1, b2, format, pairwise, "normalized_wasserstein_boxes")
     y, res = _boxes_fwd(b1, b2, format, pairwise, 2, float(C), float(eps))
     return compat.write_out(out, y), res
 
 
-vjp(normalized_wasserstein_boxes, normalized_wasserstein_boxes_fwd, _boxes_bwd)
+vjp(normalized_wasserstein_boxes, normalized_wasserstein_boxes_fwd, _boxes_bwd, validate=True)

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
-from .._lib.api import checked, public, vjp
+from .._lib.api import public, vjp
 from .._lib.roles import Choice, Float, Int, Labels, Positive, Seed
 from . import _common as cm
 
@@ -157,7 +157,6 @@ def mesh_to_measure(vertices, faces, *, n_samples=None, kind="area", seed=None, 
     return _forward(vertices, faces, n_samples, kind, seed, normal_scale)[0]
 
 
-@checked(mesh_to_measure)
 def mesh_to_measure_fwd(vertices, faces, *, n_samples=None, kind="area", seed=None, normal_scale=1.0):
     return _forward(vertices, faces, n_samples, kind, seed, normal_scale)
 
@@ -193,4 +192,4 @@ def mesh_to_measure_bwd(res: MeshRes, dy):
     return compat.cast(_segment_sum(vals, idx, nV, xp), res.dtype, xp), None
 
 
-vjp(mesh_to_measure, mesh_to_measure_fwd, mesh_to_measure_bwd, nondiff_argnums=(1,))
+vjp(mesh_to_measure, mesh_to_measure_fwd, mesh_to_measure_bwd, nondiff_argnums=(1,), validate=True)

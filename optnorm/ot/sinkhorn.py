@@ -15,7 +15,7 @@ import math
 from typing import Any, NamedTuple
 
 from .._lib import compat
-from .._lib.api import checked, public, vjp
+from .._lib.api import public, vjp
 from .._lib.roles import Callback, Choice, Cost, Int, NonNegative, Option, Positive, Weights
 from . import _common as cm
 from ._common import SinkhornResult, SinkhornState  # noqa: F401  (documented here; declared in _common)
@@ -324,7 +324,6 @@ def sinkhorn2(a, b, M, *, reg, method="log", tol=None, max_iter=1000, value="tra
     return _sinkhorn2_forward(a, b, M, reg, method, tol, max_iter, value)[0]
 
 
-@checked(sinkhorn2)
 def sinkhorn2_fwd(a, b, M, *, reg, method="log", tol=None, max_iter=1000, value="transport"):
     return _sinkhorn2_forward(a, b, M, reg, method, tol, max_iter, value)
 
@@ -369,4 +368,4 @@ def sinkhorn2_bwd(res: Sinkhorn2Res, dy):
     return compat.cast(da, ta, xp), compat.cast(db, tb, xp), compat.cast(dM, tM, xp)
 
 
-vjp(sinkhorn2, sinkhorn2_fwd, sinkhorn2_bwd)
+vjp(sinkhorn2, sinkhorn2_fwd, sinkhorn2_bwd, validate=True)

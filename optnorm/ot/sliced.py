@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
-from .._lib.api import checked, public, vjp
+from .._lib.api import public, vjp
 from .._lib.roles import Bool, Choice, Float, Int, NonNegative, Positive, Scalar, Seed, Weights
 from .._lib.vjp import unbroadcast
 from . import _common as cm
@@ -450,13 +450,12 @@ def _sw_forward(X, Y, a, b, L, p, estimator, seed, return_std, squared, need_gra
     return out, res
 
 
-@checked(sliced_wasserstein)
 def sliced_wasserstein_fwd(X, Y, a=None, b=None, *, n_projections=64, p=2, estimator="mc", seed=None,
                            return_std=False, squared=False):
     return _sw_forward(X, Y, a, b, n_projections, p, estimator, seed, return_std, squared, need_grad=True)
 
 
-vjp(sliced_wasserstein, sliced_wasserstein_fwd, _sw_bwd)
+vjp(sliced_wasserstein, sliced_wasserstein_fwd, _sw_bwd, validate=True)
 
 
 # ---------------------------------------------------------------------------------------------- Max-SW
@@ -558,7 +557,6 @@ def max_sliced_wasserstein(X, Y, a=None, b=None, *, p=2, n_iter=50, lr=0.1, n_st
     return _max_sw_forward(X, Y, a, b, p, n_iter, lr, n_starts, seed, squared)[0]
 
 
-@checked(max_sliced_wasserstein)
 def max_sliced_wasserstein_fwd(X, Y, a=None, b=None, *, p=2, n_iter=50, lr=0.1, n_starts=16, seed=None,
                                squared=False):
     return _max_sw_forward(X, Y, a, b, p, n_iter, lr, n_starts, seed, squared)
@@ -572,7 +570,7 @@ def _max_sw_forward(X, Y, a, b, p, n_iter, lr, n_starts, seed, squared):
                           "max_sliced_wasserstein")
 
 
-vjp(max_sliced_wasserstein, max_sliced_wasserstein_fwd, _sw_bwd)
+vjp(max_sliced_wasserstein, max_sliced_wasserstein_fwd, _sw_bwd, validate=True)
 
 
 # ---------------------------------------------------------------------------------------------- vMF sampling
@@ -713,7 +711,6 @@ def vmf_sliced_wasserstein(X, Y, a=None, b=None, *, kappa=1.0, n_projections=64,
     return _vmf_forward(X, Y, a, b, kappa, n_projections, p, location, n_iter, lr, seed, squared)[0]
 
 
-@checked(vmf_sliced_wasserstein)
 def vmf_sliced_wasserstein_fwd(X, Y, a=None, b=None, *, kappa=1.0, n_projections=64, p=2, location=None,
                                n_iter=50, lr=0.1, seed=None, squared=False):
     return _vmf_forward(X, Y, a, b, kappa, n_projections, p, location, n_iter, lr, seed, squared)
@@ -761,4 +758,4 @@ def _vmf_forward(X, Y, a, b, kappa, n_projections, p, location, n_iter, lr, seed
                           "vmf_sliced_wasserstein")
 
 
-vjp(vmf_sliced_wasserstein, vmf_sliced_wasserstein_fwd, _sw_bwd)
+vjp(vmf_sliced_wasserstein, vmf_sliced_wasserstein_fwd, _sw_bwd, validate=True)

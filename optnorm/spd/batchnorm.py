@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
-from .._lib.api import checked, public, public_class, vjp
+from .._lib.api import public, public_class, vjp
 from .._lib.roles import SPD, Bool, Choice, Float, Int, Option, Positive, Probability, Scalar
 from ._linalg import (apply_native, bw2, divdiff, eigh, eye, funm, funm_bwd, lyap_eig, mT, ot_map, recon, rot,
                       sqrt_pair, sym, upcast)
@@ -302,10 +302,10 @@ def rbn_normalize(X, mean, var, bias=None, weight=None, M=None, *, metric="bw", 
     >>> np.allclose(Y[0] @ Y[1], np.eye(2))
     True
     """
-    return _rbn_normalize_fwd(X, mean, var, bias, weight, M, metric=metric, power=power, eps=eps, check=check)[0]
+    return rbn_normalize_fwd(X, mean, var, bias, weight, M, metric=metric, power=power, eps=eps, check=check)[0]
 
 
-def _rbn_normalize_fwd(X, mean, var, bias=None, weight=None, M=None, *, metric="bw", power=1.0, eps=1e-5,
+def rbn_normalize_fwd(X, mean, var, bias=None, weight=None, M=None, *, metric="bw", power=1.0, eps=1e-5,
                        check=True):
     p = _metric_args("rbn_normalize", metric, M, power)
     xp = compat.array_namespace(X, mean, var, bias, weight, M)
@@ -333,7 +333,6 @@ def _rbn_normalize_fwd(X, mean, var, bias=None, weight=None, M=None, *, metric="
     return compat.cast(Y, dt, xp), RBNRes(metric, parts, rs, flags, shape, dt)
 
 
-rbn_normalize_fwd = checked(rbn_normalize, _rbn_normalize_fwd)
 
 
 def rbn_normalize_bwd(res: RBNRes, dY):
@@ -532,7 +531,7 @@ def _running_update(metric, R, G, m, xp):
 
 
 
-vjp(rbn_normalize, rbn_normalize_fwd, rbn_normalize_bwd, nondiff_argnums=(1, 2))
+vjp(rbn_normalize, rbn_normalize_fwd, rbn_normalize_bwd, nondiff_argnums=(1, 2), validate=True)
 
 
 # ---------------------------------------------------------------------------- the public layer

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 from .._lib import compat
-from .._lib.api import check_arguments, checked, public, public_class, vjp
+from .._lib.api import check_arguments, public, public_class, vjp
 from .._lib.convergence import default_tol, warn_not_converged
 from .._lib.roles import SPD, Bool, Callback, Float, Int, NonNegative, Scalar, Symmetric, Weights
 from .._lib.vjp import unbroadcast
@@ -145,10 +145,10 @@ def bw_log(P, X, *, check=True):
     >>> np.allclose(spd.bw_log(np.eye(2), np.diag([4.0, 9.0])), np.diag([2.0, 4.0]))
     True
     """
-    return _bw_log_fwd(P, X, check=check)[0]
+    return bw_log_fwd(P, X, check=check)[0]
 
 
-def _bw_log_fwd(P, X, *, check=True):
+def bw_log_fwd(P, X, *, check=True):
     xp, Ps, Xs, s, dt = _pair(P, X)
     Pe, H, Hi, eC, S, T = _log_parts(Ps, Xs, xp)
     V = sym(T @ Ps + Ps @ T, xp) - 2 * Ps
@@ -156,7 +156,6 @@ def _bw_log_fwd(P, X, *, check=True):
     return compat.cast(V * s, dt, xp), res
 
 
-bw_log_fwd = checked(bw_log, _bw_log_fwd)
 
 
 def bw_log_bwd(res: BWLogRes, dV):
@@ -171,7 +170,7 @@ def bw_log_bwd(res: BWLogRes, dV):
             compat.cast(unbroadcast(dX, res.x_shape, xp), res.dtype, xp))
 
 
-vjp(bw_log, bw_log_fwd, bw_log_bwd)
+vjp(bw_log, bw_log_fwd, bw_log_bwd, validate=True)
 
 
 @public(P=SPD(gate="check"), V=Symmetric(gate="check"), check=Bool())
@@ -201,10 +200,10 @@ def bw_exp(P, V, *, check=True):
     >>> np.allclose(spd.bw_exp(np.eye(2), np.diag([2.0, 4.0])), np.diag([4.0, 9.0]))
     True
     """
-    return _bw_exp_fwd(P, V, check=check)[0]
+    return bw_exp_fwd(P, V, check=check)[0]
 
 
-def _bw_exp_fwd(P, V, *, check=True):
+def bw_exp_fwd(P, V, *, check=True):
     xp, Ps, Vs, s, dt = _pair(P, V, tangent=True)
     w, U = eigh(Ps, xp)
     L = lyap_eig(w, U, Vs, xp)
@@ -215,7 +214,6 @@ def _bw_exp_fwd(P, V, *, check=True):
     return y, BWExpRes(Ps, w, U, L, tuple(P.shape), tuple(V.shape), dt)
 
 
-bw_exp_fwd = checked(bw_exp, _bw_exp_fwd)
 
 
 def bw_exp_bwd(res: BWExpRes, dD):
@@ -230,7 +228,7 @@ def bw_exp_bwd(res: BWExpRes, dD):
             compat.cast(unbroadcast(sym(dV, xp), res.v_shape, xp), res.dtype, xp))
 
 
-vjp(bw_exp, bw_exp_fwd, bw_exp_bwd)
+vjp(bw_exp, bw_exp_fwd, bw_exp_bwd, validate=True)
 
 
 @public(A=SPD(gate="check"), B=SPD(gate="check"), t=Scalar(), check=Bool())
@@ -260,10 +258,10 @@ def bw_geodesic(A, B, *, t=0.5, check=True):
     >>> np.allclose(spd.bw_geodesic(np.eye(2), np.diag([4.0, 9.0]), t=0.5), np.diag([2.25, 4.0]))
     True
     """
-    return _bw_geodesic_fwd(A, B, t=t, check=check)[0]
+    return bw_geodesic_fwd(A, B, t=t, check=check)[0]
 
 
-def _bw_geodesic_fwd(A, B, *, t=0.5, check=True):
+def bw_geodesic_fwd(A, B, *, t=0.5, check=True):
     t = float(t)
     xp, As, Bs, s, dt = _pair(A, B)
     Pe, H, Hi, eC, S, T = _log_parts(As, Bs, xp)
@@ -273,7 +271,6 @@ def _bw_geodesic_fwd(A, B, *, t=0.5, check=True):
     return compat.cast(Y * s, dt, xp), res
 
 
-bw_geodesic_fwd = checked(bw_geodesic, _bw_geodesic_fwd)
 
 
 def bw_geodesic_bwd(res: BWGeodesicRes, dY):
@@ -287,7 +284,7 @@ def bw_geodesic_bwd(res: BWGeodesicRes, dY):
             compat.cast(unbroadcast(dB, res.b_shape, xp), res.dtype, xp))
 
 
-vjp(bw_geodesic, bw_geodesic_fwd, bw_geodesic_bwd)
+vjp(bw_geodesic, bw_geodesic_fwd, bw_geodesic_bwd, validate=True)
 
 
 # ---------------------------------------------------------------------------- the metric object

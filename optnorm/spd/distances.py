@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
-from .._lib.api import checked, public, vjp
+from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
 from .._lib.roles import SPD, Bool
 from .._lib.vjp import unbroadcast
@@ -147,7 +147,7 @@ def bw_distance(A, B, *, squared=False, check=True):
     return _finish(bw2_refine(d2, err, Ac, Bc, xp), squared, xp, dt)
 
 
-def _bw_distance_fwd(A, B, *, squared=False, check=True):
+def bw_distance_fwd(A, B, *, squared=False, check=True):
     xp, As, Bs, s, dt = _prep_pair(A, B)
     L = xp.linalg.cholesky(As)
     mu, V = xp.linalg.eigh(sym(mT(L, xp) @ Bs @ L, xp))
@@ -157,7 +157,6 @@ def _bw_distance_fwd(A, B, *, squared=False, check=True):
     return _finish(d2, squared, xp, dt), res
 
 
-bw_distance_fwd = checked(bw_distance, _bw_distance_fwd)
 
 
 def bw_distance_bwd(res: DistanceRes, dy):
@@ -175,7 +174,7 @@ def bw_distance_bwd(res: DistanceRes, dy):
             compat.cast(unbroadcast(dB, res.b_shape, xp), res.dtype, xp))
 
 
-vjp(bw_distance, bw_distance_fwd, bw_distance_bwd)
+vjp(bw_distance, bw_distance_fwd, bw_distance_bwd, validate=True)
 
 
 # ---------------------------------------------------------------------------- AIRM
@@ -206,10 +205,10 @@ def airm_distance(A, B, *, squared=False, check=True):
     >>> round(float(spd.airm_distance(np.eye(2), np.e * np.eye(2))), 6)
     1.414214
     """
-    return _airm_distance_fwd(A, B, squared=squared, check=check)[0]
+    return airm_distance_fwd(A, B, squared=squared, check=check)[0]
 
 
-def _airm_distance_fwd(A, B, *, squared=False, check=True):
+def airm_distance_fwd(A, B, *, squared=False, check=True):
     xp, As, Bs, s, dt = _prep_pair(A, B)
     L = xp.linalg.cholesky(As)
     C = xp.linalg.solve(L, mT(xp.linalg.solve(L, Bs), xp))  # L^{-1} B L^{-T}
@@ -224,7 +223,6 @@ def _airm_distance_fwd(A, B, *, squared=False, check=True):
     return _finish(d2, squared, xp, dt), res
 
 
-airm_distance_fwd = checked(airm_distance, _airm_distance_fwd)
 
 
 def airm_distance_bwd(res: DistanceRes, dy):
@@ -239,7 +237,7 @@ def airm_distance_bwd(res: DistanceRes, dy):
             compat.cast(unbroadcast(dB, res.b_shape, xp), res.dtype, xp))
 
 
-vjp(airm_distance, airm_distance_fwd, airm_distance_bwd)
+vjp(airm_distance, airm_distance_fwd, airm_distance_bwd, validate=True)
 
 
 # ---------------------------------------------------------------------------- log-Euclidean
@@ -267,10 +265,10 @@ def lem_distance(A, B, *, squared=False, check=True):
     >>> round(float(spd.lem_distance(np.eye(2), np.e * np.eye(2))), 6)
     1.414214
     """
-    return _lem_distance_fwd(A, B, squared=squared, check=check)[0]
+    return lem_distance_fwd(A, B, squared=squared, check=check)[0]
 
 
-def _lem_distance_fwd(A, B, *, squared=False, check=True):
+def lem_distance_fwd(A, B, *, squared=False, check=True):
     xp, As, Bs, s, dt = _prep_pair(A, B)
     LA, ea = funm(As, "log", xp)
     LB, eb = funm(Bs, "log", xp)
@@ -280,7 +278,6 @@ def _lem_distance_fwd(A, B, *, squared=False, check=True):
                                                      tuple(B.shape), dt)
 
 
-lem_distance_fwd = checked(lem_distance, _lem_distance_fwd)
 
 
 def lem_distance_bwd(res: DistanceRes, dy):
@@ -293,4 +290,4 @@ def lem_distance_bwd(res: DistanceRes, dy):
             compat.cast(unbroadcast(dB, res.b_shape, xp), res.dtype, xp))
 
 
-vjp(lem_distance, lem_distance_fwd, lem_distance_bwd)
+vjp(lem_distance, lem_distance_fwd, lem_distance_bwd, validate=True)

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
-from .._lib.api import checked, public, public_class, vjp
+from .._lib.api import public, public_class, vjp
 from .._lib.roles import SPD, Bool, Float, Labels, Option
 from .._lib.vjp import unbroadcast
 from ._linalg import covariance_body, is_pd, mT, sym
@@ -75,10 +75,10 @@ def mahalanobis(x, mean, cov=None, precision=None, *, squared=False):
     >>> float(mahalanobis(np.array([2.0, 0.0]), np.zeros(2), np.diag([4.0, 1.0])))
     1.0
     """
-    return _mahalanobis_fwd(x, mean, cov, precision, squared=squared)[0]
+    return mahalanobis_fwd(x, mean, cov, precision, squared=squared)[0]
 
 
-def _mahalanobis_fwd(x, mean, cov=None, precision=None, *, squared=False):
+def mahalanobis_fwd(x, mean, cov=None, precision=None, *, squared=False):
     if (cov is None) == (precision is None):
         raise ValueError("mahalanobis: pass exactly one of cov and precision")
     xp = compat.array_namespace(x, mean, cov, precision)
@@ -133,7 +133,6 @@ def _mahalanobis_fwd(x, mean, cov=None, precision=None, *, squared=False):
     return compat.cast(y, x.dtype, xp), res
 
 
-mahalanobis_fwd = checked(mahalanobis, _mahalanobis_fwd)
 
 
 def mahalanobis_bwd(res: MahalanobisRes, dy):
@@ -165,7 +164,7 @@ def mahalanobis_bwd(res: MahalanobisRes, dy):
     return (dx, dmean, dmat, None) if res.is_cov else (dx, dmean, None, dmat)
 
 
-vjp(mahalanobis, mahalanobis_fwd, mahalanobis_bwd)
+vjp(mahalanobis, mahalanobis_fwd, mahalanobis_bwd, validate=True)
 
 
 # ---------------------------------------------------------------- Gaussian fit

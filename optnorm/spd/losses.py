@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .._lib import compat
-from .._lib.api import checked, public, vjp
+from .._lib.api import public, vjp
 from .._lib.roles import SPD, Bool, NonNegative
 from .._lib.vjp import unbroadcast
 from ._linalg import bw2_refine, bw2_terms, eigh, eye, is_pd, matrix_scale, recon, sym, trace, upcast
@@ -57,10 +57,10 @@ def bw_loss(A, B, *, smoothing=0.0, check=True):
     >>> round(float(spd.bw_loss(W @ W.T, np.eye(2), smoothing=0.1)), 6)
     0.469927
     """
-    return _bw_loss_fwd(A, B, smoothing=smoothing, check=check)[0]
+    return bw_loss_fwd(A, B, smoothing=smoothing, check=check)[0]
 
 
-def _bw_loss_fwd(A, B, *, smoothing=0.0, check=True):
+def bw_loss_fwd(A, B, *, smoothing=0.0, check=True):
     xp = compat.array_namespace(A, B)
     tau = float(smoothing)
     Ac, dt = upcast(A, xp)
@@ -81,7 +81,6 @@ def _bw_loss_fwd(A, B, *, smoothing=0.0, check=True):
     return compat.cast(val, dt, xp), BWLossRes(U, h, mu, V, tuple(A.shape), tuple(B.shape), dt)
 
 
-bw_loss_fwd = checked(bw_loss, _bw_loss_fwd)
 
 
 def bw_loss_bwd(res: BWLossRes, dy):
@@ -100,4 +99,4 @@ def bw_loss_bwd(res: BWLossRes, dy):
             compat.cast(unbroadcast(dB, res.b_shape, xp), res.dtype, xp))
 
 
-vjp(bw_loss, bw_loss_fwd, bw_loss_bwd)
+vjp(bw_loss, bw_loss_fwd, bw_loss_bwd, validate=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .._lib import compat
-from .._lib.api import checked, public, vjp
+from .._lib.api import public, vjp
 from .._lib.roles import SPD, Bool, Choice, Float, Int
 from .._lib.vjp import unbroadcast
 from ._linalg import eigh, lyap_eig, lyap_sign, mT, sym, upcast
@@ -59,10 +59,10 @@ def lyapunov(A, Q, *, method="eigh", n_iter=40, check=True):
     >>> np.allclose(spd.lyapunov(A, Q), [[1.0, 1.0], [1.0, 2.0]])
     True
     """
-    return _lyapunov_fwd(A, Q, method=method, n_iter=n_iter, check=check)[0]
+    return lyapunov_fwd(A, Q, method=method, n_iter=n_iter, check=check)[0]
 
 
-def _lyapunov_fwd(A, Q, *, method="eigh", n_iter=40, check=True):
+def lyapunov_fwd(A, Q, *, method="eigh", n_iter=40, check=True):
     xp = compat.array_namespace(A, Q)
     Ac, dt = upcast(A, xp)
     Qc = compat.cast(Q, Ac.dtype, xp)
@@ -77,7 +77,6 @@ def _lyapunov_fwd(A, Q, *, method="eigh", n_iter=40, check=True):
     return compat.cast(X, dt, xp), res
 
 
-lyapunov_fwd = checked(lyapunov, _lyapunov_fwd)
 
 
 def lyapunov_bwd(res: LyapunovRes, dX):
@@ -96,4 +95,4 @@ def lyapunov_bwd(res: LyapunovRes, dX):
             compat.cast(unbroadcast(dQ, res.q_shape, xp), res.dtype, xp))
 
 
-vjp(lyapunov, lyapunov_fwd, lyapunov_bwd)
+vjp(lyapunov, lyapunov_fwd, lyapunov_bwd, validate=True)

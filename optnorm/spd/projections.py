@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .._lib import compat
-from .._lib.api import checked, public, vjp
+from .._lib.api import public, vjp
 from .._lib.roles import Choice, Float, Int, NonNegative
 from ._linalg import eigh, matrix_scale, mT, recon, rot, sym, upcast
 
@@ -46,10 +46,10 @@ def project_psd(A, *, eps=0.0):
     >>> np.allclose(spd.project_psd(np.diag([2.0, -1.0])), np.diag([2.0, 0.0]))
     True
     """
-    return _project_psd_fwd(A, eps=eps)[0]
+    return project_psd_fwd(A, eps=eps)[0]
 
 
-def _project_psd_fwd(A, *, eps=0.0):
+def project_psd_fwd(A, *, eps=0.0):
     xp = compat.array_namespace(A)
     Ac, dt = upcast(A, xp)
     w, U = eigh(Ac, xp, clamp=False)
@@ -57,7 +57,6 @@ def _project_psd_fwd(A, *, eps=0.0):
     return compat.cast(Y, dt, xp), ProjectPSDRes(w, U, float(eps), dt)
 
 
-project_psd_fwd = checked(project_psd, _project_psd_fwd)
 
 
 def project_psd_bwd(res: ProjectPSDRes, dY):
@@ -73,7 +72,7 @@ def project_psd_bwd(res: ProjectPSDRes, dY):
     return (compat.cast(U @ (K * G) @ mT(U, xp), res.dtype, xp),)
 
 
-vjp(project_psd, project_psd_fwd, project_psd_bwd)
+vjp(project_psd, project_psd_fwd, project_psd_bwd, validate=True)
 
 
 # ---------------------------------------------------------------------------- vector cones

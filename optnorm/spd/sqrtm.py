@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
-from .._lib.api import checked, public, vjp
+from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
 from .._lib.roles import SPD, Bool, Choice, Int, Positive
 from ._linalg import eigh, eye, floor, fro, funm_bwd, lyap_sign, recon, sym, upcast
@@ -267,16 +267,14 @@ def invsqrtm(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True
     return _root_fwd(A, "invsqrt", method, n_iter, degree, eps, lyap_iter)[0]
 
 
-def _sqrtm_fwd(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
+def sqrtm_fwd(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
     return _root_fwd(A, "sqrt", method, n_iter, degree, eps, lyap_iter)
 
 
-def _invsqrtm_fwd(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
+def invsqrtm_fwd(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
     return _root_fwd(A, "invsqrt", method, n_iter, degree, eps, lyap_iter)
 
 
-sqrtm_fwd = checked(sqrtm, _sqrtm_fwd)
-invsqrtm_fwd = checked(invsqrtm, _invsqrtm_fwd)
 
 
 def sqrtm_bwd(res: SqrtmRes, dY):
@@ -294,5 +292,5 @@ def sqrtm_bwd(res: SqrtmRes, dY):
     return (compat.cast(sym(dA, xp), res.dtype, xp),)
 
 
-vjp(sqrtm, sqrtm_fwd, sqrtm_bwd)
-vjp(invsqrtm, invsqrtm_fwd, sqrtm_bwd)
+vjp(sqrtm, sqrtm_fwd, sqrtm_bwd, validate=True)
+vjp(invsqrtm, invsqrtm_fwd, sqrtm_bwd, validate=True)
