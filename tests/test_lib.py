@@ -265,20 +265,20 @@ def test_from_numpy_like_keeps_a_0d_array_0d(xp):
     assert float(back) == 2.5
 
 
-def test_checked_gives_a_fwd_the_roles_of_its_public_function():
+def test_vjp_validate_gives_a_fwd_the_roles_of_its_public_function():
     from optnorm._lib import api
     from optnorm.norm import softmax
 
-    @api.checked(softmax)
     def fwd(x, *, axis=-1, method="safe", masked_row="nan", out=None):
         return x, ("res", axis)
 
-    y, res = fwd([1.0, 2.0], axis=-1)            # a list is read as NumPy, axis normalised
+    checked = api._checked(softmax, fwd)           # what vjp(softmax, fwd, bwd, validate=True) registers
+    y, res = checked([1.0, 2.0], axis=-1)          # a list is read as NumPy, axis normalised
     assert isinstance(y, np.ndarray) and res == ("res", 0)
     with pytest.raises(ValueError, match="method"):
-        fwd(np.ones(3), method="nope")
+        checked(np.ones(3), method="nope")
     with pytest.raises(TypeError, match="parameters"):
-        api.checked(softmax)(lambda x, *, axis=-1: (x, None))
+        api._checked(softmax, lambda x, *, axis=-1: (x, None))
 
 
 def test_backend_name_of_a_numpy_scalar():

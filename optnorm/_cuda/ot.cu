@@ -24,29 +24,6 @@ template <typename T> struct Flush;
 template <> struct Flush<float> { __device__ static float lo() { return -87.0f; } };
 template <> struct Flush<double> { __device__ static double lo() { return -708.0; } };
 
-// Max over the block; every thread gets the result.  `sh` holds >= 32 values.
-template <typename T>
-__device__ T block_max(T v, T* sh) {
-  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-  for (int o = 16; o > 0; o >>= 1) {
-    const T w = __shfl_xor_sync(0xffffffffu, v, o);
-    v = w > v ? w : v;
-  }
-  __syncthreads();
-  if (lane == 0) sh[wid] = v;
-  __syncthreads();
-  v = (threadIdx.x < nw) ? sh[threadIdx.x] : -Lim<T>::inf();
-  if (wid == 0) {
-    for (int o = 16; o > 0; o >>= 1) {
-      const T w = __shfl_xor_sync(0xffffffffu, v, o);
-      v = w > v ? w : v;
-    }
-    if (threadIdx.x == 0) sh[0] = v;
-  }
-  __syncthreads();
-  return sh[0];
-}
-
 template <typename T>
 __global__ void softmin_rows(const T* __restrict__ M, const T* __restrict__ h, T* __restrict__ out, long long Bn,
                              long long n, long long m, T reg) {
