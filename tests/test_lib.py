@@ -9,6 +9,14 @@ from optnorm._lib import compat, dispatch, ops, validate
 from optnorm.testing import assert_close, check_vjp, numerical_vjp
 
 
+def _scratch_dispatcher(name):
+    """A Dispatcher for one test, dropped from the global table afterwards (DISPATCHERS feeds the docs and
+    the API tests, which must only see the package's own)."""
+    d = dispatch.Dispatcher(name)
+    dispatch.DISPATCHERS.pop(name)
+    return d
+
+
 # ---------------------------------------------------------------- a toy op written like a real one
 def _toy(x, w=None, /, *, scale=2.0):
     """y = scale * w * x**2 (w optional); a second output sum(x) checks tuple outputs."""
@@ -74,7 +82,7 @@ def test_compute_dtype(xp):
 
 # ---------------------------------------------------------------- dispatch
 def test_dispatch_paths(monkeypatch):
-    d = dispatch.Dispatcher("testing.double")
+    d = _scratch_dispatcher("testing.double")
     d.generic(lambda x: ("generic", x))
     d.numba(lambda x: ("numba", x), when=lambda x: x.dtype == np.float64)
     x64, x32 = np.ones(2), np.ones(2, np.float32)
@@ -96,7 +104,7 @@ def test_dispatch_paths(monkeypatch):
 
 def test_dispatch_forced_numba_on_torch_runs_generic():
     torch = pytest.importorskip("torch")
-    d = dispatch.Dispatcher("testing.t")
+    d = _scratch_dispatcher("testing.t")
     d.generic(lambda x: "generic")
     d.numba(lambda x: "numba")
     with optnorm.use_backend("numba"):
@@ -105,7 +113,7 @@ def test_dispatch_forced_numba_on_torch_runs_generic():
 
 
 def test_dispatch_requires_generic():
-    d = dispatch.Dispatcher("testing.none")
+    d = _scratch_dispatcher("testing.none")
     with pytest.raises(NotImplementedError, match="testing.none"):
         d(np.ones(2))
 
