@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 DOMAINS = ("norm", "ot", "spd", "optim")
 
@@ -42,7 +43,8 @@ def info() -> int:
     try:
         import numba
 
-        print(f"  numba threads      {numba.config.NUMBA_NUM_THREADS} (SVML {'on' if numba.config.USING_SVML else 'off'})")
+        cfg: Any = numba.config  # attributes set at import time, unknown to type checkers
+        print(f"  numba threads      {cfg.NUMBA_NUM_THREADS} (SVML {'on' if cfg.USING_SVML else 'off'})")
     except ImportError:
         pass
     print(f"  GPU (CuPy)         {'yes' if cupy_available() else 'no'}")

@@ -150,7 +150,7 @@ def _snapshot(vals: dict) -> dict:
         if compat.is_array(v):
             snap[k] = np.array(compat.to_numpy(v), copy=True)
         elif isinstance(v, list):
-            snap[k] = copy.deepcopy(v)
+            snap[k] = np.asarray(copy.deepcopy(v))
     return snap
 
 
@@ -234,6 +234,7 @@ def _names(msg: str, param: str) -> bool:
 def run_case(case: Case) -> None:
     """Run one case; raise AssertionError describing the broken contract."""
     entry = api.lookup(case.fn)
+    assert entry is not None, f"{case.fn} is not declared"
     fill = (case.param,) if case.param and entry.roles[case.param].is_array else ()
     rng = np.random.default_rng(1)
     dtype = np.dtype(case.dtype)
@@ -260,8 +261,8 @@ def run_case(case: Case) -> None:
         bad = _mutated(vals, snap, ())
         assert not bad, f"{case.fn} mutated its input(s) {bad}"
         return
-    role = entry.roles[case.param]
-    pert = next(p for p in _perturbations(entry, case.param, vals[case.param]) if p.label == case.label)
+    role: Any = entry.roles[case.param]
+    pert: Any = next(p for p in _perturbations(entry, case.param, vals[case.param]) if p.label == case.label)
     pv = dict(vals)
     skip_mut = {case.param} if role.is_out else set()
     if role.is_out:

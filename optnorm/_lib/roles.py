@@ -90,7 +90,9 @@ def parse_spec(spec: str | None) -> Spec | None:
     if spec is None:
         return None
     toks = spec.split()
-    ell, opt, dims = False, [], []
+    ell = False
+    opt: list[str] = []
+    dims: list[str | int] = []
     for i, t in enumerate(toks):
         if not _TOKEN.match(t):
             raise ValueError(f"bad shape spec token {t!r} in {spec!r}")
@@ -158,7 +160,16 @@ class Role:
     optional: bool = False
     is_array: bool = False
     is_out: bool = False
-    doc: str = "value"
+    _doc = "value"
+
+    @property
+    def doc(self) -> str:
+        """What the argument is, in a few words (error messages, documentation)."""
+        return self._doc
+
+    def convert(self, value, name: str, call: Call):
+        """Read a non-array value (a Python list) as an array: array roles only."""
+        raise call.error(TypeError, f"{name} must be an array, got {type(value).__name__}")
 
     def check(self, value, name: str, call: Call):
         return value
@@ -367,8 +378,10 @@ class Array(Role):
             # enough leading dims to exceed the maximum rank (an example without its optional "[b]" dim would
             # otherwise become a valid batch)
             k = max(1, self._max + 1 - nd)
-            out.append(P("extra dimension", lambda v, r, k=k: np.broadcast_to(np.asarray(v), (2,) * k + np.shape(v))
-                         .copy(), O.ERROR))
+            def extra(v, r, k=k):
+                return np.broadcast_to(np.asarray(v), (2,) * k + np.shape(v)).copy()
+
+            out.append(P("extra dimension", extra, O.ERROR))
         if nd >= 1 and not self.empty:
             out.append(P("empty", lambda v, r: np.asarray(v)[..., :0], O.ERROR))
         if self.dtype == "float" and nd >= 1:
@@ -814,7 +827,7 @@ def Int(low: int | None = None, high: int | None = None, **kw) -> Scalar:
 
 
 class Bool(Role):
-    doc = "bool"
+    _doc = "bool"
 
     def __init__(self, *, optional: bool = False):
         self.optional = optional
@@ -909,7 +922,7 @@ class Axis(Role):
 class Seed(Role):
     """A random seed: None, a non-negative int, or a ``numpy.random.Generator``."""
 
-    doc = "seed (None, int >= 0 or numpy.random.Generator)"
+    _doc = "seed (None, int >= 0 or numpy.random.Generator)"
     optional = True
 
     def check(self, value, name, call):
@@ -996,7 +1009,7 @@ class Option(Role):
     """A free-form option the function checks itself (a nested structure, a dtype, a callable with a
     documented signature).  Use sparingly: a typed role gives the contract suite more to test."""
 
-    doc = "option"
+    _doc = "option"
 
     def __init__(self, *, check: Callable[[Any, str], Any] | None = None, example: Any = None):
         self._check = check
@@ -1017,7 +1030,7 @@ class Out(Role):
 
     is_out = True
     optional = True
-    doc = "preallocated output array or None"
+    _doc = "preallocated output array or None"
 
     def __init__(self, like: str | None = None, *, shape: bool = True):
         self.like = like

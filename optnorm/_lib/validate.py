@@ -46,6 +46,7 @@ def check_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     """Normalise a single axis to ``0 <= axis < ndim``."""
     if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
         raise TypeError(f"{name} must be an int, got {type(axis).__name__}")
+    axis = int(axis)
     if not -ndim <= axis < ndim:
         raise ValueError(f"{name}={axis} is out of range for an array with {ndim} dimensions")
     return int(axis) % ndim
@@ -64,6 +65,7 @@ def check_axes(axes: Any, ndim: int, name: str = "axis") -> tuple[int, ...]:
 def check_int(value: Any, name: str, *, low: int | None = None, high: int | None = None) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
     if low is not None and value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
     if high is not None and value > high:
