@@ -36,7 +36,7 @@ import inspect
 import pkgutil
 import types
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar, overload
 
 import numpy as np
 
@@ -216,8 +216,20 @@ def _wrap(fn: Callable, checker: _Checker, finish: Callable = _finish_alias) -> 
 
 
 # --------------------------------------------------------------------------------------------- declarations
-def public(fn: Callable | None = None, /, **options):
-    """Declare a public function (see the module docstring); every parameter needs a role."""
+_F = TypeVar("_F", bound=Callable[..., Any])
+_C = TypeVar("_C", bound=type)
+
+
+@overload
+def public(fn: _F, /) -> _F: ...
+@overload
+def public(fn: None = None, /, **options: Any) -> Callable[[_F], _F]: ...
+
+
+def public(fn: Callable | None = None, /, **options: Any) -> Any:
+    """Declare a public function (see the module docstring); every parameter needs a role.
+
+    The decorated function keeps its signature and annotations for type checkers."""
     meta = {k: options.pop(k) for k in _RESERVED if k in options}
     roles = options
 
@@ -250,7 +262,7 @@ def public(fn: Callable | None = None, /, **options):
     return deco if fn is None else deco(fn)
 
 
-def public_class(cls=None, /, *, name: str | None = None):
+def public_class(cls: _C | None = None, /, *, name: str | None = None) -> Any:
     """Declare a public class (a result object, a metric object, an optimizer rule class)."""
 
     def deco(c):
