@@ -206,21 +206,65 @@ def airm_distance(A, B, *, squared=False, check=True):
     >>> round(float(spd.airm_distance(np.eye(2), np.e * np.eye(2))), 6)
     1.414214
     """
-    return _airm_distance_fwd(A, B, squared=squared, check=check)[0]
+    xp = compat.array_namespace(A, B)
+    Ac, dt = upcast(A, xp)
+    Bc = compat.cast(B, Ac.dtype, xp)
+    d2, low = _airm2(Ac, Bc, xp=xp)
+    if check and low is not None and bool(xp.any(low)):
+        raise ValueError(_AIRM_RANGE)
+    return _finish(d2, squared, xp, dt)
+
+
+_AIRM_RANGE = ("airm_distance: the generalized eigenvalues of (B, A) leave the dtype's range (A and B differ in "
+               "magnitude by more than it spans, or are singular to working precision)")
+_airm2 = Dispatcher("spd.airm_distance", serves="spd.airm_distance")
+
+
+@_airm2.generic
+def _airm2_generic(A, B, *, xp):
+    """(d^2, flag of eigenvalues below the smallest normal number) from the generalized eigenvalues only."""
+    _, As, Bs, _, _ = _prep_pair(A, B)
+    _, _, lg, _, low = _airm_eig(As, Bs, xp, vectors=False)
+    return xp.sum(lg * lg, axis=-1), low
+
+
+def _airm_eig(As, Bs, xp, vectors):
+    """``(L, mu, log mu, V, low)`` for the scaled pair: ``As = L L^T``, ``mu`` the generalized eigenvalues of
+    ``(Bs, As)`` floored as :func:`floor` does, V the eigenvectors (or None), ``low`` whether an eigenvalue is
+    below the smallest normal number (None under tracing).  From the difference form
+    ``L^{-1}(Bs - As)L^{-T} = C - I``, ``log mu = log1p(delta)``: no cancellation for close pairs (d(A, A) is
+    exactly 0 and ~1e-13 for close pairs at condition number 1e8, where eig(C) gives 1e-10)."""
+    L = xp.linalg.cholesky(As)
+    D = sym(xp.linalg.solve(L, mT(xp.linalg.solve(L, Bs - As), xp)), xp)
+    if vectors:
+        delta, V = xp.linalg.eigh(D)
+    else:
+        delta, V = xp.linalg.eigvalsh(D), None
+    mu = 1.0 + delta
+    low = xp.any(mu < float(xp.finfo(mu.dtype).smallest_normal), axis=-1) if compat.is_concrete(mu) else None
+    muf = floor(mu, None, xp)
+    floored = muf > mu
+    lg = xp.where(floored, xp.log(muf), xp.log1p(xp.where(floored, xp.zeros_like(delta), delta)))
+    return L, muf, lg, V, low
+
+
+@_airm2.numba(when=lambda A, B, **kw: numpy_float(A, B) and A.shape[-1] <= 64)
+def _airm2_numba(A, B, *, xp):
+    """Cholesky, two triangular substitutions, tridiagonal QL per pair (optnorm/_numba/spd_distances.py)."""
+    from .._numba import spd_distances as nb
+
+    shp = np.broadcast_shapes(A.shape, B.shape)
+    d2, flag = nb.airm_dist2_pairs(np.broadcast_to(A, shp), np.broadcast_to(B, shp))
+    return d2.astype(A.dtype, copy=False), flag > 0
 
 
 def _airm_distance_fwd(A, B, *, squared=False, check=True):
     xp, As, Bs, s, dt = _prep_pair(A, B)
-    L = xp.linalg.cholesky(As)
-    C = xp.linalg.solve(L, mT(xp.linalg.solve(L, Bs), xp))  # L^{-1} B L^{-T}
-    mu, V = xp.linalg.eigh(sym(C, xp))
-    if check and compat.is_concrete(mu) and bool(xp.any(mu < float(xp.finfo(mu.dtype).smallest_normal))):
-        raise ValueError("airm_distance: the generalized eigenvalues of (B, A) leave the dtype's range (A and B "
-                         "differ in magnitude by more than it spans, or are singular to working precision)")
-    mu = floor(mu, None, xp)
-    lg = xp.log(mu)
+    L, mu, lg, V, low = _airm_eig(As, Bs, xp, vectors=True)
+    if check and low is not None and bool(xp.any(low)):
+        raise ValueError(_AIRM_RANGE)
     d2 = xp.sum(lg * lg, axis=-1)
-    res = DistanceRes(L, mu, V, d2, s, squared, tuple(A.shape), tuple(B.shape), dt)
+    res = DistanceRes(L, (mu, lg), V, d2, s, squared, tuple(A.shape), tuple(B.shape), dt)
     return _finish(d2, squared, xp, dt), res
 
 
@@ -228,11 +272,10 @@ airm_distance_fwd = checked(airm_distance, _airm_distance_fwd)
 
 
 def airm_distance_bwd(res: DistanceRes, dy):
-    L, mu, V = res.F, res.mu, res.V
+    L, (mu, lg), V = res.F, res.mu, res.V
     xp = compat.array_namespace(L)
     g = _dist_scale(res.d2, dy, res.squared, xp)[..., None, None]
     W = xp.linalg.solve(mT(L, xp), V)            # for the scaled pair: W^T (A/s) W = I
-    lg = xp.log(mu)
     dB = g * recon(W, 2 * lg / mu, xp) / res.s    # d^2 is scale-invariant: grad at A is grad at A/s over s
     dA = -g * recon(W, 2 * lg, xp) / res.s
     return (compat.cast(unbroadcast(dA, res.a_shape, xp), res.dtype, xp),
