@@ -89,7 +89,7 @@ def showcase(outdir: Path, quick: bool) -> list[str]:
         mix = (U * np.exp(w)) @ U.T
         X0 = _var2(rng, n_per, C, T, mix, 0)
         X1 = _var2(rng, n_per, C, T, mix, 1)
-        covs = covariance(np.concatenate([X0, X1]), axis=-1, estimator="oas")
+        covs = covariance(np.concatenate([X0, X1]), layout="channels_times", estimator="oas")
         sessions.append((covs, np.r_[np.zeros(n_per), np.ones(n_per)]))
     normed = {}
     for metric in ("bw", "airm"):
