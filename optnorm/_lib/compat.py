@@ -136,7 +136,7 @@ def from_numpy_like(a: np.ndarray, like: Any):
         return a
     xp = array_namespace(like)
     if is_torch(like):
-        return _torch().from_numpy(np.ascontiguousarray(a)).to(like.device)
+        return _torch().from_numpy(np.ascontiguousarray(a).reshape(a.shape)).to(like.device)  # 0-d stays 0-d
     return xp.asarray(a, device=device(like))
 
 
