@@ -32,7 +32,11 @@ def _fwd(A, kind, p=None):
     if kind == "exp":
         w, U = eigh(Ac, xp, clamp=False)
         f = xp.exp(w)
-        return compat.cast(recon(U, f, xp), dt, xp), MatfunRes(kind, w, U, None, f, None, (), dt)
+        Y = compat.cast(recon(U, f, xp), dt, xp)
+        if compat.is_concrete(Y) and not bool(xp.all(xp.isfinite(Y))):
+            raise ValueError(f"expm: exp(A) overflows {compat.dtype_name(dt)}: the largest eigenvalue of A is "
+                             f"{float(xp.max(w)):.6g}")
+        return Y, MatfunRes(kind, w, U, None, f, None, (), dt)
     if kind == "log":
         s = matrix_scale(xp, Ac)          # log(A) = log(A / s) + log(s) I: finite near the dtype's range
         w, U = eigh(Ac / s, xp)
@@ -103,7 +107,7 @@ def expm(A: Array, *, check: bool = True) -> Array:
 
     VJP: Daleckii-Krein with :math:`K_{ij} = e^{\max(\lambda_i,\lambda_j)}\,\mathrm{expm1}(-|\delta|)/(-|\delta|)`,
     :math:`\delta = \lambda_i - \lambda_j` (no cancellation; :math:`e^{\lambda_i}` on repeated eigenvalues).
-    Inputs whose exponential overflows give ``inf`` (as :func:`numpy.exp`).  Higham, *Functions of Matrices*,
+    An exponential beyond the dtype's range raises ``ValueError``.  Higham, *Functions of Matrices*,
     SIAM 2008, ch. 10.
 
     Parameters

@@ -88,8 +88,15 @@ def _pairwise_numba(X, Y, *, key, check, xp):
     return d2.astype(X.dtype, copy=False)
 
 
+def _example(rng, dtype):
+    def mats(m):
+        a = rng.standard_normal((m, 3, 6))
+        return (a @ np.swapaxes(a, -1, -2) / 6 + 0.5 * np.eye(3)).astype(dtype)
+    return (mats(4), mats(2)), {}
+
+
 @public(X=SPD("m n n", gate="check"), Y=SPD("k n n", optional=True, gate="check"), metric=Choice(METRICS),
-        squared=Bool(), check=Bool())
+        squared=Bool(), check=Bool(), example=_example)
 def pairwise_distances(X: Array, Y: Array | None = None, *, metric: str = "airm", squared: bool = False,
                        check: bool = True) -> Array:
     r"""Matrix of distances between two stacks of SPD matrices (pyRiemann's ``pairwise_distance``).

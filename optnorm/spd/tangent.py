@@ -11,7 +11,7 @@ from .._lib.api import public
 from .._lib.roles import SPD, Bool, Choice, Float
 from .._lib.typing import Array
 from ._linalg import sym, upcast
-from .metrics import METRIC_ALIASES, _exp, _log, _roots, metric_object
+from .metrics import METRIC_ALIASES, _exp, _finite, _log, _roots, metric_object
 
 METRICS = tuple(METRIC_ALIASES)
 
@@ -153,4 +153,4 @@ def untangent_space(T: Array, reference: Array, *, metric: str = "airm", check: 
         X = sym(H @ _exp(S, xp) @ H, xp)
     else:
         X = metric_object(key).exp(C, S, check=False)
-    return compat.cast(X, dt, xp)
+    return _finite(compat.cast(X, dt, xp), "untangent_space", "T", xp)
