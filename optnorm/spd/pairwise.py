@@ -8,7 +8,7 @@ from .._lib.api import public
 from .._lib.dispatch import Dispatcher, numpy_float
 from .._lib.roles import SPD, Bool, Choice
 from .._lib.typing import Array
-from ._linalg import _BW_RTOL, bw2, bw2_procrustes, funm, sym, upcast
+from ._linalg import _BW_RTOL, bw2, bw2_procrustes, funm, mT, sym, upcast
 from .metrics import METRIC_ALIASES
 
 METRICS = tuple(METRIC_ALIASES)
@@ -60,8 +60,8 @@ def _pairwise_generic(X, Y, *, key, check, xp):
                 raise ValueError(_AIRM_RANGE.replace("airm_distance", "pairwise_distances"))
             rows.append(d2)
     D2 = xp.concat(rows, axis=0)
-    if Y is None:     # exact zeros on the diagonal
-        D2 = D2 * (1.0 - compat.eye(m, like=D2, xp=xp))
+    if Y is None:     # exactly symmetric, exact zeros on the diagonal (as the Numba path, which computes j > i)
+        D2 = (D2 + mT(D2, xp)) / 2 * (1.0 - compat.eye(m, like=D2, xp=xp))
     return D2
 
 
