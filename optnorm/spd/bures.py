@@ -124,7 +124,11 @@ class BWGeodesicRes(NamedTuple):
 
 @public(P=SPD(gate="check"), X=SPD(gate="check"), check=Bool())
 def bw_log(P, X, *, check=True):
-    """Bures-Wasserstein logarithm ``Log_P(X) = T P + P T - 2P``, ``T = P^{-1/2}(P^{1/2} X P^{1/2})^{1/2}P^{-1/2}``.
+    r"""Bures-Wasserstein logarithm ``Log_P(X) = T P + P T - 2P``, ``T = P^{-1/2}(P^{1/2} X P^{1/2})^{1/2}P^{-1/2}``.
+
+    .. math::
+
+        \mathrm{Log}_P X = TP + PT - 2P,\qquad T = P^{-1/2}\bigl(P^{1/2}XP^{1/2}\bigr)^{1/2}P^{-1/2}
 
     Batched (leading axes broadcast) and a registered op: its VJP chains the Daleckii-Krein derivatives of
     ``P^{+-1/2}`` and of the inner square root.  ``bures_wasserstein().log`` for the identity metric.  The pair
@@ -179,7 +183,11 @@ vjp(bw_log, bw_log_fwd, bw_log_bwd)
 
 @public(P=SPD(gate="check"), V=Symmetric(gate="check"), check=Bool())
 def bw_exp(P, V, *, check=True):
-    """Bures-Wasserstein exponential ``Exp_P(V) = P + V + L P L`` with ``P L + L P = V``.
+    r"""Bures-Wasserstein exponential ``Exp_P(V) = P + V + L P L`` with ``P L + L P = V``.
+
+    .. math::
+
+        \mathrm{Exp}_P V = P + V + LPL,\qquad PL + LP = V
 
     Batched and a registered op with an exact VJP through the Lyapunov solve.  SPD while ``I + L`` is positive
     definite (BW is geodesically incomplete).  The pair is divided by the base point's scale before the products
@@ -238,8 +246,12 @@ vjp(bw_exp, bw_exp_fwd, bw_exp_bwd)
 
 @public(A=SPD(gate="check"), B=SPD(gate="check"), t=Scalar(), check=Bool())
 def bw_geodesic(A, B, *, t=0.5, check=True):
-    """Point ``((1-t) I + t T) A ((1-t) I + t T)`` of the Bures-Wasserstein geodesic from ``A`` (t=0) to ``B``
+    r"""Point ``((1-t) I + t T) A ((1-t) I + t T)`` of the Bures-Wasserstein geodesic from ``A`` (t=0) to ``B``
     (t=1), ``T`` the optimal transport map A -> B.
+
+    .. math::
+
+        \gamma(t) = \bigl((1-t)I + tT\bigr)A\bigl((1-t)I + tT\bigr),\qquad T = A^{-1/2}\bigl(A^{1/2}BA^{1/2}\bigr)^{1/2}A^{-1/2}
 
     Batched and a registered op; ``t`` is a float option (any real: ``t`` outside [0, 1] extrapolates).  The
     pair is divided by a common scale before the products (the map is homogeneous of degree 1).
@@ -572,7 +584,11 @@ class BuresWasserstein(SPDMetric):
 
 @public(M=SPD("n n", optional=True), power=Scalar())
 def bures_wasserstein(M=None, power=1.0) -> BuresWasserstein:
-    """The (generalized) Bures-Wasserstein metric object on SPD matrices.
+    r"""The (generalized) Bures-Wasserstein metric object on SPD matrices.
+
+    .. math::
+
+        d_M^2(X, Y) = \operatorname{tr}(M^{-1}X) + \operatorname{tr}(M^{-1}Y) - 2\operatorname{tr}\bigl(X^{1/2}M^{-1}YM^{-1}X^{1/2}\bigr)^{1/2},\qquad \phi(X) = M^{-1/2}X^pM^{-1/2}
 
     Parameters
     ----------

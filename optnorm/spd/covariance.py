@@ -103,7 +103,11 @@ ho\,\mu I,\qquad S = 	frac1n X_c^\top X_c,\qquad \mu = \operatorname{tr}(S)/p
 
 @public(X=Float("... C T", finite=True), order=Int(1), lag=Int(1), **_SHRINK, sizes={"T": 12})
 def augmented_covariance(X, *, order, lag, estimator="scm", shrinkage=None, assume_centered=False):
-    """Augmented covariance matrix (ACM) of multichannel signals by time-delay embedding.
+    r"""Augmented covariance matrix (ACM) of multichannel signals by time-delay embedding.
+
+    .. math::
+
+        \tilde X = \begin{pmatrix}X_{:,\,0:L}\\ X_{:,\,\tau:\tau+L}\\ \vdots\\ X_{:,\,(p-1)\tau:(p-1)\tau+L}\end{pmatrix},\quad L = T - p\tau,\qquad C = \operatorname{cov}(\tilde X)
 
     For an epoch ``X`` of C channels and T samples, ``order`` p and ``lag`` tau, the embedding stacks p delayed
     copies, block k (k = 0..p-1) being ``X[:, k tau : T - (p - k) tau]``, into a (pC, T - p tau) signal
@@ -147,8 +151,12 @@ def augmented_covariance(X, *, order, lag, estimator="scm", shrinkage=None, assu
 
 @public(C=SPD(psd=True), compositional=Bool())
 def partial_correlation(C, *, compositional=False):
-    """Partial correlations from a covariance matrix: ``rho_ij = -W_ij / sqrt(W_ii W_jj)`` (diagonal 1),
+    r"""Partial correlations from a covariance matrix: ``rho_ij = -W_ij / sqrt(W_ii W_jj)`` (diagonal 1),
     ``W = C^{-1}`` the precision (a Cholesky-based solve; corpcor's ``cor2pcor`` convention).
+
+    .. math::
+
+        \rho_{ij} = -\frac{W_{ij}}{\sqrt{W_{ii}W_{jj}}},\qquad W = C^{-1}
 
     ``compositional=True`` treats ``C`` as the covariance of log-transformed compositions (log x): it is first
     projected to the clr covariance ``S = G C G``, ``G = I - J/D``, which is singular (``S 1 = 0``), and the

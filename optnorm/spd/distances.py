@@ -105,7 +105,11 @@ def _bw2_cuda(A, B, *, xp):
 
 @public(**_PAIR, gufunc=_GUFUNC)
 def bw_distance(A, B, *, squared=False, check=True):
-    """Bures-Wasserstein distance between SPD matrices (the 2-Wasserstein distance of centred Gaussians).
+    r"""Bures-Wasserstein distance between SPD matrices (the 2-Wasserstein distance of centred Gaussians).
+
+    .. math::
+
+        d_{BW}^2(A, B) = \operatorname{tr}A + \operatorname{tr}B - 2\operatorname{tr}\bigl(A^{1/2}BA^{1/2}\bigr)^{1/2} = \operatorname{tr}A + \operatorname{tr}B - 2\sum_i\sqrt{\mu_i},\quad \mu = \operatorname{eig}(L^\top BL),\ A = LL^\top
 
     ``d^2(A, B) = tr A + tr B - 2 tr (A^{1/2} B A^{1/2})^{1/2}`` (Bhatia, Jain, Lim, "On the Bures-Wasserstein
     distance between positive definite matrices", Expo. Math. 2019).  Computed as
@@ -181,7 +185,11 @@ vjp(bw_distance, bw_distance_fwd, bw_distance_bwd)
 # ---------------------------------------------------------------------------- AIRM
 @public(**_PAIR, gufunc=_GUFUNC)
 def airm_distance(A, B, *, squared=False, check=True):
-    """Affine-invariant Riemannian distance ``||log(A^{-1/2} B A^{-1/2})||_F = sqrt(sum_i log^2 mu_i)``.
+    r"""Affine-invariant Riemannian distance ``||log(A^{-1/2} B A^{-1/2})||_F = sqrt(sum_i log^2 mu_i)``.
+
+    .. math::
+
+        d_{AIRM}(A, B) = \bigl\|\log(A^{-1/2}BA^{-1/2})\bigr\|_F = \Bigl(\sum_i \log^2\mu_i\Bigr)^{1/2},\quad \mu = \operatorname{eig}(L^{-1}BL^{-\top}),\ A = LL^\top
 
     ``mu`` are the generalized eigenvalues of ``(B, A)``, from ``eig(L^{-1} B L^{-T})``, ``A = L L^T``
     (Pennec, Fillard, Ayache, "A Riemannian framework for tensor computing", IJCV 2006).  Scale-invariant, so
@@ -288,7 +296,11 @@ vjp(airm_distance, airm_distance_fwd, airm_distance_bwd)
 # ---------------------------------------------------------------------------- log-Euclidean
 @public(**_PAIR, gufunc=_GUFUNC)
 def lem_distance(A, B, *, squared=False, check=True):
-    """Log-Euclidean distance ``||log A - log B||_F`` (Arsigny, Fillard, Pennec, Ayache, SIAM J. Matrix Anal. 2007).
+    r"""Log-Euclidean distance ``||log A - log B||_F`` (Arsigny, Fillard, Pennec, Ayache, SIAM J. Matrix Anal. 2007).
+
+    .. math::
+
+        d_{LEM}(A, B) = \|\log A - \log B\|_F
 
     Invariant under a common scaling, so both matrices are divided by a common scale first.
     VJP: ``grad_A d^2 = 2 Dlog_A[D]``, ``grad_B d^2 = -2 Dlog_B[D]``, ``D = log A - log B``, with the

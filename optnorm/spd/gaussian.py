@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
+from .._lib.solver import Result
 from .._lib.api import checked, public, public_class, vjp
 from .._lib.roles import SPD, Bool, Float, Labels, Option
 from .._lib.vjp import unbroadcast
@@ -33,7 +34,11 @@ class MahalanobisRes(NamedTuple):
                                      (np.eye(3) + 0.3 * np.ones((3, 3))).astype(dtype)), {}),
         sizes={"...": (), "d": 3})
 def mahalanobis(x, mean, cov=None, precision=None, *, squared=False):
-    """Mahalanobis distance d(x) = √((x − μ)ᵀ Σ⁻¹ (x − μ)), batched over leading axes.
+    r"""Mahalanobis distance d(x) = √((x − μ)ᵀ Σ⁻¹ (x − μ)), batched over leading axes.
+
+    .. math::
+
+        d(x) = \sqrt{(x-\mu)^\top\Sigma^{-1}(x-\mu)} = \|L^{-1}(x - \mu)\|_2,\qquad \Sigma = LL^\top
 
     With ``cov`` it factors Σ = L Lᵀ (Cholesky) and solves L z = x − μ, so d² = ‖z‖²: no
     inverse is formed.  With ``precision`` P = Σ⁻¹ it computes (x − μ)ᵀ P (x − μ) directly.
@@ -170,14 +175,27 @@ vjp(mahalanobis, mahalanobis_fwd, mahalanobis_bwd)
 
 # ---------------------------------------------------------------- Gaussian fit
 @public_class
-@dataclass(frozen=True)
-class GaussianFit:
-    """Result of :func:`gaussian_fit`.
+@dataclass(frozen=True, repr=False)
+class GaussianFit(Result):
+    """Result of :func:`gaussian_fit`: class means and a tied or per-class covariance, with
+    ``mahalanobis(x)`` and ``score(x)`` methods.
 
-    means: (K, d) class means (K = 1 without labels); covariance: (d, d) tied or (K, d, d);
-    precision: its inverse; cholesky: lower Cholesky factor of the covariance; classes: the
-    sorted label values (host NumPy array) matching the rows of ``means``; counts: samples per
-    class (host NumPy array); shrinkage: the shrinkage intensity used (float, or per class).
+    Attributes
+    ----------
+    means : array (K, d)
+        Class means (K = 1 without labels).
+    covariance : array (d, d) or (K, d, d)
+        Tied (LDA) or per-class covariance.
+    precision : array
+        Its inverse.
+    cholesky : array
+        Lower Cholesky factor of the covariance.
+    classes : numpy.ndarray (K,)
+        The sorted label values (host NumPy array) matching the rows of ``means``.
+    counts : numpy.ndarray (K,)
+        Samples per class (host NumPy array).
+    shrinkage : float or array
+        The shrinkage intensity used (per class for untied covariances).
     """
 
     means: Any
@@ -220,7 +238,11 @@ def _shrunk(xc, shrinkage):
         shrinkage=Option(check=_check_shrinkage), sizes={"N": 12},
         example=lambda rng, dtype: ((rng.standard_normal((12, 3)).astype(dtype), np.arange(12) % 2), {}))
 def gaussian_fit(x, labels=None, *, tied=True, shrinkage=None):
-    """Fit class-conditional Gaussians to features: class means and a tied or per-class covariance.
+    r"""Fit class-conditional Gaussians to features: class means and a tied or per-class covariance.
+
+    .. math::
+
+        \mu_c = \frac{1}{n_c}\sum_{i: y_i = c} x_i,\qquad \Sigma = (1-\rho)\,\frac1n\sum_i (x_i - \mu_{y_i})(x_i - \mu_{y_i})^\top + \rho\,\frac{\operatorname{tr}\Sigma_0}{d}\,I
 
     μ_c = mean of the samples of class c;  tied: Σ = (1/N) Σ_c Σ_{i∈c} (xᵢ − μ_c)(xᵢ − μ_c)ᵀ
     (Lee et al. 2018, the LDA estimate); per class: Σ_c = (1/N_c) Σ_{i∈c} (xᵢ − μ_c)(xᵢ − μ_c)ᵀ.

@@ -24,7 +24,11 @@ class ProjectPSDRes(NamedTuple):
 
 @public(A=Float("... n n", finite=True), eps=NonNegative())
 def project_psd(A, *, eps=0.0):
-    """Nearest (Frobenius) matrix ``X >= eps I`` to ``sym(A)``: ``U diag(max(lambda, eps)) U^T`` (Higham 1988).
+    r"""Nearest (Frobenius) matrix ``X >= eps I`` to ``sym(A)``: ``U diag(max(lambda, eps)) U^T`` (Higham 1988).
+
+    .. math::
+
+        \Pi(A) = U\operatorname{diag}\bigl(\max(\lambda_i, \epsilon)\bigr)U^\top,\qquad \operatorname{sym}(A) = U\operatorname{diag}(\lambda)U^\top
 
     VJP: Daleckii-Krein with the divided differences of ``max(., eps)`` (1 for both eigenvalues above ``eps``,
     0 for both below, ``(f(a) - f(b)) / (a - b)`` across), symmetrised.
@@ -221,7 +225,11 @@ def _logdet_cone(t0, v0, x0, xp, n_iter=80):
         example=lambda rng, dtype: ((rng.standard_normal((2, 4, 4)).astype(dtype), rng.standard_normal(2).astype(dtype),
                                      rng.random(2).astype(dtype) + 0.5), {"cone": "logdet"}))
 def project_spectral_cone(X, t=None, v=None, *, cone="psd", k=None):
-    """Euclidean projection onto a spectral matrix cone, through the eigenvalues of ``sym(X)``.
+    r"""Euclidean projection onto a spectral matrix cone, through the eigenvalues of ``sym(X)``.
+
+    .. math::
+
+        \Pi_{\mathcal K}(A) = U\operatorname{diag}\bigl(\pi_{K}(\lambda)\bigr)U^\top,\qquad \mathcal K = \{X : \lambda(X) \in K\}
 
     With ``X = U diag(lambda) U^T`` the projection is ``(t', [v',] U diag(lambda') U^T)`` where
     ``(t', [v',] lambda')`` is the projection of ``(t, [v,] lambda)`` onto the corresponding vector cone

@@ -224,7 +224,12 @@ def _doc(text):
 
 
 @public(**_ROOT_ROLES, gufunc=("(n,n)->(n,n)", {}))
-@_doc("""Principal square root ``A^{1/2}`` of SPD matrices, batched and differentiable.
+@_doc(r"""Principal square root ``A^{1/2}`` of SPD matrices, batched and differentiable.
+
+    .. math::
+
+        A^{1/2} = U\operatorname{diag}(\sqrt{\lambda_i})U^\top,\qquad
+        \bar A = X,\quad A^{1/2}X + XA^{1/2} = \operatorname{sym}(\bar Y)
 
     ``A^{1/2} = U diag(sqrt(lambda)) U^T`` for ``A = U diag(lambda) U^T``.  The VJP solves the Lyapunov
     equation ``Y X + X Y = sym(dY)`` (``Y = A^{1/2}``): for ``method="eigh"`` exactly,
@@ -247,7 +252,11 @@ def sqrtm(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, l
 
 
 @public(**_ROOT_ROLES, gufunc=("(n,n)->(n,n)", {}))
-@_doc("""Inverse principal square root ``A^{-1/2}`` of SPD matrices, batched and differentiable.
+@_doc(r"""Inverse principal square root ``A^{-1/2}`` of SPD matrices, batched and differentiable.
+
+    .. math::
+
+        A^{-1/2} = U\operatorname{diag}(\lambda_i^{-1/2})U^\top
 
     VJP: with ``Y = A^{-1/2}``, ``dA = -Y^2 X Y^2`` where ``Y X + X Y = sym(dY)`` (exact Daleckii-Krein
     weights ``-1/(s_i s_j (s_i + s_j))``, ``s = sqrt(lambda)``, for ``"eigh"``; matrix-sign iteration with a
