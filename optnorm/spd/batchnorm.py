@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
+from .._lib.typing import Array
 from .._lib.api import checked, public, public_class, vjp
 from .._lib.roles import SPD, Bool, Choice, Float, Int, Option, Positive, Probability, Scalar
 from ._linalg import (apply_native, bw2, divdiff, eigh, eye, funm, funm_bwd, lyap_eig, mT, ot_map, recon, rot,
@@ -142,7 +143,8 @@ def _global_scale(X, xp):
 
 
 @public(**_STAT_ROLES, mean_iter=Int(0), example=_example(False), sizes={"n": 3})
-def rbn_statistics(X, *, metric="bw", M=None, power=1.0, mean_iter=1, check=True):
+def rbn_statistics(X: Array, *, metric: str = "bw", M: Array | None = None, power: float = 1.0, mean_iter: int = 1,
+                   check: bool = True) -> tuple[Array, Array]:
     r"""Batch mean and variance of SPD matrices under ``metric`` (no gradient flows through them).
 
     .. math::
@@ -251,7 +253,9 @@ class RBNRes(NamedTuple):
         bias=SPD("n n", optional=True, gate="check"), weight=Float("", finite=True, optional=True, gate="check"),
         M=SPD("n n", optional=True, gate="check"), metric=Choice(METRICS), power=Scalar(), eps=Positive(),
         check=Bool(), example=_example(True), sizes={"n": 3})
-def rbn_normalize(X, mean, var, bias=None, weight=None, M=None, *, metric="bw", power=1.0, eps=1e-5, check=True):
+def rbn_normalize(X: Array, mean: Array, var: Array, bias: Array | None = None, weight: Array | None = None,
+                  M: Array | None = None, *, metric: str = "bw", power: float = 1.0, eps: float = 1e-5,
+                  check: bool = True) -> Array:
     r"""Normalise a batch of SPD matrices given its statistics: centre at ``mean``, scale the dispersion by
     ``weight / sqrt(var + eps)``, move to ``bias`` (the differentiable core of :func:`riemannian_batch_norm`).
 
@@ -558,8 +562,10 @@ def _check_state(value, name):
         M=SPD("n n", optional=True, gate="check"), metric=Choice(METRICS), power=Scalar(), training=Bool(),
         momentum=Probability(), eps=Positive(), mean_iter=Int(0), check=Bool(), example=_example(False),
         sizes={"n": 3})
-def riemannian_batch_norm(X, state=None, *, bias=None, weight=None, M=None, metric="bw", power=1.0, training=True,
-                          momentum=0.1, eps=1e-5, mean_iter=1, check=True):
+def riemannian_batch_norm(X: Array, state: RBNState | None = None, *, bias: Array | None = None, weight: Array | None = None,
+                          M: Array | None = None, metric: str = "bw", power: float = 1.0, training: bool = True,
+                          momentum: float = 0.1, eps: float = 1e-5, mean_iter: int = 1,
+                          check: bool = True) -> tuple[Array, RBNState]:
     r"""Riemannian batch normalization of SPD matrices (functional: returns the output and the new state).
 
     .. math::

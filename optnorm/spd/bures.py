@@ -123,7 +123,7 @@ class BWGeodesicRes(NamedTuple):
 
 
 @public(P=SPD(gate="check"), X=SPD(gate="check"), check=Bool())
-def bw_log(P, X, *, check=True):
+def bw_log(P: Array, X: Array, *, check: bool = True) -> Array:
     r"""Bures-Wasserstein logarithm ``Log_P(X) = T P + P T - 2P``, ``T = P^{-1/2}(P^{1/2} X P^{1/2})^{1/2}P^{-1/2}``.
 
     .. math::
@@ -182,7 +182,7 @@ vjp(bw_log, bw_log_fwd, bw_log_bwd)
 
 
 @public(P=SPD(gate="check"), V=Symmetric(gate="check"), check=Bool())
-def bw_exp(P, V, *, check=True):
+def bw_exp(P: Array, V: Array, *, check: bool = True) -> Array:
     r"""Bures-Wasserstein exponential ``Exp_P(V) = P + V + L P L`` with ``P L + L P = V``.
 
     .. math::
@@ -245,7 +245,7 @@ vjp(bw_exp, bw_exp_fwd, bw_exp_bwd)
 
 
 @public(A=SPD(gate="check"), B=SPD(gate="check"), t=Scalar(), check=Bool())
-def bw_geodesic(A, B, *, t=0.5, check=True):
+def bw_geodesic(A: Array, B: Array, *, t: float = 0.5, check: bool = True) -> Array:
     r"""Point ``((1-t) I + t T) A ((1-t) I + t T)`` of the Bures-Wasserstein geodesic from ``A`` (t=0) to ``B``
     (t=1), ``T`` the optimal transport map A -> B.
 
@@ -576,14 +576,15 @@ class BuresWasserstein(SPDMetric):
             P = sym(Hi @ S @ S @ Hi, xp)
             err = xp.max(fro(T - I, xp))
             e = float(err) if compat.is_concrete(err) else None
-            if mon.update(k, e, lambda: MeanState(k, e, compat.cast(self._phi_inv(P, xp), dt, xp), 1.0)):
+            if mon.update(k, e, lambda: MeanState(k, e if e is not None else float("nan"), compat.cast(self._phi_inv(P, xp), dt, xp),
+                                                          1.0)):
                 break
         mon.close()
         return BWMeanResult(compat.cast(self._phi_inv(P, xp), dt, xp), mon.n_iter, mon.converged, tuple(mon.errors))
 
 
 @public(M=SPD("n n", optional=True), power=Scalar())
-def bures_wasserstein(M=None, power=1.0) -> BuresWasserstein:
+def bures_wasserstein(M: Array | None = None, power: float = 1.0) -> BuresWasserstein:
     r"""The (generalized) Bures-Wasserstein metric object on SPD matrices.
 
     .. math::

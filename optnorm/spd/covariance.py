@@ -20,7 +20,8 @@ LAYOUTS = ("samples_features", "channels_times")
 @public(X=Float("... n p", finite=True), axis=Axis("X", none=True), layout=Choice(LAYOUTS + (None,)), **_SHRINK,
         return_shrinkage=Bool())
 def covariance(X: Array, *, axis: int | None = None, layout: str | None = None, estimator: str = "scm",
-               shrinkage: float | None = None, assume_centered: bool = False, return_shrinkage: bool = False):
+               shrinkage: float | None = None, assume_centered: bool = False,
+               return_shrinkage: bool = False) -> Array | tuple[Array, Array]:
     r"""Covariance matrix of the observations in ``X`` (batched), optionally shrunk towards ``mu I``.
 
     .. math::
@@ -102,7 +103,8 @@ ho\,\mu I,\qquad S = 	frac1n X_c^\top X_c,\qquad \mu = \operatorname{tr}(S)/p
 
 
 @public(X=Float("... C T", finite=True), order=Int(1), lag=Int(1), **_SHRINK, sizes={"T": 12})
-def augmented_covariance(X, *, order, lag, estimator="scm", shrinkage=None, assume_centered=False):
+def augmented_covariance(X: Array, *, order: int, lag: int, estimator: str = "scm", shrinkage: float | None = None,
+                         assume_centered: bool = False) -> Array:
     r"""Augmented covariance matrix (ACM) of multichannel signals by time-delay embedding.
 
     .. math::
@@ -150,7 +152,7 @@ def augmented_covariance(X, *, order, lag, estimator="scm", shrinkage=None, assu
 
 
 @public(C=SPD(psd=True), compositional=Bool())
-def partial_correlation(C, *, compositional=False):
+def partial_correlation(C: Array, *, compositional: bool = False) -> Array:
     r"""Partial correlations from a covariance matrix: ``rho_ij = -W_ij / sqrt(W_ii W_jj)`` (diagonal 1),
     ``W = C^{-1}`` the precision (a Cholesky-based solve; corpcor's ``cor2pcor`` convention).
 

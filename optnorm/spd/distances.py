@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
+from .._lib.typing import Array
 from .._lib.api import checked, public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
 from .._lib.roles import SPD, Bool
@@ -104,7 +105,7 @@ def _bw2_cuda(A, B, *, xp):
 
 
 @public(**_PAIR, gufunc=_GUFUNC)
-def bw_distance(A, B, *, squared=False, check=True):
+def bw_distance(A: Array, B: Array, *, squared: bool = False, check: bool = True) -> Array:
     r"""Bures-Wasserstein distance between SPD matrices (the 2-Wasserstein distance of centred Gaussians).
 
     .. math::
@@ -184,7 +185,7 @@ vjp(bw_distance, bw_distance_fwd, bw_distance_bwd)
 
 # ---------------------------------------------------------------------------- AIRM
 @public(**_PAIR, gufunc=_GUFUNC)
-def airm_distance(A, B, *, squared=False, check=True):
+def airm_distance(A: Array, B: Array, *, squared: bool = False, check: bool = True) -> Array:
     r"""Affine-invariant Riemannian distance ``||log(A^{-1/2} B A^{-1/2})||_F = sqrt(sum_i log^2 mu_i)``.
 
     .. math::
@@ -295,7 +296,7 @@ vjp(airm_distance, airm_distance_fwd, airm_distance_bwd)
 
 # ---------------------------------------------------------------------------- log-Euclidean
 @public(**_PAIR, gufunc=_GUFUNC)
-def lem_distance(A, B, *, squared=False, check=True):
+def lem_distance(A: Array, B: Array, *, squared: bool = False, check: bool = True) -> Array:
     r"""Log-Euclidean distance ``||log A - log B||_F`` (Arsigny, Fillard, Pennec, Ayache, SIAM J. Matrix Anal. 2007).
 
     .. math::

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
+from .._lib.typing import Array
 from .._lib.solver import Result
 from .._lib.api import checked, public, public_class, vjp
 from .._lib.roles import SPD, Bool, Float, Labels, Option
@@ -33,7 +34,8 @@ class MahalanobisRes(NamedTuple):
         example=lambda rng, dtype: ((rng.standard_normal((4, 3)).astype(dtype), rng.standard_normal(3).astype(dtype),
                                      (np.eye(3) + 0.3 * np.ones((3, 3))).astype(dtype)), {}),
         sizes={"...": (), "d": 3})
-def mahalanobis(x, mean, cov=None, precision=None, *, squared=False):
+def mahalanobis(x: Array, mean: Array, cov: Array | None = None, precision: Array | None = None, *,
+                squared: bool = False) -> Array:
     r"""Mahalanobis distance d(x) = √((x − μ)ᵀ Σ⁻¹ (x − μ)), batched over leading axes.
 
     .. math::
@@ -237,7 +239,7 @@ def _shrunk(xc, shrinkage):
 @public(x=Float("N d", finite=True), labels=Labels("N", optional=True), tied=Bool(),
         shrinkage=Option(check=_check_shrinkage), sizes={"N": 12},
         example=lambda rng, dtype: ((rng.standard_normal((12, 3)).astype(dtype), np.arange(12) % 2), {}))
-def gaussian_fit(x, labels=None, *, tied=True, shrinkage=None):
+def gaussian_fit(x: Array, labels: Array | None = None, *, tied: bool = True, shrinkage: Any = None) -> GaussianFit:
     r"""Fit class-conditional Gaussians to features: class means and a tied or per-class covariance.
 
     .. math::
@@ -317,4 +319,6 @@ def gaussian_fit(x, labels=None, *, tied=True, shrinkage=None):
     prec = xp.matmul(mT(Linv, xp), Linv)
     if compat.is_concrete(prec) and not bool(xp.all(xp.isfinite(prec))):
         raise ValueError("gaussian_fit: the precision of the covariance fitted to x overflows; rescale x")
-    return GaussianFit(*(compat.cast(a, x.dtype, xp) for a in (means, cov, prec, L)), classes, counts, rho)
+    means, cov, prec, L = (compat.cast(a, x.dtype, xp) for a in (means, cov, prec, L))
+    return GaussianFit(means=means, covariance=cov, precision=prec, cholesky=L, classes=classes, counts=counts,
+                       shrinkage=rho)

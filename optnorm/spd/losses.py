@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .._lib import compat
+from .._lib.typing import Array
 from .._lib.api import checked, public, vjp
 from .._lib.roles import SPD, Bool, NonNegative
 from .._lib.vjp import unbroadcast
@@ -21,7 +22,7 @@ class BWLossRes(NamedTuple):
 
 
 @public(A=SPD(psd=True, gate="check"), B=SPD(gate="check"), smoothing=NonNegative(), check=Bool())
-def bw_loss(A, B, *, smoothing=0.0, check=True):
+def bw_loss(A: Array, B: Array, *, smoothing: float = 0.0, check: bool = True) -> Array:
     r"""Smoothed Bures-Wasserstein loss ``L_tau(A, B) = d_BW^2(A + tau I, B)``.
 
     .. math::

@@ -151,7 +151,7 @@ def pairwise_distances(X: Array, Y: Array | None = None, *, metric: str = "airm"
 @public(X=SPD(gate="check"), means=SPD("k n n", gate="check"), metric=Choice(METRICS), return_distances=Bool(),
         check=Bool())
 def nearest_mean(X: Array, means: Array, *, metric: str = "airm", return_distances: bool = False,
-                 check: bool = True):
+                 check: bool = True) -> Array | tuple[Array, Array]:
     r"""Minimum-distance-to-mean decision (pyRiemann's ``MDM.predict``): the index of the closest class mean.
 
     .. math::

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
+from .._lib.typing import Array
 from .._lib.api import checked, public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
 from .._lib.roles import SPD, Bool, Choice, Int, Positive
@@ -247,7 +248,8 @@ def _doc(text):
     >>> np.allclose(Y, np.diag([2.0, 3.0]))
     True
     """)
-def sqrtm(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
+def sqrtm(A: Array, *, method: str = "eigh", n_iter: int | None = None, degree: int | None = None,
+          eps: float | None = None, check: bool = True, lyap_iter: int = 25) -> Array:
     return _root_fwd(A, "sqrt", method, n_iter, degree, eps, lyap_iter)[0]
 
 
@@ -272,7 +274,8 @@ def sqrtm(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, l
     >>> np.allclose(spd.invsqrtm(np.diag([4.0, 0.25])), np.diag([0.5, 2.0]))
     True
     """)
-def invsqrtm(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
+def invsqrtm(A: Array, *, method: str = "eigh", n_iter: int | None = None, degree: int | None = None,
+             eps: float | None = None, check: bool = True, lyap_iter: int = 25) -> Array:
     return _root_fwd(A, "invsqrt", method, n_iter, degree, eps, lyap_iter)[0]
 
 
