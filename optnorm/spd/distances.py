@@ -69,11 +69,12 @@ def _bw2_generic(A, B, *, xp):
 
 @_bw2.numba(when=lambda A, B, **kw: numpy_float(A, B) and A.shape[-1] <= 64)
 def _bw2_numba(A, B, *, xp):
-    """The kernel symmetrises and scales each pair itself (no extra passes over the batch)."""
-    from .._numba import spd as nb
+    """The kernel symmetrises and scales each pair itself (no extra passes over the batch), eight pairs per SIMD
+    lane group (optnorm/_numba/spd_lanes.py)."""
+    from .._numba import spd_lanes as nb
 
     shp = np.broadcast_shapes(A.shape, B.shape)
-    d2, err = nb.bw_dist2_batched(np.broadcast_to(A, shp), np.broadcast_to(B, shp))
+    d2, err = nb.bw_dist2_pairs_lanes(np.broadcast_to(A, shp), np.broadcast_to(B, shp))
     return d2.astype(A.dtype, copy=False), err.astype(A.dtype, copy=False)
 
 
@@ -259,11 +260,12 @@ def _airm_eig(As, Bs, xp, vectors):
 
 @_airm2.numba(when=lambda A, B, **kw: numpy_float(A, B) and A.shape[-1] <= 64)
 def _airm2_numba(A, B, *, xp):
-    """Cholesky, two triangular substitutions, tridiagonal QL per pair (optnorm/_numba/spd_distances.py)."""
-    from .._numba import spd_distances as nb
+    """Cholesky, two triangular substitutions, tridiagonal QL, eight pairs per SIMD lane group
+    (optnorm/_numba/spd_lanes.py)."""
+    from .._numba import spd_lanes as nb
 
     shp = np.broadcast_shapes(A.shape, B.shape)
-    d2, flag = nb.airm_dist2_pairs(np.broadcast_to(A, shp), np.broadcast_to(B, shp))
+    d2, flag = nb.airm_dist2_pairs_lanes(np.broadcast_to(A, shp), np.broadcast_to(B, shp))
     return d2.astype(A.dtype, copy=False), flag > 0
 
 

@@ -67,19 +67,20 @@ def _pairwise_generic(X, Y, *, key, check, xp):
 
 @_pairwise.numba(when=lambda X, Y, **kw: numpy_float(X, Y) and X.shape[-1] <= 64)
 def _pairwise_numba(X, Y, *, key, check, xp):
-    """Numba kernels over the pairs (optnorm/_numba/spd_distances.py): each row's Cholesky factor reused for
-    every column, only ``j > i`` for ``Y = None``, rows interleaved across threads."""
+    """Numba kernels over the pairs (optnorm/_numba/spd_lanes.py: eight columns of a row per SIMD lane group;
+    spd_distances.py: Euclidean features), only ``j > i`` for ``Y = None``, rows interleaved across threads."""
     from .._numba import spd_distances as nb
+    from .._numba import spd_lanes as nl
 
     if key in ("lem", "log_cholesky"):
         F = _features(X, key, xp)
         return nb.sqeuclidean_pairwise(F, None if Y is None else _features(Y, key, xp)).astype(X.dtype, copy=False)
     if key == "airm":
-        d2, flag = nb.airm_dist2_pairwise(X, Y)
+        d2, flag = nl.airm_dist2_pairwise_lanes(X, Y)
         if check and flag.any():
             raise ValueError(_RANGE)
         return d2.astype(X.dtype, copy=False)
-    d2, err = nb.bw_dist2_pairwise(X, Y)
+    d2, err = nl.bw_dist2_pairwise_lanes(X, Y)
     need = err > _BW_RTOL.get(str(X.dtype), 1e-4) * d2
     if need.any():
         i, j = np.nonzero(need)
