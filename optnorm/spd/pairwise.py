@@ -96,6 +96,40 @@ def _example(rng, dtype):
     return (mats(4), mats(2)), {}
 
 
+@_pairwise.cuda(when=lambda X, Y, **kw: str(X.dtype) in ("float32", "float64") and X.shape[-1] <= 32)
+def _pairwise_cuda(X, Y, *, key, check, xp):
+    """One CUDA thread per pair (optnorm/_cuda/spd.cu: airm_dist2_pairwise, bw_dist2_pairwise) for AIRM and BW;
+    LEM and log-Cholesky map to Euclidean features (the generic path, GEMM-friendly on a GPU)."""
+    if key in ("lem", "log_cholesky"):
+        return _pairwise_generic(X, Y, key=key, check=check, xp=xp)
+    import cupy
+
+    from .._cuda import launch
+
+    sym_ = Y is None
+    Xc = cupy.ascontiguousarray(X)
+    Yc = Xc if sym_ else cupy.ascontiguousarray(Y)
+    m, k, n = Xc.shape[0], Yc.shape[0], Xc.shape[-1]
+    out = cupy.empty((m, k), dtype=X.dtype)
+    if key == "airm":
+        low = cupy.zeros((m, k), dtype=cupy.int32)
+        launch.grid2d("spd", "airm_dist2_pairwise", X.dtype, m, k, (Xc, Yc, out, low, m, k, np.int32(n),
+                                                                   np.int32(sym_)))
+        if check and bool(low.any()):
+            raise ValueError(_RANGE)
+        return out + out.T if sym_ else out
+    err = cupy.empty((m, k), dtype=X.dtype)
+    launch.grid2d("spd", "bw_dist2_pairwise", X.dtype, m, k, (Xc, Yc, out, err, m, k, np.int32(n), np.int32(sym_)))
+    if sym_:
+        out, err = out + out.T, err + err.T
+    need = err > _BW_RTOL.get(str(X.dtype), 1e-4) * out
+    if bool(need.any()):
+        i, j = cupy.nonzero(need)
+        Z = Xc if sym_ else Yc
+        out[i, j] = bw2_procrustes(Xc[i], Z[j], xp)
+    return out
+
+
 @public(X=SPD("m n n", gate="check"), Y=SPD("k n n", optional=True, gate="check"), metric=Choice(METRICS),
         squared=Bool(), check=Bool(), example=_example)
 def pairwise_distances(X: Array, Y: Array | None = None, *, metric: str = "airm", squared: bool = False,
