@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+import numpy as np
 from typing import Any, Callable
 
 from .._lib import compat
 from .._lib.api import check_arguments, public, public_class
+from .._lib.dispatch import Dispatcher
 from .._lib.convergence import default_tol
 from .._lib.roles import SPD, Bool, Callback, Int, NonNegative, Scalar, Symmetric, Weights
 from .._lib.solver import IterState, Monitor, Result
@@ -319,8 +322,7 @@ class AffineInvariant(SPDMetric):
         ratios: list[float] = []
         for it in range(1, max_iter + 1):
             H, Hi, _ = sqrt_pair(M, xp)
-            Hb = Hi[..., None, :, :]
-            J = _weighted_log_sum(sym(Hb @ Xc @ Hb, xp), w, xp)
+            J = _karcher_grad(Xc, Hi, w, xp=xp)
             err = xp.max(xp.sqrt(xp.sum(J * J, axis=(-2, -1))))
             e = float(err) if compat.is_concrete(err) else None
             if e is not None and e <= tol:
@@ -341,6 +343,25 @@ class AffineInvariant(SPDMetric):
                                                    nu)):
                 break
         return M
+
+
+_karcher_grad = Dispatcher("spd.karcher_gradient", serves=("spd.airm",))
+
+
+@_karcher_grad.generic
+def _karcher_grad_generic(Xc, Hi, w, *, xp):
+    """The whitened Riemannian gradient ``J = sum_k w_k log(Hi X_k Hi)`` over axis -3."""
+    Hb = Hi[..., None, :, :]
+    return _weighted_log_sum(sym(Hb @ Xc @ Hb, xp), w, xp)
+
+
+@_karcher_grad.numba(when=lambda Xc, Hi, w, **kw: Xc.ndim == 3 and Xc.dtype == np.float64 and compat.is_numpy(Xc))
+def _karcher_grad_numba(Xc, Hi, w, *, xp):
+    """Parallel over the stack (optnorm/_numba/spd.py: karcher_gradient): each thread whitens, eigendecomposes
+    (LAPACK) and accumulates its matrices; NumPy's batched ``eigh`` runs on one core."""
+    from .._numba import spd as nb
+
+    return nb.karcher_gradient(Xc, Hi, w)
 
 
 def _weighted_log_sum(W, w, xp):

@@ -257,3 +257,14 @@ def test_bad_input(rng):
         g.distance(A, np.zeros((3, 4, 4)))
     with pytest.raises(ValueError, match="n_rungs"):
         spd.bures_wasserstein().parallel_transport(B - A, A, B, n_rungs=0)
+
+
+def test_karcher_mean_numba_and_generic_paths_agree(rng, path):
+    X = random_spd(rng, (50,), 5)
+    w = rng.random(50)
+    w /= w.sum()
+    res = spd.airm().mean(X, w, tol=1e-13)
+    with optnorm.use_backend("generic"):
+        ref = spd.airm().mean(X, w, tol=1e-13)
+    assert res.converged and abs(res.n_iter - ref.n_iter) <= 1
+    assert_close(res.mean, ref.mean, rtol=1e-12)
