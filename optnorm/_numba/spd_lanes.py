@@ -37,8 +37,9 @@ _LOG_TINY = math.log(_TINY)
 
 @jit(parallel=False, fastmath=_FAST)
 def _tridiag(a, d, e2, v, p, w, xn2, beta):
-    """Householder tridiagonalisation of the symmetric lanes ``a`` (n, n, K) (destroyed): diagonal into ``d``
-    (n, K), squared off-diagonal into ``e2`` (n, K; ``e2[i]`` couples i and i+1, ``e2[n-1] = 0``)."""
+    """Householder tridiagonalisation of the symmetric lanes ``a`` (n, n, K) (destroyed; only its lower triangle is
+    read and updated): diagonal into ``d`` (n, K), squared off-diagonal into ``e2`` (n, K; ``e2[i]`` couples i and
+    i+1, ``e2[n-1] = 0``)."""
     n = a.shape[0]
     K = LANES
     for k in range(n - 2):
@@ -64,11 +65,15 @@ def _tridiag(a, d, e2, v, p, w, xn2, beta):
         for i in range(m):
             for q in range(K):
                 p[i, q] = 0.0
-        for j in range(m):                        # p = a v by rows of the symmetric a (contiguous (i, lane))
-            r = k + 1 + j
-            for i in range(m):
+        for i in range(m):                        # p = a v from the lower triangle of the symmetric a
+            r = k + 1 + i
+            for j in range(i):                    # row i left of the diagonal: to p[i], and (symmetry) to p[j]
                 for q in range(K):
-                    p[i, q] += a[r, k + 1 + i, q] * v[j, q]
+                    x = a[r, k + 1 + j, q]
+                    p[i, q] += x * v[j, q]
+                    p[j, q] += x * v[i, q]
+            for q in range(K):
+                p[i, q] += a[r, r, q] * v[i, q]
         for i in range(m):
             for q in range(K):
                 p[i, q] *= beta[q]
@@ -78,8 +83,8 @@ def _tridiag(a, d, e2, v, p, w, xn2, beta):
         for i in range(m):
             for q in range(K):
                 w[i, q] = p[i, q] - xn2[q] * v[i, q]
-        for i in range(m):
-            for j in range(m):
+        for i in range(m):                        # the rank-2 update of the lower triangle only
+            for j in range(i + 1):
                 for q in range(K):
                     a[k + 1 + i, k + 1 + j, q] -= v[i, q] * w[j, q] + w[i, q] * v[j, q]
     for i in range(n):
@@ -330,7 +335,7 @@ def _bw_group(A, B, ia, ib, cnt, out, err, As, Bs, L, T, M, d, e2, v, p, w, x1, 
 
 @jit(parallel=False, fastmath=_FAST)
 def _airm_group(A, B, ia, ib, cnt, out, flag, As, Bs, L, T, M, d, e2, v, p, w, x1, x2, ok, mm, sig, c, s, gam, pp,
-                tot):
+                tot, reuse):
     """Squared AIRM distances of the ``cnt`` pairs: ``L = chol(A/a)``; within 1e30 in magnitude the difference
     form ``L^{-1} (B - A)/a L^{-T}`` with ``log1p`` (x1[q] = 0 marks it), else ``L^{-1} (B/b) L^{-T}`` with
     the shift ``x1[q] = log(b/a)`` (as :func:`optnorm._numba.spd_distances._airm_core`)."""
@@ -344,22 +349,25 @@ def _airm_group(A, B, ia, ib, cnt, out, flag, As, Bs, L, T, M, d, e2, v, p, w, x
         sb = _maxabs(b)
         shift = math.log(sb) - math.log(sa)
         ia_ = 1.0 / sa
+        if not reuse:                          # a new A in every lane (the pairwise kernel: a new row)
+            for i in range(n):
+                for j in range(n):
+                    As[i, j, q] = 0.5 * (a[i, j] + a[j, i]) * ia_
+            ok[q] = True
         if abs(shift) < 69.0:
             x1[q] = 0.0
             for i in range(n):
                 for j in range(n):
-                    As[i, j, q] = 0.5 * (a[i, j] + a[j, i]) * ia_
                     Bs[i, j, q] = ((b[i, j] - a[i, j]) + (b[j, i] - a[j, i])) * (0.5 * ia_)
         else:
             x1[q] = shift
             ib_ = 1.0 / sb
             for i in range(n):
                 for j in range(n):
-                    As[i, j, q] = 0.5 * (a[i, j] + a[j, i]) * ia_
                     Bs[i, j, q] = 0.5 * (b[i, j] + b[j, i]) * ib_
-        ok[q] = True
         tot[q] = 0
-    _chol_lanes(As, L, ok, x2)
+    if not reuse:                              # else L (and ok) hold the factor of the same A from the last call
+        _chol_lanes(As, L, ok, x2)
     _whiten_lanes(L, Bs, T, M, x2)
     _tridiag(M, d, e2, v, p, w, x2, pp)
     _ql_lanes(d, e2, n, mm, sig, c, s, gam, pp, tot)
@@ -425,7 +433,7 @@ def _pairs_kernel(A, B, out, aux, kind, n_chunks):
                     aux[b0 + q] = x[q]
             else:
                 _airm_group(A, B, ia, ia, cnt, o, fl, As, Bs, L, T, M, d, e2, v, p, w, x1, x2, ok, mm, sig, c, s,
-                            gam, pp, tot)
+                            gam, pp, tot, False)
                 for q in range(cnt):
                     out[b0 + q] = o[q]
                     aux[b0 + q] = fl[q]
@@ -485,7 +493,7 @@ def _pairwise_kernel(X, Y, symmetric, out, aux, kind, n_chunks):
                         aux[i, jb + q] = x[q]
                 else:
                     _airm_group(X, Y, ia, ib, cnt, o, fl, As, Bs, L, T, M, d, e2, v, p, w, x1, x2, ok, mm, sig, c,
-                                s, gam, pp, tot)
+                                s, gam, pp, tot, jb > j0)          # one Cholesky factor per row
                     for q in range(cnt):
                         out[i, jb + q] = o[q]
                         aux[i, jb + q] = fl[q]
