@@ -27,8 +27,6 @@ def covariance(X: Array, *, axis: int | None = None, layout: str | None = None, 
     .. math::
 
         \hat C = (1-\rho)\,S + \rho\,\mu I,\qquad S = \tfrac1n X_c^\top X_c,\qquad \mu = \operatorname{tr}(S)/p
-ho)\,S + 
-ho\,\mu I,\qquad S = 	frac1n X_c^\top X_c,\qquad \mu = \operatorname{tr}(S)/p
 
     **Layout** (which of the last two axes holds the observations) is never guessed: the default is
     scikit-learn's ``(..., n_samples, n_features)`` (``layout="samples_features"``, observations on axis -2);
