@@ -73,6 +73,16 @@ def bias_correction(beta: float, t: Any) -> Any:
     return 1.0 - beta ** t
 
 
+def active(v: Any) -> bool:
+    """Whether a hyperparameter switches its term on: a nonzero number, or any array (a traced value under
+    ``jax.jit`` / ``optax.inject_hyperparams`` cannot be compared, so its term is always computed)."""
+    if v is None:
+        return False
+    if isinstance(v, numbers.Number):
+        return v != 0
+    return True
+
+
 def zeros_state(p: Any, xp, shape=None) -> Any:
     """A zero state buffer for ``p``: its shape (or ``shape``) and device, in the compute dtype
     (float32 for float16/bfloat16 parameters)."""

@@ -54,13 +54,19 @@ class OptState(NamedTuple):
 class Ctx(NamedTuple):
     """What a leaf update needs besides its arrays: namespace, 1-based step ``t`` (int or traced 0-d array),
     the leaf's name, a per-leaf extra from the rule's probe (AdaHessian's Hessian diagonal), the rule's
-    learning rate of this step, and the per-step cache of evaluated schedules."""
+    learning rate of this step, the per-step cache of evaluated schedules, and the leaf's masks (which
+    masked terms apply to it: ``{"weight_decay": False}`` excludes it from decay; None: all apply)."""
     xp: Any
     t: Any
     name: str = ""
     extra: Any = None
     lr: Any = None
     lrs: dict | None = None
+    masks: dict | None = None
+
+    def on(self, what: str) -> bool:
+        """Whether the masked term ``what`` (``"weight_decay"``, ``"trust_ratio"``) applies to this leaf."""
+        return self.masks is None or bool(self.masks.get(what, True))
 
     def lr_value(self, lr: Any) -> Any:
         """``lr`` at this step: the number itself, or ``schedule(t - 1)`` (evaluated once per step)."""
@@ -86,12 +92,15 @@ def _schedule_value(lr: Callable, t: Any) -> Any:
 
 class Leaf(NamedTuple):
     """One parameter on its way through a chain (compute dtype): parameter, update direction (None once
-    applied), gradient, step multiplier of ``u``, multiplier of the weight decay."""
+    applied), gradient, step multiplier of ``u``, multiplier of the weight decay, the parameter as it
+    entered the chain (before any decay) and the parameter's own dtype."""
     p: Any
     u: Any
     g: Any
     scale: Any = 1.0
     wd_mult: Any = 1.0
+    p0: Any = None
+    dtype: Any = None
 
 
 class Transform(NamedTuple):
@@ -157,8 +166,10 @@ class Rule:
     def __init__(self, *, lr: Any, transform: Transform | None = None, leaf: type | None = None,
                  name: str = "rule", nan_policy: str = "raise", accepts: Callable | None = None,
                  fallback: Rule | None = None, probe: Callable | None = None, kernel: Any = None,
-                 elementwise: bool = False, factory: Callable | None = None, hyper: dict | None = None):
+                 elementwise: bool = False, factory: Callable | None = None, hyper: dict | None = None,
+                 masks: dict | None = None):
         self.lr = lr
+        self.masks = {k: v for k, v in (masks or {}).items() if v is not None}
         self.transform = transform
         self.leaf_type = leaf
         self.name = name
@@ -217,7 +228,12 @@ class Rule:
         cd = compat.compute_dtype(p, xp)
         pc, gc = compat.cast(p, cd, xp), compat.cast(g, cd, xp)
         ctx = ctx._replace(lr=ctx.lr_value(self.lr))
-        leaf, s = self.transform.update(Leaf(pc, gc, gc), s, ctx)
+        if self.masks:                          # the rule's own per-parameter predicates (lars, lamb)
+            m = dict(ctx.masks or {})
+            for k, pred in self.masks.items():
+                m.setdefault(k, bool(pred(p)))
+            ctx = ctx._replace(masks=m)
+        leaf, s = self.transform.update(Leaf(pc, gc, gc, p0=pc, dtype=p.dtype), s, ctx)
         pn = leaf.p
         if leaf.u is not None:
             sc = leaf.scale
@@ -283,9 +299,9 @@ class Rule:
 
     # ---- the step driver
     def updates(self, ps: list, gs: list, leaves: list, *, ctx: Ctx, names: list, hvp: Callable | None = None,
-                tree: Any = None) -> tuple[list, list]:
+                tree: Any = None, masks: dict | None = None) -> tuple[list, list]:
         """New parameters and leaf states of one step (pure): ``ctx`` holds the namespace and the step,
-        ``tree`` is the params tree ``hvp`` acts on."""
+        ``tree`` is the params tree ``hvp`` acts on, ``masks`` maps a masked term to one bool per leaf."""
         xp = ctx.xp
         extras = None
         if self.needs_hvp:
@@ -294,15 +310,22 @@ class Rule:
             extras = self.probe(ps, tree if tree is not None else ps, hvp, ctx.t - 1, xp)
         new_p, new_s = [], []
         for i, (p, g, s, n) in enumerate(zip(ps, gs, leaves, names)):
-            pn, sn = self.update_leaf(p, g, s, ctx._replace(name=n, extra=None if extras is None else extras[i]))
+            lm = None if not masks else {k: bool(v[i]) for k, v in masks.items()}
+            pn, sn = self.update_leaf(p, g, s, ctx._replace(name=n, extra=None if extras is None else extras[i],
+                                                            masks=lm))
             if p.ndim == 0:       # NumPy: 0-d arithmetic gives NumPy scalars, which the next step cannot write
                 pn, sn = xp.asarray(pn), _as_arrays(sn, xp)
             new_p.append(pn)
             new_s.append(sn)
         return new_p, new_s
 
-    def step(self, params: Any, grads: Any, state: OptState, *, hvp: Callable | None = None):
-        """One pure step: returns ``(new_params, new_state)`` and leaves the inputs untouched."""
+    def step(self, params: Any, grads: Any, state: OptState, *, hvp: Callable | None = None,
+             masks: dict | None = None):
+        """One pure step: returns ``(new_params, new_state)`` and leaves the inputs untouched.
+
+        ``masks`` (optional) maps a masked term (``"weight_decay"``, ``"trust_ratio"``) to one bool per
+        parameter leaf, in the flattening order: False leaves the term out for that parameter (what optax's
+        ``mask=`` arguments do; the optax wrapper passes them)."""
         ps, gs, tdef, names, gnames, xp = self._check(params, grads, state)
         ok = self.check_finite(gs, gnames, xp)
         if ok is False:
@@ -310,7 +333,7 @@ class Rule:
         count = state.count
         t = int(count) + 1 if compat.is_concrete(count) else count + 1
         new_p, new_s = self.updates(ps, gs, list(state.leaves), ctx=Ctx(xp, t, lrs={}), names=names, hvp=hvp,
-                                    tree=params)
+                                    tree=params, masks=masks)
         new_count = xp.asarray(count + 1)        # NumPy: 0-d + 1 is a scalar; keep a 0-d array (step_ needs it)
         if ok is not True:  # traced finiteness flag (under jax.jit nothing can raise: the step is skipped)
             new_p = [xp.where(ok, a, b) for a, b in zip(new_p, ps)]
@@ -345,7 +368,8 @@ class Rule:
         """
         check = self.nan_policy != "ignore" if check is None else check
         job = InPlace(ps, gs, leaves, Ctx(xp, t, lrs={}), names, gnames, xp, hvp, tree, check)
-        done = self.kernel(self, job) if self.kernel is not None and hvp is None else self.apply_generic_(job)
+        fused = self.kernel is not None and hvp is None and not self.masks
+        done = self.kernel(self, job) if fused else self.apply_generic_(job)
         if done is None:                     # a gradient is not finite and nothing was written
             self.check_finite(gs, gnames, xp)    # raises naming it under nan_policy="raise"
             return False
