@@ -438,7 +438,7 @@ def nadam(*, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_d
     >>> opt = nadam(lr=0.1)
     >>> p, st = opt.step(np.zeros(2), np.array([1.0, -1.0]), opt.init(np.zeros(2)))
     >>> np.round(p, 4).tolist()
-    [-0.1, 0.1]
+    [-0.1056, 0.1056]
     """
     parts = _head(maximize, weight_decay, decoupled_weight_decay) + [       # scale_by_nadam reads the lr's scale
         T.scale_by_lr(), scale_by_nadam(betas[0], betas[1], eps, momentum_decay)]

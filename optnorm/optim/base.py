@@ -240,6 +240,30 @@ class Rule:
             pn = pn - leaf.u if isinstance(sc, float) and sc == 1.0 else pn - scalar(sc, pn, xp) * leaf.u
         return compat.cast(pn, p.dtype, xp), s
 
+    def eval_leaf(self, p: Any, s: NamedTuple) -> Any:
+        """The weights to evaluate with for one parameter (``p`` itself for most rules; the average ``x`` of
+        schedule-free rules, the EMA of :func:`ema`, the slow weights of :func:`lookahead`)."""
+        if self.accepts is not None and not self.accepts(p):
+            return p if self.fallback is None else self.fallback.eval_leaf(p, s)
+        return p
+
+    def eval_params(self, params: Any, state: OptState) -> Any:
+        """The parameters to evaluate (and checkpoint) with, from the training parameters and the state.
+
+        The training parameters themselves for most rules; schedule-free rules return their average ``x``,
+        :func:`ema` its moving average, :func:`lookahead` the slow weights (wrappers delegate to the rule
+        they wrap).  Pure; the torch wrapper's ``eval()`` / ``train()`` swap them in place."""
+        ps, tdef, names = tree_flatten(params, "params")
+        if not isinstance(state, OptState) or len(state.leaves) != len(ps):
+            raise ValueError(f"state does not belong to these params: expected an OptState with {len(ps)} "
+                             f"leaves (from this optimizer's init), got {type(state).__name__}")
+        xp = compat.array_namespace(ps[0])
+        out = []
+        for p, s in zip(ps, state.leaves):
+            e = self.eval_leaf(p, s)
+            out.append(e if e is p else compat.cast(compat.cast(e, e.dtype, xp), p.dtype, xp))
+        return tree_unflatten(tdef, out)
+
     # ---- checks
     def init(self, params: Any) -> OptState:
         """Zero state for ``params`` (one array or a list/tuple/dict of arrays)."""

@@ -33,37 +33,34 @@ class ScheduleFreeLeaf(NamedTuple):
 class ScheduleFreeRule(Rule):
     """A schedule-free rule: the parameters it steps are ``y``; :meth:`eval_params` gives the average ``x``.
 
-    ``eval_params(params, state)`` returns ``x = lerp(y, z, 1 - 1/beta1)`` (the weights to evaluate and
-    checkpoint), ``train_params(params, state)`` maps ``x`` back to ``y = lerp(x, z, 1 - beta1)``.  Both are
-    pure and take the same parameter trees as :meth:`~optnorm.optim.Rule.step`.
+    ``eval_params(params, state)`` (:meth:`optnorm.optim.Rule.eval_params`) returns
+    ``x = lerp(y, z, 1 - 1/beta1)`` (the weights to evaluate and checkpoint), ``train_params(params, state)``
+    maps ``x`` back to ``y = lerp(x, z, 1 - beta1)``.  Both are pure.
     """
 
     def __init__(self, *, beta1: float, **kw):
         super().__init__(**kw)
         self.beta1 = beta1
 
-    def _swap(self, params, state, w):
-        ps, tdef, names = tree_flatten(params, "params")
-        if not isinstance(state, OptState) or len(state.leaves) != len(ps):
-            raise ValueError(f"state does not belong to these params: expected an OptState with {len(ps)} leaves")
+    def eval_leaf(self, p, s):
+        if self.accepts is not None and not self.accepts(p):
+            return super().eval_leaf(p, s)
+        if isinstance(self.beta1, (int, float)) and self.beta1 == 0:
+            raise ValueError(f"{self.name}: eval_params needs momentum/betas[0] > 0 (with 0 the average is not "
+                             "recoverable from y and z)")
+        xp = compat.array_namespace(p)
+        pc = compat.cast(p, s.z.dtype, xp)
+        return compat.lerp(pc, s.z, scalar(1.0 - 1.0 / self.beta1, pc, xp))
+
+    def train_params(self, params: Any, state: OptState) -> Any:
+        """The training parameters ``y = lerp(x, z, 1 - beta1)`` back from the averaged ones ``x``."""
+        ps, tdef, _ = tree_flatten(params, "params")
         xp = compat.array_namespace(ps[0])
         out = []
         for p, s in zip(ps, state.leaves):
-            if type(s) is not ScheduleFreeLeaf:
-                raise TypeError(f"state leaves are {type(s).__name__}: pass the state of a schedule-free rule")
             pc = compat.cast(p, s.z.dtype, xp)
-            out.append(compat.cast(compat.lerp(pc, s.z, scalar(w, pc, xp)), p.dtype, xp))
+            out.append(compat.cast(compat.lerp(pc, s.z, scalar(1.0 - self.beta1, pc, xp)), p.dtype, xp))
         return tree_unflatten(tdef, out)
-
-    def eval_params(self, params: Any, state: OptState) -> Any:
-        """The averaged parameters ``x`` (to evaluate with) from the training parameters ``y``."""
-        if isinstance(self.beta1, (int, float)) and self.beta1 == 0:
-            raise ValueError(f"{self.name}: eval_params needs momentum/betas[0] > 0 (x = y when it is 0)")
-        return self._swap(params, state, 1.0 - 1.0 / self.beta1)
-
-    def train_params(self, params: Any, state: OptState) -> Any:
-        """The training parameters ``y`` back from the averaged ones ``x``."""
-        return self._swap(params, state, 1.0 - self.beta1)
 
 
 def _averaging(ctx, s, lr, warmup_steps, r, weight_lr_power, like):
