@@ -353,7 +353,11 @@ def copy_into(dst: Any, src: Any) -> Any:
 
 
 def _dev_kw(like: Any) -> dict:
-    return {} if like is None else {"device": device(like)}
+    # an uncommitted JAX array (jnp.ones(...), not device_put) lives on the default device: the new array
+    # stays uncommitted too, so jit sees one commitment for a state built from it (no retrace on the next call)
+    if like is None or (is_jax(like) and (not is_concrete(like) or not like.committed)):
+        return {}
+    return {"device": device(like)}
 
 
 def arange(n: int, *, like: Any, dtype=None, xp=None):
