@@ -391,16 +391,16 @@ class Fused(NamedTuple):
         return self.dispatcher(job.ps[0], rule, job, self.config)
 
 
-def adam(**config) -> Fused:
-    return Fused(_ADAM, AdamConfig(**config))
+def adam(**config) -> Fused | None:
+    return _fused(_ADAM, AdamConfig, config)
 
 
-def sgd(**config) -> Fused:
-    return Fused(_SGD, SGDConfig(**config))
+def sgd(**config) -> Fused | None:
+    return _fused(_SGD, SGDConfig, config)
 
 
-def lion(**config) -> Fused:
-    return Fused(_LION, LionConfig(**config))
+def lion(**config) -> Fused | None:
+    return _fused(_LION, LionConfig, config)
 
 
 def rmsprop(**config) -> Fused | None:

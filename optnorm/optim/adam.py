@@ -6,10 +6,10 @@ from typing import Any, NamedTuple
 from .._lib.roles import Bool, Choice, NonNegative, Positive, Scalars, UnitInterval
 from . import _kernels
 from . import transforms as T
-from ._common import scalar, stable_rms, zeros_state
+from ._common import active, scalar, stable_rms, zeros_state
 from .base import LR, NAN_POLICY, Rule, Transform, chain, rule
 
-BETAS = Scalars(UnitInterval(), 2)
+BETAS = Scalars(UnitInterval(array=True), 2)
 EPS_MODES = ("torch", "hf")
 
 
@@ -29,7 +29,7 @@ class FAdamLeaf(NamedTuple):
 
 def _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled, eps_mode, nan_policy) -> Rule:
     parts = [T.flip_sign()] if maximize else []
-    if weight_decay:
+    if active(weight_decay):
         parts.append(T.decay_weights(weight_decay) if decoupled else T.add_decayed_weights(weight_decay))
     parts += [T.scale_by_adam(betas[0], betas[1], eps, amsgrad=amsgrad, eps_mode=eps_mode), T.scale_by_lr()]
     kernel = _kernels.adam(beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay, decoupled=decoupled,
@@ -38,7 +38,8 @@ def _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled, eps_mode, 
                 elementwise=True)
 
 
-_ADAM_ROLES = dict(lr=LR, betas=BETAS, eps=NonNegative(), weight_decay=NonNegative(), amsgrad=Bool(), maximize=Bool(),
+_ADAM_ROLES = dict(lr=LR, betas=BETAS, eps=NonNegative(array=True), weight_decay=NonNegative(array=True), amsgrad=Bool(),
+                   maximize=Bool(),
                    eps_mode=Choice(EPS_MODES), nan_policy=NAN_POLICY)
 
 

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 from .._lib.roles import Bool, NonNegative, Positive, Probability, UnitInterval
 from . import _kernels
 from . import transforms as T
+from ._common import active
 from .base import LR, NAN_POLICY, Rule, chain, rule
 
 
@@ -14,8 +15,8 @@ class SGDLeaf(NamedTuple):
     momentum_buffer: Any = None
 
 
-@rule("SGD", lr=LR, momentum=NonNegative(), dampening=Probability(), weight_decay=NonNegative(), nesterov=Bool(),
-      maximize=Bool(), nan_policy=NAN_POLICY)
+@rule("SGD", lr=LR, momentum=NonNegative(array=True), dampening=Probability(array=True),
+      weight_decay=NonNegative(array=True), nesterov=Bool(), maximize=Bool(), nan_policy=NAN_POLICY)
 def sgd(*, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False,
         nan_policy="raise") -> Rule:
     r"""Stochastic gradient descent with torch.optim.SGD's conventions.
@@ -38,18 +39,24 @@ def sgd(*, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=Fals
     >>> p.tolist()
     [0.9, 0.9]
     """
-    if nesterov and (momentum <= 0 or dampening != 0):
+    if nesterov and (not active(momentum) or active(dampening)) and not _traced(momentum, dampening):
         raise ValueError("sgd: nesterov=True requires momentum > 0 and dampening = 0")
     parts = [T.flip_sign()] if maximize else []
-    if weight_decay:
+    if active(weight_decay):
         parts.append(T.add_decayed_weights(weight_decay))
-    if momentum:
+    if active(momentum):
         parts.append(T.trace(momentum, dampening=dampening, nesterov=nesterov))
     parts.append(T.scale_by_lr())
     kernel = _kernels.sgd(momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                           maximize=maximize)
     return Rule(lr=lr, transform=chain(*parts), leaf=SGDLeaf, nan_policy=nan_policy, kernel=kernel,
                 elementwise=True)
+
+
+def _traced(*vals) -> bool:
+    from .._lib import compat
+
+    return any(compat.is_array(v) and not compat.is_concrete(v) for v in vals)
 
 
 @rule("SGDP", lr=LR, momentum=UnitInterval(), dampening=Probability(), weight_decay=NonNegative(), nesterov=Bool(),

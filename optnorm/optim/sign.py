@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 from .._lib.roles import Bool, NonNegative, Scalars, UnitInterval
 from . import _kernels
 from . import transforms as T
-from ._common import zeros_state
+from ._common import active, zeros_state
 from .base import LR, NAN_POLICY, Rule, Transform, chain, rule
 
 
@@ -29,7 +29,7 @@ def scale_by_lion(b1: float, b2: float) -> Transform:
     return Transform(init, update)
 
 
-@rule("Lion", lr=LR, betas=Scalars(UnitInterval(), 2), weight_decay=NonNegative(), maximize=Bool(),
+@rule("Lion", lr=LR, betas=Scalars(UnitInterval(array=True), 2), weight_decay=NonNegative(array=True), maximize=Bool(),
       nan_policy=NAN_POLICY)
 def lion(*, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False, nan_policy="raise") -> Rule:
     r"""Lion (EvoLved Sign Momentum), in optax.lion's form.
@@ -53,7 +53,7 @@ def lion(*, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False, nan_po
     """
     parts = [T.flip_sign()] if maximize else []
     parts.append(scale_by_lion(betas[0], betas[1]))
-    if weight_decay:
+    if active(weight_decay):
         parts.append(T.add_decayed_weights(weight_decay))
     parts.append(T.scale_by_lr())
     kernel = _kernels.lion(beta1=betas[0], beta2=betas[1], weight_decay=weight_decay, maximize=maximize)

@@ -91,7 +91,8 @@ def lamb(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, eps_root=0.0, weight_decay=0.
     if active(weight_decay):
         parts.append(T.add_decayed_weights(weight_decay))
     parts += [T.scale_by_trust_ratio(), T.scale_by_lr()]
-    return Rule(lr=lr, transform=chain(*parts), leaf=LambLeaf, nan_policy=nan_policy, masks={"weight_decay": mask})
+    return Rule(lr=lr, transform=chain(*parts), leaf=LambLeaf, nan_policy=nan_policy, masks={"weight_decay": mask},
+                elementwise=True)
 
 
 @rule("LARS", lr=LR, weight_decay=NonNegative(**ARR), weight_decay_mask=Callback(), trust_coefficient=NonNegative(**ARR),
@@ -150,4 +151,4 @@ def lars(*, lr=1.0, weight_decay=0.0, weight_decay_mask=None, trust_coefficient=
         parts.append(T.add_decayed_weights(weight_decay))
     parts += [T.scale_by_trust_ratio(trust_coefficient, eps), T.scale_by_lr(), lr_trace(momentum, nesterov)]
     return Rule(lr=lr, transform=chain(*parts), leaf=LarsLeaf, nan_policy=nan_policy,
-                masks={"weight_decay": weight_decay_mask, "trust_ratio": trust_ratio_mask})
+                masks={"weight_decay": weight_decay_mask, "trust_ratio": trust_ratio_mask}, elementwise=True)
