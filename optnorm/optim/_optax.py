@@ -12,7 +12,10 @@ factory's (``lr``, ``betas``, ...), plus optax's names for the same things: ``le
 first positional argument), ``b1`` / ``b2`` (entries of ``betas``), ``eps``, ``weight_decay``, ``mask``
 (a bool tree or a callable of the params: which leaves are decayed), and per rule ``decay`` (rmsprop's
 ``alpha``), ``weight_decay_mask`` / ``trust_ratio_mask`` (lars), ``decay_rate`` / ``clipping_threshold`` /
-``weight_decay_rate`` (adafactor).  Defaults are optnorm's (torch.optim's where the rule exists there).
+``weight_decay_rate`` (adafactor).  Defaults are optnorm's (torch.optim's where the rule exists there);
+numeric ones show as None in the signature, so that ``optax.inject_hyperparams`` traces only the values
+passed to it (a traced value cannot switch a term off, so an untraced default keeps the state's
+structure, as optax's own ``None`` defaults do).
 
 ``update`` needs ``params`` and returns ``new_params - params``, so ``optax.apply_updates`` lands on the
 rule's new parameters.  Parameter trees are JAX pytrees (dicts, lists, NamedTuples, None and optax's
@@ -191,8 +194,12 @@ def _wrap(entry):
     has_lr = "lr" in sig.parameters
     if has_lr and not positional:
         params.append(P("learning_rate", P.POSITIONAL_OR_KEYWORD, default=None))
+    numeric = set()        # numeric defaults show as None: only values the caller passes get traced by inject_hyperparams
     for p in sig.parameters.values():
         if p.kind == p.KEYWORD_ONLY:
+            if isinstance(p.default, numbers.Real) and not isinstance(p.default, bool):
+                numeric.add(p.name)
+                p = p.replace(default=None)
             params.append(p)
     for k in aliases:
         if k != "learning_rate" or positional:
@@ -228,6 +235,9 @@ def _wrap(entry):
                 cur = list(kw.get(target, sig.parameters[target].default))
                 cur[idx] = v
                 kw[target] = tuple(cur)
+        for k in numeric:
+            if kw.get(k, 0) is None:
+                del kw[k]
         if short == "adafactor" and isinstance(kw.get("eps"), (numbers.Real, jax.Array)):
             kw["eps"] = (kw["eps"], sig.parameters["eps"].default[1])
         roles = entry.roles

@@ -305,21 +305,20 @@ class Rule:
         0-d bool array for traced ones, True under ``"ignore"``."""
         if self.nan_policy == "ignore":
             return True
-        if all(compat.is_concrete(g) for g in gs):
-            for g, gn in zip(gs, gnames):
-                # np.isfinite(x).all() runs at ~6 GB/s (1.7 ms for 10M float32); a parallel Numba reduction
-                # was 3-10x slower on a loaded 2-core machine (barrier waits)
-                if not bool(xp.all(xp.isfinite(g))):
+        ok = None
+        for g, gn in zip(gs, gnames):
+            # np.isfinite(x).all() runs at ~6 GB/s (1.7 ms for 10M float32); a parallel Numba reduction
+            # was 3-10x slower on a loaded 2-core machine (barrier waits)
+            f = xp.all(xp.isfinite(g))
+            if compat.is_concrete(f):          # (a constant captured by jax.jit still gives a traced flag)
+                if not bool(f):
                     if self.nan_policy == "raise":
                         raise ValueError(f"{gn} contains NaN or inf (nan_policy='raise'); nothing was changed. "
                                          "Pass nan_policy='skip' to skip such steps")
                     return False
-            return True
-        ok = None
-        for g in gs:
-            f = xp.all(xp.isfinite(g))
+                continue
             ok = f if ok is None else xp.logical_and(ok, f)
-        return ok
+        return True if ok is None else ok
 
     # ---- the step driver
     def updates(self, ps: list, gs: list, leaves: list, *, ctx: Ctx, names: list, hvp: Callable | None = None,

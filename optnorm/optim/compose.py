@@ -183,7 +183,7 @@ def add_noise(eta: float = 0.01, gamma: float = 0.55, *, seed=0) -> GradientTran
 # ----------------------------------------------------------------------------------------------- chain
 @public_class(name="chain")
 class Chain(Rule):
-    """``chain(t1, ..., tk, rule)``: gradient transforms, then a rule; itself a rule.
+    r"""``chain(t1, ..., tk, rule)``: gradient transforms, then a rule; itself a rule.
 
     The parts run in order on the whole gradient tree (:class:`GradientTransform`: :func:`clip_by_global_norm`,
     :func:`clip_by_value`, :func:`add_noise`), then ``rule`` steps with the transformed gradients; its state,
