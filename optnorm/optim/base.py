@@ -428,11 +428,17 @@ def _rebuild(name: str, hyper: dict) -> Rule:
 
 
 # ----------------------------------------------------------------------------------------------- state helpers
+def _rebuild_tuple(like, items):
+    """A tuple of ``like``'s type (NamedTuple or plain) from ``items``."""
+    items = list(items)
+    return type(like)(*items) if hasattr(like, "_fields") else tuple(items)
+
+
 def _as_arrays(s, xp):
     if s is None:
         return None
     if isinstance(s, tuple):
-        return type(s)(*(_as_arrays(v, xp) for v in s))
+        return _rebuild_tuple(s, (_as_arrays(v, xp) for v in s))
     return xp.asarray(s)
 
 
@@ -440,7 +446,7 @@ def _select(ok, new, old, xp):
     if old is None:
         return None
     if isinstance(old, tuple):
-        return type(old)(*(_select(ok, a, b, xp) for a, b in zip(new, old)))
+        return _rebuild_tuple(old, (_select(ok, a, b, xp) for a, b in zip(new, old)))
     return xp.where(ok, new, old)
 
 

@@ -41,6 +41,15 @@ class GradientTransform:
     def __repr__(self):
         return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.hyper.items())})"
 
+    def __reduce__(self):
+        return _rebuild_transform, (self.name, self.hyper)
+
+
+def _rebuild_transform(name, hyper):
+    from .._lib.api import lookup
+
+    return lookup(f"optim.{name}").obj(**hyper)
+
 
 def global_norm(gs: list, xp) -> Any:
     """``sqrt(sum_leaves sum g^2)`` (overflow-safe per leaf; a 0-d array in the first leaf's compute dtype)."""
@@ -409,7 +418,8 @@ def accumulate(inner: Rule, *, every: int, nan_policy="raise") -> Rule:
     >>> p, st = opt.step(p, np.array([3.0]), st); p.tolist()
     [-2.0]
     """
-    return _Wrapper(inner=inner, lr=inner.lr, transform=chain_leaf(accumulate_step(inner, every)), leaf=AccumulateLeaf,
+    # lr=None: the wrapped rule evaluates its schedule with its own step count, not the calls'
+    return _Wrapper(inner=inner, lr=None, transform=chain_leaf(accumulate_step(inner, every)), leaf=AccumulateLeaf,
                     nan_policy=nan_policy, probe=None)
 
 

@@ -94,7 +94,8 @@ class Schedule:
         if isinstance(step, numbers.Number) and not isinstance(step, bool):
             return float(self._fn(float(step), _Py))
         if compat.is_array(step) and getattr(step, "ndim", 0) == 0:
-            return self._fn(step, _Arr(step))
+            m = _Arr(step)
+            return self._fn(m.f(step), m)
         raise TypeError(f"{self.name}: step must be an int or a 0-d array, got {type(step).__name__}")
 
     def __repr__(self):
