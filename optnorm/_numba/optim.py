@@ -31,7 +31,7 @@ from numba.extending import intrinsic
 from ._rows import jit
 
 __all__ = ["chunks", "adam_multi", "sgd_multi", "lion_multi", "rmsprop_multi", "adagrad_multi", "adadelta_multi",
-           "adamax_multi", "nadam_multi", "radam_multi", "schedule_free_multi", "CHUNK"]
+           "adamax_multi", "nadam_multi", "radam_multi", "schedule_free_multi", "adafactor_multi", "CHUNK"]
 
 CHUNK = 1 << 15
 
@@ -385,4 +385,125 @@ def schedule_free_multi(P, G, Z, V, L, like, check, lr, ck, coef, b2, b2c, bc2, 
                 yl = yi + ck * (zi - yi)
             p[j] = yl + coef * d
             z[j] = zi - lr * d
+    return True
+
+
+# ----------------------------------------------------------------------------------------------- Adafactor
+@jit(parallel=False)
+def _adafactor_one(p, g, r, c, v, B, RR, CC, factored, bhc, rho, decay, eps1, eps2, d, scale_param, maximize, sgn):
+    """One parameter viewed as ``(B, RR, CC)`` (factored over the last two axes) or flat (``v``):
+    torch.optim.Adafactor's step with float64 sums."""
+    n = B * RR * CC
+    sp = 0.0
+    if scale_param:
+        for k in range(n):
+            x = p[k]
+            sp += x * x
+    su = 0.0
+    if factored:
+        cs = np.empty(CC, np.float64)
+        for b in range(B):
+            rsum = 0.0
+            cs[:] = 0.0
+            for i in range(RR):                      # row and column sums of g^2 in one row-major pass
+                base = (b * RR + i) * CC
+                s = 0.0
+                for j in range(CC):
+                    x = g[base + j]
+                    x2 = x * x
+                    s += x2
+                    cs[j] += x2
+                ri = r[b * RR + i]
+                ri = ri + bhc * (s / CC - ri)
+                r[b * RR + i] = ri
+                rsum += ri
+            for j in range(CC):
+                cj = c[b * CC + j]
+                c[b * CC + j] = cj + bhc * (cs[j] / RR - cj)
+            mr = rsum / RR
+            if mr < eps1:
+                mr = eps1
+            for i in range(RR):
+                ri = r[b * RR + i] / mr
+                base = (b * RR + i) * CC
+                for j in range(CC):
+                    ve = ri * c[b * CC + j]
+                    if ve < eps1 * eps1:
+                        ve = eps1 * eps1
+                    u = sgn * g[base + j] / math.sqrt(ve)
+                    su += u * u
+    else:
+        for k in range(n):
+            x = g[k]
+            vk = v[k]
+            vk = vk + bhc * (x * x - vk)
+            v[k] = vk
+            if vk < eps1 * eps1:
+                vk = eps1 * eps1
+            u = sgn * x / math.sqrt(vk)
+            su += u * u
+    if scale_param:
+        rp = math.sqrt(sp / n)
+        alpha = (rp if rp > eps2 else eps2) * rho
+    else:
+        alpha = rho
+    den = math.sqrt(su / n) / d
+    if den < 1.0:
+        den = 1.0
+    step = alpha / den
+    if factored:
+        for b in range(B):
+            mr = 0.0
+            for i in range(RR):
+                mr += r[b * RR + i]
+            mr = mr / RR
+            if mr < eps1:
+                mr = eps1
+            for i in range(RR):
+                ri = r[b * RR + i] / mr
+                base = (b * RR + i) * CC
+                for j in range(CC):
+                    ve = ri * c[b * CC + j]
+                    if ve < eps1 * eps1:
+                        ve = eps1 * eps1
+                    u = sgn * g[base + j] / math.sqrt(ve)
+                    p[base + j] = p[base + j] * decay - step * u
+    else:
+        for k in range(n):
+            vk = v[k]
+            if vk < eps1 * eps1:
+                vk = eps1 * eps1
+            u = sgn * g[k] / math.sqrt(vk)
+            p[k] = p[k] * decay - step * u
+
+
+@jit()
+def adafactor_multi(P, G, R, C, V, B, RR, CC, F, like, check, bhc, rho, decay, eps1, eps2, d, scale_param, maximize):
+    """torch.optim.Adafactor over many parameters, one parallel task per parameter; False (nothing written)
+    if a gradient is not finite.  ``R``/``C``/``V`` hold 0 where a parameter has no such buffer."""
+    m = P.shape[0]
+    if check:
+        bad = 0
+        for t in range(m):
+            g = carray(_as_ptr(G[t], like), B[t] * RR[t] * CC[t])
+            for k in range(g.shape[0]):
+                x = g[k]
+                bad += x - x != 0
+        if bad > 0:
+            return False
+    sgn = -1.0 if maximize else 1.0
+    for t in prange(m):
+        n = B[t] * RR[t] * CC[t]
+        p = carray(_as_ptr(P[t], like), n)
+        g = carray(_as_ptr(G[t], like), n)
+        if F[t]:
+            r = carray(_as_ptr(R[t], like), B[t] * RR[t])
+            c = carray(_as_ptr(C[t], like), B[t] * CC[t])
+            v = r
+        else:
+            v = carray(_as_ptr(V[t], like), n)
+            r = v
+            c = v
+        _adafactor_one(p, g, r, c, v, B[t], RR[t], CC[t], F[t], bhc, rho, decay, eps1, eps2, d, scale_param,
+                       maximize, sgn)
     return True

@@ -436,3 +436,64 @@ def _fused(dispatcher, cls, config) -> Fused | None:
 
 def schedule_free(**config) -> Fused | None:
     return _fused(_SF, ScheduleFreeConfig, config)
+
+
+# ----------------------------------------------------------------------------------------------- Adafactor
+class AdafactorConfig(NamedTuple):
+    beta2_decay: float
+    eps: tuple
+    d: float
+    weight_decay: float
+    maximize: bool
+    scale_parameter: bool
+
+
+def _adafactor_bufs(job):
+    out = []
+    for p, s in zip(job.ps, job.leaves):
+        out += [p, *(a for a in (s.row_var, s.col_var, s.variance) if a is not None)]
+    return out + list(job.gs)
+
+
+def _adafactor_numba(rep, rule, job, c):
+    from .._numba import optim as nb
+
+    lr, t = float(job.ctx.lr_value(rule.lr)), job.ctx.t
+    dt = job.ps[0].dtype
+    eps1 = float(np.finfo(dt).eps) if c.eps[0] is None else float(c.eps[0])
+    B, RR, CC, F, R, C, V = [], [], [], [], [], [], []
+    for p, s in zip(job.ps, job.leaves):
+        if p.ndim > 1:
+            B.append(int(np.prod(p.shape[:-2], dtype=np.int64)))
+            RR.append(int(p.shape[-2]))
+            CC.append(int(p.shape[-1]))
+            F.append(True)
+            R.append(s.row_var.ctypes.data)
+            C.append(s.col_var.ctypes.data)
+            V.append(0)
+        else:
+            B.append(1)
+            RR.append(1)
+            CC.append(int(p.size))
+            F.append(False)
+            R.append(0)
+            C.append(0)
+            V.append(s.variance.ctypes.data)
+    i64 = lambda x: np.asarray(x, np.int64)        # noqa: E731
+    addr = lambda arrs: i64([a.ctypes.data for a in arrs])   # noqa: E731
+    ok = nb.adafactor_multi(addr(job.ps), addr(job.gs), i64(R), i64(C), i64(V), i64(B), i64(RR), i64(CC),
+                            np.asarray(F, np.bool_), np.zeros(1, dt), bool(job.check), float(t ** c.beta2_decay),
+                            min(lr, 1.0 / math.sqrt(t)), 1.0 - lr * c.weight_decay, eps1, float(c.eps[1]), float(c.d),
+                            bool(c.scale_parameter), bool(c.maximize))
+    return True if ok else None
+
+
+_ADAFACTOR = Dispatcher("optim.adafactor_step", serves=("optim.adafactor",))
+_ADAFACTOR.generic(lambda rep, rule, job, config: rule.apply_generic_(job))
+_ADAFACTOR.numba(_adafactor_numba, when=lambda rep, rule, job, config: _concrete_lr(rule, job)
+                 and all(p.size > 0 for p in job.ps) and _numba_ready(_adafactor_bufs(job)))
+
+
+def adafactor(**config) -> Fused | None:
+    """torch convention only (the optax convention runs its chain)."""
+    return _fused(_ADAFACTOR, AdafactorConfig, config)

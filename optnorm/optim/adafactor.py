@@ -233,4 +233,10 @@ def adafactor(*, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_deca
         if active(weight_decay):
             parts.append(T.decay_weights(weight_decay))
         parts.append(scale_by_adafactor_torch(beta2_decay, eps, d, multiply_by_parameter_scale))
-    return Rule(lr=lr, transform=chain(*parts), leaf=AdafactorLeaf, nan_policy=nan_policy)
+    kernel = None
+    if convention == "torch":
+        from . import _kernels
+
+        kernel = _kernels.adafactor(beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
+                                    maximize=maximize, scale_parameter=multiply_by_parameter_scale)
+    return Rule(lr=lr, transform=chain(*parts), leaf=AdafactorLeaf, nan_policy=nan_policy, kernel=kernel)

@@ -101,8 +101,7 @@ def test_every_backend_follows_torch(xp, name, cls, kw):
     _close(got, ref, np.float32, xp)
 
 
-@pytest.mark.parametrize("name,cls,kw", [c for c in TORCH_CASES if c[0] != "adafactor"],
-                         ids=[t for t, c in zip(TIDS, TORCH_CASES) if c[0] != "adafactor"])
+@pytest.mark.parametrize("name,cls,kw", TORCH_CASES, ids=TIDS)
 def test_fused_step_matches_torch(path, name, cls, kw):
     """``step_``: the fused multi-tensor kernel (numba path) or the chain copied in place (generic)."""
     for dtype in (np.float32, np.float64):
