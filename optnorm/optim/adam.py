@@ -100,6 +100,33 @@ def adamw(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=F
     ``step_`` on float32/float64 NumPy buffers runs the fused Numba kernel (one
     parallel pass reading p, g, m, v and writing p, m, v).
 
+    .. math::
+        p \leftarrow p(1 - lr\,\lambda) - \frac{lr}{1-\beta_1^t}\,\frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^t} + \epsilon}
+
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    betas : (float, float)
+        Moment decays, each in [0, 1).
+    eps : float >= 0
+        Added to the bias-corrected root (``eps_mode="torch"``) or to the raw root (``"hf"``).
+    weight_decay : float >= 0
+        Decoupled decay ``p (1 - lr wd)`` before the Adam step (torch's default 1e-2).
+    amsgrad : bool
+        Use the running maximum of ``v``.
+    maximize : bool
+        Ascend.
+    eps_mode : {"torch", "hf"}
+        Where eps goes (see :func:`adam`).
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``AdamLeaf``.
+
     Examples
     --------
     >>> import numpy as np
@@ -122,6 +149,33 @@ def adamp(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, delta=0.1,
     in the channel view ``(shape[0], -1)`` (else the layer view ``(1, -1)``), the
     update ``u = m_hat/denom`` is projected ``u - p_hat <p_hat, u>`` and the decoupled
     decay is scaled by ``wd_ratio``; then ``p (1 - lr wd mult) - lr/bc1 u``.
+
+    .. math::
+        u = \frac{\hat m}{\sqrt{\hat v} + \epsilon},\quad u \leftarrow u - \hat p\,\langle \hat p, u\rangle\ \text{(scale-invariant weights)},\quad p \leftarrow p(1 - lr\,\lambda\,r) - lr\,u
+
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    betas : (float, float)
+        Moment decays, each in [0, 1).
+    eps : float >= 0
+        Added to the root and to the norms of the projection.
+    weight_decay : float >= 0
+        Decoupled decay (times ``wd_ratio`` where the projection fired).
+    delta : float >= 0
+        Threshold of the cosine test ``max |cos(g_r, p_r)| < delta / sqrt(d)``.
+    wd_ratio : float >= 0
+        Decay multiplier for projected (scale-invariant) weights.
+    nesterov : bool
+        Nesterov look-ahead in the numerator.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``AdamLeaf``.
 
     Examples
     --------
@@ -186,6 +240,32 @@ def fadam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, clip=1.0, 
     gradient is all zero uses ``eps_t = eps`` (``RMS(g) = 0`` leaves nothing to adapt
     to; the paper's form would divide 0 by 0), and the clipped ratios are formed
     without overflow where ``F^p + eps_t`` is tiny.
+
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    betas : (float, float)
+        Moment decays, each in [0, 1).
+    eps : float > 0
+        :math:`\epsilon` of the adaptive floor.
+    weight_decay : float >= 0
+        Multiplier of the Fisher-preconditioned, clipped decay term.
+    clip : float > 0
+        RMS target of the clipping ``x c / max(1, RMS(x))``.
+    power : float >= 0
+        Exponent :math:`p` of the Fisher (0.5 in the paper).
+    adaptive_eps : {"min", "max"}
+        ``eps min(1, RMS(g))`` (paper) or ``eps max(1, RMS(g))``.
+    maximize : bool
+        Ascend.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``FAdamLeaf``.
 
     Examples
     --------

@@ -37,6 +37,23 @@ def dct_matrix(n: int, *, like=None, dtype=None):
     ``A @ Q`` gives the DCT-II coefficients of each row of ``A``.  Cached per size.
     ``like``: an array whose library/device/dtype to use (NumPy float64 by default).
 
+    .. math::
+        Q_{jk} = c_k \cos\frac{\pi k (2j + 1)}{2n},\qquad c_0 = \sqrt{1/n},\ c_k = \sqrt{2/n}
+
+    Parameters
+    ----------
+    n : int >= 1
+        Size of the basis.
+    like : array, optional
+        Array whose library, device and dtype the result takes.
+    dtype : dtype, optional
+        Result dtype (default ``like``'s, else float64).
+
+    Returns
+    -------
+    array (n, n)
+        Orthonormal DCT-II basis as columns.
+
     Examples
     --------
     >>> import numpy as np
@@ -109,6 +126,33 @@ def dct_lowrank(inner: Rule, *, rank: int, update_proj_gap: int = 1, weight_deca
     the decay in ``weight_decay`` here.  Parameters that are not 2-D, or have a side
     ``>= max_shape`` or ``<= rank``, use ``fallback`` (default: ``inner`` at full rank).
     The inner state is not rotated when the subspace changes (as the reference).
+
+    .. math::
+        a = G Q_r,\quad (u, s) \leftarrow \mathrm{inner}(a, s),\quad p \leftarrow p(1 - lr\,\lambda) + u Q_r^\top
+
+    Parameters
+    ----------
+    inner : Rule
+        The rule run on the projected ``(m, rank)`` gradients (e.g. ``adam(...)``).
+    rank : int >= 1
+        Number of DCT columns kept.
+    update_proj_gap : int >= 1
+        Steps between re-selections of the columns.
+    weight_decay : float >= 0
+        Decoupled decay of the full weight ``p (1 - lr wd)``.
+    max_shape : int
+        Parameters with a side this long or longer use ``fallback``.
+    ell_norm : {1, 2}
+        Norm ranking the DCT columns.
+    fallback : Rule, optional
+        Rule for other parameters (default: ``inner`` at full rank).
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``LowRankLeaf``.
 
     Examples
     --------

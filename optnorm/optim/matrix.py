@@ -72,6 +72,30 @@ def conda(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, update_pro
     ``update_proj_gap=1``-style refresh and ``wd=0`` this is Adam (HF eps
     convention) in a rotated basis.
 
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    betas : (float, float)
+        Moment decays, each in [0, 1).
+    eps : float >= 0
+        Added to the root.
+    weight_decay : float >= 0
+        Decoupled decay after the step.
+    update_proj_gap : int >= 1
+        Steps between recomputations of the singular basis ``P``.
+    scale : float
+        The reference's per-group multiplier :math:`s`.
+    fallback : Rule, optional
+        Rule for the parameters that are not 2-D (biases, gains); without one they raise, naming the parameter.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``CondaLeaf``.
+
     Examples
     --------
     >>> import numpy as np

@@ -47,14 +47,36 @@ def muon(*, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True, ns_coeffici
     networks", K. Jordan et al., 2024; "Muon is Scalable for LLM Training", J. Liu et al., 2025.
     The chain: ``ema_momentum``, ``orthogonalize``, ``decay_weights``, ``scale_by_shape``, ``scale_by_lr``.
 
+
     Parameters
     ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    weight_decay : float >= 0
+        Decoupled decay ``p (1 - lr wd)``.
+    momentum : float in [0, 1)
+        EMA factor :math:`\mu` of the momentum buffer.
+    nesterov : bool
+        Orthogonalise ``lerp(g, B, mu)`` instead of ``B``.
+    ns_coefficients : (float, float, float)
+        Quintic coefficients ``(a, b, c)``.
+    eps : float > 0
+        Floor of the Frobenius norm before the iteration.
+    ns_steps : int
+        Newton-Schulz iterations.
+    adjust_lr_fn : None, "original", "match_rms_adamw", "spectral" or "none"
+        The shape factor :math:`a(m, n)`.
     ns_dtype : "auto", None, "float32", "float64" or "bfloat16"
-        Dtype of the Newton-Schulz matmuls.  ``"auto"``: bfloat16 for torch and JAX
-        arrays (what torch.optim.Muon does; ~3% relative error per step), the
-        parameter's dtype for NumPy/CuPy/others.  None: the parameter's dtype.
+        dtype of the Newton-Schulz matmuls.
     fallback : Rule, optional
-        Rule for parameters that are not 2-D (biases, norms); without one they raise.
+        Rule for the parameters that are not 2-D (biases, gains); without one they raise, naming the parameter.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``MuonLeaf``.
 
     Examples
     --------
@@ -108,6 +130,38 @@ def normuon(*, lr=0.02, weight_decay=0.0, momentum=0.95, beta2=0.95, nesterov=Tr
     then ``scale_mode="keep_norm"`` (reference code) rescales ``O_hat`` to ``|O|_F``
     and by ``sqrt(max(1, m/n))``; ``"rms0.2"`` (paper) to RMS 0.2.  Decoupled
     decay ``p (1 - lr wd)``; ``p -= lr O_hat``.  No bias correction of ``v``.
+
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    weight_decay : float >= 0
+        Decoupled decay ``p (1 - lr wd)``.
+    momentum : float in [0, 1)
+        EMA factor :math:`\mu` of the momentum buffer.
+    beta2 : float in [0, 1)
+        EMA factor of the per-row second moment.
+    nesterov : bool
+        Orthogonalise ``lerp(g, B, mu)`` instead of ``B``.
+    ns_coefficients : (float, float, float)
+        Quintic coefficients.
+    eps : float > 0
+        Norm floor of the iteration.
+    ns_steps : int
+        Newton-Schulz iterations.
+    ns_dtype : "auto", None, "float32", "float64" or "bfloat16"
+        dtype of the Newton-Schulz matmuls (see :func:`muon`).
+    scale_mode : {"keep_norm", "rms0.2"}
+        Rescaling of the normalised update.
+    fallback : Rule, optional
+        Rule for the parameters that are not 2-D (biases, gains); without one they raise, naming the parameter.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``NorMuonLeaf``.
 
     Examples
     --------
@@ -166,6 +220,30 @@ def auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov=True, 
     to SGD-Nesterov with a large lr.  ``normalize_output=True`` uses the paper
     summary's form ``U/|U|_F / (r + 1e-8) sqrt(max(1, m/n))`` (unit Frobenius).
 
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    momentum : float in [0, 1)
+        EMA factor :math:`\mu` of the momentum buffer.
+    weight_decay : float >= 0
+        Decoupled decay, applied first.
+    gamma : float >= 0
+        :math:`\gamma` of the cosh brake.
+    nesterov : bool
+        Use ``lerp(g, B, mu)`` instead of ``B``.
+    normalize_output : bool
+        Unit-Frobenius output times ``sqrt(max(1, m/n))``.
+    fallback : Rule, optional
+        Rule for the parameters that are not 2-D (biases, gains); without one they raise, naming the parameter.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``MuonLeaf``.
+
     Examples
     --------
     >>> import numpy as np
@@ -182,6 +260,39 @@ def hybrid_auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov
 
     Same paper and conventions as :func:`auon`; the Newton-Schulz iteration runs
     in the parameter's dtype by default (the reference code does not cast to bf16).
+
+    .. math::
+        O = \mathrm{NS}(U),\quad r = \sqrt{\mathrm{mean}\cosh^2(\gamma O/\|O\|_F)},\quad p \leftarrow p - lr\,O/(r + 10^{-8})
+
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    momentum : float in [0, 1)
+        EMA factor :math:`\mu` of the momentum buffer.
+    weight_decay : float >= 0
+        Decoupled decay, applied first.
+    gamma : float >= 0
+        :math:`\gamma` of the cosh brake.
+    nesterov : bool
+        Use ``lerp(g, B, mu)`` instead of ``B``.
+    ns_steps : int
+        Newton-Schulz iterations.
+    ns_coefficients : (float, float, float)
+        Quintic coefficients.
+    ns_dtype : "auto", None, "float32", "float64" or "bfloat16"
+        dtype of the Newton-Schulz matmuls (see :func:`muon`).
+    normalize_output : bool
+        Unit-Frobenius output times ``sqrt(max(1, m/n))``.
+    fallback : Rule, optional
+        Rule for the parameters that are not 2-D (biases, gains); without one they raise, naming the parameter.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``MuonLeaf``.
 
     Examples
     --------

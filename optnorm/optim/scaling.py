@@ -55,6 +55,21 @@ def spectral_scale(shape, /, *, layout: str = "torch") -> float:
     and ``|Delta W|_* = Theta(sqrt(fan_out/fan_in))``.  ``shape`` is a shape or an
     array; ``layout="torch"`` is ``(out, in, *kernel)``, ``"flax"`` ``(*kernel, in, out)``.
 
+    .. math::
+        \|W\|_* \approx \|\Delta W\|_* \approx \sqrt{\text{fan\_out}/\text{fan\_in}}
+
+    Parameters
+    ----------
+    shape : tuple of int or array
+        A weight shape (or the weight).
+    layout : {"torch", "flax"}
+        ``(out, in, *kernel)`` or ``(*kernel, in, out)``.
+
+    Returns
+    -------
+    float
+        :math:`\sqrt{\text{fan\_out}/\text{fan\_in}}`.
+
     Examples
     --------
     >>> spectral_scale((256, 64))
@@ -72,6 +87,25 @@ def spectral_init(shape, /, *, seed=0, layout: str = "torch", like=None):
 
     Then ``|W|_* ~ sqrt(fan_out/fan_in)`` for large layers (Yang, Simon, Bernstein, 2023).
     NumPy float64 by default; ``like`` gives the library/dtype/device.
+
+    .. math::
+        W_{ij} \sim \mathcal N(0, \sigma^2),\qquad \sigma = \frac{\min(1, \sqrt{\text{fan\_out}/\text{fan\_in}})}{\sqrt{\text{fan\_in}}}
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Weight shape.
+    seed : None, int or Generator
+        Random seed.
+    layout : {"torch", "flax"}
+        ``(out, in, *kernel)`` or ``(*kernel, in, out)``.
+    like : array, optional
+        Array whose library, device and dtype the result takes.
+
+    Returns
+    -------
+    array of ``shape``
+        The initial weight.
 
     Examples
     --------
@@ -111,6 +145,27 @@ def spectral_normalize(G, /, *, n_iter: int = 20, seed=0, layout: str = "torch",
     ``G`` is first divided by its largest magnitude (the map is scale-invariant), so
     entries near the dtype's range neither overflow nor underflow; a zero ``G`` stays zero.
 
+    .. math::
+        G \leftarrow \sqrt{\text{fan\_out}/\text{fan\_in}}\;G / \|G\|_*
+
+    Parameters
+    ----------
+    G : array (m, n)
+        The update.
+    n_iter : int >= 1
+        Power iterations.
+    seed : None, int or Generator
+        Seed of the power iteration's start.
+    layout : {"torch", "flax"}
+        ``(out, in, *kernel)`` or ``(*kernel, in, out)``.
+    exact : bool
+        Use the SVD instead of power iterations.
+
+    Returns
+    -------
+    array like ``G``
+        The rescaled update.
+
     Examples
     --------
     >>> G = np.random.default_rng(0).standard_normal((64, 16))
@@ -144,10 +199,29 @@ def _project_example(rng, dtype):
 
 @public(W=Float(), rho=Float(finite=True), axis=Axis("W", none=True), eps=Positive(), example=_project_example)
 def project_to_norm(W, rho, /, *, axis=None, eps: float = 1e-12):
-    """``rho W / |W|`` (Frobenius over ``axis``; ``axis=None``: the whole array, ``-1``: per row).
+    r"""``rho W / |W|`` (Frobenius over ``axis``; ``axis=None``: the whole array, ``-1``: per row).
 
     ``rho`` is a non-negative number or an array broadcasting against the norms (shape
     ``W.shape`` with ``axis`` reduced to 1); norms below ``eps`` are floored at ``eps``.
+
+    .. math::
+        W \leftarrow \rho\, W / \max(\|W\|, \epsilon)
+
+    Parameters
+    ----------
+    W : array
+        The weight.
+    rho : float or array
+        Target norm(s), broadcasting against the norms.
+    axis : int, tuple or None
+        Axes of the norm (None: all).
+    eps : float > 0
+        Floor of the norms.
+
+    Returns
+    -------
+    array like ``W``
+        The projected weight.
 
     Examples
     --------
@@ -205,6 +279,25 @@ def nap(inner: Rule, *, axis=None, min_ndim: int = 2, nan_policy="raise") -> Rul
     free.  Pair with a normalisation layer before each nonlinearity so the weights
     are scale-invariant; any lr decay then goes into ``inner``'s schedule.
 
+    .. math::
+        W \leftarrow \mathrm{inner}(W),\qquad W \leftarrow \|W_0\|\, W / \|W\|
+
+    Parameters
+    ----------
+    inner : Rule
+        The rule that steps the weights.
+    axis : int or None
+        None: one norm per weight; ``-1``: per output unit.
+    min_ndim : int >= 0
+        Parameters with fewer dimensions are not projected.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``NaPLeaf``.
+
     Examples
     --------
     >>> import numpy as np
@@ -253,6 +346,21 @@ def norm_loss(W, /, *, factor: float = 1e-4):
     ``optnorm.jax.norm_loss``; its gradient is :func:`norm_loss_grad`.  Norms are
     formed without overflow; a loss beyond the dtype's range raises ``ValueError``.
 
+    .. math::
+        L(W) = c\sum_i (\|w_i\| - 1)^2
+
+    Parameters
+    ----------
+    W : array
+        A weight (rows or flattened filters are its units).
+    factor : float >= 0
+        :math:`c`.
+
+    Returns
+    -------
+    0-d array
+        The loss.
+
     Examples
     --------
     >>> import numpy as np
@@ -272,6 +380,23 @@ def norm_loss_grad(W, /, *, factor: float = 1e-4, eps: float = 1e-12):
     r"""Gradient of :func:`norm_loss`: ``2 factor (1 - 1/|w_i|) w_i`` (norms floored at ``eps``).
 
     The decoupled form used by Ranger21 is ``p <- p - lr * norm_loss_grad(p)``.
+
+    .. math::
+        \frac{\partial L}{\partial w_i} = 2c\,\bigl(1 - 1/\|w_i\|\bigr)\,w_i
+
+    Parameters
+    ----------
+    W : array
+        A weight.
+    factor : float >= 0
+        :math:`c`.
+    eps : float > 0
+        Floor of the unit norms.
+
+    Returns
+    -------
+    array like ``W``
+        :math:`\partial L/\partial W`.
 
     Examples
     --------

@@ -71,6 +71,35 @@ def sgdp(*, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=Fal
     :func:`~optnorm.optim.adamp`; decay ``p (1 - lr wd mult / (1 - mu))``; ``p -= lr u``.
     ``momentum`` must lie in [0, 1) (the decay divides by ``1 - mu``).
 
+    .. math::
+        b \leftarrow \mu b + (1-\tau) g,\quad u = b \text{ (or } g + \mu b),\quad u \leftarrow u - \hat p\,\langle\hat p, u\rangle,\quad p \leftarrow p - lr\,u
+
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    momentum : float in [0, 1)
+        Heavy-ball factor (the decay divides by ``1 - momentum``).
+    dampening : float in [0, 1]
+        The gradient enters the buffer times ``1 - dampening``.
+    weight_decay : float >= 0
+        Decoupled decay ``p (1 - lr wd mult / (1 - momentum))``.
+    nesterov : bool
+        Nesterov momentum.
+    eps : float > 0
+        Added to the norms of the projection.
+    delta : float >= 0
+        Threshold of the cosine test.
+    wd_ratio : float >= 0
+        Decay multiplier for projected weights.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``SGDLeaf``.
+
     Examples
     --------
     >>> import numpy as np

@@ -43,6 +43,24 @@ def lion(*, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False, nan_po
     paper (lr 1e-4, betas (0.9, 0.99)); optax's default weight decay is 1e-3, here 0.
     The chain is ``scale_by_lion``, ``add_decayed_weights``, ``scale_by_lr`` (optax's).
 
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    betas : (float, float)
+        :math:`\beta_1` (interpolation of the sign) and :math:`\beta_2` (momentum), in [0, 1).
+    weight_decay : float >= 0
+        Decoupled decay added to the sign update.
+    maximize : bool
+        Ascend.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``LionLeaf``.
+
     Examples
     --------
     >>> import numpy as np

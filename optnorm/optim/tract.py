@@ -10,7 +10,7 @@ __all__ = ["tract_precondition"]     # tests/norm/test_tract_folding.py asserts 
 
 @public(grad_out=Float("... b m"), inputs=Float("... b n"), lam=Positive(), method=Choice(("auto", "primal", "dual")))
 def tract_precondition(grad_out, inputs, *, lam=0.1, method="auto"):
-    """TrAct weight update ΔW for a first layer y = a Wᵀ (+ b), from the output gradient.
+    r"""TrAct weight update ΔW for a first layer y = a Wᵀ (+ b), from the output gradient.
 
     With a = ``inputs`` (b × n, leading axes flattened) and g = ``grad_out`` = ∂L/∂y (b × m):
 
@@ -43,6 +43,10 @@ def tract_precondition(grad_out, inputs, *, lam=0.1, method="auto"):
     Returns
     -------
     array (m, n) in the inputs' dtype: the update for W (same layout as torch's Linear.weight).
+
+    .. math::
+        \Delta W = g^\top a\,\bigl(a^\top a/b + \lambda I\bigr)^{-1} = g^\top\bigl(aa^\top/b + \lambda I\bigr)^{-1}a
+
 
     Examples
     --------
