@@ -58,14 +58,14 @@ def tree_unflatten(treedef: Any, leaves: list) -> Any:
 def scalar(v: Any, like: Any, xp) -> Any:
     """A step scalar ready to combine with ``like``: Python floats stay floats, arrays get ``like``'s dtype
     (a traced learning rate or bias correction under ``jax.jit`` must not promote float32 state)."""
-    if isinstance(v, numbers.Number):
+    if isinstance(v, numbers.Real):
         return float(v)
     return xp.astype(v, like.dtype)
 
 
 def ssqrt(v: Any, xp) -> Any:
     """sqrt of a Python float (math) or of a 0-d array (xp, traced under jit)."""
-    return math.sqrt(v) if isinstance(v, numbers.Number) else xp.sqrt(v)
+    return math.sqrt(v) if isinstance(v, numbers.Real) else xp.sqrt(v)
 
 
 def bias_correction(beta: float, t: Any) -> Any:

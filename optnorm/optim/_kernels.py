@@ -118,7 +118,7 @@ class _Spec(NamedTuple):
     cuda_name: str                  # kernel template in optim.cu
     numba_name: str                 # kernel in optnorm/_numba/optim.py
     buffers: Callable               # (leaves, config) -> one list of state arrays per kernel slot, None if unused
-    scalars: Callable               # (lr, t, config) -> (scalars, flags)
+    scalars: Callable | None        # (lr, t, config) -> (scalars, flags); None when ``host`` forms them
     host: Callable | None = None    # (job, config, t) -> (scalars, flags) from the leaves' 0-d state, or None
     after: Callable | None = None   # (job, config, t): updates the leaves' 0-d state after the kernel ran
 
@@ -221,7 +221,9 @@ def _radam_scalars(lr, t, c):
     rho_inf = 2.0 / (1.0 - b2) - 1.0
     rho_t = rho_inf - 2.0 * t * b2 ** t / bc2
     rectified = rho_t > 5.0
-    rect = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) if rectified else 1.0
+    rect = 1.0
+    if rectified:
+        rect = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
     decoupled = c.decoupled and c.weight_decay != 0
     return ((lr, 1.0 - c.beta1 ** t, math.sqrt(bc2), rect, c.eps, 1.0 - c.beta1, b2, 1.0 - b2, c.weight_decay,
              1.0 - lr * c.weight_decay), (rectified, decoupled, c.maximize))
@@ -307,7 +309,7 @@ def _numba_step(spec: _Spec, rep, rule, job, config) -> bool | None:
     from .._numba import optim as nb
 
     lr, t = float(job.ctx.lr_value(rule.lr)), job.ctx.t
-    sf = spec.scalars(lr, t, config) if spec.host is None else spec.host(lr, t, config, job)
+    sf = spec.host(lr, t, config, job) if spec.host is not None else spec.scalars(lr, t, config)  # type: ignore[misc]
     if sf is None:
         return rule.apply_generic_(job)
     scal, flags = sf
@@ -331,7 +333,7 @@ def _cuda_step(spec: _Spec, rep, rule, job, config) -> bool | None:
     if job.check and not all(bool(xp.all(xp.isfinite(g))) for g in job.gs):
         return None
     lr, t = float(job.ctx.lr_value(rule.lr)), job.ctx.t
-    sf = spec.scalars(lr, t, config) if spec.host is None else spec.host(lr, t, config, job)
+    sf = spec.host(lr, t, config, job) if spec.host is not None else spec.scalars(lr, t, config)  # type: ignore[misc]
     if sf is None:
         return rule.apply_generic_(job)
     scal, flags = sf

@@ -86,7 +86,7 @@ def _resolve_masks(masks: dict, params, pdef, n) -> dict | None:
             vals = [tree] * n
         else:
             try:
-                vals = pdef.flatten_up_to(tree)
+                vals = pdef.flatten_up_to(tree)  # type: ignore[attr-defined]
             except (ValueError, TypeError) as e:
                 raise ValueError(f"the {what} mask must have the params' tree structure (or be a callable of the "
                                  f"params returning one): {e}") from None
@@ -122,13 +122,13 @@ def to_optax(rule: Rule, *, masks: dict | None = None) -> optax.GradientTransfor
                             f"{type(state).__name__}")
         pl, pdef = jax.tree_util.tree_flatten(params)
         gl, gdef = jax.tree_util.tree_flatten(updates)
-        if gdef != pdef:
+        if gdef != pdef:  # type: ignore[operator]
             raise ValueError(f"{rule.name}: updates (grads) and params have different tree structures: {gdef} vs "
                              f"{pdef}")
         if not pl:
             return updates, state
         try:
-            leaf_states = pdef.flatten_up_to(state.leaves)
+            leaf_states = pdef.flatten_up_to(state.leaves)  # type: ignore[attr-defined]
         except (ValueError, TypeError):
             raise ValueError(f"{rule.name}: state does not belong to these params (its leaves do not have the "
                              "params' tree structure): pass this transformation's init(params)") from None
@@ -146,7 +146,7 @@ def to_optax(rule: Rule, *, masks: dict | None = None) -> optax.GradientTransfor
         return (jax.tree_util.tree_unflatten(gdef, ups),
                 OptState(count=count, leaves=jax.tree_util.tree_unflatten(pdef, list(new_s.leaves))))
 
-    update_fn.__optnorm_rule__ = rule
+    update_fn.__optnorm_rule__ = rule  # type: ignore[attr-defined]
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
@@ -157,7 +157,7 @@ def eval_params(tx: optax.GradientTransformation, state: OptState, params: Any) 
     if r is None:
         raise TypeError("tx is not an optnorm.jax.optax transformation")
     pl, pdef = jax.tree_util.tree_flatten(params)
-    leaves = pdef.flatten_up_to(state.leaves)
+    leaves = pdef.flatten_up_to(state.leaves)  # type: ignore[attr-defined]
     out = r.eval_params([_real(p, "params", r) for p in pl], OptState(state.count, tuple(leaves)))
     return jax.tree_util.tree_unflatten(pdef, [_unreal(o, p) for o, p in zip(out, pl)])
 
@@ -194,7 +194,7 @@ def _wrap(entry):
     has_lr = "lr" in sig.parameters
     if has_lr and not positional:
         params.append(P("learning_rate", P.POSITIONAL_OR_KEYWORD, default=None))
-    numeric = set()        # numeric defaults show as None: only values the caller passes get traced by inject_hyperparams
+    numeric = set()   # numeric defaults show as None: inject_hyperparams traces only the values passed to it
     for p in sig.parameters.values():
         if p.kind == p.KEYWORD_ONLY:
             if isinstance(p.default, numbers.Real) and not isinstance(p.default, bool):

@@ -44,7 +44,7 @@ def _ns():
 
 
 def _flatten_state(s, prefix="") -> dict:
-    out = {}
+    out: dict = {}
     if s is None:
         return out
     if isinstance(s, tuple) and hasattr(s, "_fields"):

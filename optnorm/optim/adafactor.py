@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._lib.typing import Scalar as ScalarT, Schedule
 from .._lib import compat
 from .._lib.roles import Bool, Choice, Int, NonNegative, Scalar, Scalars, UnitInterval
 from . import transforms as T
@@ -152,9 +153,11 @@ def scale_by_adafactor_optax(beta2_decay, eps, d, scale_parameter: bool, min_dim
       d=Scalar(1, None, finite=False, array=True), weight_decay=NonNegative(array=True), maximize=Bool(),
       convention=Choice(CONVENTIONS), multiply_by_parameter_scale=Bool(), min_dim_size_to_factor=Int(1),
       factored=Bool(), momentum=UnitInterval(optional=True, array=True), nan_policy=NAN_POLICY)
-def adafactor(*, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, maximize=False,
-              convention="torch", multiply_by_parameter_scale=True, min_dim_size_to_factor=128, factored=True,
-              momentum=None, nan_policy="raise") -> Rule:
+def adafactor(*, lr: ScalarT | Schedule = 1e-2, beta2_decay: float = -0.8,
+              eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0, weight_decay: float = 0.0,
+              maximize: bool = False, convention: str = "torch", multiply_by_parameter_scale: bool = True,
+              min_dim_size_to_factor: int = 128, factored: bool = True, momentum: float | None = None,
+              nan_policy: str = "raise") -> Rule:
     r"""Adafactor: Adam's second moment stored as row and column factors, no first moment.
 
     Default ``convention="torch"`` (torch.optim.Adafactor, torch 2.13): with

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from .._lib.typing import Scalar as ScalarT, Schedule
 from .._lib.roles import Bool, Choice, NonNegative, Positive, Scalars, UnitInterval
 from . import _kernels
 from . import transforms as T
@@ -38,14 +39,15 @@ def _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled, eps_mode, 
                 elementwise=True)
 
 
-_ADAM_ROLES = dict(lr=LR, betas=BETAS, eps=NonNegative(array=True), weight_decay=NonNegative(array=True), amsgrad=Bool(),
-                   maximize=Bool(),
+_ADAM_ROLES = dict(lr=LR, betas=BETAS, eps=NonNegative(array=True), weight_decay=NonNegative(array=True),
+                   amsgrad=Bool(), maximize=Bool(),
                    eps_mode=Choice(EPS_MODES), nan_policy=NAN_POLICY)
 
 
 @rule("Adam", decoupled_weight_decay=Bool(), **_ADAM_ROLES)
-def adam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
-         decoupled_weight_decay=False, eps_mode="torch", nan_policy="raise") -> Rule:
+def adam(*, lr: ScalarT | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+         weight_decay: float = 0.0, amsgrad: bool = False, maximize: bool = False, decoupled_weight_decay: bool = False,
+         eps_mode: str = "torch", nan_policy: str = "raise") -> Rule:
     r"""Adam with torch.optim.Adam's exact conventions.
 
     .. math::
@@ -90,8 +92,9 @@ def adam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=Fal
 
 
 @rule("AdamW", **_ADAM_ROLES)
-def adamw(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, maximize=False,
-          eps_mode="torch", nan_policy="raise") -> Rule:
+def adamw(*, lr: ScalarT | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+          weight_decay: float = 1e-2, amsgrad: bool = False, maximize: bool = False, eps_mode: str = "torch",
+          nan_policy: str = "raise") -> Rule:
     r"""AdamW with torch.optim.AdamW's conventions: decoupled decay ``p (1 - lr wd)`` before the Adam step.
 
     "Decoupled Weight Decay Regularization", I. Loshchilov, F. Hutter, 2019.  Same
@@ -139,8 +142,9 @@ def adamw(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=F
 
 @rule("AdamP", lr=LR, betas=BETAS, eps=NonNegative(), weight_decay=NonNegative(), delta=NonNegative(),
       wd_ratio=NonNegative(), nesterov=Bool(), nan_policy=NAN_POLICY)
-def adamp(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, delta=0.1, wd_ratio=0.1, nesterov=False,
-          nan_policy="raise") -> Rule:
+def adamp(*, lr: ScalarT | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+          weight_decay: float = 0.0, delta: float = 0.1, wd_ratio: float = 0.1, nesterov: bool = False,
+          nan_policy: str = "raise") -> Rule:
     r"""AdamP: Adam whose update loses its radial component on scale-invariant weights.
 
     "AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant
@@ -151,7 +155,9 @@ def adamp(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, delta=0.1,
     decay is scaled by ``wd_ratio``; then ``p (1 - lr wd mult) - lr/bc1 u``.
 
     .. math::
-        u = \frac{\hat m}{\sqrt{\hat v} + \epsilon},\quad u \leftarrow u - \hat p\,\langle \hat p, u\rangle\ \text{(scale-invariant weights)},\quad p \leftarrow p(1 - lr\,\lambda\,r) - lr\,u
+        u = \frac{\hat m}{\sqrt{\hat v} + \epsilon},\quad
+        u \leftarrow u - \hat p\,\langle \hat p, u\rangle\ \text{(scale-invariant weights)},\quad
+        p \leftarrow p(1 - lr\,\lambda\,r) - lr\,u
 
     Parameters
     ----------
@@ -219,8 +225,9 @@ def scale_by_fadam(b1, b2, eps, clip, power, adaptive_eps, weight_decay) -> Tran
 
 @rule("FAdam", lr=LR, betas=BETAS, eps=Positive(), weight_decay=NonNegative(), clip=Positive(), power=NonNegative(),
       adaptive_eps=Choice(("min", "max")), maximize=Bool(), nan_policy=NAN_POLICY)
-def fadam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, clip=1.0, power=0.5, adaptive_eps="min",
-          maximize=False, nan_policy="raise") -> Rule:
+def fadam(*, lr: ScalarT | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+          weight_decay: float = 0.1, clip: float = 1.0, power: float = 0.5, adaptive_eps: str = "min",
+          maximize: bool = False, nan_policy: str = "raise") -> Rule:
     r"""FAdam: Adam as natural gradient with the diagonal empirical Fisher (and Fisher-preconditioned decay).
 
     "FAdam: Adam is a natural gradient optimizer using diagonal empirical Fisher

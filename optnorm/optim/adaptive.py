@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from .._lib.typing import Array, Scalar as ScalarT, Schedule
 from .._lib import compat
 from .._lib.roles import Bool, NonNegative, Scalar, Scalars, UnitInterval
 from . import _kernels
@@ -80,8 +81,8 @@ def scale_by_rmsprop(alpha, eps, momentum, centered: bool) -> Transform:
 
 @rule("RMSprop", lr=LR, alpha=UnitInterval(**ARR), eps=NONNEG, weight_decay=NONNEG, momentum=NONNEG, centered=Bool(),
       maximize=Bool(), nan_policy=NAN_POLICY)
-def rmsprop(*, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False,
-            nan_policy="raise") -> Rule:
+def rmsprop(*, lr: ScalarT | Schedule = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+            momentum: float = 0.0, centered: bool = False, maximize: bool = False, nan_policy: str = "raise") -> Rule:
     r"""RMSprop with torch.optim.RMSprop's conventions (eps outside the square root).
 
     .. math::
@@ -162,8 +163,9 @@ def scale_by_adagrad(initial_accumulator_value, eps, lr_decay) -> Transform:
 
 @rule("Adagrad", lr=LR, lr_decay=NONNEG, weight_decay=NONNEG, initial_accumulator_value=NONNEG, eps=NONNEG,
       maximize=Bool(), nan_policy=NAN_POLICY)
-def adagrad(*, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, maximize=False,
-            nan_policy="raise") -> Rule:
+def adagrad(*, lr: ScalarT | Schedule = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+            initial_accumulator_value: float = 0.0, eps: float = 1e-10, maximize: bool = False,
+            nan_policy: str = "raise") -> Rule:
     r"""Adagrad with torch.optim.Adagrad's conventions.
 
     .. math::
@@ -236,7 +238,8 @@ def scale_by_adadelta(rho, eps) -> Transform:
 
 @rule("Adadelta", lr=LR, rho=UnitInterval(**ARR), eps=NONNEG, weight_decay=NONNEG, maximize=Bool(),
       nan_policy=NAN_POLICY)
-def adadelta(*, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False, nan_policy="raise") -> Rule:
+def adadelta(*, lr: ScalarT | Schedule = 1.0, rho: Array | float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0,
+             maximize: bool = False, nan_policy: str = "raise") -> Rule:
     r"""Adadelta with torch.optim.Adadelta's conventions (eps inside both roots).
 
     .. math::
@@ -303,7 +306,8 @@ def scale_by_adamax(b1, b2, eps) -> Transform:
 
 
 @rule("Adamax", lr=LR, betas=BETAS, eps=NONNEG, weight_decay=NONNEG, maximize=Bool(), nan_policy=NAN_POLICY)
-def adamax(*, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False, nan_policy="raise") -> Rule:
+def adamax(*, lr: ScalarT | Schedule = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+           weight_decay: float = 0.0, maximize: bool = False, nan_policy: str = "raise") -> Rule:
     r"""Adamax (Adam with the infinity norm) with torch.optim.Adamax's conventions.
 
     .. math::
@@ -392,8 +396,9 @@ def scale_by_nadam(b1, b2, eps, momentum_decay) -> Transform:
 
 @rule("NAdam", lr=LR, betas=BETAS, eps=NONNEG, weight_decay=NONNEG, momentum_decay=NONNEG,
       decoupled_weight_decay=Bool(), maximize=Bool(), nan_policy=NAN_POLICY)
-def nadam(*, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
-          decoupled_weight_decay=False, maximize=False, nan_policy="raise") -> Rule:
+def nadam(*, lr: ScalarT | Schedule = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+          weight_decay: float = 0.0, momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False,
+          maximize: bool = False, nan_policy: str = "raise") -> Rule:
     r"""NAdam with torch.optim.NAdam's momentum-decay schedule.
 
     .. math::
@@ -499,8 +504,9 @@ class RAdamLeaf(NamedTuple):
 
 @rule("RAdam", lr=LR, betas=BETAS, eps=NONNEG, weight_decay=NONNEG, decoupled_weight_decay=Bool(), maximize=Bool(),
       nan_policy=NAN_POLICY)
-def radam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
-          maximize=False, nan_policy="raise") -> Rule:
+def radam(*, lr: ScalarT | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+          weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False,
+          nan_policy: str = "raise") -> Rule:
     r"""RAdam (rectified Adam) with torch.optim.RAdam's conventions.
 
     .. math::

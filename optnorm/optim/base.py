@@ -216,6 +216,7 @@ class Rule:
             if self.fallback is None:
                 raise self._no_fallback(p, name)
             return self.fallback.init_leaf(p, name=name, xp=xp)
+        assert self.leaf_type is not None and self.transform is not None, "rules without a transform override this"
         return self.leaf_type(**self.transform.init(p, Ctx(xp, 0, name)))
 
     def update_leaf(self, p: Any, g: Any, s: NamedTuple, ctx: Ctx) -> tuple[Any, NamedTuple]:
@@ -233,6 +234,7 @@ class Rule:
             for k, pred in self.masks.items():
                 m.setdefault(k, bool(pred(p)))
             ctx = ctx._replace(masks=m)
+        assert self.transform is not None, "a rule without a transform overrides update_leaf"
         leaf, s = self.transform.update(Leaf(pc, gc, gc, p0=pc, dtype=p.dtype), s, ctx)
         pn = leaf.p
         if leaf.u is not None:
@@ -330,6 +332,7 @@ class Rule:
         if self.needs_hvp:
             if hvp is None:
                 raise ValueError(f"{self.name} needs hvp= in step(): a callable v -> H v on the params tree")
+            assert self.probe is not None
             extras = self.probe(ps, tree if tree is not None else ps, hvp, ctx.t - 1, xp)
         new_p, new_s = [], []
         for i, (p, g, s, n) in enumerate(zip(ps, gs, leaves, names)):
@@ -424,7 +427,9 @@ def _is_matrix(p) -> bool:
 
 
 def _rebuild(name: str, hyper: dict) -> Rule:
-    return lookup(name).obj(**hyper)
+    entry = lookup(name)
+    assert entry is not None, name
+    return entry.obj(**hyper)
 
 
 # ----------------------------------------------------------------------------------------------- state helpers
@@ -521,7 +526,7 @@ def rule_factories() -> list:
     import importlib
 
     entries = [lookup(f"optim.{n}") for n in importlib.import_module("optnorm.optim").__all__]
-    return [f for f in entries if f.kind == "function" and getattr(f.body, "__optnorm_rule__", None)]
+    return [f for f in entries if f is not None and f.kind == "function" and getattr(f.body, "__optnorm_rule__", None)]
 
 
 def wrapper_doc(factory: Callable, header: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, NamedTuple
 
+from .._lib.typing import Seed as SeedT
 from .._lib import compat
 from .._lib.api import public, public_class
 from .._lib.roles import Choice, Int, NonNegative, Positive, Scalar, Seed, UnitInterval
@@ -144,7 +145,7 @@ def clip_by_value(max_value: float, *, min_value: float | None = None) -> Gradie
 
 
 @public(eta=NonNegative(), gamma=NonNegative(), seed=Seed())
-def add_noise(eta: float = 0.01, gamma: float = 0.55, *, seed=0) -> GradientTransform:
+def add_noise(eta: float = 0.01, gamma: float = 0.55, *, seed: SeedT = 0) -> GradientTransform:
     r"""Add annealed Gaussian noise to the gradients (optax.add_noise).
 
     .. math::
@@ -218,7 +219,9 @@ class Chain(Rule):
     def __init__(self, *parts: Any, lr: Any = None):
         if not parts:
             raise ValueError("chain needs at least one part (gradient transforms, then a rule)")
-        pre, leaf_parts, inner = [], [], None
+        pre: list = []
+        leaf_parts: list = []
+        inner: Rule | None = None
         for i, part in enumerate(parts):
             if inner is not None:
                 raise TypeError(f"chain: parts[{i}] follows the rule (parts[{i - 1}]); the rule comes last")
@@ -382,7 +385,7 @@ class _Wrapper(Rule):
 
 @rule("Accumulate", inner=RuleArg(optional=False), every=Int(1), nan_policy=NAN_POLICY,
       example=lambda rng, dtype: ((_default_inner(),), {"every": 2}))
-def accumulate(inner: Rule, *, every: int, nan_policy="raise") -> Rule:
+def accumulate(inner: Rule, *, every: int, nan_policy: str = "raise") -> Rule:
     r"""Gradient accumulation: ``inner`` steps every ``every`` calls with the mean of the gradients since its
     last step; the calls between change nothing but the sum (optax.MultiSteps).
 
@@ -450,7 +453,7 @@ def ema_step(inner: Rule, decay) -> Transform:
 
 @rule("EMA", inner=RuleArg(optional=False), decay=UnitInterval(), nan_policy=NAN_POLICY,
       example=lambda rng, dtype: ((_default_inner(),), {}))
-def ema(inner: Rule, *, decay: float = 0.999, nan_policy="raise") -> Rule:
+def ema(inner: Rule, *, decay: float = 0.999, nan_policy: str = "raise") -> Rule:
     r"""Parameter EMA: ``inner`` steps as usual and a moving average of the parameters rides along in the state.
 
     .. math::
@@ -524,7 +527,7 @@ def lookahead_step(inner: Rule, sync_period, slow_step_size) -> Transform:
 
 @rule("Lookahead", inner=RuleArg(optional=False), sync_period=Int(1), slow_step_size=Scalar(0, 1),
       nan_policy=NAN_POLICY, example=lambda rng, dtype: ((_default_inner(),), {}))
-def lookahead(inner: Rule, sync_period: int = 5, slow_step_size: float = 0.5, *, nan_policy="raise") -> Rule:
+def lookahead(inner: Rule, sync_period: int = 5, slow_step_size: float = 0.5, *, nan_policy: str = "raise") -> Rule:
     r"""Lookahead: ``inner`` takes ``k`` fast steps, then the slow weights move a fraction ``alpha`` towards
     the fast ones and the fast weights restart from them (optax.lookahead).
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._lib.typing import Seed as SeedT
 from .._lib import compat
 from .._lib.api import public, public_class
 from .._lib.solver import IterState, Monitor, Result
@@ -52,7 +53,7 @@ def _example(rng, dtype):
 
 
 @public(params=Params(), seed=Seed(), step=Int(0, array=True))
-def rademacher_like(params: Any, *, seed=0, step: Any = 0) -> Any:
+def rademacher_like(params: Any, *, seed: SeedT = 0, step: Any = 0) -> Any:
     r"""A tree of independent +-1 arrays shaped like ``params`` (same library, dtype and device).
 
     Probes are a deterministic function of ``(seed, step)``: NumPy's PCG64 on the host
@@ -93,7 +94,7 @@ def _signs(params, seeds: tuple, step):
 
 @public(hvp=Callback(optional=False), params=Params(), n_samples=Int(1), seed=Seed(), step=Int(0, array=True),
         example=_example)
-def hutchinson_diag(hvp: Callable, params: Any, *, n_samples: int = 1, seed=0, step: Any = 0) -> Any:
+def hutchinson_diag(hvp: Callable, params: Any, *, n_samples: int = 1, seed: SeedT = 0, step: Any = 0) -> Any:
     r"""Hutchinson estimate of the Hessian diagonal: ``diag(H) ~ mean_k z_k * (H z_k)``, ``z_k`` Rademacher.
 
     Unbiased since ``E[z z^T] = I``.  "A stochastic estimator of the trace of the
@@ -129,7 +130,7 @@ def hutchinson_diag(hvp: Callable, params: Any, *, n_samples: int = 1, seed=0, s
     """
     seeds = seed_ints(seed)
     _, tdef, _ = tree_flatten(params, "params")
-    acc = None
+    acc: list = []
     for k in range(n_samples):
         z = _signs(params, (*seeds, k), step)
         zl, _, _ = tree_flatten(z, "z")
@@ -137,7 +138,7 @@ def hutchinson_diag(hvp: Callable, params: Any, *, n_samples: int = 1, seed=0, s
         if hdef != tdef:
             raise ValueError("hutchinson_diag: hvp must return a tree with the structure of params")
         prod = [a * b for a, b in zip(zl, hl)]
-        acc = prod if acc is None else [a + b for a, b in zip(acc, prod)]
+        acc = prod if not acc else [a + b for a, b in zip(acc, prod)]
     leaves, _, _ = tree_flatten(params, "params")
     # 0-d NumPy arithmetic gives NumPy scalars: keep arrays so the result is a tree like params
     return tree_unflatten(tdef, [compat.array_namespace(p).asarray(a / n_samples) if p.ndim == 0 else a / n_samples
@@ -178,7 +179,7 @@ class TraceState(IterState):
 
 @public(hvp=Callback(optional=False), params=Params(), n_samples=Int(1), seed=Seed(), tol=NonNegative(),
         min_samples=Int(1), callback=Callback(), callback_every=Int(1), progress=Bool(), example=_example)
-def hutchinson_trace(hvp: Callable, params: Any, *, n_samples: int = 100, seed=0, tol: float = 1e-3,
+def hutchinson_trace(hvp: Callable, params: Any, *, n_samples: int = 100, seed: SeedT = 0, tol: float = 1e-3,
                      min_samples: int = 2, callback: Callable | None = None, callback_every: int = 1,
                      progress: bool = False) -> TraceResult:
     r"""Hutchinson estimate of ``tr(H)`` (and of each parameter block's trace), with HAWQ-V2's stopping rule.

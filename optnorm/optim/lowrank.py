@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._lib.typing import Array
 from .._lib import compat
 from .._lib.api import public
 from .._lib.roles import Choice, Float, Int, NonNegative, Option
@@ -31,7 +32,7 @@ def _dct_np(s: int) -> np.ndarray:
 
 
 @public(n=Int(1), like=Float(optional=True), dtype=Option())
-def dct_matrix(n: int, *, like=None, dtype=None):
+def dct_matrix(n: int, *, like: Array | None = None, dtype: Any = None) -> Array:
     r"""Orthonormal DCT-II basis as columns: ``Q[j, k] = c_k cos(pi k (2j+1) / (2n))``, ``c_0 = 1/sqrt(n)``.
 
     ``A @ Q`` gives the DCT-II coefficients of each row of ``A``.  Cached per size.
@@ -109,9 +110,8 @@ def project_dct(inner: Rule, rank: int, update_proj_gap: int, ell_norm: int) -> 
 @rule("DCTLowRank", inner=RuleArg(optional=False), rank=Int(1), update_proj_gap=Int(1), weight_decay=NonNegative(),
       max_shape=Int(1), ell_norm=Choice((1, 2)), fallback=RuleArg(), nan_policy=NAN_POLICY,
       example=lambda rng, dtype: ((_default_inner(),), {"rank": 2}))
-def dct_lowrank(inner: Rule, *, rank: int, update_proj_gap: int = 1, weight_decay: float = 0.0,
-                max_shape: int = 32000, ell_norm: int = 1, fallback: Rule | None = None,
-                nan_policy="raise") -> Rule:
+def dct_lowrank(inner: Rule, *, rank: int, update_proj_gap: int = 1, weight_decay: float = 0.0, max_shape: int = 32000,
+                ell_norm: int = 1, fallback: Rule | None = None, nan_policy: str = "raise") -> Rule:
     r"""Run ``inner`` (e.g. ``adam``) on DCT-projected low-rank gradients of 2-D parameters (SVD-free).
 
     "SVD-Free Low-Rank Adaptive Gradient Optimization for Large Language Models",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from .._lib.typing import Scalar as ScalarT, Schedule
 from .._lib.roles import Bool, Choice, Int, NonNegative, Positive, Scalar, Scalars, UnitInterval
 from . import transforms as T
 from ._common import zeros_state
@@ -31,9 +32,10 @@ def _decay(weight_decay):
 
 @rule("Muon", lr=LR, weight_decay=NonNegative(), momentum=UnitInterval(), nesterov=Bool(), eps=Positive(),
       adjust_lr_fn=Choice(ADJUST_LR), ns_dtype=Choice(NS_DTYPES), fallback=RuleArg(), nan_policy=NAN_POLICY, **_NS)
-def muon(*, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True, ns_coefficients=T.MUON_COEFFICIENTS,
-         eps=1e-7, ns_steps=5, adjust_lr_fn=None, ns_dtype="auto", fallback: Rule | None = None,
-         nan_policy="raise") -> Rule:
+def muon(*, lr: ScalarT | Schedule = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95, nesterov: bool = True,
+         ns_coefficients: tuple[float, float, float] = T.MUON_COEFFICIENTS, eps: float = 1e-7, ns_steps: int = 5,
+         adjust_lr_fn: str | None = None, ns_dtype: str | None = "auto", fallback: Rule | None = None,
+         nan_policy: str = "raise") -> Rule:
     r"""Muon with torch.optim.Muon's defaults and conventions.
 
     .. math::
@@ -116,9 +118,10 @@ def normalize_by_row_moment(beta2: float, scale_mode: str) -> Transform:
 @rule("NorMuon", lr=LR, weight_decay=NonNegative(), momentum=UnitInterval(), beta2=UnitInterval(), nesterov=Bool(),
       eps=Positive(), ns_dtype=Choice(NS_DTYPES), scale_mode=Choice(("keep_norm", "rms0.2")), fallback=RuleArg(),
       nan_policy=NAN_POLICY, **_NS)
-def normuon(*, lr=0.02, weight_decay=0.0, momentum=0.95, beta2=0.95, nesterov=True,
-            ns_coefficients=T.MUON_COEFFICIENTS, eps=1e-7, ns_steps=5, ns_dtype="auto", scale_mode="keep_norm",
-            fallback: Rule | None = None, nan_policy="raise") -> Rule:
+def normuon(*, lr: ScalarT | Schedule = 0.02, weight_decay: float = 0.0, momentum: float = 0.95, beta2: float = 0.95,
+            nesterov: bool = True, ns_coefficients: tuple[float, float, float] = T.MUON_COEFFICIENTS, eps: float = 1e-7,
+            ns_steps: int = 5, ns_dtype: str | None = "auto", scale_mode: str = "keep_norm",
+            fallback: Rule | None = None, nan_policy: str = "raise") -> Rule:
     r"""NorMuon: Muon with a per-neuron (row) second moment normalising the orthogonalised update.
 
     "NorMuon" (arXiv:2510.05491, 2025; reference code zichongli5/NorMuon):
@@ -204,8 +207,9 @@ _AUON = dict(lr=LR, momentum=UnitInterval(), weight_decay=NonNegative(), gamma=N
 
 
 @rule("AuON", **_AUON)
-def auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov=True, normalize_output=False,
-         fallback: Rule | None = None, nan_policy="raise") -> Rule:
+def auon(*, lr: ScalarT | Schedule = 0.24, momentum: float = 0.95, weight_decay: float = 0.0, gamma: float = 1.5,
+         nesterov: bool = True, normalize_output: bool = False, fallback: Rule | None = None,
+         nan_policy: str = "raise") -> Rule:
     r"""AuON: linear-time normalised momentum (no orthogonalisation).
 
     "AuON: A Linear-time Alternative to Semi-Orthogonal Momentum Updates" (arXiv:2509.24320,
@@ -253,16 +257,18 @@ def auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov=True, 
 
 
 @rule("HybridAuON", ns_dtype=Choice(NS_DTYPES), **_NS, **_AUON)
-def hybrid_auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov=True, ns_steps=5,
-                ns_coefficients=T.MUON_COEFFICIENTS, ns_dtype=None, normalize_output=False,
-                fallback: Rule | None = None, nan_policy="raise") -> Rule:
+def hybrid_auon(*, lr: ScalarT | Schedule = 0.24, momentum: float = 0.95, weight_decay: float = 0.0, gamma: float = 1.5,
+                nesterov: bool = True, ns_steps: int = 5,
+                ns_coefficients: tuple[float, float, float] = T.MUON_COEFFICIENTS, ns_dtype: str | None = None,
+                normalize_output: bool = False, fallback: Rule | None = None, nan_policy: str = "raise") -> Rule:
     r"""Hybrid-AuON: :func:`auon` with the momentum first orthogonalised by ``ns_steps`` Newton-Schulz steps.
 
     Same paper and conventions as :func:`auon`; the Newton-Schulz iteration runs
     in the parameter's dtype by default (the reference code does not cast to bf16).
 
     .. math::
-        O = \mathrm{NS}(U),\quad r = \sqrt{\mathrm{mean}\cosh^2(\gamma O/\|O\|_F)},\quad p \leftarrow p - lr\,O/(r + 10^{-8})
+        O = \mathrm{NS}(U),\quad r = \sqrt{\mathrm{mean}\cosh^2(\gamma O/\|O\|_F)},\quad
+        p \leftarrow p - lr\,O/(r + 10^{-8})
 
     Parameters
     ----------

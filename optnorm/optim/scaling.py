@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._lib.typing import Array, Seed as SeedT
 from .._lib import compat
 from .._lib.api import public, vjp
 from .._lib.roles import Axis, Bool, Choice, Float, Int, NonNegative, Option, Positive, Scalar, Seed
@@ -47,7 +48,7 @@ def _fans(shape, layout):
 
 
 @public(shape=_SHAPE, layout=Choice(LAYOUTS))
-def spectral_scale(shape, /, *, layout: str = "torch") -> float:
+def spectral_scale(shape: Any, /, *, layout: str = "torch") -> float:
     r"""``sqrt(fan_out / fan_in)``: the spectral norm a layer's weights and updates should have.
 
     "A Spectral Condition for Feature Learning", G. Yang, J. B. Simon, J. Bernstein,
@@ -82,14 +83,15 @@ def spectral_scale(shape, /, *, layout: str = "torch") -> float:
 
 
 @public(shape=_SHAPE, seed=Seed(), layout=Choice(LAYOUTS), like=Float(optional=True))
-def spectral_init(shape, /, *, seed=0, layout: str = "torch", like=None):
+def spectral_init(shape: Any, /, *, seed: SeedT = 0, layout: str = "torch", like: Array | None = None) -> Array:
     r"""Gaussian init with ``sigma = min(1, sqrt(fan_out/fan_in)) / sqrt(fan_in)`` (spectral parametrisation).
 
     Then ``|W|_* ~ sqrt(fan_out/fan_in)`` for large layers (Yang, Simon, Bernstein, 2023).
     NumPy float64 by default; ``like`` gives the library/dtype/device.
 
     .. math::
-        W_{ij} \sim \mathcal N(0, \sigma^2),\qquad \sigma = \frac{\min(1, \sqrt{\text{fan\_out}/\text{fan\_in}})}{\sqrt{\text{fan\_in}}}
+        W_{ij} \sim \mathcal N(0, \sigma^2),\qquad
+        \sigma = \frac{\min(1, \sqrt{\text{fan\_out}/\text{fan\_in}})}{\sqrt{\text{fan\_in}}}
 
     Parameters
     ----------
@@ -137,7 +139,8 @@ def _spectral_norm(G, xp, n_iter, seed):
 
 
 @public(G=Float("m n"), n_iter=Int(1), seed=Seed(), layout=Choice(LAYOUTS), exact=Bool())
-def spectral_normalize(G, /, *, n_iter: int = 20, seed=0, layout: str = "torch", exact: bool = False):
+def spectral_normalize(G: Array, /, *, n_iter: int = 20, seed: SeedT = 0, layout: str = "torch",
+                       exact: bool = False) -> Array:
     r"""Scale an update to spectral norm ``sqrt(fan_out/fan_in)``: ``sqrt(fan_out/fan_in) G / |G|_*``.
 
     ``|G|_*`` by ``n_iter`` power iterations (``O(n_iter m n)``), or by SVD with
@@ -198,7 +201,7 @@ def _project_example(rng, dtype):
 
 
 @public(W=Float(), rho=Float(finite=True), axis=Axis("W", none=True), eps=Positive(), example=_project_example)
-def project_to_norm(W, rho, /, *, axis=None, eps: float = 1e-12):
+def project_to_norm(W: Array, rho: Array | float, /, *, axis: int | None = None, eps: float = 1e-12) -> Array:
     r"""``rho W / |W|`` (Frobenius over ``axis``; ``axis=None``: the whole array, ``-1``: per row).
 
     ``rho`` is a non-negative number or an array broadcasting against the norms (shape
@@ -269,7 +272,7 @@ def run_rule(inner: Rule) -> Transform:
 
 @rule("NaP", inner=RuleArg(optional=False), axis=Scalar(integer=True, optional=True), min_ndim=Int(0),
       nan_policy=NAN_POLICY, example=lambda rng, dtype: ((_default_inner(),), {}))
-def nap(inner: Rule, *, axis=None, min_ndim: int = 2, nan_policy="raise") -> Rule:
+def nap(inner: Rule, *, axis: int | None = None, min_ndim: int = 2, nan_policy: str = "raise") -> Rule:
     r"""Normalize-and-Project: after every step of ``inner``, project each weight back to its initial norm.
 
     "Normalization and effective learning rates in reinforcement learning",
@@ -336,7 +339,7 @@ class NormLossResiduals(NamedTuple):
 
 
 @public(W=Float(), factor=NonNegative())
-def norm_loss(W, /, *, factor: float = 1e-4):
+def norm_loss(W: Array, /, *, factor: float = 1e-4) -> Array:
     r"""Norm Loss: ``factor * sum_i (|w_i| - 1)^2`` over the units ``w_i`` of a weight (a soft oblique constraint).
 
     "Norm Loss: An efficient yet effective regularization method for deep neural
@@ -376,7 +379,7 @@ def norm_loss(W, /, *, factor: float = 1e-4):
 
 
 @public(W=Float(), factor=NonNegative(), eps=Positive())
-def norm_loss_grad(W, /, *, factor: float = 1e-4, eps: float = 1e-12):
+def norm_loss_grad(W: Array, /, *, factor: float = 1e-4, eps: float = 1e-12) -> Array:
     r"""Gradient of :func:`norm_loss`: ``2 factor (1 - 1/|w_i|) w_i`` (norms floored at ``eps``).
 
     The decoupled form used by Ranger21 is ``p <- p - lr * norm_loss_grad(p)``.

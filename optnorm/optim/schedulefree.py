@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from .._lib.typing import Scalar as ScalarT, Schedule
 from .._lib import compat
 from .._lib.api import public_class
 from .._lib.roles import Int, NonNegative, Scalar, Scalars, UnitInterval
@@ -125,8 +126,10 @@ _SF = dict(lr=LR, weight_decay=NonNegative(**ARR), warmup_steps=Int(0), r=Scalar
 
 
 @rule("AdamWScheduleFree", betas=Scalars(UnitInterval(**ARR), 2), eps=NonNegative(**ARR), **_SF)
-def schedule_free_adamw(*, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=0, r=0.0,
-                        weight_lr_power=2.0, nan_policy="raise") -> ScheduleFreeRule:
+def schedule_free_adamw(*, lr: ScalarT | Schedule = 0.0025, betas: tuple[float, float] = (0.9, 0.999),
+                        eps: float = 1e-8,
+                        weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0,
+                        nan_policy: str = "raise") -> ScheduleFreeRule:
     r"""Schedule-free AdamW (facebookresearch/schedule_free ``AdamWScheduleFree``, its defaults).
 
     With :math:`lr_k = lr\min(1, t/\text{warmup})`, :math:`w_t = t^{r}\,(\max_{i\le t} lr_i)^{q}`,
@@ -183,8 +186,9 @@ def schedule_free_adamw(*, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay
 
 
 @rule("SGDScheduleFree", momentum=UnitInterval(**ARR), **_SF)
-def schedule_free_sgd(*, lr=1.0, momentum=0.9, weight_decay=0.0, warmup_steps=0, r=0.0, weight_lr_power=2.0,
-                      nan_policy="raise") -> ScheduleFreeRule:
+def schedule_free_sgd(*, lr: ScalarT | Schedule = 1.0, momentum: float = 0.9, weight_decay: float = 0.0,
+                      warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0,
+                      nan_policy: str = "raise") -> ScheduleFreeRule:
     r"""Schedule-free SGD (facebookresearch/schedule_free ``SGDScheduleFree``, its defaults).
 
     .. math::

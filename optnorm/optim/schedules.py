@@ -91,7 +91,7 @@ class Schedule:
         self.name, self.args, self._fn = name, dict(args), fn
 
     def __call__(self, step: Any) -> Any:
-        if isinstance(step, numbers.Number) and not isinstance(step, bool):
+        if isinstance(step, numbers.Real) and not isinstance(step, bool):
             return float(self._fn(float(step), _Py))
         if compat.is_array(step) and getattr(step, "ndim", 0) == 0:
             m = _Arr(step)
@@ -112,7 +112,9 @@ class Schedule:
 
 
 def _rebuild(name: str, args: dict) -> Schedule:
-    return lookup(f"optim.{name}").obj(**args)
+    entry = lookup(f"optim.{name}")
+    assert entry is not None, name
+    return entry.obj(**args)
 
 
 def _sched(name, args, fn):

@@ -11,7 +11,7 @@ from .._lib import compat
 from .._lib.api import public, public_class
 from .._lib.convergence import default_tol
 from .._lib.solver import IterState, Monitor, Result
-from .._lib.typing import Array
+from .._lib.typing import Array, Scalar as ScalarT, Schedule, Seed as SeedT
 from .._lib.roles import SPD, Bool, Callback, Choice, Float, Int, NonNegative, Positive, Probability, Scalars, Seed, \
     Symmetric, UnitInterval
 from . import transforms as T
@@ -68,8 +68,9 @@ def hessian_probe(n_samples: int, seed, spatial_average: str) -> Callable:
 @rule("AdaHessian", lr=LR, betas=Scalars(UnitInterval(), 2), eps=Positive(), weight_decay=NonNegative(),
       hessian_power=Probability(), n_samples=Int(1), spatial_average=Choice(("conv", "none")), seed=Seed(),
       nan_policy=NAN_POLICY)
-def adahessian(*, lr=0.15, betas=(0.9, 0.999), eps=1e-4, weight_decay=0.0, hessian_power=1.0, n_samples=1,
-               spatial_average="conv", seed=0, nan_policy="raise") -> Rule:
+def adahessian(*, lr: ScalarT | Schedule = 0.15, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-4,
+               weight_decay: float = 0.0, hessian_power: float = 1.0, n_samples: int = 1, spatial_average: str = "conv",
+               seed: SeedT = 0, nan_policy: str = "raise") -> Rule:
     r"""AdaHessian: Adam with the squared Hutchinson Hessian diagonal as second moment.
 
     "ADAHESSIAN: An Adaptive Second Order Optimizer for Machine Learning", Z. Yao,
@@ -136,7 +137,7 @@ def _newton_example(rng, dtype):
 
 @public(g=Float("d", finite=True), H=Symmetric("d d"), lam=NonNegative(array=True), B=SPD("d d", optional=True),
         example=_newton_example)
-def regularized_newton_step(g, H, lam, B=None):
+def regularized_newton_step(g: Array, H: Array, lam: float, B: Array | None = None) -> Array:
     r"""The regularised Newton step ``-(H + lam B)^{-1} g`` (``B`` = identity when None).
 
     One step of :func:`gradnorm_newton`.  ``g`` has shape (d,), ``H`` (a symmetric Hessian or an

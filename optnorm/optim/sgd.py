@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from .._lib.typing import Scalar as ScalarT, Schedule
 from .._lib.roles import Bool, NonNegative, Positive, Probability, UnitInterval
 from . import _kernels
 from . import transforms as T
@@ -17,8 +18,8 @@ class SGDLeaf(NamedTuple):
 
 @rule("SGD", lr=LR, momentum=NonNegative(array=True), dampening=Probability(array=True),
       weight_decay=NonNegative(array=True), nesterov=Bool(), maximize=Bool(), nan_policy=NAN_POLICY)
-def sgd(*, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False,
-        nan_policy="raise") -> Rule:
+def sgd(*, lr: ScalarT | Schedule = 1e-3, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
+        nesterov: bool = False, maximize: bool = False, nan_policy: str = "raise") -> Rule:
     r"""Stochastic gradient descent with torch.optim.SGD's conventions.
 
     .. math::
@@ -61,8 +62,9 @@ def _traced(*vals) -> bool:
 
 @rule("SGDP", lr=LR, momentum=UnitInterval(), dampening=Probability(), weight_decay=NonNegative(), nesterov=Bool(),
       eps=Positive(), delta=NonNegative(), wd_ratio=NonNegative(), nan_policy=NAN_POLICY)
-def sgdp(*, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, eps=1e-8, delta=0.1,
-         wd_ratio=0.1, nan_policy="raise") -> Rule:
+def sgdp(*, lr: ScalarT | Schedule = 1e-3, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
+         nesterov: bool = False, eps: float = 1e-8, delta: float = 0.1, wd_ratio: float = 0.1,
+         nan_policy: str = "raise") -> Rule:
     r"""SGDP: SGD with AdamP's projection of the update for scale-invariant weights.
 
     "AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant
@@ -72,7 +74,8 @@ def sgdp(*, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=Fal
     ``momentum`` must lie in [0, 1) (the decay divides by ``1 - mu``).
 
     .. math::
-        b \leftarrow \mu b + (1-\tau) g,\quad u = b \text{ (or } g + \mu b),\quad u \leftarrow u - \hat p\,\langle\hat p, u\rangle,\quad p \leftarrow p - lr\,u
+        b \leftarrow \mu b + (1-\tau) g,\quad u = b \text{ (or } g + \mu b),\quad
+        u \leftarrow u - \hat p\,\langle\hat p, u\rangle,\quad p \leftarrow p - lr\,u
 
     Parameters
     ----------

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from .._lib.typing import Scalar as ScalarT, Schedule
 from .._lib.roles import Bool, NonNegative, Scalars, UnitInterval
 from . import _kernels
 from . import transforms as T
@@ -31,7 +32,8 @@ def scale_by_lion(b1: float, b2: float) -> Transform:
 
 @rule("Lion", lr=LR, betas=Scalars(UnitInterval(array=True), 2), weight_decay=NonNegative(array=True), maximize=Bool(),
       nan_policy=NAN_POLICY)
-def lion(*, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False, nan_policy="raise") -> Rule:
+def lion(*, lr: ScalarT | Schedule = 1e-4, betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0,
+         maximize: bool = False, nan_policy: str = "raise") -> Rule:
     r"""Lion (EvoLved Sign Momentum), in optax.lion's form.
 
     .. math::

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from .._lib.typing import Scalar as ScalarT, Schedule
 from .._lib import compat
 from .._lib.roles import Bool, Choice, Int, NonNegative, Scalar, Scalars, UnitInterval
 from ._common import active, scalar, ssqrt, stable_rms, zeros_state
@@ -175,9 +176,10 @@ def scale_by_soap(b1, b2, shampoo_beta, eps, precondition_frequency, max_precond
 @rule("SOAP", lr=LR, betas=Scalars(UnitInterval(), 2), shampoo_beta=UnitInterval(optional=True), eps=NonNegative(),
       weight_decay=NonNegative(), precondition_frequency=Int(1), max_precond_dim=Int(1), precondition_1d=Bool(),
       normalize_grads=Bool(), correct_bias=Bool(), precondition_dtype=Choice(PRECOND_DTYPES), nan_policy=NAN_POLICY)
-def soap(*, lr=3e-3, betas=(0.95, 0.95), shampoo_beta=None, eps=1e-8, weight_decay=0.01, precondition_frequency=10,
-         max_precond_dim=10000, precondition_1d=False, normalize_grads=False, correct_bias=True,
-         precondition_dtype="float32", nan_policy="raise") -> Rule:
+def soap(*, lr: ScalarT | Schedule = 3e-3, betas: tuple[float, float] = (0.95, 0.95), shampoo_beta: float | None = None,
+         eps: float = 1e-8, weight_decay: float = 0.01, precondition_frequency: int = 10, max_precond_dim: int = 10000,
+         precondition_1d: bool = False, normalize_grads: bool = False, correct_bias: bool = True,
+         precondition_dtype: str | None = "float32", nan_policy: str = "raise") -> Rule:
     r"""SOAP: Adam run in the eigenbasis of Shampoo's preconditioner, the basis refreshed every few steps.
 
     For a matrix gradient :math:`G` with statistics :math:`L \leftarrow \mathrm{lerp}(L, GG^\top, 1-\beta_s)`,

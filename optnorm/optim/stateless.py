@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from .._lib.typing import Array, Scalar as ScalarT, Schedule
 from .._lib import compat
 from .._lib.api import public
 from .._lib.roles import Bool, Choice, Float, Int, Positive
@@ -58,8 +59,8 @@ def whiten(eps: float, method: str, ns_steps: int, keep_norm: bool) -> Transform
 
 @rule("SWAN", lr=LR, eps=Positive(), whitening=Choice(("eigh", "newton_schulz")), ns_steps=Int(1), keep_norm=Bool(),
       fallback=RuleArg(), nan_policy=NAN_POLICY)
-def swan(*, lr=1e-3, eps=1e-8, whitening="eigh", ns_steps=10, keep_norm=False, fallback: Rule | None = None,
-         nan_policy="raise") -> Rule:
+def swan(*, lr: ScalarT | Schedule = 1e-3, eps: float = 1e-8, whitening: str = "eigh", ns_steps: int = 10,
+         keep_norm: bool = False, fallback: Rule | None = None, nan_policy: str = "raise") -> Rule:
     r"""SWAN: stateless update from row-standardised, whitened gradients.
 
     SWAN (arXiv:2412.13148, ICML 2025; GradNorm + GradWhitening):
@@ -109,7 +110,7 @@ def swan(*, lr=1e-3, eps=1e-8, whitening="eigh", ns_steps=10, keep_norm=False, f
 
 
 @public(G=Float("... m n"), n_iter=Int(1), eps=Positive())
-def sinkhorn_normalize_gradient(G, /, n_iter: int = 5, *, eps: float = 1e-8):
+def sinkhorn_normalize_gradient(G: Array, /, n_iter: int = 5, *, eps: float = 1e-8) -> Array:
     r"""SR-Sinkhorn normalisation: alternately scale rows to norm ``sqrt(n)`` and columns to ``sqrt(m)``.
 
     The fixed point has every row of norm ``sqrt(n)`` and every column of norm
@@ -120,7 +121,8 @@ def sinkhorn_normalize_gradient(G, /, n_iter: int = 5, *, eps: float = 1e-8):
     scaling) are divided by ``eps``.
 
     .. math::
-        X \leftarrow \sqrt n\,\mathrm{diag}(\|X_{i,:}\|)^{-1}X,\qquad X \leftarrow \sqrt m\,X\,\mathrm{diag}(\|X_{:,j}\|)^{-1}
+        X \leftarrow \sqrt n\,\mathrm{diag}(\|X_{i,:}\|)^{-1}X,\qquad
+        X \leftarrow \sqrt m\,X\,\mathrm{diag}(\|X_{:,j}\|)^{-1}
 
     Parameters
     ----------
@@ -166,7 +168,8 @@ def sinkhorn_normalize(n_iter: int, eps: float) -> Transform:
 
 
 @rule("SinkGD", lr=LR, n_iter=Int(1), eps=Positive(), fallback=RuleArg(), nan_policy=NAN_POLICY)
-def sinkgd(*, lr=1e-3, n_iter=5, eps=1e-8, fallback: Rule | None = None, nan_policy="raise") -> Rule:
+def sinkgd(*, lr: ScalarT | Schedule = 1e-3, n_iter: int = 5, eps: float = 1e-8, fallback: Rule | None = None,
+           nan_policy: str = "raise") -> Rule:
     r"""SinkGD: stateless descent along the SR-Sinkhorn-normalised gradient.
 
     "Gradient Multi-Normalization for Stateless and Scalable LLM Training"
@@ -175,7 +178,8 @@ def sinkgd(*, lr=1e-3, n_iter=5, eps=1e-8, fallback: Rule | None = None, nan_pol
     (norms floored at ``eps``); ``p -= lr X``.  No state (SGD memory).
 
     .. math::
-        X \leftarrow \sqrt n\,\mathrm{diag}(\|X_{i,:}\|)^{-1}X,\quad X \leftarrow \sqrt m\,X\,\mathrm{diag}(\|X_{:,j}\|)^{-1},\quad p \leftarrow p - lr\,X
+        X \leftarrow \sqrt n\,\mathrm{diag}(\|X_{i,:}\|)^{-1}X,\quad
+        X \leftarrow \sqrt m\,X\,\mathrm{diag}(\|X_{:,j}\|)^{-1},\quad p \leftarrow p - lr\,X
 
     Parameters
     ----------

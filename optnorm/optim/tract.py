@@ -1,6 +1,7 @@
 """TrAct: the first-layer weight update that makes pre-activations, not weights, trainable."""
 from __future__ import annotations
 
+from .._lib.typing import Array
 from .._lib import compat
 from .._lib.api import public
 from .._lib.roles import Choice, Float, Positive
@@ -9,7 +10,7 @@ __all__ = ["tract_precondition"]     # tests/norm/test_tract_folding.py asserts 
 
 
 @public(grad_out=Float("... b m"), inputs=Float("... b n"), lam=Positive(), method=Choice(("auto", "primal", "dual")))
-def tract_precondition(grad_out, inputs, *, lam=0.1, method="auto"):
+def tract_precondition(grad_out: Array, inputs: Array, *, lam: float = 0.1, method: str = "auto") -> Array:
     r"""TrAct weight update ΔW for a first layer y = a Wᵀ (+ b), from the output gradient.
 
     With a = ``inputs`` (b × n, leading axes flattened) and g = ``grad_out`` = ∂L/∂y (b × m):

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+from typing import Any
+from .._lib.typing import Array
 from .._lib import compat
 from .._lib.api import public
 from .._lib.roles import Choice, Float, Int, Positive, Scalar, Scalars
@@ -132,8 +134,9 @@ def resolve_dtype(x, dtype, xp):
 
 @public(G=Float("... m n"), steps=Int(0), coefficients=Scalars(Scalar(), 3), eps=Positive(),
         dtype=Choice((None, "float32", "float64", "bfloat16")))
-def newton_schulz_orthogonalize(G, /, steps: int = 5, *, coefficients=MUON_COEFFICIENTS, eps: float = 1e-7,
-                                dtype=None):
+def newton_schulz_orthogonalize(G: Array, /, steps: int = 5, *,
+                                coefficients: tuple[float, float, float] = MUON_COEFFICIENTS, eps: float = 1e-7,
+                                dtype: Any = None) -> Array:
     r"""Approximate orthogonalisation ``U S' V^T`` of ``G = U S V^T`` by Muon's quintic Newton-Schulz iteration.
 
     .. math::
@@ -348,7 +351,8 @@ def scale_by_adam_optax(b1, b2, eps, eps_root=0.0, *, nesterov: bool = False) ->
         m = (1.0 - b1) * g + b1 * s.exp_avg
         v = (1.0 - b2) * (g * g) + b2 * s.exp_avg_sq
         if nesterov:
-            mhat = (b1 * m / scalar(1.0 - b1 ** (t + 1), m, xp) + (1.0 - b1) * g / scalar(bias_correction(b1, t), m, xp))
+            mhat = (b1 * m / scalar(1.0 - b1 ** (t + 1), m, xp)
+                    + (1.0 - b1) * g / scalar(bias_correction(b1, t), m, xp))
         else:
             mhat = m / scalar(bias_correction(b1, t), m, xp)
         vhat = v / scalar(bias_correction(b2, t), v, xp)

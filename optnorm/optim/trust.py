@@ -1,8 +1,9 @@
 """Layer-wise trust-ratio rules: lamb (LAMB) and lars (LARS), in optax's conventions (torch.optim has neither)."""
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Callable, Any, NamedTuple
 
+from .._lib.typing import Scalar as ScalarT, Schedule
 from .._lib.roles import Bool, Callback, NonNegative, Scalars, UnitInterval
 from . import transforms as T
 from ._common import active, zeros_state
@@ -43,8 +44,9 @@ def lr_trace(momentum, nesterov: bool) -> Transform:
 
 @rule("LAMB", lr=LR, betas=Scalars(UnitInterval(**ARR), 2), eps=NonNegative(**ARR), eps_root=NonNegative(**ARR),
       weight_decay=NonNegative(**ARR), mask=Callback(), nan_policy=NAN_POLICY)
-def lamb(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, eps_root=0.0, weight_decay=0.0, mask=None,
-         nan_policy="raise") -> Rule:
+def lamb(*, lr: ScalarT | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
+         eps_root: float = 0.0, weight_decay: float = 0.0, mask: Callable | None = None,
+         nan_policy: str = "raise") -> Rule:
     r"""LAMB: Adam's direction plus decay, scaled per parameter by the trust ratio (optax.lamb's form).
 
     .. math::
@@ -95,11 +97,13 @@ def lamb(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, eps_root=0.0, weight_decay=0.
                 elementwise=True)
 
 
-@rule("LARS", lr=LR, weight_decay=NonNegative(**ARR), weight_decay_mask=Callback(), trust_coefficient=NonNegative(**ARR),
+@rule("LARS", lr=LR, weight_decay=NonNegative(**ARR), weight_decay_mask=Callback(),
+      trust_coefficient=NonNegative(**ARR),
       eps=NonNegative(**ARR), trust_ratio_mask=Callback(), momentum=UnitInterval(**ARR), nesterov=Bool(),
       nan_policy=NAN_POLICY)
-def lars(*, lr=1.0, weight_decay=0.0, weight_decay_mask=None, trust_coefficient=0.001, eps=0.0, trust_ratio_mask=None,
-         momentum=0.9, nesterov=False, nan_policy="raise") -> Rule:
+def lars(*, lr: ScalarT | Schedule = 1.0, weight_decay: float = 0.0, weight_decay_mask: Callable | None = None,
+         trust_coefficient: float = 0.001, eps: float = 0.0, trust_ratio_mask: Callable | None = None,
+         momentum: float = 0.9, nesterov: bool = False, nan_policy: str = "raise") -> Rule:
     r"""LARS: SGD with momentum whose per-parameter step is scaled by the trust ratio (optax.lars's form).
 
     .. math::
