@@ -70,7 +70,7 @@ def clip_by_global_norm(max_norm: float, *, convention: str = "optax") -> Gradie
         n = \Bigl(\sum_{\text{leaves}}\sum g^2\Bigr)^{1/2},\qquad
         g \leftarrow \begin{cases} g & n < c\\ g\,c/n & n \ge c\end{cases}
 
-    (optax.clip_by_global_norm); ``convention="torch"`` is torch.nn.utils.clip_grad_norm_'s
+    (optax.clip_by_global_norm); ``convention="torch"`` is ``torch.nn.utils.clip_grad_norm_``'s
     :math:`g\min(1, c/(n + 10^{-6}))`.  Pascanu, Mikolov, Bengio, "On the difficulty of
     training recurrent neural networks", ICML 2013.
 
@@ -113,7 +113,7 @@ def clip_by_value(max_value: float, *, min_value: float | None = None) -> Gradie
     .. math::
         g \leftarrow \min(\max(g, a), b),\qquad a = -b \text{ unless given}
 
-    torch.nn.utils.clip_grad_value_ / optax.clip (Mikolov, "Statistical Language Models Based on
+    ``torch.nn.utils.clip_grad_value_`` / ``optax.clip`` (Mikolov, "Statistical Language Models Based on
     Neural Networks", 2012).
 
     Parameters
@@ -191,8 +191,8 @@ def add_noise(eta: float = 0.01, gamma: float = 0.55, *, seed: SeedT = 0) -> Gra
 
 
 # ----------------------------------------------------------------------------------------------- chain
-@public_class(name="chain")
-class Chain(Rule):
+@public_class
+class chain(Rule):  # noqa: N801 - a class used like a function, as itertools.chain
     r"""``chain(t1, ..., tk, rule)``: gradient transforms, then a rule; itself a rule.
 
     The parts run in order on the whole gradient tree (:class:`GradientTransform`: :func:`clip_by_global_norm`,
@@ -292,10 +292,10 @@ class Chain(Rule):
 
 
 def _rebuild_chain(parts):
-    return Chain(*parts)
+    return chain(*parts)
 
 
-class _Fields:
+class _Fields:  # noqa: D101
     """Leaf-state NamedTuple classes for leaf-transform chains, one per field list."""
     cache: dict = {}
 
