@@ -6,17 +6,19 @@
 >>> model(torch.randn(8, 4)).pow(2).mean().backward(); opt.step()
 
 One class per declared rule factory of :mod:`optnorm.optim` (its ``torch_name``), made by
-:func:`make_optimizer`; nothing is written per optimizer.  Constructor keywords are the factory's
-(``lr``, ``betas``, ``weight_decay``, ...) and become the param groups' hyperparameters.  ``step()``
-calls the rules' one in-place step driver (:meth:`optnorm.optim.Rule.apply_`).  Per parameter,
-``state[p]`` holds ``"step"`` and the rule's leaf-state tensors (nested fields as ``"inner.exp_avg"``),
-so ``state_dict()`` / ``load_state_dict()`` round-trip and resume the trajectory; rules held by a param
-group (``fallback=``, ``inner=``) are stored as plain dicts, so ``torch.load(..., weights_only=True)``
-reads the state dict.  CPU float32/float64 contiguous parameters of rules with a fused kernel
-(Adam/AdamW/SGD/Lion) run it on zero-copy NumPy views; everything else runs the rule's leaf update on
-the tensors.  Complex parameters of elementwise rules (SGD, Adam, AdamW, Lion) are updated as their real
-and imaginary parts (``torch.view_as_real``, as torch.optim does); other rules refuse them.  AdaHessian
-builds ``hvp`` from the gradients, so call ``loss.backward(create_graph=True)`` before ``step()``.
+:func:`make_optimizer`; nothing is written per optimizer.  ``__init__`` has the factory's parameters
+(``lr``, ``betas``, ``weight_decay``, ..., positional like torch.optim's) and ``state_dtype``; they become the
+param groups' hyperparameters.  ``step()`` calls the rules' one in-place step driver
+(:meth:`optnorm.optim.Rule.apply_`).  Per parameter, ``state[p]`` holds ``"step"`` and the rule's leaf-state
+tensors under torch's names (nested fields as ``"inner.exp_avg"``), so ``state_dict()`` / ``load_state_dict()``
+round-trip, resume the trajectory, and load torch.optim's state dicts of the same rule; rules and schedules
+held by a param group (``fallback=``, ``inner=``, ``lr=``) are stored as plain dicts, so
+``torch.load(..., weights_only=True)`` reads the state dict.  CPU float32/float64 contiguous parameters of
+rules with a fused kernel run it on zero-copy NumPy views (the kernel is loaded in a background thread at
+construction); everything else runs the rule's leaf update on the tensors.  Complex parameters of the rules
+that treat them as real pairs are updated as their real and imaginary parts (``torch.view_as_real``, as
+torch.optim does); other rules refuse them.  ``eval()`` / ``train()`` swap in the rule's evaluation weights.
+AdaHessian builds ``hvp`` from the gradients, so call ``loss.backward(create_graph=True)`` before ``step()``.
 """
 from __future__ import annotations
 
