@@ -252,6 +252,7 @@ class chain(Rule):  # noqa: N801 - a class used like a function, as itertools.ch
                          probe=inner.probe)
         self.needs_hvp = inner.needs_hvp
         self.masks = inner.masks
+        self.kernel = inner.kernel       # tells the torch wrapper to pass NumPy views (apply_ is overridden)
         self.leaf_type = inner.leaf_type
         self.hyper = {"parts": parts}
 

@@ -151,3 +151,29 @@ def test_first_step_after_warm_up_is_fast():
     t0 = time.perf_counter()
     opt.step()
     assert time.perf_counter() - t0 < 0.25
+
+
+def test_make_optimizer_of_a_chain_keeps_the_fused_kernel(monkeypatch):
+    """A user factory returning chain(clip_by_global_norm, adamw) wraps like a declared rule; its step reaches
+    the fused kernel on NumPy views and follows torch's clip_grad_norm_ + AdamW."""
+    from optnorm.optim import _kernels
+
+    calls = []
+    orig = _kernels._numba_step
+    monkeypatch.setattr(_kernels.Fused, "__call__", lambda self, rule, job: calls.append(type(job.ps[0])) or
+                        self.dispatcher(job.ps[0], rule, job, self.config))
+    ClipAdamW = ont.optim.make_optimizer(
+        lambda lr=1e-2: oo.chain(oo.clip_by_global_norm(1.0, convention="torch"), oo.adamw(lr=lr)), "ClipAdamW")
+    m, ref = _model(), _model()
+    opt, ro = ClipAdamW(m.parameters(), lr=1e-2), torch.optim.AdamW(ref.parameters(), lr=1e-2)
+    X, Y = _data()
+    for _ in range(5):
+        for mod, o in ((m, opt), (ref, ro)):
+            o.zero_grad()
+            (10 * ((mod(X) - Y) ** 2).mean()).backward()
+            if o is ro:
+                torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0)
+            o.step()
+    for a, b in zip(m.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert calls and all(c is np.ndarray for c in calls) and orig is _kernels._numba_step
