@@ -162,7 +162,11 @@ def _mutated(vals: dict, snap: dict, skip) -> list[str]:
         v = vals[k]
         now = np.asarray(compat.to_numpy(v) if compat.is_array(v) else v)
         before = np.asarray(before)
-        if now.shape != before.shape or not np.array_equal(now, before, equal_nan=True):
+        try:
+            same = now.shape == before.shape and np.array_equal(now, before, equal_nan=True)
+        except TypeError:           # a list of objects (schedules, rules): compared with ==
+            same = now.shape == before.shape and np.array_equal(now, before)
+        if not same:
             bad.append(k)
     return bad
 
