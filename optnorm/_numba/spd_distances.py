@@ -268,7 +268,7 @@ def bw_dist2_pairwise(X: np.ndarray, Y: np.ndarray | None):
     return out, err
 
 
-@jit(parallel=True, fastmath=_FAST)
+@jit(parallel=True, fastmath=True)  # SAFE_FASTMATH: a parallel kernel may not reassociate (see _rows)
 def _sqeuclid_kernel(F, G, symmetric, out, n_chunks):
     m, f = F.shape
     k = G.shape[0]

@@ -7,7 +7,11 @@ from .distances import airm_distance as airm_distance, bw_distance as bw_distanc
 from .gaussian import GaussianFit as GaussianFit, gaussian_fit as gaussian_fit, mahalanobis as mahalanobis
 from .losses import bw_loss as bw_loss
 from .lyapunov import lyapunov as lyapunov
+from .matfun import expm as expm, funm as funm, logm as logm, powm as powm
+from .metrics import AffineInvariant as AffineInvariant, LogCholesky as LogCholesky, LogEuclidean as LogEuclidean, MeanResult as MeanResult, MeanState as MeanState, airm as airm, lem as lem, log_cholesky as log_cholesky
+from .pairwise import nearest_mean as nearest_mean, pairwise_distances as pairwise_distances
 from .projections import project_psd as project_psd, project_spectral_cone as project_spectral_cone
 from .sqrtm import invsqrtm as invsqrtm, sqrtm as sqrtm
+from .tangent import tangent_space as tangent_space, untangent_space as untangent_space
 
-__all__ = ['BWMeanResult', 'BuresWasserstein', 'GaussianFit', 'RBNState', 'airm_distance', 'augmented_covariance', 'bures_wasserstein', 'bw_distance', 'bw_exp', 'bw_geodesic', 'bw_log', 'bw_loss', 'covariance', 'gaussian_fit', 'invsqrtm', 'lem_distance', 'lyapunov', 'mahalanobis', 'partial_correlation', 'project_psd', 'project_spectral_cone', 'rbn_normalize', 'rbn_statistics', 'riemannian_batch_norm', 'sqrtm']
+__all__ = ['AffineInvariant', 'BWMeanResult', 'BuresWasserstein', 'GaussianFit', 'LogCholesky', 'LogEuclidean', 'MeanResult', 'MeanState', 'RBNState', 'airm', 'airm_distance', 'augmented_covariance', 'bures_wasserstein', 'bw_distance', 'bw_exp', 'bw_geodesic', 'bw_log', 'bw_loss', 'covariance', 'expm', 'funm', 'gaussian_fit', 'invsqrtm', 'lem', 'lem_distance', 'log_cholesky', 'logm', 'lyapunov', 'mahalanobis', 'nearest_mean', 'pairwise_distances', 'partial_correlation', 'powm', 'project_psd', 'project_spectral_cone', 'rbn_normalize', 'rbn_statistics', 'riemannian_batch_norm', 'sqrtm', 'tangent_space', 'untangent_space']
