@@ -41,7 +41,7 @@ from typing import Any, Callable, TypeVar, overload
 import numpy as np
 
 from . import compat
-from .roles import Call, Role
+from .roles import Call, Role, same_library
 
 __all__ = ["public", "public_class", "constant", "vjp", "check_arguments", "Function", "registry",
            "functions", "lookup", "export_domain", "public_modules", "DOMAINS"]
@@ -124,15 +124,8 @@ class _Checker:
         for o in self.outs:
             if values[o] is not None and compat.is_array(values[o]):
                 present[o] = values[o]
-        if present and all(type(v) is np.ndarray for v in present.values()):
-            call.xp = compat.array_namespace(*present.values())
-        elif present:
-            kinds = {p: compat.backend_name(v) for p, v in present.items()}
-            if len(set(kinds.values())) > 1:
-                desc = ", ".join(f"{p} is {k}" for p, k in kinds.items())
-                raise TypeError(f"{self.fn}: arrays from different libraries were mixed ({desc}): convert them to one "
-                                f"library first")
-            call.xp = compat.array_namespace(*present.values())
+        if present:
+            call.xp = same_library(self.fn, present)
         for p in self.arrays:
             v = values[p]
             if v is not None and not compat.is_array(v):

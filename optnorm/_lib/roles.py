@@ -35,7 +35,7 @@ import numpy as np
 from . import compat
 
 __all__ = [
-    "Role", "Call", "Outcome", "Perturbation", "Array", "Float", "Weights", "Cost", "SPD", "Symmetric", "Labels",
+    "Role", "Call", "same_library", "Outcome", "Perturbation", "Array", "Float", "Weights", "Cost", "SPD", "Symmetric", "Labels",
     "Mask", "Scalar", "Positive", "NonNegative", "Probability", "UnitInterval", "Int", "Bool", "Choice", "Axis",
     "Seed", "Out", "Callback", "Option", "Scalars", "parse_spec", "float_kind",
 ]
@@ -129,9 +129,24 @@ class Call:
         prev = self.dims.get(dim)
         if prev is None:
             self.dims[dim] = (size, name)
+        elif prev[0] != size and prev[1] == name:
+            raise self.error(ValueError, f"{name} must be square in its dimensions named {dim!r} (equal sizes), got "
+                                         f"shape {tuple(shape)}")
         elif prev[0] != size:
             raise self.error(ValueError, f"{name} has shape {tuple(shape)}, whose dimension {dim!r} is {size}, but "
                                          f"{prev[1]} has {dim} = {prev[0]}")
+
+
+def same_library(where: str, arrays: dict):
+    """The namespace of ``arrays`` (name -> array); ``TypeError`` naming each argument's library when they mix."""
+    if all(type(v) is np.ndarray for v in arrays.values()):
+        return compat.array_namespace(*arrays.values())
+    kinds = {p: compat.backend_name(v) for p, v in arrays.items()}
+    if len(set(kinds.values())) > 1:
+        desc = ", ".join(f"{p} is {k}" for p, k in kinds.items())
+        raise TypeError(f"{where}: arrays from different libraries were mixed ({desc}): convert them to one library "
+                        f"first")
+    return compat.array_namespace(*arrays.values())
 
 
 def float_kind(x) -> bool:

@@ -34,10 +34,13 @@ import math
 import numbers
 from typing import Any, Callable, NamedTuple
 
-from .._lib import compat, validate
+from .._lib import compat
 from .._lib.api import lookup, public, public_class
-from .._lib.roles import Choice, Role, Scalar, Perturbation, Outcome
+from .._lib.roles import Array, Call, Choice, Outcome, Perturbation, Role, Scalar, same_library
 from ._common import scalar, tree_flatten, tree_unflatten
+
+# a parameter leaf: a float array of any shape (0-d and empty included)
+_LEAF = Array(dtype="float", empty=True, lists=False)
 
 NAN_POLICIES = ("raise", "skip", "ignore")
 
@@ -272,10 +275,10 @@ class Rule:
         ps, _, names = tree_flatten(params, "params")
         if not ps:
             raise ValueError("params is empty: nothing to optimise")
-        xp = validate.check_same_namespace(**{n: p for n, p in zip(names, ps)})
+        xp = same_library("init", dict(zip(names, ps)))
         leaves = []
         for p, n in zip(ps, names):
-            validate.check_float(p, n, xp)
+            _LEAF.check(p, n, Call("init", {}))
             leaves.append(self.init_leaf(p, name=n, xp=xp))
         count = compat.zeros((), like=ps[0], dtype=xp.asarray(0).dtype, xp=xp)
         return OptState(count=count, leaves=tuple(leaves))
@@ -288,10 +291,11 @@ class Rule:
         if not isinstance(state, OptState) or len(state.leaves) != len(ps):
             raise ValueError(f"state does not belong to these params: expected an OptState with {len(ps)} "
                              f"leaves (from this optimizer's init), got {type(state).__name__}")
-        xp = validate.check_same_namespace(params=ps[0], grads=gs[0])
+        xp = same_library("step", {names[0]: ps[0], gnames[0]: gs[0]})
         for i, (p, g, pn, gn) in enumerate(zip(ps, gs, names, gnames)):
-            validate.check_float(p, pn, xp)
-            validate.check_array(g, gn)
+            _LEAF.check(p, pn, Call("step", {}))
+            if not compat.is_array(g):
+                raise TypeError(f"step: {gn} must be an array, got {type(g).__name__}")
             if tuple(g.shape) != tuple(p.shape):
                 raise ValueError(f"{gn} has shape {tuple(g.shape)}, but {pn} has shape {tuple(p.shape)}")
             if g.dtype != p.dtype:
