@@ -130,8 +130,8 @@ class Call:
         if prev is None:
             self.dims[dim] = (size, name)
         elif prev[0] != size and prev[1] == name:
-            raise self.error(ValueError, f"{name} must be square in its dimensions named {dim!r} (equal sizes), got "
-                                         f"shape {tuple(shape)}")
+            raise self.error(ValueError, f"{name} has shape {tuple(shape)}, but its dimensions named {dim!r} "
+                                         f"must have equal sizes (it must be square)")
         elif prev[0] != size:
             raise self.error(ValueError, f"{name} has shape {tuple(shape)}, whose dimension {dim!r} is {size}, but "
                                          f"{prev[1]} has {dim} = {prev[0]}")
@@ -559,7 +559,7 @@ class Symmetric(Float):
         if x is None:
             return x
         if x.shape[-1] != x.shape[-2]:
-            raise call.error(ValueError, f"{name} must be square (shape (..., n, n)), got shape {tuple(x.shape)}")
+            raise call.error(ValueError, f"{name} has shape {tuple(x.shape)}, but it must be square (shape (..., n, n))")
         if compat.is_concrete(x) and compat.size(x) and self.reads_values(call):
             a = _host64(x)
             d = a - np.swapaxes(a, -1, -2)          # one temporary: this check runs on every call
