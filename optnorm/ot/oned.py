@@ -300,9 +300,10 @@ def emd_1d(x_a: Array, x_b: Array, a: Array | None = None, b: Array | None = Non
     :math:`P_{ij} = |[A_{i-1}, A_i] \cap [B_{j-1}, B_j]|` of the cumulative weights, with n + m - 1 entries.
     The dual potentials follow the staircase (:math:`f_i + g_j = c(x_i, y_j)` on it) and are feasible
     everywhere, so they are a gradient of the cost w.r.t. the weights (up to a constant; returned with
-    :math:`\langle a, f\rangle = \langle b, g\rangle`, as by :func:`emd`).  POT's ``ot.emd_1d`` (plan) and ``log["cost"]``; the potentials are optnorm's.  One
-    sort of each support and of the merged breakpoints: :math:`O((n + m)\log(n + m))`, plus :math:`O(nm)` for
-    the dense plan (``dense=False`` skips it and returns the staircase entries only).
+    :math:`\langle a, f\rangle = \langle b, g\rangle`, as by :func:`emd`).  POT's ``ot.emd_1d`` (plan) and
+    ``log["cost"]``; the potentials are optnorm's.  One sort of each support and of the merged breakpoints:
+    :math:`O((n + m)\log(n + m))`, plus :math:`O(nm)` for the dense plan (``dense=False`` skips it and returns
+    the staircase entries only).
 
     Parameters
     ----------
@@ -365,4 +366,5 @@ def emd_1d(x_a: Array, x_b: Array, a: Array | None = None, b: Array | None = Non
                                          and bool(xp.all(xp.isfinite(g)))):
         raise ValueError(f"emd_1d: the transport cost between x_a and x_b overflows {compat.dtype_name(dt)} "
                          f"(|x - y|^{p:g} of their largest distance); rescale the supports")
-    return EMD1DResult(plan=plan, rows=xp.take(ia, i_k), cols=xp.take(ib, j_k), values=back(dq), cost=cost, f=f, g=g)
+    return EMD1DResult(plan=plan, rows=xp.take(ia, i_k), cols=xp.take(ib, j_k), values=back(dq), cost=cost,
+                       f=f, g=g)
