@@ -21,7 +21,9 @@ STATUS = {0: "optimal", 1: "max_iter", 2: "infeasible", 3: "unbounded"}
 # the network simplex as a dispatched kernel: the Numba build, or the same code run by the interpreter
 # (``use_backend("generic")``; slow, for tests on small problems)
 network_simplex = Dispatcher("ot.network_simplex",
-                             serves=("ot.emd", "ot.emd2"))
+                             serves=("ot.emd", "ot.emd2", "ot.gromov_wasserstein", "ot.gromov_wasserstein2",
+                                     "ot.fused_gromov_wasserstein", "ot.fused_gromov_wasserstein2",
+                                     "ot.partial_wasserstein", "ot.partial_wasserstein2"))
 
 
 @network_simplex.generic
