@@ -49,13 +49,13 @@ def _as_ptr(typingctx, addr, like):
 
 def chunks(sizes: tuple[int, ...], chunk: int = CHUNK):
     """(tensor index, start, length) arrays covering every tensor in pieces of at most ``chunk`` elements."""
-    sizes = np.asarray(sizes, dtype=np.int64)
-    per = np.maximum(1, -(-sizes // chunk))
+    sz = np.asarray(sizes, dtype=np.int64)
+    per = np.maximum(1, -(-sz // chunk))
     ti = np.repeat(np.arange(len(sizes), dtype=np.int64), per)
     first = np.cumsum(per) - per
     k = np.arange(len(ti), dtype=np.int64) - np.repeat(first, per)
     start = k * chunk
-    length = np.minimum(start + chunk, sizes[ti]) - start
+    length = np.minimum(start + chunk, sz[ti]) - start
     return ti, start, length
 
 

@@ -86,7 +86,7 @@ def _resolve_masks(masks: dict, params, pdef, n) -> dict | None:
             vals = [tree] * n
         else:
             try:
-                vals = pdef.flatten_up_to(tree)  # type: ignore[attr-defined]
+                vals = pdef.flatten_up_to(tree)
             except (ValueError, TypeError) as e:
                 raise ValueError(f"the {what} mask must have the params' tree structure (or be a callable of the "
                                  f"params returning one): {e}") from None

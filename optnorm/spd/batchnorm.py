@@ -24,8 +24,8 @@ class RBNState(NamedTuple):
     """Running statistics of :func:`riemannian_batch_norm`: ``mean`` (n, n) SPD (for bw/gbw in the whitened
     space ``M^{-1/2} X^p M^{-1/2}``) and ``var`` (scalar array)."""
 
-    mean: object
-    var: object
+    mean: Any
+    var: Any
 
 
 # ---------------------------------------------------------------------------- small helpers
