@@ -9,6 +9,7 @@ from .._lib import compat
 from .._lib.api import constant, public, vjp
 from .._lib.roles import Bool, Float, Int, Positive, Probability, Seed
 from .._lib.vjp import unbroadcast
+from .._lib.typing import Array, Seed as SeedT
 from ._common import safe_norm
 
 SELU_ALPHA = constant(__name__, "SELU_ALPHA", 1.6732632423543772848170429916717)
@@ -29,7 +30,7 @@ class SeluRes(NamedTuple):
 
 
 @public(x=Float())
-def selu(x):
+def selu(x: Array) -> Array:
     r"""Scaled exponential linear unit: ``scale * x`` for x > 0, ``scale * alpha * (exp(x) - 1)`` otherwise.
 
     alpha = 1.6732632423543772848170429916717, scale = 1.0507009873554804934193349852946 (the fixed point that
@@ -80,7 +81,7 @@ class AlphaDropoutRes(NamedTuple):
 
 @public(x=Float(), p=Probability(), training=Bool(), seed=Seed(),
         example=lambda rng, dtype: ((rng.standard_normal((3, 5)).astype(dtype),), {"seed": 0}))
-def alpha_dropout(x, *, p=0.5, training=True, seed=None):
+def alpha_dropout(x: Array, *, p: float = 0.5, training: bool = True, seed: SeedT = None) -> Array:
     r"""Alpha dropout: dropout for SELU networks that keeps zero mean and unit variance.
 
     Each unit is dropped with probability ``p`` and set to ``alpha' = -scale * alpha`` (SELU's negative
@@ -169,7 +170,7 @@ class CosineRes(NamedTuple):
 
 
 @public(x1=Float("..."), x2=Float("..."), axis=Int(), eps=Positive())
-def cosine_similarity(x1, x2, *, axis=-1, eps=1e-8):
+def cosine_similarity(x1: Array, x2: Array, *, axis: int = -1, eps: float = 1e-8) -> Array:
     r"""Cosine similarity with torch's semantics: each norm clamped separately at ``eps``.
 
     ``cos = < x1 / max(||x1||, eps), x2 / max(||x2||, eps) >`` along ``axis`` of the broadcast shape.  Below
@@ -262,7 +263,7 @@ def _zero_anchor(xp, va, ratio):
 
 
 @public(anchor=Float(), other=Float(), axis=Int(), pairwise=Bool())
-def snr_distance(anchor, other, *, axis=-1, pairwise=False):
+def snr_distance(anchor: Array, other: Array, *, axis: int = -1, pairwise: bool = False) -> Array:
     r"""Signal-to-noise-ratio distance ``d(a, b) = Var(b - a) / Var(a)`` (a = anchor), over the feature axis.
 
     The ratio of the noise variance (the difference) to the signal variance (the anchor), from Yuan, Chen, Wang &

@@ -6,7 +6,8 @@ from typing import Any, NamedTuple
 
 from .._lib import compat
 from .._lib.api import public, vjp
-from .._lib.roles import Array, Float, Int, Probability, Scalar
+from .._lib.roles import Array as ArrayRole, Float, Int, Probability, Scalar
+from .._lib.typing import Array
 
 
 class TaskBalancedRes(NamedTuple):
@@ -27,10 +28,11 @@ def _tbw_example(rng, dtype):
             rng.integers(0, 5, size=3).astype(dtype)), {}
 
 
-@public(task_ids=Array("b", dtype="int"), task_logits=Float("t", optional=True),
+@public(task_ids=ArrayRole("b", dtype="int"), task_logits=Float("t", optional=True),
         task_counts=Float("t", optional=True, sign="nonnegative"), num_tasks=Int(1, optional=True),
         example=_tbw_example)
-def task_balanced_weights(task_ids, task_logits=None, task_counts=None, *, num_tasks=None):
+def task_balanced_weights(task_ids: Array, task_logits: Array | None = None, task_counts: Array | None = None, *,
+                          num_tasks: int | None = None) -> Array:
     """Per-sample weights that balance the batch statistics of BN across tasks (AdaB²N).
 
     ::
@@ -129,7 +131,7 @@ vjp(task_balanced_weights, task_balanced_weights_fwd, task_balanced_weights_bwd,
 
 
 @public(step=Int(1), momentum=Scalar(0, 1, low_open=True), kappa=Probability())
-def adab2n_momentum(step, momentum=0.1, kappa=1.0):
+def adab2n_momentum(step: int, momentum: float = 0.1, kappa: float = 1.0) -> float:
     """AdaB²N's adaptive momentum η_t for the running BN statistics (a pure schedule).
 
     ::

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 from .._lib import compat
 from .._lib.api import public, vjp
 from .._lib.roles import Bool, Float, Positive
+from .._lib.typing import Array
 
 
 def _fold_example(rng, dtype):
@@ -16,7 +17,8 @@ def _fold_example(rng, dtype):
 
 @public(w_next=Float("o n"), b_next=Float("o", optional=True), ln_weight=Float("n", optional=True),
         ln_bias=Float("n", optional=True), std=Positive(), center=Bool(), example=_fold_example)
-def fold_layer_norm(w_next, b_next=None, ln_weight=None, ln_bias=None, *, std, center=True):
+def fold_layer_norm(w_next: Array, b_next: Array | None = None, ln_weight: Array | None = None,
+                    ln_bias: Array | None = None, *, std: float, center: bool = True) -> tuple[Array, Array]:
     """Fold a LayerNorm with a fixed standard deviation into the linear map that follows it.
 
     With the per-token std replaced by a fixed scalar σ̄ (``layer_norm(..., fixed_std=σ̄)``), the
@@ -80,7 +82,7 @@ class TractLinearRes(NamedTuple):
 
 
 @public(x=Float("... n"), w=Float("m n"), b=Float("m", optional=True), lam=Positive())
-def tract_linear(x, w, b=None, *, lam=0.1):
+def tract_linear(x: Array, w: Array, b: Array | None = None, *, lam: float = 0.1) -> Array:
     """Linear layer y = x wᵀ + b whose backward puts the TrAct update in the weight slot.
 
     The forward is the plain linear map.  The backward returns the true gradients for ``x``

@@ -7,7 +7,8 @@ from typing import Any, NamedTuple
 from .._lib import compat
 from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
-from .._lib.roles import Array, Axis, Bool, Choice, Float, Int, Positive
+from .._lib.roles import Array as ArrayRole, Axis, Bool, Choice, Float, Int, Positive
+from .._lib.typing import Array
 from ._common import REDUCTIONS, move_back, move_last, reduce_loss, sigmoid
 
 
@@ -74,7 +75,8 @@ def _softmax_vjp(p, dy, inv_t, xp):
 
 
 @public(logits=Float("... n"), k=Int(1), axis=Axis("logits"), temperature=Positive(), return_indices=Bool())
-def topk_softmax(logits, *, k, axis=-1, temperature=1.0, return_indices=False):
+def topk_softmax(logits: Array, *, k: int, axis: int = -1, temperature: float = 1.0,
+                 return_indices: bool = False) -> Array | tuple[Array, Array]:
     """Top-k sparse softmax gate: softmax over the k largest logits, zero elsewhere.
 
     G(s)ᵢ = 1[i ∈ TopK(s, k)] · exp(sᵢ/τ) / Σ_{j ∈ TopK(s, k)} exp(sⱼ/τ).
@@ -162,7 +164,8 @@ class MoeGateRes(NamedTuple):
 
 @public(logits=Float("... n"), k=Int(1, optional=True), temperature=Positive(), activation=Choice(_ACTIVATIONS),
         axis=Axis("logits"))
-def moe_gate(logits, *, k=None, temperature=1.0, activation=None, axis=-1):
+def moe_gate(logits: Array, *, k: int | None = None, temperature: float = 1.0, activation: str | None = None,
+             axis: int = -1) -> Array:
     """Mixture-of-experts gate: softmax(σ(s)/τ), optionally sparsified to the top k.
 
     - ``activation=None, k=None``: dense-to-sparse gate softmax(s/τ) (τ annealed by the caller).
@@ -295,7 +298,7 @@ class SoftTopkRes(NamedTuple):
 
 
 @public(x=Float("... n"), k=Int(1), alpha=Positive(), axis=Axis("x"), n_iter=Int(1))
-def soft_topk(x, *, k, alpha=1.0, axis=-1, n_iter=64):
+def soft_topk(x: Array, *, k: int, alpha: float = 1.0, axis: int = -1, n_iter: int = 64) -> Array:
     """Soft top-k operator: pⱼ = σ(α(xⱼ + t)) with the threshold t chosen so that Σⱼ pⱼ = k.
 
     t is found by bisection on [logit(k/n)/α − max x, logit(k/n)/α − min x] (the sum is
@@ -379,9 +382,10 @@ def _multihot_example(rng, dtype):
     return (rng.standard_normal((3, 5)).astype(dtype), t), {"k": 2}
 
 
-@public(logits=Float("... c"), targets=Array("... c", dtype="any", finite=True, sign="nonnegative"), k=Int(1),
+@public(logits=Float("... c"), targets=ArrayRole("... c", dtype="any", finite=True, sign="nonnegative"), k=Int(1),
         alpha=Positive(), n_iter=Int(1), reduction=Choice(REDUCTIONS), example=_multihot_example)
-def soft_topk_loss(logits, targets, *, k, alpha=1.0, n_iter=64, reduction="mean"):
+def soft_topk_loss(logits: Array, targets: Array, *, k: int, alpha: float = 1.0, n_iter: int = 64,
+                   reduction: str = "mean") -> Array:
     """Soft top-k loss of DEXML: ``L = −(1/|P|) Σ_{p ∈ P} log p_p`` with ``p = soft_topk(logits, k)``.
 
     Pushes every positive label into the soft top-k.  log p is computed as −softplus(−α(s + t))

@@ -6,7 +6,8 @@ from typing import Any, NamedTuple
 
 from .._lib import compat
 from .._lib.api import public, vjp
-from .._lib.roles import Array, Choice, Float, Labels, NonNegative, Positive
+from .._lib.roles import Array as ArrayRole, Choice, Float, Labels, NonNegative, Positive
+from .._lib.typing import Array
 from ._common import REDUCTIONS, reduce_loss, reduce_loss_bwd, safe_norm, sigmoid, softplus
 
 
@@ -28,9 +29,10 @@ def _decoupled_example(rng, dtype):
     return (rng.standard_normal((3, 5)).astype(dtype), t, (0.5 + rng.random(3)).astype(dtype)), {}
 
 
-@public(logits=Float("... c"), targets=Array("... c", dtype="any", finite=True, sign="nonnegative"),
+@public(logits=Float("... c"), targets=ArrayRole("... c", dtype="any", finite=True, sign="nonnegative"),
         weights=Float(optional=True), reduction=Choice(REDUCTIONS), example=_decoupled_example)
-def decoupled_softmax_loss(logits, targets, weights=None, *, reduction="mean"):
+def decoupled_softmax_loss(logits: Array, targets: Array, weights: Array | None = None, *,
+                           reduction: str = "mean") -> Array:
     """Decoupled softmax loss of DEXML: each positive label competes with the negatives only.
 
     ::
@@ -134,8 +136,8 @@ class CosineSoftmaxRes(NamedTuple):
 @public(features=Float("n d"), weights=Float("c d"), labels=Labels("n", classes="c"), scale=Positive(),
         margin=NonNegative(), margin_type=Choice(("additive", "angular")), reduction=Choice(REDUCTIONS),
         eps=Positive())
-def cosine_softmax_loss(features, weights, labels, *, scale=30.0, margin=0.0, margin_type="additive",
-                        reduction="mean", eps=1e-12):
+def cosine_softmax_loss(features: Array, weights: Array, labels: Array, *, scale: float = 30.0, margin: float = 0.0,
+                        margin_type: str = "additive", reduction: str = "mean", eps: float = 1e-12) -> Array:
     """Normalised (cosine) softmax cross-entropy with an additive or angular margin on the target.
 
     ::

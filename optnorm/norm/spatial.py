@@ -9,7 +9,8 @@ from typing import Any, NamedTuple
 
 from .._lib import compat
 from .._lib.api import public, vjp
-from .._lib.roles import Array, Bool, Float, Int, Positive, Probability
+from .._lib.roles import Array as ArrayRole, Bool, Float, Int, Positive, Probability
+from .._lib.typing import Array
 from ._common import rstd_of, sigmoid, var_scaled
 
 
@@ -65,7 +66,9 @@ def _b0_example(rng, dtype):
 @public(x=Float(min_ndim=3), running_var=Float("c", sign="nonnegative", **_CH), weight=Float("c", **_CH),
         bias=Float("c", **_CH), v=Float("c", **_CH), training=Bool(), momentum=Probability(), eps=Positive(),
         sizes={"c": 3}, example=_b0_example)
-def evonorm_b0(x, running_var=None, weight=None, bias=None, v=None, *, training=True, momentum=0.1, eps=1e-3):
+def evonorm_b0(x: Array, running_var: Array | None = None, weight: Array | None = None, bias: Array | None = None,
+               v: Array | None = None, *, training: bool = True, momentum: float = 0.1,
+               eps: float = 1e-3) -> tuple[Array, Array | None]:
     r"""EvoNorm-B0: batch-instance normalization-activation layer found by architecture search.
 
     ::
@@ -218,7 +221,8 @@ class EvoNormS0Res(NamedTuple):
         eps=Positive(), sizes={"c": 4},
         example=lambda rng, dtype: ((rng.standard_normal((2, 4, 3)).astype(dtype),
                                      (1 + 0.1 * rng.standard_normal(4)).astype(dtype)), {"groups": 2}))
-def evonorm_s0(x, weight=None, bias=None, v=None, *, groups=32, eps=1e-5):
+def evonorm_s0(x: Array, weight: Array | None = None, bias: Array | None = None, v: Array | None = None, *,
+               groups: int = 32, eps: float = 1e-5) -> Array:
     r"""EvoNorm-S0: sample-based normalization-activation layer (no batch statistics).
 
     ::
@@ -325,10 +329,11 @@ def _rn_example(rng, dtype):
     return (x, mask), {}
 
 
-@public(x=Float(min_ndim=3), mask=Array(dtype="any", min_ndim=3), weight_fg=Float("c", **_CH),
+@public(x=Float(min_ndim=3), mask=ArrayRole(dtype="any", min_ndim=3), weight_fg=Float("c", **_CH),
         bias_fg=Float("c", **_CH), weight_bg=Float("c", **_CH), bias_bg=Float("c", **_CH), eps=Positive(),
         sizes={"c": 3}, example=_rn_example)
-def region_norm(x, mask, weight_fg=None, bias_fg=None, weight_bg=None, bias_bg=None, *, eps=1e-5):
+def region_norm(x: Array, mask: Array, weight_fg: Array | None = None, bias_fg: Array | None = None,
+                weight_bg: Array | None = None, bias_bg: Array | None = None, *, eps: float = 1e-5) -> Array:
     r"""Region Normalization, basic form (RN-B) for image inpainting.
 
     The mask splits the pixels into two regions (``mask = 1``: foreground/hole, 0: background).  Each region is

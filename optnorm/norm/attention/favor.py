@@ -10,6 +10,7 @@ from ..._lib import compat
 from ..._lib.api import public, vjp
 from ..._lib.roles import Bool, Choice, Float, Int, Positive, Seed
 from ..._lib.vjp import unbroadcast
+from ..._lib.typing import Array, Seed as SeedT
 from ._common import QKV, check_causal, cumsum, mT, qkv_example, revcumsum
 
 _COUPLINGS = ("iid", "orthogonal", "simplex")
@@ -27,7 +28,7 @@ def _haar(rng, d):
 
 @public(d=Int(1), num_features=Int(1), coupling=Choice(_COUPLINGS), seed=Seed(),
         example=lambda rng, dtype: ((4, 8), {"seed": 0}))
-def random_projection(d, num_features, *, coupling="simplex", seed=None):
+def random_projection(d: int, num_features: int, *, coupling: str = "simplex", seed: SeedT = None) -> Array:
     """The (num_features, d) Gaussian-marginal projection W used by :func:`random_features` (float64 NumPy).
 
     Each row wᵢ has the N(0, I_d) marginal; rows come in blocks of d coupled as
@@ -84,7 +85,8 @@ def _rf_example(rng, dtype):
 
 @public(x=Float("... d"), num_features=Int(1), kind=Choice(("positive", "trig")), coupling=Choice(_COUPLINGS),
         seed=Seed(), scale=Positive(optional=True), example=_rf_example)
-def random_features(x, *, num_features, kind="positive", coupling="simplex", seed=None, scale=None):
+def random_features(x: Array, *, num_features: int, kind: str = "positive", coupling: str = "simplex",
+                    seed: SeedT = None, scale: float | None = None) -> Array:
     """Random features φ with E[φ(x)ᵀφ(y)] = exp(xᵀy) (the softmax kernel).
 
     - ``kind="positive"`` (FAVOR+): φ(x) = exp(−‖x‖²/2)/√m · [exp(wᵢᵀx)]_{i ≤ m}, strictly positive,
@@ -164,7 +166,8 @@ def _favor_example(rng, dtype):
 
 @public(**QKV, num_features=Int(1), coupling=Choice(_COUPLINGS), seed=Seed(), causal=Bool(),
         scale=Positive(optional=True), example=_favor_example)
-def favor_attention(q, k, v, *, num_features, coupling="simplex", seed=None, causal=False, scale=None):
+def favor_attention(q: Array, k: Array, v: Array, *, num_features: int, coupling: str = "simplex", seed: SeedT = None,
+                    causal: bool = False, scale: float | None = None) -> Array:
     """FAVOR+ linear attention: softmax attention estimated with positive random features.
 
     ::

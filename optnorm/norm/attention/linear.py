@@ -12,6 +12,7 @@ import numpy as np
 from ..._lib import compat
 from ..._lib.api import public, vjp
 from ..._lib.roles import Bool, Choice, Int, NonNegative, Positive
+from ..._lib.typing import Array
 from .._common import safe_norm
 from ._common import (QKV, QKVMeta, check_causal, cumsum, feat, feat_grad, finish_grads, la_core_bwd, la_core_fwd,
                       mT, prepare_qkv, qkv_example, revcumsum)
@@ -38,7 +39,8 @@ class LinearAttentionRes(NamedTuple):
 
 @public(**QKV, feature_map=Choice(("elu1", "relu")), causal=Bool(), eps=NonNegative(), chunk_size=Int(1),
         example=_square_example)
-def linear_attention(q, k, v, *, feature_map="elu1", causal=False, eps=1e-6, chunk_size=64):
+def linear_attention(q: Array, k: Array, v: Array, *, feature_map: str = "elu1", causal: bool = False,
+                     eps: float = 1e-6, chunk_size: int = 64) -> Array:
     r"""Linear attention (Katharopoulos et al. 2020, "Transformers are RNNs").
 
     ``O_i = phi(q_i)^T S / (phi(q_i)^T z + eps)`` with ``S = sum_j phi(k_j) v_j^T`` and ``z = sum_j phi(k_j)``
@@ -119,7 +121,8 @@ class NalaRes(NamedTuple):
 
 
 @public(**QKV, causal=Bool(), eps=NonNegative(), norm_eps=Positive(), chunk_size=Int(1), example=_square_example)
-def nala_attention(q, k, v, *, causal=False, eps=1e-6, norm_eps=1e-6, chunk_size=64):
+def nala_attention(q: Array, k: Array, v: Array, *, causal: bool = False, eps: float = 1e-6, norm_eps: float = 1e-6,
+                   chunk_size: int = 64) -> Array:
     r"""NaLa: norm-aware linear attention (NaLaFormer), without RoPE.
 
     Per query, with ``||q||`` its L2 norm and the norm-aware power ``p = 3 (0.5 + tanh ||q||)`` in (1.5, 4.5)::
@@ -245,7 +248,7 @@ class MalaRes(NamedTuple):
 
 
 @public(**QKV, scale=Positive(optional=True), eps=NonNegative(), example=qkv_example)
-def mala_attention(q, k, v, *, scale=None, eps=1e-6):
+def mala_attention(q: Array, k: Array, v: Array, *, scale: float | None = None, eps: float = 1e-6) -> Array:
     r"""MALA: magnitude-aware linear attention (Fan et al., ICCV 2025, "Rectifying Magnitude Neglect in Linear
     Attention"), without RoPE.
 
@@ -335,7 +338,7 @@ class InlineRes(NamedTuple):
 
 
 @public(**QKV, scale=Positive(optional=True), causal=Bool(), example=_square_example)
-def inline_attention(q, k, v, *, scale=None, causal=False):
+def inline_attention(q: Array, k: Array, v: Array, *, scale: float | None = None, causal: bool = False) -> Array:
     """Injective linear attention (InLine): linear attention normalised by subtraction, not division.
 
     ::

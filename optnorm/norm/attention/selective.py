@@ -11,6 +11,7 @@ from ..._lib import compat
 from ..._lib.api import public, vjp
 from ..._lib.roles import Bool, Float, Int, Positive, Scalar
 from ..._lib.vjp import unbroadcast
+from ..._lib.typing import Array
 from .._common import sigmoid
 from ._common import QKV, check_causal, mT, qkv_example
 
@@ -49,7 +50,9 @@ def _example(rng, dtype):
 
 @public(**QKV, q_temperature=Float(optional=True, min_ndim=1), v_temperature=Float(optional=True, min_ndim=1),
         causal=Bool(), scale=Positive(optional=True), example=_example)
-def selective_attention(q, k, v, q_temperature=None, v_temperature=None, *, causal=True, scale=None):
+def selective_attention(q: Array, k: Array, v: Array, q_temperature: Array | None = None,
+                        v_temperature: Array | None = None, *, causal: bool = True,
+                        scale: float | None = None) -> Array:
     """Selective self-attention (SSA): softmax attention with per-query and per-value inverse temperatures.
 
     ::
@@ -136,7 +139,7 @@ vjp(selective_attention, selective_attention_fwd, selective_attention_bwd, valid
 
 
 @public(n=Int(1), alpha=Float("..."), offset=Scalar(), example=lambda rng, dtype: ((4, np.asarray(0.3, dtype)), {}))
-def log_position_temperature(n, alpha, *, offset=1.0):
+def log_position_temperature(n: int, alpha: Array, *, offset: float = 1.0) -> Array:
     """Position temperature of selective attention: τ_pos(i) = offset + σ(α) log i for i = 1..n.
 
     σ(α) ∈ (0, 1) is a learnable gate, so the temperature grows at most logarithmically with

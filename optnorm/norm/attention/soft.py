@@ -10,6 +10,7 @@ from ..._lib import compat
 from ..._lib.api import public, vjp
 from ..._lib.roles import Choice, Float, Int, NonNegative
 from ..._lib.vjp import unbroadcast
+from ..._lib.typing import Array
 from ._common import QKVMeta, finish_grads, mT, prepare_qkv
 
 
@@ -108,7 +109,7 @@ class NewtonSchulzRes(NamedTuple):
 
 
 @public(A=Float("... m m"), iters=Int(0), reg=NonNegative(), grad=Choice(("implicit", "unrolled")))
-def newton_schulz_pinv(A, *, iters=20, reg=0.01, grad="implicit"):
+def newton_schulz_pinv(A: Array, *, iters: int = 20, reg: float = 0.01, grad: str = "implicit") -> tuple[Array, Array]:
     r"""Newton-Schulz (Newton-Raphson) iteration for the (regularised) inverse / pseudo-inverse, with its residual.
 
     With ``P = A + reg I``: ``V_0 = alpha P^T``, ``alpha = 1.8 / (||P||_1 ||P||_inf)`` and
@@ -222,7 +223,8 @@ def _soft_example(rng, dtype):
 @public(q=Float("... n d"), v=Float("... n e"), landmarks=Float("... l d", optional=True),
         num_landmarks=Int(1, optional=True), iters=Int(0), reg=NonNegative(), grad=Choice(("implicit", "unrolled")),
         example=_soft_example)
-def soft_attention(q, v, landmarks=None, *, num_landmarks=None, iters=20, reg=0.01, grad="implicit"):
+def soft_attention(q: Array, v: Array, landmarks: Array | None = None, *, num_landmarks: int | None = None,
+                   iters: int = 20, reg: float = 0.01, grad: str = "implicit") -> Array:
     r"""SOFT attention: Gaussian-kernel attention with a Nystrom low-rank approximation (Q = K shared).
 
     ::
