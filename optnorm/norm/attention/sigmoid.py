@@ -34,6 +34,12 @@ def sigmoid_attention(q: Array, k: Array, v: Array, mask: Array | None = None, *
                       scale: float | None = None, causal: bool = False) -> Array:
     r"""Sigmoid attention: ``O = sigmoid(scale q k^T + bias) v`` with no row normalisation.
 
+    .. math::
+
+        O = \sigma\bigl(s\, Q K^\top + b\bigr)\, V, \qquad \sigma(t) = \frac{1}{1 + e^{-t}},
+
+    with masked entries of :math:`\sigma(\cdot)` set to 0.
+
     ``bias`` defaults to ``-log(m)`` (m = key length), the paper's recommendation that makes each row sum to
     about 1 at initialisation; ``scale`` defaults to ``1/sqrt(d)``.  Masked entries (``mask`` False, or above the
     diagonal with ``causal=True``, top-left aligned) get weight exactly 0, so fully masked rows give 0 (no NaN).
