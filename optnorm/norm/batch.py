@@ -223,6 +223,12 @@ def batch_norm(x: Array, running_mean: Array | None = None, running_var: Array |
                unbiased: bool = True) -> tuple[Array, Array | None, Array | None]:
     r"""Batch normalization with torch's exact semantics, explicit running statistics and optional sample weights.
 
+    .. math::
+
+        \mu_c = \sum_i w_i \operatorname{mean}_s x_{ics}, \qquad
+        \sigma_c^2 = \sum_i w_i \operatorname{mean}_s (x_{ics} - \mu_c)^2, \qquad
+        y_{ics} = \gamma_c \frac{x_{ics} - \mu_c}{\sqrt{\sigma_c^2 + \epsilon}} + \beta_c
+
     Training (``training=True``)::
 
         mu_c  = sum_i w_i mean_s x[i, c, s]             var_c = sum_i w_i mean_s (x[i, c, s] - mu_c)^2
@@ -383,6 +389,12 @@ def alpha_batch_norm(x: Array, running_mean: Array, running_var: Array, weight: 
                      axis: int = 1) -> Array:
     r"""alpha-BN: test-time batch normalization with statistics mixed between source and test batch.
 
+    .. math::
+
+        \mu = (1 - \alpha)\, \mu_{\mathrm{run}} + \alpha\, \mu_B(x), \qquad
+        \sigma^2 = (1 - \alpha)\, \sigma^2_{\mathrm{run}} + \alpha\, \sigma^2_B(x), \qquad
+        y = \gamma \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta
+
     ::
 
         mu    = (1 - alpha) * running_mean + alpha * mean_B(x)
@@ -501,6 +513,14 @@ def batch_channel_norm(x: Array, running_mean: Array | None = None, running_var:
                        momentum: float | None = 0.1, eps: float = 1e-5) -> tuple[Array, Array | None, Array | None]:
     r"""Batch-Channel Normalization: batch_norm (per-channel affine, running statistics) followed by group
     normalization over (C/G, spatial) per sample with a per-group affine.
+
+    .. math::
+
+        z = \mathrm{BN}(x), \qquad
+        y_{n,g} = \gamma_g \frac{z_{n,g} - \mu_{n,g}(z)}{\sqrt{\sigma^2_{n,g}(z) + \epsilon}} + \beta_g,
+
+    with :math:`\mu_{n,g}`, :math:`\sigma^2_{n,g}` (biased) over the channels of group g and the spatial
+    positions of sample n.
 
     ::
 
@@ -627,6 +647,12 @@ def power_norm(x: Array, running_phi: Array, grad_ema: Array | None = None, weig
                alpha_fwd: float = 0.9, alpha_bkw: float = 0.9, eps: float = 1e-5, axis: int = -1,
                backward: str = "paper") -> tuple[Array, Array]:
     r"""PowerNorm: batch normalization by the quadratic mean with running statistics in forward and backward.
+
+    .. math::
+
+        \psi_c^2 = \operatorname{mean}(x_c^2), \qquad
+        y = \gamma \frac{x}{\sqrt{\psi^2 + \epsilon}} + \beta \ \ (\text{warm-up}), \qquad
+        y = \gamma \frac{x}{\sqrt{\phi_{\mathrm{run}} + \epsilon}} + \beta \ \ (\text{afterwards})
 
     Training step ``step`` (1-based), per channel ``c`` over every other axis::
 
@@ -923,6 +949,15 @@ def unified_norm(x: Array, running_var: Array, ema_gz: Array | None = None, buff
                  momentum: float = 0.9, axis: int = -1, backward: str = "paper") -> tuple[Array, Array, Array]:
     r"""Unified Normalization (UN): batch normalization by the uncentred second moment, smoothed over a window of
     past batches by a geometric mean, with a matching smoothed backward; foldable into linear layers at inference.
+
+    .. math::
+
+        y = \gamma \frac{x}{\sqrt{v + \epsilon}} + \beta, \qquad
+        v = \Bigl(\prod_{w=1}^{W} \operatorname{mean}(x_{(w)}^2)\Bigr)^{1/W}
+          = \exp\Bigl(\frac1W \sum_{w=1}^{W} \log \operatorname{mean}(x_{(w)}^2)\Bigr),
+
+    the geometric mean of the uncentred second moments of the last W batches (the current batch's
+    :math:`\operatorname{mean}(x^2)` alone early in training or when a batch is skipped).
 
     Training step ``step`` (1-based), per channel over every axis but ``axis`` (window ``W = len(buffer_x2)``)::
 

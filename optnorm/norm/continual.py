@@ -35,9 +35,10 @@ def task_balanced_weights(task_ids: Array, task_logits: Array | None = None, tas
                           num_tasks: int | None = None) -> Array:
     """Per-sample weights that balance the batch statistics of BN across tasks (AdaB²N).
 
-    ::
+    .. math::
 
-        π_t = (exp θ_t + n_t) / Σ_s (exp θ_s + n_s),     wᵢ = π_{t(i)} / c_{t(i)},
+        \pi_t = \frac{e^{\theta_t} + n_t}{\sum_s (e^{\theta_s} + n_s)}, \qquad
+        w_i = \frac{\pi_{t(i)}}{c_{t(i)}},
 
     with θ = ``task_logits`` (learnable, a Dirichlet-style concentration), n = ``task_counts``
     (the official code's extended task counts), and c_t the number of samples of task t in the
@@ -134,9 +135,10 @@ vjp(task_balanced_weights, task_balanced_weights_fwd, task_balanced_weights_bwd,
 def adab2n_momentum(step: int, momentum: float = 0.1, kappa: float = 1.0) -> float:
     """AdaB²N's adaptive momentum η_t for the running BN statistics (a pure schedule).
 
-    ::
+    .. math::
 
-        η₁ = m^κ,   η_t = η_{t−1} / (η_{t−1} + (1 − m)^κ),
+        \eta_1 = m^{\kappa}, \qquad \eta_t = \frac{\eta_{t-1}}{\eta_{t-1} + (1 - m)^{\kappa}},
+
 
     so κ = 1 gives the constant EMA momentum m and κ = 0 the cumulative mean η_t = 1/t; in
     between, the running statistics average over a window that grows with t, which balances
