@@ -33,7 +33,7 @@ def _tbw_example(rng, dtype):
         example=_tbw_example)
 def task_balanced_weights(task_ids: Array, task_logits: Array | None = None, task_counts: Array | None = None, *,
                           num_tasks: int | None = None) -> Array:
-    """Per-sample weights that balance the batch statistics of BN across tasks (AdaB²N).
+    r"""Per-sample weights that balance the batch statistics of BN across tasks (AdaB²N).
 
     .. math::
 
@@ -133,7 +133,7 @@ vjp(task_balanced_weights, task_balanced_weights_fwd, task_balanced_weights_bwd,
 
 @public(step=Int(1), momentum=Scalar(0, 1, low_open=True), kappa=Probability())
 def adab2n_momentum(step: int, momentum: float = 0.1, kappa: float = 1.0) -> float:
-    """AdaB²N's adaptive momentum η_t for the running BN statistics (a pure schedule).
+    r"""AdaB²N's adaptive momentum η_t for the running BN statistics (a pure schedule).
 
     .. math::
 

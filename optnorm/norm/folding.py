@@ -19,7 +19,7 @@ def _fold_example(rng, dtype):
         ln_bias=Float("n", optional=True), std=Positive(), center=Bool(), example=_fold_example)
 def fold_layer_norm(w_next: Array, b_next: Array | None = None, ln_weight: Array | None = None,
                     ln_bias: Array | None = None, *, std: float, center: bool = True) -> tuple[Array, Array]:
-    """Fold a LayerNorm with a fixed standard deviation into the linear map that follows it.
+    r"""Fold a LayerNorm with a fixed standard deviation into the linear map that follows it.
 
     With the per-token std replaced by a fixed scalar σ̄ (``layer_norm(..., fixed_std=σ̄)``), the
     LayerNorm is affine, z = γ ⊙ (x − mean(x))/σ̄ + β, and the next layer y = W z + b becomes

@@ -33,12 +33,14 @@ def _decoupled_example(rng, dtype):
         weights=Float(optional=True), reduction=Choice(REDUCTIONS), example=_decoupled_example)
 def decoupled_softmax_loss(logits: Array, targets: Array, weights: Array | None = None, *,
                            reduction: str = "mean") -> Array:
-    """Decoupled softmax loss of DEXML: each positive label competes with the negatives only.
+    r"""Decoupled softmax loss of DEXML: each positive label competes with the negatives only.
 
-    ::
+    .. math::
 
-        Lᵢ = −(1/|Pᵢ|) Σ_{p ∈ Pᵢ} [ s_ip − log( e^{s_ip} + Σ_{n ∉ Pᵢ} e^{s_in} ) ]
-           =  (1/|Pᵢ|) Σ_{p ∈ Pᵢ} softplus(LSE_{n ∉ Pᵢ} s_in − s_ip).
+        L_i = -\frac{1}{|P_i|} \sum_{p \in P_i} \Bigl[s_{ip} - \log\Bigl(e^{s_{ip}} + \sum_{n \notin P_i}
+              e^{s_{in}}\Bigr)\Bigr]
+            = \frac{1}{|P_i|} \sum_{p \in P_i} \mathrm{softplus}\Bigl(\operatorname{LSE}_{n \notin P_i} s_{in}
+              - s_{ip}\Bigr).
 
     The plain multi-label softmax loss puts the other positives in every denominator, so
     positives compete with each other; decoupling removes that, which matters with many
@@ -138,13 +140,17 @@ class CosineSoftmaxRes(NamedTuple):
         eps=Positive())
 def cosine_softmax_loss(features: Array, weights: Array, labels: Array, *, scale: float = 30.0, margin: float = 0.0,
                         margin_type: str = "additive", reduction: str = "mean", eps: float = 1e-12) -> Array:
-    """Normalised (cosine) softmax cross-entropy with an additive or angular margin on the target.
+    r"""Normalised (cosine) softmax cross-entropy with an additive or angular margin on the target.
 
-    ::
+    .. math::
 
-        cos θ_{ic} = x̂ᵢᵀŵ_c  (x̂ = x/‖x‖, ŵ = w/‖w‖),   zᵢc = s·cos θ_ic for c ≠ yᵢ,
-        z_{i,yᵢ} = s·(cos θ − m)  (additive, CosFace)   or   s·cos(θ + m)  (angular, ArcFace),
-        Lᵢ = −log softmax(zᵢ)_{yᵢ}.
+        \cos\theta_{ic} = \hat x_i^\top \hat w_c \quad \Bigl(\hat x = \frac{x}{\lVert x \rVert},\
+        \hat w = \frac{w}{\lVert w \rVert}\Bigr), \qquad z_{ic} = s \cos\theta_{ic} \ \ (c \ne y_i),
+
+        z_{i y_i} = s\,(\cos\theta_{i y_i} - m) \ \ \text{(additive, CosFace)} \quad \text{or} \quad
+        s \cos(\theta_{i y_i} + m) \ \ \text{(angular, ArcFace)}, \qquad
+        L_i = -\log \mathrm{softmax}(z_i)_{y_i}.
+
 
     m = 0 is NormFace / the normalised softmax; a larger s sharpens the softmax on the unit
     sphere.  cos(θ + m) = cos θ cos m − sin θ sin m with sin θ = √(1 − cos²θ) (θ ∈ [0, π]; no
@@ -171,7 +177,19 @@ def cosine_softmax_loss(features: Array, weights: Array, labels: Array, *, scale
     Returns
     -------
     scalar array, or (N,) with ``reduction="none"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[2.0, 0.0], [0.0, 3.0]])
+    >>> w = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> labels = np.array([0, 1])
+    >>> np.round(cosine_softmax_loss(x, w, labels, scale=1.0, reduction="none"), 4)   # log(1 + e^-1)
+    array([0.3133, 0.3133])
+    >>> np.round(cosine_softmax_loss(x, w, labels, scale=1.0, margin=0.5, reduction="none"), 4)
+    array([0.4741, 0.4741])
     """
+
     return cosine_softmax_loss_fwd(features, weights, labels, scale=scale, margin=margin, margin_type=margin_type,
                                    reduction=reduction, eps=eps)[0]
 
