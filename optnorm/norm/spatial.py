@@ -71,9 +71,10 @@ def evonorm_b0(x: Array, running_var: Array | None = None, weight: Array | None 
                eps: float = 1e-3) -> tuple[Array, Array | None]:
     r"""EvoNorm-B0: batch-instance normalization-activation layer found by architecture search.
 
-    ::
+    .. math::
 
-        y = weight * x / max( sqrt(var_B + eps), v * x + sqrt(var_I(x) + eps) ) + bias
+        y = \gamma \frac{x}{\max\bigl(\sqrt{\sigma^2_B + \epsilon},\ v x + \sqrt{\sigma^2_I(x) + \epsilon}\bigr)}
+            + \beta
 
     ``var_B`` is the per-channel biased variance over (N, spatial) in training (the running variance in eval),
     ``var_I`` the per-(sample, channel) biased variance over the spatial axes, the max elementwise (ties go to the
@@ -225,9 +226,10 @@ def evonorm_s0(x: Array, weight: Array | None = None, bias: Array | None = None,
                groups: int = 32, eps: float = 1e-5) -> Array:
     r"""EvoNorm-S0: sample-based normalization-activation layer (no batch statistics).
 
-    ::
+    .. math::
 
-        y = weight * x * sigmoid(v * x) / sqrt(var_G(x) + eps) + bias
+        y = \gamma \frac{x\, \sigma(v x)}{\sqrt{\sigma^2_G(x) + \epsilon}} + \beta, \qquad
+        \sigma(u) = \frac{1}{1 + e^{-u}}
 
     ``var_G`` is the biased variance per (sample, group) over (C/groups, spatial), a group norm without centring
     of the numerator; the SiLU-like numerator ``x sigmoid(v x)`` is the activation.  Conventions of timm's port
@@ -338,13 +340,18 @@ def region_norm(x: Array, mask: Array, weight_fg: Array | None = None, bias_fg: 
 
     The mask splits the pixels into two regions (``mask = 1``: foreground/hole, 0: background).  Each region is
     batch-normalized on its own: per channel, mean and biased variance over that region's pixels across the
-    batch, then::
+    batch, then
 
-        RN(x)  = (x - mu_R) / sqrt(var_R + eps * N*H*W / |R|)       on the pixels of region R
-        y      = RN(x) * mask * (1 + weight_fg) + bias_fg + RN(x) * (1 - mask) * (1 + weight_bg) + bias_bg
+    .. math::
 
-    exactly as the official code (``geekyutao/RN``, ``RN_B``): its implementation (fill the outside with the
-    region mean, plain BN, rescale by ``sqrt(|R| / NHW)``) inflates eps for small regions as written above, uses
+        \mathrm{RN}(x) = \frac{x - \mu_R}{\sqrt{\sigma^2_R + \epsilon\, N H W / |R|}}
+        \quad \text{on the pixels of region } R,
+
+        y = \mathrm{RN}(x)\, M\, (1 + \gamma_{\mathrm{fg}}) + \beta_{\mathrm{fg}}
+          + \mathrm{RN}(x)\, (1 - M)\, (1 + \gamma_{\mathrm{bg}}) + \beta_{\mathrm{bg}}
+
+    (:math:`M` the mask), exactly as the official code (``geekyutao/RN``, ``RN_B``): its implementation (fill
+    the outside with the region mean, plain BN, rescale by ``sqrt(|R| / NHW)``) inflates eps for small regions as written above, uses
     no running statistics (train = eval), initialises the weights at 0 (``1 + weight`` is the scale) and adds
     both biases everywhere.  An empty region contributes nothing.  The mask is not resized here (the code
     resizes it to x's size with nearest interpolation first).  Yu, Guo, Jin, Wu, Chen, Li, Zhang & Liu (2020),
