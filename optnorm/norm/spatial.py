@@ -350,11 +350,11 @@ def region_norm(x: Array, mask: Array, weight_fg: Array | None = None, bias_fg: 
         y = \mathrm{RN}(x)\, M\, (1 + \gamma_{\mathrm{fg}}) + \beta_{\mathrm{fg}}
           + \mathrm{RN}(x)\, (1 - M)\, (1 + \gamma_{\mathrm{bg}}) + \beta_{\mathrm{bg}}
 
-    (:math:`M` the mask), exactly as the official code (``geekyutao/RN``, ``RN_B``): its implementation (fill
-    the outside with the region mean, plain BN, rescale by ``sqrt(|R| / NHW)``) inflates eps for small regions as written above, uses
-    no running statistics (train = eval), initialises the weights at 0 (``1 + weight`` is the scale) and adds
-    both biases everywhere.  An empty region contributes nothing.  The mask is not resized here (the code
-    resizes it to x's size with nearest interpolation first).  Yu, Guo, Jin, Wu, Chen, Li, Zhang & Liu (2020),
+    (:math:`M` the mask), exactly as the official code (``geekyutao/RN``, ``RN_B``): its implementation (fill the
+    outside with the region mean, plain BN, rescale by ``sqrt(|R| / NHW)``) inflates eps for small regions as
+    written above, uses no running statistics (train = eval), initialises the weights at 0 (``1 + weight`` is the
+    scale) and adds both biases everywhere. An empty region contributes nothing. The mask is not resized here (the
+    code resizes it to x's size with nearest interpolation first). Yu, Guo, Jin, Wu, Chen, Li, Zhang & Liu (2020),
     "Region Normalization for Image Inpainting".
 
     Parameters
