@@ -151,7 +151,7 @@ vjp(selective_attention, selective_attention_fwd, selective_attention_bwd, valid
 
 
 @public(n=Int(1), alpha=Float("..."), offset=Scalar(), example=lambda rng, dtype: ((4, np.asarray(0.3, dtype)), {}))
-def log_position_temperature(n: int, alpha: float | Array, *, offset: float = 1.0) -> Array:
+def log_position_temperature(n: int, alpha: Array, *, offset: float = 1.0) -> Array:
     r"""Position temperature of selective attention: τ_pos(i) = offset + σ(α) log i for i = 1..n.
 
     .. math::
