@@ -91,7 +91,7 @@ def tract_linear(x: Array, w: Array, b: Array | None = None, *, lam: float = 0.1
     .. math::
 
         y = x W^\top + b, \qquad
-        \bar\partial W = g^\top a \Bigl(\frac{a^\top a}{B} + \lambda I_n\Bigr)^{-1}
+        \Delta W = g^\top a \Bigl(\frac{a^\top a}{B} + \lambda I_n\Bigr)^{-1}
         \quad (g = \partial L / \partial y,\ a = x \text{ as } B \times n)
 
     The forward is the plain linear map.  The backward returns the true gradients for ``x``
