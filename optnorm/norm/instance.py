@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 from .._lib import compat
 from .._lib.api import public, vjp
 from .._lib.roles import Axis, Bool, Choice, Float, Positive, Probability
+from .._lib.typing import Array
 from ._common import rstd_of, var_scaled
 from .batch import batch_norm_bwd, batch_norm_fwd
 
@@ -67,11 +68,15 @@ def _nchw_example(rng, dtype):
 
 @public(x=Float(min_ndim=3), weight=Float(optional=True, min_ndim=1, max_ndim=1),
         bias=Float(optional=True, min_ndim=1, max_ndim=1), axis=Axis("x"), eps=Positive(), example=_nchw_example)
-def instance_norm(x, weight=None, bias=None, *, axis=1, eps=1e-5):
-    """Instance normalization: each (sample, channel) is normalised over its spatial positions.
+def instance_norm(x: Array, weight: Array | None = None, bias: Array | None = None, *, axis: int = 1,
+                  eps: float = 1e-5) -> Array:
+    r"""Instance normalization: each (sample, channel) is normalised over its spatial positions.
 
-    y[n, c, s] = γ_c (x[n, c, s] − μ_{n,c}) / √(σ²_{n,c} + eps) + β_c, with μ, σ² the mean and the
-    biased variance over the spatial axes.  Equals ``torch.nn.functional.instance_norm`` without
+    .. math::
+
+        y_{ncs} = \gamma_c \frac{x_{ncs} - \mu_{nc}}{\sqrt{\sigma^2_{nc} + \epsilon}} + \beta_c,
+
+    with :math:`\mu_{nc}`, :math:`\sigma^2_{nc}` the mean and the biased variance over the spatial axes.  Equals ``torch.nn.functional.instance_norm`` without
     running statistics, and group norm with one channel per group.
 
     Ulyanov, Vedaldi, Lempitsky, "Instance Normalization: The Missing Ingredient for Fast
@@ -144,19 +149,27 @@ def _ibn_example(rng, dtype):
     return (x, *p, rm, rv), {}
 
 
-_VEC = dict(optional=True, min_ndim=1, max_ndim=1)
+_VEC: dict[str, Any] = dict(optional=True, min_ndim=1, max_ndim=1)
 
 
 @public(x=Float(min_ndim=3), in_weight=Float(**_VEC), in_bias=Float(**_VEC), bn_weight=Float(**_VEC),
         bn_bias=Float(**_VEC), running_mean=Float(**_VEC), running_var=Float(sign="nonnegative", **_VEC),
         ratio=Probability(), variant=Choice(("a", "b")), training=Bool(), momentum=Probability(), eps=Positive(),
         axis=Axis("x"), example=_ibn_example)
-def ibn_norm(x, in_weight=None, in_bias=None, bn_weight=None, bn_bias=None, running_mean=None, running_var=None, *,
-             ratio=0.5, variant="a", training=True, momentum=0.1, eps=1e-5, axis=1):
-    """IBN-Net normalization: instance norm on part of the channels, batch norm on the rest.
+def ibn_norm(x: Array, in_weight: Array | None = None, in_bias: Array | None = None, bn_weight: Array | None = None,
+             bn_bias: Array | None = None, running_mean: Array | None = None, running_var: Array | None = None, *,
+             ratio: float = 0.5, variant: str = "a", training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
+             axis: int = 1) -> tuple[Array, Array | None, Array | None]:
+    r"""IBN-Net normalization: instance norm on part of the channels, batch norm on the rest.
+
+    .. math::
+
+        \text{IBN-a:}\quad y = \bigl[\,\mathrm{IN}(x_{:, :C_1}),\ \mathrm{BN}(x_{:, C_1:})\,\bigr], \quad
+        C_1 = \lfloor \mathrm{ratio} \cdot C \rfloor; \qquad \text{IBN-b:}\quad y = \mathrm{IN}(x).
 
     - IBN-a: with C₁ = ⌊ratio · C⌋,  y = concat(IN(x[:, :C₁]; in_weight, in_bias), BN(x[:, C₁:];
       bn_weight, bn_bias, running stats)) along the channel axis (the official ``IBN`` module).
+
     - IBN-b: y = IN(x; in_weight, in_bias) on all channels (the network applies it after the
       residual addition); no batch-norm part, so ``bn_*`` and the running statistics must be None.
 

@@ -7,7 +7,8 @@ from typing import Any, NamedTuple
 from .._lib import compat
 from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
-from .._lib.roles import Array, Bool, Choice, Float, Int, NonNegative, Positive, Probability, Scalar
+from .._lib.roles import Array as ArrayRole, Bool, Choice, Float, Int, NonNegative, Positive, Probability, Scalar
+from .._lib.typing import Array
 from ._common import REDUCTIONS, reduce_loss
 
 
@@ -201,12 +202,13 @@ def _check_z_finite(loss, res, xp):
                          "rescale logits or compute in a wider dtype")
 
 
-@public(logits=Float(min_ndim=1), target=Array(dtype="number", min_ndim=0),
+@public(logits=Float(min_ndim=1), target=ArrayRole(dtype="number", min_ndim=0),
         weight=Float(optional=True, min_ndim=1, max_ndim=1), axis=Int(), ignore_index=Int(),
         label_smoothing=Probability(), reduction=Choice(REDUCTIONS), z_loss=NonNegative(), from_log_probs=Bool(),
         example=_labels_example(weight=True))
-def cross_entropy(logits, target, weight=None, *, axis=1, ignore_index=-100, label_smoothing=0.0,
-                  reduction="mean", z_loss=0.0, from_log_probs=False):
+def cross_entropy(logits: Array, target: Array, weight: Array | None = None, *, axis: int = 1, ignore_index: int = -100,
+                  label_smoothing: float = 0.0, reduction: str = "mean", z_loss: float = 0.0,
+                  from_log_probs: bool = False) -> Array:
     r"""Cross-entropy of logits against class indices or class probabilities, torch semantics.
 
     With :math:`\ell = \mathrm{log\_softmax}(x)` over the class ``axis`` (torch layout: ``(N, C, d1, ...)``,
@@ -428,10 +430,11 @@ class SphericalZLossRes(NamedTuple):
     dtype: Any
 
 
-@public(logits=Float(min_ndim=1), target=Array(dtype="int"), a=Positive(), b=Scalar(), eps=Positive(), axis=Int(),
+@public(logits=Float(min_ndim=1), target=ArrayRole(dtype="int"), a=Positive(), b=Scalar(), eps=Positive(), axis=Int(),
         reduction=Choice(REDUCTIONS),
         example=lambda rng, dtype: (_labels_example()(rng, dtype)[0], {"a": 1.0, "b": 1.0}))
-def spherical_z_loss(logits, target, *, a, b, eps=1e-12, axis=1, reduction="mean"):
+def spherical_z_loss(logits: Array, target: Array, *, a: float, b: float, eps: float = 1e-12, axis: int = 1,
+                     reduction: str = "mean") -> Array:
     r"""Z-loss of de Brébisson & Vincent, "An Exploration of Softmax Alternatives Belonging to the Spherical
     Loss Family" (ICLR 2016): a softplus of the target's standardised logit.
 

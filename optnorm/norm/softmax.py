@@ -13,6 +13,7 @@ from .._lib import compat
 from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
 from .._lib.roles import Axis, Choice, Float, Out
+from .._lib.typing import Array
 
 METHODS = ("safe", "online", "two_pass")
 MASKED = ("nan", "zero")
@@ -186,7 +187,8 @@ def _softmax_bwd_cuda(y, dy, *, axis, log, masked_row, xp):
 
 # ------------------------------------------------------------------------------------------ softmax
 @public(**_ROW, **_ALGO, gufunc=_ROWS_GUFUNC)
-def softmax(x, *, axis=-1, method="safe", masked_row="nan", out=None):
+def softmax(x: Array, *, axis: int = -1, method: str = "safe", masked_row: str = "nan",
+            out: Array | None = None) -> Array:
     r"""Softmax along ``axis``: :math:`y_i = e^{x_i} / \sum_j e^{x_j}`, computed without overflow.
 
     Three algorithms compute the same function (they agree to a few ulp and none overflows in float32
@@ -258,7 +260,8 @@ def softmax_bwd(res: SoftmaxRes, dy):
 
 
 @public(**_ROW, **_ALGO, gufunc=_ROWS_GUFUNC)
-def log_softmax(x, *, axis=-1, method="safe", masked_row="nan", out=None):
+def log_softmax(x: Array, *, axis: int = -1, method: str = "safe", masked_row: str = "nan",
+                out: Array | None = None) -> Array:
     r"""Log-softmax along ``axis``: :math:`y_i = x_i - \log\sum_j e^{x_j}`, without overflow.
 
     Same algorithms and options as :func:`softmax` (``method="safe"|"online"|"two_pass"``); the
@@ -336,7 +339,7 @@ def _ds(xc, xp):
 
 
 @public(**_ROW)
-def stablemax(x, *, axis=-1, out=None):
+def stablemax(x: Array, *, axis: int = -1, out: Array | None = None) -> Array:
     r"""StableMax: :math:`y_i = s(x_i) / \sum_j s(x_j)`, :math:`s(x) = x + 1` (x >= 0), :math:`1/(1-x)` (x < 0).
 
     From Prieto, Barsbey, Mediano, Birdal, "Grokking at the Edge of Numerical Stability" (ICLR 2025):
@@ -395,7 +398,7 @@ def stablemax_bwd(res: StablemaxRes, dy):
 
 
 @public(**_ROW)
-def log_stablemax(x, *, axis=-1, out=None):
+def log_stablemax(x: Array, *, axis: int = -1, out: Array | None = None) -> Array:
     r"""Log-StableMax: :math:`y_i = \log s(x_i) - \log \sum_j s(x_j)` (see :func:`stablemax`).
 
     Prieto et al., "Grokking at the Edge of Numerical Stability" (ICLR 2025); the paper's
