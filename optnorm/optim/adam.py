@@ -209,7 +209,7 @@ def scale_by_fadam(b1, b2, eps, clip, power, adaptive_eps, weight_decay) -> Tran
         xp, t = ctx.xp, ctx.t
         g, pc = leaf.u, leaf.p
         b2hat = scalar(b2 * (1.0 - b2 ** (t - 1)) / (1.0 - b2 ** t), pc, xp)
-        fim = b2hat * s.fim + (1.0 - b2hat) * (g * g)
+        fim = T.ema_sq(s.fim, g, b2hat)
         rg = stable_rms(g, xp)
         one = xp.ones_like(rg)
         adapt = xp.minimum(one, rg) if adaptive_eps == "min" else xp.maximum(one, rg)

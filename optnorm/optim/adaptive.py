@@ -61,10 +61,10 @@ def scale_by_rmsprop(alpha, eps, momentum, centered: bool) -> Transform:
 
     def update(leaf, s, ctx):
         xp, g = ctx.xp, leaf.u
-        v = alpha * s.square_avg + (1.0 - alpha) * (g * g)
+        v = T.ema_sq(s.square_avg, g, alpha)
         ga = None
         if centered:
-            ga = compat.lerp(s.grad_avg, g, 1.0 - alpha)
+            ga = T.ema(s.grad_avg, g, alpha)
             var = v - ga * ga
             avg = xp.sqrt(xp.maximum(var, xp.zeros_like(var)))     # torch gives NaN where it rounds below 0
         else:
@@ -228,9 +228,9 @@ def scale_by_adadelta(rho, eps) -> Transform:
 
     def update(leaf, s, ctx):
         xp, g = ctx.xp, leaf.u
-        v = rho * s.square_avg + (1.0 - rho) * (g * g)
+        v = T.ema_sq(s.square_avg, g, rho)
         delta = xp.sqrt(s.acc_delta + eps) / xp.sqrt(v + eps) * g
-        acc = rho * s.acc_delta + (1.0 - rho) * (delta * delta)
+        acc = T.ema_sq(s.acc_delta, delta, rho)
         return leaf._replace(u=delta), s._replace(square_avg=v, acc_delta=acc)
 
     return Transform(init, update)
@@ -379,7 +379,7 @@ def scale_by_nadam(b1, b2, eps, momentum_decay) -> Transform:
         mu_next = nadam_mu(b1, momentum_decay, t + 1)
         prod = s.mu_product * scalar(mu, s.mu_product, xp)
         m = T.ema(s.exp_avg, g, b1)
-        v = b2 * s.exp_avg_sq + (1.0 - b2) * (g * g)
+        v = T.ema_sq(s.exp_avg_sq, g, b2)
         den = xp.sqrt(v / scalar(bias_correction(b2, t), v, xp)) + eps
         lr = leaf.scale
         if isinstance(lr, float) and isinstance(mu, float) and compat.is_concrete(prod):
@@ -473,7 +473,7 @@ def scale_by_radam(b1, b2, eps) -> Transform:
     def update(leaf, s, ctx):
         xp, g, t, pc = ctx.xp, leaf.u, ctx.t, leaf.p
         m = T.ema(s.exp_avg, g, b1)
-        v = b2 * s.exp_avg_sq + (1.0 - b2) * (g * g)
+        v = T.ema_sq(s.exp_avg_sq, g, b2)
         bc1, bc2 = bias_correction(b1, t), bias_correction(b2, t)
         mhat = m / scalar(bc1, m, xp)
         rho_t, rho_inf = radam_terms(b2, t)
