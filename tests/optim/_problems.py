@@ -48,3 +48,15 @@ def run_optax(tx, prob, n, *, jit=True):
         u, st = upd(prob.grads(ps, k, jnp.asarray), st, ps)
         ps = optax.apply_updates(ps, u)
     return ps, st
+
+
+def side_by_side(rule, ref, steps=4):
+    """``rule`` and ``ref`` from ``linspace(-1, 1, 5)`` for ``steps`` steps on the same gradients ``sin(p (k + 1))``
+    (``p``: ``rule``'s params); both final params."""
+    p = q = np.linspace(-1, 1, 5)
+    s1, s2 = rule.init(p), ref.init(q)
+    for k in range(steps):
+        g = np.sin(p * (k + 1))
+        p, s1 = rule.step(p, g, s1)
+        q, s2 = ref.step(q, g, s2)
+    return p, q
