@@ -39,3 +39,15 @@ html_theme = "alabaster"
 html_static_path = ["_static"]
 suppress_warnings = ["autosummary.import_cycle"]
 
+
+
+def _alias_names(app, what, name, obj, options, signature, return_annotation):
+    """Sphinx prints an alias inside a union as ``TypeAliasForwardRef('Array')``; show ``Array``."""
+    import re
+
+    fix = lambda s: re.sub(r"TypeAliasForwardRef\('(\w+)'\)", r"\1", s) if s else s  # noqa: E731
+    return fix(signature), fix(return_annotation)
+
+
+def setup(app):
+    app.connect("autodoc-process-signature", _alias_names)
