@@ -26,7 +26,7 @@ from .spd import (_FAST, _bw_one, _chol, _chunks, _log_sum_sq, _maxabs, _pairwis
 __all__ = ["airm_dist2_pairs", "airm_dist2_pairwise", "bw_dist2_pairwise", "sqeuclidean_pairwise"]
 
 
-@jit(parallel=False, fastmath=_FAST)
+@jit(parallel=False, fastmath=_FAST, inline="always")   # inlined, as in spd_lanes._fwd_row_lanes
 def _fwd_row(L, X, i):
     """Row ``i`` of ``L^{-1} X`` in place, the rows above it done: ``X[i] = (X[i] - sum_{k<i} L[i, k] X[k]) / L[i, i]``
     (the inner loops run over contiguous rows)."""

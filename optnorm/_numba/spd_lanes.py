@@ -228,7 +228,7 @@ def _lt_b_l(L, B, T, M):
                 M[j, i, q] = x
 
 
-@jit(parallel=False, fastmath=_FAST)
+@jit(parallel=False, fastmath=_FAST, inline="always")   # inlined: the loop nest the caller had (a call per row measured ~3% slower)
 def _fwd_row_lanes(L, X, i, r):
     """Row ``i`` of ``L^{-1} X`` in place for lanes, the rows above it done (innermost loops over a contiguous
     row of (column, lane) pairs); ``r`` (K,) scratch."""
