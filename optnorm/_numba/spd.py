@@ -38,6 +38,19 @@ def _chunks(m):
     return max(1, min(m, 8 * numba.get_num_threads()))
 
 
+def _pairs(kernel, A, B, aux_dtype, *args, dtype=None, group=1):
+    """``(out, aux)`` (...) from ``kernel(a, b, out, aux, *args, n_chunks)`` over the pairs of the broadcast-equal
+    (..., n, n) stacks ``A`` and ``B`` (flattened; ``group`` pairs per work item)."""
+    shp = A.shape
+    n = shp[-1]
+    a = np.ascontiguousarray(A.reshape(-1, n, n), dtype=dtype)
+    b = np.ascontiguousarray(B.reshape(-1, n, n), dtype=dtype)
+    out = np.empty(a.shape[0], dtype=np.float64)
+    aux = np.zeros(a.shape[0], dtype=aux_dtype)
+    kernel(a, b, out, aux, *args, _chunks((a.shape[0] + group - 1) // group))
+    return out.reshape(shp[:-2]), aux.reshape(shp[:-2])
+
+
 def _pairwise(kernel, X, Y, aux_dtype, *args, dtype=None):
     """``(out, aux)`` (m, k) from ``kernel(X, Y, symmetric, out, aux, *args, n_chunks)`` over the pairs of the
     stacks ``X`` (m, n, n) and ``Y`` (k, n, n); ``Y=None``: X with itself, the kernel computes ``j > i`` only and
@@ -466,14 +479,7 @@ def _bw_kernel(A, B, out, err, n_chunks):
 
 def bw_dist2_batched(A: np.ndarray, B: np.ndarray):
     """Squared BW distances of broadcast-equal (..., n, n) stacks A and B and their error bounds (float64)."""
-    shp = A.shape
-    n = shp[-1]
-    a = np.ascontiguousarray(A.reshape(-1, n, n))
-    b = np.ascontiguousarray(B.reshape(-1, n, n))
-    out = np.empty(a.shape[0], dtype=np.float64)
-    err = np.empty(a.shape[0], dtype=np.float64)
-    _bw_kernel(a, b, out, err, _chunks(a.shape[0]))
-    return out.reshape(shp[:-2]), err.reshape(shp[:-2])
+    return _pairs(_bw_kernel, A, B, np.float64)
 
 
 @jit(parallel=True)

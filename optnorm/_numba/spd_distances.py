@@ -20,8 +20,8 @@ import numpy as np
 from numba import prange
 
 from ._rows import jit
-from .spd import (_FAST, _bw_one, _chol, _chunks, _log_sum_sq, _maxabs, _pairwise, _scratch, _symmetrize,
-                  _tridiag_eigvals)
+from .spd import (_FAST, _bw_one, _chol, _chunks, _log_sum_sq, _maxabs, _pairs, _pairwise, _scratch,
+                  _symmetrize, _tridiag_eigvals)
 
 __all__ = ["airm_dist2_pairs", "airm_dist2_pairwise", "bw_dist2_pairwise", "sqeuclidean_pairwise"]
 
@@ -104,14 +104,7 @@ def _airm_pairs_kernel(A, B, out, flag, n_chunks):
 def airm_dist2_pairs(A: np.ndarray, B: np.ndarray):
     """Squared AIRM distances of broadcast-equal (..., n, n) stacks and a flag per pair (1: an eigenvalue of
     ``(B, A)`` is below the smallest normal number)."""
-    shp = A.shape
-    n = shp[-1]
-    a = np.ascontiguousarray(A.reshape(-1, n, n))
-    b = np.ascontiguousarray(B.reshape(-1, n, n))
-    out = np.empty(a.shape[0], dtype=np.float64)
-    flag = np.zeros(a.shape[0], dtype=np.int64)
-    _airm_pairs_kernel(a, b, out, flag, _chunks(a.shape[0]))
-    return out.reshape(shp[:-2]), flag.reshape(shp[:-2])
+    return _pairs(_airm_pairs_kernel, A, B, np.int64)
 
 
 @jit(parallel=True)

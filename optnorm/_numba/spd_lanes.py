@@ -23,7 +23,7 @@ import numpy as np
 from numba import prange
 
 from ._rows import jit
-from .spd import _EPS, _FAST, _bw_finish, _chunks, _eig2, _log_sum_sq, _maxabs, _pairwise
+from .spd import _EPS, _FAST, _bw_finish, _eig2, _log_sum_sq, _maxabs, _pairs, _pairwise
 
 __all__ = ["LANES", "bw_dist2_pairs_lanes", "airm_dist2_pairs_lanes", "airm_dist2_pairwise_lanes",
            "bw_dist2_pairwise_lanes"]
@@ -198,6 +198,19 @@ def _chol_lanes(A, L, ok, t):
 
 
 @jit(parallel=False, fastmath=_FAST)
+def _symmetrize_lanes(M):
+    """``M <- (M + M^T) / 2`` in place for the (n, n, K) lanes."""
+    n = M.shape[0]
+    K = LANES
+    for i in range(n):
+        for j in range(i + 1, n):
+            for q in range(K):
+                x = 0.5 * (M[i, j, q] + M[j, i, q])
+                M[i, j, q] = x
+                M[j, i, q] = x
+
+
+@jit(parallel=False, fastmath=_FAST)
 def _lt_b_l(L, B, T, M):
     """``M = L^T B L`` (symmetrised) for lanes; ``T`` scratch.  The innermost loops run over a contiguous row of
     (column, lane) pairs, which LLVM vectorises in full-width registers."""
@@ -220,15 +233,11 @@ def _lt_b_l(L, B, T, M):
             for j in range(n):
                 for q in range(K):
                     M[i, j, q] += L[k, i, q] * T[k, j, q]
-    for i in range(n):
-        for j in range(i + 1, n):
-            for q in range(K):
-                x = 0.5 * (M[i, j, q] + M[j, i, q])
-                M[i, j, q] = x
-                M[j, i, q] = x
+    _symmetrize_lanes(M)
 
 
-@jit(parallel=False, fastmath=_FAST, inline="always")   # inlined: the loop nest the caller had (a call per row measured ~3% slower)
+# inlined: the loop nest the caller had (a call per row measured ~3% slower in AIRM pairwise)
+@jit(parallel=False, fastmath=_FAST, inline="always")
 def _fwd_row_lanes(L, X, i, r):
     """Row ``i`` of ``L^{-1} X`` in place for lanes, the rows above it done (innermost loops over a contiguous
     row of (column, lane) pairs); ``r`` (K,) scratch."""
@@ -261,12 +270,7 @@ def _whiten_lanes(L, S, T, M, r):
             for q in range(K):
                 M[i, j, q] = T[j, i, q]
         _fwd_row_lanes(L, M, i, r)
-    for i in range(n):
-        for j in range(i + 1, n):
-            for q in range(K):
-                x = 0.5 * (M[i, j, q] + M[j, i, q])
-                M[i, j, q] = x
-                M[j, i, q] = x
+    _symmetrize_lanes(M)
 
 
 @jit(parallel=False, fastmath=_FAST)
@@ -390,25 +394,14 @@ def _pairs_kernel(A, B, out, aux, kind, n_chunks):
                     aux[b0 + q] = fl[q]
 
 
-def _pairs(A, B, kind):
-    shp = A.shape
-    n = shp[-1]
-    a = np.ascontiguousarray(A.reshape(-1, n, n), dtype=np.float64)
-    b = np.ascontiguousarray(B.reshape(-1, n, n), dtype=np.float64)
-    out = np.empty(a.shape[0])
-    aux = np.zeros(a.shape[0])
-    _pairs_kernel(a, b, out, aux, kind, _chunks((a.shape[0] + LANES - 1) // LANES))
-    return out.reshape(shp[:-2]), aux.reshape(shp[:-2])
-
-
 def bw_dist2_pairs_lanes(A: np.ndarray, B: np.ndarray):
     """Squared BW distances and error bounds of broadcast-equal (..., n, n) stacks, LANES pairs at a time."""
-    return _pairs(A, B, 0)
+    return _pairs(_pairs_kernel, A, B, np.float64, 0, dtype=np.float64, group=LANES)
 
 
 def airm_dist2_pairs_lanes(A: np.ndarray, B: np.ndarray):
     """Squared AIRM distances and flags (1: an eigenvalue below the smallest normal number), LANES at a time."""
-    d2, fl = _pairs(A, B, 1)
+    d2, fl = _pairs(_pairs_kernel, A, B, np.float64, 1, dtype=np.float64, group=LANES)
     return d2, fl.astype(np.int64)
 
 
