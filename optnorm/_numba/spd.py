@@ -122,7 +122,7 @@ def _symmetrize(M):
             M[j, i] = s
 
 
-@jit(parallel=False, fastmath=_FAST)
+@jit(parallel=False, fastmath=_FAST, inline="always")   # inlined: no call per pair
 def _bw_finish(d, trA, trB, sc):
     """``(d^2, bound)`` of a pair scaled by ``1/sc`` from the eigenvalues ``d`` of ``L^T B L`` and the traces:
     ``tr A + tr B - 2 sum_i sqrt(mu_i)`` (clipped at 0) and the bound on its rounding error, both times ``sc``."""
@@ -141,7 +141,7 @@ def _bw_finish(d, trA, trB, sc):
     return (r if r > 0.0 else 0.0) * sc, (2.0 * bound + n * _EPS * (trA + trB)) * sc
 
 
-@jit(parallel=False, fastmath=_FAST)
+@jit(parallel=False, fastmath=_FAST, inline="always")   # inlined: no call per pair
 def _log_sum_sq(d, shift, delta, n):
     """``(sum_i (log max(mu_i, floor) + shift)^2, flag)``: the floor is the generic path's ``n eps max mu``;
     the flag is 1 when an eigenvalue of the unscaled pair is below the smallest normal number.  ``delta``:
