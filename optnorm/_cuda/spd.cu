@@ -96,10 +96,34 @@ __device__ inline void spd_tridiag_eigvals(double* a, double* d, double* e, doub
     }
 }
 
-__device__ inline double spd_maxabs_d(const double* a, int n) {
-    double s = 0.0;
-    for (int i = 0; i < n * n; ++i) s = fmax(s, fabs(a[i]));
-    return (s > 0.0 && s < 1.0 / 0.0) ? s : 1.0;
+// An input entry times the pair's scale isc (Scaled), or the entry itself: one source for the scaled per-pair
+// kernels and the unscaled batched one (whose caller divides the batch by a common scale).
+template <bool Scaled>
+__device__ __forceinline__ double spd_scaled(double x, double isc) { return Scaled ? x * isc : x; }
+
+// L = chol(sym(a) isc), lower, row-major n*n (zeroed first); false when a pivot is not positive.
+template <bool Scaled, typename T>
+__device__ __forceinline__ bool spd_chol(const T* a, int n, double isc, double* L) {
+    for (int i = 0; i < n * n; ++i) L[i] = 0.0;
+    for (int j = 0; j < n; ++j) {
+        double s = spd_scaled<Scaled>((double)a[j * n + j], isc);
+        for (int k = 0; k < j; ++k) s -= L[j * n + k] * L[j * n + k];
+        if (!(s > 0.0)) return false;
+        double ljj = sqrt(s);
+        L[j * n + j] = ljj;
+        for (int i = j + 1; i < n; ++i) {
+            double t = spd_scaled<Scaled>(0.5 * ((double)a[i * n + j] + (double)a[j * n + i]), isc);
+            for (int k = 0; k < j; ++k) t -= L[i * n + k] * L[j * n + k];
+            L[i * n + j] = t / ljj;
+        }
+    }
+    return true;
+}
+
+// M <- (M + M^T) / 2
+__device__ __forceinline__ void spd_symmetrize(double* M, int n) {
+    for (int i = 0; i < n; ++i)
+        for (int j = i + 1; j < n; ++j) { double s = 0.5 * (M[i * n + j] + M[j * n + i]); M[i * n + j] = s; M[j * n + i] = s; }
 }
 
 template <typename T>
@@ -117,19 +141,7 @@ __device__ double spd_airm_pair(const T* a, const T* bm, int n, double* L, doubl
     const double eps = 2.220446049250313e-16;
     double sa = spd_maxabs(a, n), sb = spd_maxabs(bm, n);
     double ia = 1.0 / sa;
-    for (int i = 0; i < n * n; ++i) L[i] = 0.0;
-    for (int j = 0; j < n; ++j) {
-        double s = (double)a[j * n + j] * ia;
-        for (int k = 0; k < j; ++k) s -= L[j * n + k] * L[j * n + k];
-        if (!(s > 0.0)) return optnorm::Lim<double>::nan();
-        double ljj = sqrt(s);
-        L[j * n + j] = ljj;
-        for (int i = j + 1; i < n; ++i) {
-            double t = 0.5 * ((double)a[i * n + j] + (double)a[j * n + i]) * ia;
-            for (int k = 0; k < j; ++k) t -= L[i * n + k] * L[j * n + k];
-            L[i * n + j] = t / ljj;
-        }
-    }
+    if (!spd_chol<true>(a, n, ia, L)) return optnorm::Lim<double>::nan();
     double shift = log(sb) - log(sa);
     bool diff = fabs(shift) < 69.0;
     double sc = diff ? ia : 1.0 / sb;
@@ -152,8 +164,7 @@ __device__ double spd_airm_pair(const T* a, const T* bm, int n, double* L, doubl
         }
         for (int i = 0; i < n; ++i) M[j * n + i] = v[i];   // row j of the result (symmetric: = column j)
     }
-    for (int i = 0; i < n; ++i)
-        for (int j = i + 1; j < n; ++j) { double s = 0.5 * (M[i * n + j] + M[j * n + i]); M[i * n + j] = s; M[j * n + i] = s; }
+    spd_symmetrize(M, n);
     spd_tridiag_eigvals(M, d, e, p, w, v, n);
     double one = diff ? 1.0 : 0.0, mx = 0.0;
     for (int i = 0; i < n; ++i) mx = fmax(mx, d[i] + one);
@@ -187,46 +198,35 @@ __global__ void airm_dist2_pairwise(const T* __restrict__ X, const T* __restrict
     }
 }
 
-// Squared BW distance of one pair by the trace formula and its error bound, computed for the pair divided by
-// sqrt(max|A| max|B|) and scaled back; NaN when A or B is not positive definite.
-template <typename T>
-__device__ void spd_bw_pair(const T* a, const T* bb, int n, double* L, double* M, double* d, double* e, double* p,
-                            double* w, double* v, double* out, double* err) {
-    double sc = sqrt(spd_maxabs(a, n)) * sqrt(spd_maxabs(bb, n));
-    double isc = 1.0 / sc;
-    for (int pass = 0; pass < 2; ++pass) {     // pass 0: positive definiteness of B (in L), pass 1: L = chol(A)
-        const T* src = pass == 0 ? bb : a;
-        for (int i = 0; i < n * n; ++i) L[i] = 0.0;
-        for (int j = 0; j < n; ++j) {
-            double s = (double)src[j * n + j] * isc;
-            for (int k = 0; k < j; ++k) s -= L[j * n + k] * L[j * n + k];
-            if (!(s > 0.0)) { *out = optnorm::Lim<double>::nan(); *err = 0.0; return; }
-            double ljj = sqrt(s);
-            L[j * n + j] = ljj;
-            for (int i = j + 1; i < n; ++i) {
-                double t = 0.5 * ((double)src[i * n + j] + (double)src[j * n + i]) * isc;
-                for (int k = 0; k < j; ++k) t -= L[i * n + k] * L[j * n + k];
-                L[i * n + j] = t / ljj;
-            }
-        }
-    }
+// Squared BW distance by the trace formula tr A + tr B - 2 sum_i sqrt(mu_i), mu = eig(L^T sym(B) L), A = L L^T, of
+// the pair times isc (Scaled) or as it is, into *d2 with the bound on its rounding error in *err; false when A is
+// not positive definite.  L, M: n*n scratch, d, e, p, w, v: n.
+template <bool Scaled, typename T>
+__device__ __forceinline__ bool spd_bw_core(const T* a, const T* bb, int n, double isc, double* L, double* M,
+                                            double* d, double* e, double* p, double* w, double* v, double* d2,
+                                            double* err) {
+    if (!spd_chol<Scaled>(a, n, isc, L)) return false;
     double trA = 0.0, trB = 0.0;
-    for (int i = 0; i < n; ++i) { trA += (double)a[i * n + i] * isc; trB += (double)bb[i * n + i] * isc; }
+    for (int i = 0; i < n; ++i) {
+        trA += spd_scaled<Scaled>((double)a[i * n + i], isc);
+        trB += spd_scaled<Scaled>((double)bb[i * n + i], isc);
+    }
+    // M = L^T sym(B) L, one row of T = sym(B) L at a time (T row kept in v)
     for (int i = 0; i < n * n; ++i) M[i] = 0.0;
     for (int r = 0; r < n; ++r) {
         for (int j = 0; j < n; ++j) {
             double s = 0.0;
-            for (int k = j; k < n; ++k) s += 0.5 * ((double)bb[r * n + k] + (double)bb[k * n + r]) * isc * L[k * n + j];
-            v[j] = s;
+            for (int k = j; k < n; ++k)
+                s += spd_scaled<Scaled>(0.5 * ((double)bb[r * n + k] + (double)bb[k * n + r]), isc) * L[k * n + j];
+            v[j] = s;  // T[r, j]
         }
-        for (int i = 0; i <= r; ++i) {
+        for (int i = 0; i <= r; ++i) {         // M[i, j] += L[r, i] T[r, j] for r >= i
             double lri = L[r * n + i];
             if (lri == 0.0) continue;
             for (int j = 0; j < n; ++j) M[i * n + j] += lri * v[j];
         }
     }
-    for (int i = 0; i < n; ++i)
-        for (int j = i + 1; j < n; ++j) { double s = 0.5 * (M[i * n + j] + M[j * n + i]); M[i * n + j] = s; M[j * n + i] = s; }
+    spd_symmetrize(M, n);
     spd_tridiag_eigvals(M, d, e, p, w, v, n);
     const double eps = 2.220446049250313e-16;
     double delta = n * eps * trA * trB, acc = 0.0, bound = 0.0;
@@ -238,8 +238,27 @@ __device__ void spd_bw_pair(const T* a, const T* bb, int n, double* L, double* M
         if (den > 0.0) bound += delta / den;
     }
     double r = trA + trB - 2.0 * acc;
-    *out = (r > 0.0 ? r : 0.0) * sc;
-    *err = (2.0 * bound + n * eps * (trA + trB)) * sc;
+    *d2 = r > 0.0 ? r : 0.0;
+    *err = 2.0 * bound + n * eps * (trA + trB);
+    return true;
+}
+
+// Squared BW distance of one pair by the trace formula and its error bound, computed for the pair divided by
+// sqrt(max|A| max|B|) and scaled back; NaN when A or B is not positive definite.
+template <typename T>
+__device__ void spd_bw_pair(const T* a, const T* bb, int n, double* L, double* M, double* d, double* e, double* p,
+                            double* w, double* v, double* out, double* err) {
+    double sc = sqrt(spd_maxabs(a, n)) * sqrt(spd_maxabs(bb, n));
+    double isc = 1.0 / sc;
+    double o, r;
+    // positive definiteness of B first (its factor is discarded), then the distance with L = chol(A)
+    if (!spd_chol<true>(bb, n, isc, L) || !spd_bw_core<true>(a, bb, n, isc, L, M, d, e, p, w, v, &o, &r)) {
+        *out = optnorm::Lim<double>::nan();
+        *err = 0.0;
+        return;
+    }
+    *out = o * sc;
+    *err = r * sc;
 }
 
 template <typename T>
@@ -269,51 +288,14 @@ __global__ void bw_dist2_batched(const T* __restrict__ A, const T* __restrict__ 
     double L[SPD_MAXN * SPD_MAXN];
     double M[SPD_MAXN * SPD_MAXN];
     double d[SPD_MAXN], e[SPD_MAXN], p[SPD_MAXN], w[SPD_MAXN], v[SPD_MAXN];
-    for (int i = 0; i < n * n; ++i) L[i] = 0.0;
-    for (int j = 0; j < n; ++j) {
-        double s = (double)a[j * n + j];
-        for (int k = 0; k < j; ++k) s -= L[j * n + k] * L[j * n + k];
-        if (!(s > 0.0)) { out[b] = optnorm::Lim<T>::nan(); err[b] = T(0); return; }
-        double ljj = sqrt(s);
-        L[j * n + j] = ljj;
-        for (int i = j + 1; i < n; ++i) {
-            double t = 0.5 * ((double)a[i * n + j] + (double)a[j * n + i]);
-            for (int k = 0; k < j; ++k) t -= L[i * n + k] * L[j * n + k];
-            L[i * n + j] = t / ljj;
-        }
+    double o, r;
+    if (!spd_bw_core<false>(a, bb, n, 1.0, L, M, d, e, p, w, v, &o, &r)) {
+        out[b] = optnorm::Lim<T>::nan();
+        err[b] = T(0);
+        return;
     }
-    double trA = 0.0, trB = 0.0;
-    for (int i = 0; i < n; ++i) { trA += (double)a[i * n + i]; trB += (double)bb[i * n + i]; }
-    // M = L^T sym(B) L, one row of T = sym(B) L at a time (T row kept in v)
-    for (int i = 0; i < n * n; ++i) M[i] = 0.0;
-    for (int r = 0; r < n; ++r) {
-        for (int j = 0; j < n; ++j) {
-            double s = 0.0;
-            for (int k = j; k < n; ++k) s += 0.5 * ((double)bb[r * n + k] + (double)bb[k * n + r]) * L[k * n + j];
-            v[j] = s;  // T[r, j]
-        }
-        for (int i = 0; i <= r; ++i) {         // M[i, j] += L[r, i] T[r, j] for r >= i
-            double lri = L[r * n + i];
-            if (lri == 0.0) continue;
-            for (int j = 0; j < n; ++j) M[i * n + j] += lri * v[j];
-        }
-    }
-    for (int i = 0; i < n; ++i)
-        for (int j = i + 1; j < n; ++j) { double s = 0.5 * (M[i * n + j] + M[j * n + i]); M[i * n + j] = s; M[j * n + i] = s; }
-    spd_tridiag_eigvals(M, d, e, p, w, v, n);
-    const double eps = 2.220446049250313e-16;
-    double delta = n * eps * trA * trB;
-    double acc = 0.0, bound = 0.0;
-    for (int i = 0; i < n; ++i) {
-        double mu = d[i] > 0.0 ? d[i] : 0.0;
-        double s = sqrt(mu);
-        acc += s;
-        double den = sqrt(mu + delta) + s;
-        if (den > 0.0) bound += delta / den;
-    }
-    double r = trA + trB - 2.0 * acc;
-    out[b] = (T)(r > 0.0 ? r : 0.0);
-    err[b] = (T)(2.0 * bound + n * eps * (trA + trB));
+    out[b] = (T)o;
+    err[b] = (T)r;
 }
 
 // Coupled Newton-Schulz square root and inverse square root of one SPD matrix per thread (n <= SPD_MAXN):

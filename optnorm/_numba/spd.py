@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import prange
 
@@ -24,6 +25,148 @@ __all__ = ["eigh_batched", "bw_dist2_batched", "eigvalsh_batched"]
 # fastmath without the no-NaN/no-inf assumptions: the kernels test for NaN (a failed Cholesky must return NaN,
 # not whatever an optimiser that assumes finite values makes of ``not s > 0``)
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+_EPS = 2.220446049250313e-16
+_TINY = 2.2250738585072014e-308
+_LOG_TINY = math.log(_TINY)
+
+
+# ---------------------------------------------------------------------------- pieces of the per-pair kernels
+# (here, in spd_distances.py and spd_lanes.py)
+def _chunks(m):
+    """Chunks of a parallel loop over ``m`` items (pairs, lane groups or rows): about 8 per thread, for balance."""
+    return max(1, min(m, 8 * numba.get_num_threads()))
+
+
+def _pairs(kernel, A, B, aux_dtype, *args, dtype=None, group=1):
+    """``(out, aux)`` (...) from ``kernel(a, b, out, aux, *args, n_chunks)`` over the pairs of the broadcast-equal
+    (..., n, n) stacks ``A`` and ``B`` (flattened; ``group`` pairs per work item)."""
+    shp = A.shape
+    n = shp[-1]
+    a = np.ascontiguousarray(A.reshape(-1, n, n), dtype=dtype)
+    b = np.ascontiguousarray(B.reshape(-1, n, n), dtype=dtype)
+    out = np.empty(a.shape[0], dtype=np.float64)
+    aux = np.zeros(a.shape[0], dtype=aux_dtype)
+    kernel(a, b, out, aux, *args, _chunks((a.shape[0] + group - 1) // group))
+    return out.reshape(shp[:-2]), aux.reshape(shp[:-2])
+
+
+def _pairwise(kernel, X, Y, aux_dtype, *args, dtype=None):
+    """``(out, aux)`` (m, k) from ``kernel(X, Y, symmetric, out, aux, *args, n_chunks)`` over the pairs of the
+    stacks ``X`` (m, n, n) and ``Y`` (k, n, n); ``Y=None``: X with itself, the kernel computes ``j > i`` only and
+    the triangle is mirrored (zero diagonal)."""
+    sym = Y is None
+    X = np.ascontiguousarray(X, dtype=dtype)
+    Y = X if sym else np.ascontiguousarray(Y, dtype=dtype)
+    out = np.zeros((X.shape[0], Y.shape[0]), dtype=np.float64)
+    aux = np.zeros((X.shape[0], Y.shape[0]), dtype=aux_dtype)
+    kernel(X, Y, sym, out, aux, *args, _chunks(X.shape[0]))
+    if sym:
+        out += out.T
+        aux += aux.T
+    return out, aux
+
+
+@jit(parallel=False)
+def _scratch(n):
+    """One thread's float64 scratch of a per-pair kernel: ``L, T, M`` (n, n) and ``d, e, p, wv`` (n,)."""
+    return np.empty((n, n)), np.empty((n, n)), np.empty((n, n)), np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+
+
+@jit(parallel=False, fastmath=_FAST)
+def _maxabs(A):
+    """``max |A|``, 1 where it is 0 or not finite (a scale to divide a matrix by)."""
+    n = A.shape[0]
+    s = 0.0
+    for i in range(n):
+        for j in range(n):
+            s = max(s, abs(A[i, j]))
+    if not s > 0.0 or not s < np.inf:
+        s = 1.0
+    return s
+
+
+@jit(parallel=False, fastmath=_FAST)
+def _chol(A, isc, L):
+    """Lower Cholesky factor of ``sym(A) * isc`` into ``L`` (row-oriented: the inner loops run over contiguous
+    memory); False when not positive definite."""
+    n = A.shape[0]
+    for i in range(n):
+        for j in range(n):
+            L[i, j] = 0.0
+    for j in range(n):
+        s = A[j, j] * isc
+        for k in range(j):
+            s -= L[j, k] * L[j, k]
+        if not s > 0.0:
+            return False
+        ljj = math.sqrt(s)
+        L[j, j] = ljj
+        inv = 1.0 / ljj
+        for i in range(j + 1, n):
+            t = 0.5 * (A[i, j] + A[j, i]) * isc
+            for k in range(j):
+                t -= L[i, k] * L[j, k]
+            L[i, j] = t * inv
+    return True
+
+
+@jit(parallel=False, fastmath=_FAST)
+def _symmetrize(M):
+    """``M <- (M + M^T) / 2`` in place."""
+    n = M.shape[0]
+    for i in range(n):
+        for j in range(i + 1, n):
+            s = 0.5 * (M[i, j] + M[j, i])
+            M[i, j] = s
+            M[j, i] = s
+
+
+@jit(parallel=False, fastmath=_FAST, inline="always")   # inlined: no call per pair
+def _bw_finish(d, trA, trB, sc):
+    """``(d^2, bound)`` of a pair scaled by ``1/sc`` from the eigenvalues ``d`` of ``L^T B L`` and the traces:
+    ``tr A + tr B - 2 sum_i sqrt(mu_i)`` (clipped at 0) and the bound on its rounding error, both times ``sc``."""
+    n = d.shape[0]
+    delta = n * _EPS * trA * trB
+    acc = 0.0
+    bound = 0.0
+    for i in range(n):
+        mu = d[i] if d[i] > 0.0 else 0.0
+        sq = math.sqrt(mu)
+        acc += sq
+        den = math.sqrt(mu + delta) + sq
+        if den > 0.0:
+            bound += delta / den
+    r = trA + trB - 2.0 * acc
+    return (r if r > 0.0 else 0.0) * sc, (2.0 * bound + n * _EPS * (trA + trB)) * sc
+
+
+@jit(parallel=False, fastmath=_FAST, inline="always")   # inlined: no call per pair
+def _log_sum_sq(d, shift, delta, n):
+    """``(sum_i (log max(mu_i, floor) + shift)^2, flag)``: the floor is the generic path's ``n eps max mu``;
+    the flag is 1 when an eigenvalue of the unscaled pair is below the smallest normal number.  ``delta``:
+    ``d`` holds ``mu - 1`` (the difference form), whose logarithm is ``log1p(d)``, exact near 0."""
+    one = 1.0 if delta else 0.0
+    mx = 0.0
+    for i in range(n):
+        mx = max(mx, d[i] + one)
+    lo = n * _EPS * mx
+    flag = 0
+    acc = 0.0
+    for i in range(n):
+        mu = d[i] + one
+        if not mu > 0.0 or math.log(mu) + shift < _LOG_TINY:
+            flag = 1
+        if not mu >= lo:
+            if not lo > 0.0:
+                return np.inf, 1
+            t = math.log(lo) + shift
+        elif delta:
+            t = math.log1p(d[i])
+        else:
+            t = math.log(mu) + shift
+        acc += t * t
+    return acc, flag
 
 
 @jit(parallel=False)
@@ -292,39 +435,11 @@ def _bw_one(A, B, L, T, M, d, e, p, wv):
         sb = 1.0
     sc = math.sqrt(sa) * math.sqrt(sb)
     isc = 1.0 / sc
-    # Cholesky of sym(A) (lower), row-oriented so the inner loops run over contiguous memory
-    for i in range(n):
-        for j in range(n):
-            L[i, j] = 0.0
-    for j in range(n):
-        s = A[j, j] * isc
-        for k in range(j):
-            s -= L[j, k] * L[j, k]
-        if not s > 0.0:
-            return np.nan, 0.0
-        ljj = math.sqrt(s)
-        L[j, j] = ljj
-        inv = 1.0 / ljj
-        for i in range(j + 1, n):
-            t = 0.5 * (A[i, j] + A[j, i]) * isc
-            for k in range(j):
-                t -= L[i, k] * L[j, k]
-            L[i, j] = t * inv
+    if not _chol(A, isc, L):
+        return np.nan, 0.0
     # positive definiteness of B (the caller reports NaN results through its own validation): a Cholesky in M
-    for j in range(n):
-        s = B[j, j] * isc
-        for k in range(j):
-            s -= M[j, k] * M[j, k]
-        if not s > 0.0:
-            return np.nan, 0.0
-        mjj = math.sqrt(s)
-        M[j, j] = mjj
-        inv = 1.0 / mjj
-        for i in range(j + 1, n):
-            t = 0.5 * (B[i, j] + B[j, i]) * isc
-            for k in range(j):
-                t -= M[i, k] * M[j, k]
-            M[i, j] = t * inv
+    if not _chol(B, isc, M):
+        return np.nan, 0.0
     trA = 0.0
     trB = 0.0
     for i in range(n):
@@ -347,25 +462,9 @@ def _bw_one(A, B, L, T, M, d, e, p, wv):
             lki = L[k, i]
             for j in range(n):
                 M[i, j] += lki * T[k, j]
-    for i in range(n):
-        for j in range(i + 1, n):
-            sym = 0.5 * (M[i, j] + M[j, i])
-            M[i, j] = sym
-            M[j, i] = sym
+    _symmetrize(M)
     _tridiag_eigvals(M, d, e, p, wv)
-    eps = 2.220446049250313e-16
-    delta = n * eps * trA * trB
-    acc = 0.0
-    bound = 0.0
-    for i in range(n):
-        mu = d[i] if d[i] > 0.0 else 0.0
-        sq = math.sqrt(mu)
-        acc += sq
-        den = math.sqrt(mu + delta) + sq
-        if den > 0.0:
-            bound += delta / den
-    r = trA + trB - 2.0 * acc
-    return (r if r > 0.0 else 0.0) * sc, (2.0 * bound + n * eps * (trA + trB)) * sc
+    return _bw_finish(d, trA, trB, sc)
 
 
 @jit(parallel=True)
@@ -373,29 +472,14 @@ def _bw_kernel(A, B, out, err, n_chunks):
     m, n, _ = A.shape
     per = (m + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):   # scratch allocated once per chunk, not per pair
-        L = np.empty((n, n))
-        T = np.empty((n, n))
-        M = np.empty((n, n))
-        d = np.empty(n)
-        e = np.empty(n)
-        p = np.empty(n)
-        wv = np.empty(n)
+        L, T, M, d, e, p, wv = _scratch(n)
         for b in range(c * per, min(m, (c + 1) * per)):
             out[b], err[b] = _bw_one(A[b], B[b], L, T, M, d, e, p, wv)
 
 
 def bw_dist2_batched(A: np.ndarray, B: np.ndarray):
     """Squared BW distances of broadcast-equal (..., n, n) stacks A and B and their error bounds (float64)."""
-    shp = A.shape
-    n = shp[-1]
-    a = np.ascontiguousarray(A.reshape(-1, n, n))
-    b = np.ascontiguousarray(B.reshape(-1, n, n))
-    out = np.empty(a.shape[0], dtype=np.float64)
-    err = np.empty(a.shape[0], dtype=np.float64)
-    import numba
-
-    _bw_kernel(a, b, out, err, max(1, min(a.shape[0], 8 * numba.get_num_threads())))
-    return out.reshape(shp[:-2]), err.reshape(shp[:-2])
+    return _pairs(_bw_kernel, A, B, np.float64)
 
 
 @jit(parallel=True)
@@ -425,8 +509,6 @@ def _karcher_kernel(X, Hi, w, acc, n_chunks):
 def karcher_gradient(X: np.ndarray, Hi: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``sum_k w_k log(Hi X_k Hi)`` for a float64 (m, n, n) stack, parallel over the stack: per matrix two small
     GEMMs, LAPACK ``eigh`` and the weighted reconstruction, summed per chunk (the AIRM Karcher mean's step)."""
-    import numba
-
     n = X.shape[-1]
     n_chunks = max(1, min(X.shape[0], numba.get_num_threads()))
     acc = np.zeros((n_chunks, n, n))

@@ -7,8 +7,7 @@ from typing import Any, Callable, NamedTuple
 
 from .._lib import compat
 from .._lib.api import check_arguments, public, public_class, vjp
-from .._lib.convergence import default_tol
-from .._lib.roles import SPD, Bool, Callback, Float, Int, NonNegative, Scalar, Symmetric, Weights
+from .._lib.roles import SPD, Bool, Float, Int, Scalar, Symmetric
 from .._lib.solver import Monitor
 from .._lib.typing import Array
 from .._lib.vjp import unbroadcast
@@ -18,10 +17,15 @@ from ._linalg import (apply_native, bw2, divdiff, eigh, eye, fro, funm, funm_bwd
 
 
 # ---------------------------------------------------------------------------- BW primitives (identity metric)
-def _bw_log(P, X, xp):
+def _transport(P, X, xp):
+    """The optimal transport map ``T = P^{-1/2} (P^{1/2} X P^{1/2})^{1/2} P^{-1/2}`` from N(0, P) to N(0, X)."""
     H, Hi, _ = sqrt_pair(P, xp)
     S, _ = funm(H @ X @ H, "sqrt", xp)
-    T = sym(Hi @ S @ Hi, xp)
+    return sym(Hi @ S @ Hi, xp)
+
+
+def _bw_log(P, X, xp):
+    T = _transport(P, X, xp)
     return sym(T @ P + P @ T, xp) - 2 * P
 
 
@@ -38,9 +42,7 @@ def _bw_inner(P, U_, V_, xp):
 
 
 def _bw_geodesic(A, B, t, xp):
-    H, Hi, _ = sqrt_pair(A, xp)
-    S, _ = funm(H @ B @ H, "sqrt", xp)
-    T = sym(Hi @ S @ Hi, xp)
+    T = _transport(A, B, xp)
     G = (1 - t) * eye(A.shape[-1], A, xp) + t * T
     return sym(G @ A @ G, xp)
 
@@ -541,29 +543,15 @@ class BuresWasserstein(SPDMetric):
         -------
         BWMeanResult
         """
-        v = self._args("mean", check, X=(SPD("... m n n", gate="check"), X),
-                       weights=(Weights("... m", optional=True, gate="check"), weights),
-                       init=(SPD("... n n", optional=True, gate="check"), init),
-                       tol=(NonNegative(optional=True), tol), max_iter=(Int(1), max_iter),
-                       callback=(Callback(), callback), callback_every=(Int(1), callback_every),
-                       progress=(Bool(), progress))
-        X, weights, init = v["X"], v["weights"], v["init"]
-        xp = compat.array_namespace(X, weights, init)
-        Xs, dt = self._up(X, xp)
-        tol = default_tol(1e-10, Xs.dtype) if v["tol"] is None else v["tol"]
-        m = X.shape[-3]
-        if weights is None:
-            w = xp.ones(X.shape[:-2], dtype=Xs.dtype, device=compat.device(X)) / m
-        else:
-            w = compat.cast(weights, Xs.dtype, xp)
-            w = w / xp.sum(w, axis=-1, keepdims=True)
+        xp, Xs, w, init, tol, dt = self._mean_args(X, weights, init, tol, max_iter, callback, callback_every,
+                                                    progress, check)
         Y = self._phi(Xs, xp)
         w4 = w[..., None, None]
         if init is None:
             P = xp.sum(w4 * Y, axis=-3)
         else:
             P = self._phi(self._up(init, xp)[0], xp)
-        I = eye(X.shape[-1], P, xp)
+        I = eye(Xs.shape[-1], P, xp)
         mon = Monitor("BuresWasserstein.mean", max_iter=max_iter, tol=tol, callback=callback,
                       callback_every=callback_every, progress=progress)
         for k in range(1, max_iter + 1):
