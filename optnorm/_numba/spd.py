@@ -18,13 +18,15 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._rows import jit
+from ._rows import SAFE_FASTMATH, jit
 
 __all__ = ["eigh_batched", "bw_dist2_batched", "eigvalsh_batched"]
 
-# fastmath without the no-NaN/no-inf assumptions: the kernels test for NaN (a failed Cholesky must return NaN,
-# not whatever an optimiser that assumes finite values makes of ``not s > 0``)
-_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# The parallel fastmath policy (SAFE_FASTMATH, see _rows): these helpers run inside parallel kernels, where
+# ``reassoc``/``afn`` made a kernel loaded from the on-disk cache compute other values than a freshly compiled
+# one (up to 100% relative on BW distances near 0); no no-NaN/no-inf assumptions either (a failed Cholesky
+# must return NaN, not whatever an optimiser that assumes finite values makes of ``not s > 0``)
+_FAST = set(SAFE_FASTMATH)
 
 _EPS = 2.220446049250313e-16
 _TINY = 2.2250738585072014e-308

@@ -658,7 +658,8 @@ def log_cholesky() -> LogCholesky:
 
 
 METRIC_ALIASES = {"airm": "airm", "riemann": "airm", "lem": "lem", "logeuclid": "lem",
-                  "log_cholesky": "log_cholesky", "logchol": "log_cholesky", "bw": "bw", "wasserstein": "bw"}
+                  "log_cholesky": "log_cholesky", "logchol": "log_cholesky", "bw": "bw", "wasserstein": "bw",
+                  "bures_wasserstein": "bw"}  # the metric object's name (optnorm.spd.bures_wasserstein) too
 
 
 def metric_object(name: str) -> SPDMetric:

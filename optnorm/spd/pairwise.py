@@ -157,7 +157,7 @@ def pairwise_distances(X: Array, Y: Array | None = None, *, metric: str = "airm"
         SPD matrices.
     Y : array (k, n, n), optional
         SPD matrices; ``None`` means ``X``.
-    metric : {"airm", "lem", "log_cholesky", "bw", "riemann", "logeuclid", "logchol", "wasserstein"}
+    metric : {"airm", "lem", "log_cholesky", "bw", "bures_wasserstein", "riemann", "logeuclid", "logchol", "wasserstein"}
     squared : bool
         Return squared distances.
     check : bool
@@ -207,7 +207,7 @@ def nearest_mean(X: Array, means: Array, *, metric: str = "airm", return_distanc
         SPD matrices to classify.
     means : array (k, n, n)
         The class means (SPD).
-    metric : {"airm", "lem", "log_cholesky", "bw", "riemann", "logeuclid", "logchol", "wasserstein"}
+    metric : {"airm", "lem", "log_cholesky", "bw", "bures_wasserstein", "riemann", "logeuclid", "logchol", "wasserstein"}
     return_distances : bool
         Also return the distances to every mean (pyRiemann's ``MDM.transform``).
     check : bool

@@ -73,7 +73,7 @@ def tangent_space(X: Array, reference: Array, *, metric: str = "airm", check: bo
     reference : array (..., n, n)
         The SPD reference point (usually one (n, n) matrix, e.g. the class-independent mean), broadcast
         against ``X``.
-    metric : {"airm", "lem", "log_cholesky", "bw", "riemann", "logeuclid", "logchol", "wasserstein"}
+    metric : {"airm", "lem", "log_cholesky", "bw", "bures_wasserstein", "riemann", "logeuclid", "logchol", "wasserstein"}
     check : bool
         Validate finiteness, symmetry and positive definiteness; ``False`` skips it.
 
@@ -123,7 +123,7 @@ def untangent_space(T: Array, reference: Array, *, metric: str = "airm", check: 
         Tangent vectors, ``k = n (n + 1) / 2``.
     reference : array (..., n, n)
         The SPD reference point used by :func:`tangent_space`.
-    metric : {"airm", "lem", "log_cholesky", "bw", "riemann", "logeuclid", "logchol", "wasserstein"}
+    metric : {"airm", "lem", "log_cholesky", "bw", "bures_wasserstein", "riemann", "logeuclid", "logchol", "wasserstein"}
     check : bool
         Validate finiteness of ``T`` and the reference; ``False`` skips it.
 

@@ -1,0 +1,18 @@
+"""Kernels loaded from the on-disk Numba cache compute bit for bit what freshly compiled ones do, in every
+domain (the parallel fastmath policy of optnorm/_numba/_rows.py; ot has its own case in tests/ot)."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from optnorm._lib import api
+from optnorm.testing import check_numba_cache
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba is not installed")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("domain", [d for d in api.DOMAINS if d != "ot"])
+def test_kernels_fresh_equal_cached(domain, tmp_path):
+    check_numba_cache(domain, tmp_path)
