@@ -78,9 +78,9 @@ def test_ibn_b(xp, rng):
 def test_vjps(rng):
     x = rng.standard_normal((3, 4, 5))
     w, b = rng.standard_normal(4), rng.standard_normal(4)
-    check_vjp("norm.instance_norm", x, w, b)
-    check_vjp("norm.instance_norm", x, None, None)
-    check_vjp("norm.instance_norm", np.moveaxis(x, 1, -1).copy(), w, b, opts={"axis": -1})
+    check_vjp("norm.instance_norm", x, w, b, None, None)
+    check_vjp("norm.instance_norm", x, None, None, None, None)
+    check_vjp("norm.instance_norm", np.moveaxis(x, 1, -1).copy(), w, b, None, None, opts={"axis": -1})
     wi, bi, wb, bb = (rng.standard_normal(2) for _ in range(4))
     rm, rv = rng.standard_normal(2), rng.random(2) + 0.5
     check_vjp("norm.ibn_norm", x, wi, bi, wb, bb, rm, rv, opts={"momentum": 0.3})
