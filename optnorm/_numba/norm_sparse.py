@@ -23,18 +23,27 @@ __all__ = ["sparsemax_rows", "entmax15_rows", "sparsemax_bwd_rows", "entmax15_bw
 
 @numba.njit(cache=True)
 def _below(v, like):
-    """``v`` (float64) in ``like``'s dtype, rounded down: every entry above the float64 bound passes the test."""
+    """``v`` (float64) in ``like``'s dtype, rounded down: every entry above the float64 bound passes ``>= lo``
+    (a superset of the candidates is harmless; at |max| ~ 1e30 in float32, max - 1 rounds to max itself)."""
     r = _scalar_like(v, like)
     if float(r) > v:
         r = np.nextafter(r, _scalar_like(-np.inf, like))
     return r
 
 
+@numba.njit(cache=True)
+def _has_nan(a):
+    for v in a:
+        if v != v:
+            return True
+    return False
+
+
 @numba.njit(fastmath=_FM_RED, cache=True)
 def _count_above(xr, lo):
     c = 0
     for j in range(xr.shape[0]):
-        c += 1 if xr[j] > lo else 0
+        c += 0 if xr[j] < lo else 1  # NaN counts (the row max skips NaN; the candidates catch it)
     return c
 
 
@@ -56,10 +65,10 @@ def sparsemax_rows(x, y, tau_out):
         cand = np.empty(cnt, np.float64)
         c = 0
         for j in range(n):
-            if xr[j] > lo:
+            if not xr[j] < lo:  # NaN passes too, and is caught below
                 cand[c] = float(xr[j]) - mf
                 c += 1
-        if c != cnt:  # a NaN among the entries
+        if c != cnt or _has_nan(cand):  # a NaN among the entries
             for j in range(n):
                 yr[j] = np.nan
             tau_out[r] = np.nan
@@ -73,12 +82,13 @@ def sparsemax_rows(x, y, tau_out):
                 tau = (cs - 1.0) / (k + 1)
             else:
                 break
-        t = tau + mf
-        tau_out[r] = t
-        tr = _scalar_like(t, m)  # the output pass in the row's dtype (a float64 pass is half as wide)
+        tau_out[r] = tau + mf
+        # the output pass in the row's dtype (a float64 pass is half as wide), as (x - m) - tau: m + tau would
+        # lose tau entirely for |m| >> 1 (1e30 - 1 is 1e30 in float32)
+        tr = _scalar_like(tau, m)
         zero = _scalar_like(0.0, m)
         for j in range(n):
-            v = xr[j] - tr
+            v = (xr[j] - m) - tr
             yr[j] = v if v > zero else zero
 
 
@@ -100,10 +110,10 @@ def entmax15_rows(x, y, tau_out):
         cand = np.empty(cnt, np.float64)
         c = 0
         for j in range(n):
-            if xr[j] > lo:
+            if not xr[j] < lo:  # NaN passes too, and is caught below
                 cand[c] = (float(xr[j]) - mf) * 0.5
                 c += 1
-        if c != cnt:
+        if c != cnt or _has_nan(cand):
             for j in range(n):
                 yr[j] = np.nan
             tau_out[r] = np.nan
@@ -127,10 +137,10 @@ def entmax15_rows(x, y, tau_out):
                 break
         tau_out[r] = tau
         half = _scalar_like(0.5, m)
-        b = _scalar_like(0.5 * mf + tau, m)
+        tr = _scalar_like(tau, m)
         zero = _scalar_like(0.0, m)
         for j in range(n):
-            v = xr[j] * half - b
+            v = (xr[j] - m) * half - tr
             yr[j] = v * v if v > zero else zero
 
 

@@ -163,7 +163,9 @@ def binary_cross_entropy_with_logits(logits: Array, y: Array, weight: Array | No
     r"""Binary cross-entropy of logits, log-sum-exp stable, with torch's ``pos_weight``.
 
     With :math:`l_w = 1 + (\mathrm{pos\_weight} - 1)\,y` and :math:`\mathrm{softplus}(u) = \log(1 + e^u)`
-    evaluated as :math:`\max(u, 0) + \log(1 + e^{-|u|})`,
+    evaluated as :math:`\max(u, 0) + \log(1 + e^{-|u|})`, and computed as
+    :math:`(1 - y)\,\mathrm{softplus}(x) + \mathrm{pos\_weight}\cdot y\,\mathrm{softplus}(-x)` (two non-negative terms:
+    no cancellation, so small losses keep their digits where torch's form loses them),
 
     .. math::
         \ell = w\,\big[(1 - y)\,x + l_w\,\mathrm{softplus}(-x)\big]
@@ -213,11 +215,10 @@ def binary_cross_entropy_with_logits_fwd(logits, y, weight=None, *, pos_weight=N
     ct = compat.compute_dtype(logits, xp)
     x, yc = compat.cast(logits, ct, xp), compat.cast(y, ct, xp)
     wc, pw = compat.cast(weight, ct, xp), compat.cast(pos_weight, ct, xp)
-    sp = softplus(-x, xp)
-    if pw is None:
-        per = (1.0 - yc) * x + sp
-    else:
-        per = (1.0 - yc) * x + (1.0 + (pw - 1.0) * yc) * sp
+    # (1 - y) x + l_w softplus(-x) written as (1 - y) softplus(x) + pos_weight y softplus(-x): two non-negative
+    # terms, no cancellation (torch's form loses all digits of log1p(e^-30) ~ 9.4e-14 at x = -30, y = 0)
+    spn, spp = softplus(-x, xp), softplus(x, xp)
+    per = (1.0 - yc) * spp + (yc if pw is None else pw * yc) * spn
     if wc is not None:
         per = per * wc
     out = compat.cast(reduce_loss(per, reduction, xp), logits.dtype, xp)
@@ -233,18 +234,16 @@ def binary_cross_entropy_with_logits_bwd(res: BCELogitsRes, dy):
     g = reduce_loss_bwd(compat.cast(dy, x.dtype, xp), res.shape, res.reduction, xp)
     gw = g if wc is None else g * wc
     s = sigmoid(x, xp)
-    sp = softplus(-x, xp)
+    spn, spp = softplus(-x, xp), softplus(x, xp)
     if pw is None:
         dx = gw * (s - yc)
         dyy = gw * (-x)
-        lw = None
     else:
-        lw = 1.0 + (pw - 1.0) * yc
-        dx = gw * (lw * s - pw * yc)
-        dyy = gw * (-x + (pw - 1.0) * sp)
+        dx = gw * ((1.0 + (pw - 1.0) * yc) * s - pw * yc)
+        dyy = gw * (pw * spn - spp)
     dw = None
     if wc is not None:
-        unweighted = (1.0 - yc) * x + (sp if lw is None else lw * sp)
+        unweighted = (1.0 - yc) * spp + (yc if pw is None else pw * yc) * spn
         dw = compat.cast(unbroadcast(g * unweighted, res.shapes[0], xp), res.dtypes[2], xp)
     return compat.cast(dx, res.dtypes[0], xp), compat.cast(dyy, res.dtypes[1], xp), dw
 

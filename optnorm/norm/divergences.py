@@ -189,7 +189,8 @@ def _log_probs(a, axis, from_logits, xp):
 
 def _xlog(p_log, d, xp):
     """exp(lp) * d with 0 where lp = -inf (0 log 0 = 0)."""
-    return xp.where(p_log == -math.inf, xp.zeros_like(d), xp.exp(p_log) * d)
+    dead = p_log == -math.inf
+    return xp.exp(p_log) * xp.where(dead, xp.zeros_like(d), d)
 
 
 @public(p=Float(), q=Float(), beta=Scalar(0.0, 1.0, low_open=True, high_open=True), from_logits=Bool(),

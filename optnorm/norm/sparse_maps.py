@@ -1,6 +1,7 @@
 """Sparse probability mappings: sparsemax and 1.5-entmax (exact thresholds, exact VJPs)."""
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 from .._lib import compat
@@ -29,22 +30,36 @@ def _pick(v, idx, n, xp):
     return xp.sum(xp.where(k == idx, v, xp.zeros_like(v)), axis=-1, keepdims=True)
 
 
+def _bad_rows(m, xp):
+    """Rows whose max is NaN or +-inf (a NaN or +inf entry, or all -inf) give NaN, as in the Numba kernels."""
+    bad = ~xp.isfinite(m)
+    return bad, xp.where(bad, xp.zeros_like(m), m)
+
+
+def _nan_rows(y, bad, xp):
+    return xp.where(bad, xp.full_like(y, math.nan), y)
+
+
 def _sparsemax_generic(x, *, axis, xp):
     ct = compat.compute_dtype(x, xp)
     z = move_last(compat.cast(x, ct, xp), axis, xp)
-    z = z - xp.max(z, axis=-1, keepdims=True)
-    zs, k, n = _sorted_scan(z, xp)
+    m = xp.max(z, axis=-1, keepdims=True)
+    bad, m = _bad_rows(m, xp)
+    z = xp.maximum(z - m, xp.full_like(z, -2.0))  # entries below max - 1 are never in the support: clamping them
+    zs, k, n = _sorted_scan(z, xp)                # changes nothing and keeps the cumulative sums from overflowing
     cs = xp.cumulative_sum(zs, axis=-1)
     kstar = xp.sum(xp.astype(k * zs > cs - 1.0, xp.int64), axis=-1, keepdims=True)
     tau = (_pick(cs, kstar, n, xp) - 1.0) / xp.astype(kstar, ct)
     y = xp.maximum(z - tau, xp.zeros_like(z))
-    return compat.cast(move_back(y, axis, xp), x.dtype, xp)
+    return compat.cast(move_back(_nan_rows(y, bad, xp), axis, xp), x.dtype, xp)
 
 
 def _entmax15_generic(x, *, axis, xp):
     ct = compat.compute_dtype(x, xp)
     z = move_last(compat.cast(x, ct, xp), axis, xp)
-    z = (z - xp.max(z, axis=-1, keepdims=True)) / 2.0
+    m = xp.max(z, axis=-1, keepdims=True)
+    bad, m = _bad_rows(m, xp)
+    z = xp.maximum((z - m) / 2.0, xp.full_like(z, -2.0))  # z < -1 is never in the support: no overflow of z^2
     zs, k, n = _sorted_scan(z, xp)
     mu = xp.cumulative_sum(zs, axis=-1) / k
     msq = xp.cumulative_sum(zs * zs, axis=-1) / k
@@ -54,7 +69,7 @@ def _entmax15_generic(x, *, axis, xp):
     kstar = xp.sum(xp.astype(tau_k <= zs, xp.int64), axis=-1, keepdims=True)
     tau = _pick(tau_k, kstar, n, xp)
     y = xp.maximum(z - tau, xp.zeros_like(z))
-    return compat.cast(move_back(y * y, axis, xp), x.dtype, xp)
+    return compat.cast(move_back(_nan_rows(y * y, bad, xp), axis, xp), x.dtype, xp)
 
 
 def _sparsemax_bwd_generic(y, dy, *, axis, xp):
