@@ -3,6 +3,7 @@
 - :func:`assert_close` compares an array of any library with a NumPy reference.
 - :func:`check_vjp` checks a registered op's VJP against central finite differences in float64.
 - :func:`numerical_vjp` gives the full finite-difference VJP of any function of NumPy arrays.
+- :func:`check_numba_cache` checks that kernels loaded from the Numba cache compute what fresh ones do.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import numpy as np
 from ._lib import compat
 from ._lib import ops as _ops
 
-__all__ = ["assert_close", "check_vjp", "numerical_vjp", "as_tuple"]
+__all__ = ["assert_close", "check_vjp", "numerical_vjp", "as_tuple", "role_projections", "numba_fingerprint",
+           "check_numba_cache"]
 
 
 def as_tuple(y) -> tuple:
@@ -78,7 +80,7 @@ def numerical_vjp(f: Callable[..., Any], arrays: Sequence[np.ndarray], dy: Any, 
     arrays = [None if a is None else np.array(a, dtype=np.float64) for a in arrays]
     argnums = range(len(arrays)) if argnums is None else argnums
     dys = as_tuple(dy)
-    out = [None] * len(arrays)
+    out: list = [None] * len(arrays)
     for i in argnums:
         if arrays[i] is None:
             continue
@@ -100,25 +102,26 @@ def numerical_vjp(f: Callable[..., Any], arrays: Sequence[np.ndarray], dy: Any, 
 
 
 def check_vjp(op: Any, *arrays: Any, rtol: float = 1e-5, atol: float = 1e-7, h: float = 1e-6, n_dirs: int = 3,
-              seed: int = 0, opts: dict | None = None) -> None:
+              seed: int = 0, opts: dict | None = None, project: dict | None = None) -> None:
     """Check an op's ``bwd`` against finite differences of its ``fn`` along random directions (float64 NumPy).
 
     ``op`` is an :class:`~optnorm._lib.ops.Op` or its name.  For every differentiable
     float input ``i`` and random direction ``v``: ``<bwd(res, dy)[i], v>`` must equal
     ``(<dy, f(x + h v)> - <dy, f(x - h v)>) / 2h``.  Also checks that ``fwd`` returns
-    the same output as ``fn``.  Inputs whose declared role is symmetric (``Symmetric``, ``SPD``) are
-    perturbed along symmetric directions: the function is only defined (and validated) there.
+    the same output as ``fn``.  ``project`` maps an input's index to a function applied to its
+    directions, keeping constrained inputs valid (symmetric matrices stay symmetric, weights keep
+    summing to one); by default it comes from the declaration's roles (:func:`role_projections`).
     """
     op_ = _ops.get(op) if isinstance(op, str) else op
-    from ._lib import api, roles
+    if project is None:
+        from ._lib import api
 
-    entry = api.lookup(op_.name)
-    symmetric = {i for i, p in enumerate(op_.array_params)
-                 if entry is not None and isinstance(entry.roles.get(p), roles.Symmetric)}
+        entry = api.lookup(op_.name)
+        project = role_projections(entry) if entry is not None and entry.op is not None else {}
     opts = opts or {}
     rng = np.random.default_rng(seed)
-    arrays = [None if a is None else (np.array(a, dtype=np.float64) if np.asarray(a).dtype.kind == "f"
-                                      else np.asarray(a)) for a in arrays]
+    arrays = tuple(None if a is None else (np.array(a, dtype=np.float64) if np.asarray(a).dtype.kind == "f"
+                                           else np.asarray(a)) for a in arrays)
     y = op_.fn(*arrays, **opts)
     y2, res = op_.fwd(*arrays, **opts)
     assert_close(y2, y, rtol=1e-12, atol=1e-12, err_msg=f"{op_.name}: fwd output differs from fn")
@@ -139,8 +142,8 @@ def check_vjp(op: Any, *arrays: Any, rtol: float = 1e-5, atol: float = 1e-7, h: 
         assert g.shape == a.shape, f"{op_.name}: cotangent {i} has shape {g.shape}, input has {a.shape}"
         for _ in range(n_dirs):
             v = rng.standard_normal(a.shape)
-            if i in symmetric:
-                v = (v + np.swapaxes(v, -1, -2)) / 2
+            if i in project:
+                v = project[i](v)
             args_p = list(arrays)
             args_m = list(arrays)
             args_p[i] = a + h * v
@@ -156,3 +159,104 @@ def check_vjp(op: Any, *arrays: Any, rtol: float = 1e-5, atol: float = 1e-7, h: 
         checked += 1
     assert checked > 0 or not any(a is not None and a.dtype.kind == "f" for a in arrays), \
         f"{op_.name}: no input was checked"
+
+
+def role_projections(entry: Any) -> dict:
+    """Direction projections for :func:`check_vjp` from a declaration's roles: symmetric (and SPD) matrices get
+    symmetric directions, weights that must sum to one get directions summing to zero."""
+    from ._lib.roles import Symmetric, Weights
+
+    out = {}
+    for i, p in enumerate(entry.op.array_params):
+        r = entry.roles[p]
+        if isinstance(r, Symmetric):
+            out[i] = lambda v: (v + np.swapaxes(v, -1, -2)) / 2
+        elif isinstance(r, Weights) and r.normalized:
+            out[i] = lambda v: v - v.mean(axis=-1, keepdims=True)
+    return out
+
+
+
+def numba_fingerprint(domain: str) -> dict:
+    """The exact outputs (bytes) of every ``domain`` function a Numba path serves, with that path forced.
+
+    Each function runs its declared example call, in float64 and float32, plus the contract suite's
+    magnitude perturbations of each argument (``huge``, ``tiny``); an exception is recorded by its type.
+    A domain's kernel module may add direct probes: ``optnorm._numba.<domain>.cache_probes()`` returning
+    ``{name: array}`` (kernels on adversarial inputs: sizes that take every code path, extreme values).
+    Run in two processes that share one ``NUMBA_CACHE_DIR`` (:func:`check_numba_cache`), it shows whether
+    kernels loaded from the on-disk cache compute exactly what freshly compiled ones do.
+    """
+    import inspect
+    import warnings
+
+    from ._lib import api, contract
+    from ._lib.dispatch import fast_paths, use_backend
+
+    fast = fast_paths()
+    out = {}
+    for entry in api.functions(domain):
+        if "numba" not in fast.get(entry.name, ()):
+            continue
+        params = list(inspect.signature(entry.body).parameters)
+        for dt in ("float64", "float32"):
+            cases = [("", "example")]
+            for p in params:
+                if entry.roles[p].is_array:
+                    probe = entry.roles[p].example(entry.sizes, np.random.default_rng(0), np.float64)
+                    cases += [(p, q.label) for q in contract._perturbations(entry, p, probe)
+                              if q.label in ("huge", "tiny")]
+            for param, label in cases:
+                rng = np.random.default_rng(1)
+                fill = (param,) if param else ()
+                args, kwargs = contract.example_call(entry, rng, np.dtype(dt), fill=fill)
+                vals = contract._bind(entry, args, kwargs)
+                if param:
+                    pert = next(q for q in contract._perturbations(entry, param, vals[param]) if q.label == label)
+                    vals[param] = pert.make(vals[param], rng)
+                a, k = contract._split(inspect.signature(entry.body), vals)
+                key = f"{entry.name}[{param or '-'}:{label}:{dt}]"
+                try:
+                    with use_backend("numba"), warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        y = entry.obj(*a, **k)
+                    out[key] = b"".join(np.ascontiguousarray(compat.to_numpy(o)).tobytes()
+                                        for o in contract.outputs(y))
+                except Exception as exc:  # recorded: a cached kernel must fail the same way
+                    out[key] = type(exc).__name__.encode()
+    import importlib
+
+    try:
+        kernels = importlib.import_module(f"optnorm._numba.{domain}")
+    except ImportError:
+        kernels = None
+    for name, y in (getattr(kernels, "cache_probes", dict)() or {}).items():
+        out[f"probe:{name}"] = np.ascontiguousarray(y).tobytes()
+    return out
+
+
+def check_numba_cache(domain: str, cache_dir: Any, *, timeout: float = 900) -> dict:
+    """Run :func:`numba_fingerprint` in a fresh process (compiling into the empty ``cache_dir``) and again in a
+    second one (loading from it); raise AssertionError naming every output that differs bit for bit."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cache_dir = Path(cache_dir)
+    code = ("import pickle, sys\nfrom optnorm.testing import numba_fingerprint\n"
+            f"sys.stdout.buffer.write(pickle.dumps(numba_fingerprint({domain!r})))\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir), OPTNORM_BACKEND="auto")
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=timeout)
+        assert proc.returncode == 0, proc.stderr.decode()[-4000:]
+        runs.append(pickle.loads(proc.stdout))
+        if len(runs) == 1:
+            assert any(cache_dir.rglob("*.nbi")), f"the first run wrote no Numba cache index into {cache_dir}"
+    fresh, cached = runs
+    assert fresh, f"no {domain} function has a Numba path"
+    diff = sorted(k for k in fresh.keys() | cached.keys() if fresh.get(k) != cached.get(k))
+    assert not diff, f"kernels loaded from the Numba cache compute differently from fresh ones: {diff}"
+    return fresh

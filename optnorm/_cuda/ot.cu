@@ -1,14 +1,18 @@
-// CUDA kernels for optnorm.ot: log-sum-exp half-steps of log-domain Sinkhorn.
-// M is a C-contiguous batch (Bn, n, m) of cost matrices, s[b] = 1/eps of problem b.
-//   lse_rows: out[b, i] = log sum_j exp(vec[b, j] - M[b, i, j] * s[b])   grid (Bn*n), block 256
-//   lse_cols: out[b, j] = log sum_i exp(vec[b, i] - M[b, i, j] * s[b])   grid (ceil(m/32), Bn), block (32, 8)
-// Reductions carry (max, sum) pairs merged with the online-softmax rule, so -inf entries (zero weights) and
-// fully masked rows are handled without NaN.
+// CUDA kernels for optnorm.ot: the soft-minimum half-steps of log-domain Sinkhorn (in cost units) and the
+// pairwise 2-Wasserstein / NWD between axis-aligned boxes.
 //
-// optnorm-kernel: lse_rows<float>
-// optnorm-kernel: lse_rows<double>
-// optnorm-kernel: lse_cols<float>
-// optnorm-kernel: lse_cols<double>
+// M is a C-contiguous batch (Bn, n, m) of cost matrices and reg the entropic regularisation:
+//   softmin_rows: out[b, i] = reg * log sum_j exp((h[b, j] - M[b, i, j]) / reg)   grid (Bn*n), block 256
+//   softmin_cols: out[b, j] = reg * log sum_i exp((h[b, i] - M[b, i, j]) / reg)   grid (ceil(m/32), <= Bn),
+//                                                                                  block (32, 8)
+// Two passes (max, then the sum of exps), like the Numba kernels: exponents below -708 (float64) / -87
+// (float32) are flushed, so no subnormal is ever produced; -inf entries of h (zero weights) add nothing and
+// a row or column of -inf gives -inf.
+//
+// optnorm-kernel: softmin_rows<float>
+// optnorm-kernel: softmin_rows<double>
+// optnorm-kernel: softmin_cols<float>
+// optnorm-kernel: softmin_cols<double>
 // optnorm-kernel: pairwise_box_w2<float>
 // optnorm-kernel: pairwise_box_w2<double>
 
@@ -16,61 +20,82 @@
 
 using namespace optnorm;
 
+template <typename T> struct Flush;
+template <> struct Flush<float> { __device__ static float lo() { return -87.0f; } };
+template <> struct Flush<double> { __device__ static double lo() { return -708.0; } };
+
 template <typename T>
-__global__ void lse_rows(const T* __restrict__ M, const T* __restrict__ s, const T* __restrict__ vec,
-                         T* __restrict__ out, int Bn, int n, int m) {
-    const long long row = blockIdx.x;              // b * n + i
-    if (row >= (long long)Bn * n) return;
-    const int b = (int)(row / n);
-    const T sb = s[b];
-    const T* Mr = M + row * (long long)m;
-    const T* vb = vec + (long long)b * m;
-    T mx = (-Lim<T>::inf()), sm = T(0);
-    for (int j = threadIdx.x; j < m; j += blockDim.x) ms_push(mx, sm, vb[j] - Mr[j] * sb);
-    __shared__ T smx[256];
-    __shared__ T ssm[256];
-    smx[threadIdx.x] = mx;
-    ssm[threadIdx.x] = sm;
-    __syncthreads();
-    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-        if (threadIdx.x < w) {
-            T a = smx[threadIdx.x], c = ssm[threadIdx.x];
-            ms_merge(a, c, smx[threadIdx.x + w], ssm[threadIdx.x + w]);
-            smx[threadIdx.x] = a;
-            ssm[threadIdx.x] = c;
-        }
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) out[row] = (smx[0] == (-Lim<T>::inf())) ? (-Lim<T>::inf()) : smx[0] + d_log(ssm[0]);
+__global__ void softmin_rows(const T* __restrict__ M, const T* __restrict__ h, T* __restrict__ out, long long Bn,
+                             long long n, long long m, T reg) {
+  const long long row = blockIdx.x;  // b * n + i
+  if (row >= Bn * n) return;
+  const long long b = row / n;
+  const T* Mr = M + row * m;
+  const T* hb = h + b * m;
+  __shared__ T sh[32];
+  T mx = -Lim<T>::inf();
+  for (long long j = threadIdx.x; j < m; j += blockDim.x) {
+    const T z = hb[j] - Mr[j];
+    mx = z > mx ? z : mx;
+  }
+  mx = block_max(mx, sh);
+  if (mx == -Lim<T>::inf()) {  // block-uniform
+    if (threadIdx.x == 0) out[row] = -Lim<T>::inf();
+    return;
+  }
+  T acc = T(0);
+  for (long long j = threadIdx.x; j < m; j += blockDim.x) {
+    const T e = (hb[j] - Mr[j] - mx) / reg;
+    acc += d_exp(e > Flush<T>::lo() ? e : Flush<T>::lo());
+  }
+  acc = block_sum(acc, sh);
+  if (threadIdx.x == 0) out[row] = mx + reg * d_log(acc);
 }
 
 template <typename T>
-__global__ void lse_cols(const T* __restrict__ M, const T* __restrict__ s, const T* __restrict__ vec,
-                         T* __restrict__ out, int Bn, int n, int m) {
-    const int b = blockIdx.y;
-    const int j = blockIdx.x * 32 + threadIdx.x;
-    const T sb = s[b];
-    const T* Mb = M + (long long)b * n * m;
-    const T* ub = vec + (long long)b * n;
-    T mx = (-Lim<T>::inf()), sm = T(0);
+__global__ void softmin_cols(const T* __restrict__ M, const T* __restrict__ h, T* __restrict__ out, long long Bn,
+                             long long n, long long m, T reg) {
+  const long long j = (long long)blockIdx.x * 32 + threadIdx.x;
+  __shared__ T sh[8][32];
+  for (long long b = blockIdx.y; b < Bn; b += gridDim.y) {
+    const T* Mb = M + b * n * m;
+    const T* hb = h + b * n;
+    T mx = -Lim<T>::inf();
     if (j < m) {
-        for (int i = threadIdx.y; i < n; i += blockDim.y) ms_push(mx, sm, ub[i] - Mb[(long long)i * m + j] * sb);
+      for (long long i = threadIdx.y; i < n; i += blockDim.y) {
+        const T z = hb[i] - Mb[i * m + j];
+        mx = z > mx ? z : mx;
+      }
     }
-    __shared__ T smx[8][32];
-    __shared__ T ssm[8][32];
-    smx[threadIdx.y][threadIdx.x] = mx;
-    ssm[threadIdx.y][threadIdx.x] = sm;
+    sh[threadIdx.y][threadIdx.x] = mx;
+    __syncthreads();
+    for (int k = 0; k < (int)blockDim.y; ++k) {
+      const T w = sh[k][threadIdx.x];
+      mx = w > mx ? w : mx;
+    }
+    __syncthreads();
+    T acc = T(0);
+    if (j < m && mx > -Lim<T>::inf()) {
+      for (long long i = threadIdx.y; i < n; i += blockDim.y) {
+        const T e = (hb[i] - Mb[i * m + j] - mx) / reg;
+        acc += d_exp(e > Flush<T>::lo() ? e : Flush<T>::lo());
+      }
+    }
+    sh[threadIdx.y][threadIdx.x] = acc;
     __syncthreads();
     if (threadIdx.y == 0 && j < m) {
-        for (int k = 1; k < (int)blockDim.y; ++k) ms_merge(mx, sm, smx[k][threadIdx.x], ssm[k][threadIdx.x]);
-        out[(long long)b * m + j] = (mx == (-Lim<T>::inf())) ? (-Lim<T>::inf()) : mx + d_log(sm);
+      for (int k = 1; k < (int)blockDim.y; ++k) acc += sh[k][threadIdx.x];
+      out[b * m + j] = (mx == -Lim<T>::inf()) ? -Lim<T>::inf() : mx + reg * d_log(acc);
     }
+    __syncthreads();
+  }
 }
 
 // ---- boxes: pairwise 2-Wasserstein / NWD between axis-aligned boxes (as Gaussians)
 // out[i, j] for boxes i (p1: n x 4 of (cx, cy, w/2, h/2)) and j (p2t: 4 x m, one row per parameter):
 // kind 0: W2^2, kind 1: W2, kind 2: exp(-sqrt(W2^2 + eps) * inv_c) (NWD).  Threads run along j (coalesced
-// reads of p2t and writes of out); the grid's y dimension strides over i.
+// reads of p2t and writes of out); the grid's y dimension strides over i.  The caller scales extreme
+// magnitudes (so the squares stay finite) and rescales kinds 0 and 1.
 template <typename T>
 __global__ void pairwise_box_w2(const T* __restrict__ p1, const T* __restrict__ p2t, T* __restrict__ out,
                                 long long n, long long m, int kind, T inv_c, T eps) {
@@ -84,9 +109,9 @@ __global__ void pairwise_box_w2(const T* __restrict__ p1, const T* __restrict__ 
     if (kind == 0) {
       y = s;
     } else if (kind == 1) {
-      y = sqrt(s);
+      y = d_sqrt(s);
     } else {
-      y = exp(-sqrt(s + eps) * inv_c);
+      y = d_exp(-d_sqrt(s + eps) * inv_c);
     }
     out[i * m + j] = y;
   }

@@ -36,14 +36,14 @@ import inspect
 import pkgutil
 import types
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar, overload
 
 import numpy as np
 
 from . import compat
-from .roles import Call, Role
+from .roles import Call, Role, same_library
 
-__all__ = ["public", "public_class", "constant", "vjp", "checked", "check_arguments", "Function", "registry",
+__all__ = ["public", "public_class", "constant", "vjp", "check_arguments", "Function", "registry",
            "functions", "lookup", "export_domain", "public_modules", "DOMAINS"]
 
 DOMAINS = ("norm", "ot", "spd", "optim")
@@ -64,6 +64,7 @@ class Function:
     sizes: dict = field(default_factory=dict)
     contract: dict = field(default_factory=dict)
     op: Any = None                  # optnorm._lib.ops.Op when differentiable
+    checker: Any = None             # the validation of its arguments (functions only)
 
     @property
     def domain(self) -> str:
@@ -123,15 +124,8 @@ class _Checker:
         for o in self.outs:
             if values[o] is not None and compat.is_array(values[o]):
                 present[o] = values[o]
-        if present and all(type(v) is np.ndarray for v in present.values()):
-            call.xp = compat.array_namespace(*present.values())
-        elif present:
-            kinds = {p: compat.backend_name(v) for p, v in present.items()}
-            if len(set(kinds.values())) > 1:
-                desc = ", ".join(f"{p} is {k}" for p, k in kinds.items())
-                raise TypeError(f"{self.fn}: arrays from different libraries were mixed ({desc}): convert them to one "
-                                f"library first")
-            call.xp = compat.array_namespace(*present.values())
+        if present:
+            call.xp = same_library(self.fn, present)
         for p in self.arrays:
             v = values[p]
             if v is not None and not compat.is_array(v):
@@ -215,8 +209,20 @@ def _wrap(fn: Callable, checker: _Checker, finish: Callable = _finish_alias) -> 
 
 
 # --------------------------------------------------------------------------------------------- declarations
-def public(fn: Callable | None = None, /, **options):
-    """Declare a public function (see the module docstring); every parameter needs a role."""
+_F = TypeVar("_F", bound=Callable[..., Any])
+_C = TypeVar("_C", bound=type)
+
+
+@overload
+def public(fn: _F, /) -> _F: ...
+@overload
+def public(fn: None = None, /, **options: Any) -> Callable[[_F], _F]: ...
+
+
+def public(fn: Callable | None = None, /, **options: Any) -> Any:
+    """Declare a public function (see the module docstring); every parameter needs a role.
+
+    The decorated function keeps its signature and annotations for type checkers."""
     meta = {k: options.pop(k) for k in _RESERVED if k in options}
     roles = options
 
@@ -243,13 +249,13 @@ def public(fn: Callable | None = None, /, **options):
         obj.__optnorm_public__ = name
         _add(Function(name, "function", obj, f.__module__, body=f, roles=dict(roles), gufunc=gufunc,
                       example=meta.get("example"), sizes=dict(meta.get("sizes", {})),
-                      contract=dict(meta.get("contract", {}))))
+                      contract=dict(meta.get("contract", {})), checker=checker))
         return obj
 
     return deco if fn is None else deco(fn)
 
 
-def public_class(cls=None, /, *, name: str | None = None):
+def public_class(cls: _C | None = None, /, *, name: str | None = None) -> Any:
     """Declare a public class (a result object, a metric object, an optimizer rule class)."""
 
     def deco(c):
@@ -278,16 +284,11 @@ def check_arguments(where: str, roles: dict[str, Role], **values) -> dict:
     return vals
 
 
-def checked(fn: Callable, impl: Callable, *, residuals: bool = True) -> Callable:
-    """``impl`` behind the argument validation of the declared public function ``fn``.
-
-    For a differentiable op whose ``fwd`` does not call ``fn`` itself (it returns residuals the plain call
-    does not compute): ``f_fwd = checked(f, _f_fwd)`` validates exactly what ``f(...)`` validates, so the
-    torch and JAX adapters (which call ``fwd``) refuse the same inputs; ``vjp(f, f_fwd, f_bwd,
-    validate=True)`` is the same thing.  ``impl`` must have ``fn``'s parameters (names, kinds, defaults).
-    With ``residuals`` (default) ``impl`` returns ``(y, res)`` and an ``out=`` aliasing an input is
-    handled on ``y`` as the public function handles it.
-    """
+def _checked(fn: Callable, impl: Callable) -> Callable:
+    """``impl`` (a ``fwd`` returning ``(y, residuals)``) behind the argument validation of the declared public
+    function ``fn``: what ``vjp(fn, fwd, bwd, validate=True)`` registers.  ``impl`` must have ``fn``'s
+    parameters (names, kinds, defaults); an ``out=`` aliasing an input is handled on ``y`` as the public
+    function handles it."""
     entry = lookup(fn)
     if entry is None:
         raise ValueError(f"{getattr(fn, '__qualname__', fn)} is not a declared public function: add @public first")
@@ -296,8 +297,7 @@ def checked(fn: Callable, impl: Callable, *, residuals: bool = True) -> Callable
     if [(p.name, p.kind, p.default) for p in want.parameters.values()] != \
             [(p.name, p.kind, p.default) for p in got.parameters.values()]:
         raise TypeError(f"{impl.__qualname__} must have the parameters of {entry.name}: {want} (got {got})")
-    checker = _Checker(entry.name.split(".", 1)[1], want, entry.roles)
-    return _wrap(impl, checker, _finish_alias_fwd if residuals else _finish_alias)
+    return _wrap(impl, _Checker(entry.name.split(".", 1)[1], want, entry.roles), _finish_alias_fwd)
 
 
 def vjp(fn: Callable, fwd: Callable, bwd: Callable, *, nondiff_argnums: tuple[int, ...] = (),
@@ -307,15 +307,16 @@ def vjp(fn: Callable, fwd: Callable, bwd: Callable, *, nondiff_argnums: tuple[in
 
     ``validate=True`` runs the function's roles on every call of ``fwd`` too (the adapters call ``fwd``
     directly when a gradient is needed), so a ``fwd`` written against validated arguments (normalised
-    axes, lists read as arrays, ``out=`` aliasing handled) need not call the public function.  ``fwd``
-    must then have exactly the public function's parameters."""
+    axes, lists read as arrays, ``out=`` aliasing handled) need not call the public function; this is the
+    one way to give an op's forward its function's checks.  ``fwd`` must then have exactly the public
+    function's parameters.  A ``fwd`` that calls the public function itself needs no ``validate``."""
     entry = lookup(fn)
     if entry is None:
         raise ValueError(f"{getattr(fn, '__qualname__', fn)} is not a declared public function: add @public first")
     from . import ops
 
     if validate:
-        fwd = checked(fn, fwd)
+        fwd = _checked(fn, fwd)
 
     entry.op = ops.register(entry.name, entry.obj, fwd, bwd, nondiff_argnums=nondiff_argnums,
                             skip_check_argnums=skip_check_argnums)

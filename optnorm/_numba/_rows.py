@@ -30,13 +30,33 @@ import types
 import numba
 import numpy as np
 
-__all__ = ["jit", "row_kernel", "RowKernel", "Rows", "SERIAL_BELOW"]
+__all__ = ["jit", "row_kernel", "RowKernel", "Rows", "SERIAL_BELOW", "SAFE_FASTMATH"]
 
 # below this many elements (or with one row) a row kernel runs its serial build
 SERIAL_BELOW = 1 << 16
 
+# Fastmath flags a parallel kernel may use (and helpers inlined into one).  Not ``reassoc``: a ``prange`` body
+# is compiled twice, as its own gufunc library (which the compiling process runs) and as a copy re-optimised
+# inside the caller's module (which is the object code the on-disk cache stores), and reassociation lets the
+# two optimisations compute different results, so a kernel loaded from the cache would not compute what a
+# freshly compiled one does (log-domain Sinkhorn at costs ~1e300: finite fresh, NaN cached).  Not
+# ``nnan``/``ninf`` (kernels test for -inf and let NaN propagate) nor ``afn`` (approximate libm calls).
+# Reductions that need ``reassoc`` to vectorise keep explicit lane partials instead, or live in small
+# non-parallel helpers.
+SAFE_FASTMATH = frozenset({"contract", "nsz", "arcp"})
+
 
 def _options(parallel: bool, fastmath, kw) -> dict:
+    """njit options; with ``parallel``, ``fastmath=True`` means :data:`SAFE_FASTMATH` and a set of flags must be a
+    subset of it (see above)."""
+    if parallel and fastmath is True:
+        fastmath = set(SAFE_FASTMATH)
+    elif parallel and fastmath:
+        bad = set(fastmath) - SAFE_FASTMATH
+        if bad:
+            raise ValueError(f"fastmath flags {sorted(bad)} make cached kernels differ from fresh ones or break "
+                             f"inf/NaN handling; allowed: {sorted(SAFE_FASTMATH)}")
+        fastmath = set(fastmath)
     return dict(cache=True, nogil=True, parallel=parallel, fastmath=fastmath, error_model="numpy", **kw)
 
 

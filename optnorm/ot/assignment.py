@@ -1,15 +1,17 @@
 """Assignment: exact linear assignment (batched, SciPy underneath) and the differentiable Sinkhorn operator."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._lib import compat, ops, validate
+from .._lib import compat
+from .._lib.api import public, public_class, vjp
+from .._lib.roles import Bool, Cost, Float, Int, Positive, Seed
+from . import _common as cm
 
-__all__ = ["linear_assignment", "Assignment", "sinkhorn_normalize"]
 
-
+@public_class
 class Assignment(NamedTuple):
     """Result of :func:`linear_assignment`: ``perm[..., i]`` is the column given to row ``i`` (−1 if none),
     ``cost[...]`` the total cost of the assignment."""
@@ -18,6 +20,7 @@ class Assignment(NamedTuple):
     cost: object
 
 
+@public(cost=Cost("... n m"), maximize=Bool(), allow_more_rows=Bool(), sizes={"n": 4, "m": 5})
 def linear_assignment(cost, *, maximize=False, allow_more_rows=False):
     """Exact linear assignment problem (LAP), batched over leading axes.
 
@@ -52,52 +55,43 @@ def linear_assignment(cost, *, maximize=False, allow_more_rows=False):
     >>> perm.tolist(), float(total)
     ([1, 0, 2], 5.0)
     """
-    xp = compat.array_namespace(cost)
-    validate.check_float(cost, "cost", xp)
-    validate.check_matrix(cost, "cost")
     n, m = cost.shape[-2], cost.shape[-1]
     if n > m and not allow_more_rows:
-        raise ValueError(f"cost has more rows than columns (shape {tuple(cost.shape)}): not every row can be "
-                         "assigned; pass allow_more_rows=True to leave the extra rows unassigned (perm = -1), "
-                         "or transpose the cost")
+        raise ValueError(f"linear_assignment: cost has more rows than columns (shape {tuple(cost.shape)}): not every "
+                         "row can be assigned; pass allow_more_rows=True to leave the extra rows unassigned "
+                         "(perm = -1), or transpose the cost")
     if not compat.is_concrete(cost):
-        raise TypeError("cost must be a concrete array: linear_assignment runs SciPy on the host and cannot be "
+        raise TypeError("linear_assignment: cost must be a concrete array: it runs SciPy on the host and cannot be "
                         "traced (e.g. under jax.jit)")
     from scipy.optimize import linear_sum_assignment
 
+    xp = compat.array_namespace(cost)
     c = compat.to_numpy(cost).astype(np.float64, copy=False)
-    if not np.all(np.isfinite(c)):
-        raise ValueError("cost contains NaN or inf")
+    top = float(np.max(np.abs(c))) if c.size else 0.0
+    s = float(2.0 ** np.floor(np.log2(top))) if top > 0 else 1.0    # exact: same assignment, no overflow inside
     batch = c.shape[:-2]
     flat = c.reshape((-1, n, m))
     perm = np.full((flat.shape[0], n), -1, dtype=np.int64)
     total = np.zeros(flat.shape[0], dtype=np.float64)
     for b in range(flat.shape[0]):
-        r, col = linear_sum_assignment(flat[b], maximize=bool(maximize))
+        r, col = linear_sum_assignment(flat[b] / s, maximize=bool(maximize))
         perm[b, r] = col
         total[b] = flat[b][r, col].sum()
     perm = perm.reshape(batch + (n,))
     total = total.reshape(batch)
     out_perm = compat.from_numpy_like(perm, cost)
-    out_cost = compat.from_numpy_like(np.asarray(total), cost)
-    if out_cost.dtype != cost.dtype:
-        out_cost = xp.astype(out_cost, cost.dtype)
+    out_cost = compat.cast(compat.from_numpy_like(np.asarray(total), cost), cost.dtype, xp)
     return Assignment(out_perm, out_cost)
 
 
 # ---------------------------------------------------------------- Sinkhorn operator
-def _lse(x, axis, xp):
-    mx = xp.max(x, axis=axis, keepdims=True)
-    mx = xp.where(xp.isfinite(mx), mx, 0.0)
-    return mx + xp.log(xp.sum(xp.exp(x - mx), axis=axis, keepdims=True))
-
-
 def _gumbel(shape, seed, dtype_np):
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = cm.rng(seed)
     u = rng.uniform(np.finfo(np.float64).tiny, 1.0, size=shape)
     return (-np.log(-np.log(u))).astype(dtype_np)
 
 
+@public(log_alpha=Float("... n n", finite=True), n_iter=Int(1), tau=Positive(), gumbel_noise=Bool(), seed=Seed())
 def sinkhorn_normalize(log_alpha, *, n_iter=20, tau=1.0, gumbel_noise=False, seed=None):
     """Sinkhorn operator: a doubly-stochastic relaxation of a permutation, unrolled and differentiable.
 
@@ -141,45 +135,49 @@ def sinkhorn_normalize(log_alpha, *, n_iter=20, tau=1.0, gumbel_noise=False, see
     >>> P.sum(axis=0).round(6), P.sum(axis=1).round(6)
     (array([1., 1.]), array([1., 1.]))
     """
-    return sinkhorn_normalize_fwd(log_alpha, n_iter=n_iter, tau=tau, gumbel_noise=gumbel_noise, seed=seed)[0]
+    return _sinkhorn_normalize(log_alpha, n_iter, float(tau), gumbel_noise, seed)[0]
 
 
-def sinkhorn_normalize_fwd(log_alpha, *, n_iter=20, tau=1.0, gumbel_noise=False, seed=None):
+class SinkhornNormalizeRes(NamedTuple):
+    """Residuals of sinkhorn_normalize: every iterate (the unrolled VJP replays them backwards)."""
+    iters: list
+    tau: float
+    dtype: Any
+
+
+def _sinkhorn_normalize(log_alpha, n_iter, tau, gumbel_noise, seed):
     xp = compat.array_namespace(log_alpha)
-    validate.check_float(log_alpha, "log_alpha", xp)
-    validate.check_square(log_alpha, "log_alpha")
-    n_iter = validate.check_int(n_iter, "n_iter", low=1)
-    tau = validate.check_positive(tau, "tau")
     dt = compat.compute_dtype(log_alpha, xp)
-    x = xp.astype(log_alpha, dt) if log_alpha.dtype != dt else log_alpha
+    x = compat.cast(log_alpha, dt, xp)
     if gumbel_noise:
-        np_dt = np.float32 if dt == xp.float32 else np.float64
-        g = compat.from_numpy_like(_gumbel(tuple(log_alpha.shape), seed, np_dt), log_alpha)
+        g = compat.from_numpy_like(_gumbel(tuple(log_alpha.shape), seed, cm.np_dtype(x)), log_alpha)
         x = x + g
     x = x / tau
     iters = []
     for _ in range(n_iter):
-        x = x - _lse(x, -1, xp)
+        x = x - cm.lse(x, -1, xp, keepdims=True)
         iters.append(x)
-        x = x - _lse(x, -2, xp)
+        x = x - cm.lse(x, -2, xp, keepdims=True)
         iters.append(x)
-    y = xp.exp(x)
-    res = (iters, tau, log_alpha.dtype)
-    return (xp.astype(y, log_alpha.dtype) if y.dtype != log_alpha.dtype else y), res
+    return compat.cast(xp.exp(x), log_alpha.dtype, xp), SinkhornNormalizeRes(iters, tau, log_alpha.dtype)
 
 
-def sinkhorn_normalize_bwd(res, dy):
+def sinkhorn_normalize_fwd(log_alpha, *, n_iter=20, tau=1.0, gumbel_noise=False, seed=None):
+    return _sinkhorn_normalize(log_alpha, n_iter, float(tau), gumbel_noise, seed)
+
+
+def sinkhorn_normalize_bwd(res: SinkhornNormalizeRes, dy):
     iters, tau, dtype = res
     xp = compat.array_namespace(iters[-1])
     x = iters[-1]
-    dy = xp.astype(dy, x.dtype) if dy.dtype != x.dtype else dy
+    dy = compat.cast(dy, x.dtype, xp)
     g = dy * xp.exp(x)  # through exp
     # y = x - lse(x, axis): dx = dy - softmax(x) * sum(dy, axis) = dy - exp(y) * sum(dy, axis)
     for k in range(len(iters) - 1, -1, -1):
         axis = -1 if k % 2 == 0 else -2
         g = g - xp.exp(iters[k]) * xp.sum(g, axis=axis, keepdims=True)
     g = g / tau
-    return (xp.astype(g, dtype) if g.dtype != dtype else g,)
+    return (compat.cast(g, dtype, xp),)
 
 
-ops.register("ot.sinkhorn_normalize", sinkhorn_normalize, sinkhorn_normalize_fwd, sinkhorn_normalize_bwd)
+vjp(sinkhorn_normalize, sinkhorn_normalize_fwd, sinkhorn_normalize_bwd, validate=True)

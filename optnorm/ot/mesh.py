@@ -1,12 +1,14 @@
 """Triangle meshes as measures for OT losses: area-weighted samples, area-weighted centroids, oriented varifolds."""
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 
-from .._lib import compat, ops, validate
-from .oned import _check_finite
-
-__all__ = ["mesh_to_measure"]
+from .._lib import compat
+from .._lib.api import public, vjp
+from .._lib.roles import Choice, Float, Int, Labels, Positive, Seed
+from . import _common as cm
 
 KINDS = ("area", "varifold")
 
@@ -21,67 +23,64 @@ def _segment_sum(vals, idx, n_out, xp):
     """out[v] = sum of vals[k] over k with idx[k] == v (sort + cumulative sum: no scatter in the Array API)."""
     order = xp.argsort(idx, stable=True)
     sidx = xp.take(idx, order, axis=0)
-    acc = getattr(xp, "float64", vals.dtype)
-    sv = xp.astype(xp.take(vals, order, axis=0), acc)
+    acc = cm.acc_dtype(xp, vals.dtype)
+    sv = compat.cast(xp.take(vals, order, axis=0), acc, xp)
     cs = xp.cumulative_sum(sv, axis=0, include_initial=True)           # (K + 1, d)
-    ends = xp.searchsorted(sidx, xp.arange(n_out, dtype=sidx.dtype, device=compat.device(sidx)), side="right")
+    ends = xp.searchsorted(sidx, compat.arange(n_out, like=sidx, dtype=sidx.dtype, xp=xp), side="right")
     starts = xp.concat([xp.zeros((1,), dtype=ends.dtype, device=compat.device(ends)), ends[:-1]])
-    return xp.astype(xp.take(cs, ends, axis=0) - xp.take(cs, starts, axis=0), vals.dtype)
+    return compat.cast(xp.take(cs, ends, axis=0) - xp.take(cs, starts, axis=0), vals.dtype, xp)
 
 
-def _check(vertices, faces, n_samples, kind, normal_scale):
-    validate.check_float(vertices, "vertices")
-    validate.check_array(faces, "faces")
-    xp = validate.check_same_namespace(vertices=vertices, faces=faces)
-    if vertices.ndim != 2 or vertices.shape[1] != 3:
-        raise ValueError(f"vertices must have shape (n_vertices, 3), got shape {tuple(vertices.shape)}")
-    if faces.ndim != 2 or faces.shape[1] != 3:
-        raise ValueError(f"faces must have shape (n_faces, 3), got shape {tuple(faces.shape)}")
-    if not xp.isdtype(faces.dtype, "integral"):
-        raise TypeError(f"faces must have an integer dtype (vertex indices), got {faces.dtype}")
-    validate.check_nonempty(faces, "faces", axis=0)
-    validate.check_nonempty(vertices, "vertices", axis=0)
-    if compat.is_concrete(faces):
-        fh = compat.to_numpy(faces)
-        lo, hi = int(fh.min()), int(fh.max())
-        if lo < 0 or hi >= vertices.shape[0]:
-            raise ValueError(f"faces index vertices in [{lo}, {hi}], outside [0, {vertices.shape[0] - 1}]")
-    _check_finite(vertices, "vertices")
-    validate.check_in(kind, KINDS, "kind")
-    if n_samples is not None:
-        validate.check_int(n_samples, "n_samples", low=1)
-        if kind == "varifold":
-            raise ValueError("n_samples must be None for kind='varifold' (one atom per face)")
-    validate.check_positive(normal_scale, "normal_scale")
-    return xp
-
-
-def _geometry(vertices, faces, xp):
-    A = xp.take(vertices, faces[:, 0], axis=0)
-    B = xp.take(vertices, faces[:, 1], axis=0)
-    C = xp.take(vertices, faces[:, 2], axis=0)
+def _geometry(V, faces, xp):
+    """Corners, face normals (unnormalised), their norms and unit normals of the (scaled) vertices ``V``."""
+    A = xp.take(V, faces[:, 0], axis=0)
+    B = xp.take(V, faces[:, 1], axis=0)
+    C = xp.take(V, faces[:, 2], axis=0)
     N = _cross(B - A, C - A, xp)
     nrm = xp.linalg.vector_norm(N, axis=1)
-    tiny = float(xp.finfo(vertices.dtype).smallest_normal) ** 0.5
+    tiny = float(xp.finfo(V.dtype).smallest_normal) ** 0.5
     safe = xp.where(nrm > tiny, nrm, xp.ones_like(nrm))
     nhat = xp.where((nrm > tiny)[:, None], N / safe[:, None], xp.zeros_like(N))
-    return A, B, C, N, nrm, safe, nhat
+    return A, B, C, nrm, safe, nhat
+
+
+class MeshRes(NamedTuple):
+    """Residuals of mesh_to_measure (geometry of the vertices divided by the power of two ``t``)."""
+    A: Any
+    B: Any
+    C: Any
+    nrm: Any
+    safe: Any
+    nhat: Any
+    w: Any
+    total: Any
+    t: Any
+    faces: Any
+    kind: str
+    n_vertices: int
+    normal_scale: float
+    dtype: Any
+    sampled: bool
+    k: Any = None
+    bary: Any = None
 
 
 def _forward(vertices, faces, n_samples, kind, seed, normal_scale):
-    xp = _check(vertices, faces, n_samples, kind, normal_scale)
+    if n_samples is not None and kind == "varifold":
+        raise ValueError("mesh_to_measure: n_samples must be None for kind='varifold' (one atom per face)")
+    xp = compat.array_namespace(vertices, faces)
     cdt = compat.compute_dtype(vertices, xp)
-    V = xp.astype(vertices, cdt)
-    A, B, C, N, nrm, safe, nhat = _geometry(V, faces, xp)
-    area = 0.5 * nrm
-    total = xp.sum(area)
+    V = compat.cast(vertices, cdt, xp)
+    t = cm.pow2_scale(xp, (V, None))        # areas are quadratic in V: compute them on V / t (exact scaling)
+    A, B, C, nrm, safe, nhat = _geometry(V / t, faces, xp)
+    total = xp.sum(nrm)
     if compat.is_concrete(total) and not float(total) > 0:
-        raise ValueError("vertices: the mesh has zero total area")
-    w = area / total
-    res = dict(A=A, B=B, C=C, nrm=nrm, safe=safe, nhat=nhat, w=w, total=total, faces=faces, kind=kind,
-               n_vertices=vertices.shape[0], normal_scale=normal_scale, dtype=vertices.dtype, sampled=False)
+        raise ValueError("mesh_to_measure: vertices and faces make a mesh of zero total area")
+    w = nrm / total
+    res = MeshRes(A, B, C, nrm, safe, nhat, w, total, t, faces, kind, vertices.shape[0], float(normal_scale),
+                  vertices.dtype, False)
     if kind == "area" and n_samples is not None:
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        rng = cm.rng(seed)
         p = compat.to_numpy(w).astype(np.float64)
         cdf = np.cumsum(p)
         cdf /= cdf[-1]
@@ -90,17 +89,26 @@ def _forward(vertices, faces, n_samples, kind, seed, normal_scale):
         s = np.sqrt(r1)
         bary = np.stack([1 - s, s * (1 - r2), s * r2], axis=1)
         kk = compat.from_numpy_like(k.astype(np.int64), V)
-        bb = compat.from_numpy_like(bary.astype(np.dtype(str(V.dtype).split(".")[-1])), V)
-        Ak, Bk, Ck = (xp.take(Z, kk, axis=0) for Z in (A, B, C))
+        bb = compat.from_numpy_like(bary.astype(cm.np_dtype(V)), V)
+        Ak, Bk, Ck = (xp.take(Z, kk, axis=0) * t for Z in (A, B, C))
         pts = bb[:, 0:1] * Ak + bb[:, 1:2] * Bk + bb[:, 2:3] * Ck
         wts = xp.full((n_samples,), 1.0 / n_samples, dtype=cdt, device=compat.device(V))
-        res.update(sampled=True, k=kk, bary=bb)
-        return (xp.astype(pts, vertices.dtype), xp.astype(wts, vertices.dtype)), res
-    cen = (A + B + C) / 3.0
+        res = res._replace(sampled=True, k=kk, bary=bb)
+        return (compat.cast(pts, vertices.dtype, xp), compat.cast(wts, vertices.dtype, xp)), res
+    cen = (A / 3.0 + B / 3.0 + C / 3.0) * t
     pts = cen if kind == "area" else xp.concat([cen, normal_scale * nhat], axis=1)
-    return (xp.astype(pts, vertices.dtype), xp.astype(w, vertices.dtype)), res
+    return (compat.cast(pts, vertices.dtype, xp), compat.cast(w, vertices.dtype, xp)), res
 
 
+def _example(rng, dtype):
+    V = (np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1], [1, 1, 0]])
+         + 0.1 * rng.standard_normal((6, 3))).astype(dtype)
+    F = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3], [1, 5, 4]])
+    return (V, F), {}
+
+
+@public(vertices=Float("v 3", finite=True), faces=Labels("f 3", classes="v"), n_samples=Int(1, optional=True),
+        kind=Choice(KINDS), seed=Seed(), normal_scale=Positive(), example=_example)
 def mesh_to_measure(vertices, faces, *, n_samples=None, kind="area", seed=None, normal_scale=1.0):
     r"""A triangle mesh as a discrete probability measure, differentiable in the vertex positions.
 
@@ -153,35 +161,35 @@ def mesh_to_measure_fwd(vertices, faces, *, n_samples=None, kind="area", seed=No
     return _forward(vertices, faces, n_samples, kind, seed, normal_scale)
 
 
-def mesh_to_measure_bwd(res, dy):
+def mesh_to_measure_bwd(res: MeshRes, dy):
     dpts, dw = dy
-    A, B, C = res["A"], res["B"], res["C"]
+    A, B, C = res.A, res.B, res.C
     xp = compat.array_namespace(A)
-    faces = res["faces"]
-    nV = res["n_vertices"]
-    dpts = xp.astype(dpts, A.dtype)
-    if res["sampled"]:
-        kk, bb = res["k"], res["bary"]
-        idx = xp.concat([xp.take(faces[:, j], kk, axis=0) for j in range(3)])
-        vals = xp.concat([bb[:, j:j + 1] * dpts for j in range(3)], axis=0)
-        return xp.astype(_segment_sum(vals, idx, nV, xp), res["dtype"]), None
-    dw = xp.astype(dw, A.dtype)
-    w, total, nrm, safe, nhat = res["w"], res["total"], res["nrm"], res["safe"], res["nhat"]
+    faces = res.faces
+    nV = res.n_vertices
+    dpts = compat.cast(dpts, A.dtype, xp)
+    if res.sampled:
+        idx = xp.concat([xp.take(faces[:, j], res.k, axis=0) for j in range(3)])
+        vals = xp.concat([res.bary[:, j:j + 1] * dpts for j in range(3)], axis=0)
+        return compat.cast(_segment_sum(vals, idx, nV, xp), res.dtype, xp), None
+    dw = compat.cast(dw, A.dtype, xp)
+    w, total, nrm, safe, nhat = res.w, res.total, res.nrm, res.safe, res.nhat
     dc = dpts[:, :3] / 3.0
-    # weights w = area / total  ->  d area_t = (dw_t - <dw, w>) / total;  area = |N| / 2
-    d_area = (dw - xp.sum(dw * w)) / total
-    Nbar = (0.5 * d_area)[:, None] * nhat
-    if res["kind"] == "varifold":
-        dn = res["normal_scale"] * dpts[:, 3:]
+    # weights w = |N| / sum |N| (area ratios)  ->  d|N|_t = (dw_t - <dw, w>) / total; d|N| / dN = nhat
+    d_nrm = (dw - xp.sum(dw * w)) / total
+    Nbar = d_nrm[:, None] * nhat
+    if res.kind == "varifold":
+        dn = res.normal_scale * dpts[:, 3:]
         proj = dn - xp.sum(dn * nhat, axis=1, keepdims=True) * nhat
         ok = (nrm > 0)[:, None] & (xp.linalg.vector_norm(nhat, axis=1) > 0)[:, None]
         Nbar = Nbar + xp.where(ok, proj / safe[:, None], xp.zeros_like(proj))
-    dA = dc + _cross(B - C, Nbar, xp)
-    dB = dc + _cross(C - A, Nbar, xp)
-    dC = dc + _cross(A - B, Nbar, xp)
+    # geometry of V / t: its gradients w.r.t. V are those w.r.t. V / t divided by t
+    dA = dc + _cross(B - C, Nbar, xp) / res.t
+    dB = dc + _cross(C - A, Nbar, xp) / res.t
+    dC = dc + _cross(A - B, Nbar, xp) / res.t
     idx = xp.concat([faces[:, 0], faces[:, 1], faces[:, 2]])
     vals = xp.concat([dA, dB, dC], axis=0)
-    return xp.astype(_segment_sum(vals, idx, nV, xp), res["dtype"]), None
+    return compat.cast(_segment_sum(vals, idx, nV, xp), res.dtype, xp), None
 
 
-ops.register("ot.mesh_to_measure", mesh_to_measure, mesh_to_measure_fwd, mesh_to_measure_bwd, nondiff_argnums=(1,))
+vjp(mesh_to_measure, mesh_to_measure_fwd, mesh_to_measure_bwd, nondiff_argnums=(1,), validate=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .._lib import compat
-from .._lib.api import checked, public, vjp
+from .._lib.typing import Array
+from .._lib.api import public, vjp
 from .._lib.roles import SPD, Bool, NonNegative
 from .._lib.vjp import unbroadcast
 from ._linalg import bw2_refine, bw2_terms, eigh, eye, is_pd, matrix_scale, recon, sym, trace, upcast
@@ -21,8 +22,12 @@ class BWLossRes(NamedTuple):
 
 
 @public(A=SPD(psd=True, gate="check"), B=SPD(gate="check"), smoothing=NonNegative(), check=Bool())
-def bw_loss(A, B, *, smoothing=0.0, check=True):
-    """Smoothed Bures-Wasserstein loss ``L_tau(A, B) = d_BW^2(A + tau I, B)``.
+def bw_loss(A: Array, B: Array, *, smoothing: float = 0.0, check: bool = True) -> Array:
+    r"""Smoothed Bures-Wasserstein loss ``L_tau(A, B) = d_BW^2(A + tau I, B)``.
+
+    .. math::
+
+        \ell(A, B) = d_{BW}^2(A + \tau I, B) = \operatorname{tr}(A + \tau I) + \operatorname{tr}B - 2\operatorname{tr}\bigl((A+\tau I)^{1/2}B(A+\tau I)^{1/2}\bigr)^{1/2}
 
     ``= tr A + n tau + tr B - 2 tr ((A + tau I)^{1/2} B (A + tau I)^{1/2})^{1/2}`` with ``tau = smoothing``.
     ``A`` is typically a model covariance ``W W^T`` that may be rank deficient, ``B`` the target covariance.
@@ -57,10 +62,10 @@ def bw_loss(A, B, *, smoothing=0.0, check=True):
     >>> round(float(spd.bw_loss(W @ W.T, np.eye(2), smoothing=0.1)), 6)
     0.469927
     """
-    return _bw_loss_fwd(A, B, smoothing=smoothing, check=check)[0]
+    return bw_loss_fwd(A, B, smoothing=smoothing, check=check)[0]
 
 
-def _bw_loss_fwd(A, B, *, smoothing=0.0, check=True):
+def bw_loss_fwd(A, B, *, smoothing=0.0, check=True):
     xp = compat.array_namespace(A, B)
     tau = float(smoothing)
     Ac, dt = upcast(A, xp)
@@ -81,7 +86,6 @@ def _bw_loss_fwd(A, B, *, smoothing=0.0, check=True):
     return compat.cast(val, dt, xp), BWLossRes(U, h, mu, V, tuple(A.shape), tuple(B.shape), dt)
 
 
-bw_loss_fwd = checked(bw_loss, _bw_loss_fwd)
 
 
 def bw_loss_bwd(res: BWLossRes, dy):
@@ -100,4 +104,4 @@ def bw_loss_bwd(res: BWLossRes, dy):
             compat.cast(unbroadcast(dB, res.b_shape, xp), res.dtype, xp))
 
 
-vjp(bw_loss, bw_loss_fwd, bw_loss_bwd)
+vjp(bw_loss, bw_loss_fwd, bw_loss_bwd, validate=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .._lib import compat
-from .._lib.api import checked, public, vjp
+from .._lib.typing import Array
+from .._lib.api import public, vjp
 from .._lib.roles import SPD, Bool, Choice, Float, Int
 from .._lib.vjp import unbroadcast
 from ._linalg import eigh, lyap_eig, lyap_sign, mT, sym, upcast
@@ -23,8 +24,12 @@ class LyapunovRes(NamedTuple):
 
 @public(A=SPD(gate="check"), Q=Float("... n n", finite=True, gate="check"), method=Choice(("eigh", "sign")),
         n_iter=Int(1), check=Bool())
-def lyapunov(A, Q, *, method="eigh", n_iter=40, check=True):
-    """Solve the Lyapunov (Sylvester) equation ``A X + X A = Q`` for SPD ``A``, batched over leading axes.
+def lyapunov(A: Array, Q: Array, *, method: str = "eigh", n_iter: int = 40, check: bool = True) -> Array:
+    r"""Solve the Lyapunov (Sylvester) equation ``A X + X A = Q`` for SPD ``A``, batched over leading axes.
+
+    .. math::
+
+        AX + XA = Q,\qquad X = U\Bigl(\frac{(U^\top QU)_{ij}}{\lambda_i + \lambda_j}\Bigr)U^\top,\quad A = U\operatorname{diag}(\lambda)U^\top
 
     ``method="eigh"``: ``X = U (U^T Q U / (lambda_i + lambda_j)) U^T`` with ``A = U diag(lambda) U^T`` (exact).
     ``method="sign"``: the coupled Newton-Schulz iteration for the matrix sign of ``[[A, Q], [0, -A]]``
@@ -59,10 +64,10 @@ def lyapunov(A, Q, *, method="eigh", n_iter=40, check=True):
     >>> np.allclose(spd.lyapunov(A, Q), [[1.0, 1.0], [1.0, 2.0]])
     True
     """
-    return _lyapunov_fwd(A, Q, method=method, n_iter=n_iter, check=check)[0]
+    return lyapunov_fwd(A, Q, method=method, n_iter=n_iter, check=check)[0]
 
 
-def _lyapunov_fwd(A, Q, *, method="eigh", n_iter=40, check=True):
+def lyapunov_fwd(A, Q, *, method="eigh", n_iter=40, check=True):
     xp = compat.array_namespace(A, Q)
     Ac, dt = upcast(A, xp)
     Qc = compat.cast(Q, Ac.dtype, xp)
@@ -77,7 +82,6 @@ def _lyapunov_fwd(A, Q, *, method="eigh", n_iter=40, check=True):
     return compat.cast(X, dt, xp), res
 
 
-lyapunov_fwd = checked(lyapunov, _lyapunov_fwd)
 
 
 def lyapunov_bwd(res: LyapunovRes, dX):
@@ -96,4 +100,4 @@ def lyapunov_bwd(res: LyapunovRes, dX):
             compat.cast(unbroadcast(dQ, res.q_shape, xp), res.dtype, xp))
 
 
-vjp(lyapunov, lyapunov_fwd, lyapunov_bwd)
+vjp(lyapunov, lyapunov_fwd, lyapunov_bwd, validate=True)

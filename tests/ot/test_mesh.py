@@ -21,11 +21,11 @@ def _ref(V, F):
 def test_varifold_and_centroids(xp):
     pts, w = mesh_to_measure(xp.asarray(TET_V), xp.asarray(TET_F), kind="varifold")
     c, n, wr = _ref(TET_V, TET_F)
-    assert_close(pts, np.concatenate([c, n], axis=1), rtol=1e-12, atol=1e-15)
-    assert_close(w, wr, rtol=1e-12)
+    assert_close(pts, np.concatenate([c, n], axis=1), rtol=1e-12, atol=1e-15, xp=xp)
+    assert_close(w, wr, rtol=1e-12, xp=xp)
     assert np.all(np.sum(np.asarray(pts)[:, 3:] * (c - 0.25), axis=1) > 0)   # outward normals
     pc, wc = mesh_to_measure(xp.asarray(TET_V), xp.asarray(TET_F))
-    assert_close(pc, c, rtol=1e-12, atol=1e-15)
+    assert_close(pc, c, rtol=1e-12, atol=1e-15, xp=xp)
 
 
 def test_samples_follow_the_area_law():
@@ -65,7 +65,7 @@ def test_sw_between_meshes_differentiates_through_weights(rng):
 def test_bad_input():
     with pytest.raises(TypeError, match="faces must have an integer dtype"):
         mesh_to_measure(TET_V, TET_F.astype(float))
-    with pytest.raises(ValueError, match="faces index vertices"):
+    with pytest.raises(ValueError, match=r"faces has label 4, outside \[0, 4\)"):
         mesh_to_measure(TET_V, TET_F + 1)
     with pytest.raises(ValueError, match="vertices must have shape"):
         mesh_to_measure(TET_V[:, :2], TET_F)
@@ -75,3 +75,18 @@ def test_bad_input():
         mesh_to_measure(TET_V, TET_F, kind="varifold", n_samples=10)
     with pytest.raises(ValueError, match="zero total area"):
         mesh_to_measure(np.zeros((4, 3)), TET_F)
+
+
+@pytest.mark.parametrize("t", [1e300, 1e-300])
+@pytest.mark.parametrize("kind", ["area", "varifold"])
+def test_extreme_magnitudes(t, kind):
+    """Issue #13: areas (cross products) overflowed near the dtype's range; they are computed on V / 2^k."""
+    pts, w = mesh_to_measure(TET_V, TET_F, kind=kind)
+    pt, wt = mesh_to_measure(TET_V * t, TET_F, kind=kind)
+    assert np.all(np.isfinite(pt)) and np.all(np.isfinite(wt))
+    assert_close(wt, w, rtol=1e-12)
+    assert_close(pt[:, :3], t * pts[:, :3], rtol=1e-12)
+    if kind == "varifold":
+        assert_close(pt[:, 3:], pts[:, 3:], rtol=1e-12, atol=1e-15)
+    ps, _ = mesh_to_measure(TET_V * t, TET_F, n_samples=100, seed=0)
+    assert np.all(np.isfinite(ps))
