@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import math
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
 
 import numba
 import numpy as np
@@ -320,7 +321,7 @@ def _blas_one_thread():
     return _CTL.limit(limits=1, user_api="blas")
 
 
-def _run(kernel, n_items: int, args: tuple, work: float) -> None:
+def _run(kernel: Callable[..., Any], n_items: int, args: tuple, work: float) -> None:
     """Run ``kernel(*args, it0, it1)`` over the work items: on the calling thread for small calls, else in
     chunks on ``numba.get_num_threads()`` threads.  BLAS is held to one thread whenever the tiles are big
     enough for OpenBLAS to thread them (its threads cost more than they save on 128 x 256 tiles: 1.04 s vs

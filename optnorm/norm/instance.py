@@ -87,7 +87,7 @@ class InstanceNormStatsRes(NamedTuple):
     dtypes: tuple           # x, weight, bias, running_mean, running_var
 
 
-_VEC1 = dict(optional=True, min_ndim=1, max_ndim=1)
+_VEC1: dict[str, Any] = dict(optional=True, min_ndim=1, max_ndim=1)
 
 
 @public(x=Float(min_ndim=3), weight=Float(**_VEC1), bias=Float(**_VEC1), running_mean=Float(**_VEC1),
@@ -95,7 +95,7 @@ _VEC1 = dict(optional=True, min_ndim=1, max_ndim=1)
         eps=Positive(), axis=Axis("x"), example=_stats_example)
 def instance_norm(x: Array, weight: Array | None = None, bias: Array | None = None, running_mean: Array | None = None,
                   running_var: Array | None = None, *, use_input_stats: bool = True, momentum: float = 0.1,
-                  eps: float = 1e-5, axis: int = 1):
+                  eps: float = 1e-5, axis: int = 1) -> Array | tuple[Array, Array, Array]:
     r"""Instance normalization: each (sample, channel) is normalised over its spatial positions.
 
     .. math::
@@ -288,7 +288,7 @@ def _ibn_example(rng, dtype):
     return (x, *p, rm, rv), {}
 
 
-_VEC = dict(optional=True, min_ndim=1, max_ndim=1)
+_VEC: dict[str, Any] = dict(optional=True, min_ndim=1, max_ndim=1)
 
 
 @public(x=Float(min_ndim=3), in_weight=Float(**_VEC), in_bias=Float(**_VEC), bn_weight=Float(**_VEC),

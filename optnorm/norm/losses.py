@@ -7,7 +7,8 @@ from typing import Any, NamedTuple
 from .._lib import compat
 from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
-from .._lib.roles import Array, Bool, Choice, Float, Int, NonNegative, Positive, Probability, Scalar
+from .._lib.roles import Array as ArrayRole, Bool, Choice, Float, Int, NonNegative, Positive, Probability, Scalar
+from .._lib.typing import Array
 from ._common import REDUCTIONS, reduce_loss
 
 
@@ -201,12 +202,13 @@ def _check_z_finite(loss, res, xp):
                          "rescale logits or compute in a wider dtype")
 
 
-@public(logits=Float(min_ndim=1), target=Array(dtype="number", min_ndim=0),
+@public(logits=Float(min_ndim=1), target=ArrayRole(dtype="number", min_ndim=0),
         weight=Float(optional=True, min_ndim=1, max_ndim=1), axis=Int(), ignore_index=Int(),
         label_smoothing=Probability(), reduction=Choice(REDUCTIONS), z_loss=NonNegative(), from_log_probs=Bool(),
         example=_labels_example(weight=True))
-def cross_entropy(logits, target, weight=None, *, axis=1, ignore_index=-100, label_smoothing=0.0,
-                  reduction="mean", z_loss=0.0, from_log_probs=False):
+def cross_entropy(logits: Array, target: Array, weight: Array | None = None, *, axis: int = 1, ignore_index: int = -100,
+                  label_smoothing: float = 0.0, reduction: str = "mean", z_loss: float = 0.0,
+                  from_log_probs: bool = False) -> Array:
     r"""Cross-entropy of logits against class indices or class probabilities, torch semantics.
 
     With :math:`\ell = \mathrm{log\_softmax}(x)` over the class ``axis`` (torch layout: ``(N, C, d1, ...)``,
@@ -415,13 +417,14 @@ vjp(cross_entropy, cross_entropy_fwd, cross_entropy_bwd, nondiff_argnums=(), val
 
 
 # ============================================================================ nll_loss
-@public(log_probs=Float(min_ndim=1), target=Array(dtype="int", min_ndim=0),
+@public(log_probs=Float(min_ndim=1), target=ArrayRole(dtype="int", min_ndim=0),
         weight=Float(optional=True, min_ndim=1, max_ndim=1), axis=Int(), ignore_index=Int(),
         reduction=Choice(REDUCTIONS), example=_labels_example(weight=True))
-def nll_loss(log_probs, target, weight=None, *, axis=1, ignore_index=-100, reduction="mean"):
+def nll_loss(log_probs: Array, target: Array, weight: Array | None = None, *, axis: int = 1, ignore_index: int = -100,
+             reduction: str = "mean") -> Array:
     r"""Negative log-likelihood of integer targets under log-probabilities, torch semantics.
 
-    .. math:: L_i = -w_{t_i}\,\ell_{i, t_i}, \qquad 	ext{"mean"}: \sum_i L_i \Big/ \sum_{i 	ext{ not ignored}} w_{t_i},
+    .. math:: L_i = -w_{t_i}\,\ell_{i, t_i}, \qquad \text{"mean"}: \sum_i L_i \Big/ \sum_{i \text{ not ignored}} w_{t_i},
 
     with :math:`\ell` the log-probabilities along the class ``axis`` (torch layout ``(N, C, d1, ...)``, classes on
     dim 1; a 1-D input is one sample), class weights :math:`w` (default 1) and rows whose target is
@@ -487,10 +490,11 @@ class SphericalZLossRes(NamedTuple):
     dtype: Any
 
 
-@public(logits=Float(min_ndim=1), target=Array(dtype="int"), a=Positive(), b=Scalar(), eps=Positive(), axis=Int(),
+@public(logits=Float(min_ndim=1), target=ArrayRole(dtype="int"), a=Positive(), b=Scalar(), eps=Positive(), axis=Int(),
         reduction=Choice(REDUCTIONS),
         example=lambda rng, dtype: (_labels_example()(rng, dtype)[0], {"a": 1.0, "b": 1.0}))
-def spherical_z_loss(logits, target, *, a, b, eps=1e-12, axis=1, reduction="mean"):
+def spherical_z_loss(logits: Array, target: Array, *, a: float, b: float, eps: float = 1e-12, axis: int = 1,
+                     reduction: str = "mean") -> Array:
     r"""Z-loss of de Brébisson & Vincent, "An Exploration of Softmax Alternatives Belonging to the Spherical
     Loss Family" (ICLR 2016): a softplus of the target's standardised logit.
 

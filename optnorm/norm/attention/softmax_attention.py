@@ -111,7 +111,7 @@ def _keep(geo: Geometry, j0, j1, seed, p, like, xp):
     rows = np.arange(geo.L, dtype=np.int64)[:, None]
     cols = np.arange(j0, j1, dtype=np.int64)[None, :]
     dt = np.float64 if compat.dtype_name(like.dtype) == "float64" else np.float32
-    z = dropout_keep(seed, pairs, rows, cols, p).astype(dt) / dt(1.0 - p)
+    z = dropout_keep(seed, pairs, rows, cols, p).astype(dt) / np.asarray(1.0 - p, dtype=dt)
     return _to_like(z, like, xp)
 
 
@@ -385,7 +385,7 @@ class SdpaRes(NamedTuple):
         example=_example)
 def scaled_dot_product_attention(q: Array, k: Array, v: Array, mask: Array | None = None, *, causal: bool = False,
                                  scale: float | None = None, dropout_p: float = 0.0, seed: SeedT = None,
-                                 enable_gqa: bool = False, return_lse: bool = False):
+                                 enable_gqa: bool = False, return_lse: bool = False) -> Array | tuple[Array, Array]:
     r"""Softmax attention :math:`O = \mathrm{softmax}(s\,QK^\top + B)\,V`, computed blockwise (flash attention).
 
     With scale :math:`s` (default :math:`1/\sqrt{E}`) and bias :math:`B` (the additive mask; a boolean mask
