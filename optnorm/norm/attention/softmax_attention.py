@@ -402,7 +402,7 @@ def scaled_dot_product_attention(q: Array, k: Array, v: Array, mask: Array | Non
     (Dao et al., "FlashAttention", NeurIPS 2022; Dao, "FlashAttention-2", 2023):
     :math:`dV = P^\top dO`, :math:`dS = P \odot (dO\,V^\top - D)`, :math:`D_i = \sum_d dO_{id} O_{id}`,
     :math:`dQ = s\,dS\,K`, :math:`dK = s\,dS^\top Q`.  NumPy float32/float64 inputs run a Numba kernel
-    (128 x 256 tiles, GEMMs by BLAS, work items on ``numba.get_num_threads()`` threads), CuPy inputs a CUDA
+    (256 x 512 tiles, GEMMs by BLAS, work items on ``numba.get_num_threads()`` threads), CuPy inputs a CUDA
     kernel, other libraries the same algorithm in Array-API operations over key chunks of 512.
 
     Semantics are those of ``torch.nn.functional.scaled_dot_product_attention`` (``mask`` is its
