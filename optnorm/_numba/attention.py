@@ -317,6 +317,14 @@ def _blas_one_thread():
     except ImportError:
         return contextlib.nullcontext()
     if _CTL is None:
+        # Numba's np.dot calls SciPy's BLAS (scipy.linalg.cython_blas), a different OpenBLAS from NumPy's.  The
+        # controller sees only the libraries loaded when it is built, and the kernels load that one lazily: import
+        # it first, or its threads stay unlimited (each tile GEMM then wakes its own BLAS threads: a 2-thread
+        # forward of (4, 16, 2048, 64) took 29 s instead of ~2 s).
+        try:
+            import scipy.linalg.cython_blas  # noqa: F401
+        except ImportError:  # pragma: no cover - Numba's np.dot needs SciPy
+            pass
         _CTL = ThreadpoolController()
     return _CTL.limit(limits=1, user_api="blas")
 
