@@ -30,6 +30,7 @@ extensions = [
 ]
 autosummary_generate = API_FILES
 autodoc_default_options = {"members": False}
+autodoc_type_aliases = {name: name for name in ("Array", "ArrayLike", "Seed", "Schedule", "Scalar")}  # signatures say Array, not Any
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False

@@ -38,6 +38,47 @@
 
 using optnorm::d_sqrt;
 
+// Per-element pieces every kernel below shares, force-inlined: each kernel compiles to the same arithmetic as with
+// them written out (same PTX instruction counts; only load order and register names move).
+
+// torch's gradient prologue: -g when maximizing, then coupled L2 decay g + wd p.
+template <typename T>
+__device__ __forceinline__ T l2_grad(T g, T p, T wd, bool maximize) {
+    T gi = maximize ? -g : g;
+    if (wd != T(0)) gi = gi + wd * p;
+    return gi;
+}
+
+// Prologue of the rules with a decoupled option: -g when maximizing, then AdamW's p decay (decay = 1 - lr wd)
+// or coupled L2 g + wd p.
+template <typename T>
+__device__ __forceinline__ void decayed(T& gi, T& pi, T g, T wd, T decay, bool decoupled, bool maximize) {
+    gi = maximize ? -g : g;
+    if (decoupled) {
+        pi = pi * decay;
+    } else if (wd != T(0)) {
+        gi = gi + wd * pi;
+    }
+}
+
+// First-moment EMA as torch writes it (lerp(m, g, c)): m + c (g - m).
+template <typename T>
+__device__ __forceinline__ T ema(T m, T g, T c) { return m + c * (g - m); }
+
+// Second-moment EMA b v + bc g^2 (bc = 1 - b).
+template <typename T>
+__device__ __forceinline__ T ema_sq(T v, T g, T b, T bc) { return b * v + bc * (g * g); }
+
+// Adam's first and second moments of element i, stored back into m and v.
+template <typename T>
+__device__ __forceinline__ void adam_moments(T& mi, T& vi, T* __restrict__ m, T* __restrict__ v, long long i, T gi,
+                                             T b1c, T b2, T b2c) {
+    mi = ema(m[i], gi, b1c);
+    vi = ema_sq(v[i], gi, b2, b2c);
+    m[i] = mi;
+    v[i] = vi;
+}
+
 template <typename T>
 __global__ void adam_step(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ m, T* __restrict__ v,
                           T* __restrict__ vmax, long long n, T step_size, T bc2_sqrt, T eps, T b1c, T b2, T b2c,
@@ -45,18 +86,9 @@ __global__ void adam_step(T* __restrict__ p, const T* __restrict__ g, T* __restr
     const bool decoupled = flags & 1, amsgrad = flags & 2, maximize = flags & 4, hf_eps = flags & 8;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)blockDim.x * gridDim.x) {
-        T gi = maximize ? -g[i] : g[i];
-        T pi = p[i];
-        if (decoupled) {
-            pi = pi * decay;
-        } else if (wd != T(0)) {
-            gi = gi + wd * pi;
-        }
-        T mi = m[i];
-        mi = mi + b1c * (gi - mi);
-        T vi = b2 * v[i] + b2c * (gi * gi);
-        m[i] = mi;
-        v[i] = vi;
+        T gi, pi = p[i], mi, vi;
+        decayed(gi, pi, g[i], wd, decay, decoupled, maximize);
+        adam_moments(mi, vi, m, v, i, gi, b1c, b2, b2c);
         if (amsgrad) {
             T vm = vmax[i];
             if (vm > vi) vi = vm;
@@ -74,9 +106,8 @@ __global__ void sgd_step(T* __restrict__ p, const T* __restrict__ g, T* __restri
     const bool use_mom = momentum != T(0);
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)blockDim.x * gridDim.x) {
-        T d = maximize ? -g[i] : g[i];
         T pi = p[i];
-        if (wd != T(0)) d = d + wd * pi;
+        T d = l2_grad(g[i], pi, wd, maximize);
         if (use_mom) {
             T b = first ? d : momentum * buf[i] + damp_c * d;
             buf[i] = b;
@@ -109,14 +140,12 @@ __global__ void rmsprop_step(T* __restrict__ p, const T* __restrict__ g, T* __re
     const bool centered = flags & 1, use_mom = flags & 2, maximize = flags & 4;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)blockDim.x * gridDim.x) {
-        T gi = maximize ? -g[i] : g[i];
         T pi = p[i];
-        if (wd != T(0)) gi = gi + wd * pi;
-        T vi = alpha * sa[i] + alpha_c * (gi * gi);
+        T gi = l2_grad(g[i], pi, wd, maximize);
+        T vi = ema_sq(sa[i], gi, alpha, alpha_c);
         sa[i] = vi;
         if (centered) {
-            T gm = ga[i];
-            gm = gm + alpha_c * (gi - gm);
+            T gm = ema(ga[i], gi, alpha_c);
             ga[i] = gm;
             vi = vi - gm * gm;
             if (vi < T(0)) vi = T(0);
@@ -136,9 +165,8 @@ __global__ void adagrad_step(T* __restrict__ p, const T* __restrict__ g, T* __re
     const bool maximize = flags & 1;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)blockDim.x * gridDim.x) {
-        T gi = maximize ? -g[i] : g[i];
         T pi = p[i];
-        if (wd != T(0)) gi = gi + wd * pi;
+        T gi = l2_grad(g[i], pi, wd, maximize);
         T si = s[i] + gi * gi;
         s[i] = si;
         p[i] = pi - clr * (gi / (d_sqrt(si) + eps));
@@ -151,14 +179,13 @@ __global__ void adadelta_step(T* __restrict__ p, const T* __restrict__ g, T* __r
     const bool maximize = flags & 1;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)blockDim.x * gridDim.x) {
-        T gi = maximize ? -g[i] : g[i];
         T pi = p[i];
-        if (wd != T(0)) gi = gi + wd * pi;
-        T vi = rho * sa[i] + rho_c * (gi * gi);
+        T gi = l2_grad(g[i], pi, wd, maximize);
+        T vi = ema_sq(sa[i], gi, rho, rho_c);
         sa[i] = vi;
         T ui = ad[i];
         T d = d_sqrt(ui + eps) / d_sqrt(vi + eps) * gi;
-        ad[i] = rho * ui + rho_c * (d * d);
+        ad[i] = ema_sq(ui, d, rho, rho_c);
         p[i] = pi - lr * d;
     }
 }
@@ -169,11 +196,9 @@ __global__ void adamax_step(T* __restrict__ p, const T* __restrict__ g, T* __res
     const bool maximize = flags & 1;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)blockDim.x * gridDim.x) {
-        T gi = maximize ? -g[i] : g[i];
         T pi = p[i];
-        if (wd != T(0)) gi = gi + wd * pi;
-        T mi = m[i];
-        mi = mi + b1c * (gi - mi);
+        T gi = l2_grad(g[i], pi, wd, maximize);
+        T mi = ema(m[i], gi, b1c);
         m[i] = mi;
         T ui = b2 * u[i];
         T a = (gi < T(0) ? -gi : gi) + eps;
@@ -189,18 +214,9 @@ __global__ void nadam_step(T* __restrict__ p, const T* __restrict__ g, T* __rest
     const bool decoupled = flags & 1, maximize = flags & 2;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)blockDim.x * gridDim.x) {
-        T gi = maximize ? -g[i] : g[i];
-        T pi = p[i];
-        if (decoupled) {
-            pi = pi * decay;
-        } else if (wd != T(0)) {
-            gi = gi + wd * pi;
-        }
-        T mi = m[i];
-        mi = mi + b1c * (gi - mi);
-        T vi = b2 * v[i] + b2c * (gi * gi);
-        m[i] = mi;
-        v[i] = vi;
+        T gi, pi = p[i], mi, vi;
+        decayed(gi, pi, g[i], wd, decay, decoupled, maximize);
+        adam_moments(mi, vi, m, v, i, gi, b1c, b2, b2c);
         T den = d_sqrt(vi / bc2) + eps;
         pi = pi - c1 * (gi / den);
         p[i] = pi - c2 * (mi / den);
@@ -214,18 +230,9 @@ __global__ void radam_step(T* __restrict__ p, const T* __restrict__ g, T* __rest
     const bool rectified = flags & 1, decoupled = flags & 2, maximize = flags & 4;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)blockDim.x * gridDim.x) {
-        T gi = maximize ? -g[i] : g[i];
-        T pi = p[i];
-        if (decoupled) {
-            pi = pi * decay;
-        } else if (wd != T(0)) {
-            gi = gi + wd * pi;
-        }
-        T mi = m[i];
-        mi = mi + b1c * (gi - mi);
-        T vi = b2 * v[i] + b2c * (gi * gi);
-        m[i] = mi;
-        v[i] = vi;
+        T gi, pi = p[i], mi, vi;
+        decayed(gi, pi, g[i], wd, decay, decoupled, maximize);
+        adam_moments(mi, vi, m, v, i, gi, b1c, b2, b2c);
         if (rectified) {
             p[i] = pi - mi / bc1 * lr * (bc2_sqrt / (d_sqrt(vi) + eps)) * rect;
         } else {
@@ -245,7 +252,7 @@ __global__ void schedule_free_step(T* __restrict__ p, const T* __restrict__ g, T
         T yi = p[i];
         T d = gi;
         if (adam) {
-            T vi = b2 * v[i] + b2c * (gi * gi);
+            T vi = ema_sq(v[i], gi, b2, b2c);
             v[i] = vi;
             d = gi / (d_sqrt(vi / bc2) + eps);
         }

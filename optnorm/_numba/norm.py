@@ -54,7 +54,7 @@ _HALF32 = _F32(0.5)
 
 
 def using_svml() -> bool:
-    return bool(numba.config.USING_SVML)
+    return bool(getattr(numba.config, "USING_SVML", False))
 
 
 # ------------------------------------------------------------------------------------------ scalar helpers

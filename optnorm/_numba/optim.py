@@ -59,6 +59,55 @@ def chunks(sizes: tuple[int, ...], chunk: int = CHUNK):
     return ti, start, length
 
 
+# ------------------------------------------------------------------------------- per-element pieces of the kernels
+# Inlined into each kernel's prange body at Numba IR level (``inline="always"``), so every loop compiles to what it
+# was when written out: the same operations in the same order (bit-identical results), the caller's fastmath flags
+# (none here), and the same vectorisation.
+@jit(parallel=False, inline="always")
+def _l2_grad(gi, pi, wd, maximize):
+    """torch's gradient prologue: ``-g`` when maximizing, then coupled L2 decay ``g + wd p``."""
+    if maximize:
+        gi = -gi
+    if wd != 0:
+        gi = gi + wd * pi
+    return gi
+
+
+@jit(parallel=False, inline="always")
+def _decayed(gi, pi, wd, decay, decoupled, maximize):
+    """Prologue of the rules with a decoupled option: ``-g`` when maximizing, then AdamW's ``p decay``
+    (``decay = 1 - lr wd``) or coupled L2 ``g + wd p``; returns ``(g, p)``."""
+    if maximize:
+        gi = -gi
+    if decoupled:
+        pi = pi * decay
+    elif wd != 0:
+        gi = gi + wd * pi
+    return gi, pi
+
+
+@jit(parallel=False, inline="always")
+def _lerp(m, g, c):
+    """First-moment EMA as torch writes it: ``lerp(m, g, c) = m + c (g - m)``."""
+    return m + c * (g - m)
+
+
+@jit(parallel=False, inline="always")
+def _ema_sq(v, g, b, bc):
+    """Second-moment EMA ``b v + bc g^2`` (``bc = 1 - b``)."""
+    return b * v + bc * (g * g)
+
+
+@jit(parallel=False, inline="always")
+def _adam_moments(m, v, j, gi, b1c, b2, b2c):
+    """Adam's first and second moments of element ``j``, stored back; returns ``(m_j, v_j)``."""
+    mi = _lerp(m[j], gi, b1c)
+    vi = _ema_sq(v[j], gi, b2, b2c)
+    m[j] = mi
+    v[j] = vi
+    return mi, vi
+
+
 @jit(parallel=False)
 def _bad_chunks(G, L, like):
     # Serial on purpose: a second parallel region (check, then update) cost 8-50 ms per step on the loaded
@@ -89,19 +138,8 @@ def adam_multi(P, G, Mo, V, VM, L, like, check, step_size, bc2_sqrt, eps, b1c, b
         v = carray(_as_ptr(V[c], like), n)
         vm = carray(_as_ptr(VM[c], like), n)
         for j in range(n):
-            gi = g[j]
-            if maximize:
-                gi = -gi
-            pi = p[j]
-            if decoupled:
-                pi = pi * decay
-            elif wd != 0:
-                gi = gi + wd * pi
-            mi = m[j]
-            mi = mi + b1c * (gi - mi)
-            vi = b2 * v[j] + b2c * (gi * gi)
-            m[j] = mi
-            v[j] = vi
+            gi, pi = _decayed(g[j], p[j], wd, decay, decoupled, maximize)
+            mi, vi = _adam_moments(m, v, j, gi, b1c, b2, b2c)
             if amsgrad:
                 if vm[j] > vi:
                     vi = vm[j]
@@ -126,12 +164,8 @@ def sgd_multi(P, G, B, L, like, check, lr, momentum, damp_c, wd, nesterov, maxim
         g = carray(_as_ptr(G[c], like), n)
         buf = carray(_as_ptr(B[c], like), n)
         for j in range(n):
-            d = g[j]
-            if maximize:
-                d = -d
             pi = p[j]
-            if wd != 0:
-                d = d + wd * pi
+            d = _l2_grad(g[j], pi, wd, maximize)
             if use_mom:
                 if first:
                     b = d
@@ -184,17 +218,12 @@ def rmsprop_multi(P, G, SA, MB, GA, L, like, check, lr, alpha, alpha_c, eps, wd,
         mb = carray(_as_ptr(MB[c], like), n)
         ga = carray(_as_ptr(GA[c], like), n)
         for j in range(n):
-            gi = g[j]
-            if maximize:
-                gi = -gi
             pi = p[j]
-            if wd != 0:
-                gi = gi + wd * pi
-            vi = alpha * sa[j] + alpha_c * (gi * gi)
+            gi = _l2_grad(g[j], pi, wd, maximize)
+            vi = _ema_sq(sa[j], gi, alpha, alpha_c)
             sa[j] = vi
             if centered:
-                gm = ga[j]
-                gm = gm + alpha_c * (gi - gm)
+                gm = _lerp(ga[j], gi, alpha_c)
                 ga[j] = gm
                 vi = vi - gm * gm
                 if vi < 0:
@@ -218,12 +247,8 @@ def adagrad_multi(P, G, S, L, like, check, clr, eps, wd, maximize):
         g = carray(_as_ptr(G[c], like), n)
         s = carray(_as_ptr(S[c], like), n)
         for j in range(n):
-            gi = g[j]
-            if maximize:
-                gi = -gi
             pi = p[j]
-            if wd != 0:
-                gi = gi + wd * pi
+            gi = _l2_grad(g[j], pi, wd, maximize)
             si = s[j] + gi * gi
             s[j] = si
             p[j] = pi - clr * (gi / (math.sqrt(si) + eps))
@@ -243,17 +268,13 @@ def adadelta_multi(P, G, SA, AD, L, like, check, lr, rho, rho_c, eps, wd, maximi
         sa = carray(_as_ptr(SA[c], like), n)
         ad = carray(_as_ptr(AD[c], like), n)
         for j in range(n):
-            gi = g[j]
-            if maximize:
-                gi = -gi
             pi = p[j]
-            if wd != 0:
-                gi = gi + wd * pi
-            vi = rho * sa[j] + rho_c * (gi * gi)
+            gi = _l2_grad(g[j], pi, wd, maximize)
+            vi = _ema_sq(sa[j], gi, rho, rho_c)
             sa[j] = vi
             ui = ad[j]
             d = math.sqrt(ui + eps) / math.sqrt(vi + eps) * gi
-            ad[j] = rho * ui + rho_c * (d * d)
+            ad[j] = _ema_sq(ui, d, rho, rho_c)
             p[j] = pi - lr * d
     return True
 
@@ -270,14 +291,9 @@ def adamax_multi(P, G, Mo, U, L, like, check, clr, b1c, b2, eps, wd, maximize):
         m = carray(_as_ptr(Mo[c], like), n)
         u = carray(_as_ptr(U[c], like), n)
         for j in range(n):
-            gi = g[j]
-            if maximize:
-                gi = -gi
             pi = p[j]
-            if wd != 0:
-                gi = gi + wd * pi
-            mi = m[j]
-            mi = mi + b1c * (gi - mi)
+            gi = _l2_grad(g[j], pi, wd, maximize)
+            mi = _lerp(m[j], gi, b1c)
             m[j] = mi
             ui = b2 * u[j]
             a = abs(gi) + eps
@@ -300,19 +316,8 @@ def nadam_multi(P, G, Mo, V, L, like, check, c1, c2, bc2, eps, b1c, b2, b2c, wd,
         m = carray(_as_ptr(Mo[c], like), n)
         v = carray(_as_ptr(V[c], like), n)
         for j in range(n):
-            gi = g[j]
-            if maximize:
-                gi = -gi
-            pi = p[j]
-            if decoupled:
-                pi = pi * decay
-            elif wd != 0:
-                gi = gi + wd * pi
-            mi = m[j]
-            mi = mi + b1c * (gi - mi)
-            vi = b2 * v[j] + b2c * (gi * gi)
-            m[j] = mi
-            v[j] = vi
+            gi, pi = _decayed(g[j], p[j], wd, decay, decoupled, maximize)
+            mi, vi = _adam_moments(m, v, j, gi, b1c, b2, b2c)
             den = math.sqrt(vi / bc2) + eps
             pi = pi - c1 * (gi / den)
             p[j] = pi - c2 * (mi / den)
@@ -333,19 +338,8 @@ def radam_multi(P, G, Mo, V, L, like, check, lr, bc1, bc2_sqrt, rect, eps, b1c, 
         m = carray(_as_ptr(Mo[c], like), n)
         v = carray(_as_ptr(V[c], like), n)
         for j in range(n):
-            gi = g[j]
-            if maximize:
-                gi = -gi
-            pi = p[j]
-            if decoupled:
-                pi = pi * decay
-            elif wd != 0:
-                gi = gi + wd * pi
-            mi = m[j]
-            mi = mi + b1c * (gi - mi)
-            vi = b2 * v[j] + b2c * (gi * gi)
-            m[j] = mi
-            v[j] = vi
+            gi, pi = _decayed(g[j], p[j], wd, decay, decoupled, maximize)
+            mi, vi = _adam_moments(m, v, j, gi, b1c, b2, b2c)
             if rectified:
                 p[j] = pi - mi / bc1 * lr * (bc2_sqrt / (math.sqrt(vi) + eps)) * rect
             else:
@@ -371,7 +365,7 @@ def schedule_free_multi(P, G, Z, V, L, like, check, lr, ck, coef, b2, b2c, bc2, 
             gi = g[j]
             yi = p[j]
             if adam:
-                vi = b2 * v[j] + b2c * (gi * gi)
+                vi = _ema_sq(v[j], gi, b2, b2c)
                 v[j] = vi
                 d = gi / (math.sqrt(vi / bc2) + eps)
             else:
@@ -382,13 +376,21 @@ def schedule_free_multi(P, G, Z, V, L, like, check, lr, ck, coef, b2, b2c, bc2, 
             if big:
                 yl = zi - (zi - yi) * ckc
             else:
-                yl = yi + ck * (zi - yi)
+                yl = _lerp(yi, zi, ck)
             p[j] = yl + coef * d
             z[j] = zi - lr * d
     return True
 
 
 # ----------------------------------------------------------------------------------------------- Adafactor
+@jit(parallel=False, inline="always")
+def _rms_scaled(x, ve, eps1, sgn):
+    """Adafactor's update of one element: ``sgn x / sqrt(max(ve, eps1^2))``."""
+    if ve < eps1 * eps1:
+        ve = eps1 * eps1
+    return sgn * x / math.sqrt(ve)
+
+
 @jit(parallel=False)
 def _adafactor_one(p, g, r, c, v, B, RR, CC, factored, bhc, rho, decay, eps1, eps2, d, scale_param, maximize, sgn):
     """One parameter viewed as ``(B, RR, CC)`` (factored over the last two axes) or flat (``v``):
@@ -413,13 +415,11 @@ def _adafactor_one(p, g, r, c, v, B, RR, CC, factored, bhc, rho, decay, eps1, ep
                     x2 = x * x
                     s += x2
                     cs[j] += x2
-                ri = r[b * RR + i]
-                ri = ri + bhc * (s / CC - ri)
+                ri = _lerp(r[b * RR + i], s / CC, bhc)
                 r[b * RR + i] = ri
                 rsum += ri
             for j in range(CC):
-                cj = c[b * CC + j]
-                c[b * CC + j] = cj + bhc * (cs[j] / RR - cj)
+                c[b * CC + j] = _lerp(c[b * CC + j], cs[j] / RR, bhc)
             mr = rsum / RR
             if mr < eps1:
                 mr = eps1
@@ -427,20 +427,14 @@ def _adafactor_one(p, g, r, c, v, B, RR, CC, factored, bhc, rho, decay, eps1, ep
                 ri = r[b * RR + i] / mr
                 base = (b * RR + i) * CC
                 for j in range(CC):
-                    ve = ri * c[b * CC + j]
-                    if ve < eps1 * eps1:
-                        ve = eps1 * eps1
-                    u = sgn * g[base + j] / math.sqrt(ve)
+                    u = _rms_scaled(g[base + j], ri * c[b * CC + j], eps1, sgn)
                     su += u * u
     else:
         for k in range(n):
             x = g[k]
-            vk = v[k]
-            vk = vk + bhc * (x * x - vk)
+            vk = _lerp(v[k], x * x, bhc)
             v[k] = vk
-            if vk < eps1 * eps1:
-                vk = eps1 * eps1
-            u = sgn * x / math.sqrt(vk)
+            u = _rms_scaled(x, vk, eps1, sgn)
             su += u * u
     if scale_param:
         rp = math.sqrt(sp / n)
@@ -463,17 +457,11 @@ def _adafactor_one(p, g, r, c, v, B, RR, CC, factored, bhc, rho, decay, eps1, ep
                 ri = r[b * RR + i] / mr
                 base = (b * RR + i) * CC
                 for j in range(CC):
-                    ve = ri * c[b * CC + j]
-                    if ve < eps1 * eps1:
-                        ve = eps1 * eps1
-                    u = sgn * g[base + j] / math.sqrt(ve)
+                    u = _rms_scaled(g[base + j], ri * c[b * CC + j], eps1, sgn)
                     p[base + j] = p[base + j] * decay - step * u
     else:
         for k in range(n):
-            vk = v[k]
-            if vk < eps1 * eps1:
-                vk = eps1 * eps1
-            u = sgn * g[k] / math.sqrt(vk)
+            u = _rms_scaled(g[k], v[k], eps1, sgn)
             p[k] = p[k] * decay - step * u
 
 
@@ -482,15 +470,8 @@ def adafactor_multi(P, G, R, C, V, B, RR, CC, F, like, check, bhc, rho, decay, e
     """torch.optim.Adafactor over many parameters, one parallel task per parameter; False (nothing written)
     if a gradient is not finite.  ``R``/``C``/``V`` hold 0 where a parameter has no such buffer."""
     m = P.shape[0]
-    if check:
-        bad = 0
-        for t in range(m):
-            g = carray(_as_ptr(G[t], like), B[t] * RR[t] * CC[t])
-            for k in range(g.shape[0]):
-                x = g[k]
-                bad += x - x != 0
-        if bad > 0:
-            return False
+    if check and _bad_chunks(G, B * RR * CC, like) > 0:
+        return False
     sgn = -1.0 if maximize else 1.0
     for t in prange(m):
         n = B[t] * RR[t] * CC[t]

@@ -37,8 +37,8 @@ def _accuracy(quick: bool, offset: bool = False):
 
         names.append("torch.softmax")
     except ImportError:  # torch is optional for the demo
-        torch = None
-    errs = {k: [] for k in names}
+        torch = None  # type: ignore[assignment]
+    errs: dict[str, list[float]] = {k: [] for k in names}
     for s in mags:
         x = (z + s if offset else z * s).astype(np.float32)
         ref = _ref_softmax(x.astype(np.float64))
@@ -174,8 +174,8 @@ def showcase(outdir: Path, quick: bool) -> list[str]:
     impls = list(table)
     width = 0.8 / len(impls)
     for i, impl in enumerate(impls):
-        vals = [table[impl].get(o, np.nan) for o in ops_]
-        ax.bar(np.arange(len(ops_)) + i * width, vals, width, label=impl)
+        bar_vals = [table[impl].get(o, np.nan) for o in ops_]
+        ax.bar(np.arange(len(ops_)) + i * width, bar_vals, width, label=impl)
     ax.set_xticks(np.arange(len(ops_)) + 0.4 - width / 2)
     ax.set_xticklabels(ops_)
     ax.set_yscale("log")

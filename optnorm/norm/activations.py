@@ -9,6 +9,7 @@ from .._lib import compat
 from .._lib.api import constant, public, vjp
 from .._lib.roles import Bool, Float, Int, Positive, Probability, Seed
 from .._lib.vjp import unbroadcast
+from .._lib.typing import Array, Seed as SeedT
 from ._common import safe_norm
 
 SELU_ALPHA = constant(__name__, "SELU_ALPHA", 1.6732632423543772848170429916717)
@@ -29,16 +30,21 @@ class SeluRes(NamedTuple):
 
 
 @public(x=Float())
-def selu(x):
+def selu(x: Array) -> Array:
     r"""Scaled exponential linear unit: ``scale * x`` for x > 0, ``scale * alpha * (exp(x) - 1)`` otherwise.
 
-    alpha = 1.6732632423543772848170429916717, scale = 1.0507009873554804934193349852946 (the fixed point that
-    keeps zero mean and unit variance).  Klambauer, Unterthiner, Mayr & Hochreiter (2017), "Self-Normalizing
-    Neural Networks".  Same values as ``torch.nn.functional.selu``.
+    .. math::
+
+        \mathrm{selu}(x) = \lambda \begin{cases} x & x > 0 \\ \alpha (e^{x} - 1) & x \le 0 \end{cases}
+
+    with :math:`\alpha` = 1.6732632423543772848170429916717, :math:`\lambda` = 1.0507009873554804934193349852946
+    (the fixed point that keeps zero mean and unit variance).  Klambauer, Unterthiner, Mayr & Hochreiter (2017),
+    "Self-Normalizing Neural Networks".  Same values as ``torch.nn.functional.selu``.
 
     Parameters
     ----------
     x : array
+        Input (any shape).
 
     Returns
     -------
@@ -80,13 +86,19 @@ class AlphaDropoutRes(NamedTuple):
 
 @public(x=Float(), p=Probability(), training=Bool(), seed=Seed(),
         example=lambda rng, dtype: ((rng.standard_normal((3, 5)).astype(dtype),), {"seed": 0}))
-def alpha_dropout(x, *, p=0.5, training=True, seed=None):
+def alpha_dropout(x: Array, *, p: float = 0.5, training: bool = True, seed: SeedT = None) -> Array:
     r"""Alpha dropout: dropout for SELU networks that keeps zero mean and unit variance.
 
-    Each unit is dropped with probability ``p`` and set to ``alpha' = -scale * alpha`` (SELU's negative
-    saturation), then every unit gets the affine correction ``a * (.) + b`` with
-    ``a = ((1 - p)(1 + p alpha'^2))^{-1/2}``, ``b = -a alpha' p``, so a standard-normal input keeps mean 0 and
-    variance 1.  ``training=False`` or ``p=0`` return x; ``p=1`` returns zeros (as torch).  Klambauer et al.
+    Each unit is dropped with probability ``p`` and set to :math:`\alpha' = -\lambda\alpha` (SELU's negative
+    saturation), then every unit gets an affine correction:
+
+    .. math::
+
+        y = a \bigl(m \odot x + (1 - m)\,\alpha'\bigr) + b, \qquad m_i \sim \mathrm{Bernoulli}(1 - p),
+
+        a = \bigl((1 - p)(1 + p\,\alpha'^2)\bigr)^{-1/2}, \qquad b = -a\,\alpha' p,
+
+    so a standard-normal input keeps mean 0 and variance 1.  ``training=False`` or ``p=0`` return x; ``p=1`` returns zeros (as torch).  Klambauer et al.
     (2017), "Self-Normalizing Neural Networks"; the same rule as ``torch.nn.functional.alpha_dropout``
     (statistically: the random stream differs).
 
@@ -95,10 +107,13 @@ def alpha_dropout(x, *, p=0.5, training=True, seed=None):
     Parameters
     ----------
     x : array
+        Input (any shape).
     p : float in [0, 1]
         Drop probability.
     training : bool
+        False returns ``x`` unchanged (inference).
     seed : int or numpy.random.Generator, optional
+        Seed of the host-side mask.
 
     Returns
     -------
@@ -169,19 +184,26 @@ class CosineRes(NamedTuple):
 
 
 @public(x1=Float("..."), x2=Float("..."), axis=Int(), eps=Positive())
-def cosine_similarity(x1, x2, *, axis=-1, eps=1e-8):
+def cosine_similarity(x1: Array, x2: Array, *, axis: int = -1, eps: float = 1e-8) -> Array:
     r"""Cosine similarity with torch's semantics: each norm clamped separately at ``eps``.
 
-    ``cos = < x1 / max(||x1||, eps), x2 / max(||x2||, eps) >`` along ``axis`` of the broadcast shape.  Below
+    .. math::
+
+        \cos(x_1, x_2) = \Bigl\langle \frac{x_1}{\max(\lVert x_1 \rVert_2, \epsilon)},
+        \frac{x_2}{\max(\lVert x_2 \rVert_2, \epsilon)} \Bigr\rangle
+
+    along ``axis`` of the broadcast shape.  Below
     ``eps`` it is not scale invariant (a tiny vector gives a small value, not +-1), as in
     ``torch.nn.functional.cosine_similarity`` (whose default axis is 1; optnorm's is -1).
 
     Parameters
     ----------
     x1, x2 : arrays, broadcastable
+        The vectors to compare.
     axis : int
         Axis of the broadcast shape to reduce.
     eps : float > 0
+        Lower clamp of each norm (1e-8, as torch).
 
     Returns
     -------
@@ -262,8 +284,12 @@ def _zero_anchor(xp, va, ratio):
 
 
 @public(anchor=Float(), other=Float(), axis=Int(), pairwise=Bool())
-def snr_distance(anchor, other, *, axis=-1, pairwise=False):
+def snr_distance(anchor: Array, other: Array, *, axis: int = -1, pairwise: bool = False) -> Array:
     r"""Signal-to-noise-ratio distance ``d(a, b) = Var(b - a) / Var(a)`` (a = anchor), over the feature axis.
+
+    .. math::
+
+        d_{\mathrm{SNR}}(a, b) = \frac{\mathrm{Var}(b - a)}{\mathrm{Var}(a)}
 
     The ratio of the noise variance (the difference) to the signal variance (the anchor), from Yuan, Chen, Wang &
     Yang (2019), "Signal-to-Noise Ratio: A Robust Distance Metric for Deep Metric Learning".  Asymmetric.  Biased
@@ -277,9 +303,13 @@ def snr_distance(anchor, other, *, axis=-1, pairwise=False):
     Parameters
     ----------
     anchor, other : arrays
+        Anchors :math:`a` (signal) and the compared features :math:`b`; broadcastable (or (..., n, d) and
+        (..., m, d) with ``pairwise=True``).
     axis : int
         Feature axis (must be -1 with ``pairwise=True``).
     pairwise : bool
+        Return the (..., n, m) matrix of every anchor against every other row.
+
 
     Returns
     -------

@@ -14,6 +14,7 @@ from .._lib import compat
 from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
 from .._lib.roles import Axis, Bool, Choice, Float, Int, Positive, Probability
+from .._lib.typing import Array
 from ._common import rstd_of, var_scaled
 
 
@@ -216,9 +217,17 @@ _BN_ROLES = dict(x=Float(min_ndim=2), running_mean=Float("c", **_CH),
 @public(**_BN_ROLES, sample_weight=Float("b", sign="nonnegative", finite=True, **_CH), training=Bool(),
         momentum=Probability(optional=True), eps=Positive(), axis=Axis("x"), unbiased=Bool(), sizes=_SIZES,
         example=_x_example())
-def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, sample_weight=None, *,
-               training=True, momentum=0.1, eps=1e-5, axis=1, unbiased=True):
+def batch_norm(x: Array, running_mean: Array | None = None, running_var: Array | None = None,
+               weight: Array | None = None, bias: Array | None = None, sample_weight: Array | None = None, *,
+               training: bool = True, momentum: float | None = 0.1, eps: float = 1e-5, axis: int = 1,
+               unbiased: bool = True) -> tuple[Array, Array | None, Array | None]:
     r"""Batch normalization with torch's exact semantics, explicit running statistics and optional sample weights.
+
+    .. math::
+
+        \mu_c = \sum_i w_i \operatorname{mean}_s x_{ics}, \qquad
+        \sigma_c^2 = \sum_i w_i \operatorname{mean}_s (x_{ics} - \mu_c)^2, \qquad
+        y_{ics} = \gamma_c \frac{x_{ics} - \mu_c}{\sqrt{\sigma_c^2 + \epsilon}} + \beta_c
 
     Training (``training=True``)::
 
@@ -375,9 +384,16 @@ def _stats_example(rng, dtype, shape=(4, 3, 2), c=3, **kw):
 @public(x=Float(min_ndim=2), running_mean=Float("c"), running_var=Float("c", sign="nonnegative"),
         weight=Float("c", **_CH), bias=Float("c", **_CH), alpha=Probability(), unbiased=Bool(), eps=Positive(),
         axis=Axis("x"), sizes=_SIZES, example=lambda rng, dtype: _stats_example(rng, dtype, alpha=0.3))
-def alpha_batch_norm(x, running_mean, running_var, weight=None, bias=None, *, alpha, unbiased=True, eps=1e-5,
-                     axis=1):
+def alpha_batch_norm(x: Array, running_mean: Array, running_var: Array, weight: Array | None = None,
+                     bias: Array | None = None, *, alpha: float, unbiased: bool = True, eps: float = 1e-5,
+                     axis: int = 1) -> Array:
     r"""alpha-BN: test-time batch normalization with statistics mixed between source and test batch.
+
+    .. math::
+
+        \mu = (1 - \alpha)\, \mu_{\mathrm{run}} + \alpha\, \mu_B(x), \qquad
+        \sigma^2 = (1 - \alpha)\, \sigma^2_{\mathrm{run}} + \alpha\, \sigma^2_B(x), \qquad
+        y = \gamma \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta
 
     ::
 
@@ -491,10 +507,20 @@ class BatchChannelNormRes(NamedTuple):
 @public(**_BN_ROLES, group_weight=Float("g", **_CH), group_bias=Float("g", **_CH), groups=Int(1), training=Bool(),
         momentum=Probability(optional=True), eps=Positive(), sizes={"b": 4, "c": 4, "g": 2},
         example=_x_example((4, 4, 3), groups=2))
-def batch_channel_norm(x, running_mean=None, running_var=None, weight=None, bias=None, group_weight=None,
-                       group_bias=None, *, groups=32, training=True, momentum=0.1, eps=1e-5):
+def batch_channel_norm(x: Array, running_mean: Array | None = None, running_var: Array | None = None,
+                       weight: Array | None = None, bias: Array | None = None, group_weight: Array | None = None,
+                       group_bias: Array | None = None, *, groups: int = 32, training: bool = True,
+                       momentum: float | None = 0.1, eps: float = 1e-5) -> tuple[Array, Array | None, Array | None]:
     r"""Batch-Channel Normalization: batch_norm (per-channel affine, running statistics) followed by group
     normalization over (C/G, spatial) per sample with a per-group affine.
+
+    .. math::
+
+        z = \mathrm{BN}(x), \qquad
+        y_{n,g} = \gamma_g \frac{z_{n,g} - \mu_{n,g}(z)}{\sqrt{\sigma^2_{n,g}(z) + \epsilon}} + \beta_g,
+
+    with :math:`\mu_{n,g}`, :math:`\sigma^2_{n,g}` (biased) over the channels of group g and the spatial
+    positions of sample n.
 
     ::
 
@@ -616,9 +642,17 @@ def _pn_example(rng, dtype):
         weight=Float("c", **_CH), bias=Float("c", **_CH), step=Int(1), training=Bool(), warmup_iters=Int(0),
         alpha_fwd=Probability(), alpha_bkw=Probability(), eps=Positive(), axis=Axis("x"),
         backward=Choice(("paper", "exact")), sizes=_SIZES, example=_pn_example)
-def power_norm(x, running_phi, grad_ema=None, weight=None, bias=None, *, step, training=True, warmup_iters=10000,
-               alpha_fwd=0.9, alpha_bkw=0.9, eps=1e-5, axis=-1, backward="paper"):
+def power_norm(x: Array, running_phi: Array, grad_ema: Array | None = None, weight: Array | None = None,
+               bias: Array | None = None, *, step: int, training: bool = True, warmup_iters: int = 10000,
+               alpha_fwd: float = 0.9, alpha_bkw: float = 0.9, eps: float = 1e-5, axis: int = -1,
+               backward: str = "paper") -> tuple[Array, Array]:
     r"""PowerNorm: batch normalization by the quadratic mean with running statistics in forward and backward.
+
+    .. math::
+
+        \psi_c^2 = \operatorname{mean}(x_c^2), \qquad
+        y = \gamma \frac{x}{\sqrt{\psi^2 + \epsilon}} + \beta \ \ (\text{warm-up}), \qquad
+        y = \gamma \frac{x}{\sqrt{\phi_{\mathrm{run}} + \epsilon}} + \beta \ \ (\text{afterwards})
 
     Training step ``step`` (1-based), per channel ``c`` over every other axis::
 
@@ -909,11 +943,21 @@ def _un_example(rng, dtype):
         bias=Float("c", **_CH), step=Int(1), training=Bool(), warmup_iters=Int(0), outlier_filtration=Bool(),
         eps=Positive(), momentum=Probability(), axis=Axis("x"), backward=Choice(("paper", "exact")),
         sizes={"c": 3, "w": 4, "v": 4}, example=_un_example)
-def unified_norm(x, running_var, ema_gz=None, buffer_x2=None, buffer_gz=None, weight=None, bias=None, *, step,
-                 training=True, warmup_iters=4000, outlier_filtration=False, eps=1e-5, momentum=0.9, axis=-1,
-                 backward="paper"):
+def unified_norm(x: Array, running_var: Array, ema_gz: Array | None = None, buffer_x2: Array | None = None,
+                 buffer_gz: Array | None = None, weight: Array | None = None, bias: Array | None = None, *, step: int,
+                 training: bool = True, warmup_iters: int = 4000, outlier_filtration: bool = False, eps: float = 1e-5,
+                 momentum: float = 0.9, axis: int = -1, backward: str = "paper") -> tuple[Array, Array, Array]:
     r"""Unified Normalization (UN): batch normalization by the uncentred second moment, smoothed over a window of
     past batches by a geometric mean, with a matching smoothed backward; foldable into linear layers at inference.
+
+    .. math::
+
+        y = \gamma \frac{x}{\sqrt{v + \epsilon}} + \beta, \qquad
+        v = \Bigl(\prod_{w=1}^{W} \operatorname{mean}(x_{(w)}^2)\Bigr)^{1/W}
+          = \exp\Bigl(\frac1W \sum_{w=1}^{W} \log \operatorname{mean}(x_{(w)}^2)\Bigr),
+
+    the geometric mean of the uncentred second moments of the last W batches (the current batch's
+    :math:`\operatorname{mean}(x^2)` alone early in training or when a batch is skipped).
 
     Training step ``step`` (1-based), per channel over every axis but ``axis`` (window ``W = len(buffer_x2)``)::
 

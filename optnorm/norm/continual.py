@@ -6,7 +6,8 @@ from typing import Any, NamedTuple
 
 from .._lib import compat
 from .._lib.api import public, vjp
-from .._lib.roles import Array, Float, Int, Probability, Scalar
+from .._lib.roles import Array as ArrayRole, Float, Int, Probability, Scalar
+from .._lib.typing import Array
 
 
 class TaskBalancedRes(NamedTuple):
@@ -27,15 +28,17 @@ def _tbw_example(rng, dtype):
             rng.integers(0, 5, size=3).astype(dtype)), {}
 
 
-@public(task_ids=Array("b", dtype="int"), task_logits=Float("t", optional=True),
+@public(task_ids=ArrayRole("b", dtype="int"), task_logits=Float("t", optional=True),
         task_counts=Float("t", optional=True, sign="nonnegative"), num_tasks=Int(1, optional=True),
         example=_tbw_example)
-def task_balanced_weights(task_ids, task_logits=None, task_counts=None, *, num_tasks=None):
-    """Per-sample weights that balance the batch statistics of BN across tasks (AdaB²N).
+def task_balanced_weights(task_ids: Array, task_logits: Array | None = None, task_counts: Array | None = None, *,
+                          num_tasks: int | None = None) -> Array:
+    r"""Per-sample weights that balance the batch statistics of BN across tasks (AdaB²N).
 
-    ::
+    .. math::
 
-        π_t = (exp θ_t + n_t) / Σ_s (exp θ_s + n_s),     wᵢ = π_{t(i)} / c_{t(i)},
+        \pi_t = \frac{e^{\theta_t} + n_t}{\sum_s (e^{\theta_s} + n_s)}, \qquad
+        w_i = \frac{\pi_{t(i)}}{c_{t(i)}},
 
     with θ = ``task_logits`` (learnable, a Dirichlet-style concentration), n = ``task_counts``
     (the official code's extended task counts), and c_t the number of samples of task t in the
@@ -129,12 +132,13 @@ vjp(task_balanced_weights, task_balanced_weights_fwd, task_balanced_weights_bwd,
 
 
 @public(step=Int(1), momentum=Scalar(0, 1, low_open=True), kappa=Probability())
-def adab2n_momentum(step, momentum=0.1, kappa=1.0):
-    """AdaB²N's adaptive momentum η_t for the running BN statistics (a pure schedule).
+def adab2n_momentum(step: int, momentum: float = 0.1, kappa: float = 1.0) -> float:
+    r"""AdaB²N's adaptive momentum η_t for the running BN statistics (a pure schedule).
 
-    ::
+    .. math::
 
-        η₁ = m^κ,   η_t = η_{t−1} / (η_{t−1} + (1 − m)^κ),
+        \eta_1 = m^{\kappa}, \qquad \eta_t = \frac{\eta_{t-1}}{\eta_{t-1} + (1 - m)^{\kappa}},
+
 
     so κ = 1 gives the constant EMA momentum m and κ = 0 the cumulative mean η_t = 1/t; in
     between, the running statistics average over a window that grows with t, which balances

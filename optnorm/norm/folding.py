@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 from .._lib import compat
 from .._lib.api import public, vjp
 from .._lib.roles import Bool, Float, Positive
+from .._lib.typing import Array
 
 
 def _fold_example(rng, dtype):
@@ -16,15 +17,16 @@ def _fold_example(rng, dtype):
 
 @public(w_next=Float("o n"), b_next=Float("o", optional=True), ln_weight=Float("n", optional=True),
         ln_bias=Float("n", optional=True), std=Positive(), center=Bool(), example=_fold_example)
-def fold_layer_norm(w_next, b_next=None, ln_weight=None, ln_bias=None, *, std, center=True):
-    """Fold a LayerNorm with a fixed standard deviation into the linear map that follows it.
+def fold_layer_norm(w_next: Array, b_next: Array | None = None, ln_weight: Array | None = None,
+                    ln_bias: Array | None = None, *, std: float, center: bool = True) -> tuple[Array, Array]:
+    r"""Fold a LayerNorm with a fixed standard deviation into the linear map that follows it.
 
     With the per-token std replaced by a fixed scalar σ̄ (``layer_norm(..., fixed_std=σ̄)``), the
     LayerNorm is affine, z = γ ⊙ (x − mean(x))/σ̄ + β, and the next layer y = W z + b becomes
 
-    ::
+    .. math::
 
-        y = W' x + b',   W' = W diag(γ)/σ̄,   b' = b + W β,
+        y = W' x + b', \qquad W' = \frac{W \operatorname{diag}(\gamma)}{\bar\sigma}, \qquad b' = b + W \beta,
 
     and with ``center=True`` the centring is folded too: W' ← W' − (W' 𝟙/n) 𝟙ᵀ (each row of W' minus
     its mean), so the folded layer takes the raw residual stream x.  With ``center=False`` the
@@ -39,11 +41,14 @@ def fold_layer_norm(w_next, b_next=None, ln_weight=None, ln_bias=None, *, std, c
     w_next : array (out, n)
         Weight of the next linear layer (torch layout: y = z @ w_next.T + b_next).
     b_next : array (out,), optional
+        Bias of the next linear layer (None: 0).
     ln_weight, ln_bias : array (n,), optional
         γ and β of the LayerNorm (None: 1 and 0).
     std : float > 0
         σ̄, the fixed standard deviation (a scalar: a per-position std cannot be folded into one map).
     center : bool
+        Fold the mean subtraction into W' too (see above).
+
 
     Returns
     -------
@@ -80,8 +85,14 @@ class TractLinearRes(NamedTuple):
 
 
 @public(x=Float("... n"), w=Float("m n"), b=Float("m", optional=True), lam=Positive())
-def tract_linear(x, w, b=None, *, lam=0.1):
-    """Linear layer y = x wᵀ + b whose backward puts the TrAct update in the weight slot.
+def tract_linear(x: Array, w: Array, b: Array | None = None, *, lam: float = 0.1) -> Array:
+    r"""Linear layer y = x wᵀ + b whose backward puts the TrAct update in the weight slot.
+
+    .. math::
+
+        y = x W^\top + b, \qquad
+        \Delta W = g^\top a \Bigl(\frac{a^\top a}{B} + \lambda I_n\Bigr)^{-1}
+        \quad (g = \partial L / \partial y,\ a = x \text{ as } B \times n)
 
     The forward is the plain linear map.  The backward returns the true gradients for ``x``
     (dy w) and ``b`` (Σ dy), but for ``w`` it returns **not the gradient** gᵀ a but TrAct's
@@ -95,14 +106,28 @@ def tract_linear(x, w, b=None, *, lam=0.1):
     Parameters
     ----------
     x : array (..., n)
+        Input (the layer's activations a).
     w : array (m, n)
+        Weight.
     b : array (m,), optional
+        Bias.
     lam : float > 0
+        λ, the TrAct regulariser (0.1 as the paper).
 
     Returns
     -------
     array (..., m)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> r = np.random.default_rng(0)
+    >>> x, w, b = r.standard_normal((8, 5)), r.standard_normal((3, 5)), r.standard_normal(3)
+    >>> y = tract_linear(x, w, b)
+    >>> y.shape, bool(np.allclose(y, x @ w.T + b))
+    ((8, 3), True)
     """
+
     return tract_linear_fwd(x, w, b, lam=lam)[0]
 
 

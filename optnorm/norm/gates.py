@@ -7,7 +7,8 @@ from typing import Any, NamedTuple
 from .._lib import compat
 from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
-from .._lib.roles import Array, Axis, Bool, Choice, Float, Int, Positive
+from .._lib.roles import Array as ArrayRole, Axis, Bool, Choice, Float, Int, Positive
+from .._lib.typing import Array
 from ._common import REDUCTIONS, move_back, move_last, reduce_loss, sigmoid
 
 
@@ -74,10 +75,14 @@ def _softmax_vjp(p, dy, inv_t, xp):
 
 
 @public(logits=Float("... n"), k=Int(1), axis=Axis("logits"), temperature=Positive(), return_indices=Bool())
-def topk_softmax(logits, *, k, axis=-1, temperature=1.0, return_indices=False):
-    """Top-k sparse softmax gate: softmax over the k largest logits, zero elsewhere.
+def topk_softmax(logits: Array, *, k: int, axis: int = -1, temperature: float = 1.0,
+                 return_indices: bool = False) -> Array | tuple[Array, Array]:
+    r"""Top-k sparse softmax gate: softmax over the k largest logits, zero elsewhere.
 
-    G(s)ᵢ = 1[i ∈ TopK(s, k)] · exp(sᵢ/τ) / Σ_{j ∈ TopK(s, k)} exp(sⱼ/τ).
+    .. math::
+
+        G(s)_i = \mathbb 1\bigl[i \in \mathrm{TopK}(s, k)\bigr]\,
+        \frac{\exp(s_i/\tau)}{\sum_{j \in \mathrm{TopK}(s, k)} \exp(s_j/\tau)}.
 
     This equals softmax, then top-k, then renormalisation (Mixtral's router) and the
     softmax of the gathered top-k logits.  Ties: among equal logits the lowest index is
@@ -162,8 +167,18 @@ class MoeGateRes(NamedTuple):
 
 @public(logits=Float("... n"), k=Int(1, optional=True), temperature=Positive(), activation=Choice(_ACTIVATIONS),
         axis=Axis("logits"))
-def moe_gate(logits, *, k=None, temperature=1.0, activation=None, axis=-1):
-    """Mixture-of-experts gate: softmax(σ(s)/τ), optionally sparsified to the top k.
+def moe_gate(logits: Array, *, k: int | None = None, temperature: float = 1.0, activation: str | None = None,
+             axis: int = -1) -> Array:
+    r"""Mixture-of-experts gate: softmax(σ(s)/τ), optionally sparsified to the top k.
+
+    .. math::
+
+        G(s) = \mathrm{softmax}\bigl(\sigma(s)/\tau\bigr), \qquad
+        G(s)_i = \mathbb 1\bigl[i \in \mathrm{TopK}(\sigma(s), k)\bigr]\,
+        \frac{e^{\sigma(s_i)/\tau}}{\sum_{j \in \mathrm{TopK}(\sigma(s), k)} e^{\sigma(s_j)/\tau}}
+        \ \ (k \text{ given}),
+
+    with :math:`\sigma` the identity, :math:`\tanh` or the logistic sigmoid (``activation``).
 
     - ``activation=None, k=None``: dense-to-sparse gate softmax(s/τ) (τ annealed by the caller).
     - ``k`` given: the top-k sparse gate of :func:`topk_softmax` on σ(s)/τ (same tie rule).
@@ -295,8 +310,13 @@ class SoftTopkRes(NamedTuple):
 
 
 @public(x=Float("... n"), k=Int(1), alpha=Positive(), axis=Axis("x"), n_iter=Int(1))
-def soft_topk(x, *, k, alpha=1.0, axis=-1, n_iter=64):
-    """Soft top-k operator: pⱼ = σ(α(xⱼ + t)) with the threshold t chosen so that Σⱼ pⱼ = k.
+def soft_topk(x: Array, *, k: int, alpha: float = 1.0, axis: int = -1, n_iter: int = 64) -> Array:
+    r"""Soft top-k operator: pⱼ = σ(α(xⱼ + t)) with the threshold t chosen so that Σⱼ pⱼ = k.
+
+    .. math::
+
+        p_j = \sigma\bigl(\alpha (x_j + t)\bigr), \qquad t \ \text{such that} \ \sum_j p_j = k,
+        \qquad \sigma(u) = \frac{1}{1 + e^{-u}}.
 
     t is found by bisection on [logit(k/n)/α − max x, logit(k/n)/α − min x] (the sum is
     monotone in t and crosses k inside that interval); ``n_iter`` halvings.  As α → ∞, p tends
@@ -379,10 +399,17 @@ def _multihot_example(rng, dtype):
     return (rng.standard_normal((3, 5)).astype(dtype), t), {"k": 2}
 
 
-@public(logits=Float("... c"), targets=Array("... c", dtype="any", finite=True, sign="nonnegative"), k=Int(1),
+@public(logits=Float("... c"), targets=ArrayRole("... c", dtype="any", finite=True, sign="nonnegative"), k=Int(1),
         alpha=Positive(), n_iter=Int(1), reduction=Choice(REDUCTIONS), example=_multihot_example)
-def soft_topk_loss(logits, targets, *, k, alpha=1.0, n_iter=64, reduction="mean"):
-    """Soft top-k loss of DEXML: ``L = −(1/|P|) Σ_{p ∈ P} log p_p`` with ``p = soft_topk(logits, k)``.
+def soft_topk_loss(logits: Array, targets: Array, *, k: int, alpha: float = 1.0, n_iter: int = 64,
+                   reduction: str = "mean") -> Array:
+    r"""Soft top-k loss of DEXML: ``L = −(1/|P|) Σ_{p ∈ P} log p_p`` with ``p = soft_topk(logits, k)``.
+
+    .. math::
+
+        L = -\frac{1}{|P|} \sum_{j \in P} \log p_j, \qquad p = \mathrm{soft\_topk}(s, k),
+
+    with :math:`P` the positive labels of the row (``targets``).
 
     Pushes every positive label into the soft top-k.  log p is computed as −softplus(−α(s + t))
     for stability, and the VJP is the analytic one of :func:`soft_topk` combined with
@@ -394,17 +421,31 @@ def soft_topk_loss(logits, targets, *, k, alpha=1.0, n_iter=64, reduction="mean"
     Parameters
     ----------
     logits : array (..., C)
+        Scores s.
     targets : array (..., C)
         Multi-hot (0/1, float or bool); not differentiated.
     k : int, 1 <= k <= C
+        Size of the soft top-k.
     alpha : float > 0
+        Sharpness α of :func:`soft_topk`.
     n_iter : int
+        Bisection steps of :func:`soft_topk`.
     reduction : {"mean", "sum", "none"}
+        Over the leading axes.
 
     Returns
     -------
     scalar array (or (...) with ``reduction="none"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> logits = np.array([[3.0, 2.0, -1.0, -2.0]])
+    >>> targets = np.array([[1.0, 1.0, 0.0, 0.0]])
+    >>> bool(soft_topk_loss(logits, targets, k=2, alpha=4.0) < soft_topk_loss(logits, targets[:, ::-1], k=2, alpha=4.0))
+    True
     """
+
     return soft_topk_loss_fwd(logits, targets, k=k, alpha=alpha, n_iter=n_iter, reduction=reduction)[0]
 
 

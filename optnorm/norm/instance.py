@@ -99,7 +99,7 @@ def instance_norm(x: Array, weight: Array | None = None, bias: Array | None = No
     r"""Instance normalization: each (sample, channel) is normalised over its spatial positions.
 
     .. math::
-        y_{n,c,s} = \gamma_c\,rac{x_{n,c,s} - \mu_{n,c}}{\sqrt{\sigma^2_{n,c} + \epsilon}} + eta_c,
+        y_{n,c,s} = \gamma_c\,\frac{x_{n,c,s} - \mu_{n,c}}{\sqrt{\sigma^2_{n,c} + \epsilon}} + \beta_c,
 
     with :math:`\mu, \sigma^2` the mean and the biased variance over the spatial axes (group norm with one
     channel per group).  Running statistics follow ``torch.nn.functional.instance_norm``: with
@@ -126,7 +126,7 @@ def instance_norm(x: Array, weight: Array | None = None, bias: Array | None = No
     weight : array, optional
         Per-channel scale :math:`\gamma`, shape (C,).
     bias : array, optional
-        Per-channel shift :math:`eta`, shape (C,).
+        Per-channel shift :math:`\beta`, shape (C,).
     running_mean : array, optional
         Running mean per channel, shape (C,) (given together with ``running_var``).
     running_var : array, optional
@@ -295,12 +295,20 @@ _VEC: dict[str, Any] = dict(optional=True, min_ndim=1, max_ndim=1)
         bn_bias=Float(**_VEC), running_mean=Float(**_VEC), running_var=Float(sign="nonnegative", **_VEC),
         ratio=Probability(), variant=Choice(("a", "b")), training=Bool(), momentum=Probability(), eps=Positive(),
         axis=Axis("x"), example=_ibn_example)
-def ibn_norm(x, in_weight=None, in_bias=None, bn_weight=None, bn_bias=None, running_mean=None, running_var=None, *,
-             ratio=0.5, variant="a", training=True, momentum=0.1, eps=1e-5, axis=1):
-    """IBN-Net normalization: instance norm on part of the channels, batch norm on the rest.
+def ibn_norm(x: Array, in_weight: Array | None = None, in_bias: Array | None = None, bn_weight: Array | None = None,
+             bn_bias: Array | None = None, running_mean: Array | None = None, running_var: Array | None = None, *,
+             ratio: float = 0.5, variant: str = "a", training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
+             axis: int = 1) -> tuple[Array, Array | None, Array | None]:
+    r"""IBN-Net normalization: instance norm on part of the channels, batch norm on the rest.
+
+    .. math::
+
+        \text{IBN-a:}\quad y = \bigl[\,\mathrm{IN}(x_{:, :C_1}),\ \mathrm{BN}(x_{:, C_1:})\,\bigr], \quad
+        C_1 = \lfloor \mathrm{ratio} \cdot C \rfloor; \qquad \text{IBN-b:}\quad y = \mathrm{IN}(x).
 
     - IBN-a: with C₁ = ⌊ratio · C⌋,  y = concat(IN(x[:, :C₁]; in_weight, in_bias), BN(x[:, C₁:];
       bn_weight, bn_bias, running stats)) along the channel axis (the official ``IBN`` module).
+
     - IBN-b: y = IN(x; in_weight, in_bias) on all channels (the network applies it after the
       residual addition); no batch-norm part, so ``bn_*`` and the running statistics must be None.
 

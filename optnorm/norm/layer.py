@@ -15,6 +15,7 @@ from .._lib import compat
 from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
 from .._lib.roles import Axis, Float, Int, Out, Positive
+from .._lib.typing import Array
 from ._common import rstd_scaled
 
 _ROWS_GUFUNC = ("(n)->(n)", {"axis_arg": "axis"})
@@ -179,7 +180,8 @@ class LayerNormRes(NamedTuple):
         axis=Axis("x", multiple=True), eps=Positive(), fixed_std=Float("...", optional=True, sign="positive"),
         out=Out("x"),
         gufunc=_ROWS_GUFUNC, example=_affine_example((2, 5), (5,)))
-def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, fixed_std=None, out=None):
+def layer_norm(x: Array, weight: Array | None = None, bias: Array | None = None, *, axis: int | tuple[int, ...] = -1,
+               eps: float = 1e-5, fixed_std: float | Array | None = None, out: Array | None = None) -> Array:
     r"""Layer normalisation: :math:`y = \gamma \odot (x - \mu)/\sqrt{\sigma^2 + \epsilon} + \beta` per row.
 
     Ba, Kiros, Hinton, "Layer Normalization" (2016).  :math:`\mu` and the **biased** variance
@@ -312,7 +314,8 @@ class RmsNormRes(NamedTuple):
 
 @public(x=Float("... n"), weight=Float(optional=True, min_ndim=1), axis=Axis("x", multiple=True),
         eps=Positive(optional=True), out=Out("x"), gufunc=_ROWS_GUFUNC, example=_affine_example((2, 5), (5,), 1))
-def rms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
+def rms_norm(x: Array, weight: Array | None = None, *, axis: int | tuple[int, ...] = -1, eps: float | None = None,
+             out: Array | None = None) -> Array:
     r"""RMS normalisation: :math:`y = \gamma \odot x / \sqrt{\mathrm{mean}(x^2) + \epsilon}` per row.
 
     Zhang & Sennrich, "Root Mean Square Layer Normalization" (NeurIPS 2019).  Matches
@@ -377,7 +380,8 @@ class CrmsNormRes(NamedTuple):
 
 @public(x=Float("... n"), weight=Float(optional=True, min_ndim=1), axis=Axis("x"), eps=Positive(optional=True),
         out=Out("x"), example=_affine_example((2, 5), (5,), 1))
-def crms_norm(x, weight=None, *, axis=-1, eps=None, out=None):
+def crms_norm(x: Array, weight: Array | None = None, *, axis: int = -1, eps: float | None = None,
+              out: Array | None = None) -> Array:
     r"""Compressed RMSNorm of a zero-mean vector stored without its last entry.
 
     Jiang, Gu, Zhu, Pan, "Pre-RMSNorm and Pre-CRMSNorm Transformers: Equivalent and Efficient
@@ -473,7 +477,8 @@ def _group_norm_example(rng, dtype):
 
 @public(x=Float(min_ndim=2), weight=Float("c", optional=True), bias=Float("c", optional=True), num_groups=Int(1),
         eps=Positive(), example=_group_norm_example)
-def group_norm(x, weight=None, bias=None, *, num_groups, eps=1e-5):
+def group_norm(x: Array, weight: Array | None = None, bias: Array | None = None, *, num_groups: int,
+               eps: float = 1e-5) -> Array:
     r"""Group normalisation (Wu & He, "Group Normalization", ECCV 2018), torch semantics.
 
     ``x`` has shape ``(N, C, *)``; the C channels are split into ``num_groups`` consecutive groups and

@@ -538,7 +538,7 @@ def _ds(xc, xp):
 
 
 @public(**_ROW)
-def stablemax(x, *, axis=-1, out=None):
+def stablemax(x: Array, *, axis: int = -1, out: Array | None = None) -> Array:
     r"""StableMax: :math:`y_i = s(x_i) / \sum_j s(x_j)`, :math:`s(x) = x + 1` (x >= 0), :math:`1/(1-x)` (x < 0).
 
     From Prieto, Barsbey, Mediano, Birdal, "Grokking at the Edge of Numerical Stability" (ICLR 2025):
@@ -597,7 +597,7 @@ def stablemax_bwd(res: StablemaxRes, dy):
 
 
 @public(**_ROW)
-def log_stablemax(x, *, axis=-1, out=None):
+def log_stablemax(x: Array, *, axis: int = -1, out: Array | None = None) -> Array:
     r"""Log-StableMax: :math:`y_i = \log s(x_i) - \log \sum_j s(x_j)` (see :func:`stablemax`).
 
     Prieto et al., "Grokking at the Edge of Numerical Stability" (ICLR 2025); the paper's

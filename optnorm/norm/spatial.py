@@ -9,7 +9,8 @@ from typing import Any, NamedTuple
 
 from .._lib import compat
 from .._lib.api import public, vjp
-from .._lib.roles import Array, Bool, Float, Int, Positive, Probability
+from .._lib.roles import Array as ArrayRole, Bool, Float, Int, Positive, Probability
+from .._lib.typing import Array
 from ._common import rstd_of, sigmoid, var_scaled
 
 
@@ -65,12 +66,15 @@ def _b0_example(rng, dtype):
 @public(x=Float(min_ndim=3), running_var=Float("c", sign="nonnegative", **_CH), weight=Float("c", **_CH),
         bias=Float("c", **_CH), v=Float("c", **_CH), training=Bool(), momentum=Probability(), eps=Positive(),
         sizes={"c": 3}, example=_b0_example)
-def evonorm_b0(x, running_var=None, weight=None, bias=None, v=None, *, training=True, momentum=0.1, eps=1e-3):
+def evonorm_b0(x: Array, running_var: Array | None = None, weight: Array | None = None, bias: Array | None = None,
+               v: Array | None = None, *, training: bool = True, momentum: float = 0.1,
+               eps: float = 1e-3) -> tuple[Array, Array | None]:
     r"""EvoNorm-B0: batch-instance normalization-activation layer found by architecture search.
 
-    ::
+    .. math::
 
-        y = weight * x / max( sqrt(var_B + eps), v * x + sqrt(var_I(x) + eps) ) + bias
+        y = \gamma \frac{x}{\max\bigl(\sqrt{\sigma^2_B + \epsilon},\ v x + \sqrt{\sigma^2_I(x) + \epsilon}\bigr)}
+            + \beta
 
     ``var_B`` is the per-channel biased variance over (N, spatial) in training (the running variance in eval),
     ``var_I`` the per-(sample, channel) biased variance over the spatial axes, the max elementwise (ties go to the
@@ -218,12 +222,14 @@ class EvoNormS0Res(NamedTuple):
         eps=Positive(), sizes={"c": 4},
         example=lambda rng, dtype: ((rng.standard_normal((2, 4, 3)).astype(dtype),
                                      (1 + 0.1 * rng.standard_normal(4)).astype(dtype)), {"groups": 2}))
-def evonorm_s0(x, weight=None, bias=None, v=None, *, groups=32, eps=1e-5):
+def evonorm_s0(x: Array, weight: Array | None = None, bias: Array | None = None, v: Array | None = None, *,
+               groups: int = 32, eps: float = 1e-5) -> Array:
     r"""EvoNorm-S0: sample-based normalization-activation layer (no batch statistics).
 
-    ::
+    .. math::
 
-        y = weight * x * sigmoid(v * x) / sqrt(var_G(x) + eps) + bias
+        y = \gamma \frac{x\, \sigma(v x)}{\sqrt{\sigma^2_G(x) + \epsilon}} + \beta, \qquad
+        \sigma(u) = \frac{1}{1 + e^{-u}}
 
     ``var_G`` is the biased variance per (sample, group) over (C/groups, spatial), a group norm without centring
     of the numerator; the SiLU-like numerator ``x sigmoid(v x)`` is the activation.  Conventions of timm's port
@@ -325,24 +331,30 @@ def _rn_example(rng, dtype):
     return (x, mask), {}
 
 
-@public(x=Float(min_ndim=3), mask=Array(dtype="any", min_ndim=3), weight_fg=Float("c", **_CH),
+@public(x=Float(min_ndim=3), mask=ArrayRole(dtype="any", min_ndim=3), weight_fg=Float("c", **_CH),
         bias_fg=Float("c", **_CH), weight_bg=Float("c", **_CH), bias_bg=Float("c", **_CH), eps=Positive(),
         sizes={"c": 3}, example=_rn_example)
-def region_norm(x, mask, weight_fg=None, bias_fg=None, weight_bg=None, bias_bg=None, *, eps=1e-5):
+def region_norm(x: Array, mask: Array, weight_fg: Array | None = None, bias_fg: Array | None = None,
+                weight_bg: Array | None = None, bias_bg: Array | None = None, *, eps: float = 1e-5) -> Array:
     r"""Region Normalization, basic form (RN-B) for image inpainting.
 
     The mask splits the pixels into two regions (``mask = 1``: foreground/hole, 0: background).  Each region is
     batch-normalized on its own: per channel, mean and biased variance over that region's pixels across the
-    batch, then::
+    batch, then
 
-        RN(x)  = (x - mu_R) / sqrt(var_R + eps * N*H*W / |R|)       on the pixels of region R
-        y      = RN(x) * mask * (1 + weight_fg) + bias_fg + RN(x) * (1 - mask) * (1 + weight_bg) + bias_bg
+    .. math::
 
-    exactly as the official code (``geekyutao/RN``, ``RN_B``): its implementation (fill the outside with the
-    region mean, plain BN, rescale by ``sqrt(|R| / NHW)``) inflates eps for small regions as written above, uses
-    no running statistics (train = eval), initialises the weights at 0 (``1 + weight`` is the scale) and adds
-    both biases everywhere.  An empty region contributes nothing.  The mask is not resized here (the code
-    resizes it to x's size with nearest interpolation first).  Yu, Guo, Jin, Wu, Chen, Li, Zhang & Liu (2020),
+        \mathrm{RN}(x) = \frac{x - \mu_R}{\sqrt{\sigma^2_R + \epsilon\, N H W / |R|}}
+        \quad \text{on the pixels of region } R,
+
+        y = \mathrm{RN}(x)\, M\, (1 + \gamma_{\mathrm{fg}}) + \beta_{\mathrm{fg}}
+          + \mathrm{RN}(x)\, (1 - M)\, (1 + \gamma_{\mathrm{bg}}) + \beta_{\mathrm{bg}}
+
+    (:math:`M` the mask), exactly as the official code (``geekyutao/RN``, ``RN_B``): its implementation (fill the
+    outside with the region mean, plain BN, rescale by ``sqrt(|R| / NHW)``) inflates eps for small regions as
+    written above, uses no running statistics (train = eval), initialises the weights at 0 (``1 + weight`` is the
+    scale) and adds both biases everywhere. An empty region contributes nothing. The mask is not resized here (the
+    code resizes it to x's size with nearest interpolation first). Yu, Guo, Jin, Wu, Chen, Li, Zhang & Liu (2020),
     "Region Normalization for Image Inpainting".
 
     Parameters

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 from .._lib import compat
 from .._lib.api import public, vjp
 from .._lib.roles import Axis, Bool, Float, Int, Positive, Scalar
+from .._lib.typing import Array
 
 
 def _rowmax(xp, d, red):
@@ -45,10 +46,14 @@ def weight_standardization_fwd(w, *, eps=1e-5, axis=0, unbiased=True):
 
 
 @public(w=Float(min_ndim=2), eps=Positive(), axis=Axis("w"), unbiased=Bool())
-def weight_standardization(w, *, eps=1e-5, axis=0, unbiased=True):
+def weight_standardization(w: Array, *, eps: float = 1e-5, axis: int = 0, unbiased: bool = True) -> Array:
     r"""Weight Standardization: each output filter standardized over its fan-in.
 
-    ``W_hat[o] = (W[o] - mean(W[o])) / sqrt(var(W[o]) + eps)``, statistics over every axis except ``axis``,
+    .. math::
+
+        \hat W_o = \frac{W_o - \operatorname{mean}(W_o)}{\sqrt{\operatorname{var}(W_o) + \epsilon}},
+
+    statistics over every axis except ``axis``,
     with torch's default **unbiased** variance and eps inside the square root, exactly as the official code
     (``joe-siyuan-qiao/Batch-Channel-Normalization``, ``imagenet/models/layers.py``, class ``Conv2d``).
     Qiao, Wang, Liu, Shen & Yuille (2019), "Micro-Batch Training with Batch-Channel Normalization and Weight
@@ -140,10 +145,17 @@ def _gain_example(rng, dtype):
 
 @public(w=Float(min_ndim=2), gain=Float(optional=True, min_ndim=1), eps=Positive(), axis=Axis("w"), gamma=Scalar(),
         fan_in=Int(1, optional=True), example=_gain_example)
-def scaled_weight_standardization(w, gain=None, *, eps=1e-4, axis=0, gamma=1.0, fan_in=None):
+def scaled_weight_standardization(w: Array, gain: Array | None = None, *, eps: float = 1e-4, axis: int = 0,
+                                  gamma: float = 1.0, fan_in: int | None = None) -> Array:
     r"""Scaled Weight Standardization (NF-Nets), also the convolution of FedWon.
 
-    ``W_hat[o] = gamma * gain[o] * (W[o] - mean(W[o])) / sqrt(max(N var(W[o]), eps))`` with the **biased**
+    .. math::
+
+        \hat W_o = \gamma\, g_o \frac{W_o - \operatorname{mean}(W_o)}{\sqrt{\max\bigl(N \operatorname{var}(W_o),
+        \epsilon\bigr)}}
+
+    with the **biased**
+
     variance over the fan-in axes and ``N`` the fan-in (the number of entries per output unless ``fan_in`` is
     given), i.e. ``(W - mean) / (std * sqrt(N))``: the weight of a unit-variance-preserving layer.  ``gamma`` is
     the activation's gain constant (e.g. ``sqrt(2 / (1 - 1/pi))`` for ReLU), 1 by default.  ``eps = 1e-4``

@@ -230,11 +230,9 @@ def adafactor(*, lr: ScalarT | Schedule = 1e-2, beta2_decay: float = -0.8,
     if convention == "optax":
         body = scale_by_adafactor_optax(beta2_decay, eps, d, multiply_by_parameter_scale, min_dim_size_to_factor,
                                         factored, momentum, weight_decay)
-        parts = ([T.flip_sign()] if maximize else []) + [body]
+        parts = T.head(maximize) + [body]
     else:
-        parts = [T.flip_sign()] if maximize else []
-        if active(weight_decay):
-            parts.append(T.decay_weights(weight_decay))
+        parts = T.head(maximize, weight_decay, decoupled=True)
         parts.append(scale_by_adafactor_torch(beta2_decay, eps, d, multiply_by_parameter_scale))
     kernel = None
     if convention == "torch":

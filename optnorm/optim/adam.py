@@ -7,7 +7,7 @@ from .._lib.typing import Scalar as ScalarT, Schedule
 from .._lib.roles import Bool, Choice, NonNegative, Positive, Scalars, UnitInterval
 from . import _kernels
 from . import transforms as T
-from ._common import active, scalar, stable_rms, zeros_state
+from ._common import scalar, stable_rms, zeros_state
 from .base import LR, NAN_POLICY, Rule, Transform, chain, rule
 
 BETAS = Scalars(UnitInterval(array=True), 2)
@@ -29,9 +29,7 @@ class FAdamLeaf(NamedTuple):
 
 
 def _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled, eps_mode, nan_policy) -> Rule:
-    parts = [T.flip_sign()] if maximize else []
-    if active(weight_decay):
-        parts.append(T.decay_weights(weight_decay) if decoupled else T.add_decayed_weights(weight_decay))
+    parts = T.head(maximize, weight_decay, decoupled=decoupled)
     parts += [T.scale_by_adam(betas[0], betas[1], eps, amsgrad=amsgrad, eps_mode=eps_mode), T.scale_by_lr()]
     kernel = _kernels.adam(beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay, decoupled=decoupled,
                            amsgrad=amsgrad, maximize=maximize, hf_eps=eps_mode == "hf")
@@ -209,7 +207,7 @@ def scale_by_fadam(b1, b2, eps, clip, power, adaptive_eps, weight_decay) -> Tran
         xp, t = ctx.xp, ctx.t
         g, pc = leaf.u, leaf.p
         b2hat = scalar(b2 * (1.0 - b2 ** (t - 1)) / (1.0 - b2 ** t), pc, xp)
-        fim = b2hat * s.fim + (1.0 - b2hat) * (g * g)
+        fim = T.ema_sq(s.fim, g, b2hat)
         rg = stable_rms(g, xp)
         one = xp.ones_like(rg)
         adapt = xp.minimum(one, rg) if adaptive_eps == "min" else xp.maximum(one, rg)
@@ -279,6 +277,6 @@ def fadam(*, lr: ScalarT | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0
     >>> import numpy as np
     >>> st = fadam().init(np.ones(3))
     """
-    parts = [T.flip_sign()] if maximize else []
+    parts = T.head(maximize)
     parts += [scale_by_fadam(betas[0], betas[1], eps, clip, power, adaptive_eps, weight_decay), T.scale_by_lr()]
     return Rule(lr=lr, transform=chain(*parts), leaf=FAdamLeaf, nan_policy=nan_policy)

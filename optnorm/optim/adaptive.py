@@ -23,16 +23,6 @@ BETAS = Scalars(UnitInterval(**ARR), 2)
 NONNEG = NonNegative(**ARR)
 
 
-def _decay(weight_decay, decoupled: bool = False) -> list:
-    if not active(weight_decay):
-        return []
-    return [T.decay_weights(weight_decay) if decoupled else T.add_decayed_weights(weight_decay)]
-
-
-def _head(maximize, weight_decay, decoupled=False) -> list:
-    return ([T.flip_sign()] if maximize else []) + _decay(weight_decay, decoupled)
-
-
 def _where(cond, a, b, like, xp):
     """``a if cond else b`` for a Python bool, ``where`` for a traced 0-d one."""
     if isinstance(cond, bool):
@@ -61,10 +51,10 @@ def scale_by_rmsprop(alpha, eps, momentum, centered: bool) -> Transform:
 
     def update(leaf, s, ctx):
         xp, g = ctx.xp, leaf.u
-        v = alpha * s.square_avg + (1.0 - alpha) * (g * g)
+        v = T.ema_sq(s.square_avg, g, alpha)
         ga = None
         if centered:
-            ga = compat.lerp(s.grad_avg, g, 1.0 - alpha)
+            ga = T.ema(s.grad_avg, g, alpha)
             var = v - ga * ga
             avg = xp.sqrt(xp.maximum(var, xp.zeros_like(var)))     # torch gives NaN where it rounds below 0
         else:
@@ -131,7 +121,7 @@ def rmsprop(*, lr: ScalarT | Schedule = 1e-2, alpha: float = 0.99, eps: float = 
     >>> np.round(p, 4).tolist()
     [-0.1, 0.1]
     """
-    parts = _head(maximize, weight_decay) + [scale_by_rmsprop(alpha, eps, momentum, centered), T.scale_by_lr()]
+    parts = T.head(maximize, weight_decay) + [scale_by_rmsprop(alpha, eps, momentum, centered), T.scale_by_lr()]
     kernel = _kernels.rmsprop(alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
                               maximize=maximize)
     return Rule(lr=lr, transform=chain(*parts), leaf=RMSpropLeaf, nan_policy=nan_policy, kernel=kernel,
@@ -206,7 +196,7 @@ def adagrad(*, lr: ScalarT | Schedule = 1e-2, lr_decay: float = 0.0, weight_deca
     >>> np.round(p, 6).tolist()
     [-0.1, 0.1]
     """
-    parts = _head(maximize, weight_decay) + [scale_by_adagrad(initial_accumulator_value, eps, lr_decay),
+    parts = T.head(maximize, weight_decay) + [scale_by_adagrad(initial_accumulator_value, eps, lr_decay),
                                              T.scale_by_lr()]
     kernel = _kernels.adagrad(lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize)
     return Rule(lr=lr, transform=chain(*parts), leaf=AdagradLeaf, nan_policy=nan_policy, kernel=kernel,
@@ -228,9 +218,9 @@ def scale_by_adadelta(rho, eps) -> Transform:
 
     def update(leaf, s, ctx):
         xp, g = ctx.xp, leaf.u
-        v = rho * s.square_avg + (1.0 - rho) * (g * g)
+        v = T.ema_sq(s.square_avg, g, rho)
         delta = xp.sqrt(s.acc_delta + eps) / xp.sqrt(v + eps) * g
-        acc = rho * s.acc_delta + (1.0 - rho) * (delta * delta)
+        acc = T.ema_sq(s.acc_delta, delta, rho)
         return leaf._replace(u=delta), s._replace(square_avg=v, acc_delta=acc)
 
     return Transform(init, update)
@@ -277,7 +267,7 @@ def adadelta(*, lr: ScalarT | Schedule = 1.0, rho: Array | float = 0.9, eps: flo
     >>> round(float(p[0]), 6)
     -0.003162
     """
-    parts = _head(maximize, weight_decay) + [scale_by_adadelta(rho, eps), T.scale_by_lr()]
+    parts = T.head(maximize, weight_decay) + [scale_by_adadelta(rho, eps), T.scale_by_lr()]
     kernel = _kernels.adadelta(rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
     return Rule(lr=lr, transform=chain(*parts), leaf=AdadeltaLeaf, nan_policy=nan_policy, kernel=kernel,
                 elementwise=True)
@@ -345,7 +335,7 @@ def adamax(*, lr: ScalarT | Schedule = 2e-3, betas: tuple[float, float] = (0.9, 
     >>> np.round(p, 6).tolist()
     [-0.1, 0.1]
     """
-    parts = _head(maximize, weight_decay) + [scale_by_adamax(betas[0], betas[1], eps), T.scale_by_lr()]
+    parts = T.head(maximize, weight_decay) + [scale_by_adamax(betas[0], betas[1], eps), T.scale_by_lr()]
     kernel = _kernels.adamax(beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay, maximize=maximize)
     return Rule(lr=lr, transform=chain(*parts), leaf=AdamaxLeaf, nan_policy=nan_policy, kernel=kernel,
                 elementwise=True)
@@ -379,7 +369,7 @@ def scale_by_nadam(b1, b2, eps, momentum_decay) -> Transform:
         mu_next = nadam_mu(b1, momentum_decay, t + 1)
         prod = s.mu_product * scalar(mu, s.mu_product, xp)
         m = T.ema(s.exp_avg, g, b1)
-        v = b2 * s.exp_avg_sq + (1.0 - b2) * (g * g)
+        v = T.ema_sq(s.exp_avg_sq, g, b2)
         den = xp.sqrt(v / scalar(bias_correction(b2, t), v, xp)) + eps
         lr = leaf.scale
         if isinstance(lr, float) and isinstance(mu, float) and compat.is_concrete(prod):
@@ -445,7 +435,7 @@ def nadam(*, lr: ScalarT | Schedule = 2e-3, betas: tuple[float, float] = (0.9, 0
     >>> np.round(p, 4).tolist()
     [-0.1056, 0.1056]
     """
-    parts = _head(maximize, weight_decay, decoupled_weight_decay) + [       # scale_by_nadam reads the lr's scale
+    parts = T.head(maximize, weight_decay, decoupled=decoupled_weight_decay) + [  # scale_by_nadam reads the lr's scale
         T.scale_by_lr(), scale_by_nadam(betas[0], betas[1], eps, momentum_decay)]
     kernel = _kernels.nadam(beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay,
                             momentum_decay=momentum_decay, decoupled=decoupled_weight_decay, maximize=maximize)
@@ -473,7 +463,7 @@ def scale_by_radam(b1, b2, eps) -> Transform:
     def update(leaf, s, ctx):
         xp, g, t, pc = ctx.xp, leaf.u, ctx.t, leaf.p
         m = T.ema(s.exp_avg, g, b1)
-        v = b2 * s.exp_avg_sq + (1.0 - b2) * (g * g)
+        v = T.ema_sq(s.exp_avg_sq, g, b2)
         bc1, bc2 = bias_correction(b1, t), bias_correction(b2, t)
         mhat = m / scalar(bc1, m, xp)
         rho_t, rho_inf = radam_terms(b2, t)
@@ -552,7 +542,7 @@ def radam(*, lr: ScalarT | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0
     >>> np.round(p, 4).tolist()          # the first steps are momentum SGD
     [-0.1, 0.1]
     """
-    parts = _head(maximize, weight_decay, decoupled_weight_decay) + [T.scale_by_lr(),
+    parts = T.head(maximize, weight_decay, decoupled=decoupled_weight_decay) + [T.scale_by_lr(),
                                                                     scale_by_radam(betas[0], betas[1], eps)]
     kernel = _kernels.radam(beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay,
                             decoupled=decoupled_weight_decay, maximize=maximize)

@@ -26,10 +26,6 @@ class NorMuonLeaf(NamedTuple):
     second_momentum_buffer: Any
 
 
-def _decay(weight_decay):
-    return [T.decay_weights(weight_decay)] if weight_decay else []
-
-
 @rule("Muon", lr=LR, weight_decay=NonNegative(), momentum=UnitInterval(), nesterov=Bool(), eps=Positive(),
       adjust_lr_fn=Choice(ADJUST_LR), ns_dtype=Choice(NS_DTYPES), fallback=RuleArg(), nan_policy=NAN_POLICY, **_NS)
 def muon(*, lr: ScalarT | Schedule = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95, nesterov: bool = True,
@@ -88,8 +84,9 @@ def muon(*, lr: ScalarT | Schedule = 1e-3, weight_decay: float = 0.1, momentum: 
     >>> st = opt.init({"w": np.ones((4, 3)), "b": np.zeros(4)})
     """
     transform = chain(T.ema_momentum(momentum, nesterov=nesterov),
-                      T.orthogonalize(ns_coefficients, ns_steps, eps, ns_dtype), *_decay(weight_decay),
-                      T.scale_by_shape(adjust_lr_fn or "original"), T.scale_by_lr())
+                      T.orthogonalize(ns_coefficients, ns_steps, eps, ns_dtype),
+                      *T.decay_part(weight_decay, decoupled=True), T.scale_by_shape(adjust_lr_fn or "original"),
+                      T.scale_by_lr())
     return MatrixRule(lr=lr, transform=transform, leaf=MuonLeaf, fallback=fallback, nan_policy=nan_policy)
 
 
@@ -173,7 +170,8 @@ def normuon(*, lr: ScalarT | Schedule = 0.02, weight_decay: float = 0.0, momentu
     """
     transform = chain(T.ema_momentum(momentum, nesterov=nesterov),
                       T.orthogonalize(ns_coefficients, ns_steps, eps, ns_dtype),
-                      normalize_by_row_moment(beta2, scale_mode), *_decay(weight_decay), T.scale_by_lr())
+                      normalize_by_row_moment(beta2, scale_mode), *T.decay_part(weight_decay, decoupled=True),
+                      T.scale_by_lr())
     return MatrixRule(lr=lr, transform=transform, leaf=NorMuonLeaf, fallback=fallback, nan_policy=nan_policy)
 
 
@@ -195,7 +193,7 @@ def cosh_brake(gamma: float, normalize_output: bool) -> Transform:
 
 
 def _auon(lr, momentum, weight_decay, gamma, nesterov, normalize_output, ns, fallback, nan_policy) -> Rule:
-    parts = [*_decay(weight_decay), T.ema_momentum(momentum, nesterov=nesterov)]
+    parts = [*T.decay_part(weight_decay, decoupled=True), T.ema_momentum(momentum, nesterov=nesterov)]
     if ns is not None:
         parts.append(T.orthogonalize(*ns))
     parts += [cosh_brake(gamma, normalize_output), T.scale_by_lr()]

@@ -15,6 +15,7 @@ from .._lib.typing import Scalar as ScalarT, Schedule
 from .._lib import compat
 from .._lib.api import public_class
 from .._lib.roles import Int, NonNegative, Scalar, Scalars, UnitInterval
+from . import transforms as T
 from ._common import active, bias_correction, scalar, tree_flatten, tree_unflatten, zeros_state
 from .base import LR, NAN_POLICY, OptState, Rule, Transform, rule
 
@@ -106,7 +107,7 @@ def schedule_free_step(b1, b2, eps, weight_decay, warmup_steps, r, weight_lr_pow
         lr_k, ck, lr_max, ws = _averaging(ctx, s, ctx.lr, warmup_steps, r, weight_lr_power, y)
         v = None
         if adam:
-            v = b2 * s.exp_avg_sq + (1.0 - b2) * (g * g)
+            v = T.ema_sq(s.exp_avg_sq, g, b2)
             d = g / (xp.sqrt(v / scalar(bias_correction(b2, ctx.t), v, xp)) + eps)
         else:
             d = g

@@ -42,9 +42,7 @@ def sgd(*, lr: ScalarT | Schedule = 1e-3, momentum: float = 0.0, dampening: floa
     """
     if nesterov and (not active(momentum) or active(dampening)) and not _traced(momentum, dampening):
         raise ValueError("sgd: nesterov=True requires momentum > 0 and dampening = 0")
-    parts = [T.flip_sign()] if maximize else []
-    if active(weight_decay):
-        parts.append(T.add_decayed_weights(weight_decay))
+    parts = T.head(maximize, weight_decay)
     if active(momentum):
         parts.append(T.trace(momentum, dampening=dampening, nesterov=nesterov))
     parts.append(T.scale_by_lr())

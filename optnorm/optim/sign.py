@@ -7,7 +7,7 @@ from .._lib.typing import Scalar as ScalarT, Schedule
 from .._lib.roles import Bool, NonNegative, Scalars, UnitInterval
 from . import _kernels
 from . import transforms as T
-from ._common import active, zeros_state
+from ._common import zeros_state
 from .base import LR, NAN_POLICY, Rule, Transform, chain, rule
 
 
@@ -71,10 +71,7 @@ def lion(*, lr: ScalarT | Schedule = 1e-4, betas: tuple[float, float] = (0.9, 0.
     >>> p.tolist()
     [-0.1, 0.1]
     """
-    parts = [T.flip_sign()] if maximize else []
-    parts.append(scale_by_lion(betas[0], betas[1]))
-    if active(weight_decay):
-        parts.append(T.add_decayed_weights(weight_decay))
+    parts = T.head(maximize) + [scale_by_lion(betas[0], betas[1])] + T.decay_part(weight_decay)
     parts.append(T.scale_by_lr())
     kernel = _kernels.lion(beta1=betas[0], beta2=betas[1], weight_decay=weight_decay, maximize=maximize)
     return Rule(lr=lr, transform=chain(*parts), leaf=LionLeaf, nan_policy=nan_policy, kernel=kernel,

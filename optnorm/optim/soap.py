@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 from .._lib.typing import Scalar as ScalarT, Schedule
 from .._lib import compat
 from .._lib.roles import Bool, Choice, Int, NonNegative, Scalar, Scalars, UnitInterval
+from . import transforms as T
 from ._common import active, scalar, ssqrt, stable_rms, zeros_state
 from .base import LR, NAN_POLICY, Rule, Transform, chain, rule
 
@@ -104,13 +105,13 @@ def scale_by_soap(b1, b2, shampoo_beta, eps, precondition_frequency, max_precond
         return getattr(xp, precondition_dtype) if precondition_dtype else x.dtype
 
     def new_gg(GG, g, xp):
-        return tuple(None if G is None else compat.lerp(G, _outer(g, d, xp), 1.0 - bs) for d, G in enumerate(GG))
+        return tuple(None if G is None else T.ema(G, _outer(g, d, xp), bs) for d, G in enumerate(GG))
 
     def adam_part(s, g, k, pc, xp, ctx):
         lr = ctx.lr
         gp = project(g, s.Q, xp)
         m = b1 * s.exp_avg + (1.0 - b1) * gp
-        v = b2 * s.exp_avg_sq + (1.0 - b2) * (gp * gp)
+        v = T.ema_sq(s.exp_avg_sq, gp, b2)
         den = xp.sqrt(v) + eps
         if correct_bias:
             bc1, bc2 = 1.0 - b1 ** k, 1.0 - b2 ** k

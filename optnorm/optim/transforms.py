@@ -22,7 +22,7 @@ from .._lib.typing import Array
 from .._lib import compat
 from .._lib.api import public
 from .._lib.roles import Choice, Float, Int, Positive, Scalar, Scalars
-from ._common import bias_correction, scalar, ssqrt, stable_norm, stable_rms, zeros_state
+from ._common import active, bias_correction, scalar, ssqrt, stable_norm, stable_rms, zeros_state
 from .base import Transform, no_state
 
 MUON_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -264,6 +264,20 @@ def decay_weights(weight_decay: float, *, divisor: float = 1.0) -> Transform:
         return leaf._replace(p=leaf.p * (1.0 - lr * weight_decay * leaf.wd_mult / divisor)), s
 
     return Transform(no_state, update)
+
+
+def decay_part(weight_decay, *, decoupled: bool = False) -> list:
+    """The weight-decay link of a rule's chain: ``[decay_weights]`` (decoupled) or ``[add_decayed_weights]``
+    (coupled L2) when ``weight_decay`` is active (:func:`optnorm.optim._common.active`), else ``[]``."""
+    if not active(weight_decay):
+        return []
+    return [decay_weights(weight_decay) if decoupled else add_decayed_weights(weight_decay)]
+
+
+def head(maximize: bool, weight_decay=0.0, *, decoupled: bool = False) -> list:
+    """The head of a torch-style rule's chain (its gradient prologue): :func:`flip_sign` when maximizing, then
+    :func:`decay_part`; the Python twin of the fused kernels' prologue in ``optnorm/_numba/optim.py``."""
+    return ([flip_sign()] if maximize else []) + decay_part(weight_decay, decoupled=decoupled)
 
 
 def scale_by_lr() -> Transform:

@@ -11,6 +11,8 @@ import optnorm.optim as oo
 from optnorm._lib.compat import to_numpy
 from optnorm.testing import assert_close
 
+from ._problems import side_by_side
+
 FB = oo.adamw(lr=1e-2)
 ALL = {
     "sgd": lambda: oo.sgd(lr=0.1, momentum=0.9),
@@ -356,10 +358,5 @@ def test_rules_are_chains_of_transforms():
 
     mine = Rule(lr=0.1, transform=chain(T.scale_by_adam(0.9, 0.999, 1e-8), T.scale_by_lr()), leaf=AdamLeaf)
     ref = oo.adam(lr=0.1)
-    p = q = np.linspace(-1, 1, 5)
-    s1, s2 = mine.init(p), ref.init(q)
-    for k in range(4):
-        g = np.sin(p * (k + 1))
-        p, s1 = mine.step(p, g, s1)
-        q, s2 = ref.step(q, g, s2)
+    p, q = side_by_side(mine, ref)
     assert_close(p, q, rtol=0, atol=0)

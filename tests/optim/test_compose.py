@@ -11,6 +11,8 @@ import pytest
 import optnorm.optim as oo
 from optnorm.testing import assert_close
 
+from ._problems import side_by_side
+
 optax = pytest.importorskip("optax")
 jax = pytest.importorskip("jax")
 jnp = jax.numpy
@@ -96,12 +98,7 @@ def test_chain_of_leaf_transforms():
 
     rule = oo.chain(oo.clip_by_global_norm(10.0), T.scale_by_adam(0.9, 0.999, 1e-8), T.scale_by_lr(), lr=0.1)
     ref = oo.adam(lr=0.1)
-    p = q = np.linspace(-1, 1, 5)
-    s1, s2 = rule.init(p), ref.init(q)
-    for k in range(4):
-        g = np.sin(p * (k + 1))
-        p, s1 = rule.step(p, g, s1)
-        q, s2 = ref.step(q, g, s2)
+    p, q = side_by_side(rule, ref)
     assert_close(p, q, rtol=1e-15)
     with pytest.raises(ValueError, match="lr="):
         oo.chain(T.scale_by_lr())

@@ -15,7 +15,7 @@ import pytest
 import optnorm.optim as oo
 from optnorm.testing import assert_close
 
-from ._problems import Quadratic
+from ._problems import Quadratic, run_optax, run_torch
 
 torch = pytest.importorskip("torch")
 
@@ -24,14 +24,7 @@ N = 200
 
 
 def _torch_run(cls, kw, prob, n=N):
-    ps = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in prob.p0]
-    opt = cls(ps, **kw)
-    for k in range(n):
-        gs = prob.grads([p.detach() for p in ps], k, torch.from_numpy)
-        for p, g in zip(ps, gs):
-            p.grad = g
-        opt.step()
-    return [p.detach().numpy() for p in ps]
+    return [p.numpy() for p in run_torch(cls, kw, prob, n)]
 
 
 def _run(rule, prob, xp=None, n=N, inplace=False):
@@ -140,17 +133,9 @@ OIDS = [f"{n}-{i}" for i, (n, *_) in enumerate(OPTAX_CASES)]
 @pytest.mark.parametrize("name,okw,kw,loose", OPTAX_CASES, ids=OIDS)
 def test_matches_optax(name, okw, kw, loose):
     optax = pytest.importorskip("optax")
-    import jax
-    import jax.numpy as jnp
 
     prob = Quadratic([(6, 5), (7,), (2, 3, 4), (9, 8)], seed=4, steps=N)
-    tx = getattr(optax, name)(**okw)
-    ps = [jnp.asarray(p) for p in prob.p0]
-    st = tx.init(ps)
-    upd = jax.jit(tx.update)
-    for k in range(N):
-        u, st = upd(prob.grads(ps, k, jnp.asarray), st, ps)
-        ps = optax.apply_updates(ps, u)
+    ps, _ = run_optax(getattr(optax, name)(**okw), prob, N)
     got, _ = _run(getattr(oo, name)(**kw), prob)
     _close(got, [np.asarray(p) for p in ps], np.float32, loose=loose)
 
@@ -202,18 +187,10 @@ def test_adafactor_factored_axes():
 ])
 def test_schedule_free_matches_optax_contrib(name, kw, okw):
     optax = pytest.importorskip("optax")
-    import jax
-    import jax.numpy as jnp
     from optax import contrib
 
     prob = Quadratic(SHAPES, seed=6, steps=N)
-    tx = getattr(contrib, name)(**okw)
-    ps = [jnp.asarray(p) for p in prob.p0]
-    st = tx.init(ps)
-    upd = jax.jit(tx.update)
-    for k in range(N):
-        u, st = upd(prob.grads(ps, k, jnp.asarray), st, ps)
-        ps = optax.apply_updates(ps, u)
+    ps, st = run_optax(getattr(contrib, name)(**okw), prob, N)
     x_ref = contrib.schedule_free_eval_params(st, ps)
     rule = getattr(oo, name)(**kw)
     for inplace in (False, True):

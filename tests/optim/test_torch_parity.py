@@ -12,7 +12,7 @@ import pytest
 import optnorm.optim as oo
 from optnorm.testing import assert_close
 
-from ._problems import Quadratic
+from ._problems import Quadratic, run_optax, run_torch
 
 torch = pytest.importorskip("torch", reason="the references are torch.optim's optimizers")
 
@@ -27,17 +27,6 @@ def _run_optnorm(xp, rule, prob, n=N_STEPS):
         gs = prob.grads(ps, k, xp.asarray)
         ps, st = rule.step(ps, gs, st)
     return ps
-
-
-def _run_torch(cls, kw, prob, n=N_STEPS):
-    ps = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in prob.p0]
-    opt = cls(ps, **kw)
-    for k in range(n):
-        gs = prob.grads([p.detach() for p in ps], k, torch.from_numpy)
-        for p, g in zip(ps, gs):
-            p.grad = g
-        opt.step()
-    return [p.detach() for p in ps]
 
 
 CASES = [
@@ -58,7 +47,7 @@ TORCH = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.
 @pytest.mark.parametrize("name,kw", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
 def test_matches_torch_optim(xp, name, kw):
     prob = Quadratic(SHAPES, seed=1)
-    ref = _run_torch(TORCH[name], kw, prob)
+    ref = run_torch(TORCH[name], kw, prob, N_STEPS)
     got = _run_optnorm(xp, getattr(oo, name)(**kw), prob)
     for g, r in zip(got, ref):
         assert str(g.dtype).rsplit(".", 1)[-1] == "float32"
@@ -69,7 +58,7 @@ def test_matches_torch_optim(xp, name, kw):
 def test_fused_step_matches_torch(path, name, kw):
     """``step_`` (Numba kernel on the numba path, pure update copied back on the generic one) against torch."""
     prob = Quadratic(SHAPES, seed=2)
-    ref = _run_torch(TORCH[name], kw, prob)
+    ref = run_torch(TORCH[name], kw, prob, N_STEPS)
     rule = getattr(oo, name)(**kw)
     ps = [p.copy() for p in prob.p0]
     st = rule.init(ps)
@@ -83,17 +72,11 @@ def test_fused_step_matches_torch(path, name, kw):
 @pytest.mark.parametrize("kw", [dict(lr=1e-2), dict(lr=3e-3, betas=(0.8, 0.95), weight_decay=0.1)])
 def test_lion_matches_optax(xp, kw):
     optax = pytest.importorskip("optax")
-    import jax.numpy as jnp
 
     prob = Quadratic(SHAPES, seed=3)
     tx = optax.lion(kw["lr"], b1=kw.get("betas", (0.9, 0.99))[0], b2=kw.get("betas", (0.9, 0.99))[1],
                     weight_decay=kw.get("weight_decay", 0.0))
-    ps = [jnp.asarray(p) for p in prob.p0]
-    st = tx.init(ps)
-    for k in range(N_STEPS):
-        gs = prob.grads(ps, k, jnp.asarray)
-        u, st = tx.update(gs, st, ps)
-        ps = optax.apply_updates(ps, u)
+    ps, _ = run_optax(tx, prob, N_STEPS, jit=False)
     got = _run_optnorm(xp, oo.lion(**kw), prob)
     for g, r in zip(got, ps):
         assert_close(g, np.asarray(r), rtol=2e-5, atol=2e-6, xp=xp)
@@ -126,7 +109,7 @@ def test_muon_matches_torch_muon_fp32(xp, kw, monkeypatch):
 
     monkeypatch.setattr(tm, "_zeropower_via_newtonschulz", _ns_fp32)
     prob = Quadratic(MUON_SHAPES, seed=5)
-    ref = _run_torch(torch.optim.Muon, kw, prob)
+    ref = run_torch(torch.optim.Muon, kw, prob, N_STEPS)
     got = _run_optnorm(xp, oo.muon(ns_dtype="float32", **kw), prob)
     for g, r in zip(got, ref):
         assert_close(g, r.numpy(), rtol=1e-4, atol=2e-5, xp=xp)
@@ -135,7 +118,7 @@ def test_muon_matches_torch_muon_fp32(xp, kw, monkeypatch):
 def test_muon_bf16_close_to_torch_muon():
     """Default path on torch (bf16 Newton-Schulz, as torch.optim.Muon): the same trajectory."""
     prob = Quadratic(MUON_SHAPES, seed=6)
-    ref = _run_torch(torch.optim.Muon, dict(lr=0.02), prob, 30)
+    ref = run_torch(torch.optim.Muon, dict(lr=0.02), prob, 30)
     import array_api_compat.torch as xpt
 
     got = _run_optnorm(xpt, oo.muon(lr=0.02), prob, 30)

@@ -10,6 +10,7 @@ from ..._lib import compat
 from ..._lib.api import public, vjp
 from ..._lib.roles import Bool, Choice, Float, Int, Positive, Seed
 from ..._lib.vjp import unbroadcast
+from ..._lib.typing import Array, Seed as SeedT
 from ._common import QKV, check_causal, cumsum, mT, qkv_example, revcumsum
 
 _COUPLINGS = ("iid", "orthogonal", "simplex")
@@ -27,18 +28,48 @@ def _haar(rng, d):
 
 @public(d=Int(1), num_features=Int(1), coupling=Choice(_COUPLINGS), seed=Seed(),
         example=lambda rng, dtype: ((4, 8), {"seed": 0}))
-def random_projection(d, num_features, *, coupling="simplex", seed=None):
-    """The (num_features, d) Gaussian-marginal projection W used by :func:`random_features` (float64 NumPy).
+def random_projection(d: int, num_features: int, *, coupling: str = "simplex", seed: SeedT = None) -> Array:
+    r"""The (num_features, d) Gaussian-marginal projection W used by :func:`random_features` (float64 NumPy).
 
-    Each row wᵢ has the N(0, I_d) marginal; rows come in blocks of d coupled as
+    Each row :math:`w_i` has the :math:`\mathcal N(0, I_d)` marginal; rows come in blocks of d,
+    :math:`w_i = \rho_i\, u_i` with independent norms :math:`\rho_i \sim \chi_d` and directions :math:`u_i`
+    coupled as
 
-    - ``"iid"``: independent;
-    - ``"orthogonal"``: Haar-random orthonormal directions, independent χ_d norms (ORF, FAVOR+);
-    - ``"simplex"``: the d unit vertices of a regular simplex (sᵢᵀsⱼ = −1/(d − 1)), rotated by one
-      Haar-random orthogonal matrix per block, with independent χ_d norms (SimRF).
+    - ``"iid"``: independent Gaussian rows;
+    - ``"orthogonal"``: Haar-random orthonormal directions, :math:`u_i^\top u_j = 0` (ORF, FAVOR+);
+    - ``"simplex"``: the d unit vertices of a regular simplex, :math:`u_i^\top u_j = -1/(d - 1)`, rotated by
+      one Haar-random orthogonal matrix per block (SimRF).
 
-    The simplex vertices are the normalised rows of I − 𝟙𝟙ᵀ/d; any rotation of them is the same
-    coupling once the Haar rotation is applied.
+    The simplex vertices are the normalised rows of :math:`I - \mathbb 1 \mathbb 1^\top / d`; any rotation of
+    them is the same coupling once the Haar rotation is applied.  Choromanski et al., "Rethinking Attention
+    with Performers" (ICLR 2021); Reid, Choromanski, Likhosherstov, Weller, "Simplex Random Features"
+    (ICML 2023).
+
+    Parameters
+    ----------
+    d : int >= 1
+        Dimension of the inputs (columns of W); ``"simplex"`` needs d >= 2.
+    num_features : int >= 1
+        m, the number of rows (blocks of d rows are coupled; the last block is truncated).
+    coupling : {"iid", "orthogonal", "simplex"}
+        How the rows of a block are coupled (see above).
+    seed : int, numpy Generator or None
+        Random source; an int gives a reproducible projection.
+
+    Returns
+    -------
+    numpy.ndarray (num_features, d)
+        float64 projection W.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> W = random_projection(4, 8, coupling="simplex", seed=0)
+    >>> W.shape
+    (8, 4)
+    >>> u = W[:4] / np.linalg.norm(W[:4], axis=1, keepdims=True)
+    >>> np.round(u @ u.T, 4)[0]
+    array([ 1.    , -0.3333, -0.3333, -0.3333])
     """
     m = num_features
     rng = _rng(seed)
@@ -84,12 +115,20 @@ def _rf_example(rng, dtype):
 
 @public(x=Float("... d"), num_features=Int(1), kind=Choice(("positive", "trig")), coupling=Choice(_COUPLINGS),
         seed=Seed(), scale=Positive(optional=True), example=_rf_example)
-def random_features(x, *, num_features, kind="positive", coupling="simplex", seed=None, scale=None):
-    """Random features φ with E[φ(x)ᵀφ(y)] = exp(xᵀy) (the softmax kernel).
+def random_features(x: Array, *, num_features: int, kind: str = "positive", coupling: str = "simplex",
+                    seed: SeedT = None, scale: float | None = None) -> Array:
+    r"""Random features φ with E[φ(x)ᵀφ(y)] = exp(xᵀy) (the softmax kernel).
 
-    - ``kind="positive"`` (FAVOR+): φ(x) = exp(−‖x‖²/2)/√m · [exp(wᵢᵀx)]_{i ≤ m}, strictly positive,
-      so attention weights estimated with it stay positive;
-    - ``kind="trig"``: φ(x) = exp(‖x‖²/2)/√m · [cos(wᵢᵀx), sin(wᵢᵀx)] (2m features).
+    .. math::
+
+        \mathbb E\bigl[\varphi(x)^\top \varphi(y)\bigr] = \exp(x^\top y)
+
+    - ``kind="positive"`` (FAVOR+):
+      :math:`\varphi(x) = \frac{e^{-\lVert x \rVert^2/2}}{\sqrt m}\,\bigl[e^{w_i^\top x}\bigr]_{i \le m}`,
+      strictly positive, so attention weights estimated with it stay positive;
+    - ``kind="trig"``:
+      :math:`\varphi(x) = \frac{e^{\lVert x \rVert^2/2}}{\sqrt m}\,\bigl[\cos(w_i^\top x), \sin(w_i^\top x)\bigr]_{i \le m}`
+      (2m features).
 
     The wᵢ come from :func:`random_projection` with the chosen ``coupling``; the same ``seed``
     gives the same projection, so features of queries and keys must be drawn with one seed.
@@ -164,12 +203,14 @@ def _favor_example(rng, dtype):
 
 @public(**QKV, num_features=Int(1), coupling=Choice(_COUPLINGS), seed=Seed(), causal=Bool(),
         scale=Positive(optional=True), example=_favor_example)
-def favor_attention(q, k, v, *, num_features, coupling="simplex", seed=None, causal=False, scale=None):
-    """FAVOR+ linear attention: softmax attention estimated with positive random features.
+def favor_attention(q: Array, k: Array, v: Array, *, num_features: int, coupling: str = "simplex", seed: SeedT = None,
+                    causal: bool = False, scale: float | None = None) -> Array:
+    r"""FAVOR+ linear attention: softmax attention estimated with positive random features.
 
-    ::
+    .. math::
 
-        O = D⁻¹ φ(Q) (φ(K)ᵀ V),   D = diag(φ(Q) φ(K)ᵀ 𝟙),
+        O = D^{-1}\, \varphi(Q)\,\bigl(\varphi(K)^\top V\bigr), \qquad
+        D = \mathrm{diag}\bigl(\varphi(Q)\, \varphi(K)^\top \mathbb 1\bigr),
 
     with φ = :func:`random_features` (positive) applied to s·q and s·k, s = d^(−1/4) (default),
     so φ(q)ᵀφ(k) estimates exp(qᵀk/√d).  Stabilisers (a per-row maximum for φ(Q), one per batch element
@@ -198,7 +239,16 @@ def favor_attention(q, k, v, *, num_features, coupling="simplex", seed=None, cau
     Returns
     -------
     array (..., n_q, d_v)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> r = np.random.default_rng(0)
+    >>> q, k, v = r.standard_normal((2, 5, 4)), r.standard_normal((2, 6, 4)), r.standard_normal((2, 6, 3))
+    >>> favor_attention(q, k, v, num_features=16, seed=0).shape
+    (2, 5, 3)
     """
+
     return favor_attention_fwd(q, k, v, num_features=num_features, coupling=coupling, seed=seed, causal=causal,
                                scale=scale)[0]
 

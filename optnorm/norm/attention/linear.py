@@ -12,6 +12,7 @@ import numpy as np
 from ..._lib import compat
 from ..._lib.api import public, vjp
 from ..._lib.roles import Bool, Choice, Int, NonNegative, Positive
+from ..._lib.typing import Array
 from .._common import safe_norm
 from ._common import (QKV, QKVMeta, check_causal, cumsum, feat, feat_grad, finish_grads, la_core_bwd, la_core_fwd,
                       mT, prepare_qkv, qkv_example, revcumsum)
@@ -38,11 +39,17 @@ class LinearAttentionRes(NamedTuple):
 
 @public(**QKV, feature_map=Choice(("elu1", "relu")), causal=Bool(), eps=NonNegative(), chunk_size=Int(1),
         example=_square_example)
-def linear_attention(q, k, v, *, feature_map="elu1", causal=False, eps=1e-6, chunk_size=64):
+def linear_attention(q: Array, k: Array, v: Array, *, feature_map: str = "elu1", causal: bool = False,
+                     eps: float = 1e-6, chunk_size: int = 64) -> Array:
     r"""Linear attention (Katharopoulos et al. 2020, "Transformers are RNNs").
 
-    ``O_i = phi(q_i)^T S / (phi(q_i)^T z + eps)`` with ``S = sum_j phi(k_j) v_j^T`` and ``z = sum_j phi(k_j)``
-    (``j <= i`` when causal), ``phi(x) = elu(x) + 1`` (``feature_map="elu1"``) or ``relu``.  Memory is
+    .. math::
+
+        O_i = \frac{\varphi(q_i)^\top S}{\varphi(q_i)^\top z + \epsilon}, \qquad
+        S = \sum_j \varphi(k_j)\, v_j^\top, \qquad z = \sum_j \varphi(k_j)
+
+    (:math:`j \le i` when causal), :math:`\varphi(x) = \mathrm{elu}(x) + 1` (``feature_map="elu1"``) or
+    :math:`\mathrm{relu}(x)`.  Memory is
     ``O(n (d + d_v) + d d_v)``: causal attention runs over chunks of ``chunk_size`` (a masked product inside a
     chunk, the running state across chunks), in the forward and in the VJP (which recomputes the states rather
     than storing one per position).
@@ -119,14 +126,21 @@ class NalaRes(NamedTuple):
 
 
 @public(**QKV, causal=Bool(), eps=NonNegative(), norm_eps=Positive(), chunk_size=Int(1), example=_square_example)
-def nala_attention(q, k, v, *, causal=False, eps=1e-6, norm_eps=1e-6, chunk_size=64):
+def nala_attention(q: Array, k: Array, v: Array, *, causal: bool = False, eps: float = 1e-6, norm_eps: float = 1e-6,
+                   chunk_size: int = 64) -> Array:
     r"""NaLa: norm-aware linear attention (NaLaFormer), without RoPE.
 
-    Per query, with ``||q||`` its L2 norm and the norm-aware power ``p = 3 (0.5 + tanh ||q||)`` in (1.5, 4.5)::
+    Per query, with :math:`\lVert q \rVert` its L2 norm and the norm-aware power
+    :math:`p = 3\,(0.5 + \tanh \lVert q \rVert)` in (1.5, 4.5):
 
-        phi(q) = [relu(q / ||q||)^p, relu(-q / ||q||)^p]            (2d features)
-        phi(k) = [relu(k^3), relu(-k^3)]
-        O_i = (phi(q_i) . (1/N) sum_j phi(k_j) v_j^T) / (phi(q_i) . mean_j phi(k_j) + eps)
+    .. math::
+
+        \varphi(q) = \Bigl[\mathrm{relu}\Bigl(\frac{q}{\lVert q \rVert}\Bigr)^{p},
+                           \mathrm{relu}\Bigl(\frac{-q}{\lVert q \rVert}\Bigr)^{p}\Bigr] \quad (2d \text{ features}),
+        \qquad \varphi(k) = \bigl[\mathrm{relu}(k^3), \mathrm{relu}(-k^3)\bigr],
+
+        O_i = \frac{\varphi(q_i)^\top \frac1N \sum_j \varphi(k_j)\, v_j^\top}
+                   {\varphi(q_i)^\top \frac1N \sum_j \varphi(k_j) + \epsilon}
 
     so sign halves pair (q+ with k+, q- with k-) and the query norm sets the sharpness.  From the official code
     (``ZacharyMeng/NaLaFormer``, ``NormAwareLinearAttn``), with two documented differences: RoPE (applied there
@@ -245,14 +259,17 @@ class MalaRes(NamedTuple):
 
 
 @public(**QKV, scale=Positive(optional=True), eps=NonNegative(), example=qkv_example)
-def mala_attention(q, k, v, *, scale=None, eps=1e-6):
+def mala_attention(q: Array, k: Array, v: Array, *, scale: float | None = None, eps: float = 1e-6) -> Array:
     r"""MALA: magnitude-aware linear attention (Fan et al., ICCV 2025, "Rectifying Magnitude Neglect in Linear
     Attention"), without RoPE.
 
-    With ``phi = elu + 1``, ``s = scale`` (default ``d^{-1/2}``) and N keys::
+    With :math:`\varphi = \mathrm{elu} + 1`, :math:`s` = ``scale`` (default :math:`d^{-1/2}`) and N keys:
 
-        z_i = s phi(q_i) . mean_j phi(k_j)
-        O_i = (1 + 1 / (z_i + eps)) sum_j (s / N) (phi(q_i) . phi(k_j)) v_j  -  z_i mean_j v_j
+    .. math::
+
+        z_i = \frac{s}{N} \sum_j \varphi(q_i)^\top \varphi(k_j), \qquad
+        O_i = \Bigl(1 + \frac{1}{z_i + \epsilon}\Bigr) \frac{s}{N} \sum_j \bigl(\varphi(q_i)^\top \varphi(k_j)\bigr)
+              v_j \;-\; z_i\, \bar v, \qquad \bar v = \frac1N \sum_j v_j
 
     The implied weights sum to exactly 1 per query and can be negative; scaling q changes the split between the
     two terms, so the query magnitude matters (unlike plain linear attention).  From the official code
@@ -335,12 +352,14 @@ class InlineRes(NamedTuple):
 
 
 @public(**QKV, scale=Positive(optional=True), causal=Bool(), example=_square_example)
-def inline_attention(q, k, v, *, scale=None, causal=False):
-    """Injective linear attention (InLine): linear attention normalised by subtraction, not division.
+def inline_attention(q: Array, k: Array, v: Array, *, scale: float | None = None, causal: bool = False) -> Array:
+    r"""Injective linear attention (InLine): linear attention normalised by subtraction, not division.
 
-    ::
+    .. math::
 
-        Oᵢ = Σⱼ [ s qᵢᵀkⱼ − s qᵢᵀk̄ + 1 ] / N · vⱼ,   k̄ = (1/N) Σⱼ kⱼ,  s = d^(−1/2),
+        O_i = \sum_j \frac{s\, q_i^\top k_j - s\, q_i^\top \bar k + 1}{N}\, v_j, \qquad
+        \bar k = \frac1N \sum_j k_j, \qquad s = d^{-1/2},
+
 
     so the weights of each row sum to 1 exactly, and the map from queries to attention rows is
     injective (division-normalised linear attention maps collinear queries to the same row).

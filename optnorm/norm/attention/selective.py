@@ -11,6 +11,7 @@ from ..._lib import compat
 from ..._lib.api import public, vjp
 from ..._lib.roles import Bool, Float, Int, Positive, Scalar
 from ..._lib.vjp import unbroadcast
+from ..._lib.typing import Array
 from .._common import sigmoid
 from ._common import QKV, check_causal, mT, qkv_example
 
@@ -49,12 +50,17 @@ def _example(rng, dtype):
 
 @public(**QKV, q_temperature=Float(optional=True, min_ndim=1), v_temperature=Float(optional=True, min_ndim=1),
         causal=Bool(), scale=Positive(optional=True), example=_example)
-def selective_attention(q, k, v, q_temperature=None, v_temperature=None, *, causal=True, scale=None):
-    """Selective self-attention (SSA): softmax attention with per-query and per-value inverse temperatures.
+def selective_attention(q: Array, k: Array, v: Array, q_temperature: Array | None = None,
+                        v_temperature: Array | None = None, *, causal: bool = True,
+                        scale: float | None = None) -> Array:
+    r"""Selective self-attention (SSA): softmax attention with per-query and per-value inverse temperatures.
 
-    ::
+    .. math::
 
-        q̃ᵢ = τ_q,ᵢ qᵢ,   ṽⱼ = τ_v,ⱼ vⱼ,   O = softmax(s Q̃Kᵀ + mask) Ṽ,   s = d^(−1/2).
+        \tilde q_i = \tau_{q,i}\, q_i, \qquad \tilde v_j = \tau_{v,j}\, v_j, \qquad
+        O = \mathrm{softmax}\bigl(s\, \tilde Q K^\top + M\bigr)\, \tilde V, \qquad s = d^{-1/2},
+
+    with :math:`M_{ij} = -\infty` for :math:`j > i` when causal (0 otherwise).
 
     τ_q sharpens or flattens each query's attention (contextual sparsity), τ_v scales each
     value (relevance).  The paper parameterises τ(x, i) = τ_tok(x) + τ_pos(i) with a learnable
@@ -82,6 +88,15 @@ def selective_attention(q, k, v, q_temperature=None, v_temperature=None, *, caus
     Returns
     -------
     array (..., n_q, d_v)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> r = np.random.default_rng(0)
+    >>> q, k, v = r.standard_normal((2, 5, 4)), r.standard_normal((2, 5, 4)), r.standard_normal((2, 5, 3))
+    >>> tau = log_position_temperature(5, 0.0)
+    >>> selective_attention(q, k, v, q_temperature=tau).shape
+    (2, 5, 3)
     """
     return selective_attention_fwd(q, k, v, q_temperature, v_temperature, causal=causal, scale=scale)[0]
 
@@ -136,8 +151,13 @@ vjp(selective_attention, selective_attention_fwd, selective_attention_bwd, valid
 
 
 @public(n=Int(1), alpha=Float("..."), offset=Scalar(), example=lambda rng, dtype: ((4, np.asarray(0.3, dtype)), {}))
-def log_position_temperature(n, alpha, *, offset=1.0):
-    """Position temperature of selective attention: τ_pos(i) = offset + σ(α) log i for i = 1..n.
+def log_position_temperature(n: int, alpha: Array, *, offset: float = 1.0) -> Array:
+    r"""Position temperature of selective attention: τ_pos(i) = offset + σ(α) log i for i = 1..n.
+
+    .. math::
+
+        \tau_{\mathrm{pos}}(i) = \mathrm{offset} + \sigma(\alpha)\, \log i, \qquad i = 1, \dots, n
+
 
     σ(α) ∈ (0, 1) is a learnable gate, so the temperature grows at most logarithmically with
     the position, countering the flattening of softmax over long contexts (attention

@@ -9,6 +9,7 @@ import numpy as np
 from ..._lib import compat
 from ..._lib.api import public, vjp
 from ..._lib.roles import Bool, Mask, Positive, Scalar
+from ..._lib.typing import Array
 from .._common import sigmoid
 from ._common import QKV, QKVMeta, finish_grads, mT, prepare_qkv, qkv_example, tril
 
@@ -29,8 +30,15 @@ def _example(rng, dtype):
 
 @public(**QKV, mask=Mask(min_ndim=2), bias=Scalar(optional=True), scale=Positive(optional=True), causal=Bool(),
         example=_example)
-def sigmoid_attention(q, k, v, mask=None, *, bias=None, scale=None, causal=False):
+def sigmoid_attention(q: Array, k: Array, v: Array, mask: Array | None = None, *, bias: float | None = None,
+                      scale: float | None = None, causal: bool = False) -> Array:
     r"""Sigmoid attention: ``O = sigmoid(scale q k^T + bias) v`` with no row normalisation.
+
+    .. math::
+
+        O = \sigma\bigl(s\, Q K^\top + b\bigr)\, V, \qquad \sigma(t) = \frac{1}{1 + e^{-t}},
+
+    with masked entries of :math:`\sigma(\cdot)` set to 0.
 
     ``bias`` defaults to ``-log(m)`` (m = key length), the paper's recommendation that makes each row sum to
     about 1 at initialisation; ``scale`` defaults to ``1/sqrt(d)``.  Masked entries (``mask`` False, or above the

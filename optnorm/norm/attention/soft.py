@@ -10,6 +10,7 @@ from ..._lib import compat
 from ..._lib.api import public, vjp
 from ..._lib.roles import Choice, Float, Int, NonNegative
 from ..._lib.vjp import unbroadcast
+from ..._lib.typing import Array
 from ._common import QKVMeta, finish_grads, mT, prepare_qkv
 
 
@@ -108,11 +109,17 @@ class NewtonSchulzRes(NamedTuple):
 
 
 @public(A=Float("... m m"), iters=Int(0), reg=NonNegative(), grad=Choice(("implicit", "unrolled")))
-def newton_schulz_pinv(A, *, iters=20, reg=0.01, grad="implicit"):
+def newton_schulz_pinv(A: Array, *, iters: int = 20, reg: float = 0.01, grad: str = "implicit") -> tuple[Array, Array]:
     r"""Newton-Schulz (Newton-Raphson) iteration for the (regularised) inverse / pseudo-inverse, with its residual.
 
-    With ``P = A + reg I``: ``V_0 = alpha P^T``, ``alpha = 1.8 / (||P||_1 ||P||_inf)`` and
-    ``V_{t+1} = 2 V_t - V_t P V_t`` for ``iters`` steps.  For the symmetric non-negative kernel matrices of SOFT,
+    With :math:`P = A + \lambda I` (:math:`\lambda` = ``reg``), for ``iters`` steps:
+
+    .. math::
+
+        V_0 = \alpha P^\top, \qquad \alpha = \frac{1.8}{\lVert P \rVert_1 \lVert P \rVert_\infty}, \qquad
+        V_{t+1} = 2 V_t - V_t P V_t.
+
+    For the symmetric non-negative kernel matrices of SOFT,
     ``alpha`` is the official ``0.9 * 2 / (max row sum)^2`` (of the regularised matrix) and ``reg = 0.01``,
     ``iters = 20`` are its defaults (``fudan-zvg/SOFT``, ``SOFT/kernel/inverse.py``);
     ``||P||_1 ||P||_inf >= sigma_max(P)^2`` makes the start convergent for any matrix (the norms of ``A`` alone
@@ -222,13 +229,15 @@ def _soft_example(rng, dtype):
 @public(q=Float("... n d"), v=Float("... n e"), landmarks=Float("... l d", optional=True),
         num_landmarks=Int(1, optional=True), iters=Int(0), reg=NonNegative(), grad=Choice(("implicit", "unrolled")),
         example=_soft_example)
-def soft_attention(q, v, landmarks=None, *, num_landmarks=None, iters=20, reg=0.01, grad="implicit"):
+def soft_attention(q: Array, v: Array, landmarks: Array | None = None, *, num_landmarks: int | None = None,
+                   iters: int = 20, reg: float = 0.01, grad: str = "implicit") -> Array:
     r"""SOFT attention: Gaussian-kernel attention with a Nystrom low-rank approximation (Q = K shared).
 
-    ::
+    .. math::
 
-        kappa(x, y) = exp(-||x - y||^2 / (2 sqrt(d)))
-        O = kappa(Q, L) pinv(kappa(L, L)) kappa(L, Q) V
+        \kappa(x, y) = \exp\Bigl(-\frac{\lVert x - y \rVert^2}{2\sqrt d}\Bigr), \qquad
+        O = \kappa(Q, L)\, \kappa(L, L)^{+}\, \kappa(L, Q)\, V
+
 
     with landmarks ``L`` given (``landmarks``, e.g. the paper's learned conv + LayerNorm + GELU pooling computed
     by the caller) or the average of ``num_landmarks`` contiguous segments of ``Q``, and the pseudo-inverse by
