@@ -460,3 +460,36 @@ def test_sparse_maps(benchmark, impl):
         fn = lambda: f(x)  # noqa: E731
     _warm(fn)
     benchmark(fn)
+
+
+_SDPA_MEM_SCRIPT = r"""
+import resource, sys
+import numpy as np
+from optnorm._lib import ops
+L = int(sys.argv[1])
+rng = np.random.default_rng(0)
+q, k, v, g = (rng.standard_normal((1, 2, L, 64), dtype=np.float32) for _ in range(4))
+op = ops.get("scaled_dot_product_attention")
+s = q[:, :, :256]
+op.bwd(op.fwd(s, s, s, causal=True)[1], s)   # compile outside the measurement
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+op.bwd(op.fwd(q, k, v, causal=True)[1], g)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+"""
+
+
+@pytest.mark.parametrize("L", [1024, 4096] if QUICK else [4096, 16384])
+def test_sdpa_long_memory(benchmark, L):
+    """Peak extra resident MB (benchmark.extra_info) of a causal fwd+bwd over 2 heads of L tokens, d = 64: linear
+    in L (one head's score matrix alone would be 4 L^2 bytes: 1 GB at L = 16,384)."""
+    import subprocess
+    import sys
+
+    benchmark.group = "sdpa long-sequence peak memory"
+    res = {}
+
+    def run():
+        res["mb"] = float(subprocess.run([sys.executable, "-c", _SDPA_MEM_SCRIPT, str(L)], capture_output=True,
+                                         text=True, check=True).stdout.split()[-1])
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info["peak_extra_MB"] = res["mb"]
