@@ -313,3 +313,183 @@ def test_cross_entropy(benchmark, shape, mode, impl):
                 loss.backward()
             return loss
         benchmark(run)
+
+
+# ------------------------------------------------------------------------------------------ scaled dot-product attention
+SDPA_SHAPES = [(1, 4, 512, 64)] if QUICK else [(4, 16, 2048, 64)]
+
+
+def _sdpa_name(shape):
+    return "x".join(map(str, shape))
+
+
+@pytest.mark.parametrize("shape", SDPA_SHAPES, ids=_sdpa_name)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("impl", ["optnorm", "torch"])
+def test_sdpa(benchmark, shape, causal, mode, impl):
+    """float32 q, k, v of shape (batch, heads, L, d), L = S; torch's CPU flash-attention kernel side by side."""
+    benchmark.group = f"sdpa {mode} {'causal' if causal else 'full'} {_sdpa_name(shape)}"
+    rng = np.random.default_rng(3)
+    q, k, v, g = (rng.standard_normal(shape, dtype=np.float32) for _ in range(4))
+    if impl == "optnorm":
+        op = ops.get("scaled_dot_product_attention")
+
+        def run():
+            y, res = op.fwd(q, k, v, causal=causal)
+            return op.bwd(res, g) if mode == "fwd+bwd" else y
+    else:
+        qt, kt, vt, gt = (torch.from_numpy(a) for a in (q, k, v, g))
+
+        def run():
+            if mode == "fwd":
+                with torch.no_grad():
+                    return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal)
+            a, b, c = (t.detach().requires_grad_() for t in (qt, kt, vt))
+            F.scaled_dot_product_attention(a, b, c, is_causal=causal).backward(gt)
+            return a.grad, b.grad, c.grad
+    _warm(run)
+    benchmark.pedantic(run, rounds=3 if not QUICK else 10, iterations=1)
+
+
+# ------------------------------------------------------------------------------------------ fused linear cross-entropy
+LCE_SHAPE = (1024, 512, 8000) if QUICK else (8192, 2048, 32000)   # rows N, hidden H, vocabulary V
+
+_LCE_SCRIPT = r"""
+import resource, sys, time
+import numpy as np
+impl, n, h, v = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+import torch
+import torch.nn.functional as F
+from optnorm._lib import ops
+rng = np.random.default_rng(4)
+x = rng.standard_normal((n, h), dtype=np.float32)
+w = (rng.standard_normal((v, h), dtype=np.float32) / np.float32(h ** 0.5))
+t = rng.integers(0, v, n)
+if impl == "optnorm":
+    op = ops.get("linear_cross_entropy")
+    # warm the Numba kernels on a small problem, so compilation is not counted
+    op.bwd(op.fwd(x[:64], w[:256], t[:64] % 256)[1], np.float32(1.0))
+else:
+    xt, wt, tt = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(t)
+    a, b = xt[:64].clone().requires_grad_(), wt[:256].clone().requires_grad_()
+    F.cross_entropy(a @ b.T, tt[:64] % 256).backward()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+if impl == "optnorm":
+    loss, res = op.fwd(x, w, t)
+    dx, dw = op.bwd(res, np.float32(1.0))[:2]
+else:
+    a, b = xt.clone().requires_grad_(), wt.clone().requires_grad_()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # the clones are inputs, not extra memory
+    t0 = time.perf_counter()
+    loss = F.cross_entropy(a @ b.T, tt)
+    loss.backward()
+    dx, dw = a.grad, b.grad
+dt = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(f"{(peak - base) / 1024:.1f} {dt:.3f} {float(loss):.6f}")
+"""
+
+
+def lce_peak_extra_mb(impl, shape=LCE_SHAPE):
+    """(peak extra resident MB, seconds, loss) of one forward+backward in a fresh process (ru_maxrss after the
+    inputs are built and the kernels are warm, subtracted from ru_maxrss at the end; gradients included)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _LCE_SCRIPT, impl, *map(str, shape)], capture_output=True, text=True,
+                         check=True).stdout.split()
+    return float(out[0]), float(out[1]), float(out[2])
+
+
+@pytest.mark.parametrize("impl", ["optnorm", "torch unfused"])
+def test_linear_cross_entropy(benchmark, impl):
+    """Forward+backward (gradients of x and weight) of cross_entropy(x @ W.T, t), float32, N x H times V x H."""
+    n, h, v = LCE_SHAPE
+    benchmark.group = f"linear_cross_entropy fwd+bwd {n}x{h}x{v}"
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((n, h), dtype=np.float32)
+    w = rng.standard_normal((v, h), dtype=np.float32) / np.float32(h ** 0.5)
+    t = rng.integers(0, v, n)
+    if impl == "optnorm":
+        op = ops.get("linear_cross_entropy")
+
+        def run():
+            return op.bwd(op.fwd(x, w, t)[1], np.float32(1.0))
+    else:
+        xt, wt, tt = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(t)
+
+        def run():
+            a, b = xt.detach().requires_grad_(), wt.detach().requires_grad_()
+            F.cross_entropy(a @ b.T, tt).backward()
+            return a.grad, b.grad
+    run()
+    benchmark.pedantic(run, rounds=2 if not QUICK else 5, iterations=1)
+
+
+@pytest.mark.parametrize("impl", ["optnorm", "torch unfused"])
+def test_linear_cross_entropy_peak_memory(benchmark, impl):
+    """Peak extra resident memory (MB, in benchmark.extra_info) of one forward+backward in a subprocess."""
+    n, h, v = LCE_SHAPE
+    benchmark.group = f"linear_cross_entropy peak memory {n}x{h}x{v}"
+    res = {}
+
+    def run():
+        res["mb"], res["s"], res["loss"] = lce_peak_extra_mb("optnorm" if impl == "optnorm" else "torch")
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info["peak_extra_MB"] = res["mb"]
+
+
+# ------------------------------------------------------------------------------------------ sparsemax / entmax15
+SPARSE_SHAPE = (512, 8000) if QUICK else (4096, 32000)
+
+
+@pytest.mark.parametrize("impl", ["optnorm softmax", "optnorm sparsemax", "optnorm entmax15", "torch softmax"])
+def test_sparse_maps(benchmark, impl):
+    """Allocating forward over rows of 32,000 float32 logits: sparsemax/entmax15 against softmax on the same rows."""
+    from optnorm.norm import entmax15, sparsemax
+
+    benchmark.group = f"sparse maps fwd {_name(SPARSE_SHAPE)}"
+    x = np.random.default_rng(5).standard_normal(SPARSE_SHAPE, dtype=np.float32) * np.float32(3.0)
+    if impl == "torch softmax":
+        xt = torch.from_numpy(x)
+        fn = lambda: torch.softmax(xt, -1)  # noqa: E731
+    else:
+        f = {"softmax": softmax, "sparsemax": sparsemax, "entmax15": entmax15}[impl.split()[1]]
+        fn = lambda: f(x)  # noqa: E731
+    _warm(fn)
+    benchmark(fn)
+
+
+_SDPA_MEM_SCRIPT = r"""
+import resource, sys
+import numpy as np
+from optnorm._lib import ops
+L = int(sys.argv[1])
+rng = np.random.default_rng(0)
+q, k, v, g = (rng.standard_normal((1, 2, L, 64), dtype=np.float32) for _ in range(4))
+op = ops.get("scaled_dot_product_attention")
+s = q[:, :, :256]
+op.bwd(op.fwd(s, s, s, causal=True)[1], s)   # compile outside the measurement
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+op.bwd(op.fwd(q, k, v, causal=True)[1], g)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+"""
+
+
+@pytest.mark.parametrize("L", [1024, 4096] if QUICK else [4096, 16384])
+def test_sdpa_long_memory(benchmark, L):
+    """Peak extra resident MB (benchmark.extra_info) of a causal fwd+bwd over 2 heads of L tokens, d = 64: linear
+    in L (one head's score matrix alone would be 4 L^2 bytes: 1 GB at L = 16,384)."""
+    import subprocess
+    import sys
+
+    benchmark.group = "sdpa long-sequence peak memory"
+    res = {}
+
+    def run():
+        res["mb"] = float(subprocess.run([sys.executable, "-c", _SDPA_MEM_SCRIPT, str(L)], capture_output=True,
+                                         text=True, check=True).stdout.split()[-1])
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info["peak_extra_MB"] = res["mb"]

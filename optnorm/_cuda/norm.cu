@@ -21,6 +21,12 @@
 // optnorm-kernel: topk_softmax_rows<double>
 // optnorm-kernel: soft_topk_rows<float>
 // optnorm-kernel: soft_topk_rows<double>
+// optnorm-kernel: sdpa_fwd_rows<float>
+// optnorm-kernel: sdpa_fwd_rows<double>
+// optnorm-kernel: sdpa_bwd_dq_rows<float>
+// optnorm-kernel: sdpa_bwd_dq_rows<double>
+// optnorm-kernel: sdpa_bwd_dkv_rows<float>
+// optnorm-kernel: sdpa_bwd_dkv_rows<double>
 
 #include "common.cuh"
 
@@ -286,3 +292,172 @@ __global__ void soft_topk_rows(const T* __restrict__ z, T* __restrict__ out, lon
   for (long long j = 0; j < n; ++j) orow[j] = (T)sigmoid(alpha * ((double)row[j] + t));
 }
 
+
+// ---- scaled dot-product attention: one thread per (pair, query row) for the output and dQ, one per (pair, key
+// row) for dK and dV; keys are streamed with the online (max, sum) update, so no (L, S) matrix is formed.
+// q (Pq, L, E), k (Pk, S, E), v (Pk, S, Ev), C-contiguous; qmap/kvmap map each output pair to its query and
+// key/value heads (broadcast batch dims, grouped-query heads).  The mask is additive, read at
+// madd[moff[p] + i * msl + j * mss] (strides 0 where it broadcasts).  Dropout keeps (p, i, j) when the top 24
+// bits of a hash of (seed, p, i, j) are >= thresh (the Numba kernels' and optnorm._numba.attention.dropout_keep's
+// hash).  The backward recomputes P = exp(s - lse) from the saved log-sum-exp; dd = rowsum(dO * O) - dLSE.
+#define OPTNORM_SDPA_MAX_DIM 256
+
+__device__ __forceinline__ unsigned int sdpa_mix(unsigned int x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
+  return x;
+}
+
+__device__ __forceinline__ unsigned int sdpa_row_key(unsigned int seed, long long p, long long i) {
+  return sdpa_mix(sdpa_mix(seed ^ sdpa_mix((unsigned int)p)) ^ (unsigned int)i);
+}
+
+template <typename T>
+__device__ __forceinline__ T sdpa_keep(unsigned int key, long long j, unsigned int thresh, T keep_scale) {
+  if (thresh == 0u) return T(1);
+  return (sdpa_mix(key ^ (unsigned int)j) >> 8) >= thresh ? keep_scale : T(0);
+}
+
+// scale <q_i, k_j> + mask, or -inf when masked (causal: j > i)
+template <typename T>
+__device__ __forceinline__ T sdpa_score(const T* __restrict__ qi, const T* __restrict__ kj, long long E, T scale,
+                                        const T* __restrict__ madd, long long moff, long long msl, long long mss,
+                                        int has_mask, long long i, long long j, int causal) {
+  if (causal && j > i) return -Lim<T>::inf();
+  T s = T(0);
+  for (long long e = 0; e < E; ++e) s += qi[e] * kj[e];
+  s *= scale;
+  if (has_mask) s += madd[moff + i * msl + j * mss];
+  return s;
+}
+
+template <typename T>
+__global__ void sdpa_fwd_rows(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                              const long long* __restrict__ qmap, const long long* __restrict__ kvmap,
+                              const T* __restrict__ madd, const long long* __restrict__ moff, long long msl,
+                              long long mss, int has_mask, T* __restrict__ o, T* __restrict__ lse, long long P,
+                              long long L, long long S, long long E, long long Ev, T scale, int causal,
+                              unsigned int thresh, T keep_scale, unsigned int seed) {
+  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= P * L) return;
+  const long long p = t / L, i = t % L;
+  const T* qi = q + (qmap[p] * L + i) * E;
+  const T* kb = k + kvmap[p] * S * E;
+  const T* vb = v + kvmap[p] * S * Ev;
+  const long long mo = moff[p];
+  const unsigned int key = sdpa_row_key(seed, p, i);
+  T acc[OPTNORM_SDPA_MAX_DIM];
+  for (long long e = 0; e < Ev; ++e) acc[e] = T(0);
+  T m = -Lim<T>::inf(), l = T(0);
+  for (long long j = 0; j < S; ++j) {
+    const T s = sdpa_score(qi, kb + j * E, E, scale, madd, mo, msl, mss, has_mask, i, j, causal);
+    if (s == -Lim<T>::inf()) continue;
+    if (s > m) {
+      const T a = (m == -Lim<T>::inf()) ? T(0) : d_exp(m - s);
+      l *= a;
+      for (long long e = 0; e < Ev; ++e) acc[e] *= a;
+      m = s;
+    }
+    const T pj = d_exp(s - m);  // NaN scores propagate through l
+    l += pj;
+    const T pd = pj * sdpa_keep(key, j, thresh, keep_scale);
+    if (pd != T(0)) {
+      const T* vj = vb + j * Ev;
+      for (long long e = 0; e < Ev; ++e) acc[e] += pd * vj[e];
+    }
+  }
+  T* oi = o + t * Ev;
+  if (m == -Lim<T>::inf()) {  // fully masked row: 0, like torch's math backend
+    for (long long e = 0; e < Ev; ++e) oi[e] = T(0);
+    lse[t] = -Lim<T>::inf();
+    return;
+  }
+  const T inv = T(1) / l;
+  for (long long e = 0; e < Ev; ++e) oi[e] = acc[e] * inv;
+  lse[t] = m + d_log(l);
+}
+
+template <typename T>
+__global__ void sdpa_bwd_dq_rows(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                                 const long long* __restrict__ qmap, const long long* __restrict__ kvmap,
+                                 const T* __restrict__ madd, const long long* __restrict__ moff, long long msl,
+                                 long long mss, int has_mask, const T* __restrict__ lse, const T* __restrict__ dd,
+                                 const T* __restrict__ dout, long long P, long long L, long long S, long long E,
+                                 long long Ev, T scale, int causal, unsigned int thresh, T keep_scale,
+                                 unsigned int seed, T* __restrict__ dq) {
+  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= P * L) return;
+  const long long p = t / L, i = t % L;
+  T* dqi = dq + t * E;
+  const T li = lse[t];
+  if (li == -Lim<T>::inf()) {
+    for (long long e = 0; e < E; ++e) dqi[e] = T(0);
+    return;
+  }
+  const T* qi = q + (qmap[p] * L + i) * E;
+  const T* kb = k + kvmap[p] * S * E;
+  const T* vb = v + kvmap[p] * S * Ev;
+  const T* doi = dout + t * Ev;
+  const T di = dd[t];
+  const long long mo = moff[p];
+  const unsigned int key = sdpa_row_key(seed, p, i);
+  T acc[OPTNORM_SDPA_MAX_DIM];
+  for (long long e = 0; e < E; ++e) acc[e] = T(0);
+  for (long long j = 0; j < S; ++j) {
+    const T* kj = kb + j * E;
+    const T s = sdpa_score(qi, kj, E, scale, madd, mo, msl, mss, has_mask, i, j, causal);
+    if (s == -Lim<T>::inf()) continue;
+    const T pj = d_exp(s - li);
+    const T* vj = vb + j * Ev;
+    T dp = T(0);
+    for (long long e = 0; e < Ev; ++e) dp += doi[e] * vj[e];
+    const T ds = pj * (dp * sdpa_keep(key, j, thresh, keep_scale) - di);
+    for (long long e = 0; e < E; ++e) acc[e] += ds * kj[e];
+  }
+  for (long long e = 0; e < E; ++e) dqi[e] = acc[e] * scale;
+}
+
+template <typename T>
+__global__ void sdpa_bwd_dkv_rows(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                                  const long long* __restrict__ qmap, const long long* __restrict__ kvmap,
+                                  const T* __restrict__ madd, const long long* __restrict__ moff, long long msl,
+                                  long long mss, int has_mask, const T* __restrict__ lse, const T* __restrict__ dd,
+                                  const T* __restrict__ dout, long long P, long long L, long long S, long long E,
+                                  long long Ev, T scale, int causal, unsigned int thresh, T keep_scale,
+                                  unsigned int seed, T* __restrict__ dk, T* __restrict__ dv) {
+  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= P * S) return;
+  const long long p = t / S, j = t % S;
+  const T* kj = k + (kvmap[p] * S + j) * E;
+  const T* vj = v + (kvmap[p] * S + j) * Ev;
+  const T* qb = q + qmap[p] * L * E;
+  const long long mo = moff[p];
+  T ak[OPTNORM_SDPA_MAX_DIM];
+  T av[OPTNORM_SDPA_MAX_DIM];
+  for (long long e = 0; e < E; ++e) ak[e] = T(0);
+  for (long long e = 0; e < Ev; ++e) av[e] = T(0);
+  for (long long i = causal ? j : 0; i < L; ++i) {
+    const T li = lse[p * L + i];
+    if (li == -Lim<T>::inf()) continue;
+    const T* qi = qb + i * E;
+    const T s = sdpa_score(qi, kj, E, scale, madd, mo, msl, mss, has_mask, i, j, causal);
+    if (s == -Lim<T>::inf()) continue;
+    const T pj = d_exp(s - li);
+    const T* doi = dout + (p * L + i) * Ev;
+    const T z = sdpa_keep(sdpa_row_key(seed, p, i), j, thresh, keep_scale);
+    T dp = T(0);
+    for (long long e = 0; e < Ev; ++e) {
+      dp += doi[e] * vj[e];
+      av[e] += pj * z * doi[e];
+    }
+    const T ds = pj * (dp * z - dd[p * L + i]);
+    for (long long e = 0; e < E; ++e) ak[e] += ds * qi[e];
+  }
+  T* dkj = dk + t * E;
+  T* dvj = dv + t * Ev;
+  for (long long e = 0; e < E; ++e) dkj[e] = ak[e] * scale;
+  for (long long e = 0; e < Ev; ++e) dvj[e] = av[e];
+}

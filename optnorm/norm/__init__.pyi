@@ -6,16 +6,22 @@ from .attention.linear import inline_attention as inline_attention, linear_atten
 from .attention.selective import log_position_temperature as log_position_temperature, selective_attention as selective_attention
 from .attention.sigmoid import sigmoid_attention as sigmoid_attention
 from .attention.soft import newton_schulz_pinv as newton_schulz_pinv, soft_attention as soft_attention
+from .attention.softmax_attention import scaled_dot_product_attention as scaled_dot_product_attention
 from .batch import alpha_batch_norm as alpha_batch_norm, batch_channel_norm as batch_channel_norm, batch_norm as batch_norm, power_norm as power_norm, unified_norm as unified_norm
+from .binary import binary_cross_entropy as binary_cross_entropy, binary_cross_entropy_with_logits as binary_cross_entropy_with_logits
 from .continual import adab2n_momentum as adab2n_momentum, task_balanced_weights as task_balanced_weights
+from .divergences import js_divergence as js_divergence, kl_div as kl_div
 from .folding import fold_layer_norm as fold_layer_norm, tract_linear as tract_linear
+from .fused_linear import linear_cross_entropy as linear_cross_entropy
 from .gates import moe_gate as moe_gate, soft_topk as soft_topk, soft_topk_loss as soft_topk_loss, topk_softmax as topk_softmax
 from .instance import ibn_norm as ibn_norm, instance_norm as instance_norm
 from .layer import crms_norm as crms_norm, group_norm as group_norm, layer_norm as layer_norm, rms_norm as rms_norm
-from .losses import cross_entropy as cross_entropy, spherical_z_loss as spherical_z_loss
+from .losses import cross_entropy as cross_entropy, nll_loss as nll_loss, spherical_z_loss as spherical_z_loss
 from .metric_losses import cosine_softmax_loss as cosine_softmax_loss, decoupled_softmax_loss as decoupled_softmax_loss
-from .softmax import log_softmax as log_softmax, log_stablemax as log_stablemax, softmax as softmax, stablemax as stablemax
+from .softmax import gumbel_softmax as gumbel_softmax, log_softmax as log_softmax, log_stablemax as log_stablemax, softmax as softmax, softmin as softmin, stablemax as stablemax
+from .sparse_maps import entmax15 as entmax15, sparsemax as sparsemax
 from .spatial import evonorm_b0 as evonorm_b0, evonorm_s0 as evonorm_s0, region_norm as region_norm
+from .vector import normalize as normalize
 from .weight import scaled_weight_standardization as scaled_weight_standardization, weight_standardization as weight_standardization
 
-__all__ = ['SELU_ALPHA', 'SELU_SCALE', 'adab2n_momentum', 'alpha_batch_norm', 'alpha_dropout', 'batch_channel_norm', 'batch_norm', 'cosine_similarity', 'cosine_softmax_loss', 'crms_norm', 'cross_entropy', 'decoupled_softmax_loss', 'evonorm_b0', 'evonorm_s0', 'favor_attention', 'fold_layer_norm', 'group_norm', 'ibn_norm', 'inline_attention', 'instance_norm', 'layer_norm', 'linear_attention', 'log_position_temperature', 'log_softmax', 'log_stablemax', 'mala_attention', 'moe_gate', 'nala_attention', 'newton_schulz_pinv', 'power_norm', 'random_features', 'random_projection', 'region_norm', 'rms_norm', 'scaled_weight_standardization', 'selective_attention', 'selu', 'sigmoid_attention', 'snr_distance', 'soft_attention', 'soft_topk', 'soft_topk_loss', 'softmax', 'spherical_z_loss', 'stablemax', 'task_balanced_weights', 'topk_softmax', 'tract_linear', 'unified_norm', 'weight_standardization']
+__all__ = ['SELU_ALPHA', 'SELU_SCALE', 'adab2n_momentum', 'alpha_batch_norm', 'alpha_dropout', 'batch_channel_norm', 'batch_norm', 'binary_cross_entropy', 'binary_cross_entropy_with_logits', 'cosine_similarity', 'cosine_softmax_loss', 'crms_norm', 'cross_entropy', 'decoupled_softmax_loss', 'entmax15', 'evonorm_b0', 'evonorm_s0', 'favor_attention', 'fold_layer_norm', 'group_norm', 'gumbel_softmax', 'ibn_norm', 'inline_attention', 'instance_norm', 'js_divergence', 'kl_div', 'layer_norm', 'linear_attention', 'linear_cross_entropy', 'log_position_temperature', 'log_softmax', 'log_stablemax', 'mala_attention', 'moe_gate', 'nala_attention', 'newton_schulz_pinv', 'nll_loss', 'normalize', 'power_norm', 'random_features', 'random_projection', 'region_norm', 'rms_norm', 'scaled_dot_product_attention', 'scaled_weight_standardization', 'selective_attention', 'selu', 'sigmoid_attention', 'snr_distance', 'soft_attention', 'soft_topk', 'soft_topk_loss', 'softmax', 'softmin', 'sparsemax', 'spherical_z_loss', 'stablemax', 'task_balanced_weights', 'topk_softmax', 'tract_linear', 'unified_norm', 'weight_standardization']

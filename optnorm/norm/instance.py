@@ -1,6 +1,7 @@
 """Instance normalization and IBN-Net's instance-batch normalization (IBN-a channel split, IBN-b)."""
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 from .._lib import compat
@@ -8,7 +9,7 @@ from .._lib.api import public, vjp
 from .._lib.roles import Axis, Bool, Choice, Float, Positive, Probability
 from .._lib.typing import Array
 from ._common import rstd_of, var_scaled
-from .batch import batch_norm_bwd, batch_norm_fwd
+from .batch import _check_stat, batch_norm_bwd, batch_norm_fwd
 
 
 def _check_channel_axis(x, axis):
@@ -66,61 +67,199 @@ def _nchw_example(rng, dtype):
     return (x, (1 + 0.1 * rng.standard_normal(3)).astype(dtype), (0.1 * rng.standard_normal(3)).astype(dtype)), {}
 
 
-@public(x=Float(min_ndim=3), weight=Float(optional=True, min_ndim=1, max_ndim=1),
-        bias=Float(optional=True, min_ndim=1, max_ndim=1), axis=Axis("x"), eps=Positive(), example=_nchw_example)
-def instance_norm(x: Array, weight: Array | None = None, bias: Array | None = None, *, axis: int = 1,
-                  eps: float = 1e-5) -> Array:
+def _stats_example(rng, dtype):
+    (x, w, b), _ = _nchw_example(rng, dtype)
+    return (x, w, b, (0.1 * rng.standard_normal(3)).astype(dtype), (0.5 + rng.random(3)).astype(dtype)), {}
+
+
+class InstanceNormStatsRes(NamedTuple):
+    """Residuals with running statistics: the instance-norm residuals (input statistics) or, with
+    ``use_input_stats=False``, what the VJP of normalising by the running statistics needs."""
+    res_in: Any             # InstanceNormRes, or None
+    xc: Any                 # use_input_stats=False: x in the compute dtype
+    rm: Any
+    r: Any                  # 1 / sqrt(running_var + eps), channel-shaped
+    g: Any
+    bshape: tuple
+    red: tuple
+    momentum: float
+    has: tuple              # (weight, bias) given
+    dtypes: tuple           # x, weight, bias, running_mean, running_var
+
+
+_VEC1: dict[str, Any] = dict(optional=True, min_ndim=1, max_ndim=1)
+
+
+@public(x=Float(min_ndim=3), weight=Float(**_VEC1), bias=Float(**_VEC1), running_mean=Float(**_VEC1),
+        running_var=Float(sign="nonnegative", **_VEC1), use_input_stats=Bool(), momentum=Probability(),
+        eps=Positive(), axis=Axis("x"), example=_stats_example)
+def instance_norm(x: Array, weight: Array | None = None, bias: Array | None = None, running_mean: Array | None = None,
+                  running_var: Array | None = None, *, use_input_stats: bool = True, momentum: float = 0.1,
+                  eps: float = 1e-5, axis: int = 1) -> Array | tuple[Array, Array, Array]:
     r"""Instance normalization: each (sample, channel) is normalised over its spatial positions.
 
     .. math::
+        y_{n,c,s} = \gamma_c\,\frac{x_{n,c,s} - \mu_{n,c}}{\sqrt{\sigma^2_{n,c} + \epsilon}} + \beta_c,
 
-        y_{ncs} = \gamma_c \frac{x_{ncs} - \mu_{nc}}{\sqrt{\sigma^2_{nc} + \epsilon}} + \beta_c,
-
-    with :math:`\mu_{nc}`, :math:`\sigma^2_{nc}` the mean and the biased variance over the spatial axes.  Equals ``torch.nn.functional.instance_norm`` without
-    running statistics, and group norm with one channel per group.
+    with :math:`\mu, \sigma^2` the mean and the biased variance over the spatial axes (group norm with one
+    channel per group).  Running statistics follow ``torch.nn.functional.instance_norm``: with
+    ``use_input_stats=True`` (default) the batch's statistics normalise and, when ``running_mean`` and
+    ``running_var`` are given, they are updated to :math:`(1-m)\,r + m\,\overline{\mu_{\cdot,c}}` and
+    :math:`(1-m)\,r + m\,\overline{s^2_{\cdot,c}}` (:math:`s^2` the unbiased instance variance, both averaged
+    over the batch); with ``use_input_stats=False`` the running statistics normalise (as a batch norm in eval
+    mode).  Instead of updating the buffers in place as torch does, the call returns the new ones.
 
     Ulyanov, Vedaldi, Lempitsky, "Instance Normalization: The Missing Ingredient for Fast
     Stylization" (2016); used by IBN-Net (Pan, Luo, Shi, Tang, ECCV 2018) and OSNet.
 
+    ==================================  =========================================  ===========================
+    torch                               optnorm                                    note
+    ==================================  =========================================  ===========================
+    ``instance_norm(x, rm, rv, w, b)``  ``instance_norm(x, w, b, rm, rv)``          positional order
+    running stats updated in place      ``(y, new_rm, new_rv)`` returned            no mutation
+    ==================================  =========================================  ===========================
+
     Parameters
     ----------
-    x : array (N, C, spatial...) (channel axis ``axis``, batch axis 0)
-    weight, bias : array (C,), optional
+    x : array
+        Input (N, C, spatial...), channel axis ``axis``, batch axis 0.
+    weight : array, optional
+        Per-channel scale :math:`\gamma`, shape (C,).
+    bias : array, optional
+        Per-channel shift :math:`\beta`, shape (C,).
+    running_mean : array, optional
+        Running mean per channel, shape (C,) (given together with ``running_var``).
+    running_var : array, optional
+        Running variance per channel, shape (C,).
+    use_input_stats : bool
+        Normalise with the input's statistics (True) or the running ones (False; they must be given).
+    momentum : float in [0, 1]
+        Weight :math:`m` of the new statistics in the running update.
+    eps : float > 0
+        Added to the variance.
     axis : int
         Channel axis (1 for NCHW, -1 for NHWC).
-    eps : float > 0
 
     Returns
     -------
-    array like ``x``.
+    array, or (array, array, array)
+        ``y`` like ``x``; with running statistics ``(y, new_running_mean, new_running_var)``.
 
     Examples
     --------
     >>> import numpy as np
-    >>> y = instance_norm(np.random.default_rng(0).standard_normal((2, 3, 16)))
+    >>> from optnorm.norm import instance_norm
+    >>> x = np.random.default_rng(0).standard_normal((2, 3, 16))
+    >>> y = instance_norm(x)
     >>> np.allclose(y.mean(axis=2), 0), np.allclose(y.var(axis=2), 1, atol=1e-3)
     (True, True)
+    >>> y, rm, rv = instance_norm(x, running_mean=np.zeros(3), running_var=np.ones(3))
+    >>> rm.shape
+    (3,)
     """
-    return instance_norm_fwd(x, weight, bias, axis=axis, eps=eps)[0]
+    return instance_norm_fwd(x, weight, bias, running_mean, running_var, use_input_stats=use_input_stats,
+                             momentum=momentum, eps=eps, axis=axis)[0]
 
 
-def instance_norm_fwd(x, weight=None, bias=None, *, axis=1, eps=1e-5):
-    xp = compat.array_namespace(x, weight, bias)
+def instance_norm_fwd(x, weight=None, bias=None, running_mean=None, running_var=None, *, use_input_stats=True,
+                      momentum=0.1, eps=1e-5, axis=1):
+    xp = compat.array_namespace(x, weight, bias, running_mean, running_var)
     _check_channel_axis(x, axis)
     c = x.shape[axis]
     _check_param(weight, "weight", c)
     _check_param(bias, "bias", c)
+    if (running_mean is None) != (running_var is None):
+        missing = "running_var" if running_var is None else "running_mean"
+        raise ValueError(f"instance_norm: {missing} is required when the other running statistic is given")
+    _check_param(running_mean, "running_mean", c)
+    _check_param(running_var, "running_var", c)
+    stats = running_mean is not None
+    if not use_input_stats and not stats:
+        raise ValueError("instance_norm: use_input_stats=False normalises by running_mean and running_var: pass "
+                         "both")
     dt = compat.compute_dtype(x, xp)
-    y, (xh, r, g, red) = _in_fwd(compat.cast(x, dt, xp), compat.cast(weight, dt, xp), compat.cast(bias, dt, xp), axis,
-                                 float(eps), xp)
+    xc = compat.cast(x, dt, xp)
+    wc, bc = compat.cast(weight, dt, xp), compat.cast(bias, dt, xp)
+    red = tuple(i for i in range(1, x.ndim) if i != axis)
+    bshape = tuple(x.shape[i] if i == axis else 1 for i in range(x.ndim))
     dts = (x.dtype, None if weight is None else weight.dtype, None if bias is None else bias.dtype)
-    return compat.cast(y, x.dtype, xp), InstanceNormRes(xh, r, g, red, weight is not None, bias is not None, dts)
+    if not stats:
+        y, (xh, r, g, red) = _in_fwd(xc, wc, bc, axis, float(eps), xp)
+        return compat.cast(y, x.dtype, xp), InstanceNormRes(xh, r, g, red, weight is not None, bias is not None, dts)
+    sdts = dts + (running_mean.dtype, running_var.dtype)
+    rm, rv = compat.cast(running_mean, dt, xp), compat.cast(running_var, dt, xp)
+    g = None if wc is None else xp.reshape(wc, bshape)
+    if use_input_stats:
+        y, (xh, r, g, red) = _in_fwd(xc, wc, bc, axis, float(eps), xp)
+        cnt = math.prod(x.shape[i] for i in red)
+        mu = xp.mean(xc, axis=red, keepdims=True)
+        v, scale = var_scaled(xc - mu, red, xp)  # no overflow of (x - mu)^2 before the variance itself overflows
+        var_u = v * scale * scale * (cnt / max(cnt - 1, 1))
+        m = float(momentum)
+        new_rm = (1.0 - m) * rm + m * xp.reshape(xp.mean(mu, axis=0), (-1,))
+        new_rv = (1.0 - m) * rv + m * xp.reshape(xp.mean(var_u, axis=0), (-1,))
+        _check_stat(new_rm, "running_mean", x, "mean", weight, bias, running_mean, running_var)
+        _check_stat(new_rv, "running_var", x, "variance", weight, bias, running_mean, running_var)
+        res = InstanceNormStatsRes(InstanceNormRes(xh, r, g, red, weight is not None, bias is not None, dts),
+                                   None, None, None, None, bshape, red, m, (weight is not None, bias is not None),
+                                   sdts)
+    else:
+        r = 1.0 / xp.sqrt(xp.reshape(rv, bshape) + float(eps))
+        y = (xc - xp.reshape(rm, bshape)) * r
+        if g is not None:
+            y = y * g
+        if bc is not None:
+            y = y + xp.reshape(bc, bshape)
+        new_rm, new_rv = rm, rv
+        res = InstanceNormStatsRes(None, xc, xp.reshape(rm, bshape), r, g, bshape, red, float(momentum),
+                                   (weight is not None, bias is not None), sdts)
+    out = (compat.cast(y, x.dtype, xp), compat.cast(new_rm, running_mean.dtype, xp),
+           compat.cast(new_rv, running_var.dtype, xp))
+    return out, res
 
 
-def instance_norm_bwd(res: InstanceNormRes, dy):
-    xp = compat.array_namespace(res.xh)
-    dx, dw, db = _in_bwd(res, compat.cast(dy, res.xh.dtype, xp), xp)
-    return tuple(compat.cast(a, d, xp) for a, d in zip((dx, dw, db), res.dtypes))
+def instance_norm_bwd(res, dy):
+    if isinstance(res, InstanceNormRes):
+        xp = compat.array_namespace(res.xh)
+        dx, dw, db = _in_bwd(res, compat.cast(dy, res.xh.dtype, xp), xp)
+        return tuple(compat.cast(a, d, xp) for a, d in zip((dx, dw, db), res.dtypes)) + (None, None)
+    gy, grm, grv = dy
+    dts = res.dtypes
+    if res.res_in is not None:   # input statistics; the new running statistics depend on x through mu, s^2
+        inner = res.res_in
+        xp = compat.array_namespace(inner.xh)
+        ct = inner.xh.dtype
+        dx, dw, db = _in_bwd(inner, compat.cast(gy, ct, xp), xp)
+        m = res.momentum
+        n = inner.xh.shape[0]
+        cnt = math.prod(inner.xh.shape[i] for i in res.red)
+        drm = drv = None
+        if grm is not None:
+            gm = compat.cast(grm, ct, xp)
+            dx = dx + xp.reshape(gm, res.bshape) * (m / (n * cnt))
+            drm = (1.0 - m) * gm
+        if grv is not None:
+            gv = compat.cast(grv, ct, xp)
+            centred = inner.xh / inner.r
+            dx = dx + xp.reshape(gv, res.bshape) * (2.0 * m / (n * max(cnt - 1, 1))) * centred
+            drv = (1.0 - m) * gv
+    else:                        # running statistics normalise: y = (x - rm) r g + b
+        xc = res.xc
+        xp = compat.array_namespace(xc)
+        g_ = compat.cast(gy, xc.dtype, xp)
+        all_but_c = (0,) + tuple(res.red)
+        gh = g_ if res.g is None else g_ * res.g
+        d = xc - res.rm
+        dx = gh * res.r
+        dw = xp.reshape(xp.sum(g_ * d * res.r, axis=all_but_c), (-1,)) if res.has[0] else None
+        db = xp.reshape(xp.sum(g_, axis=all_but_c), (-1,)) if res.has[1] else None
+        drm = -xp.reshape(xp.sum(gh * res.r, axis=all_but_c), (-1,))
+        drv = xp.reshape(xp.sum(gh * d * (-0.5) * res.r ** 3, axis=all_but_c), (-1,))
+        if grm is not None:
+            drm = drm + compat.cast(grm, xc.dtype, xp)
+        if grv is not None:
+            drv = drv + compat.cast(grv, xc.dtype, xp)
+    return tuple(None if a is None else compat.cast(a, t, xp) for a, t in zip((dx, dw, db, drm, drv), dts))
 
 
 vjp(instance_norm, instance_norm_fwd, instance_norm_bwd, validate=True)
@@ -246,14 +385,14 @@ def ibn_norm_fwd(x, in_weight=None, in_bias=None, bn_weight=None, bn_bias=None, 
 def ibn_norm_bwd(res: IbnNormRes, dy):
     gy, grm, grv = dy
     if res.variant == "b":
-        dx, dw, db = instance_norm_bwd(res.res_in, gy)
+        dx, dw, db = instance_norm_bwd(res.res_in, gy)[:3]
         return dx, dw, db, None, None, None, None
     xp = compat.array_namespace(gy)
     ga, gb = _split(gy, res.axis, res.c1)
     parts = []
     dwi = dbi = dwb = dbb = drm = drv = None
     if res.res_in is not None:
-        dxa, dwi, dbi = instance_norm_bwd(res.res_in, ga)
+        dxa, dwi, dbi = instance_norm_bwd(res.res_in, ga)[:3]
         parts.append(dxa)
     if res.res_bn is not None:
         dxb, drm, drv, dwb, dbb, _ = batch_norm_bwd(res.res_bn, (gb, grm, grv))

@@ -416,6 +416,66 @@ def _ce_fused_bwd(res: CrossEntropyFusedRes, dy):
 vjp(cross_entropy, cross_entropy_fwd, cross_entropy_bwd, nondiff_argnums=(), validate=True)
 
 
+# ============================================================================ nll_loss
+@public(log_probs=Float(min_ndim=1), target=ArrayRole(dtype="int", min_ndim=0),
+        weight=Float(optional=True, min_ndim=1, max_ndim=1), axis=Int(), ignore_index=Int(),
+        reduction=Choice(REDUCTIONS), example=_labels_example(weight=True))
+def nll_loss(log_probs: Array, target: Array, weight: Array | None = None, *, axis: int = 1, ignore_index: int = -100,
+             reduction: str = "mean") -> Array:
+    r"""Negative log-likelihood of integer targets under log-probabilities, torch semantics.
+
+    .. math:: L_i = -w_{t_i}\,\ell_{i, t_i}, \qquad \text{"mean"}: \sum_i L_i \Big/ \sum_{i \text{ not ignored}} w_{t_i},
+
+    with :math:`\ell` the log-probabilities along the class ``axis`` (torch layout ``(N, C, d1, ...)``, classes on
+    dim 1; a 1-D input is one sample), class weights :math:`w` (default 1) and rows whose target is
+    ``ignore_index`` contributing nothing.  Equal to ``torch.nn.functional.nll_loss`` (values and gradients);
+    it is :func:`cross_entropy` with ``from_log_probs=True``, so ``nll_loss(log_softmax(x, axis=1), t)``
+    equals ``cross_entropy(x, t)`` (Bishop, "Pattern Recognition and Machine Learning", 2006, sec. 4.3.4).
+
+    Parameters
+    ----------
+    log_probs : array
+        Log-probabilities (e.g. :func:`log_softmax` output), classes along ``axis``.
+    target : int array
+        Class index per sample: the shape of ``log_probs`` without the class axis, in [0, C) or ``ignore_index``.
+    weight : array, optional
+        Class weights, shape ``(C,)``.
+    axis : int
+        Class axis (default 1, torch's layout).
+    ignore_index : int
+        Target value that contributes nothing.
+    reduction : {"mean", "sum", "none"}
+        Weighted mean, sum, or per-sample losses.
+
+    Returns
+    -------
+    array
+        Scalar, or per-sample losses for ``reduction="none"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from optnorm.norm import nll_loss
+    >>> lp = np.log(np.array([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]))
+    >>> round(float(nll_loss(lp, np.array([0, 2]))), 6)
+    0.458145
+    """
+    return nll_loss_fwd(log_probs, target, weight, axis=axis, ignore_index=ignore_index, reduction=reduction)[0]
+
+
+def nll_loss_fwd(log_probs, target, weight=None, *, axis=1, ignore_index=-100, reduction="mean"):
+    return cross_entropy_fwd(log_probs, target, weight, axis=axis, ignore_index=ignore_index, reduction=reduction,
+                             from_log_probs=True)
+
+
+def nll_loss_bwd(res, dy):
+    dx, _, dweight = cross_entropy_bwd(res, dy)
+    return dx, None, dweight
+
+
+vjp(nll_loss, nll_loss_fwd, nll_loss_bwd, nondiff_argnums=(1,), validate=True)
+
+
 # ============================================================================ spherical_z_loss
 class SphericalZLossRes(NamedTuple):
     z: Any

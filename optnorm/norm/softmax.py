@@ -9,11 +9,14 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .._lib import compat
 from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
-from .._lib.roles import Axis, Choice, Float, Out
+from .._lib.roles import Axis, Bool, Choice, Float, Option, Out, Positive, Seed
 from .._lib.typing import Array
+from .._lib.typing import Seed as SeedT
 
 METHODS = ("safe", "online", "two_pass")
 MASKED = ("nan", "zero")
@@ -34,9 +37,45 @@ def _itemsize(xp, dt) -> int:
     return 8 if dt == xp.float64 else 4
 
 
+_FLOAT_NAMES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _check_dtype(value, name):
+    """``dtype=``: None or a real floating dtype of any library (or its name); normalised to the name."""
+    if value is None:
+        return None
+    try:
+        nm = value if isinstance(value, str) else (np.dtype(value).name if isinstance(value, type)
+                                                   else compat.dtype_name(value))
+    except TypeError:
+        nm = None
+    if nm not in _FLOAT_NAMES:
+        raise TypeError(f"{name} must be None or a real floating dtype (float16, bfloat16, float32, float64), "
+                        f"got {value!r}")
+    return nm
+
+
+def _lib_dtype(name, x, xp):
+    """The dtype called ``name`` in the library of ``x``."""
+    dt = getattr(xp, name, None)
+    if dt is None and compat.is_torch(x):
+        import torch
+
+        dt = getattr(torch, name)
+    if dt is None:
+        raise TypeError(f"dtype={name!r} is not available for {compat.backend_name(x)} arrays")
+    return dt
+
+
+def _in_dtype(x, dtype, xp):
+    """``x`` cast to ``dtype=`` (torch's semantics: the input is cast before the operation)."""
+    return x if dtype is None else compat.cast(x, _lib_dtype(dtype, x, xp), xp)
+
+
 # roles shared by the whole family: a non-empty float array of >= 1 dims, an axis of it, an out= like it
 _ROW = dict(x=Float("... n"), axis=Axis("x"), out=Out("x"))
 _ALGO = dict(method=Choice(METHODS), masked_row=Choice(MASKED))
+_DTYPE = dict(dtype=Option(check=_check_dtype))
 _ROWS_GUFUNC = ("(n)->(n)", {"axis_arg": "axis"})
 
 
@@ -186,8 +225,8 @@ def _softmax_bwd_cuda(y, dy, *, axis, log, masked_row, xp):
 
 
 # ------------------------------------------------------------------------------------------ softmax
-@public(**_ROW, **_ALGO, gufunc=_ROWS_GUFUNC)
-def softmax(x: Array, *, axis: int = -1, method: str = "safe", masked_row: str = "nan",
+@public(**_ROW, **_ALGO, **_DTYPE, gufunc=_ROWS_GUFUNC)
+def softmax(x: Array, *, axis: int = -1, method: str = "safe", masked_row: str = "nan", dtype: Any = None,
             out: Array | None = None) -> Array:
     r"""Softmax along ``axis``: :math:`y_i = e^{x_i} / \sum_j e^{x_j}`, computed without overflow.
 
@@ -223,13 +262,16 @@ def softmax(x: Array, *, axis: int = -1, method: str = "safe", masked_row: str =
         ``torch.softmax`` and ``jax.nn.softmax``) or ``"zero"`` (like
         ``torch.nn.functional.scaled_dot_product_attention``); with ``"zero"`` the VJP of such a row is 0.
         A row containing NaN or ``+inf`` gives NaN (as in torch and JAX).
+    dtype : dtype or str, optional
+        Compute (and return) in this floating dtype, as torch's ``dtype=``: ``x`` is cast first, and the VJP
+        returns the gradient in ``x``'s dtype (``softmax(x16, dtype="float32")`` for float16 logits).
     out : array, optional
-        Preallocated output of ``x``'s shape and dtype (not for JAX).
+        Preallocated output of ``x``'s shape and dtype (not for JAX; not with a different ``dtype``).
 
     Returns
     -------
     array
-        Same shape and dtype as ``x``; each row sums to 1.
+        Same shape as ``x``, in ``dtype`` (default ``x``'s); each row sums to 1.
 
     Examples
     --------
@@ -239,7 +281,8 @@ def softmax(x: Array, *, axis: int = -1, method: str = "safe", masked_row: str =
     array([0.5, 0. , 0.5], dtype=float32)
     """
     xp = compat.array_namespace(x)
-    return _softmax(x, axis=axis, method=method, masked_row=masked_row, log=False, out=out, xp=xp)
+    return _softmax(_in_dtype(x, dtype, xp), axis=axis, method=method, masked_row=masked_row, log=False, out=out,
+                    xp=xp)
 
 
 class SoftmaxRes(NamedTuple):
@@ -247,20 +290,26 @@ class SoftmaxRes(NamedTuple):
     y: Any
     axis: int
     masked_row: str
+    in_dtype: Any = None    # x's dtype when dtype= changed it (the gradient is returned in it)
 
 
-def softmax_fwd(x, *, axis=-1, method="safe", masked_row="nan", out=None):
-    y = softmax(x, axis=axis, method=method, masked_row=masked_row, out=out)
-    return y, SoftmaxRes(y, axis % y.ndim, masked_row)
+def _back(dx, res: SoftmaxRes, xp):
+    return dx if res.in_dtype is None else compat.cast(dx, res.in_dtype, xp)
+
+
+def softmax_fwd(x, *, axis=-1, method="safe", masked_row="nan", dtype=None, out=None):
+    y = softmax(x, axis=axis, method=method, masked_row=masked_row, dtype=dtype, out=out)
+    return y, SoftmaxRes(y, axis % y.ndim, masked_row, None if y.dtype == x.dtype else x.dtype)
 
 
 def softmax_bwd(res: SoftmaxRes, dy):
     xp = compat.array_namespace(res.y)
-    return (_softmax_bwd(res.y, dy, axis=res.axis, log=False, masked_row=res.masked_row, xp=xp),)
+    return (_back(_softmax_bwd(res.y, compat.cast(dy, res.y.dtype, xp), axis=res.axis, log=False,
+                               masked_row=res.masked_row, xp=xp), res, xp),)
 
 
-@public(**_ROW, **_ALGO, gufunc=_ROWS_GUFUNC)
-def log_softmax(x: Array, *, axis: int = -1, method: str = "safe", masked_row: str = "nan",
+@public(**_ROW, **_ALGO, **_DTYPE, gufunc=_ROWS_GUFUNC)
+def log_softmax(x: Array, *, axis: int = -1, method: str = "safe", masked_row: str = "nan", dtype: Any = None,
                 out: Array | None = None) -> Array:
     r"""Log-softmax along ``axis``: :math:`y_i = x_i - \log\sum_j e^{x_j}`, without overflow.
 
@@ -283,13 +332,15 @@ def log_softmax(x: Array, *, axis: int = -1, method: str = "safe", masked_row: s
         Algorithm; see :func:`softmax`.
     masked_row : {"nan", "zero"}
         Policy for all ``-inf`` rows (see above).
+    dtype : dtype or str, optional
+        Compute and return in this floating dtype (torch's ``dtype=``; the gradient comes back in ``x``'s dtype).
     out : array, optional
         Preallocated output.
 
     Returns
     -------
     array
-        Log-probabilities, same shape and dtype as ``x``.
+        Log-probabilities, the shape of ``x``, in ``dtype`` (default ``x``'s).
 
     Examples
     --------
@@ -299,21 +350,169 @@ def log_softmax(x: Array, *, axis: int = -1, method: str = "safe", masked_row: s
     array([-0.69314718, -0.69314718])
     """
     xp = compat.array_namespace(x)
-    return _softmax(x, axis=axis, method=method, masked_row=masked_row, log=True, out=out, xp=xp)
+    return _softmax(_in_dtype(x, dtype, xp), axis=axis, method=method, masked_row=masked_row, log=True, out=out,
+                    xp=xp)
 
 
-def log_softmax_fwd(x, *, axis=-1, method="safe", masked_row="nan", out=None):
-    y = log_softmax(x, axis=axis, method=method, masked_row=masked_row, out=out)
-    return y, SoftmaxRes(y, axis % y.ndim, masked_row)
+def log_softmax_fwd(x, *, axis=-1, method="safe", masked_row="nan", dtype=None, out=None):
+    y = log_softmax(x, axis=axis, method=method, masked_row=masked_row, dtype=dtype, out=out)
+    return y, SoftmaxRes(y, axis % y.ndim, masked_row, None if y.dtype == x.dtype else x.dtype)
 
 
 def log_softmax_bwd(res: SoftmaxRes, dy):
     xp = compat.array_namespace(res.y)
-    return (_softmax_bwd(res.y, dy, axis=res.axis, log=True, masked_row=res.masked_row, xp=xp),)
+    return (_back(_softmax_bwd(res.y, compat.cast(dy, res.y.dtype, xp), axis=res.axis, log=True,
+                               masked_row=res.masked_row, xp=xp), res, xp),)
 
 
 vjp(softmax, softmax_fwd, softmax_bwd)
 vjp(log_softmax, log_softmax_fwd, log_softmax_bwd)
+
+
+# ------------------------------------------------------------------------------------------ softmin
+@public(**_ROW, **_DTYPE, gufunc=_ROWS_GUFUNC)
+def softmin(x: Array, *, axis: int = -1, dtype: Any = None, out: Array | None = None) -> Array:
+    r"""Softmin along ``axis``: :math:`y_i = e^{-x_i} / \sum_j e^{-x_j}`, i.e. ``softmax(-x)``.
+
+    As ``torch.nn.functional.softmin`` (Bridle, "Probabilistic Interpretation of Feedforward Classification
+    Network Outputs", 1990, for the softmax it negates): small entries get large weights.  Computed by the
+    softmax kernels on :math:`-x` (so without overflow), with the softmax VJP negated.
+
+    Parameters
+    ----------
+    x : array
+        Scores (costs, distances).
+    axis : int
+        Axis to normalise over.
+    dtype : dtype or str, optional
+        Compute and return in this floating dtype (torch's ``dtype=``).
+    out : array, optional
+        Preallocated output of ``x``'s shape and dtype.
+
+    Returns
+    -------
+    array
+        Non-negative, rows sum to 1; the shape of ``x``, in ``dtype`` (default ``x``'s).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from optnorm.norm import softmin
+    >>> softmin(np.array([0.0, np.log(3.0)]))
+    array([0.75, 0.25])
+    """
+    xp = compat.array_namespace(x)
+    return _softmax(-_in_dtype(x, dtype, xp), axis=axis, method="safe", masked_row="nan", log=False, out=out, xp=xp)
+
+
+def softmin_fwd(x, *, axis=-1, dtype=None, out=None):
+    y = softmin(x, axis=axis, dtype=dtype, out=out)
+    return y, SoftmaxRes(y, axis % y.ndim, "nan", None if y.dtype == x.dtype else x.dtype)
+
+
+def softmin_bwd(res: SoftmaxRes, dy):
+    (dx,) = softmax_bwd(res, dy)
+    return (-dx,)
+
+
+vjp(softmin, softmin_fwd, softmin_bwd)
+
+
+# ------------------------------------------------------------------------------------------ Gumbel-softmax
+class GumbelSoftmaxRes(NamedTuple):
+    """Residuals: the relaxed sample (its softmax VJP is the gradient, also for ``hard``) and 1/tau."""
+    y_soft: Any
+    inv_tau: float
+    axis: int
+    dtype: Any
+
+
+def _gumbel_noise(shape, seed, like, ct, xp):
+    """Standard Gumbel noise -log(E), E ~ Exp(1), drawn on the host from ``seed`` (a constant under jax.jit)."""
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    e = np.maximum(rng.standard_exponential(shape), np.finfo(np.float64).tiny)
+    g = -np.log(e)
+    host = g.astype(np.float64 if compat.dtype_name(ct) == "float64" else np.float32)
+    if compat.is_numpy(like):
+        return host
+    if compat.is_jax(like):
+        return xp.asarray(host)
+    return compat.from_numpy_like(host, like)
+
+
+@public(logits=Float("... n"), tau=Positive(), hard=Bool(), seed=Seed(), axis=Axis("logits"),
+        gufunc=("(n)->(n)", {"axis_arg": "axis"}),
+        example=lambda rng, dtype: ((rng.standard_normal((3, 5)).astype(dtype),), {"seed": 0}))
+def gumbel_softmax(logits: Array, *, tau: float = 1.0, hard: bool = False, seed: SeedT = None,
+                   axis: int = -1) -> Array:
+    r"""A Gumbel-softmax (Concrete) sample: a differentiable relaxation of sampling from ``softmax(logits)``.
+
+    .. math::
+        y = \mathrm{softmax}\big((\ell + g)/\tau\big), \qquad g_i = -\log E_i,\; E_i \sim \mathrm{Exp}(1),
+
+    Jang, Gu & Poole, "Categorical Reparameterization with Gumbel-Softmax"; Maddison, Mnih & Teh, "The Concrete
+    Distribution" (both ICLR 2017).  :math:`\arg\max_i (\ell_i + g_i)` is an exact sample of the categorical
+    distribution (Gumbel-max); as :math:`\tau \to 0` the relaxed sample approaches that one-hot vector.  With
+    ``hard=True`` the forward returns the one-hot :math:`\arg\max` and the gradient is that of the relaxed
+    sample (the straight-through estimator, torch's ``y_hard - y_soft.detach() + y_soft``).  As
+    ``torch.nn.functional.gumbel_softmax`` except that the noise comes from ``seed`` (a NumPy generator on the
+    host, the same for every library), not from the framework's global RNG; its deprecated ``eps`` is omitted.
+
+    Parameters
+    ----------
+    logits : array
+        Unnormalised log-probabilities.
+    tau : float > 0
+        Temperature.
+    hard : bool
+        Return one-hot samples (straight-through gradient).
+    seed : int or numpy.random.Generator, optional
+        Source of the Gumbel noise (fresh noise per call when None).
+    axis : int
+        The category axis.
+
+    Returns
+    -------
+    array
+        The sample, the shape and dtype of ``logits``: relaxed probabilities, or one-hot with ``hard``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from optnorm.norm import gumbel_softmax
+    >>> y = gumbel_softmax(np.zeros((2, 4)), hard=True, seed=0)
+    >>> y.sum(axis=-1)
+    array([1., 1.])
+    """
+    return gumbel_softmax_fwd(logits, tau=tau, hard=hard, seed=seed, axis=axis)[0]
+
+
+def gumbel_softmax_fwd(logits, *, tau=1.0, hard=False, seed=None, axis=-1):
+    xp = compat.array_namespace(logits)
+    ct = compat.compute_dtype(logits, xp)
+    g = _gumbel_noise(tuple(logits.shape), seed, logits, ct, xp)
+    z = (compat.cast(logits, ct, xp) + g) / float(tau)
+    ys = _softmax(z, axis=axis, method="safe", masked_row="nan", log=False, out=None, xp=xp)
+    y = ys
+    if hard:
+        n = logits.shape[axis]
+        idx = xp.argmax(ys, axis=axis, keepdims=True)
+        shape = [1] * logits.ndim
+        shape[axis] = n
+        classes = xp.reshape(compat.arange(n, like=ys, dtype=idx.dtype), tuple(shape))
+        y = compat.cast(classes == idx, ct, xp)
+    return compat.cast(y, logits.dtype, xp), GumbelSoftmaxRes(ys, 1.0 / float(tau), axis % logits.ndim,
+                                                                logits.dtype)
+
+
+def gumbel_softmax_bwd(res: GumbelSoftmaxRes, dy):
+    xp = compat.array_namespace(res.y_soft)
+    dz = _softmax_bwd(res.y_soft, compat.cast(dy, res.y_soft.dtype, xp), axis=res.axis, log=False,
+                      masked_row="nan", xp=xp)
+    return (compat.cast(dz * res.inv_tau, res.dtype, xp),)
+
+
+vjp(gumbel_softmax, gumbel_softmax_fwd, gumbel_softmax_bwd)
 
 
 # ------------------------------------------------------------------------------------------ stablemax

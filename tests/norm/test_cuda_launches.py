@@ -29,7 +29,7 @@ def _kinds(kernel):
     for p in params:
         p = " ".join(p.split())
         out.append("ptr" if "*" in p else "i64" if "long long" in p else "i32" if p.startswith("int ")
-                   else "f64" if p.startswith("double ") else "T")
+                   else "u32" if p.startswith("unsigned int ") else "f64" if p.startswith("double ") else "T")
     return out
 
 
@@ -38,7 +38,7 @@ def recorded(monkeypatch):
     """CuPy replaced by NumPy, launch.rows/elementwise by a recorder (args as launch would pass them)."""
     fake = types.ModuleType("cupy")
     for name in ("ascontiguousarray", "empty_like", "empty", "zeros", "moveaxis", "asarray", "int64", "float32",
-                 "float64"):
+                 "float64", "where", "sum", "add"):
         setattr(fake, name, getattr(np, name))
     monkeypatch.setitem(sys.modules, "cupy", fake)
     calls = []
@@ -64,6 +64,8 @@ def _check(call, rows_shape):
             assert type(a) is np.int64, (name, type(a))
         elif k == "i32":
             assert type(a) is np.int32, (name, type(a))
+        elif k == "u32":
+            assert type(a) is np.uint32, (name, type(a))
         elif k == "f64":
             assert type(a) is np.float64, (name, type(a))
         else:
@@ -113,3 +115,39 @@ def test_gate_launches(recorded, dtype):
     for c in recorded:
         assert c[3] == 6
         _check(c, (6, 8))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ["plain", "gqa mask dropout"])
+def test_sdpa_launches(recorded, dtype, case):
+    from optnorm.norm.attention import softmax_attention as sa
+
+    gqa = case != "plain"
+    q = np.ones((2, 4, 5, 3), dtype)
+    k = np.ones((2, 2 if gqa else 4, 7, 3), dtype)
+    v = np.ones((2, 2 if gqa else 4, 7, 6), dtype)
+    mask = (np.arange(7) < 5) if gqa else None
+    geo = sa._geometry(q, k, v, mask, gqa)
+    opts = dict(geo=geo, scale=0.5, causal=not gqa, dropout_p=0.25 if gqa else 0.0, seed=3, xp=np)
+    o, lse = sa._fwd._impls["cuda"][0](q, k, v, mask, **opts)
+    assert o.shape == (2, 4, 5, 6) and lse.shape == (2, 4, 5)
+    dq, dk, dv = sa._bwd._impls["cuda"][0](q, k, v, mask, o.astype(dtype), lse.astype(dtype), np.ones_like(o),
+                                           None, **opts)
+    assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape
+    assert [c[1] for c in recorded] == ["sdpa_fwd_rows", "sdpa_bwd_dq_rows", "sdpa_bwd_dkv_rows"]
+    assert [c[3] for c in recorded] == [8 * 5, 8 * 5, 8 * 7]     # one thread per (pair, row)
+    for c in recorded:
+        domain, name, dt, n, args = c
+        kinds = _kinds(name)
+        assert domain == "norm" and len(args) == len(kinds), (name, len(args), kinds)
+        for a, kd in zip(args, kinds):
+            if kd == "ptr":
+                assert isinstance(a, np.ndarray) and a.flags.c_contiguous, name
+            elif kd == "i64":
+                assert type(a) is np.int64, (name, type(a))
+            elif kd == "i32":
+                assert type(a) is np.int32, (name, type(a))
+            elif kd == "u32":
+                assert type(a) is np.uint32, (name, type(a))
+            else:
+                assert isinstance(a, np.generic) and a.dtype == dt, (name, type(a))

@@ -78,9 +78,9 @@ def test_ibn_b(xp, rng):
 def test_vjps(rng):
     x = rng.standard_normal((3, 4, 5))
     w, b = rng.standard_normal(4), rng.standard_normal(4)
-    check_vjp("norm.instance_norm", x, w, b)
-    check_vjp("norm.instance_norm", x, None, None)
-    check_vjp("norm.instance_norm", np.moveaxis(x, 1, -1).copy(), w, b, opts={"axis": -1})
+    check_vjp("norm.instance_norm", x, w, b, None, None)
+    check_vjp("norm.instance_norm", x, None, None, None, None)
+    check_vjp("norm.instance_norm", np.moveaxis(x, 1, -1).copy(), w, b, None, None, opts={"axis": -1})
     wi, bi, wb, bb = (rng.standard_normal(2) for _ in range(4))
     rm, rv = rng.standard_normal(2), rng.random(2) + 0.5
     check_vjp("norm.ibn_norm", x, wi, bi, wb, bb, rm, rv, opts={"momentum": 0.3})
@@ -133,3 +133,42 @@ def test_bad_input(rng):
         ibn_norm(x, np.ones(4))
     with pytest.raises(ValueError, match="ratio must be in"):
         ibn_norm(x, ratio=1.5)
+
+
+@pytest.mark.parametrize("use_input_stats", [True, False])
+def test_running_statistics_match_torch(rng, use_input_stats):
+    import optnorm.torch as ont
+
+    x = rng.standard_normal((4, 3, 5, 6))
+    w, b = rng.random(3) + 0.5, rng.standard_normal(3)
+    rm, rv = rng.standard_normal(3), rng.random(3) + 0.5
+    rmt, rvt = torch.tensor(rm), torch.tensor(rv)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    y = F.instance_norm(xt, rmt, rvt, wt, bt, use_input_stats=use_input_stats, momentum=0.2)
+    g = torch.tensor(rng.standard_normal(x.shape))
+    y.backward(g)
+    x2, w2, b2 = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    y2, nrm, nrv = ont.instance_norm(x2, w2, b2, torch.tensor(rm), torch.tensor(rv), use_input_stats=use_input_stats,
+                                     momentum=0.2)
+    y2.backward(g)
+    assert_close(y2.detach().numpy(), y.detach().numpy(), rtol=1e-12, atol=1e-13)
+    assert_close(nrm.detach().numpy(), rmt.numpy(), rtol=1e-12)      # torch updated its buffers in place
+    assert_close(nrv.detach().numpy(), rvt.numpy(), rtol=1e-12)
+    for a, r in ((x2, xt), (w2, wt), (b2, bt)):
+        assert_close(a.grad.numpy(), r.grad.numpy(), rtol=1e-11, atol=1e-12)
+    check_vjp("norm.instance_norm", x[:2, :, :2, :3], w, b, rm, rv,
+              opts={"use_input_stats": use_input_stats, "momentum": 0.3})
+    rm0, rv0 = rm.copy(), rv.copy()
+    y3, rm3, rv3 = instance_norm(x, w, b, rm, rv, use_input_stats=use_input_stats)
+    assert np.array_equal(rm, rm0) and np.array_equal(rv, rv0)   # our inputs are never mutated
+    assert y3.shape == x.shape and rm3.shape == (3,)
+
+
+def test_running_statistics_bad_input(rng):
+    x = rng.standard_normal((2, 3, 4))
+    with pytest.raises(ValueError, match="running_var is required"):
+        instance_norm(x, running_mean=np.zeros(3))
+    with pytest.raises(ValueError, match="use_input_stats=False"):
+        instance_norm(x, use_input_stats=False)
+    with pytest.raises(ValueError, match="running_var"):
+        instance_norm(x, running_mean=np.zeros(3), running_var=-np.ones(3))

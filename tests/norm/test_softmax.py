@@ -6,9 +6,11 @@ import pytest
 import scipy.special
 
 import optnorm
-from optnorm._lib import ops
+from optnorm._lib import compat, ops
 from optnorm.norm import log_softmax, log_stablemax, softmax, stablemax
 from optnorm.testing import assert_close, check_vjp
+
+from . import F, torch
 
 METHODS = ["safe", "online", "two_pass"]
 
@@ -346,3 +348,62 @@ def test_small_calls_run_the_serial_kernel():
         assert k.build_for(np.ones((64, 4096))) is k.parallel
     x = np.random.default_rng(0).standard_normal((3, 5))
     assert_close(softmax(x), scipy.special.softmax(x, axis=-1), rtol=1e-14)
+
+
+# ------------------------------------------------------------------------------------------ dtype=, softmin, Gumbel
+def test_dtype_argument_matches_torch(rng):
+    import optnorm.torch as ont
+    from optnorm.norm import log_softmax, softmax
+
+    x = rng.standard_normal((3, 5)).astype(np.float32)
+    for f, tf in ((softmax, torch.softmax), (log_softmax, torch.log_softmax)):
+        for dt in ("float64", np.float64, torch.float64):
+            y = f(x, dtype=dt) if dt is not torch.float64 else f(torch.tensor(x), dtype=dt)
+            assert compat.dtype_name(y.dtype) == "float64"
+        xt = torch.tensor(x, requires_grad=True)
+        ref = tf(xt, -1, dtype=torch.float64)
+        g = torch.tensor(rng.standard_normal((3, 5)))
+        ref.backward(g)
+        x2 = torch.tensor(x, requires_grad=True)
+        got = getattr(ont, f.__name__)(x2, dtype=torch.float64)
+        got.backward(g)
+        assert_close(got.detach().numpy(), ref.detach().numpy(), rtol=1e-12)
+        assert x2.grad.dtype == torch.float32
+        assert_close(x2.grad.numpy(), xt.grad.numpy(), rtol=1e-6, atol=1e-7)
+    with pytest.raises(TypeError, match="dtype"):
+        softmax(x, dtype="int32")
+
+
+def test_softmin(xp, rng):
+    from optnorm.norm import softmin
+
+    x = rng.standard_normal((4, 6))
+    assert_close(softmin(xp.asarray(x)), F.softmin(torch.tensor(x), dim=-1).numpy(), rtol=1e-12, xp=xp)
+    check_vjp(ops.get("softmin"), x)
+    assert_close(softmin(np.array([1e30, 0.0], np.float32)), np.array([0.0, 1.0], np.float32), rtol=0)
+
+
+def test_gumbel_softmax_statistics_and_gradient(rng, xp):
+    from optnorm.norm import gumbel_softmax, softmax
+
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    hard = np.array([compat.to_numpy(gumbel_softmax(xp.asarray(logits), hard=True, seed=i)) for i in range(3000)])
+    assert ((hard == 0) | (hard == 1)).all() and (hard.sum(-1) == 1).all()
+    assert np.abs(hard.mean(0) - np.exp(logits)).max() < 0.03        # Gumbel-max: exact categorical samples
+    soft = gumbel_softmax(logits, tau=0.5, seed=3)
+    assert_close(soft.sum(), 1.0, rtol=1e-12)
+    assert_close(gumbel_softmax(logits, tau=0.5, seed=3), soft, rtol=0)  # the seed fixes the noise
+    g = rng.standard_normal(4)
+    op = ops.get("gumbel_softmax")
+    for hard_ in (False, True):
+        _, res = op.fwd(logits, tau=0.5, hard=hard_, seed=3)
+        (dx,) = op.bwd(res, g)
+        # straight-through: the VJP is the softmax VJP of the relaxed sample at temperature tau
+        ys = res.y_soft
+        assert_close(dx, ys * (g - (g * ys).sum()) / 0.5, rtol=1e-12)
+    check_vjp(op, logits, opts={"tau": 0.7, "seed": 5})
+    noise = -np.log(np.random.default_rng(3).standard_exponential(4))
+    assert_close(soft, softmax((logits + noise) / 0.5), rtol=1e-12)
+    for tau in (0.0, -1.0):
+        with pytest.raises(ValueError, match="tau"):
+            gumbel_softmax(logits, tau=tau)
