@@ -152,6 +152,8 @@ def format_value(v: Any) -> str:
         return f"{v:.6g}"
     if isinstance(v, (list, tuple)) and len(v) > 4:
         return f"<{type(v).__name__} of {len(v)}>"
+    if isinstance(v, tuple) and any(compat.is_array(x) or isinstance(x, float) for x in v):
+        return "(" + ", ".join(format_value(x) for x in v) + ("," if len(v) == 1 else "") + ")"
     text = repr(v)
     return text if len(text) <= 60 else text[:57] + "..."
 
