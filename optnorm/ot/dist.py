@@ -215,9 +215,9 @@ def _forward(X, Y, metric, p, w, method):
     D = _pairwise(Xs, Ys, w_, metric=metric, p=float(p), same=same, direct=direct, xp=xp)
     k = _metric_power(metric, p)
     if k and compat.is_concrete(D):
-        bound = float(xp.finfo(D.dtype).max) / tt
+        bound = float(xp.finfo(D.dtype).max) / xp.maximum(tt, xp.ones_like(tt))   # tt < 1 cannot overflow
         if k == 2:
-            bound = bound / tt
+            bound = bound / xp.maximum(tt, xp.ones_like(tt))
         overflow = bool(xp.any(D > bound))
     else:
         overflow = False
