@@ -240,8 +240,8 @@ class SinkhornResult(Result):
         The tolerance used (the dtype's default when none was given).
     M : array or PointCloud
         The cost (kept to build the plan on demand; not in the repr).
-    reg_m : tuple of float
-        Marginal relaxations :math:`(\\rho_1, \\rho_2)`; ``(inf, inf)`` for balanced transport.
+    reg_m : tuple of float or None
+        Marginal relaxations :math:`(\\rho_1, \\rho_2)` (inf: a hard marginal); None for balanced transport.
     """
     f: Any
     g: Any
@@ -254,7 +254,7 @@ class SinkhornResult(Result):
     reg: float
     tol: float
     M: Any = field(repr=False)
-    reg_m: tuple = (math.inf, math.inf)
+    reg_m: tuple | None = None
 
     def plan(self):
         """The transport plan :math:`\\exp((f_i + g_j - M_{ij})/\\varepsilon)`, shape (..., n, m) (a point-cloud
@@ -311,24 +311,28 @@ iterations = Dispatcher("ot.sinkhorn_iterations", serves=SINKHORN_FUNCTIONS)
 
 
 @iterations.generic
-def _iterations_generic(M, f, g, *, loga, logb, reg, n_steps, xp, phi=(1.0, 1.0)):
+def _iterations_generic(M, f, g, *, loga, logb, reg, n_steps, xp, phi=(1.0, 1.0), hook=None, cache=None):
     ra, rb = reg * loga, reg * logb
     p1, p2 = phi
     for _ in range(n_steps):
         g = rb - p2 * softmin_xp(M, f, reg, 1, xp)
+        if hook is not None:
+            g = hook("cols", g, f)
         f = ra - p1 * softmin_xp(M, g, reg, 2, xp)
+        if hook is not None:
+            f = hook("rows", f, g)
     return f, g, softmin_xp(M, f, reg, 1, xp)
 
 
 @iterations.numba(when=lambda M, f, g, **kw: numpy_float(M, f, g))
-def _iterations_numba(M, f, g, *, loga, logb, reg, n_steps, xp, phi=(1.0, 1.0)):
+def _iterations_numba(M, f, g, *, loga, logb, reg, n_steps, xp, phi=(1.0, 1.0), hook=None, cache=None):
     from .._numba import ot as nb
 
-    return nb.sinkhorn_iterations(M, f, g, loga, logb, reg, n_steps, phi)
+    return nb.sinkhorn_iterations(M, f, g, loga, logb, reg, n_steps, phi, hook, cache)
 
 
 @iterations.cuda(when=lambda M, f, g, **kw: str(M.dtype) in ("float32", "float64") and M.dtype == f.dtype == g.dtype)
-def _iterations_cuda(M, f, g, *, loga, logb, reg, n_steps, xp, phi=(1.0, 1.0)):
+def _iterations_cuda(M, f, g, *, loga, logb, reg, n_steps, xp, phi=(1.0, 1.0), hook=None, cache=None):
     import cupy
 
     from .._cuda import launch
@@ -351,8 +355,30 @@ def _iterations_cuda(M, f, g, *, loga, logb, reg, n_steps, xp, phi=(1.0, 1.0)):
     p1, p2 = phi
     for _ in range(n_steps):
         g = rb - p2 * half(f, 1)
+        if hook is not None:
+            g = hook("cols", g, f)
         f = ra - p1 * half(g, 2)
+        if hook is not None:
+            f = hook("rows", f, g)
     return f, g, half(f, 1)
+
+
+half_step = Dispatcher("ot.sinkhorn_half_step", serves=SINKHORN_FUNCTIONS)
+
+
+@half_step.generic
+def _half_generic(M, h, *, reg, axis, xp):
+    return softmin_xp(M, h, reg, axis, xp)
+
+
+@half_step.numba(when=lambda M, h, **kw: numpy_float(M, h))
+def _half_numba(M, h, *, reg, axis, xp):
+    from .._numba import ot as nb
+
+    M = np.ascontiguousarray(M)
+    out = np.empty((M.shape[0], M.shape[1] if axis == 2 else M.shape[2]), dtype=M.dtype)
+    (nb.softmin_rows if axis == 2 else nb.softmin_cols)(M, np.ascontiguousarray(h), float(reg), out)
+    return out
 
 
 class DenseCost:
@@ -362,15 +388,17 @@ class DenseCost:
         self.M, self.xp = M, xp
         self.dtype = M.dtype
         self.shape = tuple(M.shape)
+        self.cache: dict = {}       # what the fast path keeps from block to block of one solve (absorbed kernel)
 
-    def iterations(self, f, g, *, loga, logb, reg, n_steps, phi=(1.0, 1.0), xp=None):
-        return iterations(self.M, f, g, loga=loga, logb=logb, reg=reg, n_steps=n_steps, xp=self.xp, phi=phi)
+    def iterations(self, f, g, *, loga, logb, reg, n_steps, phi=(1.0, 1.0), hook=None, xp=None):
+        return iterations(self.M, f, g, loga=loga, logb=logb, reg=reg, n_steps=n_steps, xp=self.xp, phi=phi,
+                          hook=hook, cache=self.cache)
 
     def rows(self, h, reg):
-        return softmin_xp(self.M, h, reg, 2, self.xp)
+        return half_step(self.M, h, reg=reg, axis=2, xp=self.xp)
 
     def cols(self, h, reg):
-        return softmin_xp(self.M, h, reg, 1, self.xp)
+        return half_step(self.M, h, reg=reg, axis=1, xp=self.xp)
 
     def stats(self, f, g, reg):
         P = self.xp.exp((f[:, :, None] + g[:, None, :] - self.M) / reg)
@@ -402,12 +430,14 @@ def relaxed_target(w, logw, h, reg, rho, xp):
     if rho == math.inf:
         return w
     pos = w > 0
-    e = xp.where(pos, -(h - reg * logw) / rho, xp.zeros_like(h))
+    z = xp.zeros_like(h)
+    e = -(xp.where(pos, h, z) - reg * xp.where(pos, logw, z)) / rho
     return xp.where(pos, w * xp.exp(xp.clip(e, None, 300.0)), xp.zeros_like(w))
 
 
 def sinkhorn_loop(loga, logb, b, M, reg, f, g, *, tol, max_iter, check_every, callback, callback_every, xp,
-                  errors, it0=0, error_norm=1, phi=(1.0, 1.0), rho=(INF, INF), monitor=None):
+                  errors, it0=0, error_norm=1, phi=(1.0, 1.0), rho=(INF, INF), monitor=None, hook=None,
+                  post=None):
     """Log-domain Sinkhorn iterations from potentials (f, g) in cost units, in blocks between stopping tests.
 
     ``M`` is a batched cost matrix (B, n, m) or a cost object (:class:`DenseCost`, a lazy point-cloud cost).
@@ -415,17 +445,22 @@ def sinkhorn_loop(loga, logb, b, M, reg, f, g, *, tol, max_iter, check_every, ca
     compared with ``tol``; a callback runs every ``callback_every`` iterations.  ``monitor`` (an
     :class:`optnorm._lib.solver.Monitor`) drives stopping, callbacks and progress; without one a silent
     monitor is made.  Returns ``(f, g, n_iter, converged, stopped_by_callback)``; ``errors`` gets the error
-    history.  Traced (jit) inputs run ``max_iter`` iterations.
+    history.  Traced (jit) inputs run ``max_iter`` iterations.  ``hook`` adjusts each half-step (see
+    :data:`iterations`); ``post(f, g) -> (f, g)`` maps the iterate to the potentials that are checked and returned
+    (translation-invariant Sinkhorn iterates up to a translation).
     """
+    post = post or (lambda f_, g_: (f_, g_))
     cost = as_cost(M, xp)
     mon = monitor if monitor is not None else Monitor("sinkhorn", max_iter=max_iter, tol=tol, callback=callback,
                                                       callback_every=callback_every, check_every=check_every,
                                                       warn=False)
     ref = cost.M if isinstance(cost, DenseCost) else f
     if not compat.is_concrete(ref):
-        f, g, _ = cost.iterations(f, g, loga=loga, logb=logb, reg=reg, n_steps=max_iter, phi=phi, xp=xp)
+        f, g, _ = cost.iterations(f, g, loga=loga, logb=logb, reg=reg, n_steps=max_iter, phi=phi, hook=hook,
+                                  xp=xp)
         mon.step(max_iter)
         mon.warn = False
+        f, g = post(f, g)
         return f, g, max_iter, False, False
     it = 0
     n0 = len(mon.errors)
@@ -433,12 +468,18 @@ def sinkhorn_loop(loga, logb, b, M, reg, f, g, *, tol, max_iter, check_every, ca
         nxt = min(max_iter, (it // check_every + 1) * check_every)
         if callback is not None:
             nxt = min(nxt, (it // callback_every + 1) * callback_every)
-        f, g, lc = cost.iterations(f, g, loga=loga, logb=logb, reg=reg, n_steps=nxt - it, phi=phi, xp=xp)
+        f, g, lc = cost.iterations(f, g, loga=loga, logb=logb, reg=reg, n_steps=nxt - it, phi=phi, hook=hook,
+                                   xp=xp)
         it = nxt
         if mon.wants(it):
-            target = relaxed_target(b, logb, g, reg, rho[1], xp)
-            e = float(xp.max(marginal_norm(_col_marginal(g, lc, reg, xp) - target, error_norm, xp)))
-            snap_f, snap_g, k = f, g, it0 + it
+            pf, pg = post(f, g)
+            if pf is not f:                                            # a translation t shifts the column pass
+                fin = f > -math.inf
+                lc = lc + xp.max(xp.where(fin, pf - xp.where(fin, f, pf), xp.full_like(f, -math.inf)), axis=1,
+                                 keepdims=True)
+            target = relaxed_target(b, logb, pg, reg, rho[1], xp)
+            e = float(xp.max(marginal_norm(_col_marginal(pg, lc, reg, xp) - target, error_norm, xp)))
+            snap_f, snap_g, k = pf, pg, it0 + it
             if mon.update(it, e, lambda: SinkhornState(k, snap_f, snap_g, e)):
                 break
         else:
@@ -446,6 +487,7 @@ def sinkhorn_loop(loga, logb, b, M, reg, f, g, *, tol, max_iter, check_every, ca
         if it >= max_iter:
             break
     errors.extend(mon.errors[n0:])
+    f, g = post(f, g)
     return f, g, it, mon.converged, mon.stopped
 
 
@@ -509,6 +551,35 @@ def cg(matvec, rhs, precond, xp, *, tol=1e-12, max_iter=500):
         p = z + beta * p
         rz = rz_new
     return x
+
+
+def implicit_solve(P, fbar, gbar, xp, kappa=(1.0, 1.0)):
+    """Solve [[diag(k1 P1), P], [P^T, diag(k2 P^T 1)]] [x; y] = [fbar; gbar] by preconditioned CG (batched).
+
+    The Hessian of the Sinkhorn optimality conditions: kappa_k = 1 + reg / rho_k (1 for a hard marginal).  With
+    both marginals hard the matrix is singular along (1, -1) (potentials are defined up to (f + t, g - t)): the
+    gauge is fixed by adding that direction's projector, and the right-hand side is orthogonal to it.
+    """
+    n = P.shape[1]
+    r = xp.sum(P, axis=2) * kappa[0]
+    c = xp.sum(P, axis=1) * kappa[1]
+    k = n + P.shape[2]
+    gauge = kappa[0] == 1.0 and kappa[1] == 1.0
+    rho = xp.mean(r, axis=-1, keepdims=True) if gauge else xp.zeros_like(r[:, :1])
+    zvec = xp.concat([xp.ones_like(r), -xp.ones_like(c)], axis=-1) / math.sqrt(k)
+    diag = xp.concat([r, c], axis=-1) + rho / k
+    diag = xp.where(diag > 0, diag, xp.ones_like(diag))
+
+    def matvec(w):
+        x, y = w[:, :n], w[:, n:]
+        top = r * x + xp.sum(P * y[:, None, :], axis=2)
+        bot = xp.sum(P * x[:, :, None], axis=1) + c * y
+        out = xp.concat([top, bot], axis=-1)
+        return out + rho * zvec * xp.sum(zvec * w, axis=-1, keepdims=True) if gauge else out
+
+    # CG ends in k steps in exact arithmetic: 4k + 10 leave room for round-off (and bound what jit unrolls)
+    sol = cg(matvec, xp.concat([fbar, gbar], axis=-1), lambda w: w / diag, xp, max_iter=min(500, 4 * k + 10))
+    return sol[:, :n], sol[:, n:]
 
 
 # ---------------------------------------------------------------------------------------------- Sinkhorn problems
@@ -615,4 +686,5 @@ def package(f, g, cost, obj, errs, n_iter, converged, errors, reg, tol, batched,
     cast = lambda z: compat.cast(z, dt, xp)  # noqa: E731
     return SinkhornResult(f=cast(f), g=cast(g), cost=cast(cost), objective=cast(obj), n_iter=int(n_iter),
                           converged=bool(converged), errors=errors, marginal_errors=(cast(ea), cast(eb)),
-                          reg=float(reg), tol=float(tol), M=M, reg_m=tuple(float(r) for r in reg_m))
+                          reg=float(reg), tol=float(tol), M=M,
+                          reg_m=None if tuple(reg_m) == (INF, INF) else tuple(float(r) for r in reg_m))

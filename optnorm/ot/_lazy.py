@@ -205,13 +205,17 @@ class LazyCost:
         """reg * log sum_i exp((h_i - C_ij)/reg), (B, m)."""
         return softmin(self.Y, self.X, h, **self._kw(reg))
 
-    def iterations(self, f, g, *, loga, logb, reg, n_steps, phi=(1.0, 1.0), xp=None):
+    def iterations(self, f, g, *, loga, logb, reg, n_steps, phi=(1.0, 1.0), hook=None, xp=None):
         """``n_steps`` Sinkhorn iterations then the column pass (the contract of ``_common.iterations``)."""
         ra, rb = reg * loga, reg * logb
         p1, p2 = phi
         for _ in range(n_steps):
             g = rb - p2 * self.cols(f, reg)
+            if hook is not None:
+                g = hook("cols", g, f)
             f = ra - p1 * self.rows(g, reg)
+            if hook is not None:
+                f = hook("rows", f, g)
         return f, g, self.cols(f, reg)
 
     def stats(self, f, g, reg):

@@ -27,7 +27,7 @@ METHODS = ("log", "stabilized", "eps_scaling")
 
 
 # ---------------------------------------------------------------------------------------------- preparation
-def _check_warm_start(value, name):
+def check_warm_start(value, name):
     if value is None:
         return None
     if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(compat.is_array(v) for v in value):
@@ -109,11 +109,14 @@ def cost_range(cost, xp):
 
 
 def solve(ab, bb, Mb, reg, *, method, tol, max_iter, check_every, callback, callback_every, warm_start, xp,
-          error_norm=1, monitor=None, phi=(1.0, 1.0), rho=(cm.INF, cm.INF)):
+          error_norm=1, monitor=None, phi=(1.0, 1.0), rho=(cm.INF, cm.INF), hook_for=None):
     """Potentials (f, g) of the batched problem; returns (f, g, n_iter, converged, stopped, errors).
 
     ``Mb`` is a batched matrix or a cost object (:class:`~optnorm.ot._common.DenseCost`, a lazy point-cloud
-    cost); ``phi``/``rho`` the unbalanced damping and relaxations (balanced: 1 and inf)."""
+    cost); ``phi``/``rho`` the unbalanced damping and relaxations (balanced: 1 and inf); ``hook_for(reg)`` the
+    per-half-step adjustment and the map from iterates to potentials, ``(hook, post)``, at that reg
+    (translation-invariant unbalanced Sinkhorn), or None."""
+    hook_for = hook_for or (lambda r: (None, None))
     errors: list = []
     cost = cm.as_cost(Mb, xp)
     B, n, m = cost.shape
@@ -139,13 +142,13 @@ def solve(ab, bb, Mb, reg, *, method, tol, max_iter, check_every, callback, call
         while eps > reg * 1.0001:
             f, g, k, _, _ = cm.sinkhorn_loop(loga, logb, bb, cost, eps, f, g, tol=tol, max_iter=10, check_every=10,
                                              callback=None, callback_every=1, xp=xp, errors=[], phi=_phi(rho, eps),
-                                             rho=rho)
+                                             rho=rho, hook=hook_for(eps)[0], post=hook_for(eps)[1])
             n_done += k
             eps = max(eps * 0.5, reg)
     f, g, k, converged, stopped = cm.sinkhorn_loop(
         loga, logb, bb, cost, reg, f, g, tol=tol, max_iter=max_iter, check_every=check_every, callback=callback,
         callback_every=callback_every, xp=xp, errors=errors, it0=n_done, error_norm=error_norm, phi=phi, rho=rho,
-        monitor=mon)
+        monitor=mon, hook=hook_for(reg)[0], post=hook_for(reg)[1])
     return f, g, n_done + k, converged, stopped, errors
 
 
@@ -158,7 +161,7 @@ _PROBLEM = dict(a=Weights("[b] n", optional=True), b=Weights("[b] m", optional=T
 
 
 @public(**_PROBLEM, reg=Positive(), method=Choice(METHODS), tol=NonNegative(optional=True), max_iter=Int(1),
-        check_every=Int(1), callback=Callback(), callback_every=Int(1), warm_start=Option(check=_check_warm_start),
+        check_every=Int(1), callback=Callback(), callback_every=Int(1), warm_start=Option(check=check_warm_start),
         error_norm=Choice((1, 2)), progress=Bool())
 def sinkhorn(a: Array | None, b: Array | None, M: Array | PointCloud, reg: float, *, method: str = "log",
              tol: float | None = None, max_iter: int = 1000, check_every: int = 10,
@@ -246,13 +249,13 @@ def sinkhorn(a: Array | None, b: Array | None, M: Array | PointCloud, reg: float
     >>> bool(np.isclose(lazy.cost, res.cost))
     True
     """
-    return _solve_public("sinkhorn", a, b, M, reg, method=method, tol=tol, max_iter=max_iter,
+    return solve_public("sinkhorn", a, b, M, reg, method=method, tol=tol, max_iter=max_iter,
                          check_every=check_every, callback=callback, callback_every=callback_every,
                          warm_start=warm_start, error_norm=error_norm, progress=progress)
 
 
-def _solve_public(fn, a, b, M, reg, *, method, tol, max_iter, check_every, callback, callback_every, warm_start,
-                  error_norm, progress, reg_m=(cm.INF, cm.INF), finish=None):
+def solve_public(fn, a, b, M, reg, *, method, tol, max_iter, check_every, callback, callback_every, warm_start,
+                  error_norm, progress, reg_m=(cm.INF, cm.INF), finish=None, hook_for=None):
     """The body of :func:`sinkhorn` and :func:`optnorm.ot.sinkhorn_unbalanced` (``reg_m`` finite on a side
     relaxes that marginal; ``finish(f, g, ab, bb, cost, batched, xp)`` computes (cost, objective, errors)."""
     cm.check_batch(a, b, M, fn)
@@ -267,7 +270,7 @@ def _solve_public(fn, a, b, M, reg, *, method, tol, max_iter, check_every, callb
         f, g, n_iter, converged, stopped, errors = solve(
             ab, bb, cost, reg, method=method, tol=tol, max_iter=max_iter, check_every=check_every, callback=callback,
             callback_every=callback_every, warm_start=warm_start, xp=xp, error_norm=error_norm, monitor=mon,
-            phi=_phi(reg_m, reg), rho=reg_m)
+            phi=_phi(reg_m, reg), rho=reg_m, hook_for=None if hook_for is None else hook_for(ab, bb))
         mon.close()
         if finish is None:
             c, obj, errs, _ = cm.finalize(f, g, ab, bb, cost, reg, xp, row_update=True)
@@ -279,24 +282,7 @@ def _solve_public(fn, a, b, M, reg, *, method, tol, max_iter, check_every, callb
 # ---------------------------------------------------------------------------------------------- sinkhorn2 (op)
 def _implicit_solve(P, fbar, gbar, xp):
     """Solve [[diag(P1), P], [P^T, diag(P^T 1)]] [x; y] = [fbar; gbar] (gauge fixed along (1, -1))."""
-    n = P.shape[1]
-    r = xp.sum(P, axis=2)
-    c = xp.sum(P, axis=1)
-    k = n + P.shape[2]
-    rho = xp.mean(r, axis=-1, keepdims=True)
-    zvec = xp.concat([xp.ones_like(r), -xp.ones_like(c)], axis=-1) / math.sqrt(k)
-    diag = xp.concat([r, c], axis=-1) + rho / k
-    diag = xp.where(diag > 0, diag, xp.ones_like(diag))
-
-    def matvec(w):
-        x, y = w[:, :n], w[:, n:]
-        top = r * x + xp.sum(P * y[:, None, :], axis=2)
-        bot = xp.sum(P * x[:, :, None], axis=1) + c * y
-        return xp.concat([top, bot], axis=-1) + rho * zvec * xp.sum(zvec * w, axis=-1, keepdims=True)
-
-    # CG ends in k steps in exact arithmetic: 4k + 10 leave room for round-off (and bound what jit unrolls)
-    sol = cm.cg(matvec, xp.concat([fbar, gbar], axis=-1), lambda w: w / diag, xp, max_iter=min(500, 4 * k + 10))
-    return sol[:, :n], sol[:, n:]
+    return cm.implicit_solve(P, fbar, gbar, xp)
 
 
 class Sinkhorn2Res(NamedTuple):
