@@ -78,7 +78,7 @@ def _softmin_generic(X, Y, h, *, reg, code, p, cscale, xp):
     rows = _rows_per_chunk(B, Y.shape[1], d)
     out = []
     for i0 in range(0, n, rows):
-        z = h[:, None, :] - cscale * cost_block(X[:, i0:i0 + rows, :], Y, code, p, xp)
+        z = h[:, None, :] - cscale * cost_block(X[:, i0:min(n, i0 + rows), :], Y, code, p, xp)
         mx = xp.max(z, axis=2, keepdims=True)
         mx = xp.where(mx > -math.inf, mx, xp.zeros_like(mx))
         s = xp.sum(xp.exp((z - mx) / reg), axis=2)
@@ -139,7 +139,7 @@ def _stats_generic(X, Y, f, g, *, reg, code, p, cscale, xp):
     rows = _rows_per_chunk(B, Y.shape[1], d)
     mass, lin = [], []
     for i0 in range(0, n, rows):
-        C, P = _row_weights(X[:, i0:i0 + rows, :], Y, f[:, i0:i0 + rows], g, reg, code, p, cscale, xp)
+        C, P = _row_weights(X[:, i0:min(n, i0 + rows), :], Y, f[:, i0:min(n, i0 + rows)], g, reg, code, p, cscale, xp)
         mass.append(xp.sum(P, axis=2))
         lin.append(cscale * xp.sum(P * C, axis=2))
     cat = (lambda v: v[0]) if len(mass) == 1 else (lambda v: xp.concat(v, axis=1))
@@ -167,8 +167,8 @@ def _grad_generic(X, Y, f, g, *, reg, code, p, cscale, xp):
     rows = _rows_per_chunk(B, Y.shape[1], d)
     out = []
     for i0 in range(0, n, rows):
-        Xc = X[:, i0:i0 + rows, :]
-        C, P = _row_weights(Xc, Y, f[:, i0:i0 + rows], g, reg, code, p, cscale, xp)
+        Xc = X[:, i0:min(n, i0 + rows), :]
+        C, P = _row_weights(Xc, Y, f[:, i0:min(n, i0 + rows)], g, reg, code, p, cscale, xp)
         out.append(cscale * _grad_block(Xc, Y, C, P, code, p, xp))
     return out[0] if len(out) == 1 else xp.concat(out, axis=1)
 
