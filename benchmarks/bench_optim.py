@@ -7,6 +7,11 @@ Groups:
 - ``muon-<M>``: one Muon step on an M x M float32 matrix (4096; quick: 1024): optnorm on torch tensors
   (bf16 Newton-Schulz through torch's matmul), torch.optim.Muon (bf16), and the 15 bf16 GEMMs of the
   5 Newton-Schulz iterations alone (the cost floor the target "within 1.2x of its GEMMs" refers to).
+- ``adamw-floor-1x<N>``: the memory-traffic floor of the AdamW step, a Numba pass reading 4 and writing 3
+  float32 arrays with no arithmetic to speak of (28 bytes per parameter), next to the checked and unchecked
+  optnorm steps: how close each is to the bandwidth bound.
+- ``<rule>-100x<N/100>``: every new rule's fused ``step_`` (RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam,
+  Adafactor) against torch.optim's ``foreach=True`` implementation of the same rule, 100 tensors.
 
 Run: ``python -m optnorm bench optim [--quick]``.
 """
@@ -163,3 +168,84 @@ def test_muon_ns_gemms_only_bf16(benchmark):
 
     gemms()
     benchmark.pedantic(gemms, rounds=1 if QUICK else 3, warmup_rounds=0)
+
+
+# ----------------------------------------------------------------------------------------------- memory floor
+def test_adamw_memory_floor_numba(benchmark):
+    """Read p, g, m, v and write p, m, v with trivial arithmetic: the bandwidth bound of any AdamW step."""
+    import numba
+
+    benchmark.group = f"adamw-floor-1x{N}"
+
+    @numba.njit(parallel=True, cache=True)
+    def traffic(p, g, m, v):
+        for j in numba.prange(p.shape[0]):
+            gi = g[j]
+            mi = m[j] + gi
+            vi = v[j] + gi
+            m[j] = mi
+            v[j] = vi
+            p[j] = p[j] + mi - vi
+
+    ps, gs = _arrays(1)
+    m, v = np.zeros_like(ps[0]), np.zeros_like(ps[0])
+    traffic(ps[0], gs[0], m, v)
+    benchmark(traffic, ps[0], gs[0], m, v)
+
+
+@pytest.mark.parametrize("nan_policy", ["raise", "ignore"])
+def test_adamw_floor_group_optnorm(benchmark, nan_policy):
+    benchmark.group = f"adamw-floor-1x{N}"
+    ps, gs = _arrays(1)
+    rule = oo.adamw(lr=LR, betas=BETAS, eps=EPS, weight_decay=WD, nan_policy=nan_policy)
+    st = rule.init(ps)
+    rule.step_(ps, gs, st)
+    benchmark(rule.step_, ps, gs, st)
+
+
+def test_adamw_floor_group_torch_fused(benchmark):
+    benchmark.group = f"adamw-floor-1x{N}"
+    ps, gs = _arrays(1)
+    params = [torch.nn.Parameter(torch.from_numpy(p)) for p in ps]
+    for p, g in zip(params, gs):
+        p.grad = torch.from_numpy(g)
+    opt = torch.optim.AdamW(params, lr=LR, betas=BETAS, eps=EPS, weight_decay=WD, fused=True)
+    opt.step()
+    benchmark(opt.step)
+
+
+# ----------------------------------------------------------------------------------------------- new rules vs foreach
+RULES = [("rmsprop", "RMSprop", dict(lr=1e-3, momentum=0.9, centered=True)), ("adagrad", "Adagrad", dict(lr=1e-2)),
+         ("adadelta", "Adadelta", dict()), ("adamax", "Adamax", dict()), ("nadam", "NAdam", dict()),
+         ("radam", "RAdam", dict()), ("adafactor", "Adafactor", dict())]
+
+
+def _rule_arrays(name):
+    rng = np.random.default_rng(0)
+    n = N // 100
+    shape = (100, n // 100) if name == "adafactor" else (n,)       # Adafactor factors matrices
+    ps = [rng.standard_normal(shape, dtype=np.float32) for _ in range(100)]
+    gs = [(1e-3 * rng.standard_normal(shape)).astype(np.float32) for _ in range(100)]
+    return ps, gs
+
+
+@pytest.mark.parametrize("name,tname,kw", RULES, ids=[r[0] for r in RULES])
+def test_rule_optnorm_step_(benchmark, name, tname, kw):
+    benchmark.group = f"{name}-100x{N // 100}"
+    ps, gs = _rule_arrays(name)
+    rule = getattr(oo, name)(**kw)
+    st = rule.init(ps)
+    rule.step_(ps, gs, st)
+    benchmark(rule.step_, ps, gs, st)
+
+
+@pytest.mark.parametrize("name,tname,kw", RULES, ids=[r[0] for r in RULES])
+def test_rule_torch_foreach(benchmark, name, tname, kw):
+    benchmark.group = f"{name}-100x{N // 100}"
+    ps, gs = _rule_arrays(name)
+    params = [torch.nn.Parameter(torch.from_numpy(p)) for p in ps]
+    for p, g in zip(params, gs):
+        p.grad = torch.from_numpy(g)
+    opt = getattr(torch.optim, tname)(params, foreach=True, **kw)
+    opt.step()
+    benchmark(opt.step)

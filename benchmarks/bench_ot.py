@@ -195,3 +195,145 @@ def test_zz_summary(benchmark, capsys):
                      ", ".join(f"{e} {v:.1f}x" for e, v in r.items() if e != "mc") + "  (target CV >= 5x)")
     with capsys.disabled():
         print("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------- issue 14, part B
+# - ``emd n=2000``: network-simplex emd (Numba) against POT's C++ network simplex, random weights, uniform points
+#   in [0,1]^2, squared Euclidean cost; extra_info has pivots and the relative cost difference (target 1e-10).
+# - ``entropic GW n=500``: gromov_wasserstein(reg=5e-3) against POT entropic_gromov_wasserstein at equal outer
+#   iterations (20, tol=0) and equal inner tolerance (L2 column marginal 1e-9, 1000 iterations at most), for
+#   Euclidean distance matrices (dense) and squared Euclidean ones (rank d + 2: factored products).
+# - ``SNS crossover``: sinkhorn_newton_sparse against sinkhorn(method="log") to an L1 marginal error of 1e-8 at
+#   n = 2000 over reg = 1e-1 ... 1e-3; the summary prints the ratios and the crossover reg.
+N_EMD = 500 if QUICK else 2000
+N_GW = 200 if QUICK else 500
+N_SNS = 500 if QUICK else 2000
+SNS_REGS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3)
+
+
+@pytest.fixture(scope="module")
+def emd_problem():
+    rng = np.random.default_rng(0)
+    X, Y = rng.random((N_EMD, 2)), rng.random((N_EMD, 2))
+    M = ((X[:, None] - Y[None]) ** 2).sum(-1)
+    a, b = rng.random(N_EMD) + 0.1, rng.random(N_EMD) + 0.1
+    oo.emd(a[:5] / a[:5].sum(), b[:5] / b[:5].sum(), M[:5, :5])            # compile
+    return a / a.sum(), b / b.sum(), M
+
+
+def test_emd_optnorm(benchmark, emd_problem):
+    a, b, M = emd_problem
+    benchmark.group = f"emd n={N_EMD}"
+    r, t = _timed(benchmark, lambda: oo.emd(a, b, M), rounds=3)
+    benchmark.extra_info.update(n_iter=r.n_iter, method=r.method)
+    RESULTS[("emd", "optnorm")] = (t, float(r.cost), r.n_iter)
+
+
+def test_emd_pot(benchmark, emd_problem):
+    ot = pytest.importorskip("ot")
+    a, b, M = emd_problem
+    benchmark.group = f"emd n={N_EMD}"
+    (G, log), t = _timed(benchmark, lambda: ot.emd(a, b, M, numItermax=10 ** 8, log=True), rounds=3)
+    RESULTS[("emd", "pot")] = (t, float(log["cost"]))
+
+
+@pytest.fixture(scope="module", params=["euclidean", "sqeuclidean"])
+def gw_problem(request):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N_GW, 2))
+    y = rng.standard_normal((N_GW, 3)) * np.array([1.0, 2.0, 0.5])
+
+    def dist(z):
+        d = ((z[:, None] - z[None]) ** 2).sum(-1)
+        d = d if request.param == "sqeuclidean" else np.sqrt(d)
+        return d / d.max()
+
+    C1, C2 = dist(x), dist(y)
+    oo.gromov_wasserstein(C1[:20, :20], C2[:20, :20], reg=0.1, max_iter=2)
+    return request.param, C1, C2
+
+
+GW_EPS, GW_ITERS = 5e-3, 20
+
+
+def test_entropic_gw_optnorm(benchmark, gw_problem):
+    kind, C1, C2 = gw_problem
+    benchmark.group = f"entropic GW n={N_GW} ({kind})"
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return oo.gromov_wasserstein(C1, C2, reg=GW_EPS, max_iter=GW_ITERS, tol=0)
+
+    r, t = _timed(benchmark, run, rounds=2)
+    RESULTS[("gw", kind, "optnorm")] = (t, np.asarray(r.plan))
+
+
+def test_entropic_gw_pot(benchmark, gw_problem):
+    ot = pytest.importorskip("ot")
+    kind, C1, C2 = gw_problem
+    benchmark.group = f"entropic GW n={N_GW} ({kind})"
+    p = np.full(N_GW, 1.0 / N_GW)
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ot.gromov.entropic_gromov_wasserstein(C1, C2, p, p, epsilon=GW_EPS, max_iter=GW_ITERS, tol=0)
+
+    T, t = _timed(benchmark, run, rounds=2)
+    mine = RESULTS.get(("gw", kind, "optnorm"))
+    if mine is not None:
+        benchmark.extra_info.update(max_plan_diff=float(np.abs(mine[1] - T).max()))
+    RESULTS[("gw", kind, "pot")] = t
+
+
+@pytest.fixture(scope="module")
+def sns_problem():
+    rng = np.random.default_rng(0)
+    X, Y = rng.random((N_SNS, 2)), rng.random((N_SNS, 2))
+    M = ((X[:, None] - Y[None]) ** 2).sum(-1)
+    a = np.full(N_SNS, 1.0 / N_SNS)
+    oo.sinkhorn_newton_sparse(a[:30] * N_SNS / 30, a[:30] * N_SNS / 30, M[:30, :30], 0.01)
+    return a, M
+
+
+@pytest.mark.parametrize("reg", SNS_REGS)
+@pytest.mark.parametrize("solver", ["sinkhorn", "sns"])
+def test_sns_crossover(benchmark, sns_problem, solver, reg):
+    a, M = sns_problem
+    benchmark.group = f"SNS crossover n={N_SNS} reg={reg:g}"
+    if solver == "sns":
+        fn = lambda: oo.sinkhorn_newton_sparse(a, a, M, reg, tol=1e-8, max_iter=1000)  # noqa: E731
+    else:
+        fn = lambda: oo.sinkhorn(a, a, M, reg, tol=1e-8, max_iter=200000, check_every=10)  # noqa: E731
+    res, t = _timed(benchmark, fn, rounds=1)
+    benchmark.extra_info.update(n_iter=res.n_iter, converged=res.converged)
+    RESULTS[("sns_x", solver, reg)] = (t, res.n_iter, res.converged)
+
+
+def test_zz_summary_part_b(benchmark, capsys):
+    benchmark.group = "zz summary"
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    lines = ["", "optnorm.ot benchmark ratios, issue 14 part B (peer time / optnorm time, same run):"]
+    o, p = RESULTS.get(("emd", "optnorm")), RESULTS.get(("emd", "pot"))
+    if o and p and o[0] and p[0]:
+        lines.append(f"  emd n={N_EMD}: POT {p[0]:.3f} s / optnorm {o[0]:.3f} s = {p[0] / o[0]:.2f}x "
+                     f"(target >= 0.67x); {o[2]} pivots; relative cost difference {abs(o[1] - p[1]) / p[1]:.1e} "
+                     f"(target 1e-10)")
+    for kind in ("euclidean", "sqeuclidean"):
+        o, p = RESULTS.get(("gw", kind, "optnorm")), RESULTS.get(("gw", kind, "pot"))
+        if o and p and o[0]:
+            lines.append(f"  entropic GW n={N_GW} {kind} eps={GW_EPS:g} {GW_ITERS} it: POT {p:.3f} s / optnorm "
+                         f"{o[0]:.3f} s = {p / o[0]:.2f}x (target >= 3x)")
+    cross = None
+    for reg in SNS_REGS:
+        k, s = RESULTS.get(("sns_x", "sinkhorn", reg)), RESULTS.get(("sns_x", "sns", reg))
+        if k and s and k[0] and s[0]:
+            lines.append(f"  SNS vs log-Sinkhorn n={N_SNS} reg={reg:g}: {k[0]:.2f} s ({k[1]} it) / {s[0]:.2f} s "
+                         f"({s[1]} it) = {k[0] / s[0]:.1f}x")
+            if cross is None and k[0] > s[0]:
+                cross = reg
+    if cross is not None:
+        lines.append(f"  SNS is faster than log-Sinkhorn from reg = {cross:g} down (target: at reg <= 1e-3)")
+    with capsys.disabled():
+        print("\n".join(lines))

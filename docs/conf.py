@@ -25,6 +25,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",   # MathJax served from _static: math renders without network access
     "numpydoc",
 ]
 autosummary_generate = API_FILES

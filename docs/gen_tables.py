@@ -45,7 +45,36 @@ def write_all(outdir: Path) -> list[str]:
     fmt = lambda r: "  ".join(c.ljust(w) if c else "-".ljust(w) for c, w in zip(r, widths))  # noqa: E731
     table = [sep, fmt(head), sep, *[fmt(r) for r in rows], sep]
     (outdir / "_capabilities.rst").write_text("\n".join(table) + "\n")
-    return [f"_api_{d}.rst" for d in DOMAINS]
+    write_adapters(outdir)
+    return [f"_api_{d}.rst" for d in DOMAINS] + ["_api_adapters.rst"]
+
+
+def write_adapters(outdir: Path) -> None:
+    """``_api_adapters.rst``: the torch and JAX adapters' functions and optimizer wrappers, from the registry
+    (every op with a VJP; every rule factory of optnorm.optim, under its torch class / optax name)."""
+    from optnorm._lib import api
+    from optnorm.optim.base import rule_factories
+
+    ops = sorted(f.short_name for f in api.functions() if f.op is not None)
+    rules = rule_factories()
+    classes = sorted(getattr(f.body, "__optnorm_rule__") for f in rules)
+    funcs = sorted(f.short_name for f in rules)
+
+    def block(module, names, helpers=()):
+        out = [f".. currentmodule:: {module}", "", ".. autosummary::", "   :toctree: generated", ""]
+        return out + [f"   {n}" for n in (*helpers, *names)] + [""]
+
+    lines = ["optnorm.torch", "-------------", "",
+             "Every differentiable function as a ``torch.autograd.Function`` running optnorm's forward and VJP.", ""]
+    lines += block("optnorm.torch", ops, ("apply", "op"))
+    lines += ["optnorm.torch.optim", "-------------------", "",
+              "Every optimizer rule as a ``torch.optim.Optimizer``.", ""]
+    lines += block("optnorm.torch.optim", classes)
+    lines += ["optnorm.jax", "-----------", "", "Every differentiable function with its VJP as a ``jax.custom_vjp``.", ""]
+    lines += block("optnorm.jax", ops, ("apply", "op"))
+    lines += ["optnorm.jax.optax", "-----------------", "", "Every optimizer rule as an optax ``GradientTransformation``.", ""]
+    lines += block("optnorm.jax.optax", funcs)
+    (outdir / "_api_adapters.rst").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":

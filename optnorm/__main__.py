@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 DOMAINS = ("norm", "ot", "spd", "optim")
 
@@ -42,33 +43,44 @@ def info() -> int:
     try:
         import numba
 
-        print(f"  numba threads      {numba.config.NUMBA_NUM_THREADS} (SVML {'on' if numba.config.USING_SVML else 'off'})")
+        cfg: Any = numba.config  # attributes set at import time, unknown to type checkers
+        print(f"  numba threads      {cfg.NUMBA_NUM_THREADS} (SVML {'on' if cfg.USING_SVML else 'off'})")
     except ImportError:
         pass
     print(f"  GPU (CuPy)         {'yes' if cupy_available() else 'no'}")
     print(f"  forced backend     {get_backend()}")
     print(f"  domains            {', '.join(d for d in DOMAINS if importlib.util.find_spec(f'optnorm.{d}'))}")
+    from optnorm._lib import api
+    from optnorm._lib.dispatch import fast_paths
+
+    fast = fast_paths()
+    print("  public API (from the registry: functions / with VJP / Numba path / CUDA path / Dask)")
+    for d in DOMAINS:
+        fns = api.functions(d)
+        print(f"    {d:6s} {len(fns):4d} / {sum(f.op is not None for f in fns):3d} / "
+              f"{sum('numba' in fast.get(f.name, ()) for f in fns):3d} / "
+              f"{sum('cuda' in fast.get(f.name, ()) for f in fns):3d} / {sum(f.gufunc is not None for f in fns):3d}")
     return 0
 
 
 def demo(out: Path, quick: bool, domains: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MPLBACKEND", "Agg")
+    sections = [(d, stem) for d in domains or DOMAINS
+                for stem in sorted(p.stem for p in (Path(__file__).parent / d).glob("_demo*.py"))]
     ran = 0
-    for d in domains or DOMAINS:
-        pkg = Path(__file__).parent / d
-        demos = sorted(p.stem for p in pkg.glob("_demo*.py"))
-        if not demos:
-            print(f"[{d}] no showcase yet")
-            continue
-        for stem in demos:
-            t0 = time.perf_counter()
-            print(f"\n=== {d}{stem[5:].replace('_', ' ')} ===")
-            lines = importlib.import_module(f"optnorm.{d}.{stem}").showcase(out, quick=quick)
-            for line in lines:
-                print(line)
-            print(f"[{d}] done in {time.perf_counter() - t0:.1f} s")
-            ran += 1
+    start = time.perf_counter()
+    for i, (d, stem) in enumerate(sections, 1):
+        t0 = time.perf_counter()
+        elapsed = t0 - start
+        eta = f", about {elapsed / (i - 1) * (len(sections) - i + 1):.0f} s left" if i > 1 else ""
+        print(f"\n=== [{i}/{len(sections)}] {d}{stem[5:].replace('_', ' ')} (elapsed {elapsed:.0f} s{eta}) ===",
+              flush=True)
+        lines = importlib.import_module(f"optnorm.{d}.{stem}").showcase(out, quick=quick)
+        for line in lines:
+            print(line)
+        print(f"[{d}] done in {time.perf_counter() - t0:.1f} s", flush=True)
+        ran += 1
     pngs = sorted(p.name for p in out.glob("*.png"))
     print(f"\nplots written to {out.resolve()}: {', '.join(pngs) if pngs else 'none'}")
     return 0 if ran else 1
@@ -84,7 +96,8 @@ def bench(domains: list[str], quick: bool, extra: list[str], out: Path | None = 
     if not files:
         print(f"no benchmark files for {domains}", file=sys.stderr)
         return 2
-    cmd = [sys.executable, "-m", "pytest", *files, "-p", "no:cacheprovider", "-o", "addopts=",
+    cmd = [sys.executable, "-m", "pytest", *files, "-p", "no:cacheprovider", "-p", "optnorm._lib.progress_plugin",
+           "-o", "addopts=",
            "--benchmark-only", "--benchmark-group-by=group", "--benchmark-columns=min,median,mean,rounds",
            "--benchmark-sort=name", "-q"]
     if quick:

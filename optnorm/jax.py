@@ -10,13 +10,15 @@ generic body is traceable.  Options (keyword arguments) are static.
 """
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ._lib import ops as _ops
 
-__all__ = ["apply", "op"]
+__all__ = ["apply", "op", "optax"]
 
 
 def apply(op_or_name, *args, **kwargs):
@@ -53,4 +55,9 @@ def apply(op_or_name, *args, **kwargs):
     return f(*arrays)
 
 
-op, __getattr__, __dir__ = _ops.adapter_namespace(__name__, apply, {"optax": "optnorm.optim._optax"})
+op, __getattr__, __dir__ = _ops.adapter_namespace(__name__, apply)
+
+# the optax wrappers: ``optnorm.jax.optax.adamw`` and ``from optnorm.jax.optax import adamw``
+from .optim import _optax as optax  # noqa: E402
+
+sys.modules[f"{__name__}.optax"] = optax

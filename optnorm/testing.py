@@ -80,7 +80,7 @@ def numerical_vjp(f: Callable[..., Any], arrays: Sequence[np.ndarray], dy: Any, 
     arrays = [None if a is None else np.array(a, dtype=np.float64) for a in arrays]
     argnums = range(len(arrays)) if argnums is None else argnums
     dys = as_tuple(dy)
-    out = [None] * len(arrays)
+    out: list = [None] * len(arrays)
     for i in argnums:
         if arrays[i] is None:
             continue
@@ -120,8 +120,8 @@ def check_vjp(op: Any, *arrays: Any, rtol: float = 1e-5, atol: float = 1e-7, h: 
         project = role_projections(entry) if entry is not None and entry.op is not None else {}
     opts = opts or {}
     rng = np.random.default_rng(seed)
-    arrays = [None if a is None else (np.array(a, dtype=np.float64) if np.asarray(a).dtype.kind == "f"
-                                      else np.asarray(a)) for a in arrays]
+    arrays = tuple(None if a is None else (np.array(a, dtype=np.float64) if np.asarray(a).dtype.kind == "f"
+                                           else np.asarray(a)) for a in arrays)
     y = op_.fn(*arrays, **opts)
     y2, res = op_.fwd(*arrays, **opts)
     assert_close(y2, y, rtol=1e-12, atol=1e-12, err_msg=f"{op_.name}: fwd output differs from fn")

@@ -12,11 +12,13 @@ backward is not supported (the VJP is itself not recorded).
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from ._lib import ops as _ops
 
-__all__ = ["apply", "op"]
+__all__ = ["apply", "op", "optim"]
 
 
 def _is_tensor(v):
@@ -53,4 +55,9 @@ def apply(op_or_name, *args, **kwargs):
     return _OpFunction.apply(op_, opts, *arrays)
 
 
-op, __getattr__, __dir__ = _ops.adapter_namespace(__name__, apply, {"optim": "optnorm.optim._torch"})
+op, __getattr__, __dir__ = _ops.adapter_namespace(__name__, apply)
+
+# the torch.optim wrappers: ``optnorm.torch.optim.AdamW`` and ``from optnorm.torch.optim import AdamW``
+from .optim import _torch as optim  # noqa: E402
+
+sys.modules[f"{__name__}.optim"] = optim

@@ -18,3 +18,7 @@ def test_docs_build_without_warnings(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"sphinx failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     assert (tmp_path / "html" / "index.html").exists()
+    # math renders offline: pages load MathJax from _static, never from a CDN
+    page = (tmp_path / "html" / "generated" / "optnorm.norm.softmax.html").read_text()
+    assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr" not in page
+    assert (tmp_path / "html" / "_static" / "mathjax" / "tex-chtml.js").exists()

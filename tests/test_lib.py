@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 
 import optnorm
-from optnorm._lib import compat, dispatch, ops, validate
+from optnorm._lib import compat, dispatch, ops, roles
 from optnorm.testing import assert_close, check_vjp, numerical_vjp
+
+
+def _scratch_dispatcher(name):
+    """A Dispatcher for one test, dropped from the global table afterwards (DISPATCHERS feeds the docs and
+    the API tests, which must only see the package's own)."""
+    d = dispatch.Dispatcher(name)
+    dispatch.DISPATCHERS.pop(name)
+    return d
 
 
 # ---------------------------------------------------------------- a toy op written like a real one
@@ -53,7 +61,7 @@ def test_backend_names_and_roundtrip(xp):
 def test_mixed_namespaces_raise():
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match="different libraries"):
-        validate.check_same_namespace(x=np.ones(3), weight=torch.ones(3))
+        roles.same_library("f", {"x": np.ones(3), "weight": torch.ones(3)})
 
 
 def test_write_out_checks_shape_and_dtype():
@@ -74,7 +82,7 @@ def test_compute_dtype(xp):
 
 # ---------------------------------------------------------------- dispatch
 def test_dispatch_paths(monkeypatch):
-    d = dispatch.Dispatcher("testing.double")
+    d = _scratch_dispatcher("testing.double")
     d.generic(lambda x: ("generic", x))
     d.numba(lambda x: ("numba", x), when=lambda x: x.dtype == np.float64)
     x64, x32 = np.ones(2), np.ones(2, np.float32)
@@ -96,7 +104,7 @@ def test_dispatch_paths(monkeypatch):
 
 def test_dispatch_forced_numba_on_torch_runs_generic():
     torch = pytest.importorskip("torch")
-    d = dispatch.Dispatcher("testing.t")
+    d = _scratch_dispatcher("testing.t")
     d.generic(lambda x: "generic")
     d.numba(lambda x: "numba")
     with optnorm.use_backend("numba"):
@@ -105,46 +113,51 @@ def test_dispatch_forced_numba_on_torch_runs_generic():
 
 
 def test_dispatch_requires_generic():
-    d = dispatch.Dispatcher("testing.none")
+    d = _scratch_dispatcher("testing.none")
     with pytest.raises(NotImplementedError, match="testing.none"):
         d(np.ones(2))
 
 
-# ---------------------------------------------------------------- validate
-def test_validate_messages_name_the_argument():
-    with pytest.raises(TypeError, match="logits must have a floating dtype"):
-        validate.check_float(np.arange(3), "logits")
-    with pytest.raises(ValueError, match="eps must be > 0"):
-        validate.check_positive(0.0, "eps")
+# ---------------------------------------------------------------- roles (the one validation layer)
+def _call(values=None):
+    return roles.Call("f", values or {})
+
+
+def test_roles_messages_name_the_argument():
+    with pytest.raises(TypeError, match="f: logits must have a real floating dtype"):
+        roles.Float().check(np.arange(3), "logits", _call())
+    with pytest.raises(ValueError, match=r"f: eps must be in \(0, inf\), got 0.0"):
+        roles.Positive().check(0.0, "eps", _call())
     with pytest.raises(TypeError, match="eps must be a real number"):
-        validate.check_positive("1", "eps")
-    with pytest.raises(ValueError, match="axis=3 is out of range"):
-        validate.check_axis(3, 2)
-    with pytest.raises(ValueError, match="betas\\[0\\] must be in"):
-        validate.check_unit_interval(1.0, "betas[0]")
-    with pytest.raises(ValueError, match="x is empty along axis 1"):
-        validate.check_nonempty(np.ones((2, 0)), "x", axis=1)
-    with pytest.raises(ValueError, match="M contains NaN"):
-        validate.check_finite(np.array([1.0, np.nan]), "M")
+        roles.Positive().check("1", "eps", _call())
+    with pytest.raises(ValueError, match="axis=3 is out of range for x with 2 dimensions"):
+        roles.Axis("x").check(3, "axis", _call({"x": np.ones((2, 2))}))
+    with pytest.raises(ValueError, match=r"betas\[0\] must be in \[0, 1\)"):
+        roles.UnitInterval().check(1.0, "betas[0]", _call())
+    with pytest.raises(ValueError, match="x is empty"):
+        roles.Float("n d").check(np.ones((2, 0)), "x", _call())
+    with pytest.raises(ValueError, match="M contains NaN or inf"):
+        roles.Cost().check(np.array([[1.0, np.nan]]), "M", _call())
     with pytest.raises(ValueError, match="method must be one of"):
-        validate.check_in("fast", ("safe", "online"), "method")
-    with pytest.raises(ValueError, match="weight has shape"):
-        validate.check_shape(np.ones(3), (4,), "weight")
-    assert validate.check_axes((-1, 0), 3) == (0, 2)
+        roles.Choice(("safe", "online")).check("fast", "method", _call())
+    call = _call()
+    roles.Float("n d").check(np.ones((3, 2)), "X", call)
+    with pytest.raises(ValueError, match="Y has shape \\(4, 5\\), whose dimension 'd' is 5, but X has d = 2"):
+        roles.Float("m d").check(np.ones((4, 5)), "Y", call)
 
 
-def test_validate_weights_and_spd():
-    with pytest.raises(ValueError, match="a must sum to 1 along axis -1; it is off by up to 0.5"):
-        validate.check_weights(np.array([0.5, 0.25, 0.75]), "a")
+def test_roles_weights_and_spd():
+    with pytest.raises(ValueError, match="a must sum to 1 along its last axis; it is off by up to 0.5"):
+        roles.Weights().check(np.array([0.5, 0.25, 0.75]), "a", _call())
     with pytest.raises(ValueError, match="smallest entry is -0.5"):
-        validate.check_weights(np.array([1.5, -0.5]), "b")
-    validate.check_weights(np.full(4, 0.25), "a")
+        roles.Weights().check(np.array([1.5, -0.5]), "b", _call())
+    roles.Weights().check(np.full(4, 0.25), "a", _call())
     with pytest.raises(ValueError, match="smallest eigenvalue is -1"):
-        validate.check_spd(np.diag([2.0, -1.0]), "A")
+        roles.SPD().check(np.diag([2.0, -1.0]), "A", _call())
     with pytest.raises(ValueError, match="not symmetric"):
-        validate.check_symmetric(np.array([[1.0, 2.0], [0.0, 1.0]]), "A")
+        roles.Symmetric().check(np.array([[1.0, 2.0], [0.0, 1.0]]), "A", _call())
     with pytest.raises(ValueError, match="square"):
-        validate.check_square(np.ones((2, 3)), "A")
+        roles.Symmetric().check(np.ones((2, 3)), "A", _call())
 
 
 # ---------------------------------------------------------------- registry + VJP helpers
@@ -250,9 +263,9 @@ def test_validation_of_closed_over_jax_constant_under_jit():
 
     @jax.jit
     def f(x):
-        validate.check_weights(w, "w")
-        validate.check_finite(w, "w")
-        validate.check_symmetric(m, "m")
+        # arrays closed over by a jitted function are concrete: the value checks read them on the host
+        roles.Weights().check(w, "w", _call())
+        roles.Symmetric().check(m, "m", _call())
         return x * 2
 
     assert_close(f(jnp.ones(2)), np.full(2, 2.0))

@@ -4,20 +4,24 @@ import jax.numpy as jnp
 import optax
 
 import optnorm.jax as onj
+import optnorm.optim as oo
 
 key = jax.random.PRNGKey(0)
 X = jax.random.normal(key, (128, 8))
-w_true = jnp.arange(8.0)
-y = X @ w_true
+W_true = jnp.arange(24.0).reshape(8, 3) / 10
+Y = X @ W_true
 
 
 def loss(params):
-    return jnp.mean((X @ params["w"] + params["b"] - y) ** 2)
+    return jnp.mean((X @ params["w"] + params["b"] - Y) ** 2)
 
 
-# optnorm keywords (lr, betas, ...), not optax's (learning_rate, b1); lr may be a schedule of the step count
-tx = onj.optax.lion(lr=lambda t: 0.2 * 0.985 ** t)
-params = {"w": jnp.zeros(8), "b": jnp.zeros(())}
+# optax's argument names work (learning_rate, b1, b2, eps, weight_decay, mask), and so do optnorm's (lr, betas);
+# the usual split: Muon for the matrices, AdamW for everything else, with optax.partition
+labels = {"w": "muon", "b": "adamw"}
+tx = optax.partition({"muon": onj.optax.muon(learning_rate=oo.warmup_cosine(0.0, 0.05, 10, 300)),
+                      "adamw": onj.optax.adamw(learning_rate=1e-2, b1=0.9, weight_decay=0.0)}, labels)
+params = {"w": jnp.zeros((8, 3)), "b": jnp.zeros(3)}
 state = tx.init(params)
 
 
@@ -28,7 +32,15 @@ def train_step(params, state):
     return optax.apply_updates(params, updates), state
 
 
-for _ in range(200):
-    params, state = train_step(params, state)
-print(f"loss after 200 Lion steps: {float(loss(params)):.5f}")
-print("w:", jnp.round(params["w"], 2))
+for _ in range(300):
+    params, state = train_step(params, state)             # compiled once
+print(f"loss after 300 Muon/AdamW steps: {float(loss(params)):.5f}")
+
+# any hyperparameter may be injected (and changed between steps) with optax.inject_hyperparams
+inj = optax.inject_hyperparams(onj.optax.radam)(learning_rate=1e-2, b2=0.99)
+p, s = jnp.zeros(8), None
+s = inj.init(p)
+for _ in range(3):
+    u, s = jax.jit(inj.update)(jnp.ones(8), s, p)
+    p = optax.apply_updates(p, u)
+print("radam learning rate held in the state:", float(s.hyperparams["learning_rate"]))

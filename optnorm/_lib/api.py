@@ -36,12 +36,12 @@ import inspect
 import pkgutil
 import types
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar, overload
 
 import numpy as np
 
 from . import compat
-from .roles import Call, Role
+from .roles import Call, Role, same_library
 
 __all__ = ["public", "public_class", "constant", "vjp", "check_arguments", "Function", "registry",
            "functions", "lookup", "export_domain", "public_modules", "DOMAINS"]
@@ -124,15 +124,8 @@ class _Checker:
         for o in self.outs:
             if values[o] is not None and compat.is_array(values[o]):
                 present[o] = values[o]
-        if present and all(type(v) is np.ndarray for v in present.values()):
-            call.xp = compat.array_namespace(*present.values())
-        elif present:
-            kinds = {p: compat.backend_name(v) for p, v in present.items()}
-            if len(set(kinds.values())) > 1:
-                desc = ", ".join(f"{p} is {k}" for p, k in kinds.items())
-                raise TypeError(f"{self.fn}: arrays from different libraries were mixed ({desc}): convert them to one "
-                                f"library first")
-            call.xp = compat.array_namespace(*present.values())
+        if present:
+            call.xp = same_library(self.fn, present)
         for p in self.arrays:
             v = values[p]
             if v is not None and not compat.is_array(v):
@@ -216,8 +209,20 @@ def _wrap(fn: Callable, checker: _Checker, finish: Callable = _finish_alias) -> 
 
 
 # --------------------------------------------------------------------------------------------- declarations
-def public(fn: Callable | None = None, /, **options):
-    """Declare a public function (see the module docstring); every parameter needs a role."""
+_F = TypeVar("_F", bound=Callable[..., Any])
+_C = TypeVar("_C", bound=type)
+
+
+@overload
+def public(fn: _F, /) -> _F: ...
+@overload
+def public(fn: None = None, /, **options: Any) -> Callable[[_F], _F]: ...
+
+
+def public(fn: Callable | None = None, /, **options: Any) -> Any:
+    """Declare a public function (see the module docstring); every parameter needs a role.
+
+    The decorated function keeps its signature and annotations for type checkers."""
     meta = {k: options.pop(k) for k in _RESERVED if k in options}
     roles = options
 
@@ -250,7 +255,7 @@ def public(fn: Callable | None = None, /, **options):
     return deco if fn is None else deco(fn)
 
 
-def public_class(cls=None, /, *, name: str | None = None):
+def public_class(cls: _C | None = None, /, *, name: str | None = None) -> Any:
     """Declare a public class (a result object, a metric object, an optimizer rule class)."""
 
     def deco(c):

@@ -109,7 +109,7 @@ def size(x: Any) -> int:
     return int(_aac.size(x))
 
 
-def to_numpy(x: Any) -> np.ndarray:
+def to_numpy(x: Any) -> Any:
     """Copy any supported array to a host NumPy array (tests, plotting, SciPy fallbacks)."""
     if x is None:
         return None
@@ -291,7 +291,8 @@ def overlap(a: Any, b: Any) -> str:
         return "same"
     na = a if isinstance(a, np.ndarray) else (_strict_np(a) if is_array_api_strict(a) else None)
     nb = b if isinstance(b, np.ndarray) else (_strict_np(b) if is_array_api_strict(b) else None)
-    if na is not None and nb is not None and not np.shares_memory(na, nb, max_work=10**6):
+    work: Any = 10**6   # bounded exact check (NumPy's stubs only admit the special values)
+    if na is not None and nb is not None and not np.shares_memory(na, nb, max_work=work):
         return "none"
     return "partial"
 
@@ -368,7 +369,11 @@ def copy_into(dst: Any, src: Any) -> Any:
 
 
 def _dev_kw(like: Any) -> dict:
-    return {} if like is None else {"device": device(like)}
+    # an uncommitted JAX array (jnp.ones(...), not device_put) lives on the default device: the new array
+    # stays uncommitted too, so jit sees one commitment for a state built from it (no retrace on the next call)
+    if like is None or (is_jax(like) and (not is_concrete(like) or not like.committed)):
+        return {}
+    return {"device": device(like)}
 
 
 def arange(n: int, *, like: Any, dtype=None, xp=None):
@@ -447,3 +452,22 @@ def random_signs(likes, *, seed: tuple, step: Any = 0) -> list:
         z = np.asarray(rng.integers(0, 2, size=tuple(p.shape), dtype=np.int8) * 2 - 1, dtype=np.float64)  # 0-d too
         out.append(cast(from_numpy_like(z, p), p.dtype))
     return out
+
+
+def random_normal(likes, *, seed: tuple, step: Any = 0) -> list:
+    """Independent standard normal arrays shaped like each array of ``likes`` (same library, dtype and
+    device), a deterministic function of ``(seed, step)``: :func:`random_signs`' scheme (NumPy's PCG64 on
+    the host; ``jax.random`` for JAX, where ``step`` may be traced)."""
+    likes = list(likes)
+    if likes and is_jax(likes[0]):
+        import jax
+
+        key = jax.random.PRNGKey(seed[0])
+        for s in seed[1:]:
+            key = jax.random.fold_in(key, s)
+        key = jax.random.fold_in(key, step)
+        keys = jax.random.split(key, len(likes))
+        return [jax.random.normal(k, p.shape, dtype=p.dtype) for k, p in zip(keys, likes)]
+    step_i = int(step) if is_concrete(step) else 0
+    rng = np.random.default_rng([*seed, step_i])
+    return [cast(from_numpy_like(np.asarray(rng.standard_normal(size=tuple(p.shape))), p), p.dtype) for p in likes]

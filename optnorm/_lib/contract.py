@@ -150,7 +150,7 @@ def _snapshot(vals: dict) -> dict:
         if compat.is_array(v):
             snap[k] = np.array(compat.to_numpy(v), copy=True)
         elif isinstance(v, list):
-            snap[k] = copy.deepcopy(v)
+            snap[k] = np.asarray(copy.deepcopy(v))
     return snap
 
 
@@ -162,7 +162,11 @@ def _mutated(vals: dict, snap: dict, skip) -> list[str]:
         v = vals[k]
         now = np.asarray(compat.to_numpy(v) if compat.is_array(v) else v)
         before = np.asarray(before)
-        if now.shape != before.shape or not np.array_equal(now, before, equal_nan=True):
+        try:
+            same = now.shape == before.shape and np.array_equal(now, before, equal_nan=True)
+        except TypeError:           # a list of objects (schedules, rules): compared with ==
+            same = now.shape == before.shape and np.array_equal(now, before)
+        if not same:
             bad.append(k)
     return bad
 
@@ -234,6 +238,7 @@ def _names(msg: str, param: str) -> bool:
 def run_case(case: Case) -> None:
     """Run one case; raise AssertionError describing the broken contract."""
     entry = api.lookup(case.fn)
+    assert entry is not None, f"{case.fn} is not declared"
     fill = (case.param,) if case.param and entry.roles[case.param].is_array else ()
     rng = np.random.default_rng(1)
     dtype = np.dtype(case.dtype)
@@ -260,8 +265,8 @@ def run_case(case: Case) -> None:
         bad = _mutated(vals, snap, ())
         assert not bad, f"{case.fn} mutated its input(s) {bad}"
         return
-    role = entry.roles[case.param]
-    pert = next(p for p in _perturbations(entry, case.param, vals[case.param]) if p.label == case.label)
+    role: Any = entry.roles[case.param]
+    pert: Any = next(p for p in _perturbations(entry, case.param, vals[case.param]) if p.label == case.label)
     pv = dict(vals)
     skip_mut = {case.param} if role.is_out else set()
     if role.is_out:

@@ -117,11 +117,10 @@ def all_ops() -> dict[str, Op]:
     return dict(_REGISTRY)
 
 
-def adapter_namespace(module_name: str, apply: Callable, submodules: dict[str, str]):
+def adapter_namespace(module_name: str, apply: Callable):
     """``op``, ``__getattr__`` and ``__dir__`` for an adapter module (optnorm.torch, optnorm.jax).
 
-    Attribute access by an op's short name returns that op wrapped by ``apply``; the names in
-    ``submodules`` (e.g. ``{"optim": "optnorm.optim._torch"}``) import lazily.
+    Attribute access by an op's short name returns that op wrapped by ``apply``.
     """
     import functools
 
@@ -136,10 +135,6 @@ def adapter_namespace(module_name: str, apply: Callable, submodules: dict[str, s
 
     def __getattr__(name: str):
         mod = importlib.import_module(module_name)
-        if name in submodules:
-            sub = importlib.import_module(submodules[name])
-            setattr(mod, name, sub)
-            return sub
         if name.startswith("_"):
             raise AttributeError(name)
         try:
@@ -151,7 +146,7 @@ def adapter_namespace(module_name: str, apply: Callable, submodules: dict[str, s
 
     def __dir__():
         mod = importlib.import_module(module_name)
-        return sorted(set(mod.__all__) | set(submodules) | {o.short_name for o in all_ops().values()})
+        return sorted(set(mod.__all__) | {o.short_name for o in all_ops().values()})
 
     op.__doc__ = f"The {module_name} function for a registered op, by full or short name."
     return op, __getattr__, __dir__

@@ -35,7 +35,7 @@ import numpy as np
 from . import compat
 
 __all__ = [
-    "Role", "Call", "Outcome", "Perturbation", "Array", "Float", "Weights", "Cost", "SPD", "Symmetric", "Labels",
+    "Role", "Call", "same_library", "Outcome", "Perturbation", "Array", "Float", "Weights", "Cost", "SPD", "Symmetric", "Labels",
     "Mask", "Scalar", "Positive", "NonNegative", "Probability", "UnitInterval", "Int", "Bool", "Choice", "Axis",
     "Seed", "Out", "Callback", "Option", "Scalars", "parse_spec", "float_kind",
 ]
@@ -90,7 +90,9 @@ def parse_spec(spec: str | None) -> Spec | None:
     if spec is None:
         return None
     toks = spec.split()
-    ell, opt, dims = False, [], []
+    ell = False
+    opt: list[str] = []
+    dims: list[str | int] = []
     for i, t in enumerate(toks):
         if not _TOKEN.match(t):
             raise ValueError(f"bad shape spec token {t!r} in {spec!r}")
@@ -127,9 +129,24 @@ class Call:
         prev = self.dims.get(dim)
         if prev is None:
             self.dims[dim] = (size, name)
+        elif prev[0] != size and prev[1] == name:
+            raise self.error(ValueError, f"{name} has shape {tuple(shape)}, but its dimensions named {dim!r} "
+                                         f"must have equal sizes (it must be square)")
         elif prev[0] != size:
             raise self.error(ValueError, f"{name} has shape {tuple(shape)}, whose dimension {dim!r} is {size}, but "
                                          f"{prev[1]} has {dim} = {prev[0]}")
+
+
+def same_library(where: str, arrays: dict):
+    """The namespace of ``arrays`` (name -> array); ``TypeError`` naming each argument's library when they mix."""
+    if all(type(v) is np.ndarray for v in arrays.values()):
+        return compat.array_namespace(*arrays.values())
+    kinds = {p: compat.backend_name(v) for p, v in arrays.items()}
+    if len(set(kinds.values())) > 1:
+        desc = ", ".join(f"{p} is {k}" for p, k in kinds.items())
+        raise TypeError(f"{where}: arrays from different libraries were mixed ({desc}): convert them to one library "
+                        f"first")
+    return compat.array_namespace(*arrays.values())
 
 
 def float_kind(x) -> bool:
@@ -158,7 +175,16 @@ class Role:
     optional: bool = False
     is_array: bool = False
     is_out: bool = False
-    doc: str = "value"
+    _doc = "value"
+
+    @property
+    def doc(self) -> str:
+        """What the argument is, in a few words (error messages, documentation)."""
+        return self._doc
+
+    def convert(self, value, name: str, call: Call):
+        """Read a non-array value (a Python list) as an array: array roles only."""
+        raise call.error(TypeError, f"{name} must be an array, got {type(value).__name__}")
 
     def check(self, value, name: str, call: Call):
         return value
@@ -367,8 +393,10 @@ class Array(Role):
             # enough leading dims to exceed the maximum rank (an example without its optional "[b]" dim would
             # otherwise become a valid batch)
             k = max(1, self._max + 1 - nd)
-            out.append(P("extra dimension", lambda v, r, k=k: np.broadcast_to(np.asarray(v), (2,) * k + np.shape(v))
-                         .copy(), O.ERROR))
+            def extra(v, r, k=k):
+                return np.broadcast_to(np.asarray(v), (2,) * k + np.shape(v)).copy()
+
+            out.append(P("extra dimension", extra, O.ERROR))
         if nd >= 1 and not self.empty:
             out.append(P("empty", lambda v, r: np.asarray(v)[..., :0], O.ERROR))
         if self.dtype == "float" and nd >= 1:
@@ -531,7 +559,7 @@ class Symmetric(Float):
         if x is None:
             return x
         if x.shape[-1] != x.shape[-2]:
-            raise call.error(ValueError, f"{name} must be square (shape (..., n, n)), got shape {tuple(x.shape)}")
+            raise call.error(ValueError, f"{name} has shape {tuple(x.shape)}, but it must be square (shape (..., n, n))")
         if compat.is_concrete(x) and compat.size(x) and self.reads_values(call):
             a = _host64(x)
             d = a - np.swapaxes(a, -1, -2)          # one temporary: this check runs on every call
@@ -814,7 +842,7 @@ def Int(low: int | None = None, high: int | None = None, **kw) -> Scalar:
 
 
 class Bool(Role):
-    doc = "bool"
+    _doc = "bool"
 
     def __init__(self, *, optional: bool = False):
         self.optional = optional
@@ -909,7 +937,7 @@ class Axis(Role):
 class Seed(Role):
     """A random seed: None, a non-negative int, or a ``numpy.random.Generator``."""
 
-    doc = "seed (None, int >= 0 or numpy.random.Generator)"
+    _doc = "seed (None, int >= 0 or numpy.random.Generator)"
     optional = True
 
     def check(self, value, name, call):
@@ -996,7 +1024,7 @@ class Option(Role):
     """A free-form option the function checks itself (a nested structure, a dtype, a callable with a
     documented signature).  Use sparingly: a typed role gives the contract suite more to test."""
 
-    doc = "option"
+    _doc = "option"
 
     def __init__(self, *, check: Callable[[Any, str], Any] | None = None, example: Any = None):
         self._check = check
@@ -1017,7 +1045,7 @@ class Out(Role):
 
     is_out = True
     optional = True
-    doc = "preallocated output array or None"
+    _doc = "preallocated output array or None"
 
     def __init__(self, like: str | None = None, *, shape: bool = True):
         self.like = like

@@ -11,10 +11,7 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
-try:
-    from typing import TypeAlias
-except ImportError:  # Python 3.9
-    TypeAlias = Any  # type: ignore[misc,assignment]
+from typing import TypeAlias
 
 __all__ = ["Array", "ArrayLike", "Seed", "Schedule", "Scalar"]
 

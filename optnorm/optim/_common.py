@@ -58,19 +58,29 @@ def tree_unflatten(treedef: Any, leaves: list) -> Any:
 def scalar(v: Any, like: Any, xp) -> Any:
     """A step scalar ready to combine with ``like``: Python floats stay floats, arrays get ``like``'s dtype
     (a traced learning rate or bias correction under ``jax.jit`` must not promote float32 state)."""
-    if isinstance(v, numbers.Number):
+    if isinstance(v, numbers.Real):
         return float(v)
     return xp.astype(v, like.dtype)
 
 
 def ssqrt(v: Any, xp) -> Any:
     """sqrt of a Python float (math) or of a 0-d array (xp, traced under jit)."""
-    return math.sqrt(v) if isinstance(v, numbers.Number) else xp.sqrt(v)
+    return math.sqrt(v) if isinstance(v, numbers.Real) else xp.sqrt(v)
 
 
 def bias_correction(beta: float, t: Any) -> Any:
     """``1 - beta^t`` (float for a concrete step, 0-d array for a traced one)."""
     return 1.0 - beta ** t
+
+
+def active(v: Any) -> bool:
+    """Whether a hyperparameter switches its term on: a nonzero number, or any array (a traced value under
+    ``jax.jit`` / ``optax.inject_hyperparams`` cannot be compared, so its term is always computed)."""
+    if v is None:
+        return False
+    if isinstance(v, numbers.Number):
+        return v != 0
+    return True
 
 
 def zeros_state(p: Any, xp, shape=None) -> Any:
@@ -91,6 +101,14 @@ def stable_norm(x: Any, xp, *, axis=None, keepdims: bool = False) -> Any:
     if x.ndim == 0:
         return xp.abs(x)
     ax = tuple(range(x.ndim)) if axis is None else axis
+    if axis is None and compat.is_concrete(x) and str(compat.device(x)) == "cpu" and compat.size(x) > 4096:
+        # one pass instead of three for a large CPU array: the library's norm itself, unless it overflowed or
+        # is small enough that flushed squares (below the smallest normal) could matter
+        n = xp.linalg.vector_norm(x, axis=ax, keepdims=keepdims)
+        fn = float(n)
+        fi = xp.finfo(x.dtype)
+        if math.isfinite(fn) and fn * fn > compat.size(x) * float(fi.smallest_normal) / float(fi.eps):
+            return n
     s = xp.max(xp.abs(x), axis=ax, keepdims=True)
     k = xp.floor(xp.log2(xp.where(s > 0, s, xp.ones_like(s))))
     n = xp.linalg.vector_norm(x * 2.0 ** -k, axis=ax, keepdims=True) * 2.0 ** k

@@ -49,15 +49,31 @@ def _accuracy(p, X, y):
 
 
 def _rules():
+    """Two groups: the standard rules (torch.optim / optax have them) and optnorm's own."""
     import optnorm.optim as oo
 
     fb = oo.adamw(lr=1e-2, weight_decay=0.0)
-    return {
+    standard = {
         "sgd (momentum 0.9)": (oo.sgd(lr=0.2, momentum=0.9), False),
         "adamw": (oo.adamw(lr=1e-2), False),
+        "clip 1.0 + adamw": (oo.chain(oo.clip_by_global_norm(1.0), oo.adamw(lr=1e-2)), False),
+        "rmsprop": (oo.rmsprop(lr=2e-3), False),
+        "adagrad": (oo.adagrad(lr=5e-2), False),
+        "adadelta": (oo.adadelta(lr=1.0), False),
+        "adamax": (oo.adamax(lr=1e-2), False),
+        "nadam": (oo.nadam(lr=1e-2), False),
+        "radam": (oo.radam(lr=1e-2), False),
+        "adafactor": (oo.adafactor(lr=1e-2), False),
+        "lamb": (oo.lamb(lr=1e-2), False),
+        "lars": (oo.lars(lr=1.0, trust_coefficient=0.01), False),
+        "lion": (oo.lion(lr=2e-3), False),
+        "schedule-free adamw": (oo.schedule_free_adamw(lr=1e-2), False),
+        "soap": (oo.soap(lr=1e-2, weight_decay=0.0), False),
+    }
+    own = {
+        "adamw (reference)": (oo.adamw(lr=1e-2), False),
         "adamp": (oo.adamp(lr=1e-2), False),
         "fadam": (oo.fadam(lr=1e-2, weight_decay=0.0), False),
-        "lion": (oo.lion(lr=2e-3), False),
         "muon": (oo.muon(lr=0.05, weight_decay=0.0, fallback=fb), False),
         "normuon": (oo.normuon(lr=0.05, fallback=fb), False),
         "hybrid_auon": (oo.hybrid_auon(lr=0.05, fallback=fb), False),
@@ -67,9 +83,37 @@ def _rules():
         "dct_lowrank (adam, r=8)": (oo.dct_lowrank(oo.adam(lr=1e-2), rank=8), False),
         "adahessian": (oo.adahessian(lr=0.1), True),
     }
+    return {"standard rules (torch.optim / optax)": standard, "optnorm's own rules": own}
+
+
+def _train(rule, needs_hvp, data, steps, batch):
+    Xtr, ytr, Xte, yte = data
+    rng = np.random.default_rng(0)
+    p = _init(rng)
+    st = rule.init(p)
+    losses = []
+    t0 = time.perf_counter()
+    for k in range(steps):
+        sel = rng.choice(len(ytr), batch, replace=False)
+        Xb, yb = Xtr[sel], ytr[sel]
+        loss, g = loss_grad(p, Xb, yb)
+        losses.append(loss)
+        kw = {}
+        if needs_hvp:
+            def hvp(v, p=p, Xb=Xb, yb=yb, h=1e-4):
+                gp = loss_grad({k: p[k] + h * v[k] for k in p}, Xb, yb)[1]
+                gm = loss_grad({k: p[k] - h * v[k] for k in p}, Xb, yb)[1]
+                return {k: (gp[k] - gm[k]) / (2 * h) for k in p}
+            kw["hvp"] = hvp
+        p, st = rule.step(p, g, st, **kw)
+    ms = (time.perf_counter() - t0) / steps * 1e3
+    pe = rule.eval_params(p, st)            # the schedule-free average (the parameters themselves for the others)
+    return losses, loss_grad(pe, Xtr, ytr)[0], _accuracy(pe, Xte, yte), ms
 
 
 def showcase(outdir: Path, quick: bool) -> list[str]:
+    import sys
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,47 +121,35 @@ def showcase(outdir: Path, quick: bool) -> list[str]:
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    Xtr, ytr, Xte, yte = _data()
+    data = _data()
     steps = 12 if quick else 300
     batch = 128 if quick else 256
-    curves = {}
+    groups = _rules()
+    total = sum(len(g) for g in groups.values())
     lines = [f"MLP 64-64-10 on sklearn digits (1400 train / 397 test), {steps} steps, batch {batch}",
-             f"{'optimizer':26s} {'final loss':>10s} {'test acc':>9s} {'ms/step':>8s}"]
-    for name, (rule, needs_hvp) in _rules().items():
-        rng = np.random.default_rng(0)
-        p = _init(rng)
-        st = rule.init(p)
-        losses = []
-        t0 = time.perf_counter()
-        for k in range(steps):
-            sel = rng.choice(len(ytr), batch, replace=False)
-            Xb, yb = Xtr[sel], ytr[sel]
-            loss, g = loss_grad(p, Xb, yb)
-            losses.append(loss)
-            kw = {}
-            if needs_hvp:
-                def hvp(v, p=p, Xb=Xb, yb=yb, h=1e-4):
-                    gp = loss_grad({k: p[k] + h * v[k] for k in p}, Xb, yb)[1]
-                    gm = loss_grad({k: p[k] - h * v[k] for k in p}, Xb, yb)[1]
-                    return {k: (gp[k] - gm[k]) / (2 * h) for k in p}
-                kw["hvp"] = hvp
-            p, st = rule.step(p, g, st, **kw)
-        ms = (time.perf_counter() - t0) / steps * 1e3
-        final = loss_grad(p, Xtr, ytr)[0]
-        curves[name] = losses
-        lines.append(f"{name:26s} {final:10.4f} {_accuracy(p, Xte, yte):9.3f} {ms:8.2f}")
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    colors = plt.get_cmap("tab20").colors
-    for i, (name, ls) in enumerate(curves.items()):
-        w = max(1, steps // 30)
-        sm = np.convolve(ls, np.ones(w) / w, mode="valid")
-        ax.plot(np.arange(len(sm)) + w - 1, sm, label=name, color=colors[(2 * i) % 20 + (i >= 10)],
-                linestyle=("-", "--", ":")[i % 3], linewidth=1.6)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("minibatch cross-entropy (moving average)")
-    ax.set_title("optnorm.optim on sklearn digits (MLP 64-64-10)")
-    ax.legend(fontsize=8, ncol=2)
+             f"{'optimizer':36s} {'final loss':>10s} {'test acc':>9s} {'ms/step':>8s}"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 7.2), sharey=True)
+    t_start, done = time.perf_counter(), 0
+    for ax, (title, rules) in zip(axes, groups.items()):
+        colors = getattr(plt.get_cmap("tab10"), "colors")
+        for i, (name, (rule, needs_hvp)) in enumerate(rules.items()):
+            losses, final, acc, ms = _train(rule, needs_hvp, data, steps, batch)
+            done += 1
+            el = time.perf_counter() - t_start
+            print(f"  optim demo: {done}/{total} {name} ({el:.0f} s, about {el / done * (total - done):.0f} s left)",
+                  file=sys.stderr, flush=True)
+            lines.append(f"{name:36s} {final:10.4f} {acc:9.3f} {ms:8.2f}")
+            w = max(1, steps // 30)
+            sm = np.convolve(losses, np.ones(w) / w, mode="valid")
+            ax.plot(np.arange(len(sm)) + w - 1, sm, label=name, color=colors[i % 10],
+                    linestyle=("-", "--", ":")[i // 10], linewidth=1.6)
+        ax.set_yscale("log")
+        ax.set_xlabel("step (iterations)")
+        ax.set_title(title)
+        ax.legend(fontsize=8.5, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+        ax.grid(True, which="both", alpha=0.25)
+    axes[0].set_ylabel("minibatch cross-entropy (nats, moving average)")
+    fig.suptitle(f"optnorm.optim training an MLP 64-64-10 on sklearn digits ({steps} steps, batch {batch})")
     fig.tight_layout()
     path = outdir / "optim_digits_loss.png"
     fig.savefig(path, dpi=110)

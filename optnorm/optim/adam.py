@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from .._lib.typing import Scalar as ScalarT, Schedule
 from .._lib.roles import Bool, Choice, NonNegative, Positive, Scalars, UnitInterval
 from . import _kernels
 from . import transforms as T
-from ._common import scalar, stable_rms, zeros_state
+from ._common import active, scalar, stable_rms, zeros_state
 from .base import LR, NAN_POLICY, Rule, Transform, chain, rule
 
-BETAS = Scalars(UnitInterval(), 2)
+BETAS = Scalars(UnitInterval(array=True), 2)
 EPS_MODES = ("torch", "hf")
 
 
@@ -29,7 +30,7 @@ class FAdamLeaf(NamedTuple):
 
 def _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled, eps_mode, nan_policy) -> Rule:
     parts = [T.flip_sign()] if maximize else []
-    if weight_decay:
+    if active(weight_decay):
         parts.append(T.decay_weights(weight_decay) if decoupled else T.add_decayed_weights(weight_decay))
     parts += [T.scale_by_adam(betas[0], betas[1], eps, amsgrad=amsgrad, eps_mode=eps_mode), T.scale_by_lr()]
     kernel = _kernels.adam(beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay, decoupled=decoupled,
@@ -38,13 +39,15 @@ def _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled, eps_mode, 
                 elementwise=True)
 
 
-_ADAM_ROLES = dict(lr=LR, betas=BETAS, eps=NonNegative(), weight_decay=NonNegative(), amsgrad=Bool(), maximize=Bool(),
+_ADAM_ROLES = dict(lr=LR, betas=BETAS, eps=NonNegative(array=True), weight_decay=NonNegative(array=True),
+                   amsgrad=Bool(), maximize=Bool(),
                    eps_mode=Choice(EPS_MODES), nan_policy=NAN_POLICY)
 
 
 @rule("Adam", decoupled_weight_decay=Bool(), **_ADAM_ROLES)
-def adam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
-         decoupled_weight_decay=False, eps_mode="torch", nan_policy="raise") -> Rule:
+def adam(*, lr: ScalarT | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+         weight_decay: float = 0.0, amsgrad: bool = False, maximize: bool = False, decoupled_weight_decay: bool = False,
+         eps_mode: str = "torch", nan_policy: str = "raise") -> Rule:
     r"""Adam with torch.optim.Adam's exact conventions.
 
     .. math::
@@ -89,8 +92,9 @@ def adam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=Fal
 
 
 @rule("AdamW", **_ADAM_ROLES)
-def adamw(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, maximize=False,
-          eps_mode="torch", nan_policy="raise") -> Rule:
+def adamw(*, lr: ScalarT | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+          weight_decay: float = 1e-2, amsgrad: bool = False, maximize: bool = False, eps_mode: str = "torch",
+          nan_policy: str = "raise") -> Rule:
     r"""AdamW with torch.optim.AdamW's conventions: decoupled decay ``p (1 - lr wd)`` before the Adam step.
 
     "Decoupled Weight Decay Regularization", I. Loshchilov, F. Hutter, 2019.  Same
@@ -98,6 +102,33 @@ def adamw(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=F
     uses 1e-4).  The chain is ``decay_weights``, ``scale_by_adam``, ``scale_by_lr``;
     ``step_`` on float32/float64 NumPy buffers runs the fused Numba kernel (one
     parallel pass reading p, g, m, v and writing p, m, v).
+
+    .. math::
+        p \leftarrow p(1 - lr\,\lambda) - \frac{lr}{1-\beta_1^t}\,\frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^t} + \epsilon}
+
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    betas : (float, float)
+        Moment decays, each in [0, 1).
+    eps : float >= 0
+        Added to the bias-corrected root (``eps_mode="torch"``) or to the raw root (``"hf"``).
+    weight_decay : float >= 0
+        Decoupled decay ``p (1 - lr wd)`` before the Adam step (torch's default 1e-2).
+    amsgrad : bool
+        Use the running maximum of ``v``.
+    maximize : bool
+        Ascend.
+    eps_mode : {"torch", "hf"}
+        Where eps goes (see :func:`adam`).
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``AdamLeaf``.
 
     Examples
     --------
@@ -111,8 +142,9 @@ def adamw(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=F
 
 @rule("AdamP", lr=LR, betas=BETAS, eps=NonNegative(), weight_decay=NonNegative(), delta=NonNegative(),
       wd_ratio=NonNegative(), nesterov=Bool(), nan_policy=NAN_POLICY)
-def adamp(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, delta=0.1, wd_ratio=0.1, nesterov=False,
-          nan_policy="raise") -> Rule:
+def adamp(*, lr: ScalarT | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+          weight_decay: float = 0.0, delta: float = 0.1, wd_ratio: float = 0.1, nesterov: bool = False,
+          nan_policy: str = "raise") -> Rule:
     r"""AdamP: Adam whose update loses its radial component on scale-invariant weights.
 
     "AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant
@@ -121,6 +153,35 @@ def adamp(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, delta=0.1,
     in the channel view ``(shape[0], -1)`` (else the layer view ``(1, -1)``), the
     update ``u = m_hat/denom`` is projected ``u - p_hat <p_hat, u>`` and the decoupled
     decay is scaled by ``wd_ratio``; then ``p (1 - lr wd mult) - lr/bc1 u``.
+
+    .. math::
+        u = \frac{\hat m}{\sqrt{\hat v} + \epsilon},\quad
+        u \leftarrow u - \hat p\,\langle \hat p, u\rangle\ \text{(scale-invariant weights)},\quad
+        p \leftarrow p(1 - lr\,\lambda\,r) - lr\,u
+
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    betas : (float, float)
+        Moment decays, each in [0, 1).
+    eps : float >= 0
+        Added to the root and to the norms of the projection.
+    weight_decay : float >= 0
+        Decoupled decay (times ``wd_ratio`` where the projection fired).
+    delta : float >= 0
+        Threshold of the cosine test ``max |cos(g_r, p_r)| < delta / sqrt(d)``.
+    wd_ratio : float >= 0
+        Decay multiplier for projected (scale-invariant) weights.
+    nesterov : bool
+        Nesterov look-ahead in the numerator.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``AdamLeaf``.
 
     Examples
     --------
@@ -164,8 +225,9 @@ def scale_by_fadam(b1, b2, eps, clip, power, adaptive_eps, weight_decay) -> Tran
 
 @rule("FAdam", lr=LR, betas=BETAS, eps=Positive(), weight_decay=NonNegative(), clip=Positive(), power=NonNegative(),
       adaptive_eps=Choice(("min", "max")), maximize=Bool(), nan_policy=NAN_POLICY)
-def fadam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, clip=1.0, power=0.5, adaptive_eps="min",
-          maximize=False, nan_policy="raise") -> Rule:
+def fadam(*, lr: ScalarT | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+          weight_decay: float = 0.1, clip: float = 1.0, power: float = 0.5, adaptive_eps: str = "min",
+          maximize: bool = False, nan_policy: str = "raise") -> Rule:
     r"""FAdam: Adam as natural gradient with the diagonal empirical Fisher (and Fisher-preconditioned decay).
 
     "FAdam: Adam is a natural gradient optimizer using diagonal empirical Fisher
@@ -185,6 +247,32 @@ def fadam(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, clip=1.0, 
     gradient is all zero uses ``eps_t = eps`` (``RMS(g) = 0`` leaves nothing to adapt
     to; the paper's form would divide 0 by 0), and the clipped ratios are formed
     without overflow where ``F^p + eps_t`` is tiny.
+
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    betas : (float, float)
+        Moment decays, each in [0, 1).
+    eps : float > 0
+        :math:`\epsilon` of the adaptive floor.
+    weight_decay : float >= 0
+        Multiplier of the Fisher-preconditioned, clipped decay term.
+    clip : float > 0
+        RMS target of the clipping ``x c / max(1, RMS(x))``.
+    power : float >= 0
+        Exponent :math:`p` of the Fisher (0.5 in the paper).
+    adaptive_eps : {"min", "max"}
+        ``eps min(1, RMS(g))`` (paper) or ``eps max(1, RMS(g))``.
+    maximize : bool
+        Ascend.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``FAdamLeaf``.
 
     Examples
     --------

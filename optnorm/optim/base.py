@@ -34,10 +34,13 @@ import math
 import numbers
 from typing import Any, Callable, NamedTuple
 
-from .._lib import compat, validate
+from .._lib import compat
 from .._lib.api import lookup, public, public_class
-from .._lib.roles import Choice, Role, Scalar, Perturbation, Outcome
+from .._lib.roles import Array, Call, Choice, Outcome, Perturbation, Role, Scalar, same_library
 from ._common import scalar, tree_flatten, tree_unflatten
+
+# a parameter leaf: a float array of any shape (0-d and empty included)
+_LEAF = Array(dtype="float", empty=True, lists=False)
 
 NAN_POLICIES = ("raise", "skip", "ignore")
 
@@ -54,13 +57,19 @@ class OptState(NamedTuple):
 class Ctx(NamedTuple):
     """What a leaf update needs besides its arrays: namespace, 1-based step ``t`` (int or traced 0-d array),
     the leaf's name, a per-leaf extra from the rule's probe (AdaHessian's Hessian diagonal), the rule's
-    learning rate of this step, and the per-step cache of evaluated schedules."""
+    learning rate of this step, the per-step cache of evaluated schedules, and the leaf's masks (which
+    masked terms apply to it: ``{"weight_decay": False}`` excludes it from decay; None: all apply)."""
     xp: Any
     t: Any
     name: str = ""
     extra: Any = None
     lr: Any = None
     lrs: dict | None = None
+    masks: dict | None = None
+
+    def on(self, what: str) -> bool:
+        """Whether the masked term ``what`` (``"weight_decay"``, ``"trust_ratio"``) applies to this leaf."""
+        return self.masks is None or bool(self.masks.get(what, True))
 
     def lr_value(self, lr: Any) -> Any:
         """``lr`` at this step: the number itself, or ``schedule(t - 1)`` (evaluated once per step)."""
@@ -86,12 +95,15 @@ def _schedule_value(lr: Callable, t: Any) -> Any:
 
 class Leaf(NamedTuple):
     """One parameter on its way through a chain (compute dtype): parameter, update direction (None once
-    applied), gradient, step multiplier of ``u``, multiplier of the weight decay."""
+    applied), gradient, step multiplier of ``u``, multiplier of the weight decay, the parameter as it
+    entered the chain (before any decay) and the parameter's own dtype."""
     p: Any
     u: Any
     g: Any
     scale: Any = 1.0
     wd_mult: Any = 1.0
+    p0: Any = None
+    dtype: Any = None
 
 
 class Transform(NamedTuple):
@@ -157,8 +169,10 @@ class Rule:
     def __init__(self, *, lr: Any, transform: Transform | None = None, leaf: type | None = None,
                  name: str = "rule", nan_policy: str = "raise", accepts: Callable | None = None,
                  fallback: Rule | None = None, probe: Callable | None = None, kernel: Any = None,
-                 elementwise: bool = False, factory: Callable | None = None, hyper: dict | None = None):
+                 elementwise: bool = False, factory: Callable | None = None, hyper: dict | None = None,
+                 masks: dict | None = None):
         self.lr = lr
+        self.masks = {k: v for k, v in (masks or {}).items() if v is not None}
         self.transform = transform
         self.leaf_type = leaf
         self.name = name
@@ -205,6 +219,7 @@ class Rule:
             if self.fallback is None:
                 raise self._no_fallback(p, name)
             return self.fallback.init_leaf(p, name=name, xp=xp)
+        assert self.leaf_type is not None and self.transform is not None, "rules without a transform override this"
         return self.leaf_type(**self.transform.init(p, Ctx(xp, 0, name)))
 
     def update_leaf(self, p: Any, g: Any, s: NamedTuple, ctx: Ctx) -> tuple[Any, NamedTuple]:
@@ -217,12 +232,42 @@ class Rule:
         cd = compat.compute_dtype(p, xp)
         pc, gc = compat.cast(p, cd, xp), compat.cast(g, cd, xp)
         ctx = ctx._replace(lr=ctx.lr_value(self.lr))
-        leaf, s = self.transform.update(Leaf(pc, gc, gc), s, ctx)
+        if self.masks:                          # the rule's own per-parameter predicates (lars, lamb)
+            m = dict(ctx.masks or {})
+            for k, pred in self.masks.items():
+                m.setdefault(k, bool(pred(p)))
+            ctx = ctx._replace(masks=m)
+        assert self.transform is not None, "a rule without a transform overrides update_leaf"
+        leaf, s = self.transform.update(Leaf(pc, gc, gc, p0=pc, dtype=p.dtype), s, ctx)
         pn = leaf.p
         if leaf.u is not None:
             sc = leaf.scale
             pn = pn - leaf.u if isinstance(sc, float) and sc == 1.0 else pn - scalar(sc, pn, xp) * leaf.u
         return compat.cast(pn, p.dtype, xp), s
+
+    def eval_leaf(self, p: Any, s: NamedTuple) -> Any:
+        """The weights to evaluate with for one parameter (``p`` itself for most rules; the average ``x`` of
+        schedule-free rules, the EMA of :func:`ema`, the slow weights of :func:`lookahead`)."""
+        if self.accepts is not None and not self.accepts(p):
+            return p if self.fallback is None else self.fallback.eval_leaf(p, s)
+        return p
+
+    def eval_params(self, params: Any, state: OptState) -> Any:
+        """The parameters to evaluate (and checkpoint) with, from the training parameters and the state.
+
+        The training parameters themselves for most rules; schedule-free rules return their average ``x``,
+        :func:`ema` its moving average, :func:`lookahead` the slow weights (wrappers delegate to the rule
+        they wrap).  Pure; the torch wrapper's ``eval()`` / ``train()`` swap them in place."""
+        ps, tdef, names = tree_flatten(params, "params")
+        if not isinstance(state, OptState) or len(state.leaves) != len(ps):
+            raise ValueError(f"state does not belong to these params: expected an OptState with {len(ps)} "
+                             f"leaves (from this optimizer's init), got {type(state).__name__}")
+        xp = compat.array_namespace(ps[0])
+        out = []
+        for p, s in zip(ps, state.leaves):
+            e = self.eval_leaf(p, s)
+            out.append(e if e is p else compat.cast(compat.cast(e, e.dtype, xp), p.dtype, xp))
+        return tree_unflatten(tdef, out)
 
     # ---- checks
     def init(self, params: Any) -> OptState:
@@ -230,10 +275,10 @@ class Rule:
         ps, _, names = tree_flatten(params, "params")
         if not ps:
             raise ValueError("params is empty: nothing to optimise")
-        xp = validate.check_same_namespace(**{n: p for n, p in zip(names, ps)})
+        xp = same_library("init", dict(zip(names, ps)))
         leaves = []
         for p, n in zip(ps, names):
-            validate.check_float(p, n, xp)
+            _LEAF.check(p, n, Call("init", {}))
             leaves.append(self.init_leaf(p, name=n, xp=xp))
         count = compat.zeros((), like=ps[0], dtype=xp.asarray(0).dtype, xp=xp)
         return OptState(count=count, leaves=tuple(leaves))
@@ -246,10 +291,11 @@ class Rule:
         if not isinstance(state, OptState) or len(state.leaves) != len(ps):
             raise ValueError(f"state does not belong to these params: expected an OptState with {len(ps)} "
                              f"leaves (from this optimizer's init), got {type(state).__name__}")
-        xp = validate.check_same_namespace(params=ps[0], grads=gs[0])
+        xp = same_library("step", {names[0]: ps[0], gnames[0]: gs[0]})
         for i, (p, g, pn, gn) in enumerate(zip(ps, gs, names, gnames)):
-            validate.check_float(p, pn, xp)
-            validate.check_array(g, gn)
+            _LEAF.check(p, pn, Call("step", {}))
+            if not compat.is_array(g):
+                raise TypeError(f"step: {gn} must be an array, got {type(g).__name__}")
             if tuple(g.shape) != tuple(p.shape):
                 raise ValueError(f"{gn} has shape {tuple(g.shape)}, but {pn} has shape {tuple(p.shape)}")
             if g.dtype != p.dtype:
@@ -265,44 +311,51 @@ class Rule:
         0-d bool array for traced ones, True under ``"ignore"``."""
         if self.nan_policy == "ignore":
             return True
-        if all(compat.is_concrete(g) for g in gs):
-            for g, gn in zip(gs, gnames):
-                # np.isfinite(x).all() runs at ~6 GB/s (1.7 ms for 10M float32); a parallel Numba reduction
-                # was 3-10x slower on a loaded 2-core machine (barrier waits)
-                if not bool(xp.all(xp.isfinite(g))):
+        ok = None
+        for g, gn in zip(gs, gnames):
+            # np.isfinite(x).all() runs at ~6 GB/s (1.7 ms for 10M float32); a parallel Numba reduction
+            # was 3-10x slower on a loaded 2-core machine (barrier waits)
+            f = xp.all(xp.isfinite(g))
+            if compat.is_concrete(f):          # (a constant captured by jax.jit still gives a traced flag)
+                if not bool(f):
                     if self.nan_policy == "raise":
                         raise ValueError(f"{gn} contains NaN or inf (nan_policy='raise'); nothing was changed. "
                                          "Pass nan_policy='skip' to skip such steps")
                     return False
-            return True
-        ok = None
-        for g in gs:
-            f = xp.all(xp.isfinite(g))
+                continue
             ok = f if ok is None else xp.logical_and(ok, f)
-        return ok
+        return True if ok is None else ok
 
     # ---- the step driver
     def updates(self, ps: list, gs: list, leaves: list, *, ctx: Ctx, names: list, hvp: Callable | None = None,
-                tree: Any = None) -> tuple[list, list]:
+                tree: Any = None, masks: dict | None = None) -> tuple[list, list]:
         """New parameters and leaf states of one step (pure): ``ctx`` holds the namespace and the step,
-        ``tree`` is the params tree ``hvp`` acts on."""
+        ``tree`` is the params tree ``hvp`` acts on, ``masks`` maps a masked term to one bool per leaf."""
         xp = ctx.xp
         extras = None
         if self.needs_hvp:
             if hvp is None:
                 raise ValueError(f"{self.name} needs hvp= in step(): a callable v -> H v on the params tree")
+            assert self.probe is not None
             extras = self.probe(ps, tree if tree is not None else ps, hvp, ctx.t - 1, xp)
         new_p, new_s = [], []
         for i, (p, g, s, n) in enumerate(zip(ps, gs, leaves, names)):
-            pn, sn = self.update_leaf(p, g, s, ctx._replace(name=n, extra=None if extras is None else extras[i]))
+            lm = None if not masks else {k: bool(v[i]) for k, v in masks.items()}
+            pn, sn = self.update_leaf(p, g, s, ctx._replace(name=n, extra=None if extras is None else extras[i],
+                                                            masks=lm))
             if p.ndim == 0:       # NumPy: 0-d arithmetic gives NumPy scalars, which the next step cannot write
                 pn, sn = xp.asarray(pn), _as_arrays(sn, xp)
             new_p.append(pn)
             new_s.append(sn)
         return new_p, new_s
 
-    def step(self, params: Any, grads: Any, state: OptState, *, hvp: Callable | None = None):
-        """One pure step: returns ``(new_params, new_state)`` and leaves the inputs untouched."""
+    def step(self, params: Any, grads: Any, state: OptState, *, hvp: Callable | None = None,
+             masks: dict | None = None):
+        """One pure step: returns ``(new_params, new_state)`` and leaves the inputs untouched.
+
+        ``masks`` (optional) maps a masked term (``"weight_decay"``, ``"trust_ratio"``) to one bool per
+        parameter leaf, in the flattening order: False leaves the term out for that parameter (what optax's
+        ``mask=`` arguments do; the optax wrapper passes them)."""
         ps, gs, tdef, names, gnames, xp = self._check(params, grads, state)
         ok = self.check_finite(gs, gnames, xp)
         if ok is False:
@@ -310,7 +363,7 @@ class Rule:
         count = state.count
         t = int(count) + 1 if compat.is_concrete(count) else count + 1
         new_p, new_s = self.updates(ps, gs, list(state.leaves), ctx=Ctx(xp, t, lrs={}), names=names, hvp=hvp,
-                                    tree=params)
+                                    tree=params, masks=masks)
         new_count = xp.asarray(count + 1)        # NumPy: 0-d + 1 is a scalar; keep a 0-d array (step_ needs it)
         if ok is not True:  # traced finiteness flag (under jax.jit nothing can raise: the step is skipped)
             new_p = [xp.where(ok, a, b) for a, b in zip(new_p, ps)]
@@ -345,7 +398,8 @@ class Rule:
         """
         check = self.nan_policy != "ignore" if check is None else check
         job = InPlace(ps, gs, leaves, Ctx(xp, t, lrs={}), names, gnames, xp, hvp, tree, check)
-        done = self.kernel(self, job) if self.kernel is not None and hvp is None else self.apply_generic_(job)
+        fused = self.kernel is not None and hvp is None and not self.masks
+        done = self.kernel(self, job) if fused else self.apply_generic_(job)
         if done is None:                     # a gradient is not finite and nothing was written
             self.check_finite(gs, gnames, xp)    # raises naming it under nan_policy="raise"
             return False
@@ -377,15 +431,23 @@ def _is_matrix(p) -> bool:
 
 
 def _rebuild(name: str, hyper: dict) -> Rule:
-    return lookup(name).obj(**hyper)
+    entry = lookup(name)
+    assert entry is not None, name
+    return entry.obj(**hyper)
 
 
 # ----------------------------------------------------------------------------------------------- state helpers
+def _rebuild_tuple(like, items):
+    """A tuple of ``like``'s type (NamedTuple or plain) from ``items``."""
+    items = list(items)
+    return type(like)(*items) if hasattr(like, "_fields") else tuple(items)
+
+
 def _as_arrays(s, xp):
     if s is None:
         return None
     if isinstance(s, tuple):
-        return type(s)(*(_as_arrays(v, xp) for v in s))
+        return _rebuild_tuple(s, (_as_arrays(v, xp) for v in s))
     return xp.asarray(s)
 
 
@@ -393,7 +455,7 @@ def _select(ok, new, old, xp):
     if old is None:
         return None
     if isinstance(old, tuple):
-        return type(old)(*(_select(ok, a, b, xp) for a, b in zip(new, old)))
+        return _rebuild_tuple(old, (_select(ok, a, b, xp) for a, b in zip(new, old)))
     return xp.where(ok, new, old)
 
 
@@ -468,7 +530,7 @@ def rule_factories() -> list:
     import importlib
 
     entries = [lookup(f"optim.{n}") for n in importlib.import_module("optnorm.optim").__all__]
-    return [f for f in entries if f.kind == "function" and getattr(f.body, "__optnorm_rule__", None)]
+    return [f for f in entries if f is not None and f.kind == "function" and getattr(f.body, "__optnorm_rule__", None)]
 
 
 def wrapper_doc(factory: Callable, header: str) -> str:

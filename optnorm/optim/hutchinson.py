@@ -13,10 +13,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._lib.typing import Seed as SeedT
 from .._lib import compat
 from .._lib.api import public, public_class
-from .._lib.convergence import warn_not_converged
-from .._lib.roles import Callback, Int, NonNegative, Outcome, Perturbation, Role, Seed
+from .._lib.solver import IterState, Monitor, Result
+from .._lib.roles import Bool, Callback, Int, NonNegative, Outcome, Perturbation, Role, Seed
 from ._common import seed_ints, tree_flatten, tree_unflatten
 
 
@@ -52,12 +53,29 @@ def _example(rng, dtype):
 
 
 @public(params=Params(), seed=Seed(), step=Int(0, array=True))
-def rademacher_like(params: Any, *, seed=0, step: Any = 0) -> Any:
-    """A tree of independent +-1 arrays shaped like ``params`` (same library, dtype and device).
+def rademacher_like(params: Any, *, seed: SeedT = 0, step: Any = 0) -> Any:
+    r"""A tree of independent +-1 arrays shaped like ``params`` (same library, dtype and device).
 
     Probes are a deterministic function of ``(seed, step)``: NumPy's PCG64 on the host
     for NumPy/CuPy/torch/array-api-strict, ``jax.random`` (``fold_in(key(seed), step)``)
     for JAX arrays, where ``step`` may be a traced integer under ``jax.jit``.
+
+    .. math::
+        z_i \in \{-1, +1\},\quad P(z_i = 1) = 1/2,\quad \mathbb E[z z^\top] = I
+
+    Parameters
+    ----------
+    params : array or list/tuple/dict of arrays
+        Only shapes, dtypes and the library are used.
+    seed : None, int >= 0 or Generator
+        Seed.
+    step : int or 0-d int array
+        Mixed into the seed (traced under ``jax.jit`` for JAX).
+
+    Returns
+    -------
+    tree like ``params``
+        Arrays of independent :math:`\pm 1` entries.
 
     Examples
     --------
@@ -76,7 +94,7 @@ def _signs(params, seeds: tuple, step):
 
 @public(hvp=Callback(optional=False), params=Params(), n_samples=Int(1), seed=Seed(), step=Int(0, array=True),
         example=_example)
-def hutchinson_diag(hvp: Callable, params: Any, *, n_samples: int = 1, seed=0, step: Any = 0) -> Any:
+def hutchinson_diag(hvp: Callable, params: Any, *, n_samples: int = 1, seed: SeedT = 0, step: Any = 0) -> Any:
     r"""Hutchinson estimate of the Hessian diagonal: ``diag(H) ~ mean_k z_k * (H z_k)``, ``z_k`` Rademacher.
 
     Unbiased since ``E[z z^T] = I``.  "A stochastic estimator of the trace of the
@@ -99,6 +117,10 @@ def hutchinson_diag(hvp: Callable, params: Any, *, n_samples: int = 1, seed=0, s
     -------
     tree like ``params``.
 
+    .. math::
+        \mathrm{diag}(H) \approx \frac1K\sum_{k=1}^K z_k \odot H z_k
+
+
     Examples
     --------
     >>> import numpy as np
@@ -108,7 +130,7 @@ def hutchinson_diag(hvp: Callable, params: Any, *, n_samples: int = 1, seed=0, s
     """
     seeds = seed_ints(seed)
     _, tdef, _ = tree_flatten(params, "params")
-    acc = None
+    acc: list = []
     for k in range(n_samples):
         z = _signs(params, (*seeds, k), step)
         zl, _, _ = tree_flatten(z, "z")
@@ -116,7 +138,7 @@ def hutchinson_diag(hvp: Callable, params: Any, *, n_samples: int = 1, seed=0, s
         if hdef != tdef:
             raise ValueError("hutchinson_diag: hvp must return a tree with the structure of params")
         prod = [a * b for a, b in zip(zl, hl)]
-        acc = prod if acc is None else [a + b for a, b in zip(acc, prod)]
+        acc = prod if not acc else [a + b for a, b in zip(acc, prod)]
     leaves, _, _ = tree_flatten(params, "params")
     # 0-d NumPy arithmetic gives NumPy scalars: keep arrays so the result is a tree like params
     return tree_unflatten(tdef, [compat.array_namespace(p).asarray(a / n_samples) if p.ndim == 0 else a / n_samples
@@ -124,9 +146,23 @@ def hutchinson_diag(hvp: Callable, params: Any, *, n_samples: int = 1, seed=0, s
 
 
 @public_class
-@dataclass(frozen=True)
-class TraceResult:
-    """Hutchinson trace estimate: ``trace`` (sum over leaves), ``per_leaf`` traces, probes used, convergence."""
+@dataclass(frozen=True, repr=False)
+class TraceResult(Result):
+    r"""Result of :func:`hutchinson_trace`.
+
+    Attributes
+    ----------
+    trace : float
+        The estimate of :math:`\operatorname{tr} H` (sum of ``per_leaf``).
+    per_leaf : tuple of float
+        The trace estimate of every parameter block (HAWQ-V2's layer sensitivities).
+    n_iter : int
+        Probes used.
+    converged : bool
+        Whether the running mean's relative change fell below ``tol``.
+    errors : tuple of float
+        The relative change of the running mean after every probe from the second on.
+    """
     trace: float
     per_leaf: tuple
     n_iter: int
@@ -134,10 +170,18 @@ class TraceResult:
     errors: tuple
 
 
+@dataclass(frozen=True)
+class TraceState(IterState):
+    """What :func:`hutchinson_trace`'s ``callback`` receives: ``n_iter`` (probes), ``error`` (relative change
+    of the running mean) and the running estimate ``trace``."""
+    trace: float = 0.0
+
+
 @public(hvp=Callback(optional=False), params=Params(), n_samples=Int(1), seed=Seed(), tol=NonNegative(),
-        min_samples=Int(1), callback=Callback(), callback_every=Int(1), example=_example)
-def hutchinson_trace(hvp: Callable, params: Any, *, n_samples: int = 100, seed=0, tol: float = 1e-3,
-                     min_samples: int = 2, callback: Callable | None = None, callback_every: int = 1) -> TraceResult:
+        min_samples=Int(1), callback=Callback(), callback_every=Int(1), progress=Bool(), example=_example)
+def hutchinson_trace(hvp: Callable, params: Any, *, n_samples: int = 100, seed: SeedT = 0, tol: float = 1e-3,
+                     min_samples: int = 2, callback: Callable | None = None, callback_every: int = 1,
+                     progress: bool = False) -> TraceResult:
     r"""Hutchinson estimate of ``tr(H)`` (and of each parameter block's trace), with HAWQ-V2's stopping rule.
 
     ``tr(H) ~ mean_k z_k^T H z_k``.  Probes are drawn until the running mean changes
@@ -147,6 +191,36 @@ def hutchinson_trace(hvp: Callable, params: Any, *, n_samples: int = 100, seed=0
     The per-leaf traces are the block traces HAWQ-V2 uses as layer sensitivities
     ("HAWQ-V2: Hessian Aware trace-Weighted Quantization of Neural Networks",
     Z. Dong et al., NeurIPS 2020).  Host-side loop: returns Python floats.
+
+    .. math::
+        \operatorname{tr} H \approx \frac1K\sum_{k=1}^K z_k^\top H z_k,\qquad z_k \in \{-1, 1\}^d
+
+    Parameters
+    ----------
+    hvp : callable
+        ``v -> H v`` on trees shaped like ``params``.
+    params : array or list/tuple/dict of arrays
+        Only shapes, dtypes and the library are used.
+    n_samples : int >= 1
+        Probes at most.
+    seed : None, int >= 0 or Generator
+        Probe seed.
+    tol : float >= 0
+        Stop when the running mean changes by less than ``tol`` relatively (0: use all ``n_samples``).
+    min_samples : int >= 1
+        Probes before the stopping rule applies.
+    callback : callable(state) -> bool, optional
+        Called every ``callback_every`` probes with a :class:`TraceState` (``n_iter``, ``error``, ``trace``);
+        returning True stops.
+    callback_every : int >= 1
+        Probes between callbacks.
+    progress : bool
+        Show a progress bar (tqdm when installed, else a line per interval on stderr).
+
+    Returns
+    -------
+    TraceResult
+        ``trace``, ``per_leaf``, ``n_iter``, ``converged``, ``errors``.
 
     Examples
     --------
@@ -159,9 +233,8 @@ def hutchinson_trace(hvp: Callable, params: Any, *, n_samples: int = 100, seed=0
     leaves, tdef, _ = tree_flatten(params, "params")
     sums = [0.0] * len(leaves)
     prev = None
-    errors = []
-    converged = stopped = False
-    k = 0
+    mon = Monitor("hutchinson_trace", max_iter=n_samples, tol=tol if tol > 0 and n_samples >= min_samples else None,
+                  callback=callback, callback_every=callback_every, progress=progress)
     for k in range(1, n_samples + 1):
         zl, _, _ = tree_flatten(_signs(params, (*seeds, k - 1), 0), "z")
         hl, hdef, _ = tree_flatten(hvp(tree_unflatten(tdef, zl)), "hvp(v)")
@@ -171,18 +244,17 @@ def hutchinson_trace(hvp: Callable, params: Any, *, n_samples: int = 100, seed=0
             xp = compat.array_namespace(a)
             sums[i] += float(xp.sum(a * b))
         mean = sum(sums) / k
-        if prev is not None:
+        if prev is None:
+            mon.step(k)
+        else:
             err = abs(mean - prev) / max(abs(prev), 1e-30)
-            errors.append(err)
-            if callback is not None and k % callback_every == 0 and callback(k, mean):
-                stopped = True
-                break
-            if k >= min_samples and err < tol:
-                converged = True
+            if k < min_samples:          # the stopping rule waits for min_samples; the error is still recorded
+                mon.errors.append(err)
+                mon.step(k)
+            elif mon.update(k, err, lambda: TraceState(k, err, mean)):
                 break
         prev = mean
-    if not converged and not stopped and tol > 0 and n_samples >= min_samples:
-        warn_not_converged("hutchinson_trace", k, errors[-1] if errors else None, tol, hint="raise n_samples or "
-                           "loosen tol")
+    mon.close()
+    k = mon.n_iter
     per = tuple(s / k for s in sums)
-    return TraceResult(trace=sum(per), per_leaf=per, n_iter=k, converged=converged, errors=tuple(errors))
+    return TraceResult(trace=sum(per), per_leaf=per, n_iter=k, converged=mon.converged, errors=tuple(mon.errors))

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._lib.typing import Array
 from .._lib import compat
 from .._lib.api import public
 from .._lib.roles import Choice, Float, Int, NonNegative, Option
@@ -31,11 +32,28 @@ def _dct_np(s: int) -> np.ndarray:
 
 
 @public(n=Int(1), like=Float(optional=True), dtype=Option())
-def dct_matrix(n: int, *, like=None, dtype=None):
+def dct_matrix(n: int, *, like: Array | None = None, dtype: Any = None) -> Array:
     r"""Orthonormal DCT-II basis as columns: ``Q[j, k] = c_k cos(pi k (2j+1) / (2n))``, ``c_0 = 1/sqrt(n)``.
 
     ``A @ Q`` gives the DCT-II coefficients of each row of ``A``.  Cached per size.
     ``like``: an array whose library/device/dtype to use (NumPy float64 by default).
+
+    .. math::
+        Q_{jk} = c_k \cos\frac{\pi k (2j + 1)}{2n},\qquad c_0 = \sqrt{1/n},\ c_k = \sqrt{2/n}
+
+    Parameters
+    ----------
+    n : int >= 1
+        Size of the basis.
+    like : array, optional
+        Array whose library, device and dtype the result takes.
+    dtype : dtype, optional
+        Result dtype (default ``like``'s, else float64).
+
+    Returns
+    -------
+    array (n, n)
+        Orthonormal DCT-II basis as columns.
 
     Examples
     --------
@@ -92,9 +110,8 @@ def project_dct(inner: Rule, rank: int, update_proj_gap: int, ell_norm: int) -> 
 @rule("DCTLowRank", inner=RuleArg(optional=False), rank=Int(1), update_proj_gap=Int(1), weight_decay=NonNegative(),
       max_shape=Int(1), ell_norm=Choice((1, 2)), fallback=RuleArg(), nan_policy=NAN_POLICY,
       example=lambda rng, dtype: ((_default_inner(),), {"rank": 2}))
-def dct_lowrank(inner: Rule, *, rank: int, update_proj_gap: int = 1, weight_decay: float = 0.0,
-                max_shape: int = 32000, ell_norm: int = 1, fallback: Rule | None = None,
-                nan_policy="raise") -> Rule:
+def dct_lowrank(inner: Rule, *, rank: int, update_proj_gap: int = 1, weight_decay: float = 0.0, max_shape: int = 32000,
+                ell_norm: int = 1, fallback: Rule | None = None, nan_policy: str = "raise") -> Rule:
     r"""Run ``inner`` (e.g. ``adam``) on DCT-projected low-rank gradients of 2-D parameters (SVD-free).
 
     "SVD-Free Low-Rank Adaptive Gradient Optimization for Large Language Models",
@@ -109,6 +126,33 @@ def dct_lowrank(inner: Rule, *, rank: int, update_proj_gap: int = 1, weight_deca
     the decay in ``weight_decay`` here.  Parameters that are not 2-D, or have a side
     ``>= max_shape`` or ``<= rank``, use ``fallback`` (default: ``inner`` at full rank).
     The inner state is not rotated when the subspace changes (as the reference).
+
+    .. math::
+        a = G Q_r,\quad (u, s) \leftarrow \mathrm{inner}(a, s),\quad p \leftarrow p(1 - lr\,\lambda) + u Q_r^\top
+
+    Parameters
+    ----------
+    inner : Rule
+        The rule run on the projected ``(m, rank)`` gradients (e.g. ``adam(...)``).
+    rank : int >= 1
+        Number of DCT columns kept.
+    update_proj_gap : int >= 1
+        Steps between re-selections of the columns.
+    weight_decay : float >= 0
+        Decoupled decay of the full weight ``p (1 - lr wd)``.
+    max_shape : int
+        Parameters with a side this long or longer use ``fallback``.
+    ell_norm : {1, 2}
+        Norm ranking the DCT columns.
+    fallback : Rule, optional
+        Rule for other parameters (default: ``inner`` at full rank).
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``LowRankLeaf``.
 
     Examples
     --------

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from .._lib.typing import Scalar as ScalarT, Schedule
 from .._lib import compat
 from .._lib.roles import Int, NonNegative, Positive, Scalars, UnitInterval
 from . import transforms as T
@@ -55,8 +56,9 @@ def scale_by_conda(b1: float, b2: float, eps: float, update_proj_gap: int, scale
 
 @rule("Conda", lr=LR, betas=Scalars(UnitInterval(), 2), eps=NonNegative(), weight_decay=NonNegative(),
       update_proj_gap=Int(1), scale=Positive(), fallback=RuleArg(), nan_policy=NAN_POLICY)
-def conda(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, update_proj_gap=2000, scale=1.0,
-          fallback: Rule | None = None, nan_policy="raise") -> Rule:
+def conda(*, lr: ScalarT | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+          weight_decay: float = 0.0, update_proj_gap: int = 2000, scale: float = 1.0, fallback: Rule | None = None,
+          nan_policy: str = "raise") -> Rule:
     r"""Conda: Adam whose second moment lives in the singular basis of the momentum (column-normalised Adam).
 
     Conda, column-normalised Adam (2025; reference code jie040109/Conda).  For ``G`` of shape
@@ -71,6 +73,30 @@ def conda(*, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, update_pro
     the reference's per-group ``scale`` (its configs use 0.25).  With
     ``update_proj_gap=1``-style refresh and ``wd=0`` this is Adam (HF eps
     convention) in a rotated basis.
+
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    betas : (float, float)
+        Moment decays, each in [0, 1).
+    eps : float >= 0
+        Added to the root.
+    weight_decay : float >= 0
+        Decoupled decay after the step.
+    update_proj_gap : int >= 1
+        Steps between recomputations of the singular basis ``P``.
+    scale : float
+        The reference's per-group multiplier :math:`s`.
+    fallback : Rule, optional
+        Rule for the parameters that are not 2-D (biases, gains); without one they raise, naming the parameter.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``CondaLeaf``.
 
     Examples
     --------

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from .._lib.typing import Scalar as ScalarT, Schedule
 from .._lib.roles import Bool, Choice, Int, NonNegative, Positive, Scalar, Scalars, UnitInterval
 from . import transforms as T
 from ._common import zeros_state
@@ -31,9 +32,10 @@ def _decay(weight_decay):
 
 @rule("Muon", lr=LR, weight_decay=NonNegative(), momentum=UnitInterval(), nesterov=Bool(), eps=Positive(),
       adjust_lr_fn=Choice(ADJUST_LR), ns_dtype=Choice(NS_DTYPES), fallback=RuleArg(), nan_policy=NAN_POLICY, **_NS)
-def muon(*, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True, ns_coefficients=T.MUON_COEFFICIENTS,
-         eps=1e-7, ns_steps=5, adjust_lr_fn=None, ns_dtype="auto", fallback: Rule | None = None,
-         nan_policy="raise") -> Rule:
+def muon(*, lr: ScalarT | Schedule = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95, nesterov: bool = True,
+         ns_coefficients: tuple[float, float, float] = T.MUON_COEFFICIENTS, eps: float = 1e-7, ns_steps: int = 5,
+         adjust_lr_fn: str | None = None, ns_dtype: str | None = "auto", fallback: Rule | None = None,
+         nan_policy: str = "raise") -> Rule:
     r"""Muon with torch.optim.Muon's defaults and conventions.
 
     .. math::
@@ -47,14 +49,36 @@ def muon(*, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True, ns_coeffici
     networks", K. Jordan et al., 2024; "Muon is Scalable for LLM Training", J. Liu et al., 2025.
     The chain: ``ema_momentum``, ``orthogonalize``, ``decay_weights``, ``scale_by_shape``, ``scale_by_lr``.
 
+
     Parameters
     ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    weight_decay : float >= 0
+        Decoupled decay ``p (1 - lr wd)``.
+    momentum : float in [0, 1)
+        EMA factor :math:`\mu` of the momentum buffer.
+    nesterov : bool
+        Orthogonalise ``lerp(g, B, mu)`` instead of ``B``.
+    ns_coefficients : (float, float, float)
+        Quintic coefficients ``(a, b, c)``.
+    eps : float > 0
+        Floor of the Frobenius norm before the iteration.
+    ns_steps : int
+        Newton-Schulz iterations.
+    adjust_lr_fn : None, "original", "match_rms_adamw", "spectral" or "none"
+        The shape factor :math:`a(m, n)`.
     ns_dtype : "auto", None, "float32", "float64" or "bfloat16"
-        Dtype of the Newton-Schulz matmuls.  ``"auto"``: bfloat16 for torch and JAX
-        arrays (what torch.optim.Muon does; ~3% relative error per step), the
-        parameter's dtype for NumPy/CuPy/others.  None: the parameter's dtype.
+        dtype of the Newton-Schulz matmuls.
     fallback : Rule, optional
-        Rule for parameters that are not 2-D (biases, norms); without one they raise.
+        Rule for the parameters that are not 2-D (biases, gains); without one they raise, naming the parameter.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``MuonLeaf``.
 
     Examples
     --------
@@ -94,9 +118,10 @@ def normalize_by_row_moment(beta2: float, scale_mode: str) -> Transform:
 @rule("NorMuon", lr=LR, weight_decay=NonNegative(), momentum=UnitInterval(), beta2=UnitInterval(), nesterov=Bool(),
       eps=Positive(), ns_dtype=Choice(NS_DTYPES), scale_mode=Choice(("keep_norm", "rms0.2")), fallback=RuleArg(),
       nan_policy=NAN_POLICY, **_NS)
-def normuon(*, lr=0.02, weight_decay=0.0, momentum=0.95, beta2=0.95, nesterov=True,
-            ns_coefficients=T.MUON_COEFFICIENTS, eps=1e-7, ns_steps=5, ns_dtype="auto", scale_mode="keep_norm",
-            fallback: Rule | None = None, nan_policy="raise") -> Rule:
+def normuon(*, lr: ScalarT | Schedule = 0.02, weight_decay: float = 0.0, momentum: float = 0.95, beta2: float = 0.95,
+            nesterov: bool = True, ns_coefficients: tuple[float, float, float] = T.MUON_COEFFICIENTS, eps: float = 1e-7,
+            ns_steps: int = 5, ns_dtype: str | None = "auto", scale_mode: str = "keep_norm",
+            fallback: Rule | None = None, nan_policy: str = "raise") -> Rule:
     r"""NorMuon: Muon with a per-neuron (row) second moment normalising the orthogonalised update.
 
     "NorMuon" (arXiv:2510.05491, 2025; reference code zichongli5/NorMuon):
@@ -108,6 +133,38 @@ def normuon(*, lr=0.02, weight_decay=0.0, momentum=0.95, beta2=0.95, nesterov=Tr
     then ``scale_mode="keep_norm"`` (reference code) rescales ``O_hat`` to ``|O|_F``
     and by ``sqrt(max(1, m/n))``; ``"rms0.2"`` (paper) to RMS 0.2.  Decoupled
     decay ``p (1 - lr wd)``; ``p -= lr O_hat``.  No bias correction of ``v``.
+
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    weight_decay : float >= 0
+        Decoupled decay ``p (1 - lr wd)``.
+    momentum : float in [0, 1)
+        EMA factor :math:`\mu` of the momentum buffer.
+    beta2 : float in [0, 1)
+        EMA factor of the per-row second moment.
+    nesterov : bool
+        Orthogonalise ``lerp(g, B, mu)`` instead of ``B``.
+    ns_coefficients : (float, float, float)
+        Quintic coefficients.
+    eps : float > 0
+        Norm floor of the iteration.
+    ns_steps : int
+        Newton-Schulz iterations.
+    ns_dtype : "auto", None, "float32", "float64" or "bfloat16"
+        dtype of the Newton-Schulz matmuls (see :func:`muon`).
+    scale_mode : {"keep_norm", "rms0.2"}
+        Rescaling of the normalised update.
+    fallback : Rule, optional
+        Rule for the parameters that are not 2-D (biases, gains); without one they raise, naming the parameter.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``NorMuonLeaf``.
 
     Examples
     --------
@@ -150,8 +207,9 @@ _AUON = dict(lr=LR, momentum=UnitInterval(), weight_decay=NonNegative(), gamma=N
 
 
 @rule("AuON", **_AUON)
-def auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov=True, normalize_output=False,
-         fallback: Rule | None = None, nan_policy="raise") -> Rule:
+def auon(*, lr: ScalarT | Schedule = 0.24, momentum: float = 0.95, weight_decay: float = 0.0, gamma: float = 1.5,
+         nesterov: bool = True, normalize_output: bool = False, fallback: Rule | None = None,
+         nan_policy: str = "raise") -> Rule:
     r"""AuON: linear-time normalised momentum (no orthogonalisation).
 
     "AuON: A Linear-time Alternative to Semi-Orthogonal Momentum Updates" (arXiv:2509.24320,
@@ -166,6 +224,30 @@ def auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov=True, 
     to SGD-Nesterov with a large lr.  ``normalize_output=True`` uses the paper
     summary's form ``U/|U|_F / (r + 1e-8) sqrt(max(1, m/n))`` (unit Frobenius).
 
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    momentum : float in [0, 1)
+        EMA factor :math:`\mu` of the momentum buffer.
+    weight_decay : float >= 0
+        Decoupled decay, applied first.
+    gamma : float >= 0
+        :math:`\gamma` of the cosh brake.
+    nesterov : bool
+        Use ``lerp(g, B, mu)`` instead of ``B``.
+    normalize_output : bool
+        Unit-Frobenius output times ``sqrt(max(1, m/n))``.
+    fallback : Rule, optional
+        Rule for the parameters that are not 2-D (biases, gains); without one they raise, naming the parameter.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``MuonLeaf``.
+
     Examples
     --------
     >>> import numpy as np
@@ -175,13 +257,48 @@ def auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov=True, 
 
 
 @rule("HybridAuON", ns_dtype=Choice(NS_DTYPES), **_NS, **_AUON)
-def hybrid_auon(*, lr=0.24, momentum=0.95, weight_decay=0.0, gamma=1.5, nesterov=True, ns_steps=5,
-                ns_coefficients=T.MUON_COEFFICIENTS, ns_dtype=None, normalize_output=False,
-                fallback: Rule | None = None, nan_policy="raise") -> Rule:
+def hybrid_auon(*, lr: ScalarT | Schedule = 0.24, momentum: float = 0.95, weight_decay: float = 0.0, gamma: float = 1.5,
+                nesterov: bool = True, ns_steps: int = 5,
+                ns_coefficients: tuple[float, float, float] = T.MUON_COEFFICIENTS, ns_dtype: str | None = None,
+                normalize_output: bool = False, fallback: Rule | None = None, nan_policy: str = "raise") -> Rule:
     r"""Hybrid-AuON: :func:`auon` with the momentum first orthogonalised by ``ns_steps`` Newton-Schulz steps.
 
     Same paper and conventions as :func:`auon`; the Newton-Schulz iteration runs
     in the parameter's dtype by default (the reference code does not cast to bf16).
+
+    .. math::
+        O = \mathrm{NS}(U),\quad r = \sqrt{\mathrm{mean}\cosh^2(\gamma O/\|O\|_F)},\quad
+        p \leftarrow p - lr\,O/(r + 10^{-8})
+
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    momentum : float in [0, 1)
+        EMA factor :math:`\mu` of the momentum buffer.
+    weight_decay : float >= 0
+        Decoupled decay, applied first.
+    gamma : float >= 0
+        :math:`\gamma` of the cosh brake.
+    nesterov : bool
+        Use ``lerp(g, B, mu)`` instead of ``B``.
+    ns_steps : int
+        Newton-Schulz iterations.
+    ns_coefficients : (float, float, float)
+        Quintic coefficients.
+    ns_dtype : "auto", None, "float32", "float64" or "bfloat16"
+        dtype of the Newton-Schulz matmuls (see :func:`muon`).
+    normalize_output : bool
+        Unit-Frobenius output times ``sqrt(max(1, m/n))``.
+    fallback : Rule, optional
+        Rule for the parameters that are not 2-D (biases, gains); without one they raise, naming the parameter.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``MuonLeaf``.
 
     Examples
     --------

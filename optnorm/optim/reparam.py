@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from .._lib.typing import Array
 from .._lib import compat
 from .._lib.api import public, vjp
 from .._lib.roles import Axis, Choice, Float, Positive
@@ -40,7 +41,7 @@ def _forward(weight, xp, red, eps):
 
 
 @public(weight=Float(min_ndim=2), mode=Choice(_MODES), axis=Axis("weight"), eps=Positive())
-def weight_conditioning(weight, *, mode: str = "row", axis: int = 0, eps: float = 1e-12):
+def weight_conditioning(weight: Array, *, mode: str = "row", axis: int = 0, eps: float = 1e-12) -> Array:
     r"""Weight conditioning by diagonal equilibration: ``W_eff = D W`` with ``D = diag(1 / |W_i|_2)``.
 
     "Weight Conditioning for Smooth Optimization of Neural Networks",

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._lib.typing import Array, Seed as SeedT
 from .._lib import compat
 from .._lib.api import public, vjp
 from .._lib.roles import Axis, Bool, Choice, Float, Int, NonNegative, Option, Positive, Scalar, Seed
@@ -47,13 +48,28 @@ def _fans(shape, layout):
 
 
 @public(shape=_SHAPE, layout=Choice(LAYOUTS))
-def spectral_scale(shape, /, *, layout: str = "torch") -> float:
+def spectral_scale(shape: Any, /, *, layout: str = "torch") -> float:
     r"""``sqrt(fan_out / fan_in)``: the spectral norm a layer's weights and updates should have.
 
     "A Spectral Condition for Feature Learning", G. Yang, J. B. Simon, J. Bernstein,
     2023: feature learning in every layer needs ``|W|_* = Theta(sqrt(fan_out/fan_in))``
     and ``|Delta W|_* = Theta(sqrt(fan_out/fan_in))``.  ``shape`` is a shape or an
     array; ``layout="torch"`` is ``(out, in, *kernel)``, ``"flax"`` ``(*kernel, in, out)``.
+
+    .. math::
+        \|W\|_* \approx \|\Delta W\|_* \approx \sqrt{\text{fan\_out}/\text{fan\_in}}
+
+    Parameters
+    ----------
+    shape : tuple of int or array
+        A weight shape (or the weight).
+    layout : {"torch", "flax"}
+        ``(out, in, *kernel)`` or ``(*kernel, in, out)``.
+
+    Returns
+    -------
+    float
+        :math:`\sqrt{\text{fan\_out}/\text{fan\_in}}`.
 
     Examples
     --------
@@ -67,11 +83,31 @@ def spectral_scale(shape, /, *, layout: str = "torch") -> float:
 
 
 @public(shape=_SHAPE, seed=Seed(), layout=Choice(LAYOUTS), like=Float(optional=True))
-def spectral_init(shape, /, *, seed=0, layout: str = "torch", like=None):
+def spectral_init(shape: Any, /, *, seed: SeedT = 0, layout: str = "torch", like: Array | None = None) -> Array:
     r"""Gaussian init with ``sigma = min(1, sqrt(fan_out/fan_in)) / sqrt(fan_in)`` (spectral parametrisation).
 
     Then ``|W|_* ~ sqrt(fan_out/fan_in)`` for large layers (Yang, Simon, Bernstein, 2023).
     NumPy float64 by default; ``like`` gives the library/dtype/device.
+
+    .. math::
+        W_{ij} \sim \mathcal N(0, \sigma^2),\qquad
+        \sigma = \frac{\min(1, \sqrt{\text{fan\_out}/\text{fan\_in}})}{\sqrt{\text{fan\_in}}}
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Weight shape.
+    seed : None, int or Generator
+        Random seed.
+    layout : {"torch", "flax"}
+        ``(out, in, *kernel)`` or ``(*kernel, in, out)``.
+    like : array, optional
+        Array whose library, device and dtype the result takes.
+
+    Returns
+    -------
+    array of ``shape``
+        The initial weight.
 
     Examples
     --------
@@ -103,13 +139,35 @@ def _spectral_norm(G, xp, n_iter, seed):
 
 
 @public(G=Float("m n"), n_iter=Int(1), seed=Seed(), layout=Choice(LAYOUTS), exact=Bool())
-def spectral_normalize(G, /, *, n_iter: int = 20, seed=0, layout: str = "torch", exact: bool = False):
+def spectral_normalize(G: Array, /, *, n_iter: int = 20, seed: SeedT = 0, layout: str = "torch",
+                       exact: bool = False) -> Array:
     r"""Scale an update to spectral norm ``sqrt(fan_out/fan_in)``: ``sqrt(fan_out/fan_in) G / |G|_*``.
 
     ``|G|_*`` by ``n_iter`` power iterations (``O(n_iter m n)``), or by SVD with
     ``exact=True``.  The "direct form" of the spectral condition (Yang, Simon, Bernstein, 2023).
     ``G`` is first divided by its largest magnitude (the map is scale-invariant), so
     entries near the dtype's range neither overflow nor underflow; a zero ``G`` stays zero.
+
+    .. math::
+        G \leftarrow \sqrt{\text{fan\_out}/\text{fan\_in}}\;G / \|G\|_*
+
+    Parameters
+    ----------
+    G : array (m, n)
+        The update.
+    n_iter : int >= 1
+        Power iterations.
+    seed : None, int or Generator
+        Seed of the power iteration's start.
+    layout : {"torch", "flax"}
+        ``(out, in, *kernel)`` or ``(*kernel, in, out)``.
+    exact : bool
+        Use the SVD instead of power iterations.
+
+    Returns
+    -------
+    array like ``G``
+        The rescaled update.
 
     Examples
     --------
@@ -143,11 +201,30 @@ def _project_example(rng, dtype):
 
 
 @public(W=Float(), rho=Float(finite=True), axis=Axis("W", none=True), eps=Positive(), example=_project_example)
-def project_to_norm(W, rho, /, *, axis=None, eps: float = 1e-12):
-    """``rho W / |W|`` (Frobenius over ``axis``; ``axis=None``: the whole array, ``-1``: per row).
+def project_to_norm(W: Array, rho: Array | float, /, *, axis: int | None = None, eps: float = 1e-12) -> Array:
+    r"""``rho W / |W|`` (Frobenius over ``axis``; ``axis=None``: the whole array, ``-1``: per row).
 
     ``rho`` is a non-negative number or an array broadcasting against the norms (shape
     ``W.shape`` with ``axis`` reduced to 1); norms below ``eps`` are floored at ``eps``.
+
+    .. math::
+        W \leftarrow \rho\, W / \max(\|W\|, \epsilon)
+
+    Parameters
+    ----------
+    W : array
+        The weight.
+    rho : float or array
+        Target norm(s), broadcasting against the norms.
+    axis : int, tuple or None
+        Axes of the norm (None: all).
+    eps : float > 0
+        Floor of the norms.
+
+    Returns
+    -------
+    array like ``W``
+        The projected weight.
 
     Examples
     --------
@@ -195,7 +272,7 @@ def run_rule(inner: Rule) -> Transform:
 
 @rule("NaP", inner=RuleArg(optional=False), axis=Scalar(integer=True, optional=True), min_ndim=Int(0),
       nan_policy=NAN_POLICY, example=lambda rng, dtype: ((_default_inner(),), {}))
-def nap(inner: Rule, *, axis=None, min_ndim: int = 2, nan_policy="raise") -> Rule:
+def nap(inner: Rule, *, axis: int | None = None, min_ndim: int = 2, nan_policy: str = "raise") -> Rule:
     r"""Normalize-and-Project: after every step of ``inner``, project each weight back to its initial norm.
 
     "Normalization and effective learning rates in reinforcement learning",
@@ -204,6 +281,25 @@ def nap(inner: Rule, *, axis=None, min_ndim: int = 2, nan_policy="raise") -> Rul
     Parameters with fewer than ``min_ndim`` dimensions (biases, norm gains) are left
     free.  Pair with a normalisation layer before each nonlinearity so the weights
     are scale-invariant; any lr decay then goes into ``inner``'s schedule.
+
+    .. math::
+        W \leftarrow \mathrm{inner}(W),\qquad W \leftarrow \|W_0\|\, W / \|W\|
+
+    Parameters
+    ----------
+    inner : Rule
+        The rule that steps the weights.
+    axis : int or None
+        None: one norm per weight; ``-1``: per output unit.
+    min_ndim : int >= 0
+        Parameters with fewer dimensions are not projected.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``NaPLeaf``.
 
     Examples
     --------
@@ -243,7 +339,7 @@ class NormLossResiduals(NamedTuple):
 
 
 @public(W=Float(), factor=NonNegative())
-def norm_loss(W, /, *, factor: float = 1e-4):
+def norm_loss(W: Array, /, *, factor: float = 1e-4) -> Array:
     r"""Norm Loss: ``factor * sum_i (|w_i| - 1)^2`` over the units ``w_i`` of a weight (a soft oblique constraint).
 
     "Norm Loss: An efficient yet effective regularization method for deep neural
@@ -252,6 +348,21 @@ def norm_loss(W, /, *, factor: float = 1e-4):
     a 1-D ``W`` is one unit.  Differentiable through ``optnorm.torch.norm_loss`` and
     ``optnorm.jax.norm_loss``; its gradient is :func:`norm_loss_grad`.  Norms are
     formed without overflow; a loss beyond the dtype's range raises ``ValueError``.
+
+    .. math::
+        L(W) = c\sum_i (\|w_i\| - 1)^2
+
+    Parameters
+    ----------
+    W : array
+        A weight (rows or flattened filters are its units).
+    factor : float >= 0
+        :math:`c`.
+
+    Returns
+    -------
+    0-d array
+        The loss.
 
     Examples
     --------
@@ -268,10 +379,27 @@ def norm_loss(W, /, *, factor: float = 1e-4):
 
 
 @public(W=Float(), factor=NonNegative(), eps=Positive())
-def norm_loss_grad(W, /, *, factor: float = 1e-4, eps: float = 1e-12):
+def norm_loss_grad(W: Array, /, *, factor: float = 1e-4, eps: float = 1e-12) -> Array:
     r"""Gradient of :func:`norm_loss`: ``2 factor (1 - 1/|w_i|) w_i`` (norms floored at ``eps``).
 
     The decoupled form used by Ranger21 is ``p <- p - lr * norm_loss_grad(p)``.
+
+    .. math::
+        \frac{\partial L}{\partial w_i} = 2c\,\bigl(1 - 1/\|w_i\|\bigr)\,w_i
+
+    Parameters
+    ----------
+    W : array
+        A weight.
+    factor : float >= 0
+        :math:`c`.
+    eps : float > 0
+        Floor of the unit norms.
+
+    Returns
+    -------
+    array like ``W``
+        :math:`\partial L/\partial W`.
 
     Examples
     --------

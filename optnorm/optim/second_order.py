@@ -9,8 +9,10 @@ import numpy as np
 
 from .._lib import compat
 from .._lib.api import public, public_class
-from .._lib.convergence import default_tol, warn_not_converged
-from .._lib.roles import SPD, Callback, Choice, Float, Int, NonNegative, Positive, Probability, Scalars, Seed, \
+from .._lib.convergence import default_tol
+from .._lib.solver import IterState, Monitor, Result
+from .._lib.typing import Array, Scalar as ScalarT, Schedule, Seed as SeedT
+from .._lib.roles import SPD, Bool, Callback, Choice, Float, Int, NonNegative, Positive, Probability, Scalars, Seed, \
     Symmetric, UnitInterval
 from . import transforms as T
 from ._common import bias_correction, scalar, seed_ints, ssqrt, stable_norm, tree_flatten, zeros_state
@@ -66,8 +68,9 @@ def hessian_probe(n_samples: int, seed, spatial_average: str) -> Callable:
 @rule("AdaHessian", lr=LR, betas=Scalars(UnitInterval(), 2), eps=Positive(), weight_decay=NonNegative(),
       hessian_power=Probability(), n_samples=Int(1), spatial_average=Choice(("conv", "none")), seed=Seed(),
       nan_policy=NAN_POLICY)
-def adahessian(*, lr=0.15, betas=(0.9, 0.999), eps=1e-4, weight_decay=0.0, hessian_power=1.0, n_samples=1,
-               spatial_average="conv", seed=0, nan_policy="raise") -> Rule:
+def adahessian(*, lr: ScalarT | Schedule = 0.15, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-4,
+               weight_decay: float = 0.0, hessian_power: float = 1.0, n_samples: int = 1, spatial_average: str = "conv",
+               seed: SeedT = 0, nan_policy: str = "raise") -> Rule:
     r"""AdaHessian: Adam with the squared Hutchinson Hessian diagonal as second moment.
 
     "ADAHESSIAN: An Adaptive Second Order Optimizer for Machine Learning", Z. Yao,
@@ -81,6 +84,32 @@ def adahessian(*, lr=0.15, betas=(0.9, 0.999), eps=1e-4, weight_decay=0.0, hessi
         p \leftarrow p - lr\Big(\frac{m/(1-\beta_1^t)}{(\sqrt{v}/\sqrt{1-\beta_2^t})^{k} + \epsilon} + \lambda p\Big)
 
     ``step(params, grads, state, hvp=...)`` needs ``hvp(v) -> H v`` on the params tree.
+
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    betas : (float, float)
+        Moment decays, each in [0, 1).
+    eps : float > 0
+        Added to the root.
+    weight_decay : float >= 0
+        Coupled decay inside the step.
+    hessian_power : float in [0, 1]
+        Exponent :math:`k` of the root.
+    n_samples : int >= 1
+        Rademacher probes per step.
+    spatial_average : {"conv", "none"}
+        Average ``D`` over the kernel dims of 4-D weights.
+    seed : None, int or Generator
+        Probe seed (with the step).
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``AdaHessianLeaf``.
 
     Examples
     --------
@@ -108,12 +137,31 @@ def _newton_example(rng, dtype):
 
 @public(g=Float("d", finite=True), H=Symmetric("d d"), lam=NonNegative(array=True), B=SPD("d d", optional=True),
         example=_newton_example)
-def regularized_newton_step(g, H, lam, B=None):
-    """The regularised Newton step ``-(H + lam B)^{-1} g`` (``B`` = identity when None).
+def regularized_newton_step(g: Array, H: Array, lam: float, B: Array | None = None) -> Array:
+    r"""The regularised Newton step ``-(H + lam B)^{-1} g`` (``B`` = identity when None).
 
     One step of :func:`gradnorm_newton`.  ``g`` has shape (d,), ``H`` (a symmetric Hessian or an
     approximation of it) and ``B`` (a positive definite metric) shape (d, d).  A ``ValueError`` names
     ``H`` when ``H + lam B`` is singular, and ``g`` when the step overflows.
+
+    .. math::
+        \Delta = -(H + \lambda B)^{-1} g
+
+    Parameters
+    ----------
+    g : array (d,)
+        Gradient.
+    H : array (d, d)
+        Symmetric Hessian (or an approximation).
+    lam : float >= 0 or 0-d array
+        :math:`\lambda`.
+    B : array (d, d), optional
+        Positive definite metric (identity when None).
+
+    Returns
+    -------
+    array (d,)
+        The step :math:`\Delta`.
 
     Examples
     --------
@@ -144,15 +192,39 @@ def _dual_norm(g, B, xp):
 
 
 @public_class
-@dataclass(frozen=True)
-class NewtonResult:
-    """Result of :func:`gradnorm_newton`: ``x``, iterations, convergence, gradient norms and the final gamma."""
+@dataclass(frozen=True, repr=False)
+class NewtonResult(Result):
+    r"""Result of :func:`gradnorm_newton`.
+
+    Attributes
+    ----------
+    x : array (d,)
+        The last iterate.
+    n_iter : int
+        Newton steps taken.
+    converged : bool
+        Whether ``|grad f(x)|_* <= tol`` was reached.
+    errors : tuple of float
+        The dual gradient norm at ``x0`` and after every step.
+    gamma : float
+        The final smoothness estimate :math:`\gamma`.
+    n_trials : int
+        Linear solves (accepted and rejected trial steps).
+    """
     x: Any
     n_iter: int
     converged: bool
     errors: tuple
     gamma: float
     n_trials: int
+
+
+@dataclass(frozen=True)
+class NewtonState(IterState):
+    """What :func:`gradnorm_newton`'s ``callback`` receives: ``n_iter``, ``error`` (the dual gradient norm),
+    the iterate ``x`` and the current ``gamma``."""
+    x: Any = None
+    gamma: float = 0.0
 
 
 def _gnn_example(rng, dtype):
@@ -174,12 +246,11 @@ def _finite_value(v, what: str, k: int) -> float:
 @public(fun=Callback(optional=False), grad=Callback(optional=False), hess=Callback(optional=False),
         x0=Float("d", finite=True), gamma0=Positive(), gamma_min=Positive(), eps=Positive(),
         B=SPD("d d", optional=True), max_iter=Int(0), max_trials=Int(1), tol=NonNegative(optional=True),
-        callback=Callback(),
-        callback_every=Int(1), example=_gnn_example, sizes={"d": 2})
-def gradnorm_newton(fun: Callable, grad: Callable, hess: Callable, x0, /, *, gamma0: float = 1.0,
-                    gamma_min: float = 1e-9, eps: float = 1e-8, B=None, max_iter: int = 100, max_trials: int = 40,
-                    tol: float | None = None, callback: Callable | None = None,
-                    callback_every: int = 1) -> NewtonResult:
+        callback=Callback(), callback_every=Int(1), progress=Bool(), example=_gnn_example, sizes={"d": 2})
+def gradnorm_newton(fun: Callable, grad: Callable, hess: Callable, x0: Array, /, *, gamma0: float = 1.0,
+                    gamma_min: float = 1e-9, eps: float = 1e-8, B: Array | None = None, max_iter: int = 100,
+                    max_trials: int = 40, tol: float | None = None, callback: Callable | None = None,
+                    callback_every: int = 1, progress: bool = False) -> NewtonResult:
     r"""Gradient-regularised Newton method with an adaptive gradient-normalised smoothness estimate.
 
     "Gradient-Normalized Smoothness for Optimization with Approximate Hessians",
@@ -199,18 +270,41 @@ def gradnorm_newton(fun: Callable, grad: Callable, hess: Callable, x0, /, *, gam
 
     Parameters
     ----------
-    fun, grad, hess : callables of ``x`` (shape (d,)) returning a float, (d,), (d, d).
+    fun : callable(x) -> float
+        The objective.
+    grad : callable(x) -> array (d,)
+        Its gradient.
+    hess : callable(x) -> array (d, d)
+        Its Hessian or an approximation.
     x0 : array (d,)
-    gamma0, gamma_min, eps : floats of the gamma controller.
+        Starting point.
+    gamma0 : float > 0
+        Initial smoothness estimate :math:`\gamma_0`.
+    gamma_min : float > 0
+        Floor of :math:`\gamma`.
+    eps : float > 0
+        :math:`\epsilon` in :math:`\lambda_k`.
     B : array (d, d), optional
         Positive definite metric (identity by default).
-    max_iter, max_trials, tol : stop when ``|g|_* <= tol`` (default ``1e-8`` for float64 ``x0``, ``1.2e-5``
-        for float32: :func:`optnorm._lib.convergence.default_tol`).
-    callback : callable(k, x) -> bool, optional, called every ``callback_every`` iterations; True stops.
+    max_iter : int >= 0
+        Newton steps at most.
+    max_trials : int >= 1
+        Trial steps per iteration at most.
+    tol : float >= 0, optional
+        Stop when ``|g|_* <= tol`` (default ``1e-8`` for float64 ``x0``, ``1.2e-5`` for float32:
+        :func:`optnorm._lib.convergence.default_tol`).
+    callback : callable(state) -> bool, optional
+        Called every ``callback_every`` steps with a :class:`NewtonState` (``n_iter``, ``error``, ``x``,
+        ``gamma``); returning True stops.
+    callback_every : int >= 1
+        Steps between callbacks.
+    progress : bool
+        Show a progress bar (tqdm when installed, else a line per interval on stderr).
 
     Returns
     -------
     NewtonResult
+        ``x``, ``n_iter``, ``converged``, ``errors``, ``gamma``, ``n_trials``.
 
     Examples
     --------
@@ -224,18 +318,17 @@ def gradnorm_newton(fun: Callable, grad: Callable, hess: Callable, x0, /, *, gam
     tol = default_tol(1e-8, x0.dtype) if tol is None else tol
     gamma = float(gamma0)
     x = x0
-    errors = []
-    converged = stopped = False
     trials = 0
-    k = 0
+    mon = Monitor("gradnorm_newton", max_iter=max_iter, tol=tol, callback=callback, callback_every=callback_every,
+                  progress=progress)
+    gn = _finite_value(_dual_norm(grad(x), B, xp), "|grad|", 0)
+    mon.errors.append(gn)
+    if gn <= tol:
+        mon.converged = True
     for k in range(1, max_iter + 1):
-        g = grad(x)
-        gn = _finite_value(_dual_norm(g, B, xp), "|grad|", k - 1)
-        errors.append(gn)
-        if gn <= tol:
-            converged = True
-            k -= 1
+        if mon.converged:
             break
+        g = grad(x)
         H = hess(x)
         fx = _finite_value(fun(x), "fun", k - 1)
         for _ in range(max_trials):
@@ -249,13 +342,9 @@ def gradnorm_newton(fun: Callable, grad: Callable, hess: Callable, x0, /, *, gam
                 break
             gamma = max(gamma / 2.0, gamma_min)
         x = x1
-        if callback is not None and k % callback_every == 0 and callback(k, x):
-            stopped = True
-            break
-    else:
         gn = _finite_value(_dual_norm(grad(x), B, xp), "|grad|", k)
-        converged = gn <= tol
-        errors.append(gn)
-    if not converged and not stopped and max_iter > 0:
-        warn_not_converged("gradnorm_newton", k, errors[-1], tol)
-    return NewtonResult(x=x, n_iter=k, converged=converged, errors=tuple(errors), gamma=gamma, n_trials=trials)
+        if mon.update(k, gn, lambda: NewtonState(k, gn, x, gamma)):
+            break
+    mon.close()
+    return NewtonResult(x=x, n_iter=mon.n_iter, converged=mon.converged, errors=tuple(mon.errors), gamma=gamma,
+                        n_trials=trials)

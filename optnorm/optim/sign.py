@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from .._lib.typing import Scalar as ScalarT, Schedule
 from .._lib.roles import Bool, NonNegative, Scalars, UnitInterval
 from . import _kernels
 from . import transforms as T
-from ._common import zeros_state
+from ._common import active, zeros_state
 from .base import LR, NAN_POLICY, Rule, Transform, chain, rule
 
 
@@ -29,9 +30,10 @@ def scale_by_lion(b1: float, b2: float) -> Transform:
     return Transform(init, update)
 
 
-@rule("Lion", lr=LR, betas=Scalars(UnitInterval(), 2), weight_decay=NonNegative(), maximize=Bool(),
+@rule("Lion", lr=LR, betas=Scalars(UnitInterval(array=True), 2), weight_decay=NonNegative(array=True), maximize=Bool(),
       nan_policy=NAN_POLICY)
-def lion(*, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False, nan_policy="raise") -> Rule:
+def lion(*, lr: ScalarT | Schedule = 1e-4, betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0,
+         maximize: bool = False, nan_policy: str = "raise") -> Rule:
     r"""Lion (EvoLved Sign Momentum), in optax.lion's form.
 
     .. math::
@@ -43,6 +45,24 @@ def lion(*, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False, nan_po
     paper (lr 1e-4, betas (0.9, 0.99)); optax's default weight decay is 1e-3, here 0.
     The chain is ``scale_by_lion``, ``add_decayed_weights``, ``scale_by_lr`` (optax's).
 
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    betas : (float, float)
+        :math:`\beta_1` (interpolation of the sign) and :math:`\beta_2` (momentum), in [0, 1).
+    weight_decay : float >= 0
+        Decoupled decay added to the sign update.
+    maximize : bool
+        Ascend.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``LionLeaf``.
+
     Examples
     --------
     >>> import numpy as np
@@ -53,7 +73,7 @@ def lion(*, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False, nan_po
     """
     parts = [T.flip_sign()] if maximize else []
     parts.append(scale_by_lion(betas[0], betas[1]))
-    if weight_decay:
+    if active(weight_decay):
         parts.append(T.add_decayed_weights(weight_decay))
     parts.append(T.scale_by_lr())
     kernel = _kernels.lion(beta1=betas[0], beta2=betas[1], weight_decay=weight_decay, maximize=maximize)

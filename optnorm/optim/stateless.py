@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from .._lib.typing import Array, Scalar as ScalarT, Schedule
 from .._lib import compat
 from .._lib.api import public
 from .._lib.roles import Bool, Choice, Float, Int, Positive
@@ -58,8 +59,8 @@ def whiten(eps: float, method: str, ns_steps: int, keep_norm: bool) -> Transform
 
 @rule("SWAN", lr=LR, eps=Positive(), whitening=Choice(("eigh", "newton_schulz")), ns_steps=Int(1), keep_norm=Bool(),
       fallback=RuleArg(), nan_policy=NAN_POLICY)
-def swan(*, lr=1e-3, eps=1e-8, whitening="eigh", ns_steps=10, keep_norm=False, fallback: Rule | None = None,
-         nan_policy="raise") -> Rule:
+def swan(*, lr: ScalarT | Schedule = 1e-3, eps: float = 1e-8, whitening: str = "eigh", ns_steps: int = 10,
+         keep_norm: bool = False, fallback: Rule | None = None, nan_policy: str = "raise") -> Rule:
     r"""SWAN: stateless update from row-standardised, whitened gradients.
 
     SWAN (arXiv:2412.13148, ICML 2025; GradNorm + GradWhitening):
@@ -77,6 +78,28 @@ def swan(*, lr=1e-3, eps=1e-8, whitening="eigh", ns_steps=10, keep_norm=False, f
     to ``|G~|_F``.  The paper's code was not published; this follows its
     equations (step counts and normalisation of the iteration are our choice).
 
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    eps : float > 0
+        Added to the row std and to the eigenvalues.
+    whitening : {"eigh", "newton_schulz"}
+        Exact inverse square root or the coupled Newton-Schulz iteration.
+    ns_steps : int >= 1
+        Iterations of ``"newton_schulz"``.
+    keep_norm : bool
+        Rescale to the standardised gradient's Frobenius norm.
+    fallback : Rule, optional
+        Rule for the parameters that are not 2-D (biases, gains); without one they raise, naming the parameter.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``EmptyLeaf``.
+
     Examples
     --------
     >>> import numpy as np
@@ -87,7 +110,7 @@ def swan(*, lr=1e-3, eps=1e-8, whitening="eigh", ns_steps=10, keep_norm=False, f
 
 
 @public(G=Float("... m n"), n_iter=Int(1), eps=Positive())
-def sinkhorn_normalize_gradient(G, /, n_iter: int = 5, *, eps: float = 1e-8):
+def sinkhorn_normalize_gradient(G: Array, /, n_iter: int = 5, *, eps: float = 1e-8) -> Array:
     r"""SR-Sinkhorn normalisation: alternately scale rows to norm ``sqrt(n)`` and columns to ``sqrt(m)``.
 
     The fixed point has every row of norm ``sqrt(n)`` and every column of norm
@@ -96,6 +119,24 @@ def sinkhorn_normalize_gradient(G, /, n_iter: int = 5, *, eps: float = 1e-8):
     first divided by its largest magnitude, so entries near the dtype's range neither
     overflow nor underflow; rows and columns whose norm is below ``eps`` (after that
     scaling) are divided by ``eps``.
+
+    .. math::
+        X \leftarrow \sqrt n\,\mathrm{diag}(\|X_{i,:}\|)^{-1}X,\qquad
+        X \leftarrow \sqrt m\,X\,\mathrm{diag}(\|X_{:,j}\|)^{-1}
+
+    Parameters
+    ----------
+    G : array (..., m, n)
+        Gradient matrix (or a stack).
+    n_iter : int >= 1
+        Alternating normalisations.
+    eps : float > 0
+        Floor of the norms (after scaling by the largest magnitude).
+
+    Returns
+    -------
+    array like ``G``
+        The normalised gradient.
 
     Examples
     --------
@@ -127,13 +168,36 @@ def sinkhorn_normalize(n_iter: int, eps: float) -> Transform:
 
 
 @rule("SinkGD", lr=LR, n_iter=Int(1), eps=Positive(), fallback=RuleArg(), nan_policy=NAN_POLICY)
-def sinkgd(*, lr=1e-3, n_iter=5, eps=1e-8, fallback: Rule | None = None, nan_policy="raise") -> Rule:
+def sinkgd(*, lr: ScalarT | Schedule = 1e-3, n_iter: int = 5, eps: float = 1e-8, fallback: Rule | None = None,
+           nan_policy: str = "raise") -> Rule:
     r"""SinkGD: stateless descent along the SR-Sinkhorn-normalised gradient.
 
     "Gradient Multi-Normalization for Stateless and Scalable LLM Training"
     (arXiv:2502.06742, 2025): ``X = G``; ``n_iter`` times
     ``X <- sqrt(n) diag(|X_i,:|)^{-1} X``, ``X <- sqrt(m) X diag(|X_:,j|)^{-1}``
     (norms floored at ``eps``); ``p -= lr X``.  No state (SGD memory).
+
+    .. math::
+        X \leftarrow \sqrt n\,\mathrm{diag}(\|X_{i,:}\|)^{-1}X,\quad
+        X \leftarrow \sqrt m\,X\,\mathrm{diag}(\|X_{:,j}\|)^{-1},\quad p \leftarrow p - lr\,X
+
+    Parameters
+    ----------
+    lr : float, 0-d array or callable(step) -> float
+        Step size; a schedule is called with the number of steps taken (0 first).
+    n_iter : int >= 1
+        Alternating normalisations.
+    eps : float > 0
+        Floor of the row and column norms.
+    fallback : Rule, optional
+        Rule for the parameters that are not 2-D (biases, gains); without one they raise, naming the parameter.
+    nan_policy : {"raise", "skip", "ignore"}
+        Non-finite gradients raise before anything changes, skip the step, or are not checked.
+
+    Returns
+    -------
+    Rule
+        ``init`` / ``step`` / ``step_``; leaf state ``EmptyLeaf``.
 
     Examples
     --------

@@ -1,6 +1,7 @@
 """TrAct: the first-layer weight update that makes pre-activations, not weights, trainable."""
 from __future__ import annotations
 
+from .._lib.typing import Array
 from .._lib import compat
 from .._lib.api import public
 from .._lib.roles import Choice, Float, Positive
@@ -8,8 +9,8 @@ from .._lib.roles import Choice, Float, Positive
 
 
 @public(grad_out=Float("... b m"), inputs=Float("... b n"), lam=Positive(), method=Choice(("auto", "primal", "dual")))
-def tract_precondition(grad_out, inputs, *, lam=0.1, method="auto"):
-    """TrAct weight update ΔW for a first layer y = a Wᵀ (+ b), from the output gradient.
+def tract_precondition(grad_out: Array, inputs: Array, *, lam: float = 0.1, method: str = "auto") -> Array:
+    r"""TrAct weight update ΔW for a first layer y = a Wᵀ (+ b), from the output gradient.
 
     With a = ``inputs`` (b × n, leading axes flattened) and g = ``grad_out`` = ∂L/∂y (b × m):
 
@@ -42,6 +43,10 @@ def tract_precondition(grad_out, inputs, *, lam=0.1, method="auto"):
     Returns
     -------
     array (m, n) in the inputs' dtype: the update for W (same layout as torch's Linear.weight).
+
+    .. math::
+        \Delta W = g^\top a\,\bigl(a^\top a/b + \lambda I\bigr)^{-1} = g^\top\bigl(aa^\top/b + \lambda I\bigr)^{-1}a
+
 
     Examples
     --------

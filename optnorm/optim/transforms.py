@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+from typing import Any
+from .._lib.typing import Array
 from .._lib import compat
 from .._lib.api import public
 from .._lib.roles import Choice, Float, Int, Positive, Scalar, Scalars
@@ -132,8 +134,9 @@ def resolve_dtype(x, dtype, xp):
 
 @public(G=Float("... m n"), steps=Int(0), coefficients=Scalars(Scalar(), 3), eps=Positive(),
         dtype=Choice((None, "float32", "float64", "bfloat16")))
-def newton_schulz_orthogonalize(G, /, steps: int = 5, *, coefficients=MUON_COEFFICIENTS, eps: float = 1e-7,
-                                dtype=None):
+def newton_schulz_orthogonalize(G: Array, /, steps: int = 5, *,
+                                coefficients: tuple[float, float, float] = MUON_COEFFICIENTS, eps: float = 1e-7,
+                                dtype: Any = None) -> Array:
     r"""Approximate orthogonalisation ``U S' V^T`` of ``G = U S V^T`` by Muon's quintic Newton-Schulz iteration.
 
     .. math::
@@ -243,6 +246,8 @@ def add_decayed_weights(weight_decay: float) -> Transform:
     """Coupled L2 decay on the direction: ``u + wd p`` (Adam, SGD; Lion's decay)."""
 
     def update(leaf, s, ctx):
+        if not ctx.on("weight_decay"):
+            return leaf, s
         return leaf._replace(u=decay_coupled(leaf.u, leaf.p, weight_decay)), s
 
     return Transform(no_state, update)
@@ -253,6 +258,8 @@ def decay_weights(weight_decay: float, *, divisor: float = 1.0) -> Transform:
     multiplier (AdamW, Lion, Muon; AdamP's ``wd_ratio``; SGDP divides by ``1 - momentum``)."""
 
     def update(leaf, s, ctx):
+        if not ctx.on("weight_decay"):
+            return leaf, s
         lr = scalar(ctx.lr, leaf.p, ctx.xp)
         return leaf._replace(p=leaf.p * (1.0 - lr * weight_decay * leaf.wd_mult / divisor)), s
 
@@ -330,6 +337,47 @@ def scale_by_adam(b1: float, b2: float, eps: float, *, amsgrad: bool = False, ep
                 s._replace(exp_avg=m, exp_avg_sq=v, max_exp_avg_sq=vmax))
 
     return Transform(init, update)
+
+
+def scale_by_adam_optax(b1, b2, eps, eps_root=0.0, *, nesterov: bool = False) -> Transform:
+    """optax.scale_by_adam's direction ``mhat / (sqrt(vhat + eps_root) + eps)`` with both moments bias-corrected
+    and ``m = (1 - b1) g + b1 m`` (optax's ``update_moment``).  State fields ``exp_avg``, ``exp_avg_sq``."""
+
+    def init(p, ctx):
+        return {"exp_avg": zeros_state(p, ctx.xp), "exp_avg_sq": zeros_state(p, ctx.xp)}
+
+    def update(leaf, s, ctx):
+        xp, t, g = ctx.xp, ctx.t, leaf.u
+        m = (1.0 - b1) * g + b1 * s.exp_avg
+        v = (1.0 - b2) * (g * g) + b2 * s.exp_avg_sq
+        if nesterov:
+            mhat = (b1 * m / scalar(1.0 - b1 ** (t + 1), m, xp)
+                    + (1.0 - b1) * g / scalar(bias_correction(b1, t), m, xp))
+        else:
+            mhat = m / scalar(bias_correction(b1, t), m, xp)
+        vhat = v / scalar(bias_correction(b2, t), v, xp)
+        return leaf._replace(u=mhat / (xp.sqrt(vhat + eps_root) + eps)), s._replace(exp_avg=m, exp_avg_sq=v)
+
+    return Transform(init, update)
+
+
+def scale_by_trust_ratio(trust_coefficient=1.0, eps=0.0, min_norm=0.0) -> Transform:
+    """optax.scale_by_trust_ratio: ``u coeff |p| / (|u| + eps)`` per parameter, 1 where a norm is 0 (norms
+    floored at ``min_norm``); skipped where the leaf's ``"trust_ratio"`` mask is False."""
+
+    def update(leaf, s, ctx):
+        if not ctx.on("trust_ratio"):
+            return leaf, s
+        xp, u = ctx.xp, leaf.u
+        pn, un = stable_norm(leaf.p, xp), stable_norm(u, xp)
+        if min_norm:
+            pn, un = clamp_min(pn, min_norm, xp), clamp_min(un, min_norm, xp)
+        ratio = trust_coefficient * pn / (un + eps)
+        zero = xp.logical_or(pn == 0.0, un == 0.0)
+        ratio = xp.where(zero, xp.ones_like(ratio), ratio)
+        return leaf._replace(u=u * ratio), s
+
+    return Transform(no_state, update)
 
 
 def project_scale_invariant(delta: float, eps: float, wd_ratio: float) -> Transform:

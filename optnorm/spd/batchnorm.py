@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
+from .._lib.typing import Array
 from .._lib.api import public, public_class, vjp
 from .._lib.roles import SPD, Bool, Choice, Float, Int, Option, Positive, Probability, Scalar
 from ._linalg import (apply_native, bw2, divdiff, eigh, eye, funm, funm_bwd, lyap_eig, mT, ot_map, recon, rot,
@@ -142,8 +143,13 @@ def _global_scale(X, xp):
 
 
 @public(**_STAT_ROLES, mean_iter=Int(0), example=_example(False), sizes={"n": 3})
-def rbn_statistics(X, *, metric="bw", M=None, power=1.0, mean_iter=1, check=True):
-    """Batch mean and variance of SPD matrices under ``metric`` (no gradient flows through them).
+def rbn_statistics(X: Array, *, metric: str = "bw", M: Array | None = None, power: float = 1.0, mean_iter: int = 1,
+                   check: bool = True) -> tuple[Array, Array]:
+    r"""Batch mean and variance of SPD matrices under ``metric`` (no gradient flows through them).
+
+    .. math::
+
+        G = \arg\min_M \sum_i d^2(M, X_i)\ \text{(approximately, after mean\_iter steps)},\qquad v = \frac1N\sum_i d^2(X_i, G)
 
     - ``"bw"``/``"gbw"``: on ``Xh = M^{-1/2} X^p M^{-1/2}``: the BW barycenter after ``mean_iter`` fixed-point
       steps from the arithmetic mean (GBWBN uses one) and ``var = mean_i d_BW^2(Xh_i, G) / p^2`` (the squared
@@ -247,9 +253,15 @@ class RBNRes(NamedTuple):
         bias=SPD("n n", optional=True, gate="check"), weight=Float("", finite=True, optional=True, gate="check"),
         M=SPD("n n", optional=True, gate="check"), metric=Choice(METRICS), power=Scalar(), eps=Positive(),
         check=Bool(), example=_example(True), sizes={"n": 3})
-def rbn_normalize(X, mean, var, bias=None, weight=None, M=None, *, metric="bw", power=1.0, eps=1e-5, check=True):
-    """Normalise a batch of SPD matrices given its statistics: centre at ``mean``, scale the dispersion by
+def rbn_normalize(X: Array, mean: Array, var: Array, bias: Array | None = None, weight: Array | None = None,
+                  M: Array | None = None, *, metric: str = "bw", power: float = 1.0, eps: float = 1e-5,
+                  check: bool = True) -> Array:
+    r"""Normalise a batch of SPD matrices given its statistics: centre at ``mean``, scale the dispersion by
     ``weight / sqrt(var + eps)``, move to ``bias`` (the differentiable core of :func:`riemannian_batch_norm`).
+
+    .. math::
+
+        Y = \mathrm{Exp}_{B}\Bigl(\Gamma_{I\to B}\bigl(f\,\Gamma_{G\to I}(\mathrm{Log}_G X)\bigr)\Bigr),\qquad f = \frac{w}{\sqrt{v + \epsilon}}
 
     - ``"bw"``/``"gbw"`` (GBWBN, Wang, Jin, Chen, Luo, Wu, "Learning to Normalize on the SPD Manifold under
       Bures-Wasserstein Geometry", CVPR 2025): with ``Xh = M^{-1/2} X^p M^{-1/2}``,
@@ -549,9 +561,15 @@ def _check_state(value, name):
         M=SPD("n n", optional=True, gate="check"), metric=Choice(METRICS), power=Scalar(), training=Bool(),
         momentum=Probability(), eps=Positive(), mean_iter=Int(0), check=Bool(), example=_example(False),
         sizes={"n": 3})
-def riemannian_batch_norm(X, state=None, *, bias=None, weight=None, M=None, metric="bw", power=1.0, training=True,
-                          momentum=0.1, eps=1e-5, mean_iter=1, check=True):
-    """Riemannian batch normalization of SPD matrices (functional: returns the output and the new state).
+def riemannian_batch_norm(X: Array, state: RBNState | None = None, *, bias: Array | None = None, weight: Array | None = None,
+                          M: Array | None = None, metric: str = "bw", power: float = 1.0, training: bool = True,
+                          momentum: float = 0.1, eps: float = 1e-5, mean_iter: int = 1,
+                          check: bool = True) -> tuple[Array, RBNState]:
+    r"""Riemannian batch normalization of SPD matrices (functional: returns the output and the new state).
+
+    .. math::
+
+        Y_i = \mathrm{Exp}_{B}\Bigl(\Gamma_{I\to B}\bigl(f\,\Gamma_{G\to I}(\mathrm{Log}_G X_i)\bigr)\Bigr),\quad f = \frac{w}{\sqrt{v+\epsilon}},\qquad R \leftarrow \gamma_{R\to G}(m)
 
     Training: the batch statistics (:func:`rbn_statistics`: mean by ``mean_iter`` fixed-point/Karcher steps,
     variance as the mean squared geodesic distance to it) normalise the batch (:func:`rbn_normalize`) and update

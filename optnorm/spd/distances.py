@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
+from .._lib.typing import Array
 from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
 from .._lib.roles import SPD, Bool
@@ -68,11 +69,12 @@ def _bw2_generic(A, B, *, xp):
 
 @_bw2.numba(when=lambda A, B, **kw: numpy_float(A, B) and A.shape[-1] <= 64)
 def _bw2_numba(A, B, *, xp):
-    """The kernel symmetrises and scales each pair itself (no extra passes over the batch)."""
-    from .._numba import spd as nb
+    """The kernel symmetrises and scales each pair itself (no extra passes over the batch), eight pairs per SIMD
+    lane group (optnorm/_numba/spd_lanes.py)."""
+    from .._numba import spd_lanes as nb
 
     shp = np.broadcast_shapes(A.shape, B.shape)
-    d2, err = nb.bw_dist2_batched(np.broadcast_to(A, shp), np.broadcast_to(B, shp))
+    d2, err = nb.bw_dist2_pairs_lanes(np.broadcast_to(A, shp), np.broadcast_to(B, shp))
     return d2.astype(A.dtype, copy=False), err.astype(A.dtype, copy=False)
 
 
@@ -104,8 +106,12 @@ def _bw2_cuda(A, B, *, xp):
 
 
 @public(**_PAIR, gufunc=_GUFUNC)
-def bw_distance(A, B, *, squared=False, check=True):
-    """Bures-Wasserstein distance between SPD matrices (the 2-Wasserstein distance of centred Gaussians).
+def bw_distance(A: Array, B: Array, *, squared: bool = False, check: bool = True) -> Array:
+    r"""Bures-Wasserstein distance between SPD matrices (the 2-Wasserstein distance of centred Gaussians).
+
+    .. math::
+
+        d_{BW}^2(A, B) = \operatorname{tr}A + \operatorname{tr}B - 2\operatorname{tr}\bigl(A^{1/2}BA^{1/2}\bigr)^{1/2} = \operatorname{tr}A + \operatorname{tr}B - 2\sum_i\sqrt{\mu_i},\quad \mu = \operatorname{eig}(L^\top BL),\ A = LL^\top
 
     ``d^2(A, B) = tr A + tr B - 2 tr (A^{1/2} B A^{1/2})^{1/2}`` (Bhatia, Jain, Lim, "On the Bures-Wasserstein
     distance between positive definite matrices", Expo. Math. 2019).  Computed as
@@ -116,7 +122,8 @@ def bw_distance(A, B, *, squared=False, check=True):
     through one SVD, so that ``d(A, A)`` is ~1e-16 at any condition number.  Both matrices are divided by
     a common scale first (``d^2`` is homogeneous), so entries near the dtype's range give finite
     results.  On NumPy float32/float64 with n <= 64 a Numba kernel (Cholesky, congruence, Householder
-    tridiagonalisation, implicit QL, parallel over the batch) computes the trace formula and its error bound.
+    tridiagonalisation, implicit QL; eight pairs per SIMD lane group, parallel over the batch) computes the trace
+    formula and its error bound.
 
     VJP: ``grad_A d^2 = I - T``, ``grad_B d^2 = I - T^{-1}``, ``T = L^{-T} (L^T B L)^{1/2} L^{-1}`` the optimal
     transport map from ``A`` to ``B``; for ``squared=False`` the cotangent is divided by ``2 d`` (0 at d = 0).
@@ -179,12 +186,20 @@ vjp(bw_distance, bw_distance_fwd, bw_distance_bwd, validate=True)
 
 # ---------------------------------------------------------------------------- AIRM
 @public(**_PAIR, gufunc=_GUFUNC)
-def airm_distance(A, B, *, squared=False, check=True):
-    """Affine-invariant Riemannian distance ``||log(A^{-1/2} B A^{-1/2})||_F = sqrt(sum_i log^2 mu_i)``.
+def airm_distance(A: Array, B: Array, *, squared: bool = False, check: bool = True) -> Array:
+    r"""Affine-invariant Riemannian distance ``||log(A^{-1/2} B A^{-1/2})||_F = sqrt(sum_i log^2 mu_i)``.
+
+    .. math::
+
+        d_{AIRM}(A, B) = \bigl\|\log(A^{-1/2}BA^{-1/2})\bigr\|_F = \Bigl(\sum_i \log^2\mu_i\Bigr)^{1/2},\quad \mu = \operatorname{eig}(L^{-1}BL^{-\top}),\ A = LL^\top
 
     ``mu`` are the generalized eigenvalues of ``(B, A)``, from ``eig(L^{-1} B L^{-T})``, ``A = L L^T``
     (Pennec, Fillard, Ayache, "A Riemannian framework for tensor computing", IJCV 2006).  Scale-invariant, so
-    both matrices are divided by a common scale first.
+    both matrices are divided by a common scale first.  Computed in the difference form
+    ``eig(L^{-1} (B - A) L^{-T}) = mu - 1`` with ``log mu = log1p(mu - 1)``: ``d(A, A) = 0`` exactly, and close
+    pairs keep their digits at condition number 1e8.  On NumPy float32/float64 with n <= 64 a Numba kernel
+    (Cholesky, triangular substitutions, Householder tridiagonalisation, implicit QL; eight pairs per SIMD lane
+    group, parallel over the batch) computes ``d^2``.
     VJP: with ``W = L^{-T} V`` (``W^T A W = I``), ``grad_B d^2 = W diag(2 log mu / mu) W^T`` and
     ``grad_A d^2 = -W diag(2 log mu) W^T``.
 
@@ -205,32 +220,76 @@ def airm_distance(A, B, *, squared=False, check=True):
     >>> round(float(spd.airm_distance(np.eye(2), np.e * np.eye(2))), 6)
     1.414214
     """
-    return airm_distance_fwd(A, B, squared=squared, check=check)[0]
+    xp = compat.array_namespace(A, B)
+    Ac, dt = upcast(A, xp)
+    Bc = compat.cast(B, Ac.dtype, xp)
+    d2, low = _airm2(Ac, Bc, xp=xp)
+    if check and low is not None and bool(xp.any(low)):
+        raise ValueError(_AIRM_RANGE)
+    return _finish(d2, squared, xp, dt)
+
+
+_AIRM_RANGE = ("airm_distance: the generalized eigenvalues of (B, A) leave the dtype's range (A and B differ in "
+               "magnitude by more than it spans, or are singular to working precision)")
+_airm2 = Dispatcher("spd.airm_distance", serves="spd.airm_distance")
+
+
+@_airm2.generic
+def _airm2_generic(A, B, *, xp):
+    """(d^2, flag of eigenvalues below the smallest normal number) from the generalized eigenvalues only."""
+    _, As, Bs, _, _ = _prep_pair(A, B)
+    _, _, lg, _, low = _airm_eig(As, Bs, xp, vectors=False)
+    return xp.sum(lg * lg, axis=-1), low
+
+
+def _airm_eig(As, Bs, xp, vectors):
+    """``(L, mu, log mu, V, low)`` for the scaled pair: ``As = L L^T``, ``mu`` the generalized eigenvalues of
+    ``(Bs, As)`` floored as :func:`floor` does, V the eigenvectors (or None), ``low`` whether an eigenvalue is
+    below the smallest normal number (None under tracing).  From the difference form
+    ``L^{-1}(Bs - As)L^{-T} = C - I``, ``log mu = log1p(delta)``: no cancellation for close pairs (d(A, A) is
+    exactly 0 and ~1e-13 for close pairs at condition number 1e8, where eig(C) gives 1e-10)."""
+    L = xp.linalg.cholesky(As)
+    D = sym(xp.linalg.solve(L, mT(xp.linalg.solve(L, Bs - As), xp)), xp)
+    if vectors:
+        delta, V = xp.linalg.eigh(D)
+    else:
+        delta, V = xp.linalg.eigvalsh(D), None
+    mu = 1.0 + delta
+    low = xp.any(mu < float(xp.finfo(mu.dtype).smallest_normal), axis=-1) if compat.is_concrete(mu) else None
+    muf = floor(mu, None, xp)
+    floored = muf > mu
+    lg = xp.where(floored, xp.log(muf), xp.log1p(xp.where(floored, xp.zeros_like(delta), delta)))
+    return L, muf, lg, V, low
+
+
+@_airm2.numba(when=lambda A, B, **kw: numpy_float(A, B) and A.shape[-1] <= 64)
+def _airm2_numba(A, B, *, xp):
+    """Cholesky, two triangular substitutions, tridiagonal QL, eight pairs per SIMD lane group
+    (optnorm/_numba/spd_lanes.py)."""
+    from .._numba import spd_lanes as nb
+
+    shp = np.broadcast_shapes(A.shape, B.shape)
+    d2, flag = nb.airm_dist2_pairs_lanes(np.broadcast_to(A, shp), np.broadcast_to(B, shp))
+    return d2.astype(A.dtype, copy=False), flag > 0
 
 
 def airm_distance_fwd(A, B, *, squared=False, check=True):
     xp, As, Bs, s, dt = _prep_pair(A, B)
-    L = xp.linalg.cholesky(As)
-    C = xp.linalg.solve(L, mT(xp.linalg.solve(L, Bs), xp))  # L^{-1} B L^{-T}
-    mu, V = xp.linalg.eigh(sym(C, xp))
-    if check and compat.is_concrete(mu) and bool(xp.any(mu < float(xp.finfo(mu.dtype).smallest_normal))):
-        raise ValueError("airm_distance: the generalized eigenvalues of (B, A) leave the dtype's range (A and B "
-                         "differ in magnitude by more than it spans, or are singular to working precision)")
-    mu = floor(mu, None, xp)
-    lg = xp.log(mu)
+    L, mu, lg, V, low = _airm_eig(As, Bs, xp, vectors=True)
+    if check and low is not None and bool(xp.any(low)):
+        raise ValueError(_AIRM_RANGE)
     d2 = xp.sum(lg * lg, axis=-1)
-    res = DistanceRes(L, mu, V, d2, s, squared, tuple(A.shape), tuple(B.shape), dt)
+    res = DistanceRes(L, (mu, lg), V, d2, s, squared, tuple(A.shape), tuple(B.shape), dt)
     return _finish(d2, squared, xp, dt), res
 
 
 
 
 def airm_distance_bwd(res: DistanceRes, dy):
-    L, mu, V = res.F, res.mu, res.V
+    L, (mu, lg), V = res.F, res.mu, res.V
     xp = compat.array_namespace(L)
     g = _dist_scale(res.d2, dy, res.squared, xp)[..., None, None]
     W = xp.linalg.solve(mT(L, xp), V)            # for the scaled pair: W^T (A/s) W = I
-    lg = xp.log(mu)
     dB = g * recon(W, 2 * lg / mu, xp) / res.s    # d^2 is scale-invariant: grad at A is grad at A/s over s
     dA = -g * recon(W, 2 * lg, xp) / res.s
     return (compat.cast(unbroadcast(dA, res.a_shape, xp), res.dtype, xp),
@@ -242,8 +301,12 @@ vjp(airm_distance, airm_distance_fwd, airm_distance_bwd, validate=True)
 
 # ---------------------------------------------------------------------------- log-Euclidean
 @public(**_PAIR, gufunc=_GUFUNC)
-def lem_distance(A, B, *, squared=False, check=True):
-    """Log-Euclidean distance ``||log A - log B||_F`` (Arsigny, Fillard, Pennec, Ayache, SIAM J. Matrix Anal. 2007).
+def lem_distance(A: Array, B: Array, *, squared: bool = False, check: bool = True) -> Array:
+    r"""Log-Euclidean distance ``||log A - log B||_F`` (Arsigny, Fillard, Pennec, Ayache, SIAM J. Matrix Anal. 2007).
+
+    .. math::
+
+        d_{LEM}(A, B) = \|\log A - \log B\|_F
 
     Invariant under a common scaling, so both matrices are divided by a common scale first.
     VJP: ``grad_A d^2 = 2 Dlog_A[D]``, ``grad_B d^2 = -2 Dlog_B[D]``, ``D = log A - log B``, with the

@@ -7,6 +7,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
+from .._lib.typing import Array
+from .._lib.solver import Result
 from .._lib.api import public, public_class, vjp
 from .._lib.roles import SPD, Bool, Float, Labels, Option
 from .._lib.vjp import unbroadcast
@@ -32,8 +34,13 @@ class MahalanobisRes(NamedTuple):
         example=lambda rng, dtype: ((rng.standard_normal((4, 3)).astype(dtype), rng.standard_normal(3).astype(dtype),
                                      (np.eye(3) + 0.3 * np.ones((3, 3))).astype(dtype)), {}),
         sizes={"...": (), "d": 3})
-def mahalanobis(x, mean, cov=None, precision=None, *, squared=False):
-    """Mahalanobis distance d(x) = √((x − μ)ᵀ Σ⁻¹ (x − μ)), batched over leading axes.
+def mahalanobis(x: Array, mean: Array, cov: Array | None = None, precision: Array | None = None, *,
+                squared: bool = False) -> Array:
+    r"""Mahalanobis distance d(x) = √((x − μ)ᵀ Σ⁻¹ (x − μ)), batched over leading axes.
+
+    .. math::
+
+        d(x) = \sqrt{(x-\mu)^\top\Sigma^{-1}(x-\mu)} = \|L^{-1}(x - \mu)\|_2,\qquad \Sigma = LL^\top
 
     With ``cov`` it factors Σ = L Lᵀ (Cholesky) and solves L z = x − μ, so d² = ‖z‖²: no
     inverse is formed.  With ``precision`` P = Σ⁻¹ it computes (x − μ)ᵀ P (x − μ) directly.
@@ -169,14 +176,27 @@ vjp(mahalanobis, mahalanobis_fwd, mahalanobis_bwd, validate=True)
 
 # ---------------------------------------------------------------- Gaussian fit
 @public_class
-@dataclass(frozen=True)
-class GaussianFit:
-    """Result of :func:`gaussian_fit`.
+@dataclass(frozen=True, repr=False)
+class GaussianFit(Result):
+    """Result of :func:`gaussian_fit`: class means and a tied or per-class covariance, with
+    ``mahalanobis(x)`` and ``score(x)`` methods.
 
-    means: (K, d) class means (K = 1 without labels); covariance: (d, d) tied or (K, d, d);
-    precision: its inverse; cholesky: lower Cholesky factor of the covariance; classes: the
-    sorted label values (host NumPy array) matching the rows of ``means``; counts: samples per
-    class (host NumPy array); shrinkage: the shrinkage intensity used (float, or per class).
+    Attributes
+    ----------
+    means : array (K, d)
+        Class means (K = 1 without labels).
+    covariance : array (d, d) or (K, d, d)
+        Tied (LDA) or per-class covariance.
+    precision : array
+        Its inverse.
+    cholesky : array
+        Lower Cholesky factor of the covariance.
+    classes : numpy.ndarray (K,)
+        The sorted label values (host NumPy array) matching the rows of ``means``.
+    counts : numpy.ndarray (K,)
+        Samples per class (host NumPy array).
+    shrinkage : float or array
+        The shrinkage intensity used (per class for untied covariances).
     """
 
     means: Any
@@ -218,8 +238,12 @@ def _shrunk(xc, shrinkage):
 @public(x=Float("N d", finite=True), labels=Labels("N", optional=True), tied=Bool(),
         shrinkage=Option(check=_check_shrinkage), sizes={"N": 12},
         example=lambda rng, dtype: ((rng.standard_normal((12, 3)).astype(dtype), np.arange(12) % 2), {}))
-def gaussian_fit(x, labels=None, *, tied=True, shrinkage=None):
-    """Fit class-conditional Gaussians to features: class means and a tied or per-class covariance.
+def gaussian_fit(x: Array, labels: Array | None = None, *, tied: bool = True, shrinkage: Any = None) -> GaussianFit:
+    r"""Fit class-conditional Gaussians to features: class means and a tied or per-class covariance.
+
+    .. math::
+
+        \mu_c = \frac{1}{n_c}\sum_{i: y_i = c} x_i,\qquad \Sigma = (1-\rho)\,\frac1n\sum_i (x_i - \mu_{y_i})(x_i - \mu_{y_i})^\top + \rho\,\frac{\operatorname{tr}\Sigma_0}{d}\,I
 
     μ_c = mean of the samples of class c;  tied: Σ = (1/N) Σ_c Σ_{i∈c} (xᵢ − μ_c)(xᵢ − μ_c)ᵀ
     (Lee et al. 2018, the LDA estimate); per class: Σ_c = (1/N_c) Σ_{i∈c} (xᵢ − μ_c)(xᵢ − μ_c)ᵀ.
@@ -294,4 +318,6 @@ def gaussian_fit(x, labels=None, *, tied=True, shrinkage=None):
     prec = xp.matmul(mT(Linv, xp), Linv)
     if compat.is_concrete(prec) and not bool(xp.all(xp.isfinite(prec))):
         raise ValueError("gaussian_fit: the precision of the covariance fitted to x overflows; rescale x")
-    return GaussianFit(*(compat.cast(a, x.dtype, xp) for a in (means, cov, prec, L)), classes, counts, rho)
+    means, cov, prec, L = (compat.cast(a, x.dtype, xp) for a in (means, cov, prec, L))
+    return GaussianFit(means=means, covariance=cov, precision=prec, cholesky=L, classes=classes, counts=counts,
+                       shrinkage=rho)

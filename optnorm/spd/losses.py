@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .._lib import compat
+from .._lib.typing import Array
 from .._lib.api import public, vjp
 from .._lib.roles import SPD, Bool, NonNegative
 from .._lib.vjp import unbroadcast
@@ -21,8 +22,12 @@ class BWLossRes(NamedTuple):
 
 
 @public(A=SPD(psd=True, gate="check"), B=SPD(gate="check"), smoothing=NonNegative(), check=Bool())
-def bw_loss(A, B, *, smoothing=0.0, check=True):
-    """Smoothed Bures-Wasserstein loss ``L_tau(A, B) = d_BW^2(A + tau I, B)``.
+def bw_loss(A: Array, B: Array, *, smoothing: float = 0.0, check: bool = True) -> Array:
+    r"""Smoothed Bures-Wasserstein loss ``L_tau(A, B) = d_BW^2(A + tau I, B)``.
+
+    .. math::
+
+        \ell(A, B) = d_{BW}^2(A + \tau I, B) = \operatorname{tr}(A + \tau I) + \operatorname{tr}B - 2\operatorname{tr}\bigl((A+\tau I)^{1/2}B(A+\tau I)^{1/2}\bigr)^{1/2}
 
     ``= tr A + n tau + tr B - 2 tr ((A + tau I)^{1/2} B (A + tau I)^{1/2})^{1/2}`` with ``tau = smoothing``.
     ``A`` is typically a model covariance ``W W^T`` that may be rank deficient, ``B`` the target covariance.

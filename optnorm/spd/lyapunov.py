@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .._lib import compat
+from .._lib.typing import Array
 from .._lib.api import public, vjp
 from .._lib.roles import SPD, Bool, Choice, Float, Int
 from .._lib.vjp import unbroadcast
@@ -23,8 +24,12 @@ class LyapunovRes(NamedTuple):
 
 @public(A=SPD(gate="check"), Q=Float("... n n", finite=True, gate="check"), method=Choice(("eigh", "sign")),
         n_iter=Int(1), check=Bool())
-def lyapunov(A, Q, *, method="eigh", n_iter=40, check=True):
-    """Solve the Lyapunov (Sylvester) equation ``A X + X A = Q`` for SPD ``A``, batched over leading axes.
+def lyapunov(A: Array, Q: Array, *, method: str = "eigh", n_iter: int = 40, check: bool = True) -> Array:
+    r"""Solve the Lyapunov (Sylvester) equation ``A X + X A = Q`` for SPD ``A``, batched over leading axes.
+
+    .. math::
+
+        AX + XA = Q,\qquad X = U\Bigl(\frac{(U^\top QU)_{ij}}{\lambda_i + \lambda_j}\Bigr)U^\top,\quad A = U\operatorname{diag}(\lambda)U^\top
 
     ``method="eigh"``: ``X = U (U^T Q U / (lambda_i + lambda_j)) U^T`` with ``A = U diag(lambda) U^T`` (exact).
     ``method="sign"``: the coupled Newton-Schulz iteration for the matrix sign of ``[[A, Q], [0, -A]]``

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .._lib import compat
+from .._lib.typing import Array
 from .._lib.api import public, vjp
 from .._lib.roles import Choice, Float, Int, NonNegative
 from ._linalg import eigh, matrix_scale, mT, recon, rot, sym, upcast
@@ -23,8 +24,12 @@ class ProjectPSDRes(NamedTuple):
 
 
 @public(A=Float("... n n", finite=True), eps=NonNegative())
-def project_psd(A, *, eps=0.0):
-    """Nearest (Frobenius) matrix ``X >= eps I`` to ``sym(A)``: ``U diag(max(lambda, eps)) U^T`` (Higham 1988).
+def project_psd(A: Array, *, eps: float = 0.0) -> Array:
+    r"""Nearest (Frobenius) matrix ``X >= eps I`` to ``sym(A)``: ``U diag(max(lambda, eps)) U^T`` (Higham 1988).
+
+    .. math::
+
+        \Pi(A) = U\operatorname{diag}\bigl(\max(\lambda_i, \epsilon)\bigr)U^\top,\qquad \operatorname{sym}(A) = U\operatorname{diag}(\lambda)U^\top
 
     VJP: Daleckii-Krein with the divided differences of ``max(., eps)`` (1 for both eigenvalues above ``eps``,
     0 for both below, ``(f(a) - f(b)) / (a - b)`` across), symmetrised.
@@ -219,8 +224,13 @@ def _logdet_cone(t0, v0, x0, xp, n_iter=80):
         sizes={"m": 4, "n": 4},
         example=lambda rng, dtype: ((rng.standard_normal((2, 4, 4)).astype(dtype), rng.standard_normal(2).astype(dtype),
                                      rng.random(2).astype(dtype) + 0.5), {"cone": "logdet"}))
-def project_spectral_cone(X, t=None, v=None, *, cone="psd", k=None):
-    """Euclidean projection onto a spectral matrix cone, through the eigenvalues of ``sym(X)``.
+def project_spectral_cone(X: Array, t: Array | None = None, v: Array | None = None, *, cone: str = "psd",
+                          k: int | None = None) -> Array:
+    r"""Euclidean projection onto a spectral matrix cone, through the eigenvalues of ``sym(X)``.
+
+    .. math::
+
+        \Pi_{\mathcal K}(A) = U\operatorname{diag}\bigl(\pi_{K}(\lambda)\bigr)U^\top,\qquad \mathcal K = \{X : \lambda(X) \in K\}
 
     With ``X = U diag(lambda) U^T`` the projection is ``(t', [v',] U diag(lambda') U^T)`` where
     ``(t', [v',] lambda')`` is the projection of ``(t, [v,] lambda)`` onto the corresponding vector cone

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
+from .._lib.typing import Array
 from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
 from .._lib.roles import SPD, Bool, Choice, Int, Positive
@@ -224,7 +225,12 @@ def _doc(text):
 
 
 @public(**_ROOT_ROLES, gufunc=("(n,n)->(n,n)", {}))
-@_doc("""Principal square root ``A^{1/2}`` of SPD matrices, batched and differentiable.
+@_doc(r"""Principal square root ``A^{1/2}`` of SPD matrices, batched and differentiable.
+
+    .. math::
+
+        A^{1/2} = U\operatorname{diag}(\sqrt{\lambda_i})U^\top,\qquad
+        \bar A = X,\quad A^{1/2}X + XA^{1/2} = \operatorname{sym}(\bar Y)
 
     ``A^{1/2} = U diag(sqrt(lambda)) U^T`` for ``A = U diag(lambda) U^T``.  The VJP solves the Lyapunov
     equation ``Y X + X Y = sym(dY)`` (``Y = A^{1/2}``): for ``method="eigh"`` exactly,
@@ -242,12 +248,17 @@ def _doc(text):
     >>> np.allclose(Y, np.diag([2.0, 3.0]))
     True
     """)
-def sqrtm(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
+def sqrtm(A: Array, *, method: str = "eigh", n_iter: int | None = None, degree: int | None = None,
+          eps: float | None = None, check: bool = True, lyap_iter: int = 25) -> Array:
     return _root_fwd(A, "sqrt", method, n_iter, degree, eps, lyap_iter)[0]
 
 
 @public(**_ROOT_ROLES, gufunc=("(n,n)->(n,n)", {}))
-@_doc("""Inverse principal square root ``A^{-1/2}`` of SPD matrices, batched and differentiable.
+@_doc(r"""Inverse principal square root ``A^{-1/2}`` of SPD matrices, batched and differentiable.
+
+    .. math::
+
+        A^{-1/2} = U\operatorname{diag}(\lambda_i^{-1/2})U^\top
 
     VJP: with ``Y = A^{-1/2}``, ``dA = -Y^2 X Y^2`` where ``Y X + X Y = sym(dY)`` (exact Daleckii-Krein
     weights ``-1/(s_i s_j (s_i + s_j))``, ``s = sqrt(lambda)``, for ``"eigh"``; matrix-sign iteration with a
@@ -263,7 +274,8 @@ def sqrtm(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, l
     >>> np.allclose(spd.invsqrtm(np.diag([4.0, 0.25])), np.diag([0.5, 2.0]))
     True
     """)
-def invsqrtm(A, *, method="eigh", n_iter=None, degree=None, eps=None, check=True, lyap_iter=25):
+def invsqrtm(A: Array, *, method: str = "eigh", n_iter: int | None = None, degree: int | None = None,
+             eps: float | None = None, check: bool = True, lyap_iter: int = 25) -> Array:
     return _root_fwd(A, "invsqrt", method, n_iter, degree, eps, lyap_iter)[0]
 
 

@@ -82,7 +82,11 @@ def test_chunk_layout_covers_every_element():
 
 
 @pytest.mark.parametrize("name,kw", [("adamw", dict(lr=1e-2, amsgrad=True)), ("adam", dict(lr=1e-2)),
-                                     ("sgd", dict(lr=0.1, momentum=0.9)), ("sgd", dict(lr=0.1)), ("lion", dict(lr=0.1))])
+                                     ("sgd", dict(lr=0.1, momentum=0.9)), ("sgd", dict(lr=0.1)), ("lion", dict(lr=0.1)),
+                                     ("rmsprop", dict(momentum=0.9, centered=True)), ("rmsprop", dict()),
+                                     ("adagrad", dict()), ("adadelta", dict()), ("adamax", dict()), ("nadam", dict()),
+                                     ("radam", dict(decoupled_weight_decay=True, weight_decay=0.1)),
+                                     ("schedule_free_adamw", dict()), ("schedule_free_sgd", dict())])
 def test_cuda_adapter_matches_the_kernel_signatures(monkeypatch, name, kw):
     """The CUDA launch code has no GPU here: check on the CPU that each launch passes the arguments the
     kernel in optim.cu declares, in order (buffers, n, scalars in the buffers' dtype, the flag bits)."""

@@ -94,7 +94,7 @@ def test_optax_nan_under_jit_skips_step():
     state = tx.init(x)
     u, state2 = jax.jit(tx.update)(jnp.asarray([1.0, jnp.nan, 0.0], jnp.float32), state, x)
     assert np.all(np.asarray(u) == 0) and int(state2.count) == 0
-    assert np.all(np.asarray(state2.leaves[0].exp_avg) == 0)
+    assert np.all(np.asarray(state2.leaves.exp_avg) == 0)       # leaves: the params' structure (one array)
 
 
 def test_optax_chain_and_schedule():

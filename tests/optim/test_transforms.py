@@ -38,3 +38,18 @@ def test_matrix_shape_scale():
     assert T.matrix_shape_scale((4, 16), "original") == 1.0
     assert T.matrix_shape_scale((16, 4), "spectral") == 2.0
     assert T.matrix_shape_scale((25, 4), "match_rms_adamw") == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e300, 1e-300, 1e-160])
+def test_stable_norm_fast_path_of_large_arrays(rng, scale):
+    """Large CPU arrays take the library's norm in one pass unless it overflowed or squares could underflow."""
+    import array_api_compat.numpy as xnp
+
+    from optnorm.optim._common import stable_norm
+
+    x = rng.standard_normal(10_000)
+    got = stable_norm(x * scale, xnp)
+    ref = np.linalg.norm(x) * scale
+    assert np.isfinite(got) and got == pytest.approx(ref, rel=1e-12)
+    if scale == 1.0:
+        assert got == xnp.linalg.vector_norm(x)                        # bitwise the library's norm

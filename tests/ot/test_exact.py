@@ -19,7 +19,7 @@ def test_matches_pot(xp, rng):
     ot = pytest.importorskip("ot")
     a, b, M = _problem(rng)
     r = emd(xp.asarray(a), xp.asarray(b), xp.asarray(M))
-    assert r.method == "highs"
+    assert r.method == "network_simplex" and r.converged
     assert_close(r.cost, ot.emd2(a, b, M), rtol=1e-10, xp=xp)
     P = np.asarray(r.plan)
     assert_close(P.sum(1), a, atol=1e-12)
@@ -34,7 +34,7 @@ def test_matches_pot(xp, rng):
 def test_assignment_path(xp, rng):
     ot = pytest.importorskip("ot")
     _, _, M = _problem(rng, 15, 15)
-    r = emd(None, None, xp.asarray(M))
+    r = emd(None, None, xp.asarray(M), method="assignment")
     assert r.method == "assignment"
     assert_close(r.cost, ot.emd2([], [], M), rtol=1e-12, xp=xp)
     f, g = np.asarray(r.f), np.asarray(r.g)
@@ -130,17 +130,19 @@ def test_huge_costs_solve_scaled():
         assert np.max(np.asarray(r.f)[:, None] + np.asarray(r.g)[None] - M * scale) <= 1e-10 * scale
 
 
-def test_equal_uniform_weights_take_the_assignment_path(rng):
-    """Issue #13: emd(a, b, M) with explicit uniform weights took the n*m LP (n = 300: 4.7 s)."""
+def test_equal_uniform_weights(rng):
+    """Issue #13: emd(a, b, M) with explicit uniform weights took the n*m LP (n = 300: 4.7 s); the assignment
+    method still requires uniform square problems."""
     ot = pytest.importorskip("ot")
     n = 300
     _, _, M = _problem(rng, n, n)
     u = np.full(n, 1.0 / n)
     r = emd(u, u, M)
-    assert r.method == "assignment"
     assert_close(r.cost, ot.emd2(u, u, M), rtol=1e-10)
-    assert_close(r.cost, emd(None, None, M).cost, rtol=0)
-    assert emd(u, np.r_[u[:-2], 1.5 / n, 0.5 / n], M).method == "highs"  # not uniform: the LP
+    assert_close(r.cost, emd(None, None, M).cost, rtol=1e-14)
+    assert_close(emd(u, u, M, method="assignment").cost, r.cost, rtol=1e-12)
+    with pytest.raises(ValueError, match="assignment"):
+        emd(u, np.r_[u[:-2], 1.5 / n, 0.5 / n], M, method="assignment")
 
 
 def test_cost_is_0d_for_torch(rng):
@@ -150,3 +152,87 @@ def test_cost_is_0d_for_torch(rng):
     r = emd(torch.tensor(a), torch.tensor(b), torch.tensor(M))
     assert tuple(r.cost.shape) == () and isinstance(r.cost, torch.Tensor)
     assert tuple(emd2(torch.tensor(a), torch.tensor(b), torch.tensor(M)).shape) == ()
+
+
+# ---------------------------------------------------------------------------------------------- network simplex
+def _check_optimal(r, a, b, M, ref, rtol=1e-11):
+    P, f, g = np.asarray(r.plan), np.asarray(r.f), np.asarray(r.g)
+    assert P.min() >= 0
+    assert_close(P.sum(1), a, atol=1e-14)
+    assert_close(P.sum(0), b, atol=1e-14)
+    scale = max(1.0, np.abs(M).max())
+    assert np.max(f[:, None] + g[None] - M) <= 1e-12 * scale                 # dual feasible
+    assert_close(a @ f + b @ g, float(r.cost), rtol=rtol, atol=1e-13 * scale)   # strong duality
+    assert_close(float(r.cost), ref, rtol=rtol, atol=1e-14 * scale)
+
+
+@pytest.mark.parametrize("kind", ["random", "integer", "points", "line"])
+def test_network_simplex_against_highs_and_pot(rng, kind):
+    """Degenerate problems (uniform weights, ties in integer costs, collinear points) against POT's C++ network
+    simplex and the HiGHS LP."""
+    ot = pytest.importorskip("ot")
+    for trial in range(25):
+        n, m = (int(k) for k in rng.integers(1, 25, 2))
+        if kind == "random":
+            M = rng.random((n, m))
+        elif kind == "integer":
+            M = rng.integers(0, 3, (n, m)).astype(float)
+        elif kind == "points":
+            M = ((rng.random((n, 2))[:, None] - rng.random((m, 2))[None]) ** 2).sum(-1)
+        else:
+            M = np.abs(np.arange(n)[:, None] / n - np.arange(m)[None] / m)
+        if trial % 2:
+            a, b = np.full(n, 1.0 / n), np.full(m, 1.0 / m)
+        else:
+            a, b = rng.random(n) + 0.01, rng.random(m) + 0.01
+            a, b = a / a.sum(), b / b.sum()
+        r = emd(a, b, M)
+        assert r.method == "network_simplex" and r.converged
+        _check_optimal(r, a, b, M, ot.emd2(a, b, M))
+        assert_close(r.cost, emd(a, b, M, method="highs").cost, rtol=1e-9, atol=1e-12)
+
+
+def test_network_simplex_generic_path_is_the_same_algorithm(rng):
+    """The interpreted kernel (use_backend("generic")) pivots exactly as the compiled one."""
+    import optnorm
+
+    a, b, M = _problem(rng, 9, 7)
+    r = emd(a, b, M)
+    with optnorm.use_backend("generic"):
+        r0 = emd(a, b, M)
+    assert r0.n_iter == r.n_iter
+    assert_close(r0.plan, r.plan, rtol=0, atol=0)
+    assert_close(r0.f, r.f, rtol=0, atol=0)
+
+
+def test_zero_weights_are_dropped_and_get_feasible_potentials(rng):
+    ot = pytest.importorskip("ot")
+    a, b, M = _problem(rng, 10, 8)
+    a[[1, 4]] = 0.0
+    b[[0, 7]] = 0.0
+    a, b = a / a.sum(), b / b.sum()
+    r = emd(a, b, M)
+    _check_optimal(r, a, b, M, ot.emd2(a, b, M))
+    assert np.all(np.asarray(r.plan)[[1, 4]] == 0) and np.all(np.asarray(r.plan)[:, [0, 7]] == 0)
+
+
+def test_network_simplex_medium_size_matches_pot(rng):
+    """n = 400 (HiGHS would take seconds): exact cost to 1e-12 relative against POT."""
+    ot = pytest.importorskip("ot")
+    a, b, M = _problem(rng, 400, 350)
+    r = emd(a, b, M)
+    _check_optimal(r, a, b, M, ot.emd2(a, b, M, numItermax=10 ** 7), rtol=1e-12)
+    assert r.n_iter > 0 and "network_simplex" in repr(r) and len(repr(r)) < 300
+
+
+def test_max_iter_warns(rng):
+    import optnorm
+
+    a, b, M = _problem(rng, 30, 30)
+    with pytest.warns(optnorm.ConvergenceWarning, match="emd did not converge in 3 iterations"):
+        r = emd(a, b, M, max_iter=3)
+    assert not r.converged and r.n_iter == 3
+    with pytest.raises(ValueError, match="max_iter must be"):
+        emd(a, b, M, max_iter=0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        emd(a, b, M, method="simplex")

@@ -163,3 +163,62 @@ def test_bad_input():
         wasserstein_1d(np.array([1.0, np.nan]), u)
     with pytest.raises(TypeError, match="u_values must have a real floating dtype"):
         wasserstein_1d(np.arange(3), u)
+
+
+# ---------------------------------------------------------------------------------------------- emd_1d
+@pytest.mark.parametrize("metric,p", [("sqeuclidean", 2.0), ("minkowski", 1.5), ("cityblock", 1.0),
+                                      ("euclidean", 1.0), ("minkowski", 3.0)])
+def test_emd_1d_plan_cost_and_potentials_against_pot(xp, rng, metric, p):
+    """The plan equals POT's ot.emd_1d; the cost equals the network simplex on the full cost matrix; the
+    potentials are dual feasible and attain the cost (ties and repeated atoms included)."""
+    ot = pytest.importorskip("ot")
+    from optnorm.ot import emd_1d
+
+    q = {"sqeuclidean": 2.0, "minkowski": p}.get(metric, 1.0)
+    for trial in range(8):
+        n, m = (int(k) for k in rng.integers(1, 14, 2))
+        if trial % 3 == 0:                                   # ties inside and across the supports
+            x, y = rng.integers(0, 4, n).astype(float), rng.integers(0, 4, m).astype(float)
+        else:
+            x, y = rng.standard_normal(n), rng.standard_normal(m) + 0.3
+        a, b = (None, None) if trial % 4 == 1 else (_w(rng, n), _w(rng, m))
+        if trial % 4 == 2 and n > 2:
+            a[1] = 0.0                                       # a zero weight
+            a = a / a.sum()
+        r = emd_1d(xp.asarray(x), xp.asarray(y), None if a is None else xp.asarray(a),
+                   None if b is None else xp.asarray(b), metric=metric, p=p)
+        aa = np.full(n, 1.0 / n) if a is None else a
+        bb = np.full(m, 1.0 / m) if b is None else b
+        C = np.abs(x[:, None] - y[None]) ** q
+        ref = ot.emd2(aa, bb, C)
+        assert_close(r.cost, ref, rtol=1e-12, atol=1e-15, xp=xp)
+        P = np.asarray(r.plan)
+        assert_close(P.sum(1), aa, atol=1e-14)
+        assert_close(P.sum(0), bb, atol=1e-14)
+        assert_close(np.sum(P * C), ref, rtol=1e-12, atol=1e-15)
+        if trial % 3:                                        # no ties: the optimal plan is unique
+            assert_close(P, ot.emd_1d(x, y, aa, bb, metric=metric, p=p), atol=1e-14)
+        f, g = np.asarray(r.f), np.asarray(r.g)
+        assert np.max(f[:, None] + g[None] - C) <= 1e-12 * max(1.0, C.max())
+        assert_close(aa @ f + bb @ g, ref, rtol=1e-12, atol=1e-14)
+        assert_close(aa @ f, bb @ g, rtol=1e-10, atol=1e-14)
+        S = np.zeros((n, m))
+        np.add.at(S, (np.asarray(r.rows), np.asarray(r.cols)), np.asarray(r.values))
+        assert_close(S, P, atol=1e-15)
+
+
+def test_emd_1d_sparse_extreme_magnitudes_and_bad_input(rng):
+    from optnorm.ot import emd_1d
+
+    x, y = rng.standard_normal(6), rng.standard_normal(5)
+    r = emd_1d(x, y, dense=False)
+    assert r.plan is None and r.rows.shape == (10,) and float(r.values.sum()) == pytest.approx(1.0)
+    big = emd_1d(x * 1e150, y * 1e150)                       # squares of 1e150 overflow without the scaling
+    assert_close(big.cost, float(emd_1d(x, y).cost) * 1e300, rtol=1e-12)
+    assert np.all(np.isfinite(big.f)) and np.all(np.isfinite(big.g))
+    with pytest.raises(ValueError, match="metric must be one of"):
+        emd_1d(x, y, metric="cosine")
+    with pytest.raises(ValueError, match="x_a contains NaN"):
+        emd_1d(np.r_[x[:-1], np.nan], y)
+    with pytest.raises(ValueError, match="b must sum to 1"):
+        emd_1d(x, y, None, np.full(5, 0.5))

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import scipy.special
 
-from optnorm.ot import (max_sliced_wasserstein, sample_vmf, sliced_wasserstein, vmf_sliced_wasserstein,
-                        wasserstein_1d)
+from optnorm.ot import (emd2, max_sliced_wasserstein, sample_vmf, sliced_wasserstein, sliced_wasserstein_sphere,
+                        vmf_sliced_wasserstein, wasserstein_1d)
 from optnorm.ot.sliced import _directions
 from optnorm.testing import assert_close, check_vjp
 
@@ -310,3 +310,128 @@ def test_seeds_are_validated(bad, exc):
                  lambda: sample_vmf(np.ones(3), 1.0, 4, seed=bad)):
         with pytest.raises(exc, match="seed"):
             call()
+
+
+# ---------------------------------------------------------------------------------------------- given directions
+def test_given_projections_and_result_match_pot(xp, rng):
+    """projections= are used as given (POT's convention); return_result carries POT's log extras."""
+    ot = pytest.importorskip("ot")
+    X, Y = _clouds(rng)
+    a, b = _w(rng, 60), _w(rng, 50)
+    P = rng.standard_normal((4, 24))
+    P /= np.linalg.norm(P, axis=0)
+    v, log = ot.sliced_wasserstein_distance(X, Y, a, b, projections=P, log=True)
+    r = sliced_wasserstein(xp.asarray(X), xp.asarray(Y), xp.asarray(a), xp.asarray(b),
+                           projections=xp.asarray(P), return_result=True)
+    assert_close(r.value, v, rtol=1e-12, xp=xp)
+    assert_close(r.projected, log["projected_emds"], rtol=1e-12, xp=xp)
+    assert_close(r.projections, P, rtol=0, xp=xp)
+    assert float(r.std) > 0 and r.estimator == "mc" and "SlicedResult(" in repr(r)
+    v2 = ot.sliced_wasserstein_distance(X, Y, projections=3.0 * P)           # not unit: used as given
+    assert_close(sliced_wasserstein(X, Y, projections=3.0 * P), v2, rtol=1e-12)
+    big = sliced_wasserstein(X, Y, projections=P * 1e300)                   # scaled like the clouds: exact
+    assert_close(big, float(sliced_wasserstein(X, Y, projections=P)) * 1e300, rtol=1e-12)
+    check_vjp("ot.sliced_wasserstein", X[:12], Y[:9], _w(rng, 12), _w(rng, 9), opts=dict(projections=P * 1e10))
+
+
+def test_given_projections_bad_input(rng):
+    X, Y = _clouds(rng, 10, 10, 3)
+    with pytest.raises(ValueError, match="projections are given, which only estimator='mc' can use"):
+        sliced_wasserstein(X, Y, projections=np.eye(3), estimator="lower_cv")
+    with pytest.raises(ValueError, match="projections has shape"):
+        sliced_wasserstein(X, Y, projections=np.ones((4, 5)))
+    with pytest.raises(ValueError, match="projections contains NaN"):
+        sliced_wasserstein(X, Y, projections=np.full((3, 2), np.nan))
+    torch = pytest.importorskip("torch")
+    import optnorm.torch as ont
+
+    with pytest.raises(TypeError, match="return_result=True returns a result object"):
+        ont.sliced_wasserstein(torch.tensor(X, requires_grad=True), torch.tensor(Y), return_result=True)
+
+
+# ---------------------------------------------------------------------------------------------- spherical SW
+def _sphere(rng, n, d, shift=0.0):
+    z = rng.standard_normal((n, d)) + shift
+    return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.0])
+def test_sphere_matches_pot_and_the_circle_lp(xp, rng, p):
+    """Same planes as POT; every projected circle distance also equals the LP with the geodesic cost on the
+    circle, min(|s - t|, 1 - |s - t|)^p (POT's own binary search is accurate to ~1e-6 only)."""
+    ot = pytest.importorskip("ot")
+    from optnorm.ot import sliced as S
+
+    X, Y = _sphere(rng, 40, 3), _sphere(rng, 30, 3, [1.0, 0.0, 0.0])
+    a, b = _w(rng, 40), _w(rng, 30)
+    U = S._sphere_projections(3, 12, np.random.default_rng(1))
+    for aa, bb in ((None, None), (a, b)):
+        ref = ot.sliced_wasserstein_sphere(X, Y, aa, bb, p=p, projections=U, n_projections=12)
+        conv = (lambda z: None if z is None else xp.asarray(z))
+        v = sliced_wasserstein_sphere(xp.asarray(X), xp.asarray(Y), conv(aa), conv(bb), p=p,
+                                      projections=xp.asarray(U))
+        assert_close(v, ref, rtol=1e-5, xp=xp)
+    tu, _ = S._circle_coords(X, U, np)
+    tv, _ = S._circle_coords(Y, U, np)
+    c, _ = S._circle_wpp(tu, tv, a, b, p, np)
+    for k in range(3):
+        D = np.abs(tu[k][:, None] - tv[k][None])
+        lp = float(emd2(a, b, np.minimum(D, 1 - D) ** p))
+        assert_close(c[k], lp, rtol=1e-12, atol=1e-16)
+    v = sliced_wasserstein_sphere(X, Y, a, b, p=p, projections=U, squared=True)
+    assert_close(v, np.mean(c), rtol=1e-12)
+
+
+def test_sphere_same_measure_is_zero_and_paths_agree(rng):
+    import optnorm
+
+    X = _sphere(rng, 50, 4)
+    assert float(sliced_wasserstein_sphere(X, X, seed=0)) < 1e-12
+    Y = _sphere(rng, 35, 4, 0.7)
+    a = _w(rng, 50)
+    v = float(sliced_wasserstein_sphere(X, Y, a, None, p=1.5, seed=2))
+    with optnorm.use_backend("generic"):
+        v0 = float(sliced_wasserstein_sphere(X, Y, a, None, p=1.5, seed=2))
+    assert_close(v, v0, rtol=1e-13)
+    assert 0 < v < 1
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0])
+def test_sphere_vjp(rng, p):
+    """Points (through the angles of their projections) and weights (the optimal shift often sits on a kink,
+    which moves with the weights)."""
+    for seed in range(3):
+        X, Y = _sphere(rng, 9, 3), _sphere(rng, 7, 3, 0.5)
+        check_vjp("ot.sliced_wasserstein_sphere", X, Y, _w(rng, 9), _w(rng, 7),
+                  opts=dict(seed=seed, n_projections=5, p=p), h=1e-7, rtol=1e-4, atol=1e-7)
+
+
+def test_sphere_torch_and_jax_gradients_agree(rng):
+    torch = pytest.importorskip("torch")
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    import optnorm.jax as onj
+    import optnorm.torch as ont
+
+    X, Y = _sphere(rng, 12, 3), _sphere(rng, 10, 3, 1.0)
+    t = torch.tensor(X, requires_grad=True)
+    ont.sliced_wasserstein_sphere(t, torch.tensor(Y), seed=0).backward()
+    g = jax.grad(lambda x: onj.sliced_wasserstein_sphere(x, jnp.asarray(Y), seed=0))(jnp.asarray(X))
+    assert_close(t.grad.numpy(), np.asarray(g), atol=1e-12)
+
+
+def test_sphere_bad_input(rng):
+    X, Y = _sphere(rng, 10, 3), _sphere(rng, 8, 3)
+    with pytest.raises(ValueError, match="X must lie on the unit sphere"):
+        sliced_wasserstein_sphere(2 * X, Y)
+    with pytest.raises(ValueError, match="Y must lie on the unit sphere"):
+        sliced_wasserstein_sphere(X, Y * 1.01)
+    with pytest.raises(ValueError, match="dimension 'd'"):
+        sliced_wasserstein_sphere(X, _sphere(rng, 8, 4))
+    with pytest.raises(ValueError, match=r"p must be in \[1, inf\)"):
+        sliced_wasserstein_sphere(X, Y, p=0.5)
+    with pytest.raises(ValueError, match="projections must have shape"):
+        sliced_wasserstein_sphere(X, Y, projections=np.ones((5, 3, 3)))
+    with pytest.raises(ValueError, match="X has dimension d = 1"):
+        sliced_wasserstein_sphere(np.ones((4, 1)), np.ones((3, 1)))

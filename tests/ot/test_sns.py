@@ -71,3 +71,59 @@ def test_non_convergence_warns_and_extreme_costs_stay_finite(rng):
             assert np.all(np.isfinite(r.f)) and np.all(np.isfinite(r.g)) and np.isfinite(r.cost)
     r32 = sinkhorn_newton_sparse(a.astype(np.float32), a.astype(np.float32), M.astype(np.float32), 0.05)
     assert r32.converged and r32.tol > 1e-6                     # a float32 tolerance it can reach
+
+
+def test_numba_and_generic_paths_agree(rng):
+    """The Numba kernels (CSR Hessian, compiled PCG) and the Array-API body take the same steps."""
+    import optnorm
+
+    a, b, M = _problem(rng, 120)
+    r = sinkhorn_newton_sparse(a, b, M, 2e-3, tol=1e-10)
+    with optnorm.use_backend("generic"):
+        r0 = sinkhorn_newton_sparse(a, b, M, 2e-3, tol=1e-10)
+    assert r.converged and r0.converged and abs(r.n_iter - r0.n_iter) <= 1
+    assert_close(r.cost, r0.cost, rtol=1e-9)
+    assert_close(r.f - r.f.mean(), r0.f - r0.f.mean(), atol=1e-9)
+
+
+def test_kernels_against_dense_references(rng):
+    from optnorm._numba import sparse_newton as nb
+
+    n, m, reg = 70, 50, 0.05
+    M = rng.random((n, m))
+    f, g = rng.standard_normal(n) * 0.05, rng.standard_normal(m) * 0.05
+    f[3] = -np.inf                                             # a zero weight: its row is exactly 0
+    z = (f[:, None] + g[None] - M) / reg
+    P = np.exp(z)
+    r = np.empty(n)
+    cpart, hpart, spart = np.empty((8, m)), np.empty((8, nb.NBINS), np.int64), np.empty(8)
+    nb.dual_pass(M, f, g, reg, r, cpart, hpart, spart)
+    assert_close(r, P.sum(1), rtol=1e-13)
+    assert_close(cpart.sum(0), P.sum(0), rtol=1e-13)
+    assert_close(spart.sum(), P.sum(), rtol=1e-13)
+    assert r[3] == 0.0 and hpart.sum() == np.sum(z >= nb.ZLO)
+    zcut = nb.threshold(hpart.sum(0), 200)
+    assert np.sum(z >= zcut) >= 200 and np.sum(z >= zcut + nb.ZBIN) < 200
+    indptr, indices, data = nb.collect(M, f, g, reg, zcut)
+    S = np.zeros((n, m))
+    for i in range(n):
+        S[i, indices[indptr[i]:indptr[i + 1]]] = data[indptr[i]:indptr[i + 1]]
+    assert_close(S, np.where(z >= zcut, P, 0.0), rtol=1e-13)
+    rr, cc = P.sum(1) + 1e-3, P.sum(0) + 1e-3
+    B = np.block([[np.diag(rr), S], [S.T, np.diag(cc)]])
+    zz = np.r_[np.ones(n), -np.ones(m)] / np.sqrt(n + m)
+    rho = rr.mean()
+    rhs = rng.standard_normal(n + m)
+    x = np.empty(n + m)
+    nb.pcg(indptr, indices, data, rr, cc, rho, rhs, 1e-13, 1000, x)
+    assert_close(x, np.linalg.solve(B + rho * np.outer(zz, zz), rhs), rtol=1e-9, atol=1e-11)
+
+
+def test_progress_and_callback_state(rng, capsys):
+    a, b, M = _problem(rng, 50)
+    states = []
+    r = sinkhorn_newton_sparse(a, b, M, 0.003, progress=True, callback=lambda s: states.append(s) or False)
+    assert r.converged and states and states[-1].n_iter <= r.n_iter and np.isfinite(states[-1].error)
+    assert states[0].f.shape == (50,) and "sinkhorn_newton_sparse" in capsys.readouterr().err
+    stopped = sinkhorn_newton_sparse(a, b, M, 0.003, callback=lambda s: True)
+    assert not stopped.converged                                 # stopped by the callback: no warning

@@ -36,7 +36,19 @@ def _cases():
         "bw_exp": ((A, 0.3 * np.asarray(spd.bw_log(A, B))), {}),
         "bw_geodesic": ((A, B), {"t": 0.3}),
         "rbn_normalize_lem": ((X, G, v, Bias, np.array(0.8), None), {"metric": "lem"}),
+        "logm": ((A,), {}),
+        "expm": ((0.3 * S,), {}),
+        "powm": ((A, np.array(0.7)), {}),
+        "funm": ((0.3 * S,), {"f": _cube, "df": _dcube}),
     }
+
+
+def _cube(w):
+    return w * w * w + w
+
+
+def _dcube(w):
+    return 3 * w * w + 1
 
 
 CASES = _cases()

@@ -111,7 +111,7 @@ def test_power_deformation(rng, power):
 def test_mean_callback_and_result(rng):
     X = random_spd(rng, (2, 6), 3)           # a batch of two sets of six
     calls = []
-    res = spd.bures_wasserstein().mean(X, callback=lambda s: calls.append(s["n_iter"]) or s["n_iter"] >= 2)
+    res = spd.bures_wasserstein().mean(X, callback=lambda s: calls.append(s.n_iter) or s.n_iter >= 2)
     assert res.n_iter == 2 and not res.converged and calls == [1, 2]
     full = spd.bures_wasserstein().mean(X, tol=1e-12)
     assert full.converged and full.mean.shape == (2, 3, 3)
