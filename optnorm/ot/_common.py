@@ -190,9 +190,11 @@ class SinkhornState:
     ----------
     n_iter : int
         Iterations done (``iteration`` is an alias).
-    f, g : arrays
-        The current potentials in cost units (with a leading batch axis for :func:`optnorm.ot.sinkhorn`, of the
+    f : array
+        The current row potential in cost units (with a leading batch axis for :func:`optnorm.ot.sinkhorn`, of the
         current problem for :func:`optnorm.ot.sinkhorn_newton_sparse`).
+    g : array
+        The current column potential, likewise.
     error : float
         The stopping criterion (max over the batch), compared with ``tol``.
     """

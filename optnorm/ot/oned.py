@@ -66,7 +66,8 @@ _ROLES = dict(u_values=Float("... n", finite=True), v_values=Float("... m", fini
 
 
 @public(**_ROLES, gufunc=("(n),(m)->()", {"array_args": 2}))
-def wasserstein_1d(u_values, v_values, u_weights=None, v_weights=None, *, p=1, squared=False):
+def wasserstein_1d(u_values: Array, v_values: Array, u_weights: Array | None = None, v_weights: Array | None = None,
+                   *, p: float = 1, squared: bool = False) -> Array:
     r"""Wasserstein-p distance between weighted 1-D empirical measures, batched over leading axes.
 
     .. math::

@@ -216,8 +216,8 @@ def sinkhorn_unbalanced(a: Array | None, b: Array | None, M: Array | PointCloud,
         All log-domain.  ``"translation_invariant"`` (default): each half-step also solves exactly for the
         best translation :math:`(f + t, g - t)` of the potentials (Séjourné, Vialard, Peyré, "Faster Unbalanced
         Optimal Transport: Translation invariant Sinkhorn and 1-D Frank-Wolfe", AISTATS 2022), O(n + m) more
-        per iteration and far fewer iterations when :math:`ho \gg arepsilon` (the total mass, which plain
-        iterations adjust by a factor :math:`\sim 1 - arepsilon/ho` per iteration, is solved exactly);
+        per iteration and far fewer iterations when :math:`\rho \gg \varepsilon` (the total mass, which plain
+        iterations adjust by a factor :math:`\sim 1 - \varepsilon/\rho` per iteration, is solved exactly);
         ``"log"``: the plain damped updates above; ``"eps_scaling"``: reg halved from the cost range down to
         ``reg`` (10 translation-invariant iterations a stage) first.
     tol : float, optional
