@@ -156,7 +156,7 @@ def showcase(outdir: Path, quick: bool = False) -> list[str]:
     Yg = rng.standard_normal((500, d)) @ (0.5 * rng.standard_normal((d, d))) + 0.8
     Ls = [8, 32, 128] if quick else [8, 16, 32, 64, 128, 256]
     reps = 30 if quick else 100
-    var = {e: [] for e in ("mc", "qmc", "lower_cv", "upper_cv")}
+    var: dict = {e: [] for e in ("mc", "qmc", "lower_cv", "upper_cv")}
     for L in Ls:
         for e in var:
             vals = [float(sliced_wasserstein(Xg, Yg, n_projections=L, estimator=e, seed=s, squared=True))

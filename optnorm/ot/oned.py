@@ -179,7 +179,7 @@ def wasserstein_1d_bwd(res: W1dRes, dy):
         s = xp.where(pos, dy * t * safe ** (1.0 / p - 1.0) / p, xp.zeros_like(wpp))
     s = s[..., None]
     tt = t[..., None]
-    out = []
+    out: list = []
     for k, (g, shape, dt) in enumerate(zip((res.g_u, res.g_v, res.f_u, res.f_v), res.shapes, res.dtypes)):
         if g is None or shape is None:
             out.append(None)

@@ -397,7 +397,7 @@ class SlicedResult(Result):
 def sliced_wasserstein(X: Array, Y: Array, a: Array | None = None, b: Array | None = None, *,
                        n_projections: int = 64, p: float = 2, estimator: str = "mc", projections: Array | None = None,
                        seed: SeedT = None, return_std: bool = False, squared: bool = False,
-                       return_result: bool = False) -> Array | tuple[Array, Array] | SlicedResult:
+                       return_result: bool = False) -> Any:
     r"""Sliced Wasserstein distance between two weighted point clouds, with MC, QMC or control-variate estimators.
 
     .. math::
