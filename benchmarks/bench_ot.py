@@ -337,3 +337,191 @@ def test_zz_summary_part_b(benchmark, capsys):
         lines.append(f"  SNS is faster than log-Sinkhorn from reg = {cross:g} down (target: at reg <= 1e-3)")
     with capsys.disabled():
         print("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------- issue 14, part A
+# - ``lazy Sinkhorn n=5000``: sinkhorn on a PointCloud (block-wise online LSE, Numba) against POT's
+#   ``empirical_sinkhorn(isLazy=True, batchSize=500)``, d = 3, reg = 0.1, float64, equal iterations (50, no test).
+# - ``lazy Sinkhorn memory n=20000``: peak RSS above the imported baseline of 10 iterations on a float32
+#   PointCloud with n = m = 20000, d = 3, in a fresh subprocess (target < 1 GB; the dense float32 cost is 1.6 GB).
+# - ``unbalanced n=2000``: sinkhorn_unbalanced (KL, reg = 0.05, reg_m = 1) against POT's sinkhorn_unbalanced
+#   (method="sinkhorn_stabilized"), both at tolerance 1e-9 (POT: relative change of the scalings; optnorm: L1
+#   residual of the column condition); extra_info has iterations and the largest plan difference.
+# - ``barycenter 10x2000``: barycenter of 10 histograms on a 2000-bin grid, reg = 1e-2, against POT's
+#   bregman.barycenter(method="sinkhorn_log") at equal iterations (30, no test).
+N_LAZY = 1000 if QUICK else 5000
+N_MEM = 4000 if QUICK else 20000
+N_UB = 500 if QUICK else 2000
+N_BARY = 500 if QUICK else 2000
+LAZY_ITERS, BARY_ITERS = 50, 30
+
+
+@pytest.fixture(scope="module")
+def lazy_problem():
+    rng = np.random.default_rng(0)
+    X, Y = rng.random((N_LAZY, 3)), rng.random((N_LAZY, 3)) + 0.2
+    oo.sinkhorn(None, None, oo.PointCloud(X[:50], Y[:50]), 0.1, max_iter=2)            # compile
+    return X, Y
+
+
+def _lazy_optnorm(X, Y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return oo.sinkhorn(None, None, oo.PointCloud(X, Y), 0.1, tol=0, max_iter=LAZY_ITERS, check_every=LAZY_ITERS)
+
+
+def _lazy_pot(X, Y):
+    import ot
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ot.bregman.empirical_sinkhorn(X, Y, 0.1, numIterMax=LAZY_ITERS, stopThr=0, isLazy=True, batchSize=500)
+
+
+def test_lazy_sinkhorn_optnorm(benchmark, lazy_problem):
+    benchmark.group = f"lazy Sinkhorn n={N_LAZY}"
+    _, t = _timed(benchmark, lambda: _lazy_optnorm(*lazy_problem), rounds=3)
+    RESULTS[("lazy", "optnorm")] = t
+
+
+def test_lazy_sinkhorn_pot(benchmark, lazy_problem):
+    pytest.importorskip("ot")
+    benchmark.group = f"lazy Sinkhorn n={N_LAZY}"
+    _, t = _timed(benchmark, lambda: _lazy_pot(*lazy_problem), rounds=3)
+    RESULTS[("lazy", "pot")] = t
+
+
+MEM_SCRIPT = """
+import resource, sys, warnings
+import numpy as np
+import optnorm.ot as oo
+n = int(sys.argv[1])
+rng = np.random.default_rng(0)
+X = rng.random((n, 3)).astype(np.float32); Y = rng.random((n, 3)).astype(np.float32)
+oo.sinkhorn(None, None, oo.PointCloud(X[:50], Y[:50]), 0.1, max_iter=2)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    r = oo.sinkhorn(None, None, oo.PointCloud(X, Y), 0.1, tol=0, max_iter=10, check_every=10)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(base * 1024, peak * 1024, r.f.dtype)
+"""
+
+
+def lazy_memory(n):
+    """(baseline RSS, peak RSS) in bytes of a 10-iteration float32 lazy Sinkhorn in a fresh process."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", MEM_SCRIPT, str(n)], capture_output=True, text=True, check=True,
+                         timeout=1800).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+def test_lazy_sinkhorn_memory(benchmark):
+    benchmark.group = f"lazy Sinkhorn memory n={N_MEM}"
+    (base, peak), _ = _timed(benchmark, lambda: lazy_memory(N_MEM), rounds=1)
+    benchmark.extra_info.update(base_mb=base / 2 ** 20, peak_mb=peak / 2 ** 20, added_mb=(peak - base) / 2 ** 20)
+    RESULTS[("lazy_mem",)] = (base, peak)
+
+
+@pytest.fixture(scope="module")
+def ub_problem():
+    rng = np.random.default_rng(0)
+    X, Y = rng.random((N_UB, 2)), rng.random((N_UB, 2)) + 0.1
+    M = ((X[:, None] - Y[None]) ** 2).sum(-1)
+    a, b = np.full(N_UB, 1.0 / N_UB), np.full(N_UB, 1.5 / N_UB)
+    oo.sinkhorn_unbalanced(a[:20], b[:20], M[:20, :20], 0.05, 1.0)
+    return a, b, M
+
+
+def _ub_optnorm(a, b, M):
+    return oo.sinkhorn_unbalanced(a, b, M, 0.05, 1.0, tol=1e-9, max_iter=100000)
+
+
+def _ub_pot(a, b, M):
+    import ot
+
+    return ot.unbalanced.sinkhorn_unbalanced(a, b, M, 0.05, 1.0, method="sinkhorn_stabilized", stopThr=1e-9,
+                                             numItermax=100000, log=True)
+
+
+def test_unbalanced_optnorm(benchmark, ub_problem):
+    benchmark.group = f"unbalanced n={N_UB}"
+    r, t = _timed(benchmark, lambda: _ub_optnorm(*ub_problem), rounds=3)
+    benchmark.extra_info.update(n_iter=r.n_iter)
+    RESULTS[("ub", "optnorm")] = (t, r.plan(), r.n_iter)
+
+
+def test_unbalanced_pot(benchmark, ub_problem):
+    pytest.importorskip("ot")
+    benchmark.group = f"unbalanced n={N_UB}"
+    (P, log), t = _timed(benchmark, lambda: _ub_pot(*ub_problem), rounds=3)
+    mine = RESULTS.get(("ub", "optnorm"))
+    if mine is not None:
+        benchmark.extra_info.update(max_plan_diff=float(np.abs(mine[1] - P).max()))
+    RESULTS[("ub", "pot")] = t
+
+
+@pytest.fixture(scope="module")
+def bary_problem():
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 1, N_BARY)
+    mus = rng.random(10) * 0.8 + 0.1
+    A = np.exp(-(x[None] - mus[:, None]) ** 2 / (2 * 0.03 ** 2)) + 1e-6
+    A /= A.sum(1, keepdims=True)
+    M = (x[:, None] - x[None]) ** 2
+    oo.barycenter(A[:, :20] / A[:, :20].sum(1, keepdims=True), M[:20, :20], reg=1e-2, max_iter=5)
+    return A, M
+
+
+def _bary_optnorm(A, M):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return oo.barycenter(A, M, reg=1e-2, tol=0, max_iter=BARY_ITERS, check_every=BARY_ITERS)
+
+
+def _bary_pot(A, M):
+    import ot
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ot.bregman.barycenter(A.T, M, 1e-2, method="sinkhorn_log", numItermax=BARY_ITERS, stopThr=0)
+
+
+def test_barycenter_optnorm(benchmark, bary_problem):
+    benchmark.group = f"barycenter 10x{N_BARY}"
+    q, t = _timed(benchmark, lambda: _bary_optnorm(*bary_problem), rounds=3)
+    RESULTS[("bary", "optnorm")] = (t, q)
+
+
+def test_barycenter_pot(benchmark, bary_problem):
+    pytest.importorskip("ot")
+    benchmark.group = f"barycenter 10x{N_BARY}"
+    q, t = _timed(benchmark, lambda: _bary_pot(*bary_problem), rounds=3)
+    mine = RESULTS.get(("bary", "optnorm"))
+    if mine is not None:
+        benchmark.extra_info.update(max_diff=float(np.abs(mine[1] - q).max()))
+    RESULTS[("bary", "pot")] = t
+
+
+def test_zz_summary_part_a(benchmark, capsys):
+    benchmark.group = "zz summary"
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    lines = ["", "optnorm.ot benchmark ratios, issue 14 part A (peer time / optnorm time, same run):"]
+    for key, label, target in (("lazy", f"lazy Sinkhorn n={N_LAZY} d=3, {LAZY_ITERS} it", 3),
+                               ("bary", f"barycenter 10x{N_BARY}, {BARY_ITERS} it", 3)):
+        o, p = RESULTS.get((key, "optnorm")), RESULTS.get((key, "pot"))
+        o = o[0] if isinstance(o, tuple) else o
+        if o and p:
+            lines.append(f"  {label}: POT {p:.3f} s / optnorm {o:.3f} s = {p / o:.2f}x (target >= {target}x)")
+    o, p = RESULTS.get(("ub", "optnorm")), RESULTS.get(("ub", "pot"))
+    if o and p and o[0]:
+        lines.append(f"  sinkhorn_unbalanced n={N_UB} tol 1e-9: POT {p:.3f} s / optnorm {o[0]:.3f} s = "
+                     f"{p / o[0]:.2f}x (target >= 5x)")
+    m = RESULTS.get(("lazy_mem",))
+    if m:
+        lines.append(f"  lazy Sinkhorn n={N_MEM} d=3 float32: peak RSS {m[1] / 2 ** 20:.0f} MB, "
+                     f"{(m[1] - m[0]) / 2 ** 20:.0f} MB above the imported baseline (target < 1 GB)")
+    with capsys.disabled():
+        print("\n".join(lines))

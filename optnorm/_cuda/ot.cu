@@ -15,6 +15,14 @@
 // optnorm-kernel: softmin_cols<double>
 // optnorm-kernel: pairwise_box_w2<float>
 // optnorm-kernel: pairwise_box_w2<double>
+// optnorm-kernel: softmin_cloud<float>
+// optnorm-kernel: softmin_cloud<double>
+//
+// softmin_cloud (lazy point-cloud Sinkhorn, optnorm.ot._lazy): the row soft maximum over a cost computed on the
+// fly, never stored: out[b, i] = reg * log sum_j exp((h[b, j] - cscale * C(X[b, i], Y[b, j])) / reg), X (B, n, d),
+// Yt (B, d, m) (Y transposed: consecutive threads read consecutive j), grid (B*n), block 256.  The cost codes of
+// optnorm/_numba/lse.py: 0 sum d_k^2, 1 its sqrt, 2 sum |d_k|, 3 (sum |d_k|^p)^(1/p), 4 (sum d_k^2)^(p/2),
+// 5 1 - <x, y>.  Two passes (max, then the sum of exps) recomputing the cost, as softmin_rows.
 
 #include "common.cuh"
 
@@ -115,4 +123,57 @@ __global__ void pairwise_box_w2(const T* __restrict__ p1, const T* __restrict__ 
     }
     out[i * m + j] = y;
   }
+}
+
+
+__device__ __forceinline__ float c_pow(float a, float b) { return powf(a, b); }
+__device__ __forceinline__ double c_pow(double a, double b) { return pow(a, b); }
+
+template <typename T>
+__device__ __forceinline__ T cloud_cost(const T* __restrict__ x, const T* __restrict__ Yt, long long j, long long m,
+                                        long long d, int code, T p) {
+  T acc = T(0);
+  if (code == 5) {
+    for (long long k = 0; k < d; ++k) acc += x[k] * Yt[k * m + j];
+    return T(1) - acc;
+  }
+  for (long long k = 0; k < d; ++k) {
+    const T dk = x[k] - Yt[k * m + j];
+    const T a = dk < T(0) ? -dk : dk;
+    acc += code == 2 ? a : (code == 3 ? c_pow(a, p) : dk * dk);
+  }
+  if (code == 1) return d_sqrt(acc);
+  if (code == 3) return c_pow(acc, T(1) / p);
+  if (code == 4) return c_pow(acc, p / T(2));
+  return acc;
+}
+
+template <typename T>
+__global__ void softmin_cloud(const T* __restrict__ X, const T* __restrict__ Yt, const T* __restrict__ h,
+                              T* __restrict__ out, long long B, long long n, long long m, long long d, T reg, int code,
+                              T p, T cscale) {
+  const long long row = blockIdx.x;  // b * n + i
+  if (row >= B * n) return;
+  const long long b = row / n;
+  const T* x = X + row * d;
+  const T* Yb = Yt + b * d * m;
+  const T* hb = h + b * m;
+  __shared__ T sh[32];
+  T mx = -Lim<T>::inf();
+  for (long long j = threadIdx.x; j < m; j += blockDim.x) {
+    const T z = hb[j] - cscale * cloud_cost(x, Yb, j, m, d, code, p);
+    mx = z > mx ? z : mx;
+  }
+  mx = block_max(mx, sh);
+  if (mx == -Lim<T>::inf()) {  // block-uniform
+    if (threadIdx.x == 0) out[row] = -Lim<T>::inf();
+    return;
+  }
+  T acc = T(0);
+  for (long long j = threadIdx.x; j < m; j += blockDim.x) {
+    const T e = (hb[j] - cscale * cloud_cost(x, Yb, j, m, d, code, p) - mx) / reg;
+    acc += d_exp(e > Flush<T>::lo() ? e : Flush<T>::lo());
+  }
+  acc = block_sum(acc, sh);
+  if (threadIdx.x == 0) out[row] = mx + reg * d_log(acc);
 }

@@ -148,10 +148,13 @@ def format_value(v: Any) -> str:
         if len(shape) == 0 and compat.is_concrete(v):
             return f"{float(compat.to_numpy(v)):.6g}"
         return f"<{compat.backend_name(v)} {compat.dtype_name(v.dtype)} {shape}>"
-    if isinstance(v, float):
-        return f"{v:.6g}"
+    if isinstance(v, float) or (hasattr(v, "dtype") and getattr(v, "ndim", None) == 0 and hasattr(v, "item")
+                                and isinstance(v.item(), float)):
+        return f"{float(v):.6g}"
     if isinstance(v, (list, tuple)) and len(v) > 4:
         return f"<{type(v).__name__} of {len(v)}>"
+    if isinstance(v, tuple) and any(compat.is_array(x) or hasattr(x, "dtype") or isinstance(x, float) for x in v):
+        return "(" + ", ".join(format_value(x) for x in v) + ("," if len(v) == 1 else "") + ")"
     text = repr(v)
     return text if len(text) <= 60 else text[:57] + "..."
 

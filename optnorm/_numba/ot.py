@@ -169,12 +169,17 @@ def softmin_cols(M, h, reg, out):
             out[b, j0 + jj] = mx[jj] + reg * math.log(acc[jj]) if mx[jj] > -np.inf else -np.inf
 
 
-def _exact_iterations(M, f, g, ra, rb, r, n_steps, lc, lr):
+def _exact_iterations(M, f, g, ra, rb, r, n_steps, lc, lr, phi=(1.0, 1.0), hook=None):
+    p1, p2 = phi
     for _ in range(n_steps):
         softmin_cols(M, f, r, lc)
-        g = rb - lc
+        g = rb - lc if p2 == 1.0 else (rb - p2 * lc).astype(lc.dtype)
+        if hook is not None:
+            g = np.ascontiguousarray(hook("cols", g, f), dtype=lc.dtype)
         softmin_rows(M, g, r, lr)
-        f = ra - lr
+        f = ra - lr if p1 == 1.0 else (ra - p1 * lr).astype(lr.dtype)
+        if hook is not None:
+            f = np.ascontiguousarray(hook("rows", f, g), dtype=lr.dtype)
     softmin_cols(M, f, r, lc)
     return f, g, lc.copy()
 
@@ -231,11 +236,17 @@ class _Absorbed:
         return np.where(self.pos_b, self.reg * (W + np.log(np.where(self.pos_b, t, 1.0))) - self.g0, 0.0)
 
 
-def _absorbed_iterations(M, f, g, ra, rb, reg, n_steps, pos_a, pos_b, exact):
+def _absorbed_iterations(M, f, g, ra, rb, reg, n_steps, pos_a, pos_b, exact, phi=(1.0, 1.0), hook=None,
+                         state=None):
     """The block of iterations with absorbed kernels: a half-step the kernel cannot resolve re-absorbs at the
     current potentials (unless the kernel is fresh) and tries again; what still fails runs the exact kernels
-    (the first iterations at a small reg, while the plan's columns are far from balanced)."""
-    state = {"k": _Absorbed(M, g, reg, pos_a, pos_b), "fresh": True}
+    (the first iterations at a small reg, while the plan's columns are far from balanced).  ``state`` (a dict
+    kept by the caller across blocks of one problem) carries the kernel over: a block then starts with the
+    last one's kernel instead of a new exponential pass, re-absorbing only when a half-step needs it."""
+    if state is None:
+        state = {}
+    if state.get("reg") != reg or "k" not in state:
+        state.update(k=_Absorbed(M, g, reg, pos_a, pos_b), fresh=True, reg=reg)
 
     def half(kind, h, g_now):
         out = getattr(state["k"], kind)(h)
@@ -245,14 +256,22 @@ def _absorbed_iterations(M, f, g, ra, rb, reg, n_steps, pos_a, pos_b, exact):
         state["fresh"] = False
         return exact(kind, h) if out is None else out
 
+    p1, p2 = phi
     for _ in range(n_steps):
-        g = np.where(pos_b, rb - half("cols", f, g), -np.inf)
-        f = np.where(pos_a, ra - half("rows", g, g), -np.inf)
+        g = np.where(pos_b, rb - p2 * half("cols", f, g), -np.inf)
+        if hook is not None:
+            g = hook("cols", g, f)
+        f = np.where(pos_a, ra - p1 * half("rows", g, g), -np.inf)
+        if hook is not None:
+            f = hook("rows", f, g)
     return f, g, half("cols", f, g)
 
 
-def sinkhorn_iterations(M, f, g, loga, logb, reg, n_steps):
-    """``n_steps`` log-domain Sinkhorn iterations in cost units, then the column pass (see ``ot._common``).
+def sinkhorn_iterations(M, f, g, loga, logb, reg, n_steps, phi=(1.0, 1.0), hook=None, cache=None):
+    """``n_steps`` log-domain Sinkhorn iterations in cost units, then the column pass (see ``ot._common``);
+    ``phi`` = (phi1, phi2) damps the soft minima (unbalanced transport: g = reg log b - phi2 softmin_cols(f)),
+    ``hook(kind, new, other)`` adjusts each half-step's result (translation-invariant Sinkhorn adds a constant);
+    ``cache`` (a dict the caller keeps for one problem) carries the absorbed kernel from block to block.
 
     Blocks of >= 4 iterations on problems whose float64 kernel fits in 512 MiB run the half-steps as BLAS
     products of an absorbed kernel (:class:`_Absorbed`, exact to round-off, an exponential pass per block and
@@ -270,7 +289,7 @@ def sinkhorn_iterations(M, f, g, loga, logb, reg, n_steps):
         f = np.ascontiguousarray(f, dtype=dt)
         g = np.ascontiguousarray(g, dtype=dt)
         return _exact_iterations(M, f, g, (r * loga).astype(dt, copy=False), (r * logb).astype(dt, copy=False),
-                                 r, n_steps, lc, lr)
+                                 r, n_steps, lc, lr, phi, hook)
 
     def exact(kind, h):
         if kind == "cols":
@@ -281,8 +300,11 @@ def sinkhorn_iterations(M, f, g, loga, logb, reg, n_steps):
 
     la, lb = np.asarray(loga, np.float64), np.asarray(logb, np.float64)
     pos_a, pos_b = la > -np.inf, lb > -np.inf
-    f, g, lcol = _absorbed_iterations(np.asarray(M, np.float64), np.asarray(f, np.float64),
-                                      np.asarray(g, np.float64), r * la, r * lb, r, n_steps, pos_a, pos_b, exact)
+    if cache is not None and "M64" not in cache:
+        cache["M64"] = np.asarray(M, np.float64)
+    M64 = cache["M64"] if cache is not None else np.asarray(M, np.float64)
+    f, g, lcol = _absorbed_iterations(M64, np.asarray(f, np.float64), np.asarray(g, np.float64), r * la, r * lb, r,
+                                      n_steps, pos_a, pos_b, exact, phi, hook, cache)
     lcol = np.where(pos_b, lcol, 0.0)
     return f.astype(dt), g.astype(dt), lcol.astype(dt)
 

@@ -2,14 +2,19 @@
 
 from ._common import SinkhornResult as SinkhornResult, SinkhornState as SinkhornState
 from .assignment import Assignment as Assignment, linear_assignment as linear_assignment, sinkhorn_normalize as sinkhorn_normalize
+from .barycenters import BarycenterResult as BarycenterResult, BarycenterState as BarycenterState, FreeSupportResult as FreeSupportResult, barycenter as barycenter, free_support_barycenter as free_support_barycenter
+from .dist import dist as dist
+from .divergence import sinkhorn_divergence as sinkhorn_divergence
 from .exact import EMDResult as EMDResult, emd as emd, emd2 as emd2
 from .gaussian import box_to_gaussian as box_to_gaussian, box_wasserstein as box_wasserstein, gaussian_wasserstein as gaussian_wasserstein, normalized_wasserstein_boxes as normalized_wasserstein_boxes
 from .gromov import GWResult as GWResult, GWState as GWState, fused_gromov_wasserstein as fused_gromov_wasserstein, fused_gromov_wasserstein2 as fused_gromov_wasserstein2, gromov_wasserstein as gromov_wasserstein, gromov_wasserstein2 as gromov_wasserstein2
 from .mesh import mesh_to_measure as mesh_to_measure
 from .oned import EMD1DResult as EMD1DResult, emd_1d as emd_1d, wasserstein_1d as wasserstein_1d
 from .partial import PartialResult as PartialResult, PartialState as PartialState, partial_wasserstein as partial_wasserstein, partial_wasserstein2 as partial_wasserstein2
+from .pointcloud import PointCloud as PointCloud
 from .sinkhorn import sinkhorn as sinkhorn, sinkhorn2 as sinkhorn2
 from .sliced import SlicedResult as SlicedResult, max_sliced_wasserstein as max_sliced_wasserstein, sample_vmf as sample_vmf, sliced_wasserstein as sliced_wasserstein, sliced_wasserstein_sphere as sliced_wasserstein_sphere, vmf_sliced_wasserstein as vmf_sliced_wasserstein
 from .sns import SNSState as SNSState, sinkhorn_newton_sparse as sinkhorn_newton_sparse
+from .unbalanced import sinkhorn_unbalanced as sinkhorn_unbalanced, sinkhorn_unbalanced2 as sinkhorn_unbalanced2
 
-__all__ = ['Assignment', 'EMD1DResult', 'EMDResult', 'GWResult', 'GWState', 'PartialResult', 'PartialState', 'SNSState', 'SinkhornResult', 'SinkhornState', 'SlicedResult', 'box_to_gaussian', 'box_wasserstein', 'emd', 'emd2', 'emd_1d', 'fused_gromov_wasserstein', 'fused_gromov_wasserstein2', 'gaussian_wasserstein', 'gromov_wasserstein', 'gromov_wasserstein2', 'linear_assignment', 'max_sliced_wasserstein', 'mesh_to_measure', 'normalized_wasserstein_boxes', 'partial_wasserstein', 'partial_wasserstein2', 'sample_vmf', 'sinkhorn', 'sinkhorn2', 'sinkhorn_newton_sparse', 'sinkhorn_normalize', 'sliced_wasserstein', 'sliced_wasserstein_sphere', 'vmf_sliced_wasserstein', 'wasserstein_1d']
+__all__ = ['Assignment', 'BarycenterResult', 'BarycenterState', 'EMD1DResult', 'EMDResult', 'FreeSupportResult', 'GWResult', 'GWState', 'PartialResult', 'PartialState', 'PointCloud', 'SNSState', 'SinkhornResult', 'SinkhornState', 'SlicedResult', 'barycenter', 'box_to_gaussian', 'box_wasserstein', 'dist', 'emd', 'emd2', 'emd_1d', 'free_support_barycenter', 'fused_gromov_wasserstein', 'fused_gromov_wasserstein2', 'gaussian_wasserstein', 'gromov_wasserstein', 'gromov_wasserstein2', 'linear_assignment', 'max_sliced_wasserstein', 'mesh_to_measure', 'normalized_wasserstein_boxes', 'partial_wasserstein', 'partial_wasserstein2', 'sample_vmf', 'sinkhorn', 'sinkhorn2', 'sinkhorn_divergence', 'sinkhorn_newton_sparse', 'sinkhorn_normalize', 'sinkhorn_unbalanced', 'sinkhorn_unbalanced2', 'sliced_wasserstein', 'sliced_wasserstein_sphere', 'vmf_sliced_wasserstein', 'wasserstein_1d']

@@ -20,6 +20,8 @@ import numpy as np
 from .._lib import compat, convergence
 from .._lib.api import public_class
 from .._lib.dispatch import Dispatcher, numpy_float
+from .._lib.roles import Cost
+from .._lib.solver import Monitor, Result
 
 
 # ---------------------------------------------------------------------------------------------- magnitudes
@@ -181,41 +183,67 @@ def _w1d_numba(u, v, uw, vw, *, p, xp):
 @public_class
 @dataclass(frozen=True)
 class SinkhornState:
-    """What a Sinkhorn or SNS callback sees every ``callback_every`` iterations: ``iteration``, the current
-    potentials ``f``, ``g`` (cost units; with a leading batch axis for :func:`optnorm.ot.sinkhorn`, of the
-    current problem for :func:`optnorm.ot.sinkhorn_newton_sparse`) and the stopping ``error``."""
-    iteration: int
+    """What a Sinkhorn-family callback sees every ``callback_every`` iterations (one convention for every solver of
+    :mod:`optnorm._lib.solver`: ``n_iter`` and ``error``, plus the potentials).
+
+    Attributes
+    ----------
+    n_iter : int
+        Iterations done (``iteration`` is an alias).
+    f : array
+        The current row potential in cost units (with a leading batch axis for :func:`optnorm.ot.sinkhorn`, of the
+        current problem for :func:`optnorm.ot.sinkhorn_newton_sparse`).
+    g : array
+        The current column potential, likewise.
+    error : float
+        The stopping criterion (max over the batch), compared with ``tol``.
+    """
+    n_iter: int
     f: Any
     g: Any
     error: float
 
+    @property
+    def iteration(self) -> int:
+        """Alias of ``n_iter`` (the name before the solvers shared one convention)."""
+        return self.n_iter
+
 
 @public_class
-@dataclass(frozen=True)
-class SinkhornResult:
-    """Result of :func:`optnorm.ot.sinkhorn` (and :func:`optnorm.ot.sinkhorn_newton_sparse`).
+@dataclass(frozen=True, repr=False)
+class SinkhornResult(Result):
+    """Result of :func:`optnorm.ot.sinkhorn`, :func:`optnorm.ot.sinkhorn_unbalanced` (and
+    :func:`optnorm.ot.sinkhorn_newton_sparse`).
 
     Attributes
     ----------
     f, g : arrays (..., n) / (..., m)
-        Dual potentials, :math:`P = \\exp((f \\oplus g - M)/\\varepsilon)` (``-inf`` where a weight is 0).
+        Dual potentials in cost units, :math:`P = \\exp((f \\oplus g - M)/\\varepsilon)` (``-inf`` where a weight
+        is 0).  POT's ``log_u``, ``log_v`` are ``f / reg``, ``g / reg`` (balanced) or
+        ``(f - reg log a) / reg``, ``(g - reg log b) / reg`` (unbalanced, reference measure :math:`a\\otimes b`).
     cost : array (...,)
         Transport cost :math:`\\langle P, M\\rangle` (what POT's ``sinkhorn2`` returns).
     objective : array (...,)
-        Entropic objective :math:`\\langle P, M\\rangle + \\varepsilon\\sum P\\log P`.
+        The optimised objective at the solution: :math:`\\langle P, M\\rangle + \\varepsilon\\sum P\\log P`
+        (balanced), or the unbalanced objective of :func:`optnorm.ot.sinkhorn_unbalanced` (its dual value).
     n_iter : int
         Iterations done (one iteration = one column and one row update; a Newton step for SNS).
     converged : bool
         Whether every problem of the batch reached ``tol``.
     errors : list of float
-        History of the stopping criterion (max over the batch of the marginal error), one entry per check.
+        History of the stopping criterion (max over the batch), one entry per check or callback.
     marginal_errors : tuple of arrays (...,)
-        Final L1 errors :math:`(\\|P1 - a\\|_1, \\|P^T1 - b\\|_1)` per problem.
+        Final L1 errors of the two marginal conditions per problem: :math:`(\\|P1 - a\\|_1, \\|P^T1 - b\\|_1)`
+        (balanced); for unbalanced transport the residuals of the optimality conditions
+        :math:`P1 = a\\,e^{-f_a/\\rho_1}` and :math:`P^T1 = b\\,e^{-g_b/\\rho_2}`.
     reg : float
+        The entropic regularisation :math:`\\varepsilon`.
     tol : float
         The tolerance used (the dtype's default when none was given).
-    M : array
-        The cost matrix (kept to build the plan on demand).
+    M : array or PointCloud
+        The cost (kept to build the plan on demand; not in the repr).
+    reg_m : tuple of float or None
+        Marginal relaxations :math:`(\\rho_1, \\rho_2)` (inf: a hard marginal); None for balanced transport.
     """
     f: Any
     g: Any
@@ -228,15 +256,25 @@ class SinkhornResult:
     reg: float
     tol: float
     M: Any = field(repr=False)
+    reg_m: tuple | None = None
 
     def plan(self):
-        """The transport plan :math:`\\exp((f_i + g_j - M_{ij})/\\varepsilon)`, shape (..., n, m)."""
-        xp = compat.array_namespace(self.M)
-        return xp.exp((self.f[..., :, None] + self.g[..., None, :] - self.M) / self.reg)
+        """The transport plan :math:`\\exp((f_i + g_j - M_{ij})/\\varepsilon)`, shape (..., n, m) (a point-cloud
+        cost is materialised here)."""
+        M = self.M.matrix() if is_cloud(self.M) else self.M
+        xp = compat.array_namespace(M)
+        return xp.exp((self.f[..., :, None] + self.g[..., None, :] - M) / self.reg)
 
 
-SINKHORN_FUNCTIONS = ("ot.sinkhorn", "ot.sinkhorn2", "ot.sinkhorn_newton_sparse")
+SINKHORN_FUNCTIONS = ("ot.sinkhorn", "ot.sinkhorn2", "ot.sinkhorn_newton_sparse", "ot.sinkhorn_unbalanced",
+                      "ot.sinkhorn_unbalanced2", "ot.barycenter")
 SINKHORN_TOL = 1e-9  # float64 default; other dtypes get convergence.default_tol(SINKHORN_TOL, dtype)
+INF = math.inf
+
+
+def is_cloud(M) -> bool:
+    """A lazy point-cloud cost (:class:`optnorm.ot.PointCloud`) rather than a matrix."""
+    return getattr(M, "_optnorm_cloud", False) is True
 
 
 def log_weights(w, xp):
@@ -258,7 +296,8 @@ def lse(z, axis, xp, keepdims=False):
 #   rows:    softmin_rows(g)_i = reg * log sum_j exp((g_j - M_ij) / reg)
 #   columns: softmin_cols(f)_j = reg * log sum_i exp((f_i - M_ij) / reg)
 # each computed as max z + reg * log sum exp((z - max z) / reg), z = h - M.  One iteration is
-#   g = reg log b - softmin_cols(f),   f = reg log a - softmin_rows(g).
+#   g = reg log b - phi2 softmin_cols(f),   f = reg log a - phi1 softmin_rows(g)
+# with phi = 1 (balanced) or phi_k = rho_k / (rho_k + reg) (unbalanced, KL marginals of weight rho_k).
 def softmin_xp(M, h, reg, axis, xp):
     """The half-step on any Array-API library (``axis=2``: rows, h = g (B, m); ``axis=1``: columns, h = f)."""
     z = (h[:, None, :] if axis == 2 else h[:, :, None]) - M
@@ -274,23 +313,28 @@ iterations = Dispatcher("ot.sinkhorn_iterations", serves=SINKHORN_FUNCTIONS)
 
 
 @iterations.generic
-def _iterations_generic(M, f, g, *, loga, logb, reg, n_steps, xp):
+def _iterations_generic(M, f, g, *, loga, logb, reg, n_steps, xp, phi=(1.0, 1.0), hook=None, cache=None):
     ra, rb = reg * loga, reg * logb
+    p1, p2 = phi
     for _ in range(n_steps):
-        g = rb - softmin_xp(M, f, reg, 1, xp)
-        f = ra - softmin_xp(M, g, reg, 2, xp)
+        g = rb - p2 * softmin_xp(M, f, reg, 1, xp)
+        if hook is not None:
+            g = hook("cols", g, f)
+        f = ra - p1 * softmin_xp(M, g, reg, 2, xp)
+        if hook is not None:
+            f = hook("rows", f, g)
     return f, g, softmin_xp(M, f, reg, 1, xp)
 
 
 @iterations.numba(when=lambda M, f, g, **kw: numpy_float(M, f, g))
-def _iterations_numba(M, f, g, *, loga, logb, reg, n_steps, xp):
+def _iterations_numba(M, f, g, *, loga, logb, reg, n_steps, xp, phi=(1.0, 1.0), hook=None, cache=None):
     from .._numba import ot as nb
 
-    return nb.sinkhorn_iterations(M, f, g, loga, logb, reg, n_steps)
+    return nb.sinkhorn_iterations(M, f, g, loga, logb, reg, n_steps, phi, hook, cache)
 
 
 @iterations.cuda(when=lambda M, f, g, **kw: str(M.dtype) in ("float32", "float64") and M.dtype == f.dtype == g.dtype)
-def _iterations_cuda(M, f, g, *, loga, logb, reg, n_steps, xp):
+def _iterations_cuda(M, f, g, *, loga, logb, reg, n_steps, xp, phi=(1.0, 1.0), hook=None, cache=None):
     import cupy
 
     from .._cuda import launch
@@ -310,10 +354,66 @@ def _iterations_cuda(M, f, g, *, loga, logb, reg, n_steps, xp):
         return out
 
     ra, rb = reg * loga, reg * logb
+    p1, p2 = phi
     for _ in range(n_steps):
-        g = rb - half(f, 1)
-        f = ra - half(g, 2)
+        g = rb - p2 * half(f, 1)
+        if hook is not None:
+            g = hook("cols", g, f)
+        f = ra - p1 * half(g, 2)
+        if hook is not None:
+            f = hook("rows", f, g)
     return f, g, half(f, 1)
+
+
+half_step = Dispatcher("ot.sinkhorn_half_step", serves=SINKHORN_FUNCTIONS)
+
+
+@half_step.generic
+def _half_generic(M, h, *, reg, axis, xp):
+    return softmin_xp(M, h, reg, axis, xp)
+
+
+@half_step.numba(when=lambda M, h, **kw: numpy_float(M, h))
+def _half_numba(M, h, *, reg, axis, xp):
+    from .._numba import ot as nb
+
+    M = np.ascontiguousarray(M)
+    out = np.empty((M.shape[0], M.shape[1] if axis == 2 else M.shape[2]), dtype=M.dtype)
+    (nb.softmin_rows if axis == 2 else nb.softmin_cols)(M, np.ascontiguousarray(h), float(reg), out)
+    return out
+
+
+class DenseCost:
+    """A batch of cost matrices (B, n, m) behind the interface of :class:`optnorm.ot._lazy.LazyCost`."""
+
+    def __init__(self, M, xp):
+        self.M, self.xp = M, xp
+        self.dtype = M.dtype
+        self.shape = tuple(M.shape)
+        self.cache: dict = {}       # what the fast path keeps from block to block of one solve (absorbed kernel)
+
+    def iterations(self, f, g, *, loga, logb, reg, n_steps, phi=(1.0, 1.0), hook=None, xp=None):
+        return iterations(self.M, f, g, loga=loga, logb=logb, reg=reg, n_steps=n_steps, xp=self.xp, phi=phi,
+                          hook=hook, cache=self.cache)
+
+    def rows(self, h, reg):
+        return half_step(self.M, h, reg=reg, axis=2, xp=self.xp)
+
+    def cols(self, h, reg):
+        return half_step(self.M, h, reg=reg, axis=1, xp=self.xp)
+
+    def stats(self, f, g, reg):
+        P = self.xp.exp((f[:, :, None] + g[:, None, :] - self.M) / reg)
+        xp = self.xp
+        return xp.sum(P, axis=2), xp.sum(P, axis=1), xp.sum(xp.sum(P * self.M, axis=2), axis=1)
+
+    def dense(self):
+        return self.M
+
+
+def as_cost(M, xp):
+    """A :class:`DenseCost` for a batched matrix; cost objects pass through."""
+    return M if hasattr(M, "iterations") else DenseCost(M, xp)
 
 
 def marginal_norm(r, p, xp):
@@ -326,43 +426,71 @@ def _col_marginal(g, lc, reg, xp):
     return xp.exp(xp.clip((g + lc) / reg, None, 300.0))
 
 
+def relaxed_target(w, logw, h, reg, rho, xp):
+    """The marginal the optimality condition asks for: ``w`` (balanced, rho = inf) or
+    :math:`w\\,e^{-(h - \\varepsilon\\log w)/\\rho}` (KL-relaxed; h the potential in cost units, 0 where w = 0)."""
+    if rho == math.inf:
+        return w
+    pos = w > 0
+    z = xp.zeros_like(h)
+    e = -(xp.where(pos, h, z) - reg * xp.where(pos, logw, z)) / rho
+    return xp.where(pos, w * xp.exp(xp.clip(e, None, 300.0)), xp.zeros_like(w))
+
+
 def sinkhorn_loop(loga, logb, b, M, reg, f, g, *, tol, max_iter, check_every, callback, callback_every, xp,
-                  errors, it0=0, error_norm=1):
+                  errors, it0=0, error_norm=1, phi=(1.0, 1.0), rho=(INF, INF), monitor=None, hook=None,
+                  post=None):
     """Log-domain Sinkhorn iterations from potentials (f, g) in cost units, in blocks between stopping tests.
 
-    Every ``check_every`` iterations the column-marginal error (read off the column pass, so free) is compared
-    with ``tol``; a callback runs every ``callback_every`` iterations.  Returns ``(f, g, n_iter, converged,
-    stopped_by_callback)``; ``errors`` gets the error history.  Traced (jit) inputs run ``max_iter`` iterations.
+    ``M`` is a batched cost matrix (B, n, m) or a cost object (:class:`DenseCost`, a lazy point-cloud cost).
+    Every ``check_every`` iterations the column condition's error (read off the column pass, so free) is
+    compared with ``tol``; a callback runs every ``callback_every`` iterations.  ``monitor`` (an
+    :class:`optnorm._lib.solver.Monitor`) drives stopping, callbacks and progress; without one a silent
+    monitor is made.  Returns ``(f, g, n_iter, converged, stopped_by_callback)``; ``errors`` gets the error
+    history.  Traced (jit) inputs run ``max_iter`` iterations.  ``hook`` adjusts each half-step (see
+    :data:`iterations`); ``post(f, g) -> (f, g)`` maps the iterate to the potentials that are checked and returned
+    (translation-invariant Sinkhorn iterates up to a translation).
     """
-    concrete = compat.is_concrete(M)
-    if not concrete:
-        f, g, _ = iterations(M, f, g, loga=loga, logb=logb, reg=reg, n_steps=max_iter, xp=xp)
+    post = post or (lambda f_, g_: (f_, g_))
+    cost = as_cost(M, xp)
+    mon = monitor if monitor is not None else Monitor("sinkhorn", max_iter=max_iter, tol=tol, callback=callback,
+                                                      callback_every=callback_every, check_every=check_every,
+                                                      warn=False)
+    ref = cost.M if isinstance(cost, DenseCost) else f
+    if not compat.is_concrete(ref):
+        f, g, _ = cost.iterations(f, g, loga=loga, logb=logb, reg=reg, n_steps=max_iter, phi=phi, hook=hook,
+                                  xp=xp)
+        mon.step(max_iter)
+        mon.warn = False
+        f, g = post(f, g)
         return f, g, max_iter, False, False
     it = 0
-    converged = stopped = False
+    n0 = len(mon.errors)
     while True:
         nxt = min(max_iter, (it // check_every + 1) * check_every)
         if callback is not None:
             nxt = min(nxt, (it // callback_every + 1) * callback_every)
-        f_new, g_new, lc = iterations(M, f, g, loga=loga, logb=logb, reg=reg, n_steps=nxt - it, xp=xp)
-        f, g, it = f_new, g_new, nxt
-        last = it >= max_iter
-        check = it % check_every == 0 or last
-        call = callback is not None and it % callback_every == 0
-        if check or call:
-            err_b = marginal_norm(_col_marginal(g, lc, reg, xp) - b, error_norm, xp)
-            e = float(xp.max(err_b))
-            if check:
-                errors.append(e)
-            if e < tol:
-                converged = True
+        f, g, lc = cost.iterations(f, g, loga=loga, logb=logb, reg=reg, n_steps=nxt - it, phi=phi, hook=hook,
+                                   xp=xp)
+        it = nxt
+        if mon.wants(it):
+            pf, pg = post(f, g)
+            if pf is not f:                                            # a translation t shifts the column pass
+                fin = f > -math.inf
+                lc = lc + xp.max(xp.where(fin, pf - xp.where(fin, f, pf), xp.full_like(f, -math.inf)), axis=1,
+                                 keepdims=True)
+            target = relaxed_target(b, logb, pg, reg, rho[1], xp)
+            e = float(xp.max(marginal_norm(_col_marginal(pg, lc, reg, xp) - target, error_norm, xp)))
+            snap_f, snap_g, k = pf, pg, it0 + it
+            if mon.update(it, e, lambda: SinkhornState(k, snap_f, snap_g, e)):
                 break
-            if call and callback(SinkhornState(it0 + it, f, g, e)):
-                stopped = True
-                break
-        if last:
+        else:
+            mon.step(it)
+        if it >= max_iter:
             break
-    return f, g, it, converged, stopped
+    errors.extend(mon.errors[n0:])
+    f, g = post(f, g)
+    return f, g, it, mon.converged, mon.stopped
 
 
 def finalize(f, g, ab, bb, Mb, reg, xp, row_update=False):
@@ -371,26 +499,35 @@ def finalize(f, g, ab, bb, Mb, reg, xp, row_update=False):
     ``row_update``: f is the row update of g (every Sinkhorn method ends on one), so the plan is
     ``a_i softmax_j((g_j - M_ij) / reg)``, computed from the row maxima: rows sum to a exactly and no entry
     exceeds a_i even where |M| / reg is beyond float64 precision (there exp((f + g - M) / reg) is round-off noise
-    of potentials of magnitude |M|, and could overflow).
+    of potentials of magnitude |M|, and could overflow).  A lazy point-cloud cost gives ``P = None`` (its
+    statistics are computed block-wise).
     """
-    if row_update:
-        z = g[:, None, :] - Mb
-        mx = xp.max(z, axis=2, keepdims=True)
-        mx = xp.where(mx > -math.inf, mx, xp.zeros_like(mx))
-        E = xp.exp((z - mx) / reg)
-        P = ab[:, :, None] * (E / xp.sum(E, axis=2, keepdims=True))
+    if not isinstance(Mb, DenseCost) and hasattr(Mb, "stats"):
+        row, col, cost = Mb.stats(f, g, reg)
+        P = None
     else:
-        P = xp.exp((f[:, :, None] + g[:, None, :] - Mb) / reg)
-    row = xp.sum(P, axis=2)
-    col = xp.sum(P, axis=1)
+        Mb = Mb.M if isinstance(Mb, DenseCost) else Mb
+        if row_update:
+            z = g[:, None, :] - Mb
+            mx = xp.max(z, axis=2, keepdims=True)
+            mx = xp.where(mx > -math.inf, mx, xp.zeros_like(mx))
+            E = xp.exp((z - mx) / reg)
+            P = ab[:, :, None] * (E / xp.sum(E, axis=2, keepdims=True))
+        else:
+            P = xp.exp((f[:, :, None] + g[:, None, :] - Mb) / reg)
+        row = xp.sum(P, axis=2)
+        col = xp.sum(P, axis=1)
+        cost = xp.sum(xp.sum(P * Mb, axis=-1), axis=-1)
     err_a = xp.sum(xp.abs(row - ab), axis=-1)
     err_b = xp.sum(xp.abs(col - bb), axis=-1)
-    cost = xp.sum(xp.sum(P * Mb, axis=-1), axis=-1)
     # <P, M> + reg sum P log P = <P1, f> + <P^T 1, g>   (0 * -inf := 0 for zero weights)
-    zero_f, zero_g = xp.zeros_like(f), xp.zeros_like(g)
-    objective = xp.sum(row * xp.where(row > 0, f, zero_f), axis=-1) + \
-        xp.sum(col * xp.where(col > 0, g, zero_g), axis=-1)
+    objective = dot0(row, f, xp) + dot0(col, g, xp)
     return cost, objective, (err_a, err_b), P
+
+
+def dot0(w, h, xp):
+    """sum w * h over the last axis with 0 * (-inf) = 0."""
+    return xp.sum(w * xp.where(w > 0, h, xp.zeros_like(h)), axis=-1)
 
 
 def cg(matvec, rhs, precond, xp, *, tol=1e-12, max_iter=500):
@@ -418,38 +555,118 @@ def cg(matvec, rhs, precond, xp, *, tol=1e-12, max_iter=500):
     return x
 
 
+def implicit_solve(P, fbar, gbar, xp, kappa=(1.0, 1.0)):
+    """Solve [[diag(k1 P1), P], [P^T, diag(k2 P^T 1)]] [x; y] = [fbar; gbar] by preconditioned CG (batched).
+
+    The Hessian of the Sinkhorn optimality conditions: kappa_k = 1 + reg / rho_k (1 for a hard marginal).  With
+    both marginals hard the matrix is singular along (1, -1) (potentials are defined up to (f + t, g - t)): the
+    gauge is fixed by adding that direction's projector, and the right-hand side is orthogonal to it.
+    """
+    n = P.shape[1]
+    r = xp.sum(P, axis=2) * kappa[0]
+    c = xp.sum(P, axis=1) * kappa[1]
+    k = n + P.shape[2]
+    gauge = kappa[0] == 1.0 and kappa[1] == 1.0
+    rho = xp.mean(r, axis=-1, keepdims=True) if gauge else xp.zeros_like(r[:, :1])
+    zvec = xp.concat([xp.ones_like(r), -xp.ones_like(c)], axis=-1) / math.sqrt(k)
+    diag = xp.concat([r, c], axis=-1) + rho / k
+    diag = xp.where(diag > 0, diag, xp.ones_like(diag))
+
+    def matvec(w):
+        x, y = w[:, :n], w[:, n:]
+        top = r * x + xp.sum(P * y[:, None, :], axis=2)
+        bot = xp.sum(P * x[:, :, None], axis=1) + c * y
+        out = xp.concat([top, bot], axis=-1)
+        return out + rho * zvec * xp.sum(zvec * w, axis=-1, keepdims=True) if gauge else out
+
+    # CG ends in k steps in exact arithmetic: 4k + 10 leave room for round-off (and bound what jit unrolls)
+    sol = cg(matvec, xp.concat([fbar, gbar], axis=-1), lambda w: w / diag, xp, max_iter=min(500, 4 * k + 10))
+    return sol[:, :n], sol[:, n:]
+
+
 # ---------------------------------------------------------------------------------------------- Sinkhorn problems
+class CostOrCloud(Cost):
+    """A cost matrix ``(..., n, m)`` or a lazy :class:`optnorm.ot.PointCloud` (whose clouds' sizes bind ``n`` and
+    ``m``, and whose batch shape binds the optional batch dimension)."""
+
+    @property
+    def doc(self):
+        return f"cost matrix of shape ({self.spec.text()}) or PointCloud"
+
+    def convert(self, value, name, call):
+        return value if is_cloud(value) else super().convert(value, name, call)
+
+    def check(self, value, name, call):
+        if not is_cloud(value):
+            return super().check(value, name, call)
+        if call.xp is not None and not compat.same_namespace(value.X, *[v for v in call.values.values()
+                                                                        if compat.is_array(v)]):
+            raise call.error(TypeError, f"{name} is a PointCloud of {compat.backend_name(value.X)} arrays but the "
+                                        f"weights are not: convert them to one library first")
+        shape = tuple(value.shape)
+        sp = self.spec
+        lead = shape[:-2]
+        if len(lead) > len(sp.optional):
+            raise call.error(ValueError, f"{name} is a PointCloud of batch shape {lead}: at most "
+                                         f"{len(sp.optional)} batch dimension(s) here")
+        named = list(sp.optional[len(sp.optional) - len(lead):]) + list(sp.dims)
+        for dim, s in zip(named, shape):
+            if isinstance(dim, str) and dim != "*":
+                call.bind_dim(dim, s, name, shape)
+        return value
+
+
 def check_batch(a, b, M, fn):
     """A batch of weights needs a batch of costs (the roles bind the batch size when both have one)."""
+    mnd = len(M.shape)
     for nm, w in (("a", a), ("b", b)):
-        if w.ndim == 2 and M.ndim != 3:
+        if w is not None and w.ndim == 2 and mnd != 3:
             raise ValueError(f"{fn}: {nm} has shape {tuple(w.shape)} but M has shape {tuple(M.shape)}: a batch of "
                              f"weights needs a batch of cost matrices of the same size")
 
 
 def prep(a, b, M):
     """Batched (B, n, m) arrays in the compute dtype (float64 if any input is), weights re-normalised."""
-    xp = compat.array_namespace(a, b, M)
-    cdt = compat.compute_dtype(M, xp)
+    xp, ab, bb, cost, batched = prep_problem(a, b, M)
+    return xp, ab, bb, cost.M, batched
+
+
+def prep_problem(a, b, M, *, normalize=True):
+    """(xp, a (B, n), b (B, m), cost object, batched) in the compute dtype (float64 if any input is).
+
+    ``a``/``b`` None are uniform (1/n, 1/m); ``normalize`` divides the weights by their totals (balanced
+    transport); ``M`` is a matrix (a :class:`DenseCost` is returned) or a PointCloud (its lazy cost)."""
+    cloud = is_cloud(M)
+    ref = M.X if cloud else M
+    xp = compat.array_namespace(*[x for x in (a, b, ref) if x is not None])
+    cdt = compat.compute_dtype(ref, xp)
     for x in (a, b):
-        if x.dtype == getattr(xp, "float64", None):
+        if x is not None and x.dtype == getattr(xp, "float64", None):
             cdt = x.dtype
-    Mb = compat.cast(M, cdt, xp)
-    batched = M.ndim == 3
-    if not batched:
-        Mb = Mb[None, ...]
-    B = Mb.shape[0]
-    ab = compat.cast(a, cdt, xp)
-    bb = compat.cast(b, cdt, xp)
-    ab = xp.broadcast_to(ab if ab.ndim == 2 else ab[None, :], (B, Mb.shape[1]))
-    bb = xp.broadcast_to(bb if bb.ndim == 2 else bb[None, :], (B, Mb.shape[2]))
-    ab = ab / xp.sum(ab, axis=-1, keepdims=True)
-    bb = bb / xp.sum(bb, axis=-1, keepdims=True)
-    return xp, ab, bb, Mb, batched
+    shape = tuple(M.shape)
+    batched = len(shape) == 3
+    B = shape[0] if batched else 1
+    n, m = shape[-2], shape[-1]
+    if cloud:
+        cost = M.lazy(cdt)
+    else:
+        Mb = compat.cast(M, cdt, xp)
+        cost = DenseCost(Mb if batched else Mb[None, ...], xp)
+    dev = compat.device(ref)
+
+    def weights(w, k):
+        if w is None:
+            return xp.full((B, k), 1.0 / k, dtype=cdt, device=dev)
+        w = compat.cast(w, cdt, xp)
+        w = xp.broadcast_to(w if w.ndim == 2 else w[None, :], (B, k))
+        return w / xp.sum(w, axis=-1, keepdims=True) if normalize else w
+
+    return xp, weights(a, n), weights(b, m), cost, batched
 
 
 def warn_if_not_converged(fn, M, converged, stopped, n_iter, errors, tol):
-    if not converged and not stopped and compat.is_concrete(M):
+    ref = M.X if is_cloud(M) else M
+    if not converged and not stopped and compat.is_concrete(ref):
         convergence.warn_not_converged(fn, n_iter, errors[-1] if errors else None, tol, stacklevel=4)
 
 
@@ -459,10 +676,17 @@ def default_tol(tol, dtype):
 
 def make_result(f, g, ab, bb, Mb, reg, tol, n_iter, converged, errors, batched, M, xp, row_update=False):
     cost, obj, (ea, eb), _ = finalize(f, g, ab, bb, Mb, reg, xp, row_update)
+    return package(f, g, cost, obj, (ea, eb), n_iter, converged, errors, reg, tol, batched, M, xp)
+
+
+def package(f, g, cost, obj, errs, n_iter, converged, errors, reg, tol, batched, M, xp, reg_m=(INF, INF)):
+    """A :class:`SinkhornResult` in the dtype of the inputs, the batch axis dropped for unbatched problems."""
+    ea, eb = errs
     if not batched:
         f, g, cost, obj, ea, eb = f[0, ...], g[0, ...], cost[0], obj[0], ea[0], eb[0]
     dt = M.dtype
     cast = lambda z: compat.cast(z, dt, xp)  # noqa: E731
     return SinkhornResult(f=cast(f), g=cast(g), cost=cast(cost), objective=cast(obj), n_iter=int(n_iter),
                           converged=bool(converged), errors=errors, marginal_errors=(cast(ea), cast(eb)),
-                          reg=float(reg), tol=float(tol), M=M)
+                          reg=float(reg), tol=float(tol), M=M,
+                          reg_m=None if tuple(reg_m) == (INF, INF) else tuple(float(r) for r in reg_m))

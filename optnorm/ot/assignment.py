@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
+from .._lib.typing import Array, Seed as SeedT
 from .._lib.api import public, public_class, vjp
 from .._lib.roles import Bool, Cost, Float, Int, Positive, Seed
 from . import _common as cm
@@ -21,11 +22,17 @@ class Assignment(NamedTuple):
 
 
 @public(cost=Cost("... n m"), maximize=Bool(), allow_more_rows=Bool(), sizes={"n": 4, "m": 5})
-def linear_assignment(cost, *, maximize=False, allow_more_rows=False):
-    """Exact linear assignment problem (LAP), batched over leading axes.
+def linear_assignment(cost: Array, *, maximize: bool = False, allow_more_rows: bool = False) -> Assignment:
+    r"""Exact linear assignment problem (LAP), batched over leading axes.
 
     For each matrix C (n × m, n ≤ m) finds the injective map σ: rows → columns minimising
-    (or with ``maximize=True`` maximising) Σᵢ C[i, σ(i)].  Solved by
+    (or with ``maximize=True`` maximising) the total cost
+
+    .. math::
+
+        \sigma^\star = \arg\min_{\sigma\ \text{injective}} \sum_i C_{i\,\sigma(i)}.
+
+    Solved by
     :func:`scipy.optimize.linear_sum_assignment` (shortest augmenting path, Crouse 2016) on
     the host: the cost matrix is copied to NumPy and the result is put back into the input's
     library and device.  Used e.g. for permutation-based weight matching (Ainsworth, Hayase,
@@ -92,15 +99,16 @@ def _gumbel(shape, seed, dtype_np):
 
 
 @public(log_alpha=Float("... n n", finite=True), n_iter=Int(1), tau=Positive(), gumbel_noise=Bool(), seed=Seed())
-def sinkhorn_normalize(log_alpha, *, n_iter=20, tau=1.0, gumbel_noise=False, seed=None):
-    """Sinkhorn operator: a doubly-stochastic relaxation of a permutation, unrolled and differentiable.
+def sinkhorn_normalize(log_alpha: Array, *, n_iter: int = 20, tau: float = 1.0, gumbel_noise: bool = False,
+                       seed: SeedT = None) -> Array:
+    r"""Sinkhorn operator: a doubly-stochastic relaxation of a permutation, unrolled and differentiable.
 
-    Starting from X = (log α + g)/τ (g = 0, or Gumbel noise with ``gumbel_noise=True``), it
+    Starting from :math:`X = (\log\alpha + g)/\tau` (g = 0, or Gumbel noise with ``gumbel_noise=True``), it
     alternates L = ``n_iter`` times the row and column normalisations in the log domain,
 
-    ::
+    .. math::
 
-        X ← X − logsumexp_row(X),   X ← X − logsumexp_col(X),
+        X \leftarrow X - \mathrm{LSE}_{\text{row}}(X),\qquad X \leftarrow X - \mathrm{LSE}_{\text{col}}(X),
 
     and returns exp(X).  As τ → 0 (and L → ∞) the result tends to the permutation matrix
     maximising ⟨P, log α⟩.  The VJP is the exact one of the unrolled iterations (each

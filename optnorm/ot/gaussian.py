@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
+from .._lib.typing import Array
 from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
 from .._lib.roles import SPD, Bool, Choice, Float, NonNegative, Out, Positive
@@ -126,7 +127,7 @@ _GAUSS = dict(m1=Float("... d", finite=True), C1=SPD("... d d", psd=True), m2=Fl
 
 
 @public(**_GAUSS)
-def gaussian_wasserstein(m1, C1, m2, C2, *, squared=False):
+def gaussian_wasserstein(m1: Array, C1: Array, m2: Array, C2: Array, *, squared: bool = False) -> Array:
     r"""2-Wasserstein distance between Gaussians :math:`N(m_1, C_1)` and :math:`N(m_2, C_2)`, in closed form.
 
     .. math::
@@ -300,8 +301,12 @@ def _box_to_gaussian(boxes, format):
 
 @public(boxes=Float("... k", finite=True), format=Choice(tuple(FORMATS)),
         example=lambda rng, dtype: ((_box_example(rng, dtype),), {}))
-def box_to_gaussian(boxes, *, format="xyxy"):
-    """Gaussian of a box: mean (cx, cy) and covariance R(θ) diag(w²/4, h²/4) R(θ)ᵀ.
+def box_to_gaussian(boxes: Array, *, format: str = "xyxy") -> tuple[Array, Array]:
+    r"""Gaussian of a box: mean (cx, cy) and covariance R(θ) diag(w²/4, h²/4) R(θ)ᵀ,
+
+    .. math::
+
+        \mu = (c_x, c_y),\qquad \Sigma = R(\theta)\,\mathrm{diag}(w^2/4,\ h^2/4)\,R(\theta)^T.
 
     Wang, Xu, Yang, Yu, "A Normalized Gaussian Wasserstein Distance for Tiny Object
     Detection" (2021): a box is modelled by the 2-D Gaussian whose 1-σ ellipse is
@@ -605,10 +610,16 @@ def _two_boxes(rng, dtype):
 # ---------------------------------------------------------------- box_wasserstein
 @public(**_BOXES, format=Choice(tuple(FORMATS)), pairwise=Bool(), squared=Bool(), out=Out(),
         example=_two_boxes)
-def box_wasserstein(b1, b2, *, format="xyxy", pairwise=False, squared=False, out=None):
-    """2-Wasserstein distance between the Gaussians of two sets of boxes.
+def box_wasserstein(b1: Array, b2: Array, *, format: str = "xyxy", pairwise: bool = False, squared: bool = False,
+                    out: Array | None = None) -> Array:
+    r"""2-Wasserstein distance between the Gaussians of two sets of boxes.
 
-    W₂² = ‖m₁ − m₂‖² + tr C₁ + tr C₂ − 2 tr (C₁^{1/2} C₂ C₁^{1/2})^{1/2}, the Bures closed form of
+    .. math::
+
+        W_2^2 = \|m_1 - m_2\|^2 + \operatorname{tr} C_1 + \operatorname{tr} C_2
+        - 2\operatorname{tr}\big(C_1^{1/2} C_2 C_1^{1/2}\big)^{1/2},
+
+    the Bures closed form of
     :func:`optnorm.ot.gaussian_wasserstein` on the boxes' Gaussians (:func:`box_to_gaussian`),
     evaluated elementwise: for axis-aligned boxes W₂² = Δcx² + Δcy² + Δw²/4 + Δh²/4; for rotated
     boxes see the module docstring.  Wang et al., "A Normalized Gaussian Wasserstein Distance for
@@ -656,8 +667,13 @@ vjp(box_wasserstein, box_wasserstein_fwd, _boxes_bwd, validate=True)
 # ---------------------------------------------------------------- NWD
 @public(**_BOXES, C=Positive(), format=Choice(tuple(FORMATS)), pairwise=Bool(), eps=NonNegative(), out=Out(),
         example=_two_boxes)
-def normalized_wasserstein_boxes(b1, b2, *, C=12.8, format="xyxy", pairwise=False, eps=1e-7, out=None):
-    """Normalized Wasserstein Distance (NWD) between boxes: exp(−√(W₂² + eps) / C).
+def normalized_wasserstein_boxes(b1: Array, b2: Array, *, C: float = 12.8, format: str = "xyxy", pairwise: bool = False,
+                                 eps: float = 1e-7, out: Array | None = None) -> Array:
+    r"""Normalized Wasserstein Distance (NWD) between boxes: exp(−√(W₂² + eps) / C),
+
+    .. math::
+
+        \mathrm{NWD}(b_1, b_2) = \exp\big(-\sqrt{W_2^2(b_1, b_2) + \epsilon}\,/\,C\big).
 
     W₂ is :func:`box_wasserstein` (the Bures distance between the boxes' Gaussians).  The
     similarity is 1 for identical boxes and decays smoothly with distance, also for boxes that

@@ -289,7 +289,7 @@ def _conditional_gradient(P: _Problem, G, *, tol, max_iter, mon: Monitor, fn):
         G = G + s * dG
         cost = old + delta
         err = abs(cost - old) / max(abs(cost), 1.0)
-        if mon.update(it, err, lambda: GWState(it, math.nan if err is None else err, G, cost * float(scale))):
+        if mon.update(it, err, lambda: GWState(it, err, G, cost * float(scale))):
             break
     return G
 
@@ -326,7 +326,8 @@ def _entropic(P: _Problem, G, reg, *, solver, tol, max_iter, inner_tol, inner_ma
         G_new = xp.exp(logT)
         err = float(xp.sqrt(xp.sum((G_new - G) ** 2))) if compat.is_concrete(G_new) else None
         G = G_new
-        if mon.update(it, err, lambda: GWState(it, math.nan if err is None else err, G, float(P.objective(G)) * float(scale))):
+        e_ = float("nan") if err is None else err
+        if mon.update(it, err, lambda: GWState(it, e_, G, float(P.objective(G)) * float(scale))):
             break
     return G, f[0, ...], g[0, ...]
 

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._lib import compat
+from .._lib.typing import Array, Seed as SeedT
 from .._lib.api import public, vjp
 from .._lib.roles import Choice, Float, Int, Labels, Positive, Seed
 from . import _common as cm
@@ -109,7 +110,8 @@ def _example(rng, dtype):
 
 @public(vertices=Float("v 3", finite=True), faces=Labels("f 3", classes="v"), n_samples=Int(1, optional=True),
         kind=Choice(KINDS), seed=Seed(), normal_scale=Positive(), example=_example)
-def mesh_to_measure(vertices, faces, *, n_samples=None, kind="area", seed=None, normal_scale=1.0):
+def mesh_to_measure(vertices: Array, faces: Array, *, n_samples: int | None = None, kind: str = "area",
+                    seed: SeedT = None, normal_scale: float = 1.0) -> tuple[Array, Array]:
     r"""A triangle mesh as a discrete probability measure, differentiable in the vertex positions.
 
     - ``kind="area"``, ``n_samples=k``: k i.i.d. samples of the uniform surface measure

@@ -66,7 +66,8 @@ _ROLES = dict(u_values=Float("... n", finite=True), v_values=Float("... m", fini
 
 
 @public(**_ROLES, gufunc=("(n),(m)->()", {"array_args": 2}))
-def wasserstein_1d(u_values, v_values, u_weights=None, v_weights=None, *, p=1, squared=False):
+def wasserstein_1d(u_values: Array, v_values: Array, u_weights: Array | None = None, v_weights: Array | None = None,
+                   *, p: float = 1, squared: bool = False) -> Array:
     r"""Wasserstein-p distance between weighted 1-D empirical measures, batched over leading axes.
 
     .. math::
@@ -178,7 +179,7 @@ def wasserstein_1d_bwd(res: W1dRes, dy):
         s = xp.where(pos, dy * t * safe ** (1.0 / p - 1.0) / p, xp.zeros_like(wpp))
     s = s[..., None]
     tt = t[..., None]
-    out: list[Any] = []
+    out: list = []
     for k, (g, shape, dt) in enumerate(zip((res.g_u, res.g_v, res.f_u, res.f_v), res.shapes, res.dtypes)):
         if g is None or shape is None:
             out.append(None)

@@ -397,7 +397,7 @@ class SlicedResult(Result):
 def sliced_wasserstein(X: Array, Y: Array, a: Array | None = None, b: Array | None = None, *,
                        n_projections: int = 64, p: float = 2, estimator: str = "mc", projections: Array | None = None,
                        seed: SeedT = None, return_std: bool = False, squared: bool = False,
-                       return_result: bool = False):
+                       return_result: bool = False) -> Any:
     r"""Sliced Wasserstein distance between two weighted point clouds, with MC, QMC or control-variate estimators.
 
     .. math::
@@ -583,8 +583,9 @@ _CLOUD = dict(X=Float("n d", finite=True), Y=Float("m d", finite=True), a=Weight
                   # the best direction of 5-point example clouds sits on a kink of the projected sort, where the
                   # max is not differentiable; tests/ot/test_sliced.py checks the VJP on clouds with a smooth max
                   "vjp": {"skip": "the max over directions is not differentiable at the example's kink"}})
-def max_sliced_wasserstein(X, Y, a=None, b=None, *, p=2, n_iter=50, lr=0.1, n_starts=16, seed=None,
-                           squared=False):
+def max_sliced_wasserstein(X: Array, Y: Array, a: Array | None = None, b: Array | None = None, *, p: float = 2,
+                           n_iter: int = 50, lr: float = 0.1, n_starts: int = 16, seed: SeedT = None,
+                           squared: bool = False) -> Array:
     r"""Max-sliced Wasserstein distance, :math:`\max_{\theta \in S^{d-1}} W_p(\theta_\sharp\mu, \theta_\sharp\nu)`.
 
     The best of ``n_starts`` random directions is refined by ``n_iter`` steps of projected (Riemannian)
@@ -690,7 +691,7 @@ def _check_dim(x, name, fn):
 
 
 @public(mu=Float("d", finite=True), kappa=NonNegative(), n_samples=Int(1), seed=Seed())
-def sample_vmf(mu, kappa, n_samples, *, seed=None):
+def sample_vmf(mu: Array, kappa: float, n_samples: int, *, seed: SeedT = None) -> Array:
     r"""Samples of the von Mises-Fisher distribution on :math:`S^{d-1}`, density :math:`\propto e^{\kappa\mu^Tx}`.
 
     Wood's rejection sampler for the component along ``mu`` (exact inverse CDF for d = 3), a uniform tangent
@@ -730,8 +731,9 @@ def sample_vmf(mu, kappa, n_samples, *, seed=None):
 @public(**_CLOUD, kappa=NonNegative(), n_projections=Int(1), p=Scalar(1, None),
         location=Float("d", optional=True, finite=True), n_iter=Int(0), lr=Positive(), seed=Seed(),
         squared=Bool(), contract={"jit": "the location search branches on values (host loop)"})
-def vmf_sliced_wasserstein(X, Y, a=None, b=None, *, kappa=1.0, n_projections=64, p=2, location=None,
-                           n_iter=50, lr=0.1, seed=None, squared=False):
+def vmf_sliced_wasserstein(X: Array, Y: Array, a: Array | None = None, b: Array | None = None, *, kappa: float = 1.0,
+                           n_projections: int = 64, p: float = 2, location: Array | None = None, n_iter: int = 50,
+                           lr: float = 0.1, seed: SeedT = None, squared: bool = False) -> Array:
     r"""Distributional sliced Wasserstein with von Mises-Fisher slices (v-DSW).
 
     .. math::

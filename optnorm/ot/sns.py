@@ -237,14 +237,14 @@ def _warm_start(a, b, M, reg, n_steps, tol, xp, error_norm):
     return f[0, ...], g[0, ...], it, False, errs
 
 
-_SNS_ROLES = dict(a=Weights("[b] n"), b=Weights("[b] m"), M=Cost("[b] n m"), reg=Positive(),
+_SNS_ROLES = dict(a=Weights("[b] n", optional=True), b=Weights("[b] m", optional=True), M=Cost("[b] n m"), reg=Positive(),
                   tol=NonNegative(optional=True), max_iter=Int(1), n_sinkhorn=Int(0),
                   density=Scalar(0, 1, low_open=True, optional=True), cg_tol=Positive(), callback=Callback(),
                   callback_every=Int(1), error_norm=Choice((1, 2)), progress=Bool())
 
 
 @public(**_SNS_ROLES)
-def sinkhorn_newton_sparse(a: Array, b: Array, M: Array, reg: float, *, tol: float | None = None,
+def sinkhorn_newton_sparse(a: Array | None, b: Array | None, M: Array, reg: float, *, tol: float | None = None,
                            max_iter: int = 200, n_sinkhorn: int = 20, density: float | None = None,
                            cg_tol: float = 1e-10, callback: Callable | None = None, callback_every: int = 1,
                            error_norm: int = 1, progress: bool = False) -> cm.SinkhornResult:
@@ -275,10 +275,10 @@ def sinkhorn_newton_sparse(a: Array, b: Array, M: Array, reg: float, *, tol: flo
 
     Parameters
     ----------
-    a : array, shape ([b,] n)
-        Source weights (summing to 1).
-    b : array, shape ([b,] m)
-        Target weights.
+    a : array, shape ([b,] n), or None
+        Source weights (summing to 1); None is uniform.
+    b : array, shape ([b,] m), or None
+        Target weights; None is uniform.
     M : array, shape ([b,] n, m)
         Cost matrix; a batch of problems is solved one after the other.
     reg : float
@@ -321,6 +321,14 @@ def sinkhorn_newton_sparse(a: Array, b: Array, M: Array, reg: float, *, tol: flo
     True
     """
     cm.check_batch(a, b, M, "sinkhorn_newton_sparse")
+    if a is None or b is None:
+        xp = compat.array_namespace(M)
+        n, m = M.shape[-2], M.shape[-1]
+        lead = tuple(M.shape[:-2])
+        if a is None:
+            a = xp.full(lead + (n,), 1.0 / n, dtype=M.dtype, device=compat.device(M))
+        if b is None:
+            b = xp.full(lead + (m,), 1.0 / m, dtype=M.dtype, device=compat.device(M))
     if not compat.is_concrete(M):
         raise TypeError("sinkhorn_newton_sparse: M must be a concrete array (not a JAX tracer): the line search and "
                         "the sparsification branch on values")
