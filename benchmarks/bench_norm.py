@@ -493,3 +493,50 @@ def test_sdpa_long_memory(benchmark, L):
                                          text=True, check=True).stdout.split()[-1])
     benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info["peak_extra_MB"] = res["mb"]
+
+
+# ---------------------------------------------------------------------------- MoE gates: top-k softmax, soft top-k
+# 65536 x 64 float32 logits.  topk_softmax: optnorm's fused Numba row kernel (dense gate plus indices) against
+# torch's softmax -> topk -> renormalise (Mixtral's router: k values and indices) and the same followed by a
+# scatter into a dense gate (what optnorm returns).  soft_topk: the Numba row bisection against the generic
+# Array-API path (64 vectorised passes over the whole array).
+GATE_ROWS = 8192 if QUICK else 65536
+
+
+@pytest.fixture(scope="module")
+def gate_logits():
+    return np.random.default_rng(0).standard_normal((GATE_ROWS, 64)).astype(np.float32)
+
+
+@pytest.mark.parametrize("k", [2, 8])
+@pytest.mark.parametrize("impl", ["optnorm", "torch", "torch dense"])
+def test_topk_softmax(benchmark, gate_logits, k, impl):
+    from optnorm.norm import topk_softmax
+
+    benchmark.group = f"topk_softmax k={k}"
+    t = torch.from_numpy(gate_logits)
+
+    def run_torch():
+        v, i = torch.topk(torch.softmax(t, dim=-1), k, dim=-1)
+        v = v / v.sum(-1, keepdim=True)
+        return (torch.zeros_like(t).scatter_(-1, i, v) if impl == "torch dense" else v), i
+
+    if impl == "optnorm":
+        topk_softmax(gate_logits[:64], k=k)  # compile / warm up
+        benchmark(lambda: topk_softmax(gate_logits, k=k, return_indices=True))
+    else:
+        benchmark(run_torch)
+
+
+@pytest.mark.parametrize("impl", ["optnorm", "optnorm generic"])
+def test_soft_topk(benchmark, gate_logits, impl):
+    from optnorm.norm import soft_topk
+
+    benchmark.group = "soft_topk k=8"
+    soft_topk(gate_logits[:64], k=8)  # compile / warm up
+
+    def run():
+        with optnorm.use_backend("generic" if impl == "optnorm generic" else "auto"):
+            return soft_topk(gate_logits, k=8)
+
+    benchmark(run)

@@ -525,3 +525,43 @@ def test_zz_summary_part_a(benchmark, capsys):
                      f"{(m[1] - m[0]) / 2 ** 20:.0f} MB above the imported baseline (target < 1 GB)")
     with capsys.disabled():
         print("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------- pairwise NWD between boxes
+# 4096 x 4096 float32 boxes (xyxy): optnorm's fused kernel (allocating and into out=) against the broadcast NumPy
+# expression, and np.copyto of the 64 MiB output as the floor (a memory-bound pass).
+NBOX = 1024 if QUICK else 4096
+
+
+def _boxes(n, seed):
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(0, 1000, (n, 2))
+    wh = rng.uniform(2, 40, (n, 2))
+    return np.concatenate([c - wh / 2, c + wh / 2], 1).astype(np.float32)
+
+
+def _nwd_numpy(b1, b2):
+    def centres(b):
+        return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, (b[:, 2] - b[:, 0]) / 2,
+                         (b[:, 3] - b[:, 1]) / 2], 1)
+
+    d2 = ((centres(b1)[:, None, :] - centres(b2)[None, :, :]) ** 2).sum(-1)
+    return np.exp(-np.sqrt(d2 + np.float32(1e-7)) / np.float32(12.8))
+
+
+@pytest.mark.parametrize("impl", ["optnorm", "optnorm out=", "numpy broadcast", "floor np.copyto"])
+def test_pairwise_nwd(benchmark, impl):
+    benchmark.group = "pairwise NWD"
+    b1, b2 = _boxes(NBOX, 1), _boxes(NBOX, 2)
+    out = np.empty((NBOX, NBOX), np.float32)
+    if impl == "optnorm":
+        oo.normalized_wasserstein_boxes(b1[:8], b2[:8], pairwise=True)  # compile / warm up
+        benchmark(lambda: oo.normalized_wasserstein_boxes(b1, b2, pairwise=True))
+    elif impl == "optnorm out=":
+        oo.normalized_wasserstein_boxes(b1, b2, pairwise=True, out=out)
+        benchmark(lambda: oo.normalized_wasserstein_boxes(b1, b2, pairwise=True, out=out))
+    elif impl == "numpy broadcast":
+        benchmark(lambda: _nwd_numpy(b1, b2))
+    else:
+        src = np.random.default_rng(3).random((NBOX, NBOX), dtype=np.float32)
+        benchmark(lambda: np.copyto(out, src))

@@ -59,7 +59,7 @@ for _k, (_a, _o) in CASES.items():   # finite differences perturb single entries
 
 def test_every_spd_op_is_covered():
     registered = {o.short_name for n, o in ops.all_ops().items() if n.startswith("spd.")}
-    registered -= {"mahalanobis"}  # wave 2 (spd/gaussian.py): its adapters are tested in tests/wave2
+    registered -= {"mahalanobis"}  # its adapters are tested in tests/spd/test_gaussian.py
     covered = {k.split("_ns")[0].split("_mpa")[0].split("_lem")[0] for k in CASES}
     assert registered <= covered, registered - covered
 

@@ -161,7 +161,6 @@ def test_bw_distance_accurate_for_close_ill_conditioned_pairs(xp, rng, rel):
 
 def test_bw_numba_kernel_reports_its_error_bound(rng):
     from optnorm._numba import spd as nb
-from optnorm._numba import spd_distances as nb_dist
 
     A = random_spd(rng, (4,), 6, cond=1e8)
     B = random_spd(rng, (4,), 6)
@@ -201,13 +200,14 @@ _CACHE_SCRIPT = """
 import sys
 import numpy as np
 from optnorm._numba import spd as nb
+from optnorm._numba import spd_distances as nb_dist
 rng = np.random.default_rng(0)
 G = rng.standard_normal((2, 20, 6, 12))
 A, B = G @ np.swapaxes(G, -1, -2) / 12 + 0.1 * np.eye(6)
 d, e = nb.bw_dist2_batched(A * 1e300, B)
 d0, e0 = nb.bw_dist2_batched(A, A * (1 + 1e-9))          # distances near 0: all cancellation
-pw = [nb_dist.bw_dist2_pairwise(A[0], A[0] * (1 + 1e-9))[0], nb_dist.airm_dist2_pairwise(A[0], A[1])[0],
-      nb_dist.airm_dist2_pairs(A[0], B[0])[0]]
+pw = [nb_dist.bw_dist2_pairwise(A, A * (1 + 1e-9))[0], nb_dist.airm_dist2_pairwise(A, B)[0],
+      nb_dist.airm_dist2_pairs(A, B)[0]]
 w, V = nb.eigh_batched(A * 1e-300)
 np.save(sys.argv[1], np.concatenate([d, e, d0, e0, np.concatenate([np.ravel(q) for q in pw]), w.ravel(), V.ravel()]))
 """
