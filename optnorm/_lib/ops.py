@@ -45,6 +45,9 @@ class Op:
     nondiff_argnums: tuple[int, ...] = ()
     skip_check_argnums: tuple[int, ...] = ()
     array_params: tuple[str, ...] = field(default=())
+    # every parameter's (name, default) in order (``inspect.Parameter.empty`` when required): ``split_plain``
+    # binds with these, in plain Python that torch.compile traces (it cannot trace ``Signature.bind``)
+    params: tuple[tuple[str, Any], ...] = field(default=())
 
     @property
     def short_name(self) -> str:
@@ -62,6 +65,16 @@ class Op:
         arrays = tuple(bound.arguments[p] for p in self.array_params)
         opts = {k: v for k, v in bound.arguments.items() if k not in self.array_params}
         return arrays, opts
+
+    def split_plain(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """:meth:`split` for a call already known to be valid (the adapters under ``torch.compile``)."""
+        values = dict(zip([n for n, _ in self.params], args))
+        values.update(kwargs)
+        for n, d in self.params:
+            if n not in values:
+                values[n] = d
+        return tuple(values[p] for p in self.array_params), {n: values[n] for n, _ in self.params
+                                                              if n not in self.array_params}
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
@@ -87,7 +100,8 @@ def register(name: str, fn: Callable, fwd: Callable, bwd: Callable, *,
     for other in _REGISTRY.values():
         if other.short_name == short and other.name != name:
             raise ValueError(f"op short name {short!r} is used by {other.name} already")
-    op = Op(name, fn, fwd, bwd, tuple(nondiff_argnums), tuple(skip_check_argnums), tuple(params))
+    op = Op(name, fn, fwd, bwd, tuple(nondiff_argnums), tuple(skip_check_argnums), tuple(params),
+            tuple((p.name, p.default) for p in sig.parameters.values()))
     _REGISTRY[name] = op
     return op
 
