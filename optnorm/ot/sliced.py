@@ -11,15 +11,15 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from .._lib import compat
 from .._lib.api import public, public_class, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
-from .._lib.roles import Bool, Choice, Float, Int, NonNegative, Positive, Scalar, Seed, Weights
-from .._lib.solver import Result
+from .._lib.roles import Bool, Callback, Choice, Float, Int, NonNegative, Positive, Scalar, Seed, Weights
+from .._lib.solver import IterState, Monitor, Result
 from .._lib.typing import Array, Seed as SeedT
 from .._lib.vjp import unbroadcast
 from . import _common as cm
@@ -549,7 +549,27 @@ def _fixed_dir_fwd(X, Y, a, b, theta, p, squared, t, dtypes, shapes, fn):
     return compat.cast(r, dtypes[0], xp), res
 
 
-def _max_sw_search(Xc, Yc, ac, bc, p, n_iter, lr, n_starts, rng, xp):
+@public_class
+@dataclass(frozen=True, repr=False)
+class MaxSWState(IterState):
+    """What a :func:`max_sliced_wasserstein` callback sees after each ascent step.
+
+    Attributes
+    ----------
+    n_iter : int
+        Ascent steps done (accepted or refused).
+    error : float
+        The current step angle in radians (halved after a refused step; the search stops below 1e-10).
+    value : float
+        :math:`W_p^p` along the current direction.
+    direction : array (d,)
+        The current unit direction.
+    """
+    value: float = math.nan
+    direction: Any = None
+
+
+def _max_sw_search(Xc, Yc, ac, bc, p, n_iter, lr, n_starts, rng, xp, callback=None, progress=False):
     """Best of ``n_starts`` random directions, then Riemannian ascent with step angles halved on failure."""
     d = Xc.shape[1]
     th0 = compat.from_numpy_like(_random_directions(d, n_starts, rng).astype(cm.np_dtype(Xc)), Xc)
@@ -559,7 +579,8 @@ def _max_sw_search(Xc, Yc, ac, bc, p, n_iter, lr, n_starts, rng, xp):
     w, g = _grad_theta(Xc, Yc, ac, bc, theta, p, xp)
     val = float(w[0])
     step = lr
-    for _ in range(n_iter):
+    mon = Monitor("max_sliced_wasserstein", max_iter=n_iter, tol=None, callback=callback, progress=progress)
+    for it in range(1, n_iter + 1):
         g = g - theta * xp.sum(g * theta)                  # tangent component (Riemannian gradient)
         gn = float(xp.linalg.vector_norm(g))
         if not gn > 0.0 or not math.isfinite(gn) or step < 1e-10:
@@ -571,6 +592,9 @@ def _max_sw_search(Xc, Yc, ac, bc, p, n_iter, lr, n_starts, rng, xp):
             step = min(2.0 * step, lr)
         else:
             step *= 0.5
+        if mon.update(it, step, lambda: MaxSWState(it, step, val, theta[:, 0])):
+            break
+    mon.close()
     return theta
 
 
@@ -579,13 +603,15 @@ _CLOUD = dict(X=Float("n d", finite=True), Y=Float("m d", finite=True), a=Weight
 
 
 @public(**_CLOUD, p=Scalar(1, None), n_iter=Int(0), lr=Positive(), n_starts=Int(1), seed=Seed(), squared=Bool(),
+        callback=Callback(), progress=Bool(),
         contract={"jit": "the direction search branches on values (host loop)",
                   # the best direction of 5-point example clouds sits on a kink of the projected sort, where the
                   # max is not differentiable; tests/ot/test_sliced.py checks the VJP on clouds with a smooth max
                   "vjp": {"skip": "the max over directions is not differentiable at the example's kink"}})
 def max_sliced_wasserstein(X: Array, Y: Array, a: Array | None = None, b: Array | None = None, *, p: float = 2,
                            n_iter: int = 50, lr: float = 0.1, n_starts: int = 16, seed: SeedT = None,
-                           squared: bool = False) -> Array:
+                           squared: bool = False, callback: Callable | None = None,
+                           progress: bool = False) -> Array:
     r"""Max-sliced Wasserstein distance, :math:`\max_{\theta \in S^{d-1}} W_p(\theta_\sharp\mu, \theta_\sharp\nu)`.
 
     The best of ``n_starts`` random directions is refined by ``n_iter`` steps of projected (Riemannian)
@@ -608,6 +634,10 @@ def max_sliced_wasserstein(X: Array, Y: Array, a: Array | None = None, b: Array 
     seed : int or Generator, optional
     squared : bool, default False
         Return :math:`W_p^p` at the best direction.
+    callback : callable, optional
+        ``callback(state)`` with a :class:`MaxSWState` after each ascent step; returning True stops the search.
+    progress : bool, default False
+        Show a progress bar (tqdm when installed) or lines on stderr.
 
     Returns
     -------
@@ -622,18 +652,18 @@ def max_sliced_wasserstein(X: Array, Y: Array, a: Array | None = None, b: Array 
     >>> bool(abs(float(max_sliced_wasserstein(X, Y, seed=0)) - 3.0) < 0.05)
     True
     """
-    return _max_sw_forward(X, Y, a, b, p, n_iter, lr, n_starts, seed, squared)[0]
+    return _max_sw_forward(X, Y, a, b, p, n_iter, lr, n_starts, seed, squared, callback, progress)[0]
 
 
 def max_sliced_wasserstein_fwd(X, Y, a=None, b=None, *, p=2, n_iter=50, lr=0.1, n_starts=16, seed=None,
-                               squared=False):
-    return _max_sw_forward(X, Y, a, b, p, n_iter, lr, n_starts, seed, squared)
+                               squared=False, callback=None, progress=False):
+    return _max_sw_forward(X, Y, a, b, p, n_iter, lr, n_starts, seed, squared, callback, progress)
 
 
-def _max_sw_forward(X, Y, a, b, p, n_iter, lr, n_starts, seed, squared):
+def _max_sw_forward(X, Y, a, b, p, n_iter, lr, n_starts, seed, squared, callback=None, progress=False):
     xp, t, Xc, Yc, ac, bc = _prep(X, Y, a, b)
     p = float(p)
-    theta = _max_sw_search(Xc, Yc, ac, bc, p, n_iter, float(lr), n_starts, cm.rng(seed), xp)
+    theta = _max_sw_search(Xc, Yc, ac, bc, p, n_iter, float(lr), n_starts, cm.rng(seed), xp, callback, progress)
     return _fixed_dir_fwd(Xc, Yc, ac, bc, theta, p, squared, t, _dtypes(X, Y, a, b), _shapes(X, Y, a, b),
                           "max_sliced_wasserstein")
 

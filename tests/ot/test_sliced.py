@@ -8,6 +8,7 @@ import scipy.special
 from optnorm.ot import (emd2, max_sliced_wasserstein, sample_vmf, sliced_wasserstein, sliced_wasserstein_sphere,
                         vmf_sliced_wasserstein, wasserstein_1d)
 from optnorm.ot.sliced import _directions
+import optnorm.ot as oo
 from optnorm.testing import assert_close, check_vjp
 
 ESTIMATORS = ["mc", "qmc", "lower_cv", "upper_cv"]
@@ -435,3 +436,19 @@ def test_sphere_bad_input(rng):
         sliced_wasserstein_sphere(X, Y, projections=np.ones((5, 3, 3)))
     with pytest.raises(ValueError, match="X has dimension d = 1"):
         sliced_wasserstein_sphere(np.ones((4, 1)), np.ones((3, 1)))
+
+
+def test_max_sliced_callback_convention_and_progress(capsys):
+    """One callback convention (#18): a MaxSWState per ascent step, True stops; progress= reports on stderr."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 4))
+    Y = X + np.array([2.0, 0.0, 0.0, 0.0])
+    seen = []
+    v = oo.max_sliced_wasserstein(X, Y, seed=0, callback=lambda s: seen.append(s) or s.n_iter >= 3)
+    assert [s.n_iter for s in seen] == [1, 2, 3]
+    assert all(isinstance(s, oo.MaxSWState) and s.direction.shape == (4,) for s in seen)
+    assert all(s.value <= t.value for s, t in zip(seen, seen[1:]))          # the ascent never goes down
+    assert abs(float(v) - 2.0) < 0.2
+    full = oo.max_sliced_wasserstein(X, Y, seed=0, progress=True)
+    assert "max_sliced_wasserstein" in capsys.readouterr().err
+    assert float(full) >= float(v) - 1e-12
