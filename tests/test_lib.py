@@ -282,7 +282,7 @@ def test_vjp_validate_gives_a_fwd_the_roles_of_its_public_function():
     from optnorm._lib import api
     from optnorm.norm import softmax
 
-    def fwd(x, *, axis=-1, method="safe", masked_row="nan", out=None):
+    def fwd(x, *, axis=-1, method="safe", masked_row="nan", dtype=None, out=None):
         return x, ("res", axis)
 
     checked = api._checked(softmax, fwd)           # what vjp(softmax, fwd, bwd, validate=True) registers
