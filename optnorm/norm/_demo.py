@@ -170,7 +170,9 @@ def showcase(outdir: Path, quick: bool) -> list[str]:
     lines.append("  " + f"{'':26s}" + "".join(f"{o:>12s}" for o in ops_))
     for impl, row in table.items():
         lines.append("  " + f"{impl:26s}" + "".join(f"{row[o]:12.2f}" if o in row else f"{'-':>12s}" for o in ops_))
-    fig, ax = plt.subplots(figsize=(7.5, 4))
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    fig, ax = plt.subplots(figsize=(9, 4.2))
     impls = list(table)
     width = 0.8 / len(impls)
     for i, impl in enumerate(impls):
@@ -178,10 +180,14 @@ def showcase(outdir: Path, quick: bool) -> list[str]:
         ax.bar(np.arange(len(ops_)) + i * width, bar_vals, width, label=impl)
     ax.set_xticks(np.arange(len(ops_)) + 0.4 - width / 2)
     ax.set_xticklabels(ops_)
+    ax.set_xlabel("operation (bars absent where that implementation has no such op)")
     ax.set_yscale("log")
-    ax.set_ylabel("ms (lower is better)")
-    ax.set_title(f"row kernels, float32 {shape[0]}x{shape[1]}")
-    ax.legend(fontsize=7)
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))   # 0.2, 0.5, 1, not 2x10^-1
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel("time per call, ms (log; lower is better)")
+    ax.set_title(f"row kernels, float32 {shape[0]}x{shape[1]}, {threads}")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="implementation")   # beside the bars
     fig.tight_layout()
     fig.savefig(outdir / "norm_speed.png", dpi=120)
     plt.close(fig)
