@@ -298,3 +298,24 @@ def test_backend_name_of_a_numpy_scalar():
     # NumPy reductions return NumPy scalars, not 0-d arrays: they are still NumPy (assert_close(..., xp=xp))
     assert compat.backend_name(np.float32(1.0)) == "numpy"
     assert compat.backend_name(np.sum(np.ones(3))) == "numpy"
+
+
+def test_monitor_counts_the_last_iterations_error_when_checks_are_sparse():
+    """An error below tol at the iteration limit is convergence even when it is not a check iteration
+    (barycenter(max_iter=5, check_every=10) stopped at error 7e-16 and warned that it had not converged)."""
+    import warnings
+
+    from optnorm._lib.solver import Monitor
+
+    mon = Monitor("demo", max_iter=5, tol=1e-9, check_every=10)
+    for it in range(1, 6):
+        if mon.wants(it):
+            stop = mon.update(it, 1e-3 if it < 5 else 7e-16)
+        else:
+            mon.step(it)
+            stop = False
+        assert not stop or it == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mon.close()
+    assert mon.converged and mon.n_iter == 5

@@ -115,7 +115,8 @@ class Monitor:
             self.errors.append(err)
         if self.bar is not None:
             self.bar.update(it, err)
-        if err is not None and self.tol is not None and (err <= self.tol) and it % self.check_every == 0:
+        if err is not None and self.tol is not None and (err <= self.tol) \
+                and (it % self.check_every == 0 or it == self.max_iter):    # the last iteration's error counts too
             self.converged = True
             return True
         if err is not None and self.tol is not None and math.isnan(err):
