@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 import pytest
+from peak_rss import PRELUDE  # noqa: E402  (benchmarks/peak_rss.py: peak memory measured in the child)
 
 import optnorm
 from optnorm._lib import ops
@@ -374,20 +375,20 @@ else:
     xt, wt, tt = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(t)
     a, b = xt[:64].clone().requires_grad_(), wt[:256].clone().requires_grad_()
     F.cross_entropy(a @ b.T, tt[:64] % 256).backward()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = rss_mark()
 t0 = time.perf_counter()
 if impl == "optnorm":
     loss, res = op.fwd(x, w, t)
     dx, dw = op.bwd(res, np.float32(1.0))[:2]
 else:
     a, b = xt.clone().requires_grad_(), wt.clone().requires_grad_()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # the clones are inputs, not extra memory
+    base = rss_mark()   # the clones are inputs, not extra memory
     t0 = time.perf_counter()
     loss = F.cross_entropy(a @ b.T, tt)
     loss.backward()
     dx, dw = a.grad, b.grad
 dt = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = rss_peak()
 print(f"{(peak - base) / 1024:.1f} {dt:.3f} {float(loss):.6f}")
 """
 
@@ -398,7 +399,7 @@ def lce_peak_extra_mb(impl, shape=LCE_SHAPE):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", _LCE_SCRIPT, impl, *map(str, shape)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", PRELUDE + _LCE_SCRIPT, impl, *map(str, shape)], capture_output=True, text=True,
                          check=True).stdout.split()
     return float(out[0]), float(out[1]), float(out[2])
 
@@ -472,9 +473,9 @@ q, k, v, g = (rng.standard_normal((1, 2, L, 64), dtype=np.float32) for _ in rang
 op = ops.get("scaled_dot_product_attention")
 s = q[:, :, :256]
 op.bwd(op.fwd(s, s, s, causal=True)[1], s)   # compile outside the measurement
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = rss_mark()
 op.bwd(op.fwd(q, k, v, causal=True)[1], g)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+print((rss_peak() - base) / 1024)
 """
 
 
@@ -489,7 +490,7 @@ def test_sdpa_long_memory(benchmark, L):
     res = {}
 
     def run():
-        res["mb"] = float(subprocess.run([sys.executable, "-c", _SDPA_MEM_SCRIPT, str(L)], capture_output=True,
+        res["mb"] = float(subprocess.run([sys.executable, "-c", PRELUDE + _SDPA_MEM_SCRIPT, str(L)], capture_output=True,
                                          text=True, check=True).stdout.split()[-1])
     benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info["peak_extra_MB"] = res["mb"]

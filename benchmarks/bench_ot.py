@@ -22,6 +22,7 @@ import warnings
 
 import numpy as np
 import pytest
+from peak_rss import PRELUDE  # noqa: E402  (benchmarks/peak_rss.py: peak memory measured in the child)
 
 import optnorm.ot as oo
 
@@ -399,11 +400,11 @@ n = int(sys.argv[1])
 rng = np.random.default_rng(0)
 X = rng.random((n, 3)).astype(np.float32); Y = rng.random((n, 3)).astype(np.float32)
 oo.sinkhorn(None, None, oo.PointCloud(X[:50], Y[:50]), 0.1, max_iter=2)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = rss_mark()
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     r = oo.sinkhorn(None, None, oo.PointCloud(X, Y), 0.1, tol=0, max_iter=10, check_every=10)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = rss_peak()
 print(base * 1024, peak * 1024, r.f.dtype)
 """
 
@@ -413,7 +414,7 @@ def lazy_memory(n):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", MEM_SCRIPT, str(n)], capture_output=True, text=True, check=True,
+    out = subprocess.run([sys.executable, "-c", PRELUDE + MEM_SCRIPT, str(n)], capture_output=True, text=True, check=True,
                          timeout=1800).stdout.split()
     return int(out[0]), int(out[1])
 
