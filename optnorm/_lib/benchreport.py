@@ -113,7 +113,7 @@ def plot(table, path: Path, suite_of: dict[str, str] | None = None) -> None:
     cols = [c for c in cols if c]
     height = 0.2 * max(load) + 1.5
     fig = plt.figure(figsize=(7.5 * len(cols), height))
-    outer = fig.add_gridspec(1, len(cols), wspace=0.55)
+    outer = fig.add_gridspec(1, len(cols), wspace=0.75)
     colors = {"peer": "tab:blue", "floor": "tab:orange"}
     for ci, col in enumerate(cols):
         inner = outer[ci].subgridspec(len(col), 1, height_ratios=[len(by_suite[s]) + 2 for s in col], hspace=0.6)
@@ -139,7 +139,8 @@ def plot(table, path: Path, suite_of: dict[str, str] | None = None) -> None:
                loc="upper right", fontsize=8, ncols=2)
     fig.suptitle("optnorm benchmarks: each bar is one implementation's time over optnorm's fastest in its group",
                  x=0.01, ha="left", fontsize=11)
-    fig.subplots_adjust(left=0.2, right=0.97, top=1 - 1.0 / height, bottom=0.5 / height)
+    fig.subplots_adjust(left=3.7 / (7.5 * len(cols)), right=0.97,   # 3.7 in for 52-character labels
+                        top=1 - 1.0 / height, bottom=0.5 / height)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
