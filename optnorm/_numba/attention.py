@@ -41,7 +41,7 @@ from typing import Any, Callable
 import numba
 import numpy as np
 
-from .norm import _exp, _exp_store_sum, _rowmax, _scalar_like
+from ._common import _exp, _exp_store_sum, _rowmax, _scalar_like
 
 __all__ = ["sdpa_fwd", "sdpa_bwd", "dropout_keep", "block_sizes", "threshold", "Layout"]
 

@@ -24,8 +24,7 @@ from numba.core import types
 from numba.extending import overload
 
 from ._rows import jit
-from .norm import _exp32, _rowmax
-from .ot import _exp_le0
+from ._common import _exp32, _exp_le0, _rowmax
 
 __all__ = ["softmin_cloud", "row_stats", "row_grad", "iterations", "ROWS"]
 

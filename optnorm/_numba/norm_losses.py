@@ -18,7 +18,7 @@ import numpy as np
 from numba import prange
 
 from ._rows import row_kernel
-from .norm import _FM, _exp, _rowmax, _sum, _sum_exp
+from ._common import _FM, _exp, _rowmax, _sum, _sum_exp
 
 __all__ = ["lce_rows", "linear_cross_entropy_chunks", "default_rows"]
 

@@ -16,7 +16,7 @@ import numpy as np
 from numba import prange
 
 from ._rows import row_kernel
-from .norm import _FM, _FM_RED, _rowmax, _scalar_like
+from ._common import _FM, _FM_RED, _rowmax, _scalar_like
 
 __all__ = ["sparsemax_rows", "entmax15_rows", "sparsemax_bwd_rows", "entmax15_bwd_rows"]
 

@@ -12,36 +12,10 @@ import numba
 import numpy as np
 
 from ._rows import SAFE_FASTMATH, jit
-from .norm import _exp32, _pow2_64
+from ._common import _exp32, _exp_le0
 
 __all__ = ["w1d_value", "merge_sorted", "softmin_rows", "softmin_cols", "sinkhorn_iterations", "box_half_params",
            "pairwise_box_w2", "pairwise_nwd_f32"]
-
-# The terms of a log-sum-exp are exp(x) with x <= 0 and one x = 0.  libm's exp costs more the smaller x gets
-# (below -708 its result is subnormal, 10-35x slower with every later add; from |x| >= 512 glibc leaves its fast
-# path), and a branch that skips small terms mispredicts at intermediate reg.  The kernels use _exp_le0 instead:
-# Cephes' exp (Pade form, relative error ~2e-16) with its argument clamped at -500, branch-free, so every term
-# costs the same whatever reg is; a clamped term adds at most e^-500 = 7e-218 to a sum >= 1 (invisible).
-_FLUSH = -500.0
-_LOG2E = 1.4426950408889634
-_C1 = 6.93145751953125e-1
-_C2 = 1.42860682030941723212e-6
-_P0, _P1, _P2 = 1.26177193074810590878e-4, 3.02994407707441961300e-2, 9.99999999999999999910e-1
-_Q0, _Q1 = 3.00198505138664455042e-6, 2.52448340349684104192e-3
-_Q2, _Q3 = 2.27265548208155028766e-1, 2.00000000000000000009e0
-
-
-@numba.njit(fastmath=set(SAFE_FASTMATH), cache=True, inline="always")
-def _exp_le0(x):
-    """exp(max(x, -500)) for x <= 0 (NaN propagates): reduction x = k ln2 + r, Pade exp(r), 2^k by exponent bits."""
-    x = _FLUSH if x < _FLUSH else x                   # NaN passes through
-    k = np.floor(x * _LOG2E + 0.5)
-    r = x - k * _C1 - k * _C2
-    rr = r * r
-    p = r * ((_P0 * rr + _P1) * rr + _P2)
-    q = ((_Q0 * rr + _Q1) * rr + _Q2) * rr + _Q3
-    return (1.0 + 2.0 * p / (q - p)) * _pow2_64(np.int64(k))
-
 
 # ---------------------------------------------------------------------------------------------- 1-D W_p
 @jit()

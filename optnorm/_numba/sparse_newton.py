@@ -18,7 +18,7 @@ import numba
 import numpy as np
 
 from ._rows import jit
-from .ot import _exp_le0
+from ._common import _exp_le0
 
 __all__ = ["ZLO", "ZBIN", "NBINS", "dual_pass", "collect", "pcg", "threshold"]
 
