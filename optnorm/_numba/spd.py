@@ -26,21 +26,21 @@ __all__ = ["eigh_batched", "bw_dist2_batched", "eigvalsh_batched"]
 # ``reassoc``/``afn`` made a kernel loaded from the on-disk cache compute other values than a freshly compiled
 # one (up to 100% relative on BW distances near 0); no no-NaN/no-inf assumptions either (a failed Cholesky
 # must return NaN, not whatever an optimiser that assumes finite values makes of ``not s > 0``)
-_FAST = set(SAFE_FASTMATH)
+SPD_FAST = set(SAFE_FASTMATH)
 
-_EPS = 2.220446049250313e-16
+SPD_EPS = 2.220446049250313e-16
 _TINY = 2.2250738585072014e-308
 _LOG_TINY = math.log(_TINY)
 
 
 # ---------------------------------------------------------------------------- pieces of the per-pair kernels
 # (here, in spd_distances.py and spd_lanes.py)
-def _chunks(m):
+def spd_chunks(m):
     """Chunks of a parallel loop over ``m`` items (pairs, lane groups or rows): about 8 per thread, for balance."""
     return max(1, min(m, 8 * numba.get_num_threads()))
 
 
-def _pairs(kernel, A, B, aux_dtype, *args, dtype=None, group=1):
+def spd_pairs(kernel, A, B, aux_dtype, *args, dtype=None, group=1):
     """``(out, aux)`` (...) from ``kernel(a, b, out, aux, *args, n_chunks)`` over the pairs of the broadcast-equal
     (..., n, n) stacks ``A`` and ``B`` (flattened; ``group`` pairs per work item)."""
     shp = A.shape
@@ -49,11 +49,11 @@ def _pairs(kernel, A, B, aux_dtype, *args, dtype=None, group=1):
     b = np.ascontiguousarray(B.reshape(-1, n, n), dtype=dtype)
     out = np.empty(a.shape[0], dtype=np.float64)
     aux = np.zeros(a.shape[0], dtype=aux_dtype)
-    kernel(a, b, out, aux, *args, _chunks((a.shape[0] + group - 1) // group))
+    kernel(a, b, out, aux, *args, spd_chunks((a.shape[0] + group - 1) // group))
     return out.reshape(shp[:-2]), aux.reshape(shp[:-2])
 
 
-def _pairwise(kernel, X, Y, aux_dtype, *args, dtype=None):
+def spd_pairwise(kernel, X, Y, aux_dtype, *args, dtype=None):
     """``(out, aux)`` (m, k) from ``kernel(X, Y, symmetric, out, aux, *args, n_chunks)`` over the pairs of the
     stacks ``X`` (m, n, n) and ``Y`` (k, n, n); ``Y=None``: X with itself, the kernel computes ``j > i`` only and
     the triangle is mirrored (zero diagonal)."""
@@ -62,7 +62,7 @@ def _pairwise(kernel, X, Y, aux_dtype, *args, dtype=None):
     Y = X if sym else np.ascontiguousarray(Y, dtype=dtype)
     out = np.zeros((X.shape[0], Y.shape[0]), dtype=np.float64)
     aux = np.zeros((X.shape[0], Y.shape[0]), dtype=aux_dtype)
-    kernel(X, Y, sym, out, aux, *args, _chunks(X.shape[0]))
+    kernel(X, Y, sym, out, aux, *args, spd_chunks(X.shape[0]))
     if sym:
         out += out.T
         aux += aux.T
@@ -70,13 +70,13 @@ def _pairwise(kernel, X, Y, aux_dtype, *args, dtype=None):
 
 
 @jit(parallel=False)
-def _scratch(n):
+def spd_scratch(n):
     """One thread's float64 scratch of a per-pair kernel: ``L, T, M`` (n, n) and ``d, e, p, wv`` (n,)."""
     return np.empty((n, n)), np.empty((n, n)), np.empty((n, n)), np.empty(n), np.empty(n), np.empty(n), np.empty(n)
 
 
-@jit(parallel=False, fastmath=_FAST)
-def _maxabs(A):
+@jit(parallel=False, fastmath=SPD_FAST)
+def spd_maxabs(A):
     """``max |A|``, 1 where it is 0 or not finite (a scale to divide a matrix by)."""
     n = A.shape[0]
     s = 0.0
@@ -88,8 +88,8 @@ def _maxabs(A):
     return s
 
 
-@jit(parallel=False, fastmath=_FAST)
-def _chol(A, isc, L):
+@jit(parallel=False, fastmath=SPD_FAST)
+def spd_chol(A, isc, L):
     """Lower Cholesky factor of ``sym(A) * isc`` into ``L`` (row-oriented: the inner loops run over contiguous
     memory); False when not positive definite."""
     n = A.shape[0]
@@ -113,8 +113,8 @@ def _chol(A, isc, L):
     return True
 
 
-@jit(parallel=False, fastmath=_FAST)
-def _symmetrize(M):
+@jit(parallel=False, fastmath=SPD_FAST)
+def spd_symmetrize(M):
     """``M <- (M + M^T) / 2`` in place."""
     n = M.shape[0]
     for i in range(n):
@@ -124,12 +124,12 @@ def _symmetrize(M):
             M[j, i] = s
 
 
-@jit(parallel=False, fastmath=_FAST, inline="always")   # inlined: no call per pair
-def _bw_finish(d, trA, trB, sc):
+@jit(parallel=False, fastmath=SPD_FAST, inline="always")   # inlined: no call per pair
+def spd_bw_finish(d, trA, trB, sc):
     """``(d^2, bound)`` of a pair scaled by ``1/sc`` from the eigenvalues ``d`` of ``L^T B L`` and the traces:
     ``tr A + tr B - 2 sum_i sqrt(mu_i)`` (clipped at 0) and the bound on its rounding error, both times ``sc``."""
     n = d.shape[0]
-    delta = n * _EPS * trA * trB
+    delta = n * SPD_EPS * trA * trB
     acc = 0.0
     bound = 0.0
     for i in range(n):
@@ -140,11 +140,11 @@ def _bw_finish(d, trA, trB, sc):
         if den > 0.0:
             bound += delta / den
     r = trA + trB - 2.0 * acc
-    return (r if r > 0.0 else 0.0) * sc, (2.0 * bound + n * _EPS * (trA + trB)) * sc
+    return (r if r > 0.0 else 0.0) * sc, (2.0 * bound + n * SPD_EPS * (trA + trB)) * sc
 
 
-@jit(parallel=False, fastmath=_FAST, inline="always")   # inlined: no call per pair
-def _log_sum_sq(d, shift, delta, n):
+@jit(parallel=False, fastmath=SPD_FAST, inline="always")   # inlined: no call per pair
+def spd_log_sum_sq(d, shift, delta, n):
     """``(sum_i (log max(mu_i, floor) + shift)^2, flag)``: the floor is the generic path's ``n eps max mu``;
     the flag is 1 when an eigenvalue of the unscaled pair is below the smallest normal number.  ``delta``:
     ``d`` holds ``mu - 1`` (the difference form), whose logarithm is ``log1p(d)``, exact near 0."""
@@ -152,7 +152,7 @@ def _log_sum_sq(d, shift, delta, n):
     mx = 0.0
     for i in range(n):
         mx = max(mx, d[i] + one)
-    lo = n * _EPS * mx
+    lo = n * SPD_EPS * mx
     flag = 0
     acc = 0.0
     for i in range(n):
@@ -264,7 +264,7 @@ def eigh_batched(A: np.ndarray):
 
 
 @jit(parallel=False, fastmath=False)
-def _eig2(a, b, c):
+def spd_eig2(a, b, c):
     """Eigenvalues (rt1 >= rt2 in the sense of dlae2) of [[a, b], [b, c]], cancellation-free."""
     sm = a + c
     df = a - c
@@ -306,7 +306,7 @@ def _ql_rootfree(d, e2, n):
             l += 1
             continue
         if m == l + 1:
-            rt1, rt2 = _eig2(d[l], math.sqrt(e2[l]), d[l + 1])
+            rt1, rt2 = spd_eig2(d[l], math.sqrt(e2[l]), d[l + 1])
             d[l] = rt1
             d[l + 1] = rt2
             e2[l] = 0.0
@@ -345,8 +345,8 @@ def _ql_rootfree(d, e2, n):
         d[l] = sigma + gamma
 
 
-@jit(parallel=False, fastmath=_FAST)
-def _tridiag_eigvals(a, d, e, p, wv):
+@jit(parallel=False, fastmath=SPD_FAST)
+def spd_tridiag_eigvals(a, d, e, p, wv):
     """Eigenvalues of the symmetric float64 matrix ``a`` (destroyed) into ``d``: Householder tridiagonalisation +
     root-free implicit QL."""
     n = a.shape[0]
@@ -403,7 +403,7 @@ def _eigvalsh_kernel(A, w_out):
         for i in range(n):
             for j in range(n):
                 a[i, j] = 0.5 * (A[b, i, j] + A[b, j, i])
-        _tridiag_eigvals(a, d, e, p, wv)
+        spd_tridiag_eigvals(a, d, e, p, wv)
         for i in range(n):
             w_out[b, i] = d[i]
 
@@ -418,8 +418,8 @@ def eigvalsh_batched(A: np.ndarray) -> np.ndarray:
     return w.reshape(shp[:-1])
 
 
-@jit(parallel=False, fastmath=_FAST)
-def _bw_one(A, B, L, T, M, d, e, p, wv):
+@jit(parallel=False, fastmath=SPD_FAST)
+def spd_bw_one(A, B, L, T, M, d, e, p, wv):
     """Squared BW distance of one pair and the bound on its rounding error (float64 scratch passed in).
 
     The pair is read divided by ``s = sqrt(max|A| max|B|)`` (d^2 is homogeneous of degree 1: products stay
@@ -437,10 +437,10 @@ def _bw_one(A, B, L, T, M, d, e, p, wv):
         sb = 1.0
     sc = math.sqrt(sa) * math.sqrt(sb)
     isc = 1.0 / sc
-    if not _chol(A, isc, L):
+    if not spd_chol(A, isc, L):
         return np.nan, 0.0
     # positive definiteness of B (the caller reports NaN results through its own validation): a Cholesky in M
-    if not _chol(B, isc, M):
+    if not spd_chol(B, isc, M):
         return np.nan, 0.0
     trA = 0.0
     trB = 0.0
@@ -464,9 +464,9 @@ def _bw_one(A, B, L, T, M, d, e, p, wv):
             lki = L[k, i]
             for j in range(n):
                 M[i, j] += lki * T[k, j]
-    _symmetrize(M)
-    _tridiag_eigvals(M, d, e, p, wv)
-    return _bw_finish(d, trA, trB, sc)
+    spd_symmetrize(M)
+    spd_tridiag_eigvals(M, d, e, p, wv)
+    return spd_bw_finish(d, trA, trB, sc)
 
 
 @jit(parallel=True)
@@ -474,14 +474,14 @@ def _bw_kernel(A, B, out, err, n_chunks):
     m, n, _ = A.shape
     per = (m + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):   # scratch allocated once per chunk, not per pair
-        L, T, M, d, e, p, wv = _scratch(n)
+        L, T, M, d, e, p, wv = spd_scratch(n)
         for b in range(c * per, min(m, (c + 1) * per)):
-            out[b], err[b] = _bw_one(A[b], B[b], L, T, M, d, e, p, wv)
+            out[b], err[b] = spd_bw_one(A[b], B[b], L, T, M, d, e, p, wv)
 
 
 def bw_dist2_batched(A: np.ndarray, B: np.ndarray):
     """Squared BW distances of broadcast-equal (..., n, n) stacks A and B and their error bounds (float64)."""
-    return _pairs(_bw_kernel, A, B, np.float64)
+    return spd_pairs(_bw_kernel, A, B, np.float64)
 
 
 @jit(parallel=True)

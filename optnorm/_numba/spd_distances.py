@@ -20,13 +20,13 @@ import numpy as np
 from numba import prange
 
 from ._rows import jit
-from .spd import (_FAST, _bw_one, _chol, _chunks, _log_sum_sq, _maxabs, _pairs, _pairwise, _scratch,
-                  _symmetrize, _tridiag_eigvals)
+from .spd import (SPD_FAST, spd_bw_one, spd_chol, spd_chunks, spd_log_sum_sq, spd_maxabs, spd_pairs, spd_pairwise, spd_scratch,
+                  spd_symmetrize, spd_tridiag_eigvals)
 
 __all__ = ["airm_dist2_pairs", "airm_dist2_pairwise", "bw_dist2_pairwise", "sqeuclidean_pairwise"]
 
 
-@jit(parallel=False, fastmath=_FAST, inline="always")   # inlined, as in spd_lanes._fwd_row_lanes
+@jit(parallel=False, fastmath=SPD_FAST, inline="always")   # inlined, as in spd_lanes._fwd_row_lanes
 def _fwd_row(L, X, i):
     """Row ``i`` of ``L^{-1} X`` in place, the rows above it done: ``X[i] = (X[i] - sum_{k<i} L[i, k] X[k]) / L[i, i]``
     (the inner loops run over contiguous rows)."""
@@ -40,7 +40,7 @@ def _fwd_row(L, X, i):
         X[i, j] *= inv
 
 
-@jit(parallel=False, fastmath=_FAST)
+@jit(parallel=False, fastmath=SPD_FAST)
 def _whiten(L, B, isc, A, diff, T, M):
     """``M = L^{-1} S L^{-T}`` (symmetric), ``S = sym(B - A) isc`` (``diff``) or ``sym(B) isc``, by row-oriented
     forward substitutions (contiguous inner loops); ``T`` is scratch.  The difference is taken before any
@@ -61,20 +61,20 @@ def _whiten(L, B, isc, A, diff, T, M):
         for j in range(n):
             M[i, j] = T[j, i]
         _fwd_row(L, M, i)
-    _symmetrize(M)
+    spd_symmetrize(M)
 
 
-@jit(parallel=False, fastmath=_FAST)
+@jit(parallel=False, fastmath=SPD_FAST)
 def _airm_one(A, B, L, T, M, d, e, p, wv):
     n = A.shape[0]
-    a = _maxabs(A)
-    b = _maxabs(B)
-    if not _chol(A, 1.0 / a, L):
+    a = spd_maxabs(A)
+    b = spd_maxabs(B)
+    if not spd_chol(A, 1.0 / a, L):
         return np.nan, 0
     return _airm_core(L, a, A, B, b, T, M, d, e, p, wv)
 
 
-@jit(parallel=False, fastmath=_FAST)
+@jit(parallel=False, fastmath=SPD_FAST)
 def _airm_core(L, a, A, B, b, T, M, d, e, p, wv):
     """d^2 given ``L = chol(A / a)``: for magnitudes within 1e30 of each other the difference form
     ``L^{-1} (B - A)/a L^{-T} = C - I`` with ``log mu = log1p(delta)`` (no cancellation: d(A, A) = 0 exactly,
@@ -84,11 +84,11 @@ def _airm_core(L, a, A, B, b, T, M, d, e, p, wv):
     shift = math.log(b) - math.log(a)
     if abs(shift) < 69.0:
         _whiten(L, B, 1.0 / a, A, True, T, M)
-        _tridiag_eigvals(M, d, e, p, wv)
-        return _log_sum_sq(d, 0.0, True, n)
+        spd_tridiag_eigvals(M, d, e, p, wv)
+        return spd_log_sum_sq(d, 0.0, True, n)
     _whiten(L, B, 1.0 / b, A, False, T, M)
-    _tridiag_eigvals(M, d, e, p, wv)
-    return _log_sum_sq(d, shift, False, n)
+    spd_tridiag_eigvals(M, d, e, p, wv)
+    return spd_log_sum_sq(d, shift, False, n)
 
 
 @jit(parallel=True)
@@ -96,7 +96,7 @@ def _airm_pairs_kernel(A, B, out, flag, n_chunks):
     m, n, _ = A.shape
     per = (m + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
-        L, T, M, d, e, p, wv = _scratch(n)
+        L, T, M, d, e, p, wv = spd_scratch(n)
         for i in range(c * per, min(m, (c + 1) * per)):
             out[i], flag[i] = _airm_one(A[i], B[i], L, T, M, d, e, p, wv)
 
@@ -104,7 +104,7 @@ def _airm_pairs_kernel(A, B, out, flag, n_chunks):
 def airm_dist2_pairs(A: np.ndarray, B: np.ndarray):
     """Squared AIRM distances of broadcast-equal (..., n, n) stacks and a flag per pair (1: an eigenvalue of
     ``(B, A)`` is below the smallest normal number)."""
-    return _pairs(_airm_pairs_kernel, A, B, np.int64)
+    return spd_pairs(_airm_pairs_kernel, A, B, np.int64)
 
 
 @jit(parallel=True)
@@ -112,22 +112,22 @@ def _airm_pairwise_kernel(X, Y, symmetric, out, flag, n_chunks):
     m, n, _ = X.shape
     k = Y.shape[0]
     for c in prange(n_chunks):
-        L, T, M, d, e, p, wv = _scratch(n)
+        L, T, M, d, e, p, wv = spd_scratch(n)
         for i in range(c, m, n_chunks):        # interleaved rows: balanced for the triangle of Y = X
-            a = _maxabs(X[i])
-            ok = _chol(X[i], 1.0 / a, L)
+            a = spd_maxabs(X[i])
+            ok = spd_chol(X[i], 1.0 / a, L)
             j0 = i + 1 if symmetric else 0
             for j in range(j0, k):
                 if not ok:
                     out[i, j] = np.nan
                     continue
-                out[i, j], flag[i, j] = _airm_core(L, a, X[i], Y[j], _maxabs(Y[j]), T, M, d, e, p, wv)
+                out[i, j], flag[i, j] = _airm_core(L, a, X[i], Y[j], spd_maxabs(Y[j]), T, M, d, e, p, wv)
 
 
 def airm_dist2_pairwise(X: np.ndarray, Y: np.ndarray | None):
     """(m, k) squared AIRM distances between the stacks ``X`` (m, n, n) and ``Y`` (k, n, n) (``Y=None``: X with
     itself, zero diagonal, each pair computed once) and the flags."""
-    return _pairwise(_airm_pairwise_kernel, X, Y, np.int64)
+    return spd_pairwise(_airm_pairwise_kernel, X, Y, np.int64)
 
 
 @jit(parallel=True)
@@ -135,17 +135,17 @@ def _bw_pairwise_kernel(X, Y, symmetric, out, err, n_chunks):
     m, n, _ = X.shape
     k = Y.shape[0]
     for c in prange(n_chunks):
-        L, T, M, d, e, p, wv = _scratch(n)
+        L, T, M, d, e, p, wv = spd_scratch(n)
         for i in range(c, m, n_chunks):
             j0 = i + 1 if symmetric else 0
             for j in range(j0, k):
-                out[i, j], err[i, j] = _bw_one(X[i], Y[j], L, T, M, d, e, p, wv)
+                out[i, j], err[i, j] = spd_bw_one(X[i], Y[j], L, T, M, d, e, p, wv)
 
 
 def bw_dist2_pairwise(X: np.ndarray, Y: np.ndarray | None):
     """(m, k) squared Bures-Wasserstein distances by the trace formula and their rounding-error bounds (the
     caller recomputes the pairs whose bound is too large in the Procrustes form)."""
-    return _pairwise(_bw_pairwise_kernel, X, Y, np.float64)
+    return spd_pairwise(_bw_pairwise_kernel, X, Y, np.float64)
 
 
 @jit(parallel=True, fastmath=True)  # SAFE_FASTMATH: a parallel kernel may not reassociate (see _rows)
@@ -170,7 +170,7 @@ def sqeuclidean_pairwise(F: np.ndarray, G: np.ndarray | None):
     F = np.ascontiguousarray(F, dtype=np.float64)
     G = F if sym else np.ascontiguousarray(G, dtype=np.float64)
     out = np.zeros((F.shape[0], G.shape[0]), dtype=np.float64)
-    _sqeuclid_kernel(F, G, sym, out, _chunks(F.shape[0]))
+    _sqeuclid_kernel(F, G, sym, out, spd_chunks(F.shape[0]))
     if sym:
         out += out.T
     return out

@@ -23,7 +23,7 @@ import numpy as np
 from numba import prange
 
 from ._rows import jit
-from .spd import _EPS, _FAST, _bw_finish, _eig2, _log_sum_sq, _maxabs, _pairs, _pairwise
+from .spd import SPD_EPS, SPD_FAST, spd_bw_finish, spd_eig2, spd_log_sum_sq, spd_maxabs, spd_pairs, spd_pairwise
 
 __all__ = ["LANES", "bw_dist2_pairs_lanes", "airm_dist2_pairs_lanes", "airm_dist2_pairwise_lanes",
            "bw_dist2_pairwise_lanes"]
@@ -31,7 +31,7 @@ __all__ = ["LANES", "bw_dist2_pairs_lanes", "airm_dist2_pairs_lanes", "airm_dist
 LANES = 8          # pairs per group: 8 measured a little faster than 4 (two AVX2 registers per row)
 
 
-@jit(parallel=False, fastmath=_FAST)
+@jit(parallel=False, fastmath=SPD_FAST)
 def _tridiag(a, d, e2, v, p, w, xn2, beta):
     """Householder tridiagonalisation of the symmetric lanes ``a`` (n, n, K) (destroyed; only its lower triangle is
     read and updated): diagonal into ``d`` (n, K), squared off-diagonal into ``e2`` (n, K; ``e2[i]`` couples i and
@@ -98,7 +98,7 @@ def _ql_lanes(d, e2, n, mm, sig, c, s, gam, p, tot):
     """Root-free implicit QL (Pal-Walker-Kahan, as :func:`optnorm._numba.spd._ql_rootfree`) for the K lanes of
     (n, K) tridiagonals in lockstep: eigenvalues into ``d``.  The other arguments are (K,) scratch."""
     K = LANES
-    eps2 = _EPS * _EPS
+    eps2 = SPD_EPS * SPD_EPS
     for l in range(n):
         while True:
             top = -1
@@ -115,7 +115,7 @@ def _ql_lanes(d, e2, n, mm, sig, c, s, gam, p, tot):
                     mm[q] = -1                   # lane done at l
                     continue
                 if m == l + 1:                   # 2x2 block in closed form
-                    rt1, rt2 = _eig2(d[l, q], math.sqrt(e2[l, q]), d[l + 1, q])
+                    rt1, rt2 = spd_eig2(d[l, q], math.sqrt(e2[l, q]), d[l + 1, q])
                     d[l, q] = rt1
                     d[l + 1, q] = rt2
                     e2[l, q] = 0.0
@@ -165,7 +165,7 @@ def _ql_lanes(d, e2, n, mm, sig, c, s, gam, p, tot):
                     d[l, q] = sig[q] + gam[q]
 
 
-@jit(parallel=False, fastmath=_FAST)
+@jit(parallel=False, fastmath=SPD_FAST)
 def _chol_lanes(A, L, ok, t):
     """Lower Cholesky of the (n, n, K) lanes; ``ok[q]`` False where a pivot is not positive (the lane continues on
     a unit pivot, its result is discarded).  ``t`` is (K,) scratch; the lane loop is innermost."""
@@ -197,7 +197,7 @@ def _chol_lanes(A, L, ok, t):
                 L[i, j, q] *= t[q]
 
 
-@jit(parallel=False, fastmath=_FAST)
+@jit(parallel=False, fastmath=SPD_FAST)
 def _symmetrize_lanes(M):
     """``M <- (M + M^T) / 2`` in place for the (n, n, K) lanes."""
     n = M.shape[0]
@@ -210,7 +210,7 @@ def _symmetrize_lanes(M):
                 M[j, i, q] = x
 
 
-@jit(parallel=False, fastmath=_FAST)
+@jit(parallel=False, fastmath=SPD_FAST)
 def _lt_b_l(L, B, T, M):
     """``M = L^T B L`` (symmetrised) for lanes; ``T`` scratch.  The innermost loops run over a contiguous row of
     (column, lane) pairs, which LLVM vectorises in full-width registers."""
@@ -237,7 +237,7 @@ def _lt_b_l(L, B, T, M):
 
 
 # inlined: the loop nest the caller had (a call per row measured ~3% slower in AIRM pairwise)
-@jit(parallel=False, fastmath=_FAST, inline="always")
+@jit(parallel=False, fastmath=SPD_FAST, inline="always")
 def _fwd_row_lanes(L, X, i, r):
     """Row ``i`` of ``L^{-1} X`` in place for lanes, the rows above it done (innermost loops over a contiguous
     row of (column, lane) pairs); ``r`` (K,) scratch."""
@@ -254,7 +254,7 @@ def _fwd_row_lanes(L, X, i, r):
             X[i, j, q] *= r[q]
 
 
-@jit(parallel=False, fastmath=_FAST)
+@jit(parallel=False, fastmath=SPD_FAST)
 def _whiten_lanes(L, S, T, M, r):
     """``M = L^{-1} S L^{-T}`` (symmetrised) for lanes by forward substitutions (innermost loops over a contiguous
     row of (column, lane) pairs); ``T`` scratch, ``r`` (K,) scratch."""
@@ -273,7 +273,7 @@ def _whiten_lanes(L, S, T, M, r):
     _symmetrize_lanes(M)
 
 
-@jit(parallel=False, fastmath=_FAST)
+@jit(parallel=False, fastmath=SPD_FAST)
 def _bw_group(A, B, ia, ib, cnt, out, err, As, Bs, L, T, M, d, e2, v, p, w, x1, x2, ok, mm, sig, c, s, gam, pp, tot):
     """Squared BW distances (trace formula) and error bounds of the ``cnt`` pairs ``(A[ia[q]], B[ib[q]])``."""
     n = A.shape[1]
@@ -282,7 +282,7 @@ def _bw_group(A, B, ia, ib, cnt, out, err, As, Bs, L, T, M, d, e2, v, p, w, x1, 
         qq = q if q < cnt else cnt - 1
         a = A[ia[qq]]
         b = B[ib[qq]]
-        sc = math.sqrt(_maxabs(a)) * math.sqrt(_maxabs(b))
+        sc = math.sqrt(spd_maxabs(a)) * math.sqrt(spd_maxabs(b))
         x1[q] = sc
         isc = 1.0 / sc
         for i in range(n):
@@ -303,13 +303,13 @@ def _bw_group(A, B, ia, ib, cnt, out, err, As, Bs, L, T, M, d, e2, v, p, w, x1, 
             for i in range(n):
                 trA += As[i, i, q]
                 trB += Bs[i, i, q]
-            out[q], err[q] = _bw_finish(d[:, q], trA, trB, x1[q])
+            out[q], err[q] = spd_bw_finish(d[:, q], trA, trB, x1[q])
         else:
             out[q] = np.nan
             err[q] = 0.0
 
 
-@jit(parallel=False, fastmath=_FAST)
+@jit(parallel=False, fastmath=SPD_FAST)
 def _airm_group(A, B, ia, ib, cnt, out, flag, As, Bs, L, T, M, d, e2, v, p, w, x1, x2, ok, mm, sig, c, s, gam, pp,
                 tot, reuse):
     """Squared AIRM distances of the ``cnt`` pairs: ``L = chol(A/a)``; within 1e30 in magnitude the difference
@@ -321,8 +321,8 @@ def _airm_group(A, B, ia, ib, cnt, out, flag, As, Bs, L, T, M, d, e2, v, p, w, x
         qq = q if q < cnt else cnt - 1
         a = A[ia[qq]]
         b = B[ib[qq]]
-        sa = _maxabs(a)
-        sb = _maxabs(b)
+        sa = spd_maxabs(a)
+        sb = spd_maxabs(b)
         shift = math.log(sb) - math.log(sa)
         ia_ = 1.0 / sa
         if not reuse:                          # a new A in every lane (the pairwise kernel: a new row)
@@ -352,7 +352,7 @@ def _airm_group(A, B, ia, ib, cnt, out, flag, As, Bs, L, T, M, d, e2, v, p, w, x
             out[q] = np.nan
             flag[q] = 0
             continue
-        out[q], flag[q] = _log_sum_sq(d[:, q], x1[q], x1[q] == 0.0, n)
+        out[q], flag[q] = spd_log_sum_sq(d[:, q], x1[q], x1[q] == 0.0, n)
 
 
 @jit(parallel=False)
@@ -396,12 +396,12 @@ def _pairs_kernel(A, B, out, aux, kind, n_chunks):
 
 def bw_dist2_pairs_lanes(A: np.ndarray, B: np.ndarray):
     """Squared BW distances and error bounds of broadcast-equal (..., n, n) stacks, LANES pairs at a time."""
-    return _pairs(_pairs_kernel, A, B, np.float64, 0, dtype=np.float64, group=LANES)
+    return spd_pairs(_pairs_kernel, A, B, np.float64, 0, dtype=np.float64, group=LANES)
 
 
 def airm_dist2_pairs_lanes(A: np.ndarray, B: np.ndarray):
     """Squared AIRM distances and flags (1: an eigenvalue below the smallest normal number), LANES at a time."""
-    d2, fl = _pairs(_pairs_kernel, A, B, np.float64, 1, dtype=np.float64, group=LANES)
+    d2, fl = spd_pairs(_pairs_kernel, A, B, np.float64, 1, dtype=np.float64, group=LANES)
     return d2, fl.astype(np.int64)
 
 
@@ -441,10 +441,10 @@ def _pairwise_kernel(X, Y, symmetric, out, aux, kind, n_chunks):
 
 def bw_dist2_pairwise_lanes(X: np.ndarray, Y: np.ndarray | None):
     """(m, k) squared BW distances and error bounds, LANES columns of a row at a time."""
-    return _pairwise(_pairwise_kernel, X, Y, np.float64, 0, dtype=np.float64)
+    return spd_pairwise(_pairwise_kernel, X, Y, np.float64, 0, dtype=np.float64)
 
 
 def airm_dist2_pairwise_lanes(X: np.ndarray, Y: np.ndarray | None):
     """(m, k) squared AIRM distances and flags, LANES columns of a row at a time."""
-    d2, fl = _pairwise(_pairwise_kernel, X, Y, np.float64, 1, dtype=np.float64)
+    d2, fl = spd_pairwise(_pairwise_kernel, X, Y, np.float64, 1, dtype=np.float64)
     return d2, fl.astype(np.int64)

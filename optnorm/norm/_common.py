@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from .._lib import compat
+
 REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -85,3 +87,17 @@ def rstd_scaled(d, axes, eps, xp, extra_sq=None, count=None):
         q = q + extra_sq(scale)
     q = q / count
     return 1.0 / (scale * xp.sqrt(q + eps / scale / scale))  # eps/scale^2 may underflow to 0, never overflow
+
+
+def _all_finite(a) -> bool:
+    return a is None or bool(compat.to_numpy(compat.array_namespace(a).all(compat.array_namespace(a).isfinite(a))))
+
+
+def check_running_stat(stat, name, x, what, *inputs):
+    """A running statistic updated from finite inputs must be finite: otherwise the batch statistic overflowed."""
+    if stat is None or not compat.is_concrete(stat):
+        return
+    s = compat.to_numpy(stat)
+    if not bool((abs(s) < float("inf")).all()) and all(_all_finite(a) for a in (x, *inputs)):
+        raise ValueError(f"the {what} of x overflows {str(x.dtype).rsplit('.', 1)[-1]}, so {name} has no finite "
+                         f"update: rescale x")

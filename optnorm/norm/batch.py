@@ -15,7 +15,7 @@ from .._lib.api import public, vjp
 from .._lib.dispatch import Dispatcher, numpy_float
 from .._lib.roles import Axis, Bool, Choice, Float, Int, Positive, Probability
 from .._lib.typing import Array
-from ._common import rstd_of, var_scaled
+from ._common import check_running_stat, rstd_of, var_scaled
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -47,20 +47,6 @@ def _sum(xp, a, red, keep=True):
 
 def _dtype(a):
     return None if a is None else a.dtype
-
-
-def _finite(a) -> bool:
-    return a is None or bool(compat.to_numpy(compat.array_namespace(a).all(compat.array_namespace(a).isfinite(a))))
-
-
-def _check_stat(stat, name, x, what, *inputs):
-    """A running statistic updated from finite inputs must be finite: otherwise the batch statistic overflowed."""
-    if stat is None or not compat.is_concrete(stat):
-        return
-    s = compat.to_numpy(stat)
-    if not bool((abs(s) < float("inf")).all()) and all(_finite(a) for a in (x, *inputs)):
-        raise ValueError(f"the {what} of x overflows {str(x.dtype).rsplit('.', 1)[-1]}, so {name} has no finite "
-                         f"update: rescale x")
 
 
 # shapes for the generated examples: x (N=4, C=3, 2); per-channel vectors named "c", per-sample ones "b"
@@ -287,7 +273,7 @@ def batch_norm(x: Array, running_mean: Array | None = None, running_var: Array |
     y, rm, rv = _bn(x, running_mean, running_var, weight, bias, sample_weight, training=training, momentum=momentum,
                     eps=float(eps), axis=axis, unbiased=unbiased, xp=xp)
     if training:
-        _check_stat(rv, "running_var", x, "batch variance", running_mean, running_var)
+        check_running_stat(rv, "running_var", x, "batch variance", running_mean, running_var)
     return y, rm, rv
 
 
@@ -297,7 +283,7 @@ def batch_norm_fwd(x, running_mean=None, running_var=None, weight=None, bias=Non
     out, res = _bn_fwd(x, running_mean, running_var, weight, bias, sample_weight, training=training,
                        momentum=momentum, eps=float(eps), axis=axis, unbiased=unbiased)
     if training:
-        _check_stat(out[2], "running_var", x, "batch variance", running_mean, running_var)
+        check_running_stat(out[2], "running_var", x, "batch variance", running_mean, running_var)
     return out, res
 
 
@@ -760,7 +746,7 @@ def power_norm_fwd(x, running_phi, grad_ema=None, weight=None, bias=None, *, ste
         y = y + _vec(xp, bias, bs, cdt)
     new = compat.cast(new, running_phi.dtype, xp)
     if training:
-        _check_stat(new, "running_phi", x, "quadratic mean", running_phi)
+        check_running_stat(new, "running_phi", x, "quadratic mean", running_phi)
     return (compat.cast(y, x.dtype, xp), new), PowerNormRes(**f)
 
 
@@ -925,7 +911,7 @@ def unified_norm_fwd(x, running_var, ema_gz=None, buffer_x2=None, buffer_gz=None
              rr=rr, early=early, ema=compat.cast(ema_gz, cdt, xp), bgz=compat.cast(buffer_gz, cdt, xp))
     new_rv = compat.cast(new_rv, running_var.dtype, xp)
     buf_new = compat.cast(buf_new, buffer_x2.dtype, xp)
-    _check_stat(buf_new, "buffer_x2", x, "second moment", running_var, buffer_x2)
+    check_running_stat(buf_new, "buffer_x2", x, "second moment", running_var, buffer_x2)
     return (compat.cast(y, x.dtype, xp), new_rv, buf_new), UnifiedNormRes(**f)
 
 

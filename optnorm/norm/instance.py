@@ -9,7 +9,8 @@ from .._lib.api import public, vjp
 from .._lib.roles import Axis, Bool, Choice, Float, Positive, Probability
 from .._lib.typing import Array
 from ._common import rstd_of, var_scaled
-from .batch import _check_stat, batch_norm_bwd, batch_norm_fwd
+from ._common import check_running_stat
+from .batch import batch_norm_bwd, batch_norm_fwd
 
 
 def _check_channel_axis(x, axis):
@@ -198,8 +199,8 @@ def instance_norm_fwd(x, weight=None, bias=None, running_mean=None, running_var=
         m = float(momentum)
         new_rm = (1.0 - m) * rm + m * xp.reshape(xp.mean(mu, axis=0), (-1,))
         new_rv = (1.0 - m) * rv + m * xp.reshape(xp.mean(var_u, axis=0), (-1,))
-        _check_stat(new_rm, "running_mean", x, "mean", weight, bias, running_mean, running_var)
-        _check_stat(new_rv, "running_var", x, "variance", weight, bias, running_mean, running_var)
+        check_running_stat(new_rm, "running_mean", x, "mean", weight, bias, running_mean, running_var)
+        check_running_stat(new_rv, "running_var", x, "variance", weight, bias, running_mean, running_var)
         res = InstanceNormStatsRes(InstanceNormRes(xh, r, g, red, weight is not None, bias is not None, dts),
                                    None, None, None, None, bshape, red, m, (weight is not None, bias is not None),
                                    sdts)

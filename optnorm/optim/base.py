@@ -414,7 +414,7 @@ class Rule:
         for p, pn, s, sn in zip(job.ps, new_p, job.leaves, new_s):
             if pn is not p:
                 compat.copy_into(p, pn)
-            _copy_state(s, sn)
+            copy_state(s, sn)
         return True
 
 
@@ -459,12 +459,12 @@ def _select(ok, new, old, xp):
     return xp.where(ok, new, old)
 
 
-def _copy_state(old, new):
+def copy_state(old, new):
     if old is None or old is new:
         return
     if isinstance(old, tuple):
         for a, b in zip(old, new):
-            _copy_state(a, b)
+            copy_state(a, b)
         return
     compat.copy_into(old, new)
 

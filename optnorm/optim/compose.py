@@ -18,7 +18,7 @@ from .._lib.api import public, public_class
 from .._lib.roles import Choice, Int, NonNegative, Positive, Scalar, Seed, UnitInterval
 from ._common import scalar, seed_ints, stable_norm, tree_flatten, tree_unflatten
 from .base import (NAN_POLICY, Ctx, InPlace, Rule, RuleArg, Transform, chain as chain_leaf, rule,
-                   _copy_state)
+                   copy_state)
 
 
 # ----------------------------------------------------------------------------------------------- gradient transforms

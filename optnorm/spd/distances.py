@@ -225,17 +225,17 @@ def airm_distance(A: Array, B: Array, *, squared: bool = False, check: bool = Tr
     Bc = compat.cast(B, Ac.dtype, xp)
     d2, low = _airm2(Ac, Bc, xp=xp)
     if check and low is not None and bool(xp.any(low)):
-        raise ValueError(_AIRM_RANGE)
+        raise ValueError(AIRM_RANGE)
     return _finish(d2, squared, xp, dt)
 
 
-_AIRM_RANGE = ("airm_distance: the generalized eigenvalues of (B, A) leave the dtype's range (A and B differ in "
+AIRM_RANGE = ("airm_distance: the generalized eigenvalues of (B, A) leave the dtype's range (A and B differ in "
                "magnitude by more than it spans, or are singular to working precision)")
 _airm2 = Dispatcher("spd.airm_distance", serves="spd.airm_distance")
 
 
 @_airm2.generic
-def _airm2_generic(A, B, *, xp):
+def airm2_generic(A, B, *, xp):
     """(d^2, flag of eigenvalues below the smallest normal number) from the generalized eigenvalues only."""
     _, As, Bs, _, _ = _prep_pair(A, B)
     _, _, lg, _, low = _airm_eig(As, Bs, xp, vectors=False)
@@ -277,7 +277,7 @@ def airm_distance_fwd(A, B, *, squared=False, check=True):
     xp, As, Bs, s, dt = _prep_pair(A, B)
     L, mu, lg, V, low = _airm_eig(As, Bs, xp, vectors=True)
     if check and low is not None and bool(xp.any(low)):
-        raise ValueError(_AIRM_RANGE)
+        raise ValueError(AIRM_RANGE)
     d2 = xp.sum(lg * lg, axis=-1)
     res = DistanceRes(L, (mu, lg), V, d2, s, squared, tuple(A.shape), tuple(B.shape), dt)
     return _finish(d2, squared, xp, dt), res

@@ -78,7 +78,7 @@ def _plain(*arrays) -> bool:
     return compat.native_autograd(*arrays) is None
 
 
-def _roots(X, xp):
+def sqrt_and_invsqrt(X, xp):
     """``(X^{1/2}, X^{-1/2})``: one eigendecomposition, or the registered ops under torch/JAX autodiff (their
     Daleckii-Krein VJPs are finite for repeated eigenvalues, where autodiff through ``eigh`` is not)."""
     if _plain(X):
@@ -87,18 +87,18 @@ def _roots(X, xp):
     return apply_native("spd.sqrtm", X, check=False), apply_native("spd.invsqrtm", X, check=False)
 
 
-def _log(X, xp):
+def spd_log(X, xp):
     return funm(X, "log", xp)[0] if _plain(X) else apply_native("spd.logm", X, check=False)
 
 
-def _exp(V, xp):
+def spd_exp(V, xp):
     return funm(V, "exp", xp)[0] if _plain(V) else apply_native("spd.expm", V, check=False)
 
 
 def _pow(X, t, xp):
     if compat.is_array(t) or not _plain(X):
         if compat.is_array(t) and getattr(t, "ndim", 0) > 0:      # a batch of t: exp(t log X)
-            return _exp(t[..., None, None] * _log(X, xp), xp)
+            return spd_exp(t[..., None, None] * spd_log(X, xp), xp)
         return apply_native("spd.powm", X, t if compat.is_array(t) else xp.asarray(t, dtype=X.dtype,
                                                                                      device=compat.device(X)),
                             check=False)
@@ -127,7 +127,7 @@ def _dlog(X, D, xp):
     return sym(U @ (divdiff(w, "log", xp) * rot(U, D, xp)) @ mT(U, xp), xp)
 
 
-def _finite(Y, where, name, xp):
+def require_finite(Y, where, name, xp):
     """``Y``, or ``ValueError`` when an exponential map overflowed the dtype (``name`` is the tangent argument)."""
     if compat.is_concrete(Y) and not bool(xp.all(xp.isfinite(Y))):
         raise ValueError(f"{where}: the result overflows {compat.dtype_name(Y.dtype)}: {name} is too large for "
@@ -241,7 +241,7 @@ class AffineInvariant(SPDMetric):
         v = self._args("log", check, X=(_X, X), Y=(SPD(gate="check"), Y))
         xp, (Xs, Ys), dt = self._up(v["X"], v["Y"])
         L = xp.linalg.cholesky(Xs)
-        return compat.cast(_congr(L, _log(_whiten(L, Ys, xp), xp), xp), dt, xp)
+        return compat.cast(_congr(L, spd_log(_whiten(L, Ys, xp), xp), xp), dt, xp)
 
     def exp(self, X: Array, V: Array, *, check: bool = True) -> Array:
         r"""Riemannian exponential :math:`\mathrm{Exp}_X V = X^{1/2}\exp(X^{-1/2}VX^{-1/2})X^{1/2}` (AIRM is
@@ -249,7 +249,7 @@ class AffineInvariant(SPDMetric):
         v = self._args("exp", check, X=(_X, X), V=(_TAN, V))
         xp, (Xs, Vs), dt = self._up(v["X"], v["V"])
         L = xp.linalg.cholesky(Xs)
-        return _finite(compat.cast(_congr(L, _exp(_whiten(L, Vs, xp), xp), xp), dt, xp), "AffineInvariant.exp",
+        return require_finite(compat.cast(_congr(L, spd_exp(_whiten(L, Vs, xp), xp), xp), dt, xp), "AffineInvariant.exp",
                        "V", xp)
 
     def geodesic(self, X: Array, Y: Array, t: Array | float, *, check: bool = True) -> Array:
@@ -433,14 +433,14 @@ class LogEuclidean(SPDMetric):
         r"""Riemannian logarithm :math:`\mathrm{Log}_X Y = D\exp_{\log X}[\log Y - \log X]`."""
         v = self._args("log", check, X=(_X, X), Y=(SPD(gate="check"), Y))
         xp, (Xs, Ys), dt = self._up(v["X"], v["Y"])
-        LX = _log(Xs, xp)
-        return compat.cast(_dexp(LX, _log(Ys, xp) - LX, xp), dt, xp)
+        LX = spd_log(Xs, xp)
+        return compat.cast(_dexp(LX, spd_log(Ys, xp) - LX, xp), dt, xp)
 
     def exp(self, X: Array, V: Array, *, check: bool = True) -> Array:
         r"""Riemannian exponential :math:`\mathrm{Exp}_X V = \exp(\log X + D\log_X[V])`."""
         v = self._args("exp", check, X=(_X, X), V=(_TAN, V))
         xp, (Xs, Vs), dt = self._up(v["X"], v["V"])
-        return _finite(compat.cast(_exp(_log(Xs, xp) + _dlog(Xs, Vs, xp), xp), dt, xp), "LogEuclidean.exp", "V", xp)
+        return require_finite(compat.cast(spd_exp(spd_log(Xs, xp) + _dlog(Xs, Vs, xp), xp), dt, xp), "LogEuclidean.exp", "V", xp)
 
     def geodesic(self, X: Array, Y: Array, t: Array | float, *, check: bool = True) -> Array:
         r"""Point :math:`\gamma(t) = \exp((1-t)\log X + t\log Y)` of the geodesic from ``X`` to ``Y``."""
@@ -449,8 +449,8 @@ class LogEuclidean(SPDMetric):
         xp, (Xs, Ys), dt = self._up(v["X"], v["Y"])
         if compat.is_array(t):
             t = compat.cast(t, Xs.dtype, xp)[..., None, None]
-        LX = _log(Xs, xp)
-        return compat.cast(_exp(LX + t * (_log(Ys, xp) - LX), xp), dt, xp)
+        LX = spd_log(Xs, xp)
+        return compat.cast(spd_exp(LX + t * (spd_log(Ys, xp) - LX), xp), dt, xp)
 
     def inner(self, X: Array, U: Array, V: Array, *, check: bool = True) -> Array:
         r"""Inner product :math:`g_X(U, V) = \langle D\log_X[U], D\log_X[V]\rangle_F`."""
@@ -465,7 +465,7 @@ class LogEuclidean(SPDMetric):
         pyRiemann's ``transport_logeuclid``)."""
         v = self._args("parallel_transport", check, V=(_TAN, V), X=(_X, X), Y=(SPD(gate="check"), Y))
         xp, (Xs, Ys, Vs), dt = self._up(v["X"], v["Y"], v["V"])
-        return compat.cast(_dexp(_log(Ys, xp), _dlog(Xs, Vs, xp), xp), dt, xp)
+        return compat.cast(_dexp(spd_log(Ys, xp), _dlog(Xs, Vs, xp), xp), dt, xp)
 
     def mean(self, X: Array, weights: Array | None = None, *, init: Array | None = None, tol: float | None = None,
              max_iter: int = 50, callback: Callable | None = None, callback_every: int = 1, progress: bool = False,
@@ -475,7 +475,7 @@ class LogEuclidean(SPDMetric):
         a common signature and unused)."""
         xp, Xc, w, _, _, dt = self._mean_args(X, weights, init, tol, max_iter, callback, callback_every,
                                               progress, check)
-        M = _exp(xp.sum(w[..., None, None] * _log(Xc, xp), axis=-3), xp)
+        M = spd_exp(xp.sum(w[..., None, None] * spd_log(Xc, xp), axis=-3), xp)
         return MeanResult(compat.cast(M, dt, xp), 0, True, ())
 
 
@@ -575,7 +575,7 @@ class LogCholesky(SPDMetric):
         Ph = _half(L, Vs, xp)
         l0, ld = _parts(L, xp)
         Lam = l0 + xp.tril(L @ Ph, k=-1) + _diag(ld * xp.exp(xp.linalg.diagonal(Ph)), xp)
-        return _finite(compat.cast(sym(Lam @ mT(Lam, xp), xp), dt, xp), "LogCholesky.exp", "V", xp)
+        return require_finite(compat.cast(sym(Lam @ mT(Lam, xp), xp), dt, xp), "LogCholesky.exp", "V", xp)
 
     def geodesic(self, X: Array, Y: Array, t: Array | float, *, check: bool = True) -> Array:
         r""":math:`\gamma(t) = \Lambda_t\Lambda_t^\top`,

@@ -48,16 +48,16 @@ def _pairwise_generic(X, Y, *, key, check, xp):
             D = F[i0:i1, None, :] - G[None, :, :]
             rows.append(xp.sum(D * D, axis=-1))
         return xp.concat(rows, axis=0)
-    from .distances import _AIRM_RANGE, _airm2_generic
+    from .distances import AIRM_RANGE, airm2_generic
 
     for i0, i1 in _blocks(m, k * n * n * 4):
         A, B = X[i0:i1, None, :, :], Z[None, :, :, :]
         if key == "bw":
             rows.append(bw2(A, B, xp))
         else:
-            d2, low = _airm2_generic(A, B, xp=xp)
+            d2, low = airm2_generic(A, B, xp=xp)
             if check and low is not None and bool(xp.any(low)):
-                raise ValueError(_AIRM_RANGE.replace("airm_distance", "pairwise_distances"))
+                raise ValueError(AIRM_RANGE.replace("airm_distance", "pairwise_distances"))
             rows.append(d2)
     D2 = xp.concat(rows, axis=0)
     if Y is None:     # exactly symmetric, exact zeros on the diagonal (as the Numba path, which computes j > i)

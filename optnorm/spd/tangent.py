@@ -11,7 +11,7 @@ from .._lib.api import public
 from .._lib.roles import SPD, Bool, Choice, Float
 from .._lib.typing import Array
 from ._linalg import sym, upcast
-from .metrics import METRIC_ALIASES, _exp, _finite, _log, _roots, metric_object
+from .metrics import METRIC_ALIASES, spd_exp, require_finite, spd_log, sqrt_and_invsqrt, metric_object
 
 METRICS = tuple(METRIC_ALIASES)
 
@@ -94,8 +94,8 @@ def tangent_space(X: Array, reference: Array, *, metric: str = "airm", check: bo
     Xc = sym(Xc, xp)
     key = METRIC_ALIASES[metric]
     if key == "airm":
-        _, Ci = _roots(C, xp)
-        S = _log(sym(Ci @ Xc @ Ci, xp), xp)
+        _, Ci = sqrt_and_invsqrt(C, xp)
+        S = spd_log(sym(Ci @ Xc @ Ci, xp), xp)
     else:
         S = metric_object(key).log(C, Xc, check=False)
     return compat.cast(upper(S, xp), dt, xp)
@@ -149,8 +149,8 @@ def untangent_space(T: Array, reference: Array, *, metric: str = "airm", check: 
     S = unupper(Tc, n, xp)
     key = METRIC_ALIASES[metric]
     if key == "airm":
-        H, _ = _roots(C, xp)
-        X = sym(H @ _exp(S, xp) @ H, xp)
+        H, _ = sqrt_and_invsqrt(C, xp)
+        X = sym(H @ spd_exp(S, xp) @ H, xp)
     else:
         X = metric_object(key).exp(C, S, check=False)
-    return _finite(compat.cast(X, dt, xp), "untangent_space", "T", xp)
+    return require_finite(compat.cast(X, dt, xp), "untangent_space", "T", xp)
