@@ -215,18 +215,27 @@ def showcase(outdir: Path, quick: bool = False) -> list[str]:
         t0 = time.perf_counter()
         flows[est] = _flow(X0, Y, est, steps, L=32, lr=0.5)
         flows[est] = (*flows[est], time.perf_counter() - t0)
-    fig, axes = plt.subplots(1, len(flows["mc"][1]) + 1, figsize=(4 * (len(flows["mc"][1]) + 1), 4))
+    fig, axes = plt.subplots(1, len(flows["mc"][1]) + 1, figsize=(3.6 * (len(flows["mc"][1]) + 1), 4.2))
     for i, S in enumerate(flows["mc"][1]):
-        axes[i].scatter(Y[:, 0], Y[:, 1], s=2, c="tab:orange", alpha=0.4)
-        axes[i].scatter(S[:, 0], S[:, 1], s=2, c="tab:blue")
+        axes[i].scatter(Y[:, 0], Y[:, 1], s=2, c="tab:orange", alpha=0.4, label="target Y (two moons)")
+        axes[i].scatter(S[:, 0], S[:, 1], s=2, c="tab:blue", label="moving cloud X_t")
         axes[i].set_title(f"step {i * max(1, steps // 4)}")
         axes[i].set_aspect("equal")
+        axes[i].set_xlim(-1.5, 2.5)
+        axes[i].set_ylim(-1.0, 3.2)                  # one frame for every step, so the motion is visible
+        axes[i].set_xlabel("x (arbitrary units)")
+    axes[0].set_ylabel("y (arbitrary units)")
+    axes[0].legend(loc="upper right", fontsize=7, markerscale=4)
     ax = axes[-1]
     for est, (_, _, vals, _) in flows.items():
-        ax.semilogy(vals, label=est)
+        ax.semilogy(vals, label=f"estimator {est}")
     ax.set_xlabel("step")
-    ax.set_ylabel(r"$\widehat{SW}_2^2$")
+    ax.set_ylabel(r"$\widehat{SW}_2^2(X_t, Y)$ (squared units)")
+    ax.set_title("loss along the flow")
     ax.legend()
+    fig.suptitle(f"Sliced-Wasserstein gradient flow: the blue cloud, a Gaussian blob at step 0, descends "
+                 f"SW_2^2 ({n} points, 32 directions per step, optnorm's VJP) and moves down onto the orange "
+                 f"two-moons target", fontsize=10)
     fig.tight_layout()
     p = outdir / "ot_sw_flow.png"
     fig.savefig(p, dpi=80)
