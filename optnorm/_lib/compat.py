@@ -45,6 +45,21 @@ def is_numpy(x: Any) -> bool:
     return type(x) is np.ndarray
 
 
+def all_numpy(*arrays: Any) -> bool:
+    """True when every array that is not None is a NumPy ndarray (``when=`` tests of Numba paths)."""
+    return all(a is None or is_numpy(a) for a in arrays)
+
+
+def dtype_by_name(name: str, like: Any, xp: Any) -> Any:
+    """The dtype called ``name`` (``"float64"``) in the library of ``like``; TypeError when it has none."""
+    dt = getattr(xp, name, None)
+    if dt is None and is_torch(like):
+        dt = getattr(_torch(), name, None)
+    if dt is None:
+        raise TypeError(f"dtype={name!r} is not available for {backend_name(like)} arrays")
+    return dt
+
+
 def is_cupy(x: Any) -> bool:
     return "cupy" in sys.modules and _aac.is_cupy_array(x)
 
@@ -131,10 +146,13 @@ def to_numpy(x: Any) -> Any:
 
 
 def from_numpy_like(a: np.ndarray, like: Any):
-    """Put a NumPy array into the library (and device) of ``like``."""
+    """Put a NumPy array into the library (and device) of ``like``; under ``jax.jit`` (``like`` traced) the
+    array becomes a constant of the trace."""
     if is_numpy(like) or isinstance(like, np.ndarray):
         return a
     xp = array_namespace(like)
+    if is_jax(like) and not is_concrete(like):
+        return xp.asarray(a)
     if is_torch(like):
         # np.require keeps a 0-d array 0-d (np.ascontiguousarray would make it shape (1,))
         return _torch().from_numpy(np.require(a, requirements="C")).to(like.device)

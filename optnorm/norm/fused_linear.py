@@ -52,7 +52,7 @@ _chunks = Dispatcher("norm.linear_cross_entropy", serves="norm.linear_cross_entr
 _chunks.generic(_generic_chunks)
 
 
-@_chunks.numba(when=lambda x2, w, b, t, g, **kw: numpy_float(x2, w, b) and compat.is_numpy(t))
+@_chunks.numba(when=lambda x2, w, b, t, g, **kw: numpy_float(x2, w, b) and compat.all_numpy(t))
 def _numba_chunks(x2, w, b, t, g, *, eps, zc, ignore_index, rows, grad, need_sum, xp):
     from .._numba import norm_losses as nb
 

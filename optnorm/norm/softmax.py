@@ -55,21 +55,9 @@ def _check_dtype(value, name):
     return nm
 
 
-def _lib_dtype(name, x, xp):
-    """The dtype called ``name`` in the library of ``x``."""
-    dt = getattr(xp, name, None)
-    if dt is None and compat.is_torch(x):
-        import torch
-
-        dt = getattr(torch, name)
-    if dt is None:
-        raise TypeError(f"dtype={name!r} is not available for {compat.backend_name(x)} arrays")
-    return dt
-
-
 def _in_dtype(x, dtype, xp):
     """``x`` cast to ``dtype=`` (torch's semantics: the input is cast before the operation)."""
-    return x if dtype is None else compat.cast(x, _lib_dtype(dtype, x, xp), xp)
+    return x if dtype is None else compat.cast(x, compat.dtype_by_name(dtype, x, xp), xp)
 
 
 # roles shared by the whole family: a non-empty float array of >= 1 dims, an axis of it, an out= like it
@@ -433,10 +421,6 @@ def _gumbel_noise(shape, seed, like, ct, xp):
     e = np.maximum(rng.standard_exponential(shape), np.finfo(np.float64).tiny)
     g = -np.log(e)
     host = g.astype(np.float64 if compat.dtype_name(ct) == "float64" else np.float32)
-    if compat.is_numpy(like):
-        return host
-    if compat.is_jax(like):
-        return xp.asarray(host)
     return compat.from_numpy_like(host, like)
 
 

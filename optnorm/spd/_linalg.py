@@ -92,7 +92,7 @@ def lapack_single_thread(*arrays):
     with one OpenBLAS thread and 5.9-28 s with two on the 2-core development machine (loaded), 32x32 0.31 s
     against 9.8-15 s.  Applied to NumPy stacks of at least 4 matrices of size <= 512 (threadpoolctl, when
     installed, with a cached controller: ~20 us per use); other input: no effect."""
-    a = next((x for x in arrays if x is not None and compat.is_numpy(x)), None)
+    a = next((x for x in arrays if x is not None and compat.all_numpy(x)), None)
     if a is None or a.ndim < 3 or a.shape[-1] > 512 or math.prod(a.shape[:-2]) < 4:
         return contextlib.nullcontext()
     if not _CONTROLLER:

@@ -355,7 +355,7 @@ def _karcher_grad_generic(Xc, Hi, w, *, xp):
     return _weighted_log_sum(sym(Hb @ Xc @ Hb, xp), w, xp)
 
 
-@_karcher_grad.numba(when=lambda Xc, Hi, w, **kw: Xc.ndim == 3 and Xc.dtype == np.float64 and compat.is_numpy(Xc))
+@_karcher_grad.numba(when=lambda Xc, Hi, w, **kw: Xc.ndim == 3 and Xc.dtype == np.float64 and compat.all_numpy(Xc))
 def _karcher_grad_numba(Xc, Hi, w, *, xp):
     """Parallel over the stack (optnorm/_numba/spd.py: karcher_gradient): each thread whitens, eigendecomposes
     (LAPACK) and accumulates its matrices; NumPy's batched ``eigh`` runs on one core."""
@@ -370,7 +370,7 @@ def _weighted_log_sum(W, w, xp):
     lam, U = eigh(W, xp)
     d = xp.log(lam) * w[..., None]
     UD = U * d[..., None, :]
-    if W.ndim == 3 and compat.is_numpy(W):
+    if W.ndim == 3 and compat.all_numpy(W):
         m, n, _ = W.shape
         a = xp.reshape(xp.permute_dims(UD, (1, 0, 2)), (n, m * n))
         b = xp.reshape(xp.permute_dims(U, (1, 0, 2)), (n, m * n))

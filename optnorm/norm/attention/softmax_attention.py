@@ -8,7 +8,7 @@ import numpy as np
 
 from ..._lib import compat
 from ..._lib.api import public, vjp
-from ..._lib.dispatch import Dispatcher
+from ..._lib.dispatch import Dispatcher, numpy_float
 from ..._lib.roles import Bool, Float, Mask, Scalar, Seed, UnitInterval
 from ..._lib.typing import Array
 from ..._lib.typing import Seed as SeedT
@@ -93,15 +93,6 @@ def _seed_of(seed, dropout_p) -> int:
     return int(seed) % (2 ** 32)
 
 
-def _to_like(host, like, xp):
-    """A host NumPy array in the library (and device) of ``like`` (a constant under ``jax.jit``)."""
-    if compat.is_numpy(like):
-        return host
-    if compat.is_jax(like):
-        return xp.asarray(host)
-    return compat.from_numpy_like(host, like)
-
-
 def _keep(geo: Geometry, j0, j1, seed, p, like, xp):
     """Dropout scale Z / (1 - p) of keys j0..j1 for every pair and query, shape full + (L, j1 - j0)."""
     from ..._numba.attention import dropout_keep
@@ -112,7 +103,7 @@ def _keep(geo: Geometry, j0, j1, seed, p, like, xp):
     cols = np.arange(j0, j1, dtype=np.int64)[None, :]
     dt = np.float64 if compat.dtype_name(like.dtype) == "float64" else np.float32
     z = dropout_keep(seed, pairs, rows, cols, p).astype(dt) / np.asarray(1.0 - p, dtype=dt)
-    return _to_like(z, like, xp)
+    return compat.from_numpy_like(z, like)
 
 
 # ---------------------------------------------------------------------------------------------- generic path
@@ -236,8 +227,7 @@ _bwd.generic(_bwd_generic)
 
 
 def _numba_ok(q, k, v, mask, *rest, **kw):
-    return all(compat.is_numpy(a) and a.dtype in (np.float32, np.float64) for a in (q, k, v)) and \
-        q.dtype == k.dtype == v.dtype and (mask is None or compat.is_numpy(mask))
+    return numpy_float(q, k, v) and compat.all_numpy(mask)
 
 
 @_fwd.numba(when=_numba_ok)
